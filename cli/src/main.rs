@@ -1,0 +1,516 @@
+//! `panoptes`: run a coordinator or a worker, submit videos and read results.
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use panoptes_common::config::{parse_peers, Config};
+use panoptes_proto::api::{self as pb, panoptes_client::PanoptesClient};
+use panoptes_proto::failover::Coordinators;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+mod render;
+
+const EXAMPLES: &str = "\
+Examples:
+  panoptes coordinator --id 1                       # a one-node coordinator on 127.0.0.1:7400
+  panoptes worker --name w1 --models-dir ./models   # a worker that registers with it
+  panoptes submit ./clip.mp4 --models objects,colors --frame-step 2 --wait
+  panoptes status job-1 --json
+  panoptes results job-1 --json > results.jsonl
+  panoptes cluster status
+
+Every command that talks to the cluster accepts --coordinator ADDR[,ADDR...]
+(or PANOPTES_COORDINATOR); any coordinator of the cluster will do.";
+
+#[derive(Parser)]
+#[command(name = "panoptes", version, about = "Distributed real-time video analysis", after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct ClientOpts {
+    /// Coordinator address(es), HOST:PORT[,HOST:PORT...]; any member works.
+    #[arg(long, env = "PANOPTES_COORDINATOR", global = true, value_name = "ADDR,...")]
+    coordinator: Option<String>,
+    /// Cluster config file (used for the coordinator list when --coordinator is not given).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a coordinator (a Raft member that keeps jobs and results).
+    Coordinator(CoordinatorArgs),
+    /// Run a worker (decodes and analyses the shards it leases).
+    Worker(WorkerArgs),
+    /// Submit a video file or URL for analysis; prints the job id.
+    Submit(SubmitArgs),
+    /// Show a job's state and progress.
+    Status(JobArgs),
+    /// Print a job's results, one line per (frame, model), ordered by frame then model.
+    Results(ResultsArgs),
+    /// Cancel a job and free its leases.
+    Cancel(JobArgs),
+    /// Finished jobs, newest first.
+    Videos(ListArgs),
+    /// The analyses the cluster offers.
+    Models(ListArgs),
+    /// Admin views of the cluster.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Members, leader, workers, load and job counts.
+    Status(ListArgs),
+}
+
+#[derive(Args)]
+struct CoordinatorArgs {
+    /// This member's id (its entry in cluster.coordinators).
+    #[arg(long)]
+    id: u64,
+    /// Config file; without one the defaults make a local cluster on 127.0.0.1.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the Raft log, state and snapshots live (default: coordinator.data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to serve on (default: this id's address in the config).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// All members as ID=HOST:PORT,... (overrides cluster.coordinators).
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    peers: Option<String>,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// A name unique in the cluster, e.g. w1.
+    #[arg(long)]
+    name: String,
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address for the worker's own listeners (live ingest).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Coordinator address(es) (default: cluster.coordinators).
+    #[arg(long, env = "PANOPTES_COORDINATOR", value_name = "ADDR,...")]
+    coordinator: Option<String>,
+    /// Directory with the ONNX models (env PANOPTES_MODELS_DIR; default: worker.models_dir).
+    #[arg(long, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+    /// Analyses to load and offer, comma-separated (default: worker.models).
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
+    /// Shards to work on at once (default: worker.capacity).
+    #[arg(long)]
+    capacity: Option<u32>,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    /// A local video path, file://, http:// or https:// URL.
+    source: String,
+    /// Analyses to run, comma-separated, e.g. objects,colors.
+    #[arg(long, value_delimiter = ',', required = true)]
+    models: Vec<String>,
+    /// Analyse every Nth frame (frames n with n % N == 0).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    frame_step: i64,
+    /// A name for the job (default: the file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Wait for the job to end (progress on a terminal); exit 1 if it failed.
+    #[arg(long)]
+    wait: bool,
+    /// Print JSON: {"job_id": ...} (with --wait, the final status).
+    #[arg(long)]
+    json: bool,
+    /// Idempotency key: resubmitting with the same key returns the same job.
+    #[arg(long)]
+    request_id: Option<String>,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+#[derive(Args)]
+struct JobArgs {
+    /// Job id, e.g. job-3.
+    job: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+#[derive(Args)]
+struct ResultsArgs {
+    job: String,
+    /// Only this frame.
+    #[arg(long)]
+    frame: Option<u64>,
+    /// Only this model.
+    #[arg(long)]
+    model: Option<String>,
+    /// One JSON object per line: {"frame","timestamp","model","results"}.
+    #[arg(long)]
+    json: bool,
+    /// Keep printing results as they commit until the job ends.
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+fn env_map() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    Ok(Config::load(path, &env_map())?)
+}
+
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+}
+
+async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
+    let mut cfg = load_config(a.config.as_deref())?;
+    if let Some(p) = &a.peers {
+        cfg.cluster.coordinators = parse_peers(p)?;
+    }
+    if let Some(l) = &a.listen {
+        cfg.coordinator.listen = Some(l.clone());
+    }
+    cfg.validate()?;
+    panoptes_common::logging::init(&cfg.log.format, &cfg.log.level);
+    let listen = cfg.coordinator_listen(a.id)?;
+    let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.coordinator_data_dir(a.id));
+    let peers = cfg.cluster.coordinators.iter().filter(|p| p.id != a.id).map(|p| (p.id, p.addr.clone())).collect();
+    let opts = panoptes_coordinator::node::NodeOptions { id: a.id, listen, data_dir, peers };
+    panoptes_coordinator::node::run(cfg, opts, shutdown_signal()).await
+}
+
+async fn run_worker(a: WorkerArgs) -> Result<()> {
+    let mut cfg = load_config(a.config.as_deref())?;
+    if let Some(l) = &a.listen {
+        cfg.worker.listen = l.clone();
+    }
+    if let Some(m) = &a.models_dir {
+        cfg.worker.models_dir = m.display().to_string();
+    }
+    if let Some(m) = &a.models {
+        cfg.worker.models = m.clone();
+    }
+    if let Some(c) = a.capacity {
+        cfg.worker.capacity = c;
+    }
+    cfg.validate()?;
+    panoptes_common::logging::init(&cfg.log.format, &cfg.log.level);
+    let coordinators = match &a.coordinator {
+        Some(c) => split_addrs(c),
+        None => cfg.coordinator_addrs(),
+    };
+    let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.worker_data_dir(&a.name));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("failed to create {}", data_dir.display()))?;
+    let opts = panoptes_worker::node::WorkerOptions {
+        name: a.name.clone(),
+        coordinators,
+        models_dir: PathBuf::from(&cfg.worker.models_dir),
+        models: cfg.worker.models.clone(),
+        capacity: cfg.worker.capacity,
+        depth: cfg.worker.pipeline_depth,
+        batch: cfg.worker.report_batch,
+        max_restarts: cfg.worker.max_restarts,
+        advertise: cfg.worker.listen.clone(),
+    };
+    panoptes_worker::node::run(opts, shutdown_signal()).await
+}
+
+fn split_addrs(s: &str) -> Vec<String> {
+    s.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect()
+}
+
+fn connect(c: &ClientOpts) -> Result<Coordinators> {
+    let addrs = match &c.coordinator {
+        Some(s) => split_addrs(s),
+        None => load_config(c.config.as_deref())?.coordinator_addrs(),
+    };
+    Coordinators::new(&addrs).map_err(|e| anyhow!(e))
+}
+
+fn api(ch: Channel) -> PanoptesClient<Channel> {
+    PanoptesClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(64 << 20)
+}
+
+/// Turn a gRPC failure into a message that says what to do.
+fn explain(s: tonic::Status, coords: &Coordinators) -> anyhow::Error {
+    match s.code() {
+        tonic::Code::Unavailable => anyhow!(
+            "no coordinator reachable at {} ({}). Is one running? Start one with `panoptes coordinator --id 1`, or point --coordinator at it.",
+            coords.addrs().join(","),
+            s.message()
+        ),
+        tonic::Code::InvalidArgument => anyhow!("{}", s.message()),
+        tonic::Code::NotFound => anyhow!("{}", s.message()),
+        _ => anyhow!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+async fn status_of(coords: &Coordinators, job: &str) -> Result<pb::JobStatus> {
+    let r = pb::JobRef { job_id: job.to_string() };
+    coords.call(coords.addrs().len() * 2, |ch| { let r = r.clone(); async move { api(ch).get_status(r).await } }).await.map_err(|s| explain(s, coords))
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::JobState::try_from(s).unwrap_or(pb::JobState::Unspecified) {
+        pb::JobState::Queued => "queued",
+        pb::JobState::Running => "running",
+        pb::JobState::Completed => "completed",
+        pb::JobState::Failed => "failed",
+        pb::JobState::Cancelled => "cancelled",
+        pb::JobState::Unspecified => "unknown",
+    }
+}
+
+fn status_json(s: &pb::JobStatus) -> Value {
+    json!({
+        "job_id": s.job_id, "name": s.name, "source": s.source, "models": s.models,
+        "frame_step": s.frame_step, "state": state_name(s.state), "frames_total": s.frames_total,
+        "frames_done": s.frames_done, "error": if s.error.is_empty() { Value::Null } else { Value::String(s.error.clone()) },
+        "shards_total": s.shards_total, "shards_done": s.shards_done,
+        "submitted_at_ms": s.submitted_at_ms, "finished_at_ms": s.finished_at_ms,
+    })
+}
+
+fn is_finished(s: &pb::JobStatus) -> bool {
+    matches!(state_name(s.state), "completed" | "failed" | "cancelled")
+}
+
+/// Local paths are resolved here (the coordinator's working directory differs).
+fn resolve_source(source: &str) -> String {
+    if source.contains("://") {
+        return source.to_string();
+    }
+    let p = Path::new(source);
+    match std::fs::canonicalize(p) {
+        Ok(abs) => abs.display().to_string(),
+        Err(_) if p.is_relative() => std::env::current_dir().map(|d| d.join(p).display().to_string()).unwrap_or_else(|_| source.to_string()),
+        Err(_) => source.to_string(),
+    }
+}
+
+async fn submit(a: SubmitArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let req = pb::SubmitRequest {
+        source: resolve_source(&a.source),
+        models: a.models.clone(),
+        frame_step: a.frame_step,
+        name: a.name.clone().unwrap_or_default(),
+        request_id: a.request_id.clone().unwrap_or_else(|| format!("cli-{}-{}", std::process::id(), panoptes_common::now_ms())),
+        target_height: 0,
+    };
+    let resp = coords.call(coords.addrs().len() * 3, |ch| { let r = req.clone(); async move { api(ch).submit(r).await } }).await.map_err(|s| explain(s, &coords))?;
+    let job = resp.job_id;
+    if !a.wait {
+        if a.json {
+            println!("{}", json!({ "job_id": job }));
+        } else {
+            println!("{job}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let tty = std::io::stderr().is_terminal() && !a.json;
+    if tty {
+        eprintln!("submitted {job}; waiting for it to finish (Ctrl-C stops waiting, not the job)");
+    }
+    let started = Instant::now();
+    let status = loop {
+        let s = status_of(&coords, &job).await?;
+        if tty {
+            eprint!("\r\x1b[2K{}", render::progress_line(&s, started.elapsed()));
+            let _ = std::io::stderr().flush();
+        }
+        if is_finished(&s) {
+            if tty {
+                eprintln!();
+            }
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        let mut v = status_json(&status);
+        v["wall_time_s"] = json!((secs * 1000.0).round() / 1000.0);
+        println!("{v}");
+    } else if status.error.is_empty() {
+        println!(
+            "{job} {}: {} of {} frames analysed in {:.1}s ({:.1} frames/s)",
+            state_name(status.state),
+            status.frames_done,
+            status.frames_total,
+            secs,
+            status.frames_done as f64 / secs.max(1e-9)
+        );
+    } else {
+        println!("{job} {}: {}", state_name(status.state), status.error);
+    }
+    Ok(if state_name(status.state) == "completed" { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn status(a: JobArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let s = status_of(&coords, &a.job).await?;
+    if a.json {
+        println!("{}", status_json(&s));
+    } else {
+        print!("{}", render::status_text(&s, state_name(s.state)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn results(a: ResultsArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let req = pb::ResultsRequest {
+        job_id: a.job.clone(),
+        has_frame: a.frame.is_some(),
+        frame: a.frame.unwrap_or(0),
+        model: a.model.clone().unwrap_or_default(),
+        follow: a.follow,
+    };
+    let mut stream = coords.call(coords.addrs().len() * 2, |ch| { let r = req.clone(); async move { api(ch).stream_results(r).await } }).await.map_err(|s| explain(s, &coords))?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut n = 0u64;
+    while let Some(r) = stream.message().await.map_err(|s| explain(s, &coords))? {
+        let results: Value = serde_json::from_str(&r.results_json).context("coordinator sent invalid results JSON")?;
+        if a.json {
+            writeln!(out, "{}", json!({"frame": r.frame, "timestamp": r.timestamp, "model": r.model, "results": results}))?;
+        } else {
+            writeln!(out, "{}", render::result_line(r.frame, r.timestamp, &r.model, &results))?;
+        }
+        n += 1;
+        if a.follow {
+            out.flush()?;
+        }
+    }
+    out.flush()?;
+    if n == 0 && a.frame.is_some() && !a.json {
+        eprintln!("no results for frame {} (not analysed, or not committed yet)", a.frame.unwrap());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cancel(a: JobArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let r = pb::JobRef { job_id: a.job.clone() };
+    let s = coords.call(coords.addrs().len() * 2, |ch| { let r = r.clone(); async move { api(ch).cancel(r).await } }).await.map_err(|s| explain(s, &coords))?;
+    if a.json {
+        println!("{}", status_json(&s));
+    } else {
+        println!("{} {}", s.job_id, state_name(s.state));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn videos(a: ListArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let r = coords.call(coords.addrs().len() * 2, |ch| async move { api(ch).list_videos(pb::ListVideosRequest { limit: 0 }).await }).await.map_err(|s| explain(s, &coords))?;
+    if a.json {
+        let v: Vec<Value> = r
+            .videos
+            .iter()
+            .map(|v| json!({"id": v.job_id, "name": v.name, "source": v.source, "state": state_name(v.state), "frames": v.frames, "finished_at": v.finished_at_ms}))
+            .collect();
+        println!("{}", Value::Array(v));
+    } else {
+        print!("{}", render::videos_table(&r.videos, state_name));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn models(a: ListArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let r = coords.call(coords.addrs().len() * 2, |ch| async move { api(ch).list_models(pb::ListModelsRequest {}).await }).await.map_err(|s| explain(s, &coords))?;
+    if a.json {
+        let v: Vec<Value> = r.models.iter().map(|m| json!({"name": m.name, "family": m.family, "files": m.files})).collect();
+        println!("{}", Value::Array(v));
+    } else {
+        for m in &r.models {
+            println!("{:<10} {:<10} {}", m.name, m.family, m.files.join(","));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cluster_status(a: ListArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let r = coords
+        .call(coords.addrs().len() * 2, |ch| async move { api(ch).cluster_status(pb::ClusterStatusRequest {}).await })
+        .await
+        .map_err(|s| explain(s, &coords))?;
+    let jobs = r.jobs.unwrap_or_default();
+    if a.json {
+        let v = json!({
+            "leader": r.leader, "term": r.term,
+            "members": r.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "role": m.role, "last_log_index": m.last_log_index, "healthy": m.healthy})).collect::<Vec<_>>(),
+            "workers": r.workers.iter().map(|w| json!({"name": w.name, "addr": w.addr, "state": w.state, "capacity": w.capacity, "active_shards": w.active_shards,
+                "last_heartbeat_ms": if w.last_heartbeat_ms == u64::MAX { Value::Null } else { json!(w.last_heartbeat_ms) }})).collect::<Vec<_>>(),
+            "jobs": {"queued": jobs.queued, "running": jobs.running, "completed": jobs.completed, "failed": jobs.failed, "cancelled": jobs.cancelled},
+        });
+        println!("{v}");
+    } else {
+        print!("{}", render::cluster_text(&r.members, &r.workers, &jobs, r.leader, r.term));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Coordinator(a) => run_coordinator(a).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Worker(a) => run_worker(a).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Submit(a) => submit(a).await,
+        Cmd::Status(a) => status(a).await,
+        Cmd::Results(a) => results(a).await,
+        Cmd::Cancel(a) => cancel(a).await,
+        Cmd::Videos(a) => videos(a).await,
+        Cmd::Models(a) => models(a).await,
+        Cmd::Cluster { cmd: ClusterCmd::Status(a) } => cluster_status(a).await,
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Human-readable output.
+use std::time::Duration;
+
+use panoptes_proto::api as pb;
+use serde_json::Value;
+
+pub fn progress_line(s: &pb::JobStatus, elapsed: Duration) -> String {
+    let state = match pb::JobState::try_from(s.state).unwrap_or(pb::JobState::Unspecified) {
+        pb::JobState::Queued => "queued (probing the source)",
+        pb::JobState::Running => "running",
+        _ => "finishing",
+    };
+    if s.frames_total == 0 {
+        return format!("{} {state} {:.0}s", s.job_id, elapsed.as_secs_f64());
+    }
+    let width = 30usize;
+    let frac = (s.frames_done as f64 / s.frames_total as f64).clamp(0.0, 1.0);
+    let filled = (frac * width as f64).round() as usize;
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let fps = s.frames_done as f64 / secs;
+    let eta = if fps > 0.0 { format!("{:.0}s", (s.frames_total - s.frames_done.min(s.frames_total)) as f64 / fps) } else { "?".into() };
+    format!(
+        "{} [{}{}] {}/{} frames  {:.1} fps  ETA {eta}  shards {}/{}",
+        s.job_id,
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        s.frames_done,
+        s.frames_total,
+        fps,
+        s.shards_done,
+        s.shards_total
+    )
+}
+
+pub fn status_text(s: &pb::JobStatus, state: &str) -> String {
+    let mut out = format!(
+        "job:     {}\nname:    {}\nsource:  {}\nmodels:  {}\nstep:    {}\nstate:   {}\nframes:  {} of {} analysed\nshards:  {} of {} done\n",
+        s.job_id,
+        s.name,
+        s.source,
+        s.models.join(","),
+        s.frame_step,
+        state,
+        s.frames_done,
+        s.frames_total,
+        s.shards_done,
+        s.shards_total
+    );
+    if !s.error.is_empty() {
+        out.push_str(&format!("error:   {}\n", s.error));
+    }
+    out
+}
+
+/// One line per (frame, model) with the findings summarised.
+pub fn result_line(frame: u64, ts: f64, model: &str, results: &Value) -> String {
+    let items = results.as_array().cloned().unwrap_or_default();
+    let summary: Vec<String> = items
+        .iter()
+        .map(|r| match model {
+            "objects" => format!("{} {:.2}", r["label"].as_str().unwrap_or("?"), r["score"].as_f64().unwrap_or(0.0)),
+            "colors" => format!("{} {:.0}%", r["color"].as_str().unwrap_or("?"), r["fraction"].as_f64().unwrap_or(0.0) * 100.0),
+            "joy" => format!(
+                "face {} {} {}",
+                r["emotion"].as_str().unwrap_or("?"),
+                r["gender"].as_str().unwrap_or("?"),
+                if r["joy"].as_bool().unwrap_or(false) { "(joy)" } else { "" }
+            ),
+            _ => r.to_string(),
+        })
+        .collect();
+    let body = if summary.is_empty() { "-".to_string() } else { summary.join(", ") };
+    format!("frame {frame:>6}  {ts:>8.3}s  {model:<8} {body}")
+}
+
+pub fn videos_table(v: &[pb::VideoSummary], state: fn(i32) -> &'static str) -> String {
+    let mut out = format!("{:<10} {:<10} {:>7}  {:<24} {}\n", "ID", "STATE", "FRAMES", "FINISHED", "NAME");
+    for x in v {
+        out.push_str(&format!("{:<10} {:<10} {:>7}  {:<24} {}\n", x.job_id, state(x.state), x.frames, fmt_ms(x.finished_at_ms), x.name));
+    }
+    if v.is_empty() {
+        out.push_str("(no finished videos yet)\n");
+    }
+    out
+}
+
+fn fmt_ms(ms: u64) -> String {
+    // UTC, seconds resolution, without a date library.
+    let secs = ms / 1000;
+    let days = secs / 86_400;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let (y, mo, d) = civil_from_days(days as i64);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}Z")
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+pub fn cluster_text(members: &[pb::MemberStatus], workers: &[pb::WorkerStatus], jobs: &pb::JobCounts, leader: u64, term: u64) -> String {
+    let mut out = format!("leader: {}  term: {term}\n\nMEMBERS\n", if leader == 0 { "none".to_string() } else { leader.to_string() });
+    for m in members {
+        out.push_str(&format!("  {:<3} {:<22} {:<9} log {:<8} {}\n", m.id, m.addr, m.role, m.last_log_index, if m.healthy { "healthy" } else { "UNHEALTHY" }));
+    }
+    out.push_str("\nWORKERS\n");
+    if workers.is_empty() {
+        out.push_str("  (none registered)\n");
+    }
+    for w in workers {
+        let hb = if w.last_heartbeat_ms == u64::MAX { "never".to_string() } else { format!("{:.1}s ago", w.last_heartbeat_ms as f64 / 1000.0) };
+        out.push_str(&format!("  {:<12} {:<12} {:<11} shards {}/{}  heartbeat {hb}\n", w.name, w.addr, w.state, w.active_shards, w.capacity));
+    }
+    out.push_str(&format!(
+        "\nJOBS  queued {}  running {}  completed {}  failed {}  cancelled {}\n",
+        jobs.queued, jobs.running, jobs.completed, jobs.failed, jobs.cancelled
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_render_in_utc() {
+        assert_eq!(fmt_ms(0), "1970-01-01 00:00:00Z");
+        assert_eq!(fmt_ms(1_795_000_000_000), "2026-11-19 09:46:40Z");
+    }
+
+    #[test]
+    fn progress_has_counts_and_eta() {
+        let s = pb::JobStatus { job_id: "job-1".into(), state: pb::JobState::Running as i32, frames_total: 100, frames_done: 50, ..Default::default() };
+        let l = progress_line(&s, Duration::from_secs(10));
+        assert!(l.contains("50/100 frames") && l.contains("5.0 fps") && l.contains("ETA 10s"), "{l}");
+    }
+}

@@ -1,0 +1,392 @@
+//! The public gRPC service: submit, status, results, videos, cancel, cluster status.
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use panoptes_common::ids::JobId;
+use panoptes_common::{now_ms, KNOWN_ANALYSES};
+use panoptes_proto::api as pb;
+use panoptes_proto::api::panoptes_server::{Panoptes, PanoptesServer};
+use tonic::{Request as Req, Response as Resp, Status};
+use tracing::info;
+
+use crate::node::{Coordinator, MAX_MESSAGE_BYTES};
+use crate::state::command::{Request, Response};
+use crate::state::model::{Job, JobSpec, JobState, ShardState};
+use crate::state::store::ResultRow;
+
+pub struct ApiService {
+    node: Arc<Coordinator>,
+}
+
+pub fn server(node: Arc<Coordinator>) -> PanoptesServer<ApiService> {
+    PanoptesServer::new(ApiService { node }).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+const MAX_NAME: usize = 256;
+const MAX_SOURCE: usize = 4096;
+
+fn parse_job(s: &str) -> Result<u64, Status> {
+    s.parse::<JobId>().map(|j| j.0).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+pub fn state_pb(s: JobState) -> pb::JobState {
+    match s {
+        JobState::Queued => pb::JobState::Queued,
+        JobState::Running => pb::JobState::Running,
+        JobState::Completed => pb::JobState::Completed,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+pub fn status_pb(j: &Job) -> pb::JobStatus {
+    pb::JobStatus {
+        job_id: JobId(j.id).to_string(),
+        name: j.spec.name.clone(),
+        source: j.spec.source.clone(),
+        models: j.spec.models.clone(),
+        frame_step: j.spec.frame_step,
+        state: state_pb(j.state) as i32,
+        frames_total: j.frames_total(),
+        frames_done: j.frames_done,
+        error: j.error.clone().unwrap_or_default(),
+        submitted_at_ms: j.submitted_at_ms,
+        finished_at_ms: j.finished_at_ms,
+        shards_total: j.shards.len() as u32,
+        shards_done: j.shards_done(),
+        live: false,
+    }
+}
+
+/// Check a submission and turn it into a job spec, or say what is wrong.
+pub fn validate_submit(r: &pb::SubmitRequest, default_height: u32, max_attempts: u32) -> Result<JobSpec, Status> {
+    let source = r.source.trim();
+    if source.is_empty() {
+        return Err(Status::invalid_argument("source is empty: give a video path, file:// or http(s):// URL"));
+    }
+    if source.len() > MAX_SOURCE {
+        return Err(Status::invalid_argument(format!("source is longer than {MAX_SOURCE} characters")));
+    }
+    let source = panoptes_media::normalize_source(source).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if r.models.is_empty() {
+        return Err(Status::invalid_argument(format!("no models given; known models: {}", KNOWN_ANALYSES.join(", "))));
+    }
+    let mut models: Vec<String> = Vec::new();
+    for m in &r.models {
+        let m = m.trim();
+        if !KNOWN_ANALYSES.contains(&m) {
+            return Err(Status::invalid_argument(format!("unknown model '{m}'; known models: {}", KNOWN_ANALYSES.join(", "))));
+        }
+        if models.iter().any(|x| x == m) {
+            return Err(Status::invalid_argument(format!("model '{m}' is listed twice")));
+        }
+        models.push(m.to_string());
+    }
+    if r.frame_step < 0 {
+        return Err(Status::invalid_argument(format!("frame step {} is negative; use 1 (every frame) or more", r.frame_step)));
+    }
+    let frame_step = if r.frame_step == 0 { 1 } else { r.frame_step as u64 };
+    let name = if r.name.trim().is_empty() {
+        Path::new(&source).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| source.clone())
+    } else {
+        r.name.trim().to_string()
+    };
+    if name.chars().count() > MAX_NAME {
+        return Err(Status::invalid_argument(format!("name is longer than {MAX_NAME} characters")));
+    }
+    if r.request_id.len() > 128 {
+        return Err(Status::invalid_argument("request_id is longer than 128 characters"));
+    }
+    let target_height = if r.target_height == 0 { default_height } else { r.target_height };
+    if !(16..=4320).contains(&target_height) {
+        return Err(Status::invalid_argument("target_height must be between 16 and 4320"));
+    }
+    Ok(JobSpec {
+        name,
+        source,
+        models,
+        frame_step,
+        target_height,
+        request_id: if r.request_id.is_empty() { None } else { Some(r.request_id.clone()) },
+        max_attempts,
+    })
+}
+
+impl ApiService {
+    fn job(&self, id: &str) -> Result<Job, Status> {
+        let id = parse_job(id)?;
+        self.node.reader.read(|a| a.state.jobs.get(&id).cloned()).ok_or_else(|| Status::not_found(format!("no job {}", JobId(id))))
+    }
+
+    fn rows_pb(job: &Job, rows: Vec<ResultRow>, model: &str) -> Vec<pb::FrameResult> {
+        rows.into_iter()
+            .filter_map(|r| {
+                let name = job.spec.models.get(r.model as usize)?.clone();
+                if !model.is_empty() && name != model {
+                    return None;
+                }
+                Some(pb::FrameResult { frame: r.frame, timestamp: r.timestamp, model: name, results_json: r.results_json })
+            })
+            .collect()
+    }
+
+    fn check_model(job: &Job, model: &str) -> Result<(), Status> {
+        if !model.is_empty() && !job.spec.models.iter().any(|m| m == model) {
+            return Err(Status::invalid_argument(format!("job {} did not run model '{model}' (it ran {})", JobId(job.id), job.spec.models.join(", "))));
+        }
+        Ok(())
+    }
+}
+
+type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::FrameResult, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Panoptes for ApiService {
+    async fn submit(&self, req: Req<pb::SubmitRequest>) -> Result<Resp<pb::SubmitResponse>, Status> {
+        let r = req.into_inner();
+        let spec = validate_submit(&r, self.node.cfg.cluster.target_height, self.node.cfg.cluster.max_shard_attempts)?;
+        let (name, source) = (spec.name.clone(), spec.source.clone());
+        match self.node.write(Request::Submit { spec, now_ms: now_ms() }).await? {
+            Response::JobCreated { job, existing } => {
+                info!(job_id = job, %name, %source, existing, "job submitted");
+                Ok(Resp::new(pb::SubmitResponse { job_id: JobId(job).to_string() }))
+            }
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn get_status(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobStatus>, Status> {
+        Ok(Resp::new(status_pb(&self.job(&req.into_inner().job_id)?)))
+    }
+
+    async fn get_results(&self, req: Req<pb::ResultsRequest>) -> Result<Resp<pb::ResultsResponse>, Status> {
+        let r = req.into_inner();
+        let job = self.job(&r.job_id)?;
+        Self::check_model(&job, &r.model)?;
+        let frame = if r.has_frame { Some(r.frame) } else { None };
+        let (rows, _) = self.node.reader.results(job.id, frame, None, usize::MAX);
+        Ok(Resp::new(pb::ResultsResponse { results: Self::rows_pb(&job, rows, &r.model) }))
+    }
+
+    type StreamResultsStream = ResultStream;
+
+    async fn stream_results(&self, req: Req<pb::ResultsRequest>) -> Result<Resp<ResultStream>, Status> {
+        let r = req.into_inner();
+        let job = self.job(&r.job_id)?;
+        Self::check_model(&job, &r.model)?;
+        let mut reader = self.node.reader.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let frame = if r.has_frame { Some(r.frame) } else { None };
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let (rows, last) = reader.results(job.id, frame, after.as_deref(), 512);
+                let got = !rows.is_empty();
+                if let Some(l) = last {
+                    after = Some(l);
+                }
+                for fr in Self::rows_pb(&job, rows, &r.model) {
+                    if tx.send(Ok(fr)).await.is_err() {
+                        return;
+                    }
+                }
+                if got {
+                    continue;
+                }
+                let finished = reader.read(|a| a.state.jobs.get(&job.id).map(|j| j.state.is_finished()).unwrap_or(true));
+                if !r.follow || finished {
+                    // One more pass after the job finished, so nothing committed just before is missed.
+                    let (rows, _) = reader.results(job.id, frame, after.as_deref(), usize::MAX);
+                    for fr in Self::rows_pb(&job, rows, &r.model) {
+                        if tx.send(Ok(fr)).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), reader.changed()).await;
+            }
+        });
+        Ok(Resp::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as ResultStream))
+    }
+
+    async fn get_frame_results(&self, req: Req<pb::FrameRef>) -> Result<Resp<pb::ResultsResponse>, Status> {
+        let r = req.into_inner();
+        let job = self.job(&r.job_id)?;
+        let (rows, _) = self.node.reader.results(job.id, Some(r.frame), None, usize::MAX);
+        if rows.is_empty() {
+            return Err(Status::not_found(format!("job {} has no results for frame {}", JobId(job.id), r.frame)));
+        }
+        Ok(Resp::new(pb::ResultsResponse { results: Self::rows_pb(&job, rows, "") }))
+    }
+
+    async fn get_annotated_frame(&self, _req: Req<pb::FrameRef>) -> Result<Resp<pb::AnnotatedFrame>, Status> {
+        Err(Status::unimplemented("annotated frames are not implemented yet (frames are not stored yet)"))
+    }
+
+    async fn get_metrics(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobMetrics>, Status> {
+        let j = self.job(&req.into_inner().job_id)?;
+        let c = &j.counters;
+        let end = if j.finished_at_ms > 0 { j.finished_at_ms } else { now_ms() };
+        let wall = end.saturating_sub(j.submitted_at_ms) as f64 / 1000.0;
+        let queue_wait = if c.first_lease_ms > 0 { c.first_lease_ms.saturating_sub(j.submitted_at_ms) as f64 / 1000.0 } else { 0.0 };
+        Ok(Resp::new(pb::JobMetrics {
+            job_id: JobId(j.id).to_string(),
+            frames_extracted: c.times.frames_decoded,
+            ingest_time_s: c.times.decode_s,
+            resize_time_s: c.times.resize_s,
+            inference_time_s: c.times.inference_s.clone().into_iter().collect(),
+            avg_message_bytes: if c.reports > 0 { c.report_bytes as f64 / c.reports as f64 } else { 0.0 },
+            wall_time_s: wall,
+            frames_per_s: if wall > 0.0 { j.frames_done as f64 / wall } else { 0.0 },
+            errors: c.errors,
+            queue_wait_s: queue_wait,
+            frames_dropped: 0,
+        }))
+    }
+
+    async fn list_videos(&self, req: Req<pb::ListVideosRequest>) -> Result<Resp<pb::ListVideosResponse>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let mut jobs: Vec<Job> = self.node.reader.read(|a| a.state.jobs.values().filter(|j| j.state.is_finished()).cloned().collect());
+        jobs.sort_by(|a, b| b.finished_at_ms.cmp(&a.finished_at_ms).then(b.id.cmp(&a.id)));
+        let videos = jobs
+            .into_iter()
+            .take(limit)
+            .map(|j| pb::VideoSummary {
+                job_id: JobId(j.id).to_string(),
+                name: j.spec.name.clone(),
+                source: j.spec.source.clone(),
+                state: state_pb(j.state) as i32,
+                frames: j.frames_done,
+                finished_at_ms: j.finished_at_ms,
+            })
+            .collect();
+        Ok(Resp::new(pb::ListVideosResponse { videos }))
+    }
+
+    async fn cancel(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobStatus>, Status> {
+        let j = self.job(&req.into_inner().job_id)?;
+        match self.node.write(Request::Cancel { job: j.id, now_ms: now_ms() }).await? {
+            Response::Ok => {}
+            Response::Rejected(m) => return Err(Status::failed_precondition(m)),
+            other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+        info!(job_id = j.id, "job cancelled");
+        Ok(Resp::new(status_pb(&self.job(&JobId(j.id).to_string())?)))
+    }
+
+    async fn create_live_endpoint(&self, _req: Req<pb::LiveRequest>) -> Result<Resp<pb::LiveEndpoint>, Status> {
+        Err(Status::unimplemented("live RTMP endpoints are not implemented yet"))
+    }
+
+    async fn prune(&self, _req: Req<pb::PruneRequest>) -> Result<Resp<pb::PruneResponse>, Status> {
+        Err(Status::unimplemented("prune is not implemented yet"))
+    }
+
+    async fn list_models(&self, _req: Req<pb::ListModelsRequest>) -> Result<Resp<pb::ListModelsResponse>, Status> {
+        let models = KNOWN_ANALYSES
+            .iter()
+            .map(|m| pb::ModelInfo {
+                name: m.to_string(),
+                family: match *m {
+                    "objects" => "nanodet".into(),
+                    "colors" => "kmeans".into(),
+                    other => other.into(),
+                },
+                files: match *m {
+                    "objects" => vec!["nanodet_m_416_coco.onnx".into()],
+                    _ => vec![],
+                },
+            })
+            .collect();
+        Ok(Resp::new(pb::ListModelsResponse { models }))
+    }
+
+    async fn cluster_status(&self, _req: Req<pb::ClusterStatusRequest>) -> Result<Resp<pb::ClusterStatusResponse>, Status> {
+        let m = self.node.raft.metrics().borrow().clone();
+        let mut members = Vec::new();
+        for (id, n) in m.membership_config.membership().nodes() {
+            let role = if Some(*id) == m.current_leader {
+                "leader"
+            } else if m.membership_config.membership().voter_ids().any(|v| v == *id) {
+                "follower"
+            } else {
+                "learner"
+            };
+            let (last, healthy) = if *id == self.node.id {
+                (m.last_log_index.unwrap_or(0), true)
+            } else {
+                match m.replication.as_ref().and_then(|r| r.get(id)) {
+                    Some(Some(l)) => (l.index, true),
+                    Some(None) => (0, true),
+                    None => (0, m.current_leader != Some(self.node.id)),
+                }
+            };
+            members.push(pb::MemberStatus { id: *id, addr: n.addr.clone(), role: role.into(), last_log_index: last, healthy });
+        }
+        let heartbeats = self.node.mem.lock().unwrap().heartbeats.clone();
+        let now = now_ms();
+        let (workers, jobs) = self.node.reader.read(|a| {
+            let workers = a
+                .state
+                .workers
+                .values()
+                .map(|w| {
+                    let active = a
+                        .state
+                        .jobs
+                        .values()
+                        .flat_map(|j| j.shards.iter())
+                        .filter(|s| matches!(&s.state, ShardState::Leased { worker, .. } if *worker == w.name))
+                        .count() as u32;
+                    let last = heartbeats.get(&w.name).map(|t| now.saturating_sub(*t));
+                    let timeout = self.node.cfg.cluster.lease_timeout_ms;
+                    let state = if w.draining {
+                        "draining"
+                    } else {
+                        match last {
+                            Some(ms) if ms <= timeout => {
+                                if active > 0 {
+                                    "busy"
+                                } else {
+                                    "idle"
+                                }
+                            }
+                            _ => "unreachable",
+                        }
+                    };
+                    pb::WorkerStatus {
+                        name: w.name.clone(),
+                        addr: w.addr.clone(),
+                        state: state.into(),
+                        capacity: w.capacity,
+                        active_shards: active,
+                        last_heartbeat_ms: last.unwrap_or(u64::MAX),
+                    }
+                })
+                .collect::<Vec<_>>();
+            let mut c = pb::JobCounts::default();
+            for j in a.state.jobs.values() {
+                match j.state {
+                    JobState::Queued => c.queued += 1,
+                    JobState::Running => c.running += 1,
+                    JobState::Completed => c.completed += 1,
+                    JobState::Failed => c.failed += 1,
+                    JobState::Cancelled => c.cancelled += 1,
+                }
+            }
+            (workers, c)
+        });
+        Ok(Resp::new(pb::ClusterStatusResponse { leader: m.current_leader.unwrap_or(0), term: m.current_term, members, workers, jobs: Some(jobs) }))
+    }
+
+    async fn drain_worker(&self, _req: Req<pb::DrainWorkerRequest>) -> Result<Resp<pb::DrainWorkerResponse>, Status> {
+        Err(Status::unimplemented("draining workers is not implemented yet"))
+    }
+}

@@ -1,0 +1,10 @@
+//! The Panoptes coordinator: a Raft-replicated state machine (openraft + sled)
+//! holding jobs, shards, leases and results, and the gRPC services in front of it.
+pub mod raft;
+pub mod scheduling;
+pub mod state;
+
+pub use panoptes_common::now_ms;
+pub mod api;
+pub mod node;
+pub mod worker_api;

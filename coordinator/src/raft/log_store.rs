@@ -1,0 +1,309 @@
+//! The Raft log and vote, stored in sled.
+//!
+//! Layout (two trees of the coordinator's single `sled::Db`; no other tree is touched):
+//!
+//! * `raft_log`:  key = log index as `u64` big-endian (so key order is index order),
+//!   value = bincode([`Entry`]).
+//! * `raft_meta`: `vote` → bincode(`Vote`), `last_purged_log_id` → bincode(`LogId`),
+//!   `committed` → bincode(`Option<LogId>`).
+//!
+//! Durability: `append` (before the flush callback fires), `save_vote`, `truncate` and `purge`
+//! all `flush_async().await` before reporting success. `save_committed` does not flush on its own:
+//! sled recovers a prefix of its writes after a crash, and the committed id is written after the
+//! entries it refers to, so a recovered committed id never points past the recovered log; it is
+//! made durable by the next flush (append, vote, or sled's periodic flush, or on drop).
+//!
+//! Writes are serialized by openraft (all `RaftLogStorage` methods are called from the Raft core
+//! task, one at a time); the cloned readers handed out by `get_log_reader` only read.
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::time::Duration;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::raft::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+/// Name of the sled tree holding log entries.
+pub const LOG_TREE: &str = "raft_log";
+/// Name of the sled tree holding the vote, last purged log id and committed log id.
+pub const META_TREE: &str = "raft_meta";
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_LAST_PURGED: &[u8] = b"last_purged_log_id";
+const KEY_COMMITTED: &[u8] = b"committed";
+
+/// How often, and how long apart, [`open_db`] retries when sled cannot lock the database.
+const OPEN_RETRIES: u32 = 50;
+const OPEN_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Open (or create) the sled database at `path`.
+///
+/// Reopening a path in the same process right after dropping the previous `sled::Db` sometimes
+/// fails with "could not acquire lock" while sled's background threads still hold the old file;
+/// that case is retried (up to 50 × 100 ms). Any other error is returned at once. This blocks the
+/// calling thread while retrying: from async code prefer `tokio::task::spawn_blocking`.
+pub fn open_db(path: &Path) -> io::Result<sled::Db> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(e) => {
+                let e = io::Error::from(e);
+                let lock_busy = e.to_string().contains("could not acquire lock");
+                if lock_busy && attempt < OPEN_RETRIES {
+                    std::thread::sleep(OPEN_RETRY_DELAY);
+                    continue;
+                }
+                let what = if lock_busy {
+                    format!("still locked after {attempt} attempts (is another process using it?)")
+                } else {
+                    "open failed".to_string()
+                };
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("sled database {}: {what}: {e}", path.display()),
+                ));
+            }
+        }
+    }
+}
+
+/// Raft log storage backed by two sled trees. Cheap to clone: clones share the tree handles.
+#[derive(Clone)]
+pub struct LogStore {
+    logs: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").field("entries", &self.logs.len()).finish()
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, bincode::Error> {
+    bincode::serialize(v)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    bincode::deserialize(bytes)
+}
+
+fn read_logs_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_logs(AnyError::new(&e)).into()
+}
+
+fn write_logs_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_logs(AnyError::new(&e)).into()
+}
+
+fn read_vote_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_vote(AnyError::new(&e)).into()
+}
+
+fn write_vote_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_vote(AnyError::new(&e)).into()
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read(AnyError::new(&e)).into()
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write(AnyError::new(&e)).into()
+}
+
+/// Turn any `RangeBounds<u64>` into a half-open `[start, end)` over `u128`, so that
+/// `..=u64::MAX` and `Excluded(u64::MAX)` need no special cases.
+fn half_open(range: &impl RangeBounds<u64>) -> (u128, u128) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s as u128,
+        Bound::Excluded(&s) => s as u128 + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e as u128 + 1,
+        Bound::Excluded(&e) => e as u128,
+        Bound::Unbounded => u64::MAX as u128 + 1,
+    };
+    (start, end)
+}
+
+impl LogStore {
+    /// Open the log store on `db`, using (creating if needed) only the trees
+    /// [`LOG_TREE`] and [`META_TREE`].
+    pub fn open(db: &sled::Db) -> Result<LogStore, StorageError> {
+        let logs = db.open_tree(LOG_TREE).map_err(read_logs_err)?;
+        let meta = db.open_tree(META_TREE).map_err(read_err)?;
+        Ok(LogStore { logs, meta })
+    }
+
+    /// Entries with index in `range`, in index order; absent entries are skipped.
+    fn read_range(&self, range: &impl RangeBounds<u64>) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = half_open(range);
+        if start >= end || start > u64::MAX as u128 {
+            return Ok(Vec::new());
+        }
+        let lo = Bound::Included(index_key(start as u64));
+        let hi = if end > u64::MAX as u128 {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(index_key(end as u64))
+        };
+        let mut out = Vec::new();
+        for kv in self.logs.range::<[u8; 8], _>((lo, hi)) {
+            let (_k, v) = kv.map_err(read_logs_err)?;
+            out.push(decode::<Entry>(&v).map_err(read_logs_err)?);
+        }
+        Ok(out)
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        match self.logs.last().map_err(read_logs_err)? {
+            None => Ok(None),
+            Some((_k, v)) => Ok(Some(decode::<Entry>(&v).map_err(read_logs_err)?.log_id)),
+        }
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        match self.meta.get(KEY_LAST_PURGED).map_err(read_logs_err)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode::<LogId>(&v).map_err(read_logs_err)?)),
+        }
+    }
+
+    /// Remove every entry with index in `range` atomically (one sled batch).
+    fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<(), StorageError> {
+        let (start, end) = half_open(&range);
+        if start >= end || start > u64::MAX as u128 {
+            return Ok(());
+        }
+        let lo = Bound::Included(index_key(start as u64));
+        let hi = if end > u64::MAX as u128 {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(index_key(end as u64))
+        };
+        let mut batch = sled::Batch::default();
+        for key in self.logs.range::<[u8; 8], _>((lo, hi)).keys() {
+            batch.remove(key.map_err(write_logs_err)?);
+        }
+        self.logs.apply_batch(batch).map_err(write_logs_err)
+    }
+
+    async fn flush_logs(&self) -> Result<(), StorageError> {
+        // Flushing any tree flushes the whole sled page cache (and fsyncs).
+        self.logs.flush_async().await.map_err(write_logs_err)?;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read_range(&range)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.last_purged()?;
+        // Normally the last entry is above the purge point; `max` also covers an empty log and
+        // leftovers of a purge interrupted by a crash.
+        let last_log_id = std::cmp::max(self.last_entry_log_id()?, last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let bytes = encode(vote).map_err(write_vote_err)?;
+        self.meta.insert(KEY_VOTE, bytes).map_err(write_vote_err)?;
+        self.meta.flush_async().await.map_err(write_vote_err)?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        match self.meta.get(KEY_VOTE).map_err(read_vote_err)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode(&v).map_err(read_vote_err)?)),
+        }
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // See the module docs for why this is not flushed here.
+        let bytes = encode(&committed).map_err(write_err)?;
+        self.meta.insert(KEY_COMMITTED, bytes).map_err(write_err)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        match self.meta.get(KEY_COMMITTED).map_err(read_err)? {
+            None => Ok(None),
+            Some(v) => Ok(decode::<Option<LogId>>(&v).map_err(read_err)?),
+        }
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for entry in entries {
+            let bytes = encode(&entry).map_err(write_logs_err)?;
+            batch.insert(&index_key(entry.log_id.index), bytes);
+            any = true;
+        }
+        if any {
+            // One atomic batch: a crash never leaves a hole in the middle of an append.
+            self.logs.apply_batch(batch).map_err(write_logs_err)?;
+        }
+        // Entries are readable now; make them durable before reporting the IO complete.
+        match self.logs.flush_async().await {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let io_err = io::Error::from(e);
+                let sto = StorageError::from(StorageIOError::write_logs(AnyError::new(&io_err)));
+                callback.log_io_completed(Err(io_err));
+                Err(sto)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        tracing::debug!(%log_id, "truncate raft log since (inclusive)");
+        self.remove_range(log_id.index..)?;
+        self.flush_logs().await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        tracing::debug!(%log_id, "purge raft log up to (inclusive)");
+        // Record the purge point first: if we crash before the entries are gone, get_log_state
+        // still reports a consistent state and the next purge removes the leftovers.
+        let bytes = encode(&log_id).map_err(write_logs_err)?;
+        self.meta.insert(KEY_LAST_PURGED, bytes).map_err(write_logs_err)?;
+        self.remove_range(..=log_id.index)?;
+        self.flush_logs().await
+    }
+}

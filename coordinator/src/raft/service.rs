@@ -1,0 +1,65 @@
+//! Server side of the coordinators' Raft transport: decodes the bincode-encoded openraft request in
+//! a `RaftPayload`, hands it to the local [`Raft`], and replies with the bincode-encoded
+//! `Result<Response, RaftError<…>>` (so Raft-level errors travel back to the caller as values,
+//! and gRPC `Status` errors mean transport or decoding trouble only).
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use panoptes_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
+use panoptes_proto::raft::RaftPayload;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::raft::network::MAX_MESSAGE_SIZE;
+use crate::raft::types::{NodeId, Raft, TypeConfig};
+
+/// The gRPC `RaftService` backed by a local openraft node.
+#[derive(Clone)]
+pub struct RaftGrpc {
+    raft: Raft,
+}
+
+impl RaftGrpc {
+    pub fn new(raft: Raft) -> RaftGrpc {
+        RaftGrpc { raft }
+    }
+}
+
+/// The tonic service for `raft`, with the transport's message size limits
+/// ([`MAX_MESSAGE_SIZE`] in both directions).
+pub fn server(raft: Raft) -> RaftServiceServer<RaftGrpc> {
+    RaftServiceServer::new(RaftGrpc::new(raft))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+fn decode<T: DeserializeOwned>(what: &str, req: Request<RaftPayload>) -> Result<T, Status> {
+    bincode::deserialize(&req.into_inner().data)
+        .map_err(|e| Status::invalid_argument(format!("cannot decode raft {what} request: {e}")))
+}
+
+fn encode<T: Serialize>(what: &str, reply: &T) -> Result<Response<RaftPayload>, Status> {
+    let data = bincode::serialize(reply)
+        .map_err(|e| Status::internal(format!("cannot encode raft {what} reply: {e}")))?;
+    Ok(Response::new(RaftPayload { data }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftGrpc {
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: VoteRequest<NodeId> = decode("vote", request)?;
+        let reply = self.raft.vote(req).await;
+        encode("vote", &reply)
+    }
+
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> = decode("append_entries", request)?;
+        let reply = self.raft.append_entries(req).await;
+        encode("append_entries", &reply)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: InstallSnapshotRequest<TypeConfig> = decode("install_snapshot", request)?;
+        let reply = self.raft.install_snapshot(req).await;
+        encode("install_snapshot", &reply)
+    }
+}

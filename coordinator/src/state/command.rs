@@ -1,0 +1,76 @@
+//! Commands replicated through the Raft log, and their outcomes. Each carries
+//! everything its application needs (including the leader's clock), so every
+//! member applies it to the same result.
+use serde::{Deserialize, Serialize};
+
+use super::model::{JobSpec, Plan, StageTimes};
+
+/// One model's results for one frame, as the analysis contract's JSON text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelOutput {
+    pub model: String,
+    pub results_json: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FrameOutputs {
+    pub frame: u64,
+    pub timestamp: f64,
+    pub outputs: Vec<ModelOutput>,
+}
+
+/// A worker's delivery for a leased shard.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub worker: String,
+    pub job: u64,
+    pub shard: u32,
+    pub epoch: u64,
+    pub frames: Vec<FrameOutputs>,
+    pub next_frame: u64,
+    pub done: bool,
+    pub error: Option<String>,
+    pub times: StageTimes,
+    pub bytes: u64,
+    /// The leader's clock when it proposed this report.
+    pub now_ms: u64,
+}
+
+/// A state change. Every change to jobs, shards, leases, workers or results
+/// is one of these, appended to the Raft log and applied in log order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Request {
+    /// Create a job (or return the existing one for a repeated `request_id`).
+    Submit { spec: JobSpec, now_ms: u64 },
+    /// The leader probed the source: fix frame count and shards, start the job.
+    Plan { job: u64, plan: Plan, shards: Vec<(u64, u64)>, now_ms: u64 },
+    /// The job cannot run (bad source, …).
+    Fail { job: u64, error: String, now_ms: u64 },
+    Cancel { job: u64, now_ms: u64 },
+    RegisterWorker { name: String, addr: String, capacity: u32, models: Vec<String>, now_ms: u64 },
+    /// Lease these pending shards to `worker`, each under a fresh epoch.
+    Grant { worker: String, shards: Vec<(u64, u32)>, now_ms: u64 },
+    /// A lease ran out: the shard's unacknowledged frames become pending again.
+    Expire { job: u64, shard: u32, epoch: u64 },
+    Report(Report),
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Granted {
+    pub job: u64,
+    pub shard: u32,
+    pub epoch: u64,
+}
+
+/// What applying a [`Request`] produced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub enum Response {
+    #[default]
+    Ok,
+    /// The command did not apply; nothing changed.
+    Rejected(String),
+    JobCreated { job: u64, existing: bool },
+    Granted(Vec<Granted>),
+    Reported { accepted: bool, reason: String, stored: u32 },
+}

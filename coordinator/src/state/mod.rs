@@ -1,0 +1,5 @@
+//! The replicated state: jobs, shards, leases, workers and results.
+pub mod apply;
+pub mod command;
+pub mod model;
+pub mod store;

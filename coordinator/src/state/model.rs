@@ -1,0 +1,191 @@
+//! The replicated data: jobs, their shards and leases, workers.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobSpec {
+    pub name: String,
+    pub source: String,
+    pub models: Vec<String>,
+    pub frame_step: u64,
+    pub target_height: u32,
+    pub request_id: Option<String>,
+    /// A shard failing this many times fails the job.
+    pub max_attempts: u32,
+}
+
+/// What probing the source found.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub frames: u64,
+    pub width: u32,
+    pub height: u32,
+    pub time_base: (i32, i32),
+    pub pts0: i64,
+    pub fps: f64,
+    pub keyframes: Vec<(u64, i64)>,
+}
+
+impl Plan {
+    /// The last keyframe at or before `frame`, to seek to.
+    pub fn seek_point(&self, frame: u64) -> Option<(u64, i64)> {
+        let i = self.keyframes.partition_point(|(k, _)| *k <= frame);
+        if i == 0 {
+            None
+        } else {
+            Some(self.keyframes[i - 1])
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum ShardState {
+    Pending,
+    Leased { worker: String, epoch: u64, since_ms: u64 },
+    Done,
+}
+
+/// Frames `[start, end)` of a job. Every analysed frame below `cursor` is committed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Shard {
+    pub index: u32,
+    pub start: u64,
+    pub end: u64,
+    pub cursor: u64,
+    pub state: ShardState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// Time spent per stage, summed over a job's reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StageTimes {
+    pub decode_s: f64,
+    pub resize_s: f64,
+    pub inference_s: BTreeMap<String, f64>,
+    pub frames_decoded: u64,
+}
+
+impl StageTimes {
+    pub fn add(&mut self, o: &StageTimes) {
+        self.decode_s += o.decode_s;
+        self.resize_s += o.resize_s;
+        for (k, v) in &o.inference_s {
+            *self.inference_s.entry(k.clone()).or_default() += v;
+        }
+        self.frames_decoded += o.frames_decoded;
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobCounters {
+    pub times: StageTimes,
+    pub reports: u64,
+    pub report_bytes: u64,
+    pub errors: u64,
+    pub first_lease_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub id: u64,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub error: Option<String>,
+    pub submitted_at_ms: u64,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+    pub plan: Option<Plan>,
+    pub shards: Vec<Shard>,
+    pub frames_done: u64,
+    pub counters: JobCounters,
+}
+
+impl Job {
+    /// Frames the job analyses: `n` in `[0, frames)` with `n % step == 0`.
+    pub fn frames_total(&self) -> u64 {
+        self.plan.as_ref().map(|p| analysed_in(0, p.frames, self.spec.frame_step)).unwrap_or(0)
+    }
+
+    pub fn shards_done(&self) -> u32 {
+        self.shards.iter().filter(|s| s.state == ShardState::Done).count() as u32
+    }
+}
+
+/// How many `n` in `[start, end)` satisfy `n % step == 0`.
+pub fn analysed_in(start: u64, end: u64, step: u64) -> u64 {
+    if end <= start {
+        return 0;
+    }
+    let first = start.div_ceil(step) * step;
+    if first >= end {
+        0
+    } else {
+        (end - 1 - first) / step + 1
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerRec {
+    pub name: String,
+    pub addr: String,
+    pub capacity: u32,
+    pub models: Vec<String>,
+    pub registered_at_ms: u64,
+    pub draining: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analysed_frames_in_a_range() {
+        assert_eq!(analysed_in(0, 10, 1), 10);
+        assert_eq!(analysed_in(0, 10, 2), 5);
+        assert_eq!(analysed_in(0, 9, 2), 5);
+        assert_eq!(analysed_in(1, 9, 2), 4);
+        assert_eq!(analysed_in(5, 6, 3), 0);
+        assert_eq!(analysed_in(6, 7, 3), 1);
+        assert_eq!(analysed_in(7, 7, 1), 0);
+        assert_eq!(analysed_in(0, 100, 1000), 1);
+    }
+
+    #[test]
+    fn seek_point_is_the_last_keyframe_at_or_before() {
+        let p = Plan { frames: 30, width: 1, height: 1, time_base: (1, 25), pts0: 0, fps: 25.0, keyframes: vec![(0, 0), (10, 10), (20, 20)] };
+        assert_eq!(p.seek_point(0), Some((0, 0)));
+        assert_eq!(p.seek_point(9), Some((0, 0)));
+        assert_eq!(p.seek_point(10), Some((10, 10)));
+        assert_eq!(p.seek_point(29), Some((20, 20)));
+        let none = Plan { keyframes: vec![], ..p };
+        assert_eq!(none.seek_point(5), None);
+    }
+}

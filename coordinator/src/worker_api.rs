@@ -1,0 +1,174 @@
+//! The worker-facing gRPC service: register, heartbeat, lease, report.
+use std::sync::Arc;
+
+use panoptes_common::ids::JobId;
+use panoptes_common::now_ms;
+use panoptes_proto::worker as pb;
+use panoptes_proto::worker::worker_api_server::{WorkerApi, WorkerApiServer};
+use tonic::{Request as Req, Response as Resp, Status};
+use tracing::{debug, info};
+
+use crate::node::{Coordinator, MAX_MESSAGE_BYTES};
+use crate::scheduling::choose_shards;
+use crate::state::command::{FrameOutputs, ModelOutput, Report, Request, Response};
+use crate::state::model::{ShardState, StageTimes};
+
+pub struct WorkerService {
+    node: Arc<Coordinator>,
+}
+
+pub fn server(node: Arc<Coordinator>) -> WorkerApiServer<WorkerService> {
+    WorkerApiServer::new(WorkerService { node })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+fn parse_job(s: &str) -> Result<u64, Status> {
+    s.parse::<JobId>().map(|j| j.0).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn check_name(name: &str) -> Result<(), Status> {
+    if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(Status::invalid_argument("worker name must be 1-128 characters of [A-Za-z0-9._-]"));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl WorkerApi for WorkerService {
+    async fn register(&self, req: Req<pb::RegisterRequest>) -> Result<Resp<pb::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        check_name(&r.name)?;
+        self.node
+            .write(Request::RegisterWorker { name: r.name.clone(), addr: r.addr, capacity: r.capacity.max(1), models: r.models, now_ms: now_ms() })
+            .await?;
+        self.node.mem.lock().unwrap().heartbeats.insert(r.name.clone(), now_ms());
+        info!(worker = %r.name, "worker registered");
+        Ok(Resp::new(pb::RegisterResponse {
+            heartbeat_interval_ms: self.node.cfg.cluster.heartbeat_interval_ms,
+            lease_timeout_ms: self.node.cfg.cluster.lease_timeout_ms,
+        }))
+    }
+
+    async fn heartbeat(&self, req: Req<pb::HeartbeatRequest>) -> Result<Resp<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        // Only the leader keeps lease clocks.
+        self.node.require_leader()?;
+        let known = self.node.reader.read(|a| a.state.workers.contains_key(&r.name));
+        if !known {
+            return Ok(Resp::new(pb::HeartbeatResponse { revoked: vec![], reregister: true }));
+        }
+        self.node.mem.lock().unwrap().heartbeats.insert(r.name.clone(), now_ms());
+        let mut revoked = Vec::new();
+        for l in r.leases {
+            let job = parse_job(&l.job_id)?;
+            let holds = self.node.reader.read(|a| {
+                a.state.jobs.get(&job).and_then(|j| j.shards.get(l.shard as usize)).is_some_and(|s| {
+                    matches!(&s.state, ShardState::Leased { worker, epoch, .. } if *worker == r.name && *epoch == l.epoch)
+                })
+            });
+            if holds {
+                self.node.renew(job, l.shard, l.epoch);
+            } else {
+                revoked.push(l);
+            }
+        }
+        Ok(Resp::new(pb::HeartbeatResponse { revoked, reregister: false }))
+    }
+
+    async fn lease(&self, req: Req<pb::LeaseRequest>) -> Result<Resp<pb::LeaseResponse>, Status> {
+        let r = req.into_inner();
+        let wanted = self.node.reader.read(|a| {
+            if !a.state.workers.contains_key(&r.name) {
+                return Err(Status::failed_precondition(format!("unknown worker '{}': register first", r.name)));
+            }
+            Ok(choose_shards(&a.state, &r.name, r.free_slots))
+        })?;
+        if wanted.is_empty() {
+            return Ok(Resp::new(pb::LeaseResponse { shards: vec![] }));
+        }
+        let granted = match self.node.write(Request::Grant { worker: r.name.clone(), shards: wanted, now_ms: now_ms() }).await? {
+            Response::Granted(g) => g,
+            Response::Rejected(m) => return Err(Status::failed_precondition(m)),
+            other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        };
+        let mut shards = Vec::new();
+        for g in granted {
+            self.node.renew(g.job, g.shard, g.epoch);
+            let a = self.node.reader.read(|a| {
+                let j = a.state.jobs.get(&g.job)?;
+                let s = j.shards.get(g.shard as usize)?;
+                let plan = j.plan.as_ref()?;
+                let resume = s.cursor;
+                let seek = plan.seek_point(resume);
+                Some(pb::ShardAssignment {
+                    job_id: JobId(g.job).to_string(),
+                    shard: g.shard,
+                    epoch: g.epoch,
+                    source: j.spec.source.clone(),
+                    models: j.spec.models.clone(),
+                    frame_step: j.spec.frame_step,
+                    start_frame: s.start,
+                    end_frame: s.end,
+                    resume_frame: resume,
+                    seek_frame: seek.map(|k| k.0).unwrap_or(0),
+                    seek_pts: seek.map(|k| k.1).unwrap_or(i64::MIN),
+                    pts0: plan.pts0,
+                    time_base_num: plan.time_base.0,
+                    time_base_den: plan.time_base.1,
+                    target_height: j.spec.target_height,
+                    live: false,
+                })
+            });
+            if let Some(a) = a {
+                info!(job_id = g.job, shard = g.shard, epoch = g.epoch, worker = %r.name, from = a.resume_frame, to = a.end_frame, "shard leased");
+                shards.push(a);
+            }
+        }
+        Ok(Resp::new(pb::LeaseResponse { shards }))
+    }
+
+    async fn report(&self, req: Req<pb::ReportRequest>) -> Result<Resp<pb::ReportResponse>, Status> {
+        let r = req.into_inner();
+        let job = parse_job(&r.job_id)?;
+        let bytes = prost::Message::encoded_len(&r) as u64;
+        let times = r.times.map(|t| StageTimes {
+            decode_s: t.decode_s,
+            resize_s: t.resize_s,
+            inference_s: t.inference_s.into_iter().collect(),
+            frames_decoded: t.frames_decoded,
+        });
+        let report = Report {
+            worker: r.name.clone(),
+            job,
+            shard: r.shard,
+            epoch: r.epoch,
+            frames: r
+                .frames
+                .into_iter()
+                .map(|f| FrameOutputs {
+                    frame: f.frame,
+                    timestamp: f.timestamp,
+                    outputs: f.outputs.into_iter().map(|o| ModelOutput { model: o.model, results_json: o.results_json }).collect(),
+                })
+                .collect(),
+            next_frame: r.next_frame,
+            done: r.done,
+            error: if r.error.is_empty() { None } else { Some(r.error) },
+            times: times.unwrap_or_default(),
+            bytes,
+            now_ms: now_ms(),
+        };
+        let n = report.frames.len();
+        match self.node.write(Request::Report(report)).await? {
+            Response::Reported { accepted, reason, stored } => {
+                if accepted {
+                    self.node.renew(job, r.shard, r.epoch);
+                }
+                debug!(job_id = job, shard = r.shard, frames = n, stored, accepted, %reason, "report");
+                Ok(Resp::new(pb::ReportResponse { accepted, reason, stored }))
+            }
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! Probing (demux-only frame counting) and frame-accurate decoding.
+
+use std::time::Duration;
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg::codec::threading;
+use ffmpeg::ffi;
+use ffmpeg::Rational;
+
+use crate::error::{from_ffmpeg, MediaError, Stage};
+use crate::source::{first_video_stream, Source};
+
+/// What [`probe`] learns about the first video stream of a source.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ProbeInfo {
+    /// Number of frames of the first video stream, counted by demuxing every
+    /// packet (no decoding). Packets the demuxer marks as "discard" (before
+    /// the start of an MP4 edit list) are not frames of the video.
+    pub frames: u64,
+    pub width: u32,
+    pub height: u32,
+    /// The stream's time base `(num, den)`.
+    pub time_base: (i32, i32),
+    /// pts of frame 0 (smallest pts in presentation order).
+    pub pts0: i64,
+    pub fps: f64,
+    /// `(frame index in presentation order, pts)` of every keyframe packet,
+    /// ascending. The first entry is normally `(0, pts0)`.
+    pub keyframes: Vec<(u64, i64)>,
+    /// FFmpeg's codec name, e.g. "h264", "ffv1".
+    pub codec: String,
+}
+
+impl ProbeInfo {
+    /// Seconds of frame `pts` relative to frame 0.
+    pub fn timestamp_of(&self, pts: i64) -> f64 {
+        ts_seconds(pts, self.pts0, Rational::new(self.time_base.0, self.time_base.1))
+    }
+
+    /// The last keyframe at or before `frame`, as a seek target for
+    /// [`Decoder::open`]; `None` if decoding must start at frame 0.
+    pub fn keyframe_before(&self, frame: u64) -> Option<(u64, i64)> {
+        let i = self.keyframes.partition_point(|&(n, _)| n <= frame);
+        if i == 0 {
+            None
+        } else {
+            Some(self.keyframes[i - 1])
+        }
+    }
+}
+
+fn ts_seconds(pts: i64, pts0: i64, tb: Rational) -> f64 {
+    if tb.denominator() == 0 {
+        return 0.0;
+    }
+    (pts - pts0) as f64 * tb.numerator() as f64 / tb.denominator() as f64
+}
+
+/// The best timestamp of a decoded frame: its pts, else FFmpeg's best-effort
+/// guess.
+fn frame_pts(frame: &ffmpeg::frame::Video) -> Option<i64> {
+    frame.pts().or_else(|| frame.timestamp())
+}
+
+fn frame_discarded(frame: &ffmpeg::frame::Video) -> bool {
+    unsafe { (*frame.as_ptr()).flags & ffi::AV_FRAME_FLAG_DISCARD != 0 }
+}
+
+fn packet_discarded(packet: &ffmpeg::Packet) -> bool {
+    use ffmpeg::packet::Ref;
+    unsafe { (*packet.as_ptr()).flags & ffi::AV_PKT_FLAG_DISCARD != 0 }
+}
+
+/// Open a video decoder for stream `index` of `input`. `threads`: use frame
+/// threading (auto thread count) or decode on the calling thread only.
+fn open_video_decoder(
+    input: &ffmpeg::format::context::Input,
+    index: usize,
+    src: &Source,
+    threads: bool,
+) -> Result<ffmpeg::decoder::Video, MediaError> {
+    let stream = input.stream(index).expect("stream index from first_video_stream");
+    let params = stream.parameters();
+    let codec_name = params.id().name();
+    let mut ctx = ffmpeg::codec::context::Context::from_parameters(params)
+        .map_err(|e| MediaError::corrupt(&src.name, format!("bad codec parameters: {e}")))?;
+    if threads {
+        ctx.set_threading(threading::Config { kind: threading::Type::Frame, count: 0, ..Default::default() });
+    }
+    let mut dec = ctx.decoder();
+    dec.set_packet_time_base(stream.time_base());
+    dec.video().map_err(|e| match e {
+        ffmpeg::Error::DecoderNotFound => {
+            MediaError::corrupt(&src.name, format!("no decoder for codec '{codec_name}' in this FFmpeg build"))
+        }
+        e => MediaError::corrupt(&src.name, format!("cannot open the '{codec_name}' decoder: {e}")),
+    })
+}
+
+/// Read the next packet, retrying EAGAIN (non-blocking network demuxers).
+/// `Ok(false)` at end of input.
+fn read_packet(
+    packet: &mut ffmpeg::Packet,
+    input: &mut ffmpeg::format::context::Input,
+    src: &Source,
+) -> Result<bool, MediaError> {
+    loop {
+        match packet.read(input) {
+            Ok(()) => return Ok(true),
+            Err(ffmpeg::Error::Eof) => return Ok(false),
+            Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::error::EAGAIN => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(from_ffmpeg(&src.name, src.network, Stage::Read, e)),
+        }
+    }
+}
+
+/// Demux the whole first video stream without decoding it, counting frames
+/// and recording keyframes; decode the first frame too, so that an
+/// undecodable stream fails here rather than later.
+///
+/// Errors: missing file ([`MediaError::NotFound`]), empty / truncated /
+/// garbage data ([`MediaError::Corrupt`]), no video stream
+/// ([`MediaError::NotAVideo`]), network failures ([`MediaError::Network`]).
+///
+/// A single still image (PNG, JPEG, …) is opened by FFmpeg's image demuxers
+/// as a one-frame video stream; it probes as a video of 1 frame.
+pub fn probe(source: &str) -> Result<ProbeInfo, MediaError> {
+    probe_with_options(source, &[])
+}
+
+/// [`probe`] with extra libavformat options (e.g. `("analyzeduration", "500000")`).
+pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<ProbeInfo, MediaError> {
+    let src = Source::new(source)?;
+    let mut input = src.open(options)?;
+    let index = first_video_stream(&input, &src.name)?;
+    let (time_base, codec, fps_stream, par_w, par_h) = {
+        let st = input.stream(index).unwrap();
+        let par = st.parameters();
+        let (w, h) = unsafe { ((*par.as_ptr()).width, (*par.as_ptr()).height) };
+        let fps = [st.avg_frame_rate(), st.rate()]
+            .into_iter()
+            .find(|r| r.numerator() > 0 && r.denominator() > 0)
+            .map(|r| r.numerator() as f64 / r.denominator() as f64);
+        (st.time_base(), par.id().name().to_string(), fps, w.max(0) as u32, h.max(0) as u32)
+    };
+    let mut decoder = open_video_decoder(&input, index, &src, false)?;
+
+    // Timestamps of all frames (pts, else dts, else synthesised) and keyframe flags.
+    let mut stamps: Vec<i64> = Vec::new();
+    let mut key_stamps: Vec<i64> = Vec::new();
+    let mut last_ts: Option<i64> = None;
+    let mut first: Option<ffmpeg::frame::Video> = None;
+    let mut first_err: Option<ffmpeg::Error> = None;
+    let mut packet = ffmpeg::Packet::empty();
+
+    let try_receive = |decoder: &mut ffmpeg::decoder::Video,
+                           first: &mut Option<ffmpeg::frame::Video>,
+                           first_err: &mut Option<ffmpeg::Error>| {
+        let mut frame = ffmpeg::frame::Video::empty();
+        loop {
+            match decoder.receive_frame(&mut frame) {
+                Ok(()) => {
+                    if frame_discarded(&frame) {
+                        continue;
+                    }
+                    *first = Some(frame);
+                    return;
+                }
+                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::error::EAGAIN => return,
+                Err(ffmpeg::Error::Eof) => return,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    return;
+                }
+            }
+        }
+    };
+
+    while read_packet(&mut packet, &mut input, &src)? {
+        if packet.stream() != index {
+            continue;
+        }
+        if first.is_none() && first_err.is_none() {
+            if let Err(e) = decoder.send_packet(&packet) {
+                first_err = Some(e);
+            } else {
+                try_receive(&mut decoder, &mut first, &mut first_err);
+            }
+        }
+        if packet_discarded(&packet) {
+            continue;
+        }
+        let ts = match packet.pts().or(packet.dts()) {
+            Some(t) => t,
+            None => last_ts.map_or(0, |t| t + 1),
+        };
+        last_ts = Some(ts);
+        stamps.push(ts);
+        if packet.is_key() {
+            key_stamps.push(ts);
+        }
+    }
+    if first.is_none() && first_err.is_none() {
+        let _ = decoder.send_eof();
+        try_receive(&mut decoder, &mut first, &mut first_err);
+    }
+    if stamps.is_empty() {
+        return Err(MediaError::not_a_video(&src.name, "its video stream contains no frames"));
+    }
+    if let Some(e) = first_err {
+        return Err(MediaError::corrupt(&src.name, format!("cannot decode the first video frame: {e}")));
+    }
+    let Some(first) = first else {
+        return Err(MediaError::corrupt(&src.name, "no video frame could be decoded"));
+    };
+
+    stamps.sort_unstable();
+    let mut keyframes: Vec<(u64, i64)> = key_stamps
+        .into_iter()
+        .map(|ts| (stamps.partition_point(|&t| t < ts) as u64, ts))
+        .collect();
+    keyframes.sort_unstable();
+    keyframes.dedup();
+
+    let frames = stamps.len() as u64;
+    let tb = (time_base.numerator(), time_base.denominator());
+    let fps = fps_stream.unwrap_or_else(|| {
+        let span = ts_seconds(*stamps.last().unwrap(), stamps[0], time_base);
+        if frames > 1 && span > 0.0 {
+            (frames - 1) as f64 / span
+        } else {
+            0.0
+        }
+    });
+    let (width, height) = if first.width() > 0 { (first.width(), first.height()) } else { (par_w, par_h) };
+    Ok(ProbeInfo { frames, width, height, time_base: tb, pts0: stamps[0], fps, keyframes, codec })
+}
+
+/// A decoded frame with its number and time.
+pub struct DecodedFrame {
+    /// Frame number, from 0, in presentation order.
+    pub index: u64,
+    pub pts: i64,
+    /// `(pts − pts0) × time base`, seconds.
+    pub timestamp: f64,
+    pub frame: ffmpeg::frame::Video,
+}
+
+impl std::fmt::Debug for DecodedFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedFrame")
+            .field("index", &self.index)
+            .field("pts", &self.pts)
+            .field("timestamp", &self.timestamp)
+            .field("width", &self.frame.width())
+            .field("height", &self.frame.height())
+            .field("format", &self.frame.format())
+            .finish()
+    }
+}
+
+/// Decodes the first video stream of a source, in presentation order, with
+/// frame numbers that match a full decode from frame 0 even after a seek.
+///
+/// `Send`: it owns its demuxer and decoder contexts exclusively (both are
+/// `Send` in ffmpeg-next), so it can live inside an actor.
+pub struct Decoder {
+    src: Source,
+    options: Vec<(String, String)>,
+    input: ffmpeg::format::context::Input,
+    decoder: ffmpeg::decoder::Video,
+    stream_index: usize,
+    time_base: Rational,
+    pts0: i64,
+    /// Frames with pts below this are dropped and not counted (pts0, or the
+    /// seek keyframe's pts: leading frames of an open GOP).
+    min_pts: i64,
+    /// Index the next returned (counted) frame gets.
+    next_index: u64,
+    /// Frames with index below this are counted but not returned (fallback
+    /// when a seek could not be used).
+    skip_before: u64,
+    /// After a seek: the keyframe the first frame must be; checked once.
+    verify_seek: Option<(u64, i64)>,
+    last_pts: Option<i64>,
+    frame_duration: i64,
+    packet: ffmpeg::Packet,
+    eof_sent: bool,
+    finished: bool,
+}
+
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Decoder>();
+    assert_send::<DecodedFrame>();
+};
+
+impl Decoder {
+    /// Open `source`; with `seek = Some((frame_index, pts))` — a keyframe
+    /// from [`ProbeInfo::keyframes`] — start decoding there, so the first
+    /// frame returned has index `frame_index`. `pts0` is [`ProbeInfo::pts0`].
+    ///
+    /// The seek is `av_seek_frame(AVSEEK_FLAG_BACKWARD)` on the video stream;
+    /// frames the decoder emits with pts below the keyframe's (open GOP) are
+    /// dropped. If the demuxer cannot seek, or lands after the keyframe, the
+    /// decoder silently reopens and decodes from frame 0, skipping frames
+    /// before `frame_index` — slower, still correct.
+    pub fn open(source: &str, seek: Option<(u64, i64)>, pts0: i64) -> Result<Self, MediaError> {
+        Self::open_with_options(source, seek, pts0, &[])
+    }
+
+    /// [`Decoder::open`] with extra libavformat options, e.g. for RTMP listen
+    /// mode `[("listen", "1"), ("timeout", "30"), ("analyzeduration", "500000")]`.
+    /// Opening may block (network); call it on a blocking thread.
+    pub fn open_with_options(
+        source: &str,
+        seek: Option<(u64, i64)>,
+        pts0: i64,
+        options: &[(&str, &str)],
+    ) -> Result<Self, MediaError> {
+        let src = Source::new(source)?;
+        let options: Vec<(String, String)> =
+            options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut dec = Self::open_plain(src, options, pts0)?;
+        if let Some((index, pts)) = seek {
+            if index > 0 {
+                dec.seek_to(index, pts)?;
+            }
+        }
+        Ok(dec)
+    }
+
+    fn open_plain(src: Source, options: Vec<(String, String)>, pts0: i64) -> Result<Self, MediaError> {
+        let opts: Vec<(&str, &str)> = options.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let input = src.open(&opts)?;
+        let stream_index = first_video_stream(&input, &src.name)?;
+        let (time_base, frame_duration) = {
+            let st = input.stream(stream_index).unwrap();
+            let tb = st.time_base();
+            let rate = [st.avg_frame_rate(), st.rate()]
+                .into_iter()
+                .find(|r| r.numerator() > 0 && r.denominator() > 0);
+            let dur = match rate {
+                Some(r) if tb.numerator() > 0 => {
+                    let d = (tb.denominator() as f64 * r.denominator() as f64)
+                        / (tb.numerator() as f64 * r.numerator() as f64);
+                    (d.round() as i64).max(1)
+                }
+                _ => 1,
+            };
+            (tb, dur)
+        };
+        let decoder = open_video_decoder(&input, stream_index, &src, true)?;
+        Ok(Decoder {
+            src,
+            options,
+            input,
+            decoder,
+            stream_index,
+            time_base,
+            pts0,
+            min_pts: pts0,
+            next_index: 0,
+            skip_before: 0,
+            verify_seek: None,
+            last_pts: None,
+            frame_duration,
+            packet: ffmpeg::Packet::empty(),
+            eof_sent: false,
+            finished: false,
+        })
+    }
+
+    fn seek_to(&mut self, index: u64, pts: i64) -> Result<(), MediaError> {
+        let ret = unsafe {
+            ffi::av_seek_frame(self.input.as_mut_ptr(), self.stream_index as i32, pts, ffi::AVSEEK_FLAG_BACKWARD)
+        };
+        if ret < 0 {
+            tracing::debug!(source = %self.src.name, index, pts, "seek failed ({}), decoding from the start",
+                ffmpeg::Error::from(ret));
+            return self.fallback(index);
+        }
+        self.next_index = index;
+        self.min_pts = pts.max(self.pts0);
+        self.verify_seek = Some((index, pts));
+        Ok(())
+    }
+
+    /// Reopen and decode from frame 0, skipping frames before `index`.
+    fn fallback(&mut self, index: u64) -> Result<(), MediaError> {
+        let mut fresh = Self::open_plain(self.src.clone(), std::mem::take(&mut self.options), self.pts0)?;
+        fresh.skip_before = index;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// The stream's time base.
+    pub fn time_base(&self) -> (i32, i32) {
+        (self.time_base.numerator(), self.time_base.denominator())
+    }
+
+    /// The (normalised) source name.
+    pub fn source(&self) -> &str {
+        &self.src.name
+    }
+
+    /// The next frame in presentation order, numbered; `None` at end of
+    /// stream. Read and decode errors are returned (calling again continues
+    /// with the following packets).
+    pub fn next_frame(&mut self) -> Result<Option<DecodedFrame>, MediaError> {
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            let mut frame = ffmpeg::frame::Video::empty();
+            match self.decoder.receive_frame(&mut frame) {
+                Ok(()) => {
+                    if let Some(out) = self.accept(frame)? {
+                        return Ok(Some(out));
+                    }
+                }
+                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::error::EAGAIN => {
+                    if self.eof_sent {
+                        // Should not happen after EOF was sent; treat as the end.
+                        self.finished = true;
+                        continue;
+                    }
+                    self.feed()?;
+                }
+                Err(ffmpeg::Error::Eof) => {
+                    self.finished = true;
+                }
+                Err(e) => return Err(from_ffmpeg(&self.src.name, false, Stage::Decode(self.next_index), e)),
+            }
+        }
+    }
+
+    /// Send the next packet of the video stream (or EOF) to the decoder.
+    fn feed(&mut self) -> Result<(), MediaError> {
+        loop {
+            if !read_packet(&mut self.packet, &mut self.input, &self.src)? {
+                self.eof_sent = true;
+                let _ = self.decoder.send_eof();
+                return Ok(());
+            }
+            if self.packet.stream() != self.stream_index {
+                continue;
+            }
+            return self
+                .decoder
+                .send_packet(&self.packet)
+                .map_err(|e| from_ffmpeg(&self.src.name, false, Stage::Decode(self.next_index), e));
+        }
+    }
+
+    /// Number a decoded frame; `None` if it is dropped.
+    fn accept(&mut self, frame: ffmpeg::frame::Video) -> Result<Option<DecodedFrame>, MediaError> {
+        if frame_discarded(&frame) {
+            return Ok(None);
+        }
+        let pts = match frame_pts(&frame) {
+            Some(p) => p,
+            None => self.last_pts.map_or(self.pts0, |p| p + self.frame_duration),
+        };
+        if pts < self.min_pts {
+            return Ok(None);
+        }
+        if let Some((index, kf_pts)) = self.verify_seek.take() {
+            if pts != kf_pts {
+                tracing::debug!(source = %self.src.name, index, kf_pts, pts,
+                    "seek did not land on the keyframe, decoding from the start");
+                self.fallback(index)?;
+                return Ok(None);
+            }
+        }
+        self.last_pts = Some(pts);
+        let index = self.next_index;
+        self.next_index += 1;
+        if index < self.skip_before {
+            return Ok(None);
+        }
+        Ok(Some(DecodedFrame { index, pts, timestamp: ts_seconds(pts, self.pts0, self.time_base), frame }))
+    }
+}

@@ -1,0 +1,102 @@
+//! Generated gRPC types and services for Panoptes.
+
+/// The public API (clients, CLI).
+pub mod api {
+    tonic::include_proto!("panoptes.v1");
+}
+
+/// The worker API (workers to coordinators).
+pub mod worker {
+    tonic::include_proto!("panoptes.worker.v1");
+}
+
+/// The coordinators' Raft transport.
+pub mod raft {
+    tonic::include_proto!("panoptes.raft.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every service, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/panoptes_descriptor.bin"));
+
+/// Reaching "any coordinator": one lazily-connected channel per address, and
+/// failover to the next address when a call finds a node down or not leading.
+pub mod failover {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tonic::transport::{Channel, Endpoint};
+    use tonic::{Code, Status};
+
+    #[derive(Clone)]
+    pub struct Coordinators {
+        addrs: Arc<Vec<String>>,
+        channels: Arc<Vec<Channel>>,
+        current: Arc<AtomicUsize>,
+    }
+
+    impl Coordinators {
+        /// `addrs` are `HOST:PORT` (or `http://HOST:PORT`). Nothing connects until a call.
+        pub fn new(addrs: &[String]) -> Result<Self, String> {
+            if addrs.is_empty() {
+                return Err("no coordinator address given".into());
+            }
+            let mut channels = Vec::new();
+            for a in addrs {
+                let url = if a.contains("://") { a.clone() } else { format!("http://{a}") };
+                let ep = Endpoint::from_shared(url.clone())
+                    .map_err(|e| format!("bad coordinator address '{a}': {e}"))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true);
+                channels.push(ep.connect_lazy());
+            }
+            Ok(Self { addrs: Arc::new(addrs.to_vec()), channels: Arc::new(channels), current: Arc::new(AtomicUsize::new(0)) })
+        }
+
+        pub fn addrs(&self) -> &[String] {
+            &self.addrs
+        }
+
+        /// The channel to try now, and its index.
+        pub fn pick(&self) -> (usize, Channel) {
+            let i = self.current.load(Ordering::Relaxed) % self.channels.len();
+            (i, self.channels[i].clone())
+        }
+
+        /// Move on from index `i` (if nobody else already did).
+        pub fn rotate(&self, i: usize) {
+            let _ = self.current.compare_exchange(i, (i + 1) % self.channels.len(), Ordering::Relaxed, Ordering::Relaxed);
+        }
+
+        /// Call `f` on a coordinator; on a retryable failure try the next one,
+        /// for up to `attempts` tries in all, pausing a little between rounds.
+        pub async fn call<T, F, Fut>(&self, attempts: usize, mut f: F) -> Result<T, Status>
+        where
+            F: FnMut(Channel) -> Fut,
+            Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+        {
+            let mut last = Status::unavailable("no coordinator tried");
+            for n in 0..attempts.max(1) {
+                let (i, ch) = self.pick();
+                match f(ch).await {
+                    Ok(r) => return Ok(r.into_inner()),
+                    Err(s) if retryable(&s) => {
+                        last = Status::new(s.code(), format!("{} ({})", s.message(), self.addrs[i]));
+                        self.rotate(i);
+                        if (n + 1) % self.channels.len() == 0 {
+                            tokio::time::sleep(Duration::from_millis(200 * ((n / self.channels.len()) as u64 + 1).min(10))).await;
+                        }
+                    }
+                    Err(s) => return Err(s),
+                }
+            }
+            Err(last)
+        }
+    }
+
+    /// Worth trying another coordinator (or again later)?
+    pub fn retryable(s: &Status) -> bool {
+        matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted)
+            || (s.code() == Code::Unknown && s.message().contains("transport"))
+    }
+}

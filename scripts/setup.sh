@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what building and running Panoptes needs on Debian 12, when missing:
+# FFmpeg's development libraries and CLI, clang (bindgen), pkg-config, protoc.
+# Then prepare the models directory. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
+      libavdevice-dev libavfilter-dev libswresample-dev ffmpeg protobuf-compiler python3-pip)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> installing system packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo is missing. Install Rust (>= 1.91) with rustup: https://rustup.rs" >&2
+  exit 1
+fi
+
+# Models: copy the pre-built ones when a shared models folder is at hand.
+SHARED="${PANOPTES_SHARED_DIR:-$(cd .. && pwd)/shared}"
+if [ -d "$SHARED/models" ]; then
+  cargo xtask models --from "$SHARED/models" --out models
+elif [ ! -f models/nanodet_m_416_coco.onnx ]; then
+  cargo xtask models --out models
+fi

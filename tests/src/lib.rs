@@ -1,0 +1,239 @@
+//! Helpers for end-to-end tests: real `panoptes` processes on 127.0.0.1,
+//! real video files made with the FFmpeg CLI, bounded waits everywhere.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Clusters are heavy on a 2-core machine: tests that start one take this lock.
+static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
+
+pub fn cluster_lock() -> MutexGuard<'static, ()> {
+    CLUSTER_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `target/debug/panoptes` (built by `cargo build --workspace --bins`).
+pub fn bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let b = dir.join("panoptes");
+    assert!(b.exists(), "{} is missing: run `cargo build -p panoptes` before the tests", b.display());
+    b
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The shared folder with fixtures and models (env `PANOPTES_SHARED_DIR`, default `../shared`).
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("PANOPTES_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().parent().unwrap().join("shared"))
+}
+
+/// The models directory (env `PANOPTES_MODELS_DIR`, else `models/`, else the shared one).
+pub fn models_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PANOPTES_MODELS_DIR") {
+        return PathBuf::from(d);
+    }
+    let local = workspace().join("models");
+    if local.join("nanodet_m_416_coco.onnx").exists() {
+        local
+    } else {
+        shared_dir().join("models")
+    }
+}
+
+/// Make a test video with the FFmpeg CLI: `frames` frames of testsrc at 25 fps, a keyframe every `gop`.
+pub fn make_video(path: &Path, frames: u32, size: &str, gop: u32) {
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc=size={size}:rate=25")])
+        .args(["-frames:v", &frames.to_string(), "-c:v", "libx264", "-preset", "ultrafast", "-g", &gop.to_string(), "-bf", "2", "-pix_fmt", "yuv420p"])
+        .arg(path)
+        .status()
+        .expect("run ffmpeg");
+    assert!(st.success(), "ffmpeg failed to make {}", path.display());
+}
+
+/// A `panoptes` process; killed (SIGKILL) when dropped.
+pub struct Node {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+    pub first_line: String,
+}
+
+impl Node {
+    pub fn spawn(name: &str, args: &[String], log: &Path) -> Node {
+        let logf = std::fs::File::create(log).expect("create log");
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("PANOPTES_LOG_LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(logf)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            if let Some(l) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let first_line = match rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{name} did not start; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+        };
+        Node { name: name.to_string(), child, log: log.to_path_buf(), first_line }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A local cluster: one coordinator and named workers, in a temp dir.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    pub coordinator: Option<Node>,
+    pub workers: Vec<Node>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+pub const TEST_CONFIG: &str = r#"
+[cluster]
+shard_frames = 20
+lease_timeout_ms = 4000
+heartbeat_interval_ms = 500
+
+[[cluster.coordinators]]
+id = 1
+addr = "127.0.0.1:0"
+
+[worker]
+report_batch = 4
+pipeline_depth = 8
+"#;
+
+impl Cluster {
+    pub fn start(workers: &[&str]) -> Cluster {
+        let lock = cluster_lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cluster.toml"), TEST_CONFIG).unwrap();
+        let mut c = Cluster { dir, addr: String::new(), coordinator: None, workers: Vec::new(), _lock: lock };
+        c.start_coordinator("127.0.0.1:0");
+        for w in workers {
+            c.start_worker(w);
+        }
+        c
+    }
+
+    fn cfg(&self) -> String {
+        self.dir.path().join("cluster.toml").display().to_string()
+    }
+
+    pub fn start_coordinator(&mut self, listen: &str) {
+        let args: Vec<String> = ["coordinator", "--config", &self.cfg(), "--id", "1", "--listen", listen, "--data-dir"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([self.dir.path().join("c1").display().to_string()])
+            .collect();
+        let n = Node::spawn("coordinator", &args, &self.dir.path().join(format!("coordinator-{}.log", now_id())));
+        self.addr = n.first_line.rsplit(' ').next().unwrap().to_string();
+        self.coordinator = Some(n);
+    }
+
+    /// `kill -9` the coordinator and start it again on the same address and data.
+    pub fn restart_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            c.kill9();
+        }
+        let addr = self.addr.clone();
+        self.start_coordinator(&addr);
+    }
+
+    pub fn start_worker(&mut self, name: &str) {
+        let args: Vec<String> = vec![
+            "worker".into(),
+            "--config".into(),
+            self.cfg(),
+            "--name".into(),
+            name.into(),
+            "--coordinator".into(),
+            self.addr.clone(),
+            "--models-dir".into(),
+            models_dir().display().to_string(),
+            "--data-dir".into(),
+            self.dir.path().join(name).display().to_string(),
+        ];
+        let n = Node::spawn(name, &args, &self.dir.path().join(format!("{name}.log")));
+        self.workers.push(n);
+    }
+
+    /// Run the CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let out = Command::new(bin()).args(args).args(["--coordinator", &self.addr]).output().expect("run panoptes");
+        out
+    }
+
+    /// Run the CLI and parse its stdout as one JSON value.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{args:?}: not JSON ({e}); stdout={} stderr={}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        })
+    }
+
+    /// Poll `status --json` until the job is finished (bounded).
+    pub fn wait_finished(&self, job: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.cli_json(&["status", job, "--json"]);
+            if matches!(s["state"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "job {job} not finished after {limit:?}: {s}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// `results --json` as parsed lines.
+    pub fn results(&self, job: &str) -> Vec<Value> {
+        let out = self.cli(&["results", job, "--json"]);
+        assert!(out.status.success(), "results failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for n in self.coordinator.iter().chain(self.workers.iter()) {
+            let t = n.log_text();
+            let tail: Vec<&str> = t.lines().rev().take(30).collect();
+            s.push_str(&format!("--- {} (last lines)\n{}\n", n.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+        }
+        s
+    }
+}
+
+fn now_id() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}

@@ -1,0 +1,128 @@
+//! End to end, with real processes: 1 coordinator (Raft on sled), 2 workers
+//! (FFmpeg + tract), the CLI.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use panoptes_tests::{make_video, Cluster};
+
+/// 1. Every analysed (frame, model) is stored exactly once, both workers take
+///    part, and a coordinator killed with -9 comes back with the same results.
+#[test]
+fn t01_exactly_once_two_workers_and_coordinator_restart() {
+    let mut c = Cluster::start(&["w1", "w2"]);
+    let video = c.dir.path().join("clip.mp4");
+    make_video(&video, 160, "320x240", 10);
+
+    let out = c.cli(&["submit", video.to_str().unwrap(), "--models", "objects,colors", "--frame-step", "2", "--wait", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("submit: {}\n{}", String::from_utf8_lossy(&out.stderr), c.logs()));
+    assert_eq!(status["state"], "completed", "{status}\n{}", c.logs());
+    assert!(out.status.success());
+    let job = status["job_id"].as_str().unwrap().to_string();
+    assert_eq!(status["frames_total"], 80);
+    assert_eq!(status["frames_done"], 80);
+
+    let results = c.results(&job);
+    let mut seen: BTreeMap<(u64, String), usize> = BTreeMap::new();
+    for r in &results {
+        *seen.entry((r["frame"].as_u64().unwrap(), r["model"].as_str().unwrap().to_string())).or_default() += 1;
+        assert!(r["results"].is_array(), "{r}");
+        assert!(r["timestamp"].is_f64(), "{r}");
+    }
+    for f in (0..160).step_by(2) {
+        for m in ["objects", "colors"] {
+            assert_eq!(seen.get(&(f, m.to_string())), Some(&1), "frame {f} model {m} not present exactly once");
+        }
+    }
+    assert_eq!(results.len(), 160, "unexpected extra results");
+    // Ordered by frame, then model in the job's order.
+    let order: Vec<(u64, usize)> = results.iter().map(|r| (r["frame"].as_u64().unwrap(), if r["model"] == "objects" { 0 } else { 1 })).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "results are not ordered by frame then model");
+    // Timestamps follow 25 fps.
+    assert!((results[2]["timestamp"].as_f64().unwrap() - 0.08).abs() < 1e-6, "{}", results[2]);
+    // colors: 3 colours whose fractions sum to 1.
+    let colors = &results[1]["results"];
+    let sum: f64 = colors.as_array().unwrap().iter().map(|c| c["fraction"].as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 0.002, "{colors}");
+
+    for w in &c.workers {
+        assert!(w.log_text().contains("shard started"), "worker {} took no shard:\n{}", w.name, w.log_text());
+    }
+
+    c.restart_coordinator();
+    let again = c.results(&job);
+    assert_eq!(again, results, "results changed across a coordinator restart");
+    let s2 = c.cli_json(&["status", &job, "--json"]);
+    assert_eq!(s2["state"], "completed");
+    assert_eq!(s2["frames_done"], 80);
+}
+
+/// 2. A corrupt file and a missing file fail with an error naming the
+///    problem; the cluster keeps serving other jobs.
+#[test]
+fn t02_bad_sources_fail_clearly_and_the_cluster_keeps_serving() {
+    let c = Cluster::start(&["w1"]);
+    let corrupt = c.dir.path().join("corrupt.mp4");
+    let mut bytes = Vec::new();
+    let mut x = 12345u32;
+    for _ in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        bytes.push(x as u8);
+    }
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let missing = c.dir.path().join("no-such-video.mp4");
+
+    let j1 = c.cli_json(&["submit", corrupt.to_str().unwrap(), "--models", "colors", "--json"]);
+    let j2 = c.cli_json(&["submit", missing.to_str().unwrap(), "--models", "colors", "--json"]);
+    let good = c.dir.path().join("good.mp4");
+    make_video(&good, 30, "160x120", 10);
+    let j3 = c.cli_json(&["submit", good.to_str().unwrap(), "--models", "colors", "--json"]);
+
+    let s1 = c.wait_finished(j1["job_id"].as_str().unwrap(), Duration::from_secs(120));
+    assert_eq!(s1["state"], "failed", "{s1}");
+    let e1 = s1["error"].as_str().unwrap();
+    assert!(e1.contains("corrupt.mp4") && (e1.contains("corrupt") || e1.contains("not a video") || e1.contains("Invalid data")), "{e1}");
+
+    let s2 = c.wait_finished(j2["job_id"].as_str().unwrap(), Duration::from_secs(120));
+    assert_eq!(s2["state"], "failed", "{s2}");
+    let e2 = s2["error"].as_str().unwrap();
+    assert!(e2.contains("no-such-video.mp4") && e2.to_lowercase().contains("no such file"), "{e2}");
+
+    let s3 = c.wait_finished(j3["job_id"].as_str().unwrap(), Duration::from_secs(180));
+    assert_eq!(s3["state"], "completed", "{s3}\n{}", c.logs());
+    assert_eq!(s3["frames_done"], 30);
+
+    // `submit --wait` exits non-zero for a failed job.
+    let out = c.cli(&["submit", missing.to_str().unwrap(), "--models", "colors", "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// 3. Bad parameters are refused at submit time with what to do instead.
+#[test]
+fn t03_bad_parameters_are_refused_at_submit() {
+    let c = Cluster::start(&[]);
+    let out = c.cli(&["submit", "/tmp/x.mp4", "--models", "objects,unicorns"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown model 'unicorns'") && err.contains("objects") && err.contains("colors"), "{err}");
+
+    let out = c.cli(&["submit", "/tmp/x.mp4", "--models", "colors,colors"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listed twice"));
+
+    let out = c.cli(&["submit", "/tmp/x.mp4", "--models", "colors", "--frame-step", "-3"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("negative"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = c.cli(&["submit", "gopher://example/x", "--models", "colors"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("gopher"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = c.cli(&["status", "job-999", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job job-999"));
+
+    let out = c.cli(&["status", "banana"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a job id"));
+}

@@ -1,0 +1,5 @@
+//! The Panoptes worker: decoding, resizing and per-model analysis of leased
+//! shards, in ractor actors under supervisors.
+pub mod analysis;
+pub mod node;
+pub mod pipeline;

@@ -1,0 +1,92 @@
+//! The per-shard actor tree. A [`supervisor::ShardSupervisor`] owns, linked:
+//! a decoder (FFmpeg) → a resizer (swscale to RGB at `target_height`) → one
+//! actor per model (tract) → a reporter that batches results to the
+//! coordinator and retries until they are acknowledged.
+//!
+//! Flow control is by credit: the decoder decodes a frame only while it holds
+//! credit; credit comes back when the frame's results are acknowledged, so at
+//! most `pipeline_depth` frames per shard are in memory.
+use std::sync::Arc;
+
+use panoptes_media::{DecodedFrame, RgbFrame};
+use panoptes_proto::failover::Coordinators;
+use panoptes_proto::worker::ShardAssignment;
+use ractor::ActorRef;
+
+use crate::analysis::Analysis;
+
+pub mod decoder;
+pub mod model;
+pub mod reporter;
+pub mod resizer;
+pub mod supervisor;
+
+/// Everything a shard's pipeline needs.
+#[derive(Clone)]
+pub struct ShardJob {
+    pub worker: String,
+    pub assignment: ShardAssignment,
+    /// The job's analyses, in the job's model order.
+    pub analyses: Vec<Arc<dyn Analysis>>,
+    pub coordinators: Coordinators,
+    pub depth: u32,
+    pub batch: u32,
+    pub max_restarts: u32,
+}
+
+impl ShardJob {
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.assignment.job_id, self.assignment.shard)
+    }
+}
+
+/// The pipeline generation a message belongs to: after a restart, messages
+/// from the previous generation's actors are ignored.
+pub type Gen = u32;
+
+pub enum DecoderMsg {
+    /// Decode this many more analysed frames.
+    Pull(u32),
+}
+
+pub enum ResizerMsg {
+    Frame { frame: DecodedFrame, decode_s: f64 },
+    /// No more frames: everything before `next_frame` was sent.
+    End { next_frame: u64 },
+}
+
+pub enum ModelMsg {
+    Analyze { frame: u64, rgb: Arc<RgbFrame> },
+    End { next_frame: u64 },
+}
+
+pub enum ReporterMsg {
+    /// A frame entered the pipeline.
+    Decoded { frame: u64, timestamp: f64, decode_s: f64, resize_s: f64 },
+    Output { frame: u64, model: usize, results_json: String, secs: f64 },
+    End { next_frame: u64 },
+}
+
+pub enum ShardMsg {
+    /// Results up to `next_frame` are committed; `frames` of them were in this batch.
+    Acked { gen: Gen, next_frame: u64, frames: u32 },
+    /// The last report (done) was acknowledged.
+    Finished { gen: Gen },
+    /// The coordinator refused a report: the lease is gone.
+    LeaseLost { gen: Gen, reason: String },
+    /// A stage hit an error it reports (e.g. the source cannot be decoded).
+    StageError { gen: Gen, error: String },
+}
+
+/// Handles the stages use to reach each other.
+#[derive(Clone)]
+pub struct Links {
+    pub gen: Gen,
+    pub supervisor: ActorRef<ShardMsg>,
+}
+
+/// Run blocking work (FFmpeg, tract) on this runtime thread without stalling
+/// the others.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}

@@ -1,0 +1,154 @@
+//! Reporter actor: gathers every model's output per frame, sends batches of
+//! complete frames to the coordinator, and retries each batch until it is
+//! acknowledged (which the coordinator does only once it is committed).
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use panoptes_common::retry::Backoff;
+use panoptes_proto::failover::retryable;
+use panoptes_proto::worker::{self as pb, worker_api_client::WorkerApiClient};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{debug, warn};
+
+use super::{Links, ReporterMsg, ShardJob, ShardMsg};
+
+pub struct ReporterActor;
+
+pub struct ReporterArgs {
+    pub job: ShardJob,
+    pub links: Links,
+}
+
+struct Pending {
+    timestamp: f64,
+    outputs: Vec<Option<String>>,
+}
+
+pub struct ReporterState {
+    job: ShardJob,
+    links: Links,
+    pending: BTreeMap<u64, Pending>,
+    ready: Vec<pb::FrameReport>,
+    times: pb::StageTimes,
+    ends: usize,
+}
+
+impl Actor for ReporterActor {
+    type Msg = ReporterMsg;
+    type State = ReporterState;
+    type Arguments = ReporterArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<ReporterMsg>, a: ReporterArgs) -> Result<ReporterState, ActorProcessingErr> {
+        Ok(ReporterState { job: a.job, links: a.links, pending: BTreeMap::new(), ready: Vec::new(), times: Default::default(), ends: 0 })
+    }
+
+    async fn handle(&self, _myself: ActorRef<ReporterMsg>, msg: ReporterMsg, st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
+        let n_models = st.job.analyses.len();
+        match msg {
+            ReporterMsg::Decoded { frame, timestamp, decode_s, resize_s } => {
+                st.times.decode_s += decode_s;
+                st.times.resize_s += resize_s;
+                st.times.frames_decoded += 1;
+                st.pending.insert(frame, Pending { timestamp, outputs: vec![None; n_models] });
+            }
+            ReporterMsg::Output { frame, model, results_json, secs } => {
+                let name = st.job.assignment.models[model].clone();
+                *st.times.inference_s.entry(name).or_default() += secs;
+                if let Some(p) = st.pending.get_mut(&frame) {
+                    p.outputs[model] = Some(results_json);
+                }
+                // Frames complete in order (each model handles frames in order).
+                while let Some(entry) = st.pending.first_entry() {
+                    if entry.get().outputs.iter().any(|o| o.is_none()) {
+                        break;
+                    }
+                    let (frame, p) = entry.remove_entry();
+                    let outputs = p
+                        .outputs
+                        .into_iter()
+                        .zip(&st.job.assignment.models)
+                        .map(|(o, m)| pb::ModelOutput { model: m.clone(), results_json: o.unwrap_or_default() })
+                        .collect();
+                    st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs });
+                }
+                if st.ready.len() >= st.job.batch as usize {
+                    let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
+                    flush(st, next, false).await?;
+                }
+            }
+            ReporterMsg::End { next_frame } => {
+                st.ends += 1;
+                if st.ends == n_models {
+                    flush(st, next_frame, true).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Send the ready frames (and, with `done`, the end of the shard) until acknowledged.
+async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<(), ActorProcessingErr> {
+    let frames = std::mem::take(&mut st.ready);
+    let count = frames.len() as u32;
+    let a = &st.job.assignment;
+    let req = pb::ReportRequest {
+        name: st.job.worker.clone(),
+        job_id: a.job_id.clone(),
+        shard: a.shard,
+        epoch: a.epoch,
+        frames,
+        next_frame,
+        done,
+        error: String::new(),
+        times: Some(std::mem::take(&mut st.times)),
+    };
+    let gen = st.links.gen;
+    match send_report(&st.job, req).await {
+        Ok(resp) if resp.accepted => {
+            debug!(shard = %st.job.label(), frames = count, stored = resp.stored, next_frame, done, "report acknowledged");
+            st.links.supervisor.send_message(ShardMsg::Acked { gen, next_frame, frames: count })?;
+            if done {
+                st.links.supervisor.send_message(ShardMsg::Finished { gen })?;
+            }
+        }
+        Ok(resp) => {
+            st.links.supervisor.send_message(ShardMsg::LeaseLost { gen, reason: resp.reason })?;
+        }
+        Err(e) => {
+            st.links.supervisor.send_message(ShardMsg::StageError { gen, error: format!("report refused: {e}") })?;
+        }
+    }
+    Ok(())
+}
+
+/// Deliver one report, retrying transport failures and leader changes with
+/// backoff. The coordinator stores each (frame, model) once, so a retry of a
+/// report that was in fact committed is harmless.
+pub async fn send_report(job: &ShardJob, req: pb::ReportRequest) -> Result<pb::ReportResponse, tonic::Status> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
+    loop {
+        let r = job
+            .coordinators
+            .call(job.coordinators.addrs().len(), |ch| {
+                let req = req.clone();
+                async move {
+                    WorkerApiClient::new(ch)
+                        .max_encoding_message_size(64 << 20)
+                        .max_decoding_message_size(64 << 20)
+                        .report(req)
+                        .await
+                }
+            })
+            .await;
+        match r {
+            Ok(resp) => return Ok(resp),
+            Err(s) if retryable(&s) => {
+                let d = backoff.next_delay();
+                warn!(shard = %job.label(), error = %s.message(), retry_in_ms = d.as_millis() as u64, "report not delivered; retrying");
+                tokio::time::sleep(d).await;
+            }
+            Err(s) => return Err(s),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The built-in analyses against the reference fixtures in
+//! `shared/fixtures` (real models from `shared/models`), judged by the spec's
+//! Equality rule. Every disagreement is printed; agreement must be 100%.
+//!
+//! Frames come from the ffmpeg CLI (`-pix_fmt rgb24`): the clips are
+//! lossless bgr0, so this equals swscale's conversion.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use panoptes_worker::analysis::{self, equality, Analysis, RgbFrame};
+use serde_json::Value;
+
+fn shared_dir() -> PathBuf {
+    std::env::var_os("PANOPTES_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+/// Width and height of the first video stream.
+fn probe_size(clip: &Path) -> (u32, u32) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
+        .arg(clip)
+        .output()
+        .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe {}: {}", clip.display(), String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut it = text.trim().split(',').map(|v| v.parse::<u32>().expect("ffprobe size"));
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+/// Every frame of the clip as packed RGB24, via the ffmpeg CLI.
+fn decode_rgb(clip: &Path) -> Vec<RgbFrame> {
+    let (w, h) = probe_size(clip);
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(clip)
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(out.status.success(), "ffmpeg {}: {}", clip.display(), String::from_utf8_lossy(&out.stderr));
+    let size = (w * h * 3) as usize;
+    assert_eq!(out.stdout.len() % size, 0, "raw output is not whole frames");
+    out.stdout.chunks_exact(size).map(|c| RgbFrame::new(w, h, c.to_vec())).collect()
+}
+
+/// Expected records keyed by (frame, model).
+fn expected(path: &Path) -> BTreeMap<(u64, String), Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("fixture line is JSON");
+            let frame = v["frame"].as_u64().expect("frame");
+            let model = v["model"].as_str().expect("model").to_owned();
+            ((frame, model), v["results"].clone())
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Tally {
+    agreed: usize,
+    total: usize,
+    exact: usize,
+    time: Duration,
+}
+
+/// Runs `models` over both clips; prints every disagreement and the
+/// per-model agreement and speed; returns the disagreements.
+fn check(models: &[&str]) -> Vec<String> {
+    let shared = shared_dir();
+    let models_dir = shared.join("models");
+    let loaded: Vec<(String, Arc<dyn Analysis>)> = models
+        .iter()
+        .map(|&m| {
+            let t = Instant::now();
+            let a = analysis::load(m, &models_dir).unwrap_or_else(|e| panic!("load {m}: {e}"));
+            eprintln!("loaded {m} in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+            (m.to_owned(), a)
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for clip in ["stills", "astronaut_zoom"] {
+        let fixtures = shared.join("fixtures");
+        let frames = decode_rgb(&fixtures.join(format!("{clip}.mkv")));
+        let want = expected(&fixtures.join(format!("{clip}.expected.jsonl")));
+        let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+        for (name, a) in &loaded {
+            let tally = tallies.entry(name.as_str()).or_default();
+            for (n, frame) in frames.iter().enumerate() {
+                let Some(reference) = want.get(&(n as u64, name.clone())) else {
+                    failures.push(format!("{clip} frame {n} {name}: no expected record"));
+                    continue;
+                };
+                let t = Instant::now();
+                let ours = a.analyze(frame).unwrap_or_else(|e| panic!("{clip} frame {n} {name}: {e:#}"));
+                tally.time += t.elapsed();
+                tally.total += 1;
+                if &ours == reference {
+                    tally.exact += 1;
+                }
+                match equality::agree(name, reference, &ours) {
+                    Ok(()) => tally.agreed += 1,
+                    Err(why) => {
+                        let msg = format!("{clip} frame {n} {name}: {why}\n    reference {reference}\n    ours      {ours}");
+                        eprintln!("DISAGREE {msg}");
+                        failures.push(msg);
+                    }
+                }
+            }
+        }
+        for (name, t) in &tallies {
+            eprintln!(
+                "{clip:>15} {name:<8} agree {}/{} ({:.1}%), identical {}/{}, {:.1} ms/frame",
+                t.agreed,
+                t.total,
+                100.0 * t.agreed as f64 / t.total.max(1) as f64,
+                t.exact,
+                t.total,
+                t.time.as_secs_f64() * 1e3 / t.total.max(1) as f64
+            );
+        }
+    }
+    failures
+}
+
+#[test]
+fn colors_and_objects_agree_with_reference() {
+    let failures = check(&["colors", "objects"]);
+    assert!(failures.is_empty(), "{} disagreement(s):\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn joy_agrees_with_reference() {
+    let failures = check(&["joy"]);
+    assert!(failures.is_empty(), "{} disagreement(s):\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn analyses_are_shareable_across_threads() {
+    // One loaded analysis, called from two threads at once, gives the same
+    // answers as one thread.
+    let shared = shared_dir();
+    let frames = decode_rgb(&shared.join("fixtures/stills.mkv"));
+    for name in ["colors", "objects", "joy"] {
+        let a = analysis::load(name, &shared.join("models")).unwrap();
+        let serial: Vec<Value> = frames.iter().map(|f| a.analyze(f).unwrap()).collect();
+        let parallel: Vec<Value> = std::thread::scope(|s| {
+            let handles: Vec<_> = frames.iter().map(|f| s.spawn(|| a.analyze(f).unwrap())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(serial, parallel, "{name}");
+    }
+}
+
+#[test]
+fn bad_model_files_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = analysis::load("objects", dir.path()).err().unwrap().to_string();
+    assert!(err.contains("nanodet_m_416_coco.onnx: not found"), "{err}");
+    std::fs::write(dir.path().join("nanodet_m_416_coco.onnx"), b"not onnx").unwrap();
+    let err = analysis::load("objects", dir.path()).err().unwrap().to_string();
+    assert!(err.contains("nanodet_m_416_coco.onnx"), "{err}");
+    // A model of another layout (the emotion classifier) under NanoDet's name.
+    let shared = shared_dir();
+    std::fs::copy(
+        shared.join("models/emotion_mini_xception_fer2013.onnx"),
+        dir.path().join("nanodet_m_416_coco.onnx"),
+    )
+    .unwrap();
+    let err = analysis::load("objects", dir.path()).err().unwrap().to_string();
+    assert!(err.contains("nanodet_m_416_coco.onnx: expected"), "{err}");
+}

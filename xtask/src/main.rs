@@ -1,0 +1,313 @@
+//! Project chores as subcommands: `cargo xtask <models|sample|demo>`.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Panoptes project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Prepare the ONNX models directory.
+    Models {
+        /// Copy already-built models from this directory (e.g. ../shared/models) and verify their checksums.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Where to put them.
+        #[arg(long, default_value = "models")]
+        out: PathBuf,
+    },
+    /// Make the sample video from photos scikit-image ships (astronaut, cat, coffee, motorcycle, rocket).
+    Sample {
+        #[arg(long, default_value = "target/panoptes-sample/sample.mp4")]
+        out: PathBuf,
+    },
+    /// Start a local cluster (1 coordinator, 2 workers), analyse the sample video, print what was found, stop.
+    Demo {
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        #[arg(long, default_value = "target/panoptes-sample/sample.mp4")]
+        video: PathBuf,
+        #[arg(long, default_value = "objects,colors")]
+        models: String,
+        #[arg(long, default_value_t = 2)]
+        frame_step: u32,
+    },
+}
+
+/// The model files and their sha256, as listed in the models' README.
+const MODELS: &[(&str, &str)] = &[
+    ("nanodet_m_416_coco.onnx", "0aac02baccef68a174b5a1728e27835332d2fcaee42b101cfccf744e2ad39750"),
+    ("mtcnn_pnet.onnx", "ab2d7f9e6c1b5a0185759aeb57b10a796b57f8d1496f37f8eba8dddfacca4acc"),
+    ("mtcnn_rnet.onnx", "afe7011b58a5d4560581487b44179876267ced684d3c04e3ee9f3a7e3612596b"),
+    ("mtcnn_onet.onnx", "8b2124aa691c85d9a409750cabbb9cc54de25f2c81154e81ca937ac7c196e93b"),
+    ("emotion_mini_xception_fer2013.onnx", "4fcb1fa70f5ce0c2ff01037e161b495aab357dffa895c21a6da3ddbb067f449f"),
+    ("gender_oarriaga_gray64.onnx", "400e6197f0ccf157056a58227ea6545d44fba245a915f09f9070420128fd3bdf"),
+    ("gender_ssrnet_imdb_rgb64.onnx", "a46099005c9f14e3f192fef5f86967281f1151abe548a5826fcbdb31cbc03b2d"),
+    ("blazeface_256.onnx", "df4be771d54569726de935e83ee1afb0d4581d4f0bff6514e5d62989a82d643a"),
+    ("centernet_mbv3_512_coco.onnx", "75e82b2fa3052b84e5407e413d0cd521c8942d0a24431ed9eaaf73afa0560996"),
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn sha256(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum").arg(path).output().context("failed to run sha256sum")?;
+    if !out.status.success() {
+        bail!("sha256sum {} failed", path.display());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string())
+}
+
+fn models(from: Option<PathBuf>, out: PathBuf) -> Result<()> {
+    let out = root().join(out);
+    std::fs::create_dir_all(&out)?;
+    let Some(from) = from else {
+        bail!(
+            "rebuilding the models from their registry packages is not implemented yet; \
+             copy pre-built ones with `cargo xtask models --from DIR` (e.g. --from ../shared/models)"
+        );
+    };
+    for (name, sum) in MODELS {
+        let dst = out.join(name);
+        if dst.exists() && sha256(&dst)? == *sum {
+            continue;
+        }
+        let src = from.join(name);
+        std::fs::copy(&src, &dst).with_context(|| format!("failed to copy {} to {}", src.display(), dst.display()))?;
+        let got = sha256(&dst)?;
+        if got != *sum {
+            bail!("{}: sha256 {got} does not match the expected {sum}", src.display());
+        }
+    }
+    println!("models ready in {} ({} files, checksums verified)", out.display(), MODELS.len());
+    Ok(())
+}
+
+fn sample(out: PathBuf) -> Result<()> {
+    let out = root().join(out);
+    if out.exists() {
+        println!("sample video: {}", out.display());
+        return Ok(());
+    }
+    let dir = out.parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&dir)?;
+    let wheel_dir = dir.join("wheel");
+    let photos = ["astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg"];
+    if !photos.iter().all(|p| dir.join(p).exists()) {
+        println!("fetching sample photos (the scikit-image wheel from PyPI, ~15 MB)…");
+        let st = Command::new("python3")
+            .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:", "--python-version", "3.11", "-d"])
+            .arg(&wheel_dir)
+            .arg("scikit-image==0.24.0")
+            .status()
+            .context("failed to run pip (python3 -m pip)")?;
+        if !st.success() {
+            bail!("pip download scikit-image failed; is PyPI reachable?");
+        }
+        let wheel = std::fs::read_dir(&wheel_dir)?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "whl"));
+        let wheel = wheel.context("no wheel downloaded")?;
+        let script = format!(
+            "import zipfile,sys\nz=zipfile.ZipFile(sys.argv[1])\nfor n in {photos:?}:\n    open(sys.argv[2]+'/'+n,'wb').write(z.read('skimage/data/'+n))\n"
+        );
+        let st = Command::new("python3").args(["-c", &script]).arg(&wheel).arg(&dir).status()?;
+        if !st.success() {
+            bail!("could not extract the photos from {}", wheel.display());
+        }
+    }
+    // 2 s per photo at 25 fps, 960x540, a slow zoom so frames differ; H.264 with a keyframe every second.
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-y"]);
+    for p in &photos {
+        cmd.args(["-loop", "1", "-framerate", "25", "-t", "2", "-i"]).arg(dir.join(p));
+    }
+    let mut filter = String::new();
+    for i in 0..photos.len() {
+        filter.push_str(&format!(
+            "[{i}:v]scale=960:540:force_original_aspect_ratio=decrease,pad=960:540:(ow-iw)/2:(oh-ih)/2,setsar=1,\
+             zoompan=z='1+0.002*on':d=1:s=960x540:fps=25,format=yuv420p[v{i}];"
+        ));
+    }
+    for i in 0..photos.len() {
+        filter.push_str(&format!("[v{i}]"));
+    }
+    filter.push_str(&format!("concat=n={}:v=1:a=0[out]", photos.len()));
+    let tmp = out.with_extension("tmp.mp4");
+    cmd.args(["-filter_complex", &filter, "-map", "[out]", "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-bf", "2", "-pix_fmt", "yuv420p"]).arg(&tmp);
+    let st = cmd.status().context("failed to run ffmpeg")?;
+    if !st.success() {
+        bail!("ffmpeg could not make the sample video");
+    }
+    std::fs::rename(&tmp, &out)?;
+    println!("sample video: {} (5 photos, 10 s, 250 frames, 960x540 H.264)", out.display());
+    Ok(())
+}
+
+/// A child process whose first stdout line we wait for; killed on drop.
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+        let _ = self.child.wait();
+    }
+}
+
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+}
+
+fn spawn(name: &str, bin: &Path, args: &[String], log: &Path) -> Result<(Proc, String)> {
+    let logf = std::fs::File::create(log)?;
+    let mut child = Command::new(bin).args(args).stdout(Stdio::piped()).stderr(logf).spawn().with_context(|| format!("failed to start {name}"))?;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = true;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if first {
+                let _ = tx.send(line);
+                first = false;
+            }
+        }
+    });
+    let mut p = Proc { name: name.to_string(), child };
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => Ok((p, line)),
+        Err(_) => {
+            let _ = p.child.kill();
+            bail!("{} did not start; see {}", p.name, log.display())
+        }
+    }
+}
+
+fn demo(models_dir: PathBuf, video: PathBuf, models: String, frame_step: u32) -> Result<()> {
+    let root = root();
+    let bin = root.join("target/debug/panoptes");
+    if !bin.exists() {
+        bail!("{} is missing: run `cargo build -p panoptes` first", bin.display());
+    }
+    let video = root.join(video);
+    let models_dir = root.join(models_dir);
+    let work = root.join("target/panoptes-demo");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    println!("starting a local cluster: 1 coordinator, 2 workers (logs in {})", work.display());
+    let s = |v: &str| v.to_string();
+    let (coord, line) = spawn(
+        "coordinator",
+        &bin,
+        &[s("coordinator"), s("--id"), s("1"), s("--listen"), s("127.0.0.1:0"), s("--data-dir"), work.join("c1").display().to_string()],
+        &work.join("coordinator.log"),
+    )?;
+    let addr = line.rsplit(' ').next().context("coordinator printed no address")?.to_string();
+    let mut workers = Vec::new();
+    for w in ["w1", "w2"] {
+        let (p, _) = spawn(
+            w,
+            &bin,
+            &[
+                s("worker"),
+                s("--name"),
+                s(w),
+                s("--coordinator"),
+                addr.clone(),
+                s("--models-dir"),
+                models_dir.display().to_string(),
+                s("--models"),
+                models.clone(),
+                s("--data-dir"),
+                work.join(w).display().to_string(),
+            ],
+            &work.join(format!("{w}.log")),
+        )?;
+        workers.push(p);
+    }
+    println!("coordinator on {addr}; analysing {} with {models}, every {frame_step} frames…", video.display());
+    let t = Instant::now();
+    let out = Command::new(&bin)
+        .args(["submit", &video.display().to_string(), "--models", &models, "--frame-step", &frame_step.to_string(), "--wait", "--json"])
+        .args(["--coordinator", &addr])
+        .output()?;
+    let secs = t.elapsed().as_secs_f64();
+    let status: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("submit failed: {}", String::from_utf8_lossy(&out.stderr)))?;
+    if status["state"] != "completed" {
+        bail!("the job did not complete: {status}");
+    }
+    let job = status["job_id"].as_str().unwrap_or_default().to_string();
+    let out = Command::new(&bin).args(["results", &job, "--json", "--coordinator", &addr]).output()?;
+    let mut labels: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
+    let mut colors: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut rows = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: Value = serde_json::from_str(line)?;
+        rows += 1;
+        match v["model"].as_str() {
+            Some("objects") => {
+                let mut seen = std::collections::BTreeSet::new();
+                for d in v["results"].as_array().into_iter().flatten() {
+                    let l = d["label"].as_str().unwrap_or("?").to_string();
+                    let e = labels.entry(l.clone()).or_default();
+                    e.1 = e.1.max(d["score"].as_f64().unwrap_or(0.0));
+                    if seen.insert(l) {
+                        e.0 += 1;
+                    }
+                }
+            }
+            Some("colors") => {
+                if let Some(c) = v["results"][0]["color"].as_str() {
+                    *colors.entry(c.to_string()).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let frames = status["frames_done"].as_u64().unwrap_or(0);
+    println!("\n{job} completed: {frames} frames analysed in {secs:.1}s ({:.1} frames/s), {rows} results", frames as f64 / secs);
+    if !labels.is_empty() {
+        println!("objects found (frames seen in, best score):");
+        let mut l: Vec<_> = labels.into_iter().collect();
+        l.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+        for (label, (n, best)) in l.iter().take(12) {
+            println!("  {label:<14} {n:>4} frames  {best:.2}");
+        }
+    }
+    if !colors.is_empty() {
+        let mut c: Vec<_> = colors.into_iter().collect();
+        c.sort_by(|a, b| b.1.cmp(&a.1));
+        println!("most frequent dominant colours: {}", c.iter().take(5).map(|(c, n)| format!("{c} ({n})")).collect::<Vec<_>>().join(", "));
+    }
+    println!("\nstopping the cluster");
+    drop(workers);
+    drop(coord);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Models { from, out } => models(from, out),
+        Cmd::Sample { out } => sample(out),
+        Cmd::Demo { models_dir, video, models, frame_step } => demo(models_dir, video, models, frame_step),
+    }
+}

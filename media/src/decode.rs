@@ -289,6 +289,7 @@ pub struct Decoder {
     packet: ffmpeg::Packet,
     eof_sent: bool,
     finished: bool,
+    fell_back: bool,
 }
 
 const _: () = {
@@ -370,6 +371,7 @@ impl Decoder {
             packet: ffmpeg::Packet::empty(),
             eof_sent: false,
             finished: false,
+            fell_back: false,
         })
     }
 
@@ -392,6 +394,7 @@ impl Decoder {
     fn fallback(&mut self, index: u64) -> Result<(), MediaError> {
         let mut fresh = Self::open_plain(self.src.clone(), std::mem::take(&mut self.options), self.pts0)?;
         fresh.skip_before = index;
+        fresh.fell_back = true;
         *self = fresh;
         Ok(())
     }
@@ -399,6 +402,13 @@ impl Decoder {
     /// The stream's time base.
     pub fn time_base(&self) -> (i32, i32) {
         (self.time_base.numerator(), self.time_base.denominator())
+    }
+
+    /// True if a requested seek could not be used (the demuxer could not
+    /// seek, or landed after the keyframe) and decoding restarted from frame
+    /// 0. Known only once the first frame has been returned.
+    pub fn seek_fell_back(&self) -> bool {
+        self.fell_back
     }
 
     /// The (normalised) source name.

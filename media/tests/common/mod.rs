@@ -7,26 +7,15 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use panoptes_media::{Converter, Decoder, RgbFrame};
 
-/// One temp dir per test binary, holding the clips made by [`clip`].
-pub fn workdir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir")).path()
-}
-
 /// Run the ffmpeg CLI (quiet, overwrite), panicking with its stderr on failure.
 pub fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args(args)
-        .output()
-        .expect("run ffmpeg CLI");
-    assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    ffmpeg_stdout(args);
 }
 
 /// Run the ffmpeg CLI and return its stdout.
@@ -40,26 +29,26 @@ pub fn ffmpeg_stdout(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-/// Make (once per binary) the clip `name` in [`workdir`] with the given
-/// ffmpeg arguments (the output path is appended).
-pub fn clip(name: &str, args: &[&str]) -> PathBuf {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let path = workdir().join(name);
-    if !path.exists() {
-        let tmp = workdir().join(format!("tmp-{name}"));
-        let mut all: Vec<&str> = args.to_vec();
-        let tmp_s = tmp.to_str().unwrap().to_string();
-        all.push(&tmp_s);
-        ffmpeg(&all);
-        std::fs::rename(&tmp, &path).unwrap();
-    }
+/// A fresh temp dir for one test (removed when dropped).
+pub fn workdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Make the clip `name` in `dir` with the given ffmpeg arguments (the output
+/// path is appended).
+pub fn clip(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let mut all: Vec<&str> = args.to_vec();
+    let out = path.to_str().unwrap().to_string();
+    all.push(&out);
+    ffmpeg(&all);
     path
 }
 
 /// 100 frames 320x240 @25, H.264 with B-frames (-bf 2), GOP 10, closed GOPs.
-pub fn h264_bframes_mp4() -> PathBuf {
+pub fn h264_bframes_mp4(dir: &Path) -> PathBuf {
     clip(
+        dir,
         "bframes.mp4",
         &[
             "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-frames:v", "100", "-c:v", "libx264",

@@ -139,12 +139,23 @@ fn seek_matches_full_decode_mpeg4_bframes() {
 fn edit_list_cut_discards_leading_frames() {
     let dir = workdir();
     let src = h264_bframes_mp4(dir.path());
-    let cut = clip(dir.path(), "cut.mp4", &["-ss", "1.2", "-i", path_str(&src), "-c", "copy", "-avoid_negative_ts", "make_zero"]);
+    // 1.32 s = frame 33; the demuxer starts at keyframe 30 (marked discard)
+    // and frames 30..32 are decoded but not shown: 67 frames, as the CLI counts.
+    let cut = clip(dir.path(), "cut.mp4", &["-ss", "1.32", "-i", path_str(&src), "-c", "copy"]);
     let s = path_str(&cut);
     let info = probe(s).unwrap();
+    assert_eq!(info.frames, 67);
+    assert_eq!(info.pts0, 0);
+    // The discarded keyframe is not a seek point; the next one (old frame 40) is frame 7.
+    assert_eq!(info.keyframes[0].0, 7, "{:?}", info.keyframes);
+    assert_eq!(info.keyframe_before(3), None);
     let full = full_decode(s, info.pts0, 720);
     assert_eq!(full.len() as u64, info.frames);
-    assert!(info.frames > 0 && info.frames <= 100, "{}", info.frames);
+    // Frame 0 of the cut is frame 33 of the source.
+    let sinfo = probe(path_str(&src)).unwrap();
+    let sfull = decode_from(path_str(&src), Some(sinfo.keyframes[3]), sinfo.pts0, 720, 4);
+    assert_eq!(sfull[3].index, 33);
+    assert!(full[0].rgb == sfull[3].rgb, "first frame of the cut is source frame 33");
     check_seeks(s, &info, 720, true);
 }
 

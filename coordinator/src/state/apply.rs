@@ -272,3 +272,220 @@ fn finish(j: &mut Job, state: JobState, error: Option<String>, now_ms: u64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::state::command::{FrameOutputs, ModelOutput};
+    use crate::state::model::{JobSpec, Plan, StageTimes};
+
+    #[derive(Default)]
+    struct MemSink(BTreeMap<(u64, u64, u8), String>);
+
+    impl ResultSink for MemSink {
+        fn contains(&self, job: u64, frame: u64, model: u8) -> bool {
+            self.0.contains_key(&(job, frame, model))
+        }
+        fn put(&mut self, job: u64, frame: u64, model: u8, _ts: f64, json: &str) {
+            assert!(self.0.insert((job, frame, model), json.to_string()).is_none(), "a result was written twice");
+        }
+    }
+
+    fn spec(rid: Option<&str>) -> JobSpec {
+        JobSpec {
+            name: "clip".into(),
+            source: "/clip.mp4".into(),
+            models: vec!["objects".into(), "colors".into()],
+            frame_step: 2,
+            target_height: 720,
+            request_id: rid.map(String::from),
+            max_attempts: 2,
+        }
+    }
+
+    fn plan(frames: u64) -> Plan {
+        Plan { frames, width: 64, height: 48, time_base: (1, 25), pts0: 0, fps: 25.0, keyframes: vec![(0, 0)] }
+    }
+
+    fn frame(n: u64) -> FrameOutputs {
+        FrameOutputs {
+            frame: n,
+            timestamp: n as f64 / 25.0,
+            outputs: vec![
+                ModelOutput { model: "objects".into(), results_json: "[]".into() },
+                ModelOutput { model: "colors".into(), results_json: format!("[{n}]") },
+            ],
+        }
+    }
+
+    fn report(worker: &str, shard: u32, epoch: u64, frames: &[u64], next: u64, done: bool) -> Request {
+        Request::Report(Report {
+            worker: worker.into(),
+            job: 1,
+            shard,
+            epoch,
+            frames: frames.iter().map(|&n| frame(n)).collect(),
+            next_frame: next,
+            done,
+            error: None,
+            times: StageTimes::default(),
+            bytes: 10,
+            now_ms: 99,
+        })
+    }
+
+    struct World {
+        st: State,
+        sink: MemSink,
+    }
+
+    impl World {
+        fn apply(&mut self, r: Request) -> Response {
+            self.st.apply(&r, &mut self.sink, &mut Changes::default())
+        }
+
+        /// A job of 20 frames in two shards, two workers registered.
+        fn new() -> World {
+            let mut w = World { st: State::default(), sink: MemSink::default() };
+            assert_eq!(w.apply(Request::Submit { spec: spec(Some("r1")), now_ms: 1 }), Response::JobCreated { job: 1, existing: false });
+            w.apply(Request::Plan { job: 1, plan: plan(20), shards: vec![(0, 10), (10, 20)], now_ms: 2 });
+            for n in ["w1", "w2"] {
+                w.apply(Request::RegisterWorker { name: n.into(), addr: String::new(), capacity: 1, models: spec(None).models, now_ms: 3 });
+            }
+            w
+        }
+
+        fn grant(&mut self, worker: &str, shard: u32) -> u64 {
+            match self.apply(Request::Grant { worker: worker.into(), shards: vec![(1, shard)], now_ms: 4 }) {
+                Response::Granted(g) if g.len() == 1 => g[0].epoch,
+                other => panic!("grant failed: {other:?}"),
+            }
+        }
+
+        fn job(&self) -> &Job {
+            &self.st.jobs[&1]
+        }
+    }
+
+    fn stored(r: Response) -> u32 {
+        match r {
+            Response::Reported { accepted: true, stored, .. } => stored,
+            other => panic!("report not accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_submit_with_the_same_request_id_returns_the_same_job() {
+        let mut w = World::new();
+        assert_eq!(w.apply(Request::Submit { spec: spec(Some("r1")), now_ms: 5 }), Response::JobCreated { job: 1, existing: true });
+        assert_eq!(w.apply(Request::Submit { spec: spec(None), now_ms: 5 }), Response::JobCreated { job: 2, existing: false });
+    }
+
+    #[test]
+    fn duplicated_and_retried_reports_store_each_result_once() {
+        let mut w = World::new();
+        let e = w.grant("w1", 0);
+        assert_eq!(stored(w.apply(report("w1", 0, e, &[0, 2, 4], 5, false))), 3);
+        assert_eq!(stored(w.apply(report("w1", 0, e, &[0, 2, 4], 5, false))), 0, "a retry stored again");
+        assert_eq!(stored(w.apply(report("w1", 0, e, &[4, 6], 7, false))), 1);
+        assert_eq!(w.job().frames_done, 4);
+        assert_eq!(w.sink.0.len(), 8);
+        assert_eq!(w.job().shards[0].cursor, 7);
+    }
+
+    #[test]
+    fn a_stale_epoch_is_rejected_and_changes_nothing() {
+        let mut w = World::new();
+        let e1 = w.grant("w1", 0);
+        w.apply(report("w1", 0, e1, &[0, 2], 3, false));
+        assert_eq!(w.apply(Request::Expire { job: 1, shard: 0, epoch: e1 }), Response::Ok);
+        let e2 = w.grant("w2", 0);
+        assert!(e2 > e1);
+        // The reassigned shard resumes after what was acknowledged.
+        assert_eq!(w.job().shards[0].cursor, 3);
+        let before = w.sink.0.len();
+        match w.apply(report("w1", 0, e1, &[4, 6], 7, true)) {
+            Response::Reported { accepted: false, reason, .. } => assert!(reason.contains("stale"), "{reason}"),
+            other => panic!("stale report accepted: {other:?}"),
+        }
+        assert_eq!(w.sink.0.len(), before);
+        assert_ne!(w.job().shards[0].state, ShardState::Done);
+        // An old expiry for the previous epoch does not touch the new lease.
+        assert!(matches!(w.apply(Request::Expire { job: 1, shard: 0, epoch: e1 }), Response::Rejected(_)));
+    }
+
+    #[test]
+    fn the_job_completes_exactly_when_every_shard_is_done() {
+        let mut w = World::new();
+        let a = w.grant("w1", 0);
+        let b = w.grant("w2", 1);
+        stored(w.apply(report("w1", 0, a, &[0, 2, 4, 6, 8], 10, true)));
+        assert_eq!(w.job().state, JobState::Running, "completed with a shard still open");
+        stored(w.apply(report("w2", 1, b, &[10, 12, 14, 16], 18, false)));
+        assert_eq!(w.job().state, JobState::Running);
+        stored(w.apply(report("w2", 1, b, &[18], 20, true)));
+        assert_eq!(w.job().state, JobState::Completed);
+        assert_eq!(w.job().frames_done, 10);
+        assert_eq!(w.job().frames_total(), 10);
+        assert_eq!(w.job().finished_at_ms, 99);
+        // Nothing more is accepted once it ended.
+        assert!(matches!(w.apply(report("w2", 1, b, &[18], 20, true)), Response::Reported { accepted: false, .. }));
+    }
+
+    #[test]
+    fn reports_with_foreign_frames_or_missing_models_are_refused_whole() {
+        let mut w = World::new();
+        let e = w.grant("w1", 0);
+        for bad in [&[0u64, 12][..], &[3][..]] {
+            assert!(matches!(w.apply(report("w1", 0, e, bad, 13, false)), Response::Reported { accepted: false, .. }), "{bad:?}");
+        }
+        let mut r = report("w1", 0, e, &[0], 1, false);
+        if let Request::Report(r) = &mut r {
+            r.frames[0].outputs.pop();
+        }
+        assert!(matches!(w.apply(r), Response::Reported { accepted: false, .. }));
+        assert!(w.sink.0.is_empty());
+    }
+
+    #[test]
+    fn a_shard_failing_too_often_fails_the_job_with_its_error() {
+        let mut w = World::new();
+        let fail = |w: &mut World, epoch| {
+            let mut r = report("w1", 0, epoch, &[], 0, false);
+            if let Request::Report(r) = &mut r {
+                r.error = Some("decode error at frame 3".into());
+            }
+            w.apply(r)
+        };
+        let e = w.grant("w1", 0);
+        stored(fail(&mut w, e));
+        assert_eq!(w.job().state, JobState::Running);
+        assert_eq!(w.job().shards[0].state, ShardState::Pending);
+        let e = w.grant("w1", 0);
+        stored(fail(&mut w, e));
+        assert_eq!(w.job().state, JobState::Failed);
+        assert!(w.job().error.as_deref().unwrap().contains("decode error at frame 3"));
+    }
+
+    #[test]
+    fn cancel_releases_leases_and_grants_skip_finished_jobs() {
+        let mut w = World::new();
+        let e = w.grant("w1", 0);
+        assert_eq!(w.apply(Request::Cancel { job: 1, now_ms: 7 }), Response::Ok);
+        assert_eq!(w.job().state, JobState::Cancelled);
+        assert!(w.job().shards.iter().all(|s| !matches!(s.state, ShardState::Leased { .. })));
+        assert_eq!(w.apply(Request::Grant { worker: "w2".into(), shards: vec![(1, 1)], now_ms: 8 }), Response::Granted(vec![]));
+        assert!(matches!(w.apply(report("w1", 0, e, &[0], 1, false)), Response::Reported { accepted: false, .. }));
+    }
+
+    #[test]
+    fn a_source_without_frames_fails_at_planning() {
+        let mut w = World { st: State::default(), sink: MemSink::default() };
+        w.apply(Request::Submit { spec: spec(None), now_ms: 1 });
+        w.apply(Request::Plan { job: 1, plan: plan(0), shards: vec![], now_ms: 2 });
+        assert_eq!(w.job().state, JobState::Failed);
+        assert!(w.job().error.as_deref().unwrap().contains("no video frames"));
+    }
+}

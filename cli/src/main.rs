@@ -58,6 +58,8 @@ enum Cmd {
     Results(ResultsArgs),
     /// Cancel a job and free its leases.
     Cancel(JobArgs),
+    /// A job's timings: decode, resize, inference per model, throughput.
+    Metrics(JobArgs),
     /// Finished jobs, newest first.
     Videos(ListArgs),
     /// The analyses the cluster offers.
@@ -440,6 +442,26 @@ async fn cancel(a: JobArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn metrics(a: JobArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let r = pb::JobRef { job_id: a.job.clone() };
+    let m = coords.call(coords.addrs().len() * 2, |ch| { let r = r.clone(); async move { api(ch).get_metrics(r).await } }).await.map_err(|s| explain(s, &coords))?;
+    let inference: BTreeMap<String, f64> = m.inference_time_s.clone().into_iter().collect();
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "frames_extracted": m.frames_extracted, "ingest_time_s": m.ingest_time_s, "resize_time_s": m.resize_time_s,
+                "inference_time_s": inference, "avg_message_bytes": m.avg_message_bytes, "wall_time_s": m.wall_time_s,
+                "frames_per_s": m.frames_per_s, "errors": m.errors, "queue_wait_s": m.queue_wait_s, "frames_dropped": m.frames_dropped,
+            })
+        );
+    } else {
+        print!("{}", render::metrics_text(&m, &inference));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn videos(a: ListArgs) -> Result<ExitCode> {
     let coords = connect(&a.client)?;
     let r = coords.call(coords.addrs().len() * 2, |ch| async move { api(ch).list_videos(pb::ListVideosRequest { limit: 0 }).await }).await.map_err(|s| explain(s, &coords))?;
@@ -502,6 +524,7 @@ async fn main() -> ExitCode {
         Cmd::Status(a) => status(a).await,
         Cmd::Results(a) => results(a).await,
         Cmd::Cancel(a) => cancel(a).await,
+        Cmd::Metrics(a) => metrics(a).await,
         Cmd::Videos(a) => videos(a).await,
         Cmd::Models(a) => models(a).await,
         Cmd::Cluster { cmd: ClusterCmd::Status(a) } => cluster_status(a).await,

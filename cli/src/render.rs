@@ -73,6 +73,21 @@ pub fn result_line(frame: u64, ts: f64, model: &str, results: &Value) -> String 
     format!("frame {frame:>6}  {ts:>8.3}s  {model:<8} {body}")
 }
 
+pub fn metrics_text(m: &pb::JobMetrics, inference: &std::collections::BTreeMap<String, f64>) -> String {
+    let per = |t: f64| if m.frames_extracted > 0 { format!("{:>8.1} ms/frame", t * 1000.0 / m.frames_extracted as f64) } else { String::new() };
+    let mut out = format!("job:              {}\nframes analysed:  {}\n", m.job_id, m.frames_extracted);
+    out.push_str(&format!("decode (ingest):  {:>8.2} s {}\n", m.ingest_time_s, per(m.ingest_time_s)));
+    out.push_str(&format!("resize:           {:>8.2} s {}\n", m.resize_time_s, per(m.resize_time_s)));
+    for (k, v) in inference {
+        out.push_str(&format!("inference {:<7} {:>8.2} s {}\n", format!("{k}:"), v, per(*v)));
+    }
+    out.push_str(&format!(
+        "wall time:        {:>8.2} s\nthroughput:       {:>8.2} frames/s\nqueue wait:       {:>8.2} s\navg message:      {:>8.0} bytes\nerrors:           {:>8}\n",
+        m.wall_time_s, m.frames_per_s, m.queue_wait_s, m.avg_message_bytes, m.errors
+    ));
+    out
+}
+
 pub fn videos_table(v: &[pb::VideoSummary], state: fn(i32) -> &'static str) -> String {
     let mut out = format!("{:<10} {:<10} {:>7}  {:<24} {}\n", "ID", "STATE", "FRAMES", "FINISHED", "NAME");
     for x in v {

@@ -206,21 +206,25 @@ async fn appended_entries_are_readable_as_soon_as_append_completes() {
 }
 
 const CRASH_CHILD_ENV: &str = "PANOPTES_RAFT_LOG_CRASH_CHILD_DIR";
+const CRASH_STAGE_ENV: &str = "PANOPTES_RAFT_LOG_CRASH_STAGE";
 
-/// Runs only as the child of `log_survives_a_process_crash`: appends, truncates, re-appends,
-/// purges and saves a vote, then exits at once without dropping anything (so no destructor
-/// flush) and with sled's periodic flush disabled: only what the log store flushed itself
-/// reaches the disk.
+/// Runs only as the child of `log_survives_a_process_crash`: performs ONE write operation and
+/// exits at once, without dropping anything (so no destructor flush) and with sled's periodic
+/// flush disabled, so the operation's effect is on disk only if the log store flushed it itself.
 #[tokio::test]
 async fn crash_child() {
     let Ok(dir) = std::env::var(CRASH_CHILD_ENV) else { return };
+    let stage = std::env::var(CRASH_STAGE_ENV).unwrap();
     let db = sled::Config::new().path(PathBuf::from(dir)).flush_every_ms(None).open().unwrap();
     let mut ls = LogStore::open(&db).unwrap();
-    ls.blocking_append(sample_entries(1, 10)).await.unwrap();
-    ls.truncate(log_id(2, 1, 8)).await.unwrap();
-    ls.blocking_append(crash_replacement()).await.unwrap();
-    ls.purge(log_id(1, 1, 3)).await.unwrap();
-    ls.save_vote(&Vote::new_committed(7, 2)).await.unwrap();
+    match stage.as_str() {
+        "append" => ls.blocking_append(sample_entries(1, 10)).await.unwrap(),
+        "truncate" => ls.truncate(log_id(2, 1, 8)).await.unwrap(),
+        "reappend" => ls.blocking_append(crash_replacement()).await.unwrap(),
+        "purge" => ls.purge(log_id(1, 1, 3)).await.unwrap(),
+        "vote" => ls.save_vote(&Vote::new_committed(7, 2)).await.unwrap(),
+        other => panic!("unknown stage {other}"),
+    }
     std::process::exit(0);
 }
 
@@ -232,23 +236,44 @@ fn crash_replacement() -> Vec<Entry> {
 fn log_survives_a_process_crash() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("db");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(CRASH_CHILD_ENV, &path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
-
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let (_db, mut ls) = reopen(&path);
-        let mut want = sample_entries(4, 7);
-        want.extend(crash_replacement());
-        assert_eq!(show(&read(&mut ls, ..).await), show(&want));
-        let st = ls.get_log_state().await.unwrap();
-        assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(log_id(1, 1, 3)), Some(log_id(3, 1, 9))));
-        assert_eq!(ls.read_vote().await.unwrap(), Some(Vote::new_committed(7, 2)));
-    });
+    let crash_after = |stage: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(CRASH_CHILD_ENV, &path)
+            .env(CRASH_STAGE_ENV, stage)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "child {stage} failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // (last purged, last log id, entries, vote) after reopening.
+    let check = |purged: Option<LogId>, last: Option<LogId>, entries: Vec<Entry>, vote: Option<Vote<NodeId>>| {
+        rt.block_on(async {
+            let (_db, mut ls) = reopen(&path);
+            assert_eq!(show(&read(&mut ls, ..).await), show(&entries));
+            let st = ls.get_log_state().await.unwrap();
+            assert_eq!((st.last_purged_log_id, st.last_log_id), (purged, last));
+            assert_eq!(ls.read_vote().await.unwrap(), vote);
+        })
+    };
+
+    crash_after("append");
+    check(None, Some(log_id(2, 1, 10)), sample_entries(1, 10), None);
+
+    crash_after("truncate");
+    check(None, Some(log_id(2, 1, 7)), sample_entries(1, 7), None);
+
+    crash_after("reappend");
+    let mut want = sample_entries(1, 7);
+    want.extend(crash_replacement());
+    check(None, Some(log_id(3, 1, 9)), want.clone(), None);
+
+    crash_after("purge");
+    want.drain(..3);
+    check(Some(log_id(1, 1, 3)), Some(log_id(3, 1, 9)), want.clone(), None);
+
+    crash_after("vote");
+    check(Some(log_id(1, 1, 3)), Some(log_id(3, 1, 9)), want, Some(Vote::new_committed(7, 2)));
 }
 
 #[test]

@@ -135,7 +135,7 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
     let src = Source::new(source)?;
     let mut input = src.open(options)?;
     let index = first_video_stream(&input, &src.name)?;
-    let (time_base, codec, fps_stream, par_w, par_h) = {
+    let (time_base, codec, fps_stream, par_w, par_h, declared_frames) = {
         let st = input.stream(index).unwrap();
         let par = st.parameters();
         let (w, h) = unsafe { ((*par.as_ptr()).width, (*par.as_ptr()).height) };
@@ -143,7 +143,7 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
             .into_iter()
             .find(|r| r.numerator() > 0 && r.denominator() > 0)
             .map(|r| r.numerator() as f64 / r.denominator() as f64);
-        (st.time_base(), par.id().name().to_string(), fps, w.max(0) as u32, h.max(0) as u32)
+        (st.time_base(), par.id().name().to_string(), fps, w.max(0) as u32, h.max(0) as u32, st.frames())
     };
     let mut decoder = open_video_decoder(&input, index, &src, false)?;
 
@@ -151,6 +151,7 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
     let mut stamps: Vec<i64> = Vec::new();
     let mut key_stamps: Vec<i64> = Vec::new();
     let mut last_ts: Option<i64> = None;
+    let mut packets: i64 = 0;
     let mut first: Option<ffmpeg::frame::Video> = None;
     let mut first_err: Option<ffmpeg::Error> = None;
     let mut packet = ffmpeg::Packet::empty();
@@ -182,6 +183,7 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
         if packet.stream() != index {
             continue;
         }
+        packets += 1;
         if first.is_none() && first_err.is_none() {
             if let Err(e) = decoder.send_packet(&packet) {
                 first_err = Some(e);
@@ -205,6 +207,14 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
     if first.is_none() && first_err.is_none() {
         let _ = decoder.send_eof();
         try_receive(&mut decoder, &mut first, &mut first_err);
+    }
+    if declared_frames > 0 && packets < declared_frames {
+        // e.g. an MP4 cut short: its index lists frames whose data is missing,
+        // and the demuxer just ends early.
+        return Err(MediaError::corrupt(
+            &src.name,
+            format!("truncated: the container lists {declared_frames} video frames but only {packets} could be read"),
+        ));
     }
     if stamps.is_empty() {
         return Err(MediaError::not_a_video(&src.name, "its video stream contains no frames"));

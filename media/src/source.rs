@@ -135,7 +135,7 @@ impl Source {
                 reason: "is a directory, not a video file".into(),
             }),
             Ok(m) if m.is_file() && m.len() == 0 => {
-                Err(MediaError::corrupt(&self.name, "the file is empty (0 bytes)"))
+                Err(MediaError::corrupt(&self.name, "empty file, 0 bytes"))
             }
             Ok(_) => Ok(()),
         }
@@ -160,6 +160,11 @@ impl Source {
 
 /// Index of the first video stream (attached pictures such as cover art do
 /// not count).
+///
+/// FFmpeg's text-art "video" demuxers (tty for `.ans`/`.nfo`, bintext for
+/// `.bin`/`.adf`/`.idf`/`.xbin`) accept almost any bytes by file extension and
+/// render them as text; such a stream is not a video, and the source is
+/// refused as [`MediaError::NotAVideo`].
 pub(crate) fn first_video_stream(input: &ffmpeg::format::context::Input, name: &str) -> Result<usize, MediaError> {
     let mut saw_cover = false;
     for stream in input.streams() {
@@ -169,6 +174,14 @@ pub(crate) fn first_video_stream(input: &ffmpeg::format::context::Input, name: &
         if stream.disposition().contains(ffmpeg::format::stream::Disposition::ATTACHED_PIC) {
             saw_cover = true;
             continue;
+        }
+        use ffmpeg::codec::Id;
+        let id = stream.parameters().id();
+        if matches!(id, Id::ANSI | Id::BINTEXT | Id::XBIN | Id::IDF) {
+            return Err(MediaError::not_a_video(
+                name,
+                format!("no video stream (FFmpeg reads the data as '{}' text art)", id.name()),
+            ));
         }
         return Ok(stream.index());
     }

@@ -298,7 +298,9 @@ fn demo(models_dir: PathBuf, video: PathBuf, models: String, frame_step: u32) ->
         c.sort_by(|a, b| b.1.cmp(&a.1));
         println!("most frequent dominant colours: {}", c.iter().take(5).map(|(c, n)| format!("{c} ({n})")).collect::<Vec<_>>().join(", "));
     }
-    println!("\nstopping the cluster");
+    let m = Command::new(&bin).args(["metrics", &job, "--coordinator", &addr]).output()?;
+    println!("\n{}", String::from_utf8_lossy(&m.stdout));
+    println!("stopping the cluster");
     drop(workers);
     drop(coord);
     Ok(())

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use panoptes_media::{decode_rgb, probe, ErrorKind};
+use panoptes_media::{decode_rgb, probe, Decoder, ErrorKind};
 
 #[test]
 fn probe_and_decode_over_http() {
@@ -26,6 +26,12 @@ fn probe_and_decode_over_http() {
         assert!(r.2 == w.2, "frame {} differs over HTTP", r.0);
     }
     assert!(server.requests.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+
+    // The seek really is a seek (Range request), not a restart from frame 0.
+    let mut dec = Decoder::open(&url, Some(info.keyframes[5]), info.pts0).unwrap();
+    let f = dec.next_frame().unwrap().unwrap();
+    assert_eq!(f.index, 50);
+    assert!(!dec.seek_fell_back());
 }
 
 #[test]

@@ -126,3 +126,41 @@ fn t03_bad_parameters_are_refused_at_submit() {
     let out = c.cli(&["status", "banana"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a job id"));
 }
+
+/// 4. A worker killed with -9 while it holds a lease loses nothing: the lease
+///    expires, the unacknowledged frames are leased again, and every
+///    (frame, model) is still stored exactly once.
+#[test]
+fn t04_worker_killed_mid_shard_loses_nothing() {
+    let mut c = Cluster::start(&["w1", "w2"]);
+    let video = c.dir.path().join("long.mp4");
+    make_video(&video, 240, "320x240", 10);
+    let j = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "objects,colors", "--json"]);
+    let job = j["job_id"].as_str().unwrap().to_string();
+
+    // Wait until w1 holds a lease, then kill it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let cs = c.cli_json(&["cluster", "status", "--json"]);
+        let w1_busy = cs["workers"].as_array().unwrap().iter().any(|w| w["name"] == "w1" && w["active_shards"] == 1);
+        if w1_busy {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "w1 never took a shard: {cs}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.workers[0].kill9();
+
+    let s = c.wait_finished(&job, Duration::from_secs(300));
+    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
+    assert_eq!(s["frames_done"], 240);
+    let log = c.coordinator.as_ref().unwrap().log_text();
+    assert!(log.contains("lease expired"), "the killed worker's lease never expired:\n{log}");
+
+    let results = c.results(&job);
+    assert_eq!(results.len(), 480);
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &results {
+        assert!(seen.insert((r["frame"].as_u64().unwrap(), r["model"].as_str().unwrap().to_string())), "duplicate {r}");
+    }
+}

@@ -15,6 +15,9 @@
 //!
 //! Writes are serialized by openraft (all `RaftLogStorage` methods are called from the Raft core
 //! task, one at a time); the cloned readers handed out by `get_log_reader` only read.
+// openraft's StorageError is large; it is the error type the traits demand.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};

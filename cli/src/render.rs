@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn dates_render_in_utc() {
         assert_eq!(fmt_ms(0), "1970-01-01 00:00:00Z");
-        assert_eq!(fmt_ms(1_795_000_000_000), "2026-11-19 09:46:40Z");
+        assert_eq!(fmt_ms(1_795_000_000_000), "2026-11-18 11:06:40Z");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::state::model::{JobState, Plan, ShardState};
 use crate::state::store::{StateMachineStore, StateReader};
 
 /// Limits for gRPC messages (reports carry batches of results).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub use crate::raft::network::MAX_MESSAGE_SIZE as MAX_MESSAGE_BYTES;
 
 /// What the leader keeps in memory only: lease deadlines and worker
 /// heartbeats. A new leader starts every lease's clock afresh.
@@ -114,7 +114,10 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     let mut peers = opts.peers.clone();
     peers.insert(opts.id, addr.clone());
 
-    let db = open_db(&opts.data_dir.join("raft.sled")).with_context(|| format!("failed to open the store in {}", opts.data_dir.display()))?;
+    let db_path = opts.data_dir.join("raft.sled");
+    let db = tokio::task::spawn_blocking(move || open_db(&db_path))
+        .await?
+        .with_context(|| format!("failed to open the store in {}", opts.data_dir.display()))?;
     let log_store = LogStore::open(&db).context("failed to open the Raft log")?;
     let sm = StateMachineStore::open(&db, opts.data_dir.join("snapshots")).context("failed to open the state machine")?;
     let reader = sm.reader();

@@ -71,6 +71,12 @@ fn packet_discarded(packet: &ffmpeg::Packet) -> bool {
     unsafe { (*packet.as_ptr()).flags & ffi::AV_PKT_FLAG_DISCARD != 0 }
 }
 
+/// Decoder thread count: `PANOPTES_DECODE_THREADS` (e.g. 1 when many
+/// decoders share few cores), default 0 = FFmpeg's automatic choice.
+fn decode_threads() -> usize {
+    std::env::var("PANOPTES_DECODE_THREADS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 /// Open a video decoder for stream `index` of `input`. `threads`: use frame
 /// threading (auto thread count) or decode on the calling thread only.
 fn open_video_decoder(
@@ -85,7 +91,7 @@ fn open_video_decoder(
     let mut ctx = ffmpeg::codec::context::Context::from_parameters(params)
         .map_err(|e| MediaError::corrupt(&src.name, format!("bad codec parameters: {e}")))?;
     if threads {
-        ctx.set_threading(threading::Config { kind: threading::Type::Frame, count: 0, ..Default::default() });
+        ctx.set_threading(threading::Config { kind: threading::Type::Frame, count: decode_threads(), ..Default::default() });
     }
     let mut dec = ctx.decoder();
     dec.set_packet_time_base(stream.time_base());
@@ -126,6 +132,9 @@ fn read_packet(
 ///
 /// A single still image (PNG, JPEG, …) is opened by FFmpeg's image demuxers
 /// as a one-frame video stream; it probes as a video of 1 frame.
+///
+/// The demux pass reads the whole source: do not probe a live stream (it
+/// would not return until the stream ends); open a [`Decoder`] instead.
 pub fn probe(source: &str) -> Result<ProbeInfo, MediaError> {
     probe_with_options(source, &[])
 }
@@ -208,7 +217,10 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
         let _ = decoder.send_eof();
         try_receive(&mut decoder, &mut first, &mut first_err);
     }
-    if declared_frames > 0 && packets < declared_frames {
+    // Only MP4/MOV frame counts are trusted (other containers' headers may
+    // count dropped or duplicate frames).
+    let mov_family = input.format().name().split(',').any(|n| n == "mov" || n == "mp4");
+    if mov_family && declared_frames > 0 && packets < declared_frames {
         // e.g. an MP4 cut short: its index lists frames whose data is missing,
         // and the demuxer just ends early.
         return Err(MediaError::corrupt(
@@ -300,6 +312,7 @@ pub struct Decoder {
     eof_sent: bool,
     finished: bool,
     fell_back: bool,
+    seek_attempt: u32,
 }
 
 const _: () = {
@@ -315,9 +328,10 @@ impl Decoder {
     ///
     /// The seek is `av_seek_frame(AVSEEK_FLAG_BACKWARD)` on the video stream;
     /// frames the decoder emits with pts below the keyframe's (open GOP) are
-    /// dropped. If the demuxer cannot seek, or lands after the keyframe, the
-    /// decoder silently reopens and decodes from frame 0, skipping frames
-    /// before `frame_index` — slower, still correct.
+    /// dropped. If the demuxer lands after the keyframe (MPEG-TS seeks by
+    /// decode time), it seeks again further back; if it cannot seek at all,
+    /// the decoder reopens and decodes from frame 0, skipping frames before
+    /// `frame_index` — slower, still correct ([`Decoder::seek_fell_back`]).
     pub fn open(source: &str, seek: Option<(u64, i64)>, pts0: i64) -> Result<Self, MediaError> {
         Self::open_with_options(source, seek, pts0, &[])
     }
@@ -337,7 +351,7 @@ impl Decoder {
         let mut dec = Self::open_plain(src, options, pts0)?;
         if let Some((index, pts)) = seek {
             if index > 0 {
-                dec.seek_to(index, pts)?;
+                dec.seek_to(index, pts, 0)?;
             }
         }
         Ok(dec)
@@ -382,22 +396,48 @@ impl Decoder {
             eof_sent: false,
             finished: false,
             fell_back: false,
+            seek_attempt: 0,
         })
     }
 
-    fn seek_to(&mut self, index: u64, pts: i64) -> Result<(), MediaError> {
+    /// Seek for keyframe `(index, pts)`. Attempt 0 asks for the keyframe's
+    /// own pts, which lands exactly on it with indexed containers (MP4, MKV).
+    /// Demuxers that search by decode timestamp (MPEG-TS) can land just after
+    /// it; later attempts aim 4, 16, 64, 256 frames earlier (the extra frames
+    /// are decoded and dropped), then we give up and decode from frame 0.
+    fn seek_to(&mut self, index: u64, pts: i64, attempt: u32) -> Result<(), MediaError> {
+        const MAX_ATTEMPTS: u32 = 4;
+        if attempt > MAX_ATTEMPTS {
+            return self.fallback(index);
+        }
+        let margin = if attempt == 0 { 0 } else { self.frame_duration.saturating_mul(4i64.pow(attempt)) };
+        let target = pts.saturating_sub(margin);
+        if attempt > 0 {
+            self.decoder.flush();
+            self.eof_sent = false;
+            self.finished = false;
+            self.last_pts = None;
+        }
         let ret = unsafe {
-            ffi::av_seek_frame(self.input.as_mut_ptr(), self.stream_index as i32, pts, ffi::AVSEEK_FLAG_BACKWARD)
+            ffi::av_seek_frame(self.input.as_mut_ptr(), self.stream_index as i32, target, ffi::AVSEEK_FLAG_BACKWARD)
         };
         if ret < 0 {
-            tracing::debug!(source = %self.src.name, index, pts, "seek failed ({}), decoding from the start",
-                ffmpeg::Error::from(ret));
+            tracing::debug!(source = %self.src.name, index, pts, target,
+                "seek failed ({}), decoding from the start", ffmpeg::Error::from(ret));
             return self.fallback(index);
         }
         self.next_index = index;
         self.min_pts = pts.max(self.pts0);
         self.verify_seek = Some((index, pts));
+        self.seek_attempt = attempt;
         Ok(())
+    }
+
+    /// The seek for keyframe `(index, pts)` did not land on or before it.
+    fn seek_missed(&mut self, index: u64, pts: i64, got: Option<i64>) -> Result<(), MediaError> {
+        tracing::debug!(source = %self.src.name, index, pts, ?got, attempt = self.seek_attempt,
+            "seek landed after the keyframe, seeking earlier");
+        self.seek_to(index, pts, self.seek_attempt + 1)
     }
 
     /// Reopen and decode from frame 0, skipping frames before `index`.
@@ -444,12 +484,21 @@ impl Decoder {
                 Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::error::EAGAIN => {
                     if self.eof_sent {
                         // Should not happen after EOF was sent; treat as the end.
+                        if let Some((index, kf_pts)) = self.verify_seek.take() {
+                            self.seek_missed(index, kf_pts, None)?;
+                            continue;
+                        }
                         self.finished = true;
                         continue;
                     }
                     self.feed()?;
                 }
                 Err(ffmpeg::Error::Eof) => {
+                    if let Some((index, kf_pts)) = self.verify_seek.take() {
+                        // Landed past the keyframe, at the end of the stream.
+                        self.seek_missed(index, kf_pts, None)?;
+                        continue;
+                    }
                     self.finished = true;
                 }
                 Err(e) => return Err(from_ffmpeg(&self.src.name, false, Stage::Decode(self.next_index), e)),
@@ -489,9 +538,7 @@ impl Decoder {
         }
         if let Some((index, kf_pts)) = self.verify_seek.take() {
             if pts != kf_pts {
-                tracing::debug!(source = %self.src.name, index, kf_pts, pts,
-                    "seek did not land on the keyframe, decoding from the start");
-                self.fallback(index)?;
+                self.seek_missed(index, kf_pts, Some(pts))?;
                 return Ok(None);
             }
         }

@@ -89,6 +89,20 @@ fn seek_matches_full_decode_h264_mkv() {
     check_seeks(s, &info, 720, true);
 }
 
+/// MPEG-TS: no index; seeking is a binary search on (decode) timestamps.
+#[test]
+fn seek_matches_full_decode_h264_ts() {
+    let dir = workdir();
+    let src = h264_bframes_mp4(dir.path());
+    let ts = clip(dir.path(), "bframes.ts", &["-i", path_str(&src), "-c", "copy"]);
+    let s = path_str(&ts);
+    let info = probe(s).unwrap();
+    assert_eq!(info.frames, 100);
+    assert_eq!(info.time_base, (1, 90000));
+    assert_eq!(info.keyframes.len(), 10);
+    check_seeks(s, &info, 720, true);
+}
+
 /// Open GOPs (x264 open-gop, irregular GOPs from scene cuts): leading
 /// B-frames that follow a keyframe in decode order but precede it in
 /// presentation order must be dropped after a seek.

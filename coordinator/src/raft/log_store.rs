@@ -68,10 +68,7 @@ pub fn open_db(path: &Path) -> io::Result<sled::Db> {
                 } else {
                     "open failed".to_string()
                 };
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("sled database {}: {what}: {e}", path.display()),
-                ));
+                return Err(io::Error::new(e.kind(), format!("sled database {}: {what}: {e}", path.display())));
             }
         }
     }
@@ -158,11 +155,7 @@ impl LogStore {
             return Ok(Vec::new());
         }
         let lo = Bound::Included(index_key(start as u64));
-        let hi = if end > u64::MAX as u128 {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(index_key(end as u64))
-        };
+        let hi = if end > u64::MAX as u128 { Bound::Unbounded } else { Bound::Excluded(index_key(end as u64)) };
         let mut out = Vec::new();
         for kv in self.logs.range::<[u8; 8], _>((lo, hi)) {
             let (_k, v) = kv.map_err(read_logs_err)?;
@@ -192,11 +185,7 @@ impl LogStore {
             return Ok(());
         }
         let lo = Bound::Included(index_key(start as u64));
-        let hi = if end > u64::MAX as u128 {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(index_key(end as u64))
-        };
+        let hi = if end > u64::MAX as u128 { Bound::Unbounded } else { Bound::Excluded(index_key(end as u64)) };
         let mut batch = sled::Batch::default();
         for key in self.logs.range::<[u8; 8], _>((lo, hi)).keys() {
             batch.remove(key.map_err(write_logs_err)?);

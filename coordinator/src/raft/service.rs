@@ -38,8 +38,8 @@ fn decode<T: DeserializeOwned>(what: &str, req: Request<RaftPayload>) -> Result<
 }
 
 fn encode<T: Serialize>(what: &str, reply: &T) -> Result<Response<RaftPayload>, Status> {
-    let data = bincode::serialize(reply)
-        .map_err(|e| Status::internal(format!("cannot encode raft {what} reply: {e}")))?;
+    let data =
+        bincode::serialize(reply).map_err(|e| Status::internal(format!("cannot encode raft {what} reply: {e}")))?;
     Ok(Response::new(RaftPayload { data }))
 }
 

@@ -1,9 +1,9 @@
 //! Frame conversion to packed RGB24 with swscale (see ANALYSIS_SPEC.md,
 //! "Frame conversion").
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
+use ffmpeg_next as ffmpeg;
 
 use crate::error::MediaError;
 use crate::RgbFrame;
@@ -49,7 +49,10 @@ const _: () = {
 impl Converter {
     /// `target_height` 0 means never scale.
     pub fn new(target_height: u32) -> Self {
-        Converter { target_height, scaler: None }
+        Converter {
+            target_height,
+            scaler: None,
+        }
     }
 
     pub fn target_height(&self) -> u32 {
@@ -60,7 +63,10 @@ impl Converter {
         let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
         let describe = || format!("frame {w}x{h} {fmt:?}");
         if fmt == Pixel::None || w == 0 || h == 0 {
-            return Err(MediaError::invalid(&describe(), "not a decoded video frame (no format or size)"));
+            return Err(MediaError::invalid(
+                &describe(),
+                "not a decoded video frame (no format or size)",
+            ));
         }
         let (dw, dh) = output_size(w, h, self.target_height);
         let rebuild = match &self.scaler {
@@ -69,10 +75,14 @@ impl Converter {
         };
         if rebuild {
             self.scaler = None;
-            let ctx = scaling::Context::get(fmt, w, h, Pixel::RGB24, dw, dh, scaling::Flags::BILINEAR)
-                .map_err(|_| {
-                    MediaError::invalid(&describe(), format!("swscale cannot convert {fmt:?} {w}x{h} to RGB24 {dw}x{dh}"))
-                })?;
+            let ctx =
+                scaling::Context::get(fmt, w, h, Pixel::RGB24, dw, dh, scaling::Flags::BILINEAR)
+                    .map_err(|_| {
+                        MediaError::invalid(
+                            &describe(),
+                            format!("swscale cannot convert {fmt:?} {w}x{h} to RGB24 {dw}x{dh}"),
+                        )
+                    })?;
             self.scaler = Some(Scaler {
                 ctx,
                 input: (fmt, w, h),

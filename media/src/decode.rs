@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::codec::threading;
 use ffmpeg::ffi;
 use ffmpeg::Rational;
+use ffmpeg_next as ffmpeg;
 
 use crate::error::{from_ffmpeg, MediaError, Stage};
 use crate::source::{first_video_stream, Source};
@@ -25,7 +25,10 @@ pub struct ProbeInfo {
     pub pts0: i64,
     pub fps: f64,
     /// `(frame index in presentation order, pts)` of every keyframe packet,
-    /// ascending. The first entry is normally `(0, pts0)`.
+    /// ascending. The first entry is normally `(0, pts0)` (not when the first
+    /// packets are discarded before an MP4 edit list). A stream whose packets
+    /// carry no timestamps (raw .h264) lists only `(0, pts0)`: it cannot be
+    /// seeked frame-accurately.
     pub keyframes: Vec<(u64, i64)>,
     /// FFmpeg's codec name, e.g. "h264", "ffv1".
     pub codec: String,
@@ -34,7 +37,11 @@ pub struct ProbeInfo {
 impl ProbeInfo {
     /// Seconds of frame `pts` relative to frame 0.
     pub fn timestamp_of(&self, pts: i64) -> f64 {
-        ts_seconds(pts, self.pts0, Rational::new(self.time_base.0, self.time_base.1))
+        ts_seconds(
+            pts,
+            self.pts0,
+            Rational::new(self.time_base.0, self.time_base.1),
+        )
     }
 
     /// The last keyframe at or before `frame`, as a seek target for
@@ -74,7 +81,10 @@ fn packet_discarded(packet: &ffmpeg::Packet) -> bool {
 /// Decoder thread count: `PANOPTES_DECODE_THREADS` (e.g. 1 when many
 /// decoders share few cores), default 0 = FFmpeg's automatic choice.
 fn decode_threads() -> usize {
-    std::env::var("PANOPTES_DECODE_THREADS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    std::env::var("PANOPTES_DECODE_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Open a video decoder for stream `index` of `input`. `threads`: use frame
@@ -85,21 +95,31 @@ fn open_video_decoder(
     src: &Source,
     threads: bool,
 ) -> Result<ffmpeg::decoder::Video, MediaError> {
-    let stream = input.stream(index).expect("stream index from first_video_stream");
+    let stream = input
+        .stream(index)
+        .expect("stream index from first_video_stream");
     let params = stream.parameters();
     let codec_name = params.id().name();
     let mut ctx = ffmpeg::codec::context::Context::from_parameters(params)
         .map_err(|e| MediaError::corrupt(&src.name, format!("bad codec parameters: {e}")))?;
     if threads {
-        ctx.set_threading(threading::Config { kind: threading::Type::Frame, count: decode_threads(), ..Default::default() });
+        ctx.set_threading(threading::Config {
+            kind: threading::Type::Frame,
+            count: decode_threads(),
+            ..Default::default()
+        });
     }
     let mut dec = ctx.decoder();
     dec.set_packet_time_base(stream.time_base());
     dec.video().map_err(|e| match e {
-        ffmpeg::Error::DecoderNotFound => {
-            MediaError::corrupt(&src.name, format!("no decoder for codec '{codec_name}' in this FFmpeg build"))
-        }
-        e => MediaError::corrupt(&src.name, format!("cannot open the '{codec_name}' decoder: {e}")),
+        ffmpeg::Error::DecoderNotFound => MediaError::corrupt(
+            &src.name,
+            format!("no decoder for codec '{codec_name}' in this FFmpeg build"),
+        ),
+        e => MediaError::corrupt(
+            &src.name,
+            format!("cannot open the '{codec_name}' decoder: {e}"),
+        ),
     })
 }
 
@@ -152,7 +172,14 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
             .into_iter()
             .find(|r| r.numerator() > 0 && r.denominator() > 0)
             .map(|r| r.numerator() as f64 / r.denominator() as f64);
-        (st.time_base(), par.id().name().to_string(), fps, w.max(0) as u32, h.max(0) as u32, st.frames())
+        (
+            st.time_base(),
+            par.id().name().to_string(),
+            fps,
+            w.max(0) as u32,
+            h.max(0) as u32,
+            st.frames(),
+        )
     };
     let mut decoder = open_video_decoder(&input, index, &src, false)?;
 
@@ -161,13 +188,14 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
     let mut key_stamps: Vec<i64> = Vec::new();
     let mut last_ts: Option<i64> = None;
     let mut packets: i64 = 0;
+    let mut missing_ts = false;
     let mut first: Option<ffmpeg::frame::Video> = None;
     let mut first_err: Option<ffmpeg::Error> = None;
     let mut packet = ffmpeg::Packet::empty();
 
     let try_receive = |decoder: &mut ffmpeg::decoder::Video,
-                           first: &mut Option<ffmpeg::frame::Video>,
-                           first_err: &mut Option<ffmpeg::Error>| {
+                       first: &mut Option<ffmpeg::frame::Video>,
+                       first_err: &mut Option<ffmpeg::Error>| {
         let mut frame = ffmpeg::frame::Video::empty();
         loop {
             match decoder.receive_frame(&mut frame) {
@@ -205,7 +233,10 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
         }
         let ts = match packet.pts().or(packet.dts()) {
             Some(t) => t,
-            None => last_ts.map_or(0, |t| t + 1),
+            None => {
+                missing_ts = true;
+                last_ts.map_or(0, |t| t + 1)
+            }
         };
         last_ts = Some(ts);
         stamps.push(ts);
@@ -219,7 +250,11 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
     }
     // Only MP4/MOV frame counts are trusted (other containers' headers may
     // count dropped or duplicate frames).
-    let mov_family = input.format().name().split(',').any(|n| n == "mov" || n == "mp4");
+    let mov_family = input
+        .format()
+        .name()
+        .split(',')
+        .any(|n| n == "mov" || n == "mp4");
     if mov_family && declared_frames > 0 && packets < declared_frames {
         // e.g. an MP4 cut short: its index lists frames whose data is missing,
         // and the demuxer just ends early.
@@ -229,13 +264,22 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
         ));
     }
     if stamps.is_empty() {
-        return Err(MediaError::not_a_video(&src.name, "its video stream contains no frames"));
+        return Err(MediaError::not_a_video(
+            &src.name,
+            "its video stream contains no frames",
+        ));
     }
     if let Some(e) = first_err {
-        return Err(MediaError::corrupt(&src.name, format!("cannot decode the first video frame: {e}")));
+        return Err(MediaError::corrupt(
+            &src.name,
+            format!("cannot decode the first video frame: {e}"),
+        ));
     }
     let Some(first) = first else {
-        return Err(MediaError::corrupt(&src.name, "no video frame could be decoded"));
+        return Err(MediaError::corrupt(
+            &src.name,
+            "no video frame could be decoded",
+        ));
     };
 
     stamps.sort_unstable();
@@ -245,6 +289,15 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
         .collect();
     keyframes.sort_unstable();
     keyframes.dedup();
+    let mut pts0 = stamps[0];
+    if missing_ts {
+        // Packets without timestamps (raw elementary streams): the decoder
+        // makes up the frames' timestamps, so packet ranks say nothing about
+        // seek targets. Frame 0's pts is what the decoder reports, and the
+        // only safe "keyframe" is the start.
+        pts0 = frame_pts(&first).unwrap_or(0);
+        keyframes = vec![(0, pts0)];
+    }
 
     let frames = stamps.len() as u64;
     let tb = (time_base.numerator(), time_base.denominator());
@@ -256,8 +309,21 @@ pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<Prob
             0.0
         }
     });
-    let (width, height) = if first.width() > 0 { (first.width(), first.height()) } else { (par_w, par_h) };
-    Ok(ProbeInfo { frames, width, height, time_base: tb, pts0: stamps[0], fps, keyframes, codec })
+    let (width, height) = if first.width() > 0 {
+        (first.width(), first.height())
+    } else {
+        (par_w, par_h)
+    };
+    Ok(ProbeInfo {
+        frames,
+        width,
+        height,
+        time_base: tb,
+        pts0,
+        fps,
+        keyframes,
+        codec,
+    })
 }
 
 /// A decoded frame with its number and time.
@@ -346,8 +412,10 @@ impl Decoder {
         options: &[(&str, &str)],
     ) -> Result<Self, MediaError> {
         let src = Source::new(source)?;
-        let options: Vec<(String, String)> =
-            options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let options: Vec<(String, String)> = options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut dec = Self::open_plain(src, options, pts0)?;
         if let Some((index, pts)) = seek {
             if index > 0 {
@@ -357,8 +425,15 @@ impl Decoder {
         Ok(dec)
     }
 
-    fn open_plain(src: Source, options: Vec<(String, String)>, pts0: i64) -> Result<Self, MediaError> {
-        let opts: Vec<(&str, &str)> = options.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    fn open_plain(
+        src: Source,
+        options: Vec<(String, String)>,
+        pts0: i64,
+    ) -> Result<Self, MediaError> {
+        let opts: Vec<(&str, &str)> = options
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let input = src.open(&opts)?;
         let stream_index = first_video_stream(&input, &src.name)?;
         let (time_base, frame_duration) = {
@@ -410,7 +485,11 @@ impl Decoder {
         if attempt > MAX_ATTEMPTS {
             return self.fallback(index);
         }
-        let margin = if attempt == 0 { 0 } else { self.frame_duration.saturating_mul(4i64.pow(attempt)) };
+        let margin = if attempt == 0 {
+            0
+        } else {
+            self.frame_duration.saturating_mul(4i64.pow(attempt))
+        };
         let target = pts.saturating_sub(margin);
         if attempt > 0 {
             self.decoder.flush();
@@ -419,7 +498,12 @@ impl Decoder {
             self.last_pts = None;
         }
         let ret = unsafe {
-            ffi::av_seek_frame(self.input.as_mut_ptr(), self.stream_index as i32, target, ffi::AVSEEK_FLAG_BACKWARD)
+            ffi::av_seek_frame(
+                self.input.as_mut_ptr(),
+                self.stream_index as i32,
+                target,
+                ffi::AVSEEK_FLAG_BACKWARD,
+            )
         };
         if ret < 0 {
             tracing::debug!(source = %self.src.name, index, pts, target,
@@ -442,7 +526,11 @@ impl Decoder {
 
     /// Reopen and decode from frame 0, skipping frames before `index`.
     fn fallback(&mut self, index: u64) -> Result<(), MediaError> {
-        let mut fresh = Self::open_plain(self.src.clone(), std::mem::take(&mut self.options), self.pts0)?;
+        let mut fresh = Self::open_plain(
+            self.src.clone(),
+            std::mem::take(&mut self.options),
+            self.pts0,
+        )?;
         fresh.skip_before = index;
         fresh.fell_back = true;
         *self = fresh;
@@ -501,7 +589,14 @@ impl Decoder {
                     }
                     self.finished = true;
                 }
-                Err(e) => return Err(from_ffmpeg(&self.src.name, false, Stage::Decode(self.next_index), e)),
+                Err(e) => {
+                    return Err(from_ffmpeg(
+                        &self.src.name,
+                        false,
+                        Stage::Decode(self.next_index),
+                        e,
+                    ))
+                }
             }
         }
     }
@@ -517,10 +612,9 @@ impl Decoder {
             if self.packet.stream() != self.stream_index {
                 continue;
             }
-            return self
-                .decoder
-                .send_packet(&self.packet)
-                .map_err(|e| from_ffmpeg(&self.src.name, false, Stage::Decode(self.next_index), e));
+            return self.decoder.send_packet(&self.packet).map_err(|e| {
+                from_ffmpeg(&self.src.name, false, Stage::Decode(self.next_index), e)
+            });
         }
     }
 
@@ -548,6 +642,83 @@ impl Decoder {
         if index < self.skip_before {
             return Ok(None);
         }
-        Ok(Some(DecodedFrame { index, pts, timestamp: ts_seconds(pts, self.pts0, self.time_base), frame }))
+        Ok(Some(DecodedFrame {
+            index,
+            pts,
+            timestamp: ts_seconds(pts, self.pts0, self.time_base),
+            frame,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clip(dir: &std::path::Path) -> String {
+        let path = dir.join("c.mp4");
+        let st = std::process::Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=160x120:rate=25",
+            ])
+            .args([
+                "-frames:v",
+                "50",
+                "-c:v",
+                "libx264",
+                "-g",
+                "10",
+                "-bf",
+                "2",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        path.to_str().unwrap().to_string()
+    }
+
+    fn frames(dec: &mut Decoder) -> Vec<(u64, i64, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(f) = dec.next_frame().unwrap() {
+            out.push((f.index, f.pts, f.frame.data(0).to_vec()));
+        }
+        out
+    }
+
+    /// The slow paths give the same frames as a direct seek: seeking again
+    /// further back (as for MPEG-TS), and decoding from the start.
+    #[test]
+    fn seek_retry_and_fallback_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = clip(dir.path());
+        let info = probe(&s).unwrap();
+        let kf = info.keyframes[3];
+        assert_eq!(kf.0, 30);
+        let mut direct = Decoder::open(&s, Some(kf), info.pts0).unwrap();
+        let want = frames(&mut direct);
+        assert!(!direct.seek_fell_back());
+        assert_eq!(want.len(), 20);
+        assert_eq!(want[0].0, 30);
+
+        for attempt in 1..=4 {
+            let mut dec = Decoder::open(&s, None, info.pts0).unwrap();
+            dec.seek_to(kf.0, kf.1, attempt).unwrap();
+            assert_eq!(frames(&mut dec), want, "seek attempt {attempt}");
+            assert!(!dec.seek_fell_back());
+        }
+        let mut dec = Decoder::open(&s, None, info.pts0).unwrap();
+        dec.seek_to(kf.0, kf.1, 5).unwrap(); // beyond the last attempt: decode from the start
+        assert!(dec.seek_fell_back());
+        assert_eq!(frames(&mut dec), want);
     }
 }

@@ -46,7 +46,11 @@ pub enum MediaError {
     Network { input: String, reason: String },
 
     #[error("'{input}': error decoding frame {frame}: {reason}")]
-    Decode { input: String, frame: u64, reason: String },
+    Decode {
+        input: String,
+        frame: u64,
+        reason: String,
+    },
 
     #[error("unsupported source '{input}': {reason}")]
     Unsupported { input: String, reason: String },
@@ -92,15 +96,24 @@ impl MediaError {
     }
 
     pub(crate) fn not_a_video(input: &str, reason: impl Into<String>) -> Self {
-        MediaError::NotAVideo { input: input.to_string(), reason: reason.into() }
+        MediaError::NotAVideo {
+            input: input.to_string(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn corrupt(input: &str, reason: impl Into<String>) -> Self {
-        MediaError::Corrupt { input: input.to_string(), reason: reason.into() }
+        MediaError::Corrupt {
+            input: input.to_string(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn invalid(input: &str, reason: impl Into<String>) -> Self {
-        MediaError::InvalidArgument { input: input.to_string(), reason: reason.into() }
+        MediaError::InvalidArgument {
+            input: input.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -132,18 +145,32 @@ fn errno_reason(errno: i32) -> Option<&'static str> {
 }
 
 /// Translate an FFmpeg error into a [`MediaError`] about `input`.
-pub(crate) fn from_ffmpeg(input: &str, network: bool, stage: Stage, e: ffmpeg::Error) -> MediaError {
+pub(crate) fn from_ffmpeg(
+    input: &str,
+    network: bool,
+    stage: Stage,
+    e: ffmpeg::Error,
+) -> MediaError {
     use ffmpeg::Error as E;
     let input_s = input.to_string();
     let text = e.to_string();
     match e {
-        E::Other { errno } if errno == ffmpeg::error::ENOENT => {
-            MediaError::NotFound { input: input_s, reason: text }
-        }
-        E::HttpNotFound => MediaError::NotFound { input: input_s, reason: text },
-        E::HttpBadRequest | E::HttpUnauthorized | E::HttpForbidden | E::HttpOther4xx | E::HttpServerError => {
-            MediaError::Network { input: input_s, reason: text }
-        }
+        E::Other { errno } if errno == ffmpeg::error::ENOENT => MediaError::NotFound {
+            input: input_s,
+            reason: text,
+        },
+        E::HttpNotFound => MediaError::NotFound {
+            input: input_s,
+            reason: text,
+        },
+        E::HttpBadRequest
+        | E::HttpUnauthorized
+        | E::HttpForbidden
+        | E::HttpOther4xx
+        | E::HttpServerError => MediaError::Network {
+            input: input_s,
+            reason: text,
+        },
         E::ProtocolNotFound => MediaError::Unsupported {
             input: input_s,
             reason: "protocol not supported by this FFmpeg build".into(),
@@ -151,13 +178,20 @@ pub(crate) fn from_ffmpeg(input: &str, network: bool, stage: Stage, e: ffmpeg::E
         E::DemuxerNotFound => MediaError::corrupt(input, "no demuxer for this format"),
         E::DecoderNotFound => MediaError::corrupt(input, "no decoder for this codec"),
         E::StreamNotFound => MediaError::not_a_video(input, "no video stream"),
-        E::Exit => MediaError::Network { input: input_s, reason: "interrupted".into() },
+        E::Exit => MediaError::Network {
+            input: input_s,
+            reason: "interrupted".into(),
+        },
         E::Other { errno } if errno == ffmpeg::error::EACCES || errno == ffmpeg::error::EPERM => {
-            MediaError::Io { input: input_s, reason: format!("cannot open: {text}") }
+            MediaError::Io {
+                input: input_s,
+                reason: format!("cannot open: {text}"),
+            }
         }
-        E::Other { errno } if errno == ffmpeg::error::EISDIR => {
-            MediaError::Io { input: input_s, reason: "is a directory, not a video file".into() }
-        }
+        E::Other { errno } if errno == ffmpeg::error::EISDIR => MediaError::Io {
+            input: input_s,
+            reason: "is a directory, not a video file".into(),
+        },
         E::Other { errno } if errno_reason(errno).is_some() => MediaError::Network {
             input: input_s,
             reason: errno_reason(errno).unwrap().to_string(),
@@ -166,15 +200,30 @@ pub(crate) fn from_ffmpeg(input: &str, network: bool, stage: Stage, e: ffmpeg::E
             input: input_s,
             reason: "network I/O error (host name not resolved, or the connection failed)".into(),
         },
-        _ if network && stage != Stage::Open && !matches!(stage, Stage::Decode(_)) && e != E::InvalidData => {
-            MediaError::Network { input: input_s, reason: format!("read failed ({text})") }
+        _ if network
+            && stage != Stage::Open
+            && !matches!(stage, Stage::Decode(_))
+            && e != E::InvalidData =>
+        {
+            MediaError::Network {
+                input: input_s,
+                reason: format!("read failed ({text})"),
+            }
         }
         _ => match stage {
-            Stage::Decode(frame) => MediaError::Decode { input: input_s, frame, reason: text },
-            Stage::Read if matches!(e, E::Other { .. }) => {
-                MediaError::Io { input: input_s, reason: format!("read failed ({text})") }
-            }
-            _ => MediaError::Corrupt { input: input_s, reason: text },
+            Stage::Decode(frame) => MediaError::Decode {
+                input: input_s,
+                frame,
+                reason: text,
+            },
+            Stage::Read if matches!(e, E::Other { .. }) => MediaError::Io {
+                input: input_s,
+                reason: format!("read failed ({text})"),
+            },
+            _ => MediaError::Corrupt {
+                input: input_s,
+                reason: text,
+            },
         },
     }
 }

@@ -32,7 +32,11 @@ pub fn init() {
         use ffmpeg::util::log::Level;
         let _ = ffmpeg::init();
         ffmpeg::format::network::init();
-        let level = match std::env::var("PANOPTES_FFMPEG_LOG").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let level = match std::env::var("PANOPTES_FFMPEG_LOG")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Ok("error") => Level::Error,
             Ok("warning") | Ok("warn") => Level::Warning,
             Ok("info") => Level::Info,
@@ -75,7 +79,10 @@ pub fn decode_rgb(
     target_height: u32,
 ) -> Result<Vec<(u64, f64, RgbFrame)>, MediaError> {
     if step == 0 {
-        return Err(MediaError::InvalidArgument { input: source.to_string(), reason: "frame step must be at least 1".into() });
+        return Err(MediaError::InvalidArgument {
+            input: source.to_string(),
+            reason: "frame step must be at least 1".into(),
+        });
     }
     let info = probe(source)?;
     let mut out = Vec::new();

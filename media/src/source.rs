@@ -17,7 +17,9 @@ fn url_scheme(source: &str) -> Option<String> {
     let (scheme, rest) = source.split_once("://")?;
     let mut chars = scheme.chars();
     let first = chars.next()?;
-    if !first.is_ascii_alphabetic() || !chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+    if !first.is_ascii_alphabetic()
+        || !chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
         return None;
     }
     let _ = rest;
@@ -73,7 +75,10 @@ pub fn normalize_source(source: &str) -> Result<String, MediaError> {
         rest
     } else if let Some(p) = rest.strip_prefix("localhost") {
         if !p.starts_with('/') {
-            return Err(MediaError::invalid(source, "malformed file:// URL (expected file:///absolute/path)"));
+            return Err(MediaError::invalid(
+                source,
+                "malformed file:// URL (expected file:///absolute/path)",
+            ));
         }
         p
     } else {
@@ -107,8 +112,16 @@ impl Source {
                 name,
             }),
             None => {
-                let url = if name.contains(':') { format!("file:{name}") } else { name.clone() };
-                Ok(Source { name, url, network: false })
+                let url = if name.contains(':') {
+                    format!("file:{name}")
+                } else {
+                    name.clone()
+                };
+                Ok(Source {
+                    name,
+                    url,
+                    network: false,
+                })
             }
         }
     }
@@ -129,7 +142,10 @@ impl Source {
                 input: self.name.clone(),
                 reason: "No such file or directory".into(),
             }),
-            Err(e) => Err(MediaError::Io { input: self.name.clone(), reason: format!("cannot open: {e}") }),
+            Err(e) => Err(MediaError::Io {
+                input: self.name.clone(),
+                reason: format!("cannot open: {e}"),
+            }),
             Ok(m) if m.is_dir() => Err(MediaError::Io {
                 input: self.name.clone(),
                 reason: "is a directory, not a video file".into(),
@@ -143,7 +159,10 @@ impl Source {
 
     /// Open with libavformat (and read stream info), with `extra` options
     /// layered over our defaults.
-    pub fn open(&self, extra: &[(&str, &str)]) -> Result<ffmpeg::format::context::Input, MediaError> {
+    pub fn open(
+        &self,
+        extra: &[(&str, &str)],
+    ) -> Result<ffmpeg::format::context::Input, MediaError> {
         crate::init();
         self.precheck()?;
         let mut opts = ffmpeg::Dictionary::new();
@@ -165,13 +184,19 @@ impl Source {
 /// `.bin`/`.adf`/`.idf`/`.xbin`) accept almost any bytes by file extension and
 /// render them as text; such a stream is not a video, and the source is
 /// refused as [`MediaError::NotAVideo`].
-pub(crate) fn first_video_stream(input: &ffmpeg::format::context::Input, name: &str) -> Result<usize, MediaError> {
+pub(crate) fn first_video_stream(
+    input: &ffmpeg::format::context::Input,
+    name: &str,
+) -> Result<usize, MediaError> {
     let mut saw_cover = false;
     for stream in input.streams() {
         if stream.parameters().medium() != ffmpeg::media::Type::Video {
             continue;
         }
-        if stream.disposition().contains(ffmpeg::format::stream::Disposition::ATTACHED_PIC) {
+        if stream
+            .disposition()
+            .contains(ffmpeg::format::stream::Disposition::ATTACHED_PIC)
+        {
             saw_cover = true;
             continue;
         }
@@ -180,7 +205,10 @@ pub(crate) fn first_video_stream(input: &ffmpeg::format::context::Input, name: &
         if matches!(id, Id::ANSI | Id::BINTEXT | Id::XBIN | Id::IDF) {
             return Err(MediaError::not_a_video(
                 name,
-                format!("no video stream (FFmpeg reads the data as '{}' text art)", id.name()),
+                format!(
+                    "no video stream (FFmpeg reads the data as '{}' text art)",
+                    id.name()
+                ),
             ));
         }
         return Ok(stream.index());
@@ -206,12 +234,24 @@ mod tests {
     #[test]
     fn normalise() {
         assert_eq!(normalize_source("file:///a/b.mp4").unwrap(), "/a/b.mp4");
-        assert_eq!(normalize_source("file://localhost/a/b%20c.mp4").unwrap(), "/a/b c.mp4");
+        assert_eq!(
+            normalize_source("file://localhost/a/b%20c.mp4").unwrap(),
+            "/a/b c.mp4"
+        );
         assert_eq!(normalize_source("rel/x.mp4").unwrap(), "rel/x.mp4");
         assert_eq!(normalize_source("/abs/x.mp4").unwrap(), "/abs/x.mp4");
-        assert_eq!(normalize_source("http://h/x.mp4").unwrap(), "http://h/x.mp4");
-        assert_eq!(normalize_source("HTTPS://h/x.mp4").unwrap(), "HTTPS://h/x.mp4");
-        assert_eq!(normalize_source("rtmp://h/app/key").unwrap(), "rtmp://h/app/key");
+        assert_eq!(
+            normalize_source("http://h/x.mp4").unwrap(),
+            "http://h/x.mp4"
+        );
+        assert_eq!(
+            normalize_source("HTTPS://h/x.mp4").unwrap(),
+            "HTTPS://h/x.mp4"
+        );
+        assert_eq!(
+            normalize_source("rtmp://h/app/key").unwrap(),
+            "rtmp://h/app/key"
+        );
         assert_eq!(normalize_source("rtsp://h/s").unwrap(), "rtsp://h/s");
         let e = normalize_source("gopher://x").unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Unsupported);

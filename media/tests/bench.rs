@@ -11,7 +11,11 @@ use panoptes_media::{probe, Converter, Decoder};
 
 fn cli_seconds(args: &[&str]) -> f64 {
     let t = Instant::now();
-    let st = Command::new("ffmpeg").args(["-hide_banner", "-nostdin", "-loglevel", "error"]).args(args).status().unwrap();
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+        .args(args)
+        .status()
+        .unwrap();
     assert!(st.success());
     t.elapsed().as_secs_f64()
 }
@@ -25,8 +29,20 @@ fn bench_decode_720p_h264() {
         dir.path(),
         "hd.mp4",
         &[
-            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-vf", "noise=alls=12:allf=t", "-frames:v", "300",
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=25",
+            "-vf",
+            "noise=alls=12:allf=t",
+            "-frames:v",
+            "300",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
         ],
     );
     let s = path_str(&clip);
@@ -59,12 +75,30 @@ fn bench_decode_720p_h264() {
     let cli1 = cli_seconds(&["-threads", "1", "-i", s, "-f", "null", "-"]);
     let cli = cli_seconds(&["-i", s, "-f", "null", "-"]);
     let fps = |secs: f64| n as f64 / secs;
-    println!("720p H.264, {n} frames, {} cores available", std::thread::available_parallelism().map_or(0, |p| p.get()));
+    println!(
+        "720p H.264, {n} frames, {} cores available",
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
     println!("probe (demux + first frame): {:.3} s", probe_s);
-    println!("Decoder, 1 thread:             {:.0} frames/s", fps(decode1_s));
-    println!("Decoder (frame threads auto): {:.0} frames/s", fps(decode_s));
+    println!(
+        "Decoder, 1 thread:             {:.0} frames/s",
+        fps(decode1_s)
+    );
+    println!(
+        "Decoder (frame threads auto): {:.0} frames/s",
+        fps(decode_s)
+    );
     println!("Decoder + RGB24 1280x720:     {:.0} frames/s", fps(rgb_s));
-    println!("Decoder + RGB24 640x360:      {:.0} frames/s", fps(rgb360_s));
-    println!("ffmpeg CLI -threads 1 decode:  {:.0} frames/s (incl. process start)", fps(cli1));
-    println!("ffmpeg CLI auto threads:       {:.0} frames/s (incl. process start)", fps(cli));
+    println!(
+        "Decoder + RGB24 640x360:      {:.0} frames/s",
+        fps(rgb360_s)
+    );
+    println!(
+        "ffmpeg CLI -threads 1 decode:  {:.0} frames/s (incl. process start)",
+        fps(cli1)
+    );
+    println!(
+        "ffmpeg CLI auto threads:       {:.0} frames/s (incl. process start)",
+        fps(cli)
+    );
 }

@@ -13,7 +13,17 @@ use panoptes_media::{decode_rgb, output_size, probe, Converter, Decoder};
 fn cli_rgb(source: &Path, w: u32, h: u32) -> Vec<u8> {
     let vf = format!("scale={w}:{h}:flags=bilinear");
     ffmpeg_stdout(&[
-        "-sws_flags", "bilinear", "-i", path_str(source), "-vf", &vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
+        "-sws_flags",
+        "bilinear",
+        "-i",
+        path_str(source),
+        "-vf",
+        &vf,
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
     ])
 }
 
@@ -33,7 +43,10 @@ fn assert_same_bytes(ours: &[u8], cli: &[u8], what: &str) {
     assert_eq!(ours.len(), cli.len(), "{what}: byte count");
     if let Some(i) = ours.iter().zip(cli).position(|(a, b)| a != b) {
         let diffs = ours.iter().zip(cli).filter(|(a, b)| a != b).count();
-        panic!("{what}: {diffs} bytes differ from the CLI, first at byte {i}: ours {} cli {}", ours[i], cli[i]);
+        panic!(
+            "{what}: {diffs} bytes differ from the CLI, first at byte {i}: ours {} cli {}",
+            ours[i], cli[i]
+        );
     }
 }
 
@@ -52,7 +65,11 @@ fn unscaled_yuv420p_matches_cli() {
     let clip = h264_bframes_mp4(dir.path());
     let (ours, w, h, n) = our_rgb(&clip, 720);
     assert_eq!((w, h, n), (320, 240, 100));
-    assert_same_bytes(&ours, &cli_rgb(&clip, 320, 240), "320x240 yuv420p, target 720");
+    assert_same_bytes(
+        &ours,
+        &cli_rgb(&clip, 320, 240),
+        "320x240 yuv420p, target 720",
+    );
 }
 
 #[test]
@@ -62,8 +79,18 @@ fn downscaled_yuv420p_matches_cli() {
         dir.path(),
         "hd.mp4",
         &[
-            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-frames:v", "8", "-c:v", "libx264", "-bf", "2",
-            "-pix_fmt", "yuv420p",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=25",
+            "-frames:v",
+            "8",
+            "-c:v",
+            "libx264",
+            "-bf",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
         ],
     );
     let (ours, w, h, n) = our_rgb(&clip, 360);
@@ -116,7 +143,18 @@ fn converter_follows_input_changes() {
     let b = clip(
         dir.path(),
         "rgb.mkv",
-        &["-f", "lavfi", "-i", "testsrc2=size=800x600:rate=10", "-frames:v", "3", "-c:v", "ffv1", "-pix_fmt", "bgr0"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=800x600:rate=10",
+            "-frames:v",
+            "3",
+            "-c:v",
+            "ffv1",
+            "-pix_fmt",
+            "bgr0",
+        ],
     );
     let mut da = Decoder::open(path_str(&a), None, 0).unwrap();
     let mut db = Decoder::open(path_str(&b), None, 0).unwrap();

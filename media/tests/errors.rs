@@ -18,7 +18,9 @@ fn fails(source: &str) -> MediaError {
 fn pseudo_random(n: usize, mut seed: u64) -> Vec<u8> {
     (0..n)
         .map(|_| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) as u8
         })
         .collect()
@@ -31,12 +33,18 @@ fn missing_file() {
     let s = path_str(&p);
     let e = fails(s);
     assert_eq!(e.kind(), ErrorKind::NotFound);
-    assert_eq!(e.to_string(), format!("cannot open '{s}': No such file or directory"));
+    assert_eq!(
+        e.to_string(),
+        format!("cannot open '{s}': No such file or directory")
+    );
     let e = Decoder::open(s, None, 0).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     // file:// URLs are reported by their path
     let e = probe(&format!("file://{s}")).unwrap_err();
-    assert_eq!(e.to_string(), format!("cannot open '{s}': No such file or directory"));
+    assert_eq!(
+        e.to_string(),
+        format!("cannot open '{s}': No such file or directory")
+    );
 }
 
 #[test]
@@ -46,7 +54,13 @@ fn empty_file() {
     std::fs::write(&p, b"").unwrap();
     let e = fails(path_str(&p));
     assert_eq!(e.kind(), ErrorKind::Corrupt);
-    assert_eq!(e.to_string(), format!("'{}': corrupt or unsupported data (empty file, 0 bytes)", p.display()));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "'{}': corrupt or unsupported data (empty file, 0 bytes)",
+            p.display()
+        )
+    );
 }
 
 #[test]
@@ -59,7 +73,10 @@ fn random_bytes() {
         assert_eq!(e.kind(), ErrorKind::Corrupt);
         assert_eq!(
             e.to_string(),
-            format!("'{}': corrupt or unsupported data (Invalid data found when processing input)", p.display())
+            format!(
+                "'{}': corrupt or unsupported data (Invalid data found when processing input)",
+                p.display()
+            )
         );
     }
 }
@@ -75,7 +92,10 @@ fn random_bytes_named_bin() {
     assert_eq!(e.kind(), ErrorKind::NotAVideo);
     assert_eq!(
         e.to_string(),
-        format!("'{}' is not a video: no video stream (FFmpeg reads the data as 'bintext' text art)", p.display())
+        format!(
+            "'{}' is not a video: no video stream (FFmpeg reads the data as 'bintext' text art)",
+            p.display()
+        )
     );
 }
 
@@ -95,7 +115,10 @@ fn truncated_mp4() {
     assert_eq!(e.kind(), ErrorKind::Corrupt);
     assert_eq!(
         e.to_string(),
-        format!("'{}': corrupt or unsupported data (Invalid data found when processing input)", p.display())
+        format!(
+            "'{}': corrupt or unsupported data (Invalid data found when processing input)",
+            p.display()
+        )
     );
 }
 
@@ -105,7 +128,11 @@ fn truncated_mp4() {
 fn truncated_faststart_mp4() {
     let dir = workdir();
     let src = h264_bframes_mp4(dir.path());
-    let fast = clip(dir.path(), "fast.mp4", &["-i", path_str(&src), "-c", "copy", "-movflags", "faststart"]);
+    let fast = clip(
+        dir.path(),
+        "fast.mp4",
+        &["-i", path_str(&src), "-c", "copy", "-movflags", "faststart"],
+    );
     assert_eq!(probe(path_str(&fast)).unwrap().frames, 100);
     let p = dir.path().join("truncated-fast.mp4");
     truncate_copy(&fast, &p, 0.3);
@@ -116,7 +143,10 @@ fn truncated_faststart_mp4() {
         "'{}': corrupt or unsupported data (truncated: the container lists 100 video frames but only ",
         p.display()
     );
-    assert!(msg.starts_with(&head) && msg.ends_with(" could be read)"), "{msg}");
+    assert!(
+        msg.starts_with(&head) && msg.ends_with(" could be read)"),
+        "{msg}"
+    );
 }
 
 /// The container is fine but the video data is garbage: probe fails when
@@ -136,18 +166,34 @@ fn garbage_video_data() {
     let e = probe(path_str(&p)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     let msg = e.to_string();
-    assert!(msg.starts_with(&format!("'{}': corrupt or unsupported data (", p.display())), "{msg}");
-    assert!(msg.contains("first video frame") || msg.contains("no video frame could be decoded"), "{msg}");
+    assert!(
+        msg.starts_with(&format!("'{}': corrupt or unsupported data (", p.display())),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("first video frame") || msg.contains("no video frame could be decoded"),
+        "{msg}"
+    );
     eprintln!("{msg}");
 }
 
 #[test]
 fn audio_only() {
     let dir = workdir();
-    let p = clip(dir.path(), "sine.wav", &["-f", "lavfi", "-i", "sine=frequency=440:duration=1"]);
+    let p = clip(
+        dir.path(),
+        "sine.wav",
+        &["-f", "lavfi", "-i", "sine=frequency=440:duration=1"],
+    );
     let e = fails(path_str(&p));
     assert_eq!(e.kind(), ErrorKind::NotAVideo);
-    assert_eq!(e.to_string(), format!("'{}' is not a video: no video stream (streams: audio)", p.display()));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "'{}' is not a video: no video stream (streams: audio)",
+            p.display()
+        )
+    );
 }
 
 /// FFmpeg opens a single PNG (image2 / png_pipe demuxer) as a video stream
@@ -155,7 +201,11 @@ fn audio_only() {
 #[test]
 fn png_is_a_one_frame_video() {
     let dir = workdir();
-    let p = clip(dir.path(), "still.png", &["-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1"]);
+    let p = clip(
+        dir.path(),
+        "still.png",
+        &["-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1"],
+    );
     let info = probe(path_str(&p)).unwrap();
     assert_eq!(info.frames, 1);
     assert_eq!((info.width, info.height), (64, 48));
@@ -171,14 +221,22 @@ fn directory() {
     let s = path_str(dir.path());
     let e = fails(s);
     assert_eq!(e.kind(), ErrorKind::Io);
-    assert_eq!(e.to_string(), format!("'{s}': is a directory, not a video file"));
+    assert_eq!(
+        e.to_string(),
+        format!("'{s}': is a directory, not a video file")
+    );
 }
 
 #[test]
 fn unsupported_scheme() {
     let e = fails("gopher://x");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
-    assert!(e.to_string().starts_with("unsupported source 'gopher://x': URL scheme 'gopher://' is not supported"), "{e}");
+    assert!(
+        e.to_string().starts_with(
+            "unsupported source 'gopher://x': URL scheme 'gopher://' is not supported"
+        ),
+        "{e}"
+    );
     let e = normalize_source("ftp://host/x.mp4").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert_eq!(normalize_source("file:///a/b.mp4").unwrap(), "/a/b.mp4");
@@ -188,7 +246,11 @@ fn unsupported_scheme() {
 #[test]
 fn http_connection_refused() {
     // A port that was just free: nothing listens on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}/clip.mp4");
     let e = fails(&url);
     assert_eq!(e.kind(), ErrorKind::Network);

@@ -14,13 +14,20 @@ fn probe_and_decode_over_http() {
     let url = server.url("clip.mp4");
 
     let info = probe(&url).unwrap();
-    assert_eq!(info, probe(local).unwrap(), "same probe over HTTP as from the file");
+    assert_eq!(
+        info,
+        probe(local).unwrap(),
+        "same probe over HTTP as from the file"
+    );
 
     // A range in the middle: seeks (Range requests) to keyframe 30.
     let remote = decode_rgb(&url, 2, 33, 47, 720).unwrap();
     let want = decode_rgb(local, 2, 33, 47, 720).unwrap();
     assert_eq!(remote.len(), 7);
-    assert_eq!(remote.iter().map(|f| f.0).collect::<Vec<_>>(), vec![34, 36, 38, 40, 42, 44, 46]);
+    assert_eq!(
+        remote.iter().map(|f| f.0).collect::<Vec<_>>(),
+        vec![34, 36, 38, 40, 42, 44, 46]
+    );
     for (r, w) in remote.iter().zip(&want) {
         assert_eq!((r.0, r.1), (w.0, w.1));
         assert!(r.2 == w.2, "frame {} differs over HTTP", r.0);
@@ -42,5 +49,8 @@ fn http_404() {
     let url = server.url("nope.mp4");
     let e = probe(&url).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
-    assert_eq!(e.to_string(), format!("cannot open '{url}': Server returned 404 Not Found"));
+    assert_eq!(
+        e.to_string(),
+        format!("cannot open '{url}': Server returned 404 Not Found")
+    );
 }

@@ -7,12 +7,19 @@ use panoptes_media::{decode_rgb, probe, Decoder, ProbeInfo};
 
 fn check_seeks(source: &str, info: &ProbeInfo, target_height: u32, expect_exact_seek: bool) {
     let full = full_decode(source, info.pts0, target_height);
-    assert_eq!(full.len() as u64, info.frames, "full decode count == probe count");
+    assert_eq!(
+        full.len() as u64,
+        info.frames,
+        "full decode count == probe count"
+    );
     for (i, f) in full.iter().enumerate() {
         assert_eq!(f.index, i as u64);
     }
     // pts strictly increasing: presentation order
-    assert!(full.windows(2).all(|w| w[0].pts < w[1].pts), "pts ascending");
+    assert!(
+        full.windows(2).all(|w| w[0].pts < w[1].pts),
+        "pts ascending"
+    );
     assert_eq!(full[0].pts, info.pts0);
     assert_eq!(full[0].timestamp, 0.0);
     // every keyframe of the probe is at its index in the full decode
@@ -22,18 +29,38 @@ fn check_seeks(source: &str, info: &ProbeInfo, target_height: u32, expect_exact_
     for &(k, pts) in &info.keyframes {
         let limit = 13; // more than a GOP: crosses into the next one
         let got = decode_from(source, Some((k, pts)), info.pts0, target_height, limit);
-        let want: Vec<_> = full.iter().skip(k as usize).take(limit as usize).cloned().collect();
-        assert_eq!(got.len(), want.len(), "frames after seeking to keyframe {k}");
+        let want: Vec<_> = full
+            .iter()
+            .skip(k as usize)
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "frames after seeking to keyframe {k}"
+        );
         for (g, w) in got.iter().zip(&want) {
             assert_eq!((g.index, g.pts), (w.index, w.pts), "seek to {k}: index/pts");
-            assert_eq!(g.timestamp, w.timestamp, "seek to {k}: timestamp of {}", g.index);
-            assert!(g.rgb == w.rgb, "seek to {k}: RGB of frame {} differs from the full decode", g.index);
+            assert_eq!(
+                g.timestamp, w.timestamp,
+                "seek to {k}: timestamp of {}",
+                g.index
+            );
+            assert!(
+                g.rgb == w.rgb,
+                "seek to {k}: RGB of frame {} differs from the full decode",
+                g.index
+            );
         }
         if expect_exact_seek {
             let dec = Decoder::open(source, Some((k, pts)), info.pts0).unwrap();
             let mut dec = dec;
             dec.next_frame().unwrap();
-            assert!(!dec.seek_fell_back(), "seek to keyframe {k} had to fall back to decoding from frame 0");
+            assert!(
+                !dec.seek_fell_back(),
+                "seek to keyframe {k} had to fall back to decoding from frame 0"
+            );
         }
     }
     // Seek to a keyframe in the middle and decode to the end.
@@ -57,7 +84,9 @@ fn probe_h264_bframes() {
     assert!(num > 0 && den > 0);
     // -g 10, closed GOPs: a keyframe every 10 frames; pts = n frames.
     let per_frame = den as i64 / (25 * num as i64);
-    let expected: Vec<(u64, i64)> = (0..10).map(|i| (i * 10, (i * 10) as i64 * per_frame)).collect();
+    let expected: Vec<(u64, i64)> = (0..10)
+        .map(|i| (i * 10, (i * 10) as i64 * per_frame))
+        .collect();
     assert_eq!(info.keyframes, expected);
     // The probe is serialisable (it crosses the wire)
     assert_eq!(info.keyframe_before(0), Some((0, 0)));
@@ -79,7 +108,11 @@ fn seek_matches_full_decode_h264_mp4() {
 fn seek_matches_full_decode_h264_mkv() {
     let dir = workdir();
     let src = h264_bframes_mp4(dir.path());
-    let mkv = clip(dir.path(), "bframes.mkv", &["-i", path_str(&src), "-c", "copy"]);
+    let mkv = clip(
+        dir.path(),
+        "bframes.mkv",
+        &["-i", path_str(&src), "-c", "copy"],
+    );
     let s = path_str(&mkv);
     let info = probe(s).unwrap();
     assert_eq!(info.frames, 100);
@@ -94,13 +127,52 @@ fn seek_matches_full_decode_h264_mkv() {
 fn seek_matches_full_decode_h264_ts() {
     let dir = workdir();
     let src = h264_bframes_mp4(dir.path());
-    let ts = clip(dir.path(), "bframes.ts", &["-i", path_str(&src), "-c", "copy"]);
+    let ts = clip(
+        dir.path(),
+        "bframes.ts",
+        &["-i", path_str(&src), "-c", "copy"],
+    );
     let s = path_str(&ts);
     let info = probe(s).unwrap();
     assert_eq!(info.frames, 100);
     assert_eq!(info.time_base, (1, 90000));
     assert_eq!(info.keyframes.len(), 10);
     check_seeks(s, &info, 720, true);
+}
+
+/// A raw H.264 elementary stream: no container timestamps, no index.
+#[test]
+fn raw_h264_elementary_stream() {
+    let dir = workdir();
+    let src = h264_bframes_mp4(dir.path());
+    let raw = clip(
+        dir.path(),
+        "bframes.h264",
+        &[
+            "-i",
+            path_str(&src),
+            "-c",
+            "copy",
+            "-bsf:v",
+            "h264_mp4toannexb",
+        ],
+    );
+    let s = path_str(&raw);
+    let info = probe(s).unwrap();
+    assert_eq!(info.frames, 100);
+    assert_eq!(
+        info.keyframes,
+        vec![(0, info.pts0)],
+        "no seek points without timestamps"
+    );
+    check_seeks(s, &info, 720, false);
+    // Timestamps are the decoder's: 25 fps.
+    let got = decode_rgb(s, 10, 20, 41, 720).unwrap();
+    let ts: Vec<f64> = got
+        .iter()
+        .map(|g| (g.1 * 1000.0).round() / 1000.0)
+        .collect();
+    assert_eq!(ts, vec![0.8, 1.2, 1.6]);
 }
 
 /// Open GOPs (x264 open-gop, irregular GOPs from scene cuts): leading
@@ -113,8 +185,22 @@ fn seek_matches_full_decode_open_gop() {
         dir.path(),
         "opengop.mp4",
         &[
-            "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "120", "-c:v", "libx264",
-            "-g", "12", "-bf", "3", "-x264-params", "open-gop=1", "-pix_fmt", "yuv420p",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-frames:v",
+            "120",
+            "-c:v",
+            "libx264",
+            "-g",
+            "12",
+            "-bf",
+            "3",
+            "-x264-params",
+            "open-gop=1",
+            "-pix_fmt",
+            "yuv420p",
         ],
     );
     let s = path_str(&clip);
@@ -132,8 +218,20 @@ fn seek_matches_full_decode_mpeg4_bframes() {
         dir.path(),
         "mpeg4.mp4",
         &[
-            "-f", "lavfi", "-i", "testsrc=size=176x144:rate=25", "-frames:v", "60", "-c:v", "mpeg4", "-g", "12",
-            "-bf", "2", "-q:v", "5",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=176x144:rate=25",
+            "-frames:v",
+            "60",
+            "-c:v",
+            "mpeg4",
+            "-g",
+            "12",
+            "-bf",
+            "2",
+            "-q:v",
+            "5",
         ],
     );
     let s = path_str(&clip);
@@ -155,7 +253,11 @@ fn edit_list_cut_discards_leading_frames() {
     let src = h264_bframes_mp4(dir.path());
     // 1.32 s = frame 33; the demuxer starts at keyframe 30 (marked discard)
     // and frames 30..32 are decoded but not shown: 67 frames, as the CLI counts.
-    let cut = clip(dir.path(), "cut.mp4", &["-ss", "1.32", "-i", path_str(&src), "-c", "copy"]);
+    let cut = clip(
+        dir.path(),
+        "cut.mp4",
+        &["-ss", "1.32", "-i", path_str(&src), "-c", "copy"],
+    );
     let s = path_str(&cut);
     let info = probe(s).unwrap();
     assert_eq!(info.frames, 67);
@@ -169,7 +271,10 @@ fn edit_list_cut_discards_leading_frames() {
     let sinfo = probe(path_str(&src)).unwrap();
     let sfull = decode_from(path_str(&src), Some(sinfo.keyframes[3]), sinfo.pts0, 720, 4);
     assert_eq!(sfull[3].index, 33);
-    assert!(full[0].rgb == sfull[3].rgb, "first frame of the cut is source frame 33");
+    assert!(
+        full[0].rgb == sfull[3].rgb,
+        "first frame of the cut is source frame 33"
+    );
     check_seeks(s, &info, 720, true);
 }
 

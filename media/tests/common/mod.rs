@@ -25,7 +25,11 @@ pub fn ffmpeg_stdout(args: &[&str]) -> Vec<u8> {
         .args(args)
         .output()
         .expect("run ffmpeg CLI");
-    assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -51,8 +55,20 @@ pub fn h264_bframes_mp4(dir: &Path) -> PathBuf {
         dir,
         "bframes.mp4",
         &[
-            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-frames:v", "100", "-c:v", "libx264",
-            "-g", "10", "-bf", "2", "-pix_fmt", "yuv420p",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-frames:v",
+            "100",
+            "-c:v",
+            "libx264",
+            "-g",
+            "10",
+            "-bf",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
         ],
     )
 }
@@ -76,14 +92,27 @@ pub fn full_decode(source: &str, pts0: i64, target_height: u32) -> Vec<RefFrame>
 }
 
 /// Decode up to `limit` frames, starting at `seek`.
-pub fn decode_from(source: &str, seek: Option<(u64, i64)>, pts0: i64, target_height: u32, limit: u64) -> Vec<RefFrame> {
+pub fn decode_from(
+    source: &str,
+    seek: Option<(u64, i64)>,
+    pts0: i64,
+    target_height: u32,
+    limit: u64,
+) -> Vec<RefFrame> {
     let mut dec = Decoder::open(source, seek, pts0).expect("open decoder");
     let mut conv = Converter::new(target_height);
     let mut out = Vec::new();
     while (out.len() as u64) < limit {
-        let Some(f) = dec.next_frame().expect("decode") else { break };
+        let Some(f) = dec.next_frame().expect("decode") else {
+            break;
+        };
         let rgb = conv.convert(&f.frame).expect("convert");
-        out.push(RefFrame { index: f.index, pts: f.pts, timestamp: f.timestamp, rgb });
+        out.push(RefFrame {
+            index: f.index,
+            pts: f.pts,
+            timestamp: f.timestamp,
+            rgb,
+        });
     }
     out
 }
@@ -128,11 +157,20 @@ impl HttpServer {
                 }
             }
         });
-        HttpServer { port, requests, stop, thread: Some(thread) }
+        HttpServer {
+            port,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.port,
+            path.trim_start_matches('/')
+        )
     }
 }
 
@@ -194,7 +232,11 @@ fn handle(conn: TcpStream, file: &Path, url_path: &str) -> std::io::Result<()> {
             )?;
             return Ok(());
         }
-        Some((a, b)) => ("206 Partial Content", a, b.unwrap_or(total - 1).min(total - 1)),
+        Some((a, b)) => (
+            "206 Partial Content",
+            a,
+            b.unwrap_or(total - 1).min(total - 1),
+        ),
         None => ("200 OK", 0, total.saturating_sub(1)),
     };
     let len = if total == 0 { 0 } else { end - start + 1 };

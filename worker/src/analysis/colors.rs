@@ -56,7 +56,11 @@ fn thumbnail_size(w: u32, h: u32) -> Option<(u32, u32)> {
         return None;
     }
     let other = |side: u32| (round_half_up(side as f64 * THUMB as f64 / l as f64) as u32).max(1);
-    Some(if w >= h { (THUMB, other(h)) } else { (other(w), THUMB) })
+    Some(if w >= h {
+        (THUMB, other(h))
+    } else {
+        (other(w), THUMB)
+    })
 }
 
 /// k-means over packed RGB pixels as the spec defines it. Returns the
@@ -71,7 +75,10 @@ fn kmeans_palette(rgb: &[u8]) -> Vec<([u8; 3], usize)> {
 
     // Initial centres: points at ranks floor((2j+1)·N/(2k)) of a stable sort
     // by gray. A counting sort over the 256 gray levels is stable.
-    let grays: Vec<u8> = rgb.chunks_exact(3).map(|p| gray_px(p[0], p[1], p[2])).collect();
+    let grays: Vec<u8> = rgb
+        .chunks_exact(3)
+        .map(|p| gray_px(p[0], p[1], p[2]))
+        .collect();
     let mut starts = [0usize; 257];
     for &g in &grays {
         starts[g as usize + 1] += 1;
@@ -85,9 +92,16 @@ fn kmeans_palette(rgb: &[u8]) -> Vec<([u8; 3], usize)> {
         sorted[*slot] = i as u32;
         *slot += 1;
     }
-    let point = |i: usize| [rgb[3 * i] as f64, rgb[3 * i + 1] as f64, rgb[3 * i + 2] as f64];
-    let mut centres: Vec<[f64; 3]> =
-        (0..k).map(|j| point(sorted[(2 * j + 1) * n / (2 * k)] as usize)).collect();
+    let point = |i: usize| {
+        [
+            rgb[3 * i] as f64,
+            rgb[3 * i + 1] as f64,
+            rgb[3 * i + 2] as f64,
+        ]
+    };
+    let mut centres: Vec<[f64; 3]> = (0..k)
+        .map(|j| point(sorted[(2 * j + 1) * n / (2 * k)] as usize))
+        .collect();
 
     let mut assign = vec![0u8; n];
     let mut counts = vec![0usize; k];
@@ -133,7 +147,12 @@ fn kmeans_palette(rgb: &[u8]) -> Vec<([u8; 3], usize)> {
     order.sort_by(|&a, &b| counts[b].cmp(&counts[a])); // stable: ties by index
     order
         .into_iter()
-        .map(|j| (centres[j].map(|v| round_half_up(v).clamp(0.0, 255.0) as u8), counts[j]))
+        .map(|j| {
+            (
+                centres[j].map(|v| round_half_up(v).clamp(0.0, 255.0) as u8),
+                counts[j],
+            )
+        })
         .collect()
 }
 
@@ -174,7 +193,10 @@ mod tests {
     #[test]
     fn single_colour_gives_one_cluster() {
         let f = frame(2, 2, &[[10, 20, 30]; 4]);
-        assert_eq!(Colors.analyze(&f).unwrap(), json!([{"color": "#0a141e", "fraction": 1.0}]));
+        assert_eq!(
+            Colors.analyze(&f).unwrap(),
+            json!([{"color": "#0a141e", "fraction": 1.0}])
+        );
     }
 
     #[test]
@@ -212,6 +234,9 @@ mod tests {
         let out = kmeans_palette(&px.iter().flatten().copied().collect::<Vec<_>>());
         // Sorted by gray: 0, 5, 10, 20 -> ranks 0, 2, 3 -> centres 0, 10, 20.
         // Centre 0 gets {0, 5}, mean 2.5 -> rounds half up to 3.
-        assert_eq!(out, vec![([3, 3, 3], 2), ([10, 10, 10], 1), ([20, 20, 20], 1)]);
+        assert_eq!(
+            out,
+            vec![([3, 3, 3], 2), ([10, 10, 10], 1), ([20, 20, 20], 1)]
+        );
     }
 }

@@ -25,10 +25,16 @@ pub fn agree(model: &str, reference: &Value, ours: &Value) -> Result<(), String>
 fn agree_with<R: Rule>(rule: &R, reference: &Value, ours: &Value) -> Result<(), String> {
     let a = as_items(reference, "reference")?;
     let b = as_items(ours, "ours")?;
-    let pa: Vec<R::Item> =
-        a.iter().map(|v| rule.parse(v)).collect::<Result<_, _>>().map_err(|e| format!("reference: {e}"))?;
-    let pb: Vec<R::Item> =
-        b.iter().map(|v| rule.parse(v)).collect::<Result<_, _>>().map_err(|e| format!("ours: {e}"))?;
+    let pa: Vec<R::Item> = a
+        .iter()
+        .map(|v| rule.parse(v))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("reference: {e}"))?;
+    let pb: Vec<R::Item> = b
+        .iter()
+        .map(|v| rule.parse(v))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("ours: {e}"))?;
 
     // A pair weighs (n + 1) per end that must be paired, plus 1: the
     // matching first pairs as many must-pair results as possible, then as
@@ -43,7 +49,9 @@ fn agree_with<R: Rule>(rule: &R, reference: &Value, ours: &Value) -> Result<(), 
             pb.iter()
                 .enumerate()
                 .map(|(j, y)| {
-                    rule.mismatch(x, y).is_none().then(|| 1 + big * (req_a[i] as i64 + req_b[j] as i64))
+                    rule.mismatch(x, y)
+                        .is_none()
+                        .then(|| 1 + big * (req_a[i] as i64 + req_b[j] as i64))
                 })
                 .collect()
         })
@@ -77,7 +85,12 @@ fn agree_with<R: Rule>(rule: &R, reference: &Value, ours: &Value) -> Result<(), 
 }
 
 /// ": closest X refused: why" for the candidate of best IoU or distance.
-fn closest<R: Rule>(rule: &R, x: &R::Item, others: &[R::Item], why: impl Fn(&R::Item) -> Option<String>) -> String {
+fn closest<R: Rule>(
+    rule: &R,
+    x: &R::Item,
+    others: &[R::Item],
+    why: impl Fn(&R::Item) -> Option<String>,
+) -> String {
     let best = others
         .iter()
         .enumerate()
@@ -85,14 +98,18 @@ fn closest<R: Rule>(rule: &R, x: &R::Item, others: &[R::Item], why: impl Fn(&R::
     match best {
         Some((k, y)) => match why(y) {
             Some(reason) => format!(" (closest [{k}] {}: {reason})", rule.describe(y)),
-            None => format!(" (closest [{k}] {} was paired with another)", rule.describe(y)),
+            None => format!(
+                " (closest [{k}] {} was paired with another)",
+                rule.describe(y)
+            ),
         },
         None => " (other side is empty)".into(),
     }
 }
 
 fn as_items<'a>(v: &'a Value, side: &str) -> Result<&'a Vec<Value>, String> {
-    v.as_array().ok_or_else(|| format!("{side}: results are not a JSON array: {v}"))
+    v.as_array()
+        .ok_or_else(|| format!("{side}: results are not a JSON array: {v}"))
 }
 
 trait Rule {
@@ -107,25 +124,43 @@ trait Rule {
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, String> {
-    v.get(key).ok_or_else(|| format!("result without {key:?}: {v}"))
+    v.get(key)
+        .ok_or_else(|| format!("result without {key:?}: {v}"))
 }
 
 fn num(v: &Value, key: &str) -> Result<f64, String> {
-    field(v, key)?.as_f64().ok_or_else(|| format!("{key:?} is not a number: {v}"))
+    field(v, key)?
+        .as_f64()
+        .ok_or_else(|| format!("{key:?} is not a number: {v}"))
 }
 
 fn text(v: &Value, key: &str) -> Result<String, String> {
-    Ok(field(v, key)?.as_str().ok_or_else(|| format!("{key:?} is not a string: {v}"))?.to_owned())
+    Ok(field(v, key)?
+        .as_str()
+        .ok_or_else(|| format!("{key:?} is not a string: {v}"))?
+        .to_owned())
 }
 
 fn xywh(v: &Value) -> Result<BBox, String> {
-    let b = field(v, "box")?.as_array().filter(|b| b.len() == 4).ok_or_else(|| format!("\"box\" is not [x,y,w,h]: {v}"))?;
-    let n: Vec<f64> = b.iter().map(|x| x.as_f64().ok_or_else(|| format!("bad box: {v}"))).collect::<Result<_, _>>()?;
+    let b = field(v, "box")?
+        .as_array()
+        .filter(|b| b.len() == 4)
+        .ok_or_else(|| format!("\"box\" is not [x,y,w,h]: {v}"))?;
+    let n: Vec<f64> = b
+        .iter()
+        .map(|x| x.as_f64().ok_or_else(|| format!("bad box: {v}")))
+        .collect::<Result<_, _>>()?;
     Ok(BBox::from_xywh(n[0], n[1], n[2], n[3]))
 }
 
 fn fmt_box(b: &BBox) -> String {
-    format!("[{:.2}, {:.2}, {:.2}, {:.2}]", b.x1, b.y1, b.width(), b.height())
+    format!(
+        "[{:.2}, {:.2}, {:.2}, {:.2}]",
+        b.x1,
+        b.y1,
+        b.width(),
+        b.height()
+    )
 }
 
 struct ObjectsRule;
@@ -138,7 +173,11 @@ struct Detection {
 impl Rule for ObjectsRule {
     type Item = Detection;
     fn parse(&self, v: &Value) -> Result<Detection, String> {
-        Ok(Detection { label: text(v, "label")?, score: num(v, "score")?, bbox: xywh(v)? })
+        Ok(Detection {
+            label: text(v, "label")?,
+            score: num(v, "score")?,
+            bbox: xywh(v)?,
+        })
     }
     fn mismatch(&self, a: &Detection, b: &Detection) -> Option<String> {
         let mut why = Vec::new();
@@ -195,10 +234,16 @@ impl Rule for JoyRule {
             why.push(format!("IoU {iou:.3} < 0.9"));
         }
         if a.emotion != b.emotion && a.emotion_score >= 0.6 {
-            why.push(format!("emotion {} ({:.4}) vs {}", a.emotion, a.emotion_score, b.emotion));
+            why.push(format!(
+                "emotion {} ({:.4}) vs {}",
+                a.emotion, a.emotion_score, b.emotion
+            ));
         }
         if a.gender != b.gender && a.gender_score >= 0.6 {
-            why.push(format!("gender {} ({:.4}) vs {}", a.gender, a.gender_score, b.gender));
+            why.push(format!(
+                "gender {} ({:.4}) vs {}",
+                a.gender, a.gender_score, b.gender
+            ));
         }
         (!why.is_empty()).then(|| why.join(", "))
     }
@@ -233,12 +278,19 @@ impl Rule for ColorsRule {
     fn parse(&self, v: &Value) -> Result<Swatch, String> {
         let hex = text(v, "color")?;
         let bad = || format!("\"color\" is not #rrggbb: {v}");
-        let digits = hex.strip_prefix('#').filter(|d| d.len() == 6).ok_or_else(bad)?;
+        let digits = hex
+            .strip_prefix('#')
+            .filter(|d| d.len() == 6)
+            .ok_or_else(bad)?;
         let mut rgb = [0f64; 3];
         for (k, c) in rgb.iter_mut().enumerate() {
             *c = u8::from_str_radix(&digits[2 * k..2 * k + 2], 16).map_err(|_| bad())? as f64;
         }
-        Ok(Swatch { rgb, fraction: num(v, "fraction")?, hex })
+        Ok(Swatch {
+            rgb,
+            fraction: num(v, "fraction")?,
+            hex,
+        })
     }
     fn mismatch(&self, a: &Swatch, b: &Swatch) -> Option<String> {
         let mut why = Vec::new();
@@ -256,7 +308,12 @@ impl Rule for ColorsRule {
         false
     }
     fn distance(&self, a: &Swatch, b: &Swatch) -> f64 {
-        a.rgb.iter().zip(&b.rgb).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt()
+        a.rgb
+            .iter()
+            .zip(&b.rgb)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt()
     }
     fn describe(&self, x: &Swatch) -> String {
         format!("{} {:.4}", x.hex, x.fraction)
@@ -273,7 +330,10 @@ struct Pairing {
 /// `i` and `j` may not be paired.
 fn max_weight_matching(weights: &[Vec<Option<i64>>], na: usize, nb: usize) -> Pairing {
     let n = na.max(nb);
-    let mut pairing = Pairing { a_to_b: vec![None; na], b_to_a: vec![None; nb] };
+    let mut pairing = Pairing {
+        a_to_b: vec![None; na],
+        b_to_a: vec![None; nb],
+    };
     if n == 0 {
         return pairing;
     }
@@ -335,8 +395,8 @@ fn max_weight_matching(weights: &[Vec<Option<i64>>], na: usize, nb: usize) -> Pa
             }
         }
     }
-    for j in 1..=n {
-        let (i, jj) = (p[j] - 1, j - 1);
+    for (jj, &row) in p.iter().skip(1).enumerate() {
+        let i = row - 1;
         if i < na && jj < nb && weights[i][jj].is_some() {
             pairing.a_to_b[i] = Some(jj);
             pairing.b_to_a[jj] = Some(i);
@@ -356,15 +416,24 @@ mod tests {
 
     #[test]
     fn identical_agree() {
-        let a = json!([det("person", 0.8, [0.0, 0.0, 100.0, 100.0]), det("cup", 0.5, [10.0, 10.0, 5.0, 5.0])]);
+        let a = json!([
+            det("person", 0.8, [0.0, 0.0, 100.0, 100.0]),
+            det("cup", 0.5, [10.0, 10.0, 5.0, 5.0])
+        ]);
         assert_eq!(agree("objects", &a, &a), Ok(()));
         assert_eq!(agree("objects", &json!([]), &json!([])), Ok(()));
     }
 
     #[test]
     fn order_does_not_matter() {
-        let a = json!([det("person", 0.8, [0.0, 0.0, 100.0, 100.0]), det("person", 0.79, [200.0, 0.0, 100.0, 100.0])]);
-        let b = json!([det("person", 0.79, [200.0, 0.0, 100.0, 100.0]), det("person", 0.8, [0.0, 0.0, 100.0, 100.0])]);
+        let a = json!([
+            det("person", 0.8, [0.0, 0.0, 100.0, 100.0]),
+            det("person", 0.79, [200.0, 0.0, 100.0, 100.0])
+        ]);
+        let b = json!([
+            det("person", 0.79, [200.0, 0.0, 100.0, 100.0]),
+            det("person", 0.8, [0.0, 0.0, 100.0, 100.0])
+        ]);
         assert_eq!(agree("objects", &a, &b), Ok(()));
     }
 
@@ -372,27 +441,63 @@ mod tests {
     fn objects_allowances() {
         let a = json!([det("person", 0.8, [0.0, 0.0, 100.0, 100.0])]);
         // score within 0.02, IoU 0.95
-        assert_eq!(agree("objects", &a, &json!([det("person", 0.82, [0.0, 0.0, 95.0, 100.0])])), Ok(()));
-        let err = agree("objects", &a, &json!([det("person", 0.83, [0.0, 0.0, 100.0, 100.0])])).unwrap_err();
+        assert_eq!(
+            agree(
+                "objects",
+                &a,
+                &json!([det("person", 0.82, [0.0, 0.0, 95.0, 100.0])])
+            ),
+            Ok(())
+        );
+        let err = agree(
+            "objects",
+            &a,
+            &json!([det("person", 0.83, [0.0, 0.0, 100.0, 100.0])]),
+        )
+        .unwrap_err();
         assert!(err.contains("|Δscore|"), "{err}");
-        let err = agree("objects", &a, &json!([det("person", 0.8, [0.0, 0.0, 85.0, 100.0])])).unwrap_err();
+        let err = agree(
+            "objects",
+            &a,
+            &json!([det("person", 0.8, [0.0, 0.0, 85.0, 100.0])]),
+        )
+        .unwrap_err();
         assert!(err.contains("IoU 0.850"), "{err}");
-        let err = agree("objects", &a, &json!([det("dog", 0.8, [0.0, 0.0, 100.0, 100.0])])).unwrap_err();
+        let err = agree(
+            "objects",
+            &a,
+            &json!([det("dog", 0.8, [0.0, 0.0, 100.0, 100.0])]),
+        )
+        .unwrap_err();
         assert!(err.contains("label person vs dog"), "{err}");
         // A low-score detection may be missing on either side.
         let low = json!([det("car", 0.3699, [5.0, 5.0, 5.0, 5.0])]);
         assert_eq!(agree("objects", &low, &json!([])), Ok(()));
         assert_eq!(agree("objects", &json!([]), &low), Ok(()));
-        let err = agree("objects", &json!([det("car", 0.37, [5.0, 5.0, 5.0, 5.0])]), &json!([])).unwrap_err();
-        assert!(err.contains("reference[0] car 0.3700") && err.contains("other side is empty"), "{err}");
+        let err = agree(
+            "objects",
+            &json!([det("car", 0.37, [5.0, 5.0, 5.0, 5.0])]),
+            &json!([]),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("reference[0] car 0.3700") && err.contains("other side is empty"),
+            "{err}"
+        );
     }
 
     #[test]
     fn matching_is_one_to_one_and_optimal() {
         // A[0] fits B[0] and B[1]; A[1] fits only B[0]. First-fit in order
         // would give B[0] to A[0] and leave A[1] unpaired.
-        let a = json!([det("person", 0.8, [0.0, 0.0, 100.0, 100.0]), det("person", 0.8, [0.0, 0.0, 100.0, 88.0])]);
-        let b = json!([det("person", 0.8, [0.0, 0.0, 100.0, 95.0]), det("person", 0.8, [0.0, 0.0, 100.0, 100.0])]);
+        let a = json!([
+            det("person", 0.8, [0.0, 0.0, 100.0, 100.0]),
+            det("person", 0.8, [0.0, 0.0, 100.0, 88.0])
+        ]);
+        let b = json!([
+            det("person", 0.8, [0.0, 0.0, 100.0, 95.0]),
+            det("person", 0.8, [0.0, 0.0, 100.0, 100.0])
+        ]);
         assert_eq!(agree("objects", &a, &b), Ok(()));
         // Two references cannot share one detection.
         let b1 = json!([det("person", 0.8, [0.0, 0.0, 100.0, 95.0])]);
@@ -404,7 +509,10 @@ mod tests {
     fn required_items_win_over_optional_ones() {
         // B[0] fits both A[0] (optional, 0.36) and A[1] (required); the
         // matching must give it to A[1].
-        let a = json!([det("person", 0.36, [0.0, 0.0, 100.0, 100.0]), det("person", 0.38, [0.0, 0.0, 100.0, 97.0])]);
+        let a = json!([
+            det("person", 0.36, [0.0, 0.0, 100.0, 100.0]),
+            det("person", 0.38, [0.0, 0.0, 100.0, 97.0])
+        ]);
         let b = json!([det("person", 0.37, [0.0, 0.0, 100.0, 98.0])]);
         assert_eq!(agree("objects", &a, &b), Ok(()));
     }
@@ -417,23 +525,48 @@ mod tests {
     #[test]
     fn joy_allowances() {
         let a = json!([face(0.99, "happy", 0.59, "man", 0.9)]);
-        assert_eq!(agree("joy", &a, &json!([face(0.99, "sad", 0.7, "man", 0.9)])), Ok(()));
+        assert_eq!(
+            agree("joy", &a, &json!([face(0.99, "sad", 0.7, "man", 0.9)])),
+            Ok(())
+        );
         let err = agree("joy", &a, &json!([face(0.99, "happy", 0.6, "woman", 0.9)])).unwrap_err();
         assert!(err.contains("gender man (0.9000) vs woman"), "{err}");
         let a = json!([face(0.99, "happy", 0.95, "man", 0.55)]);
-        assert_eq!(agree("joy", &a, &json!([face(0.99, "happy", 0.95, "woman", 0.55)])), Ok(()));
+        assert_eq!(
+            agree(
+                "joy",
+                &a,
+                &json!([face(0.99, "happy", 0.95, "woman", 0.55)])
+            ),
+            Ok(())
+        );
         assert!(agree("joy", &a, &json!([face(0.99, "neutral", 0.5, "man", 0.55)])).is_err());
         // Faces under 0.82 may be missing.
-        assert_eq!(agree("joy", &json!([face(0.81, "happy", 0.9, "man", 0.9)]), &json!([])), Ok(()));
-        assert!(agree("joy", &json!([]), &json!([face(0.82, "happy", 0.9, "man", 0.9)])).is_err());
+        assert_eq!(
+            agree(
+                "joy",
+                &json!([face(0.81, "happy", 0.9, "man", 0.9)]),
+                &json!([])
+            ),
+            Ok(())
+        );
+        assert!(agree(
+            "joy",
+            &json!([]),
+            &json!([face(0.82, "happy", 0.9, "man", 0.9)])
+        )
+        .is_err());
     }
 
     #[test]
     fn colors_allowances() {
-        let a = json!([{"color": "#102030", "fraction": 0.5}, {"color": "#ffffff", "fraction": 0.5}]);
-        let b = json!([{"color": "#ffffff", "fraction": 0.47}, {"color": "#142434", "fraction": 0.53}]);
+        let a =
+            json!([{"color": "#102030", "fraction": 0.5}, {"color": "#ffffff", "fraction": 0.5}]);
+        let b =
+            json!([{"color": "#ffffff", "fraction": 0.47}, {"color": "#142434", "fraction": 0.53}]);
         assert_eq!(agree("colors", &a, &b), Ok(()));
-        let c = json!([{"color": "#ffffff", "fraction": 0.5}, {"color": "#152535", "fraction": 0.5}]);
+        let c =
+            json!([{"color": "#ffffff", "fraction": 0.5}, {"color": "#152535", "fraction": 0.5}]);
         let err = agree("colors", &a, &c).unwrap_err();
         assert!(err.contains("RGB distance 8.66 > 8"), "{err}");
         let d = json!([{"color": "#ffffff", "fraction": 0.5}]);
@@ -443,7 +576,12 @@ mod tests {
     #[test]
     fn malformed_input_is_an_error() {
         assert!(agree("objects", &json!({}), &json!([])).is_err());
-        assert!(agree("colors", &json!([{"color": "red", "fraction": 1.0}]), &json!([])).is_err());
+        assert!(agree(
+            "colors",
+            &json!([{"color": "red", "fraction": 1.0}]),
+            &json!([])
+        )
+        .is_err());
         assert!(agree("nope", &json!([]), &json!([])).is_err());
     }
 }

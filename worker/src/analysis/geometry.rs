@@ -102,7 +102,10 @@ pub fn nms(boxes: &[BBox], scores: &[f64], thr: f64, mode: Overlap) -> Vec<usize
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let mut keep: Vec<usize> = Vec::new();
     for i in order {
-        if keep.iter().all(|&j| boxes[i].overlap(&boxes[j], mode) <= thr) {
+        if keep
+            .iter()
+            .all(|&j| boxes[i].overlap(&boxes[j], mode) <= thr)
+        {
             keep.push(i);
         }
     }
@@ -144,15 +147,27 @@ mod tests {
             BBox::new(0.0, 0.0, 10.0, 10.0),
         ];
         // Highest first; box 1 suppresses 0 and 3.
-        assert_eq!(nms(&boxes, &[0.8, 0.9, 0.5, 0.7], 0.6, Overlap::Union), vec![1, 2]);
+        assert_eq!(
+            nms(&boxes, &[0.8, 0.9, 0.5, 0.7], 0.6, Overlap::Union),
+            vec![1, 2]
+        );
         // Ties keep input order: 0 is kept before 3, which it suppresses.
-        assert_eq!(nms(&boxes, &[0.5, 0.1, 0.2, 0.5], 0.6, Overlap::Union), vec![0, 2]);
+        assert_eq!(
+            nms(&boxes, &[0.5, 0.1, 0.2, 0.5], 0.6, Overlap::Union),
+            vec![0, 2]
+        );
         // Overlap exactly at the threshold is kept (drop only when `> thr`).
         let half = [BBox::new(0.0, 0.0, 2.0, 1.0), BBox::new(1.0, 0.0, 3.0, 1.0)];
-        assert_eq!(nms(&half, &[1.0, 0.9], 1.0 / 3.0, Overlap::Union), vec![0, 1]);
+        assert_eq!(
+            nms(&half, &[1.0, 0.9], 1.0 / 3.0, Overlap::Union),
+            vec![0, 1]
+        );
         assert_eq!(nms(&half, &[1.0, 0.9], 0.3, Overlap::Union), vec![0]);
         // Min mode: a box inside another is suppressed.
-        let nested = [BBox::new(0.0, 0.0, 10.0, 10.0), BBox::new(2.0, 2.0, 4.0, 4.0)];
+        let nested = [
+            BBox::new(0.0, 0.0, 10.0, 10.0),
+            BBox::new(2.0, 2.0, 4.0, 4.0),
+        ];
         assert_eq!(nms(&nested, &[0.9, 0.8], 0.7, Overlap::Min), vec![0]);
         assert_eq!(nms(&nested, &[0.9, 0.8], 0.7, Overlap::Union), vec![0, 1]);
     }
@@ -174,6 +189,9 @@ mod tests {
         assert_eq!(b, BBox::new(7.0, 20.0, 17.0, 30.0));
         let c = BBox::new(-5.0, 3.0, 700.0, 500.0).clipped(640.0, 480.0);
         assert_eq!(c, BBox::new(0.0, 3.0, 640.0, 480.0));
-        assert_eq!(c.to_xywh_json(), serde_json::json!([0.0, 3.0, 640.0, 477.0]));
+        assert_eq!(
+            c.to_xywh_json(),
+            serde_json::json!([0.0, 3.0, 640.0, 477.0])
+        );
     }
 }

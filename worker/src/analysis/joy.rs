@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -31,7 +31,9 @@ const GENDER_MARGIN: f64 = 10.0;
 /// P-Net plans kept per frame size; past this the cache starts over.
 const PNET_CACHE_MAX: usize = 64;
 
-pub const EMOTIONS: [&str; 7] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+pub const EMOTIONS: [&str; 7] = [
+    "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
+];
 pub const GENDERS: [&str; 2] = ["woman", "man"];
 
 /// A plan with its regression and probability outputs located.
@@ -47,7 +49,7 @@ pub struct Joy {
     pnet_model: InferenceModel,
     /// P-Net plans fixed to each pyramid level's concrete input shape
     /// (symbolic shapes run several times slower), keyed by (height, width).
-    pnet_plans: Mutex<HashMap<(usize, usize), std::sync::Arc<Net>>>,
+    pnet_plans: Mutex<HashMap<(usize, usize), Arc<Net>>>,
     rnet: Net,
     onet: Net,
     emotion: Plan,
@@ -82,7 +84,11 @@ fn locate(path: &Path, plan: Plan, expected: &str) -> Result<Net, ModelError> {
 
 /// Loads a softmax classifier on `[1,64,64,1]` and checks it has `classes` outputs.
 fn classifier(path: &Path, classes: usize) -> Result<Plan, ModelError> {
-    let plan = model::plan(path, model::read(path)?, Some(&[1, CLASSIFIER_SIZE, CLASSIFIER_SIZE, 1]))?;
+    let plan = model::plan(
+        path,
+        model::read(path)?,
+        &[1, CLASSIFIER_SIZE, CLASSIFIER_SIZE, 1],
+    )?;
     let shapes = model::output_shapes(&plan);
     if shapes.len() != 1 || shapes[0] != [Some(1), Some(classes)] {
         return Err(ModelError::Layout {
@@ -99,17 +105,31 @@ impl Joy {
         let pnet_path = dir.join(PNET_FILE);
         let pnet_model = model::read(&pnet_path)?;
         // Check the layout now on the smallest level (one 12×12 cell).
-        let probe = model::plan(&pnet_path, pnet_model.clone(), Some(&[1, 12, 12, 3]))?;
-        let probe = locate(&pnet_path, probe, "outputs bbox_reg [1,h,w,4] and prob [1,h,w,2]")?;
+        let probe = model::plan(&pnet_path, pnet_model.clone(), &[1, 12, 12, 3])?;
+        let probe = locate(
+            &pnet_path,
+            probe,
+            "outputs bbox_reg [1,h,w,4] and prob [1,h,w,2]",
+        )?;
         let mut plans = HashMap::new();
-        plans.insert((12, 12), std::sync::Arc::new(probe));
+        plans.insert((12, 12), Arc::new(probe));
 
         let rnet_path = dir.join(RNET_FILE);
-        let rnet = model::plan(&rnet_path, model::read(&rnet_path)?, None)?;
-        let rnet = locate(&rnet_path, rnet, "outputs bbox_reg [N,4] and prob [N,2] for input [N,24,24,3]")?;
+        // R-/O-Net run one crop at a time: a concrete batch of 1 is faster
+        // per crop in tract than any larger or symbolic batch.
+        let rnet = model::plan(&rnet_path, model::read(&rnet_path)?, &[1, 24, 24, 3])?;
+        let rnet = locate(
+            &rnet_path,
+            rnet,
+            "outputs bbox_reg [1,4] and prob [1,2] for input [1,24,24,3]",
+        )?;
         let onet_path = dir.join(ONET_FILE);
-        let onet = model::plan(&onet_path, model::read(&onet_path)?, None)?;
-        let onet = locate(&onet_path, onet, "outputs bbox_reg [N,4] and prob [N,2] for input [N,48,48,3]")?;
+        let onet = model::plan(&onet_path, model::read(&onet_path)?, &[1, 48, 48, 3])?;
+        let onet = locate(
+            &onet_path,
+            onet,
+            "outputs bbox_reg [1,4] and prob [1,2] for input [1,48,48,3]",
+        )?;
 
         Ok(Self {
             pnet_path,
@@ -124,13 +144,17 @@ impl Joy {
         })
     }
 
-    fn pnet(&self, h: usize, w: usize) -> anyhow::Result<std::sync::Arc<Net>> {
+    fn pnet(&self, h: usize, w: usize) -> anyhow::Result<Arc<Net>> {
         if let Some(net) = self.pnet_plans.lock().unwrap().get(&(h, w)) {
             return Ok(net.clone());
         }
         // Plan outside the lock; two threads may both plan the same shape.
-        let plan = model::plan(&self.pnet_path, self.pnet_model.clone(), Some(&[1, h, w, 3]))?;
-        let net = std::sync::Arc::new(locate(&self.pnet_path, plan, "P-Net outputs [1,h,w,4]/[1,h,w,2]")?);
+        let plan = model::plan(&self.pnet_path, self.pnet_model.clone(), &[1, h, w, 3])?;
+        let net = Arc::new(locate(
+            &self.pnet_path,
+            plan,
+            "P-Net outputs [1,h,w,4]/[1,h,w,2]",
+        )?);
         let mut plans = self.pnet_plans.lock().unwrap();
         if plans.len() >= PNET_CACHE_MAX {
             plans.clear();
@@ -168,22 +192,31 @@ impl Joy {
             let net = self.pnet(hs, ws)?;
             let out = model::run(&net.plan, &[1, hs, ws, 3], std::mem::take(&mut input))
                 .with_context(|| format!("running {} at {ws}x{hs}", self.pnet_path.display()))?;
-            let (level_boxes, level_scores) = pnet_candidates(&out[net.reg], &out[net.prob], scale)?;
+            let (level_boxes, level_scores) =
+                pnet_candidates(&out[net.reg], &out[net.prob], scale)?;
             for i in nms(&level_boxes, &level_scores, 0.5, Overlap::Union) {
                 boxes.push(level_boxes[i]);
                 scores.push(level_scores[i]);
             }
         }
-        let mut boxes: Vec<BBox> =
-            nms(&boxes, &scores, 0.7, Overlap::Union).into_iter().map(|i| boxes[i].squared()).collect();
+        let mut boxes: Vec<BBox> = nms(&boxes, &scores, 0.7, Overlap::Union)
+            .into_iter()
+            .map(|i| boxes[i].squared())
+            .collect();
 
         // 3. R-Net.
         let (b, s) = self.refine(frame, &boxes, &self.rnet, 24, RNET_THR)?;
-        boxes = nms(&b, &s, 0.7, Overlap::Union).into_iter().map(|i| b[i].squared()).collect();
+        boxes = nms(&b, &s, 0.7, Overlap::Union)
+            .into_iter()
+            .map(|i| b[i].squared())
+            .collect();
 
         // 4. O-Net.
         let (b, s) = self.refine(frame, &boxes, &self.onet, 48, ONET_THR)?;
-        Ok(nms(&b, &s, 0.7, Overlap::Min).into_iter().map(|i| (b[i], s[i])).collect())
+        Ok(nms(&b, &s, 0.7, Overlap::Min)
+            .into_iter()
+            .map(|i| (b[i], s[i]))
+            .collect())
     }
 
     /// One R-/O-Net stage: crop each box at `size`, keep `prob ≥ thr`,
@@ -196,29 +229,20 @@ impl Joy {
         size: usize,
         thr: f64,
     ) -> anyhow::Result<(Vec<BBox>, Vec<f64>)> {
-        let mut kept = Vec::with_capacity(boxes.len());
-        let mut input = Vec::with_capacity(boxes.len() * size * size * 3);
-        for b in boxes {
-            if let Some(crop) = crop_rgb(frame, b, size) {
-                self.normalise(&crop, &mut input);
-                kept.push(*b);
-            }
-        }
-        if kept.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let n = kept.len();
-        let out = model::run(&net.plan, &[n, size, size, 3], input)?;
-        let reg = model::as_f32(&out[net.reg], n * 4, "bbox_reg")?;
-        let prob = model::as_f32(&out[net.prob], n * 2, "prob")?;
         let mut res_boxes = Vec::new();
         let mut res_scores = Vec::new();
-        for (i, b) in kept.iter().enumerate() {
-            let p = prob[2 * i + 1] as f64;
+        for b in boxes {
+            let Some(crop) = crop_rgb(frame, b, size) else {
+                continue;
+            };
+            let mut input = Vec::with_capacity(crop.len());
+            self.normalise(&crop, &mut input);
+            let out = model::run(&net.plan, &[1, size, size, 3], input)?;
+            let p = model::as_f32(&out[net.prob], 2, "prob")?[1] as f64;
             if p < thr {
                 continue;
             }
-            let d = &reg[4 * i..4 * i + 4];
+            let d = model::as_f32(&out[net.reg], 4, "bbox_reg")?;
             let (bw, bh) = (b.width(), b.height());
             res_boxes.push(BBox::new(
                 b.x1 + d[0] as f64 * bw,
@@ -232,8 +256,22 @@ impl Joy {
     }
 
     /// Softmax classifier on a gray crop resized to 64×64: (class, probability).
-    fn classify(&self, plan: &Plan, gray: &[u8], stride: usize, r: Region, classes: usize) -> anyhow::Result<(usize, f64)> {
-        let px = resize_region(gray, stride, r, 1, CLASSIFIER_SIZE as u32, CLASSIFIER_SIZE as u32);
+    fn classify(
+        &self,
+        plan: &Plan,
+        gray: &[u8],
+        stride: usize,
+        r: Region,
+        classes: usize,
+    ) -> anyhow::Result<(usize, f64)> {
+        let px = resize_region(
+            gray,
+            stride,
+            r,
+            1,
+            CLASSIFIER_SIZE as u32,
+            CLASSIFIER_SIZE as u32,
+        );
         let input: Vec<f32> = px.iter().map(|&v| self.gray_lut[v as usize]).collect();
         let out = model::run(plan, &[1, CLASSIFIER_SIZE, CLASSIFIER_SIZE, 1], input)?;
         let p = model::as_f32(&out[0], classes, "class probabilities")?;
@@ -248,9 +286,16 @@ impl Joy {
 }
 
 /// P-Net cells with `prob ≥ 0.6`, in row-major order, as frame boxes.
-fn pnet_candidates(reg: &TValue, prob: &TValue, scale: f64) -> anyhow::Result<(Vec<BBox>, Vec<f64>)> {
+fn pnet_candidates(
+    reg: &TValue,
+    prob: &TValue,
+    scale: f64,
+) -> anyhow::Result<(Vec<BBox>, Vec<f64>)> {
     let shape = prob.shape();
-    anyhow::ensure!(shape.len() == 4 && shape[3] == 2, "P-Net prob has shape {shape:?}");
+    anyhow::ensure!(
+        shape.len() == 4 && shape[3] == 2,
+        "P-Net prob has shape {shape:?}"
+    );
     let (rows, cols) = (shape[1], shape[2]);
     let prob = model::as_f32(prob, rows * cols * 2, "P-Net prob")?;
     let reg = model::as_f32(reg, rows * cols * 4, "P-Net bbox_reg")?;
@@ -288,7 +333,12 @@ fn crop_rgb(frame: &RgbFrame, b: &BBox, size: usize) -> Option<Vec<u8>> {
     let (cw, ch) = ((x2 - x1) as usize, (y2 - y1) as usize);
     let s = size as u32;
     if x1 >= 0 && y1 >= 0 && x2 <= w && y2 <= h {
-        let r = Region { x: x1 as usize, y: y1 as usize, w: cw, h: ch };
+        let r = Region {
+            x: x1 as usize,
+            y: y1 as usize,
+            w: cw,
+            h: ch,
+        };
         return Some(resize_region(&frame.data, w as usize * 3, r, 3, s, s));
     }
     let mut padded = vec![0u8; cw * ch * 3];
@@ -301,7 +351,12 @@ fn crop_rgb(frame: &RgbFrame, b: &BBox, size: usize) -> Option<Vec<u8>> {
             padded[dst..dst + n].copy_from_slice(&frame.data[src..src + n]);
         }
     }
-    let full = Region { x: 0, y: 0, w: cw, h: ch };
+    let full = Region {
+        x: 0,
+        y: 0,
+        w: cw,
+        h: ch,
+    };
     Some(resize_region(&padded, cw * 3, full, 3, s, s))
 }
 
@@ -309,7 +364,12 @@ fn crop_rgb(frame: &RgbFrame, b: &BBox, size: usize) -> Option<Vec<u8>> {
 /// already clipped box, or `None` when empty.
 fn pixel_region(b: &BBox) -> Option<Region> {
     let [x1, y1, x2, y2] = [b.x1, b.y1, b.x2, b.y2].map(|v| round_half_up(v).max(0.0) as usize);
-    (x2 > x1 && y2 > y1).then(|| Region { x: x1, y: y1, w: x2 - x1, h: y2 - y1 })
+    (x2 > x1 && y2 > y1).then(|| Region {
+        x: x1,
+        y: y1,
+        w: x2 - x1,
+        h: y2 - y1,
+    })
 }
 
 impl Analysis for Joy {
@@ -324,9 +384,13 @@ impl Analysis for Joy {
         let mut results = Vec::new();
         for (face, score) in faces {
             let b = face.clipped(w, h);
-            let grown =
-                BBox::new(b.x1 - GENDER_MARGIN, b.y1 - GENDER_MARGIN, b.x2 + GENDER_MARGIN, b.y2 + GENDER_MARGIN)
-                    .clipped(w, h);
+            let grown = BBox::new(
+                b.x1 - GENDER_MARGIN,
+                b.y1 - GENDER_MARGIN,
+                b.x2 + GENDER_MARGIN,
+                b.y2 + GENDER_MARGIN,
+            )
+            .clipped(w, h);
             let (Some(er), Some(gr)) = (pixel_region(&b), pixel_region(&grown)) else {
                 continue;
             };
@@ -336,8 +400,18 @@ impl Analysis for Joy {
                 let row = &frame.data[(y * frame.width as usize + gr.x) * 3..][..gr.w * 3];
                 gray.extend(row.chunks_exact(3).map(|p| gray_px(p[0], p[1], p[2])));
             }
-            let local = Region { x: er.x - gr.x, y: er.y - gr.y, w: er.w, h: er.h };
-            let whole = Region { x: 0, y: 0, w: gr.w, h: gr.h };
+            let local = Region {
+                x: er.x - gr.x,
+                y: er.y - gr.y,
+                w: er.w,
+                h: er.h,
+            };
+            let whole = Region {
+                x: 0,
+                y: 0,
+                w: gr.w,
+                h: gr.h,
+            };
             let (e, e_p) = self.classify(&self.emotion, &gray, gr.w, local, EMOTIONS.len())?;
             let (g, g_p) = self.classify(&self.gender, &gray, gr.w, whole, GENDERS.len())?;
             results.push(json!({
@@ -367,7 +441,9 @@ mod tests {
         // Same size, so no resampling: first column black, the rest white.
         let col0: Vec<u8> = out.chunks_exact(9).map(|row| row[0]).collect();
         assert_eq!(col0, vec![0, 0, 0]);
-        assert!(out.chunks_exact(9).all(|row| row[3..].iter().all(|&v| v == 255)));
+        assert!(out
+            .chunks_exact(9)
+            .all(|row| row[3..].iter().all(|&v| v == 255)));
         // Rounding half up: [0.5, 1.4) rounds to [1, 1): no area.
         assert!(crop_rgb(&f, &BBox::new(0.5, 0.0, 1.4, 2.0), 3).is_none());
     }
@@ -376,7 +452,12 @@ mod tests {
     fn pixel_regions_round_half_up() {
         assert_eq!(
             pixel_region(&BBox::new(0.5, 1.49, 3.5, 4.0)),
-            Some(Region { x: 1, y: 1, w: 3, h: 3 })
+            Some(Region {
+                x: 1,
+                y: 1,
+                w: 3,
+                h: 3
+            })
         );
         assert_eq!(pixel_region(&BBox::new(2.0, 0.0, 2.4, 5.0)), None);
     }

@@ -44,8 +44,18 @@ pub enum ModelError {
     },
     #[error("model file {}: not a loadable ONNX model: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
+    #[error("model file {}: does not run on {input}: {reason}", path.display())]
+    Unusable {
+        path: PathBuf,
+        input: String,
+        reason: String,
+    },
     #[error("model file {}: expected {expected}, found {found}", path.display())]
-    Layout { path: PathBuf, expected: String, found: String },
+    Layout {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
 }
 
 /// Names of the built-in analyses available.
@@ -59,7 +69,11 @@ pub fn load(name: &str, models_dir: &Path) -> Result<Arc<dyn Analysis>, ModelErr
         "colors" => Arc::new(Colors),
         "objects" => Arc::new(Objects::load(&models_dir.join(objects::MODEL_FILE))?),
         "joy" => Arc::new(Joy::load(models_dir)?),
-        _ => return Err(ModelError::UnknownAnalysis { name: name.to_owned() }),
+        _ => {
+            return Err(ModelError::UnknownAnalysis {
+                name: name.to_owned(),
+            })
+        }
     })
 }
 
@@ -71,7 +85,9 @@ pub fn gray(frame: &RgbFrame) -> Vec<u8> {
 
 /// [`gray`] of a packed RGB24 buffer.
 pub(crate) fn gray_of(rgb: &[u8]) -> Vec<u8> {
-    rgb.chunks_exact(3).map(|p| gray_px(p[0], p[1], p[2])).collect()
+    rgb.chunks_exact(3)
+        .map(|p| gray_px(p[0], p[1], p[2]))
+        .collect()
 }
 
 #[inline]

@@ -24,16 +24,86 @@ const STD: [f32; 3] = [57.375, 57.12, 58.395];
 
 /// The 80 COCO labels in the standard order.
 pub const COCO_LABELS: [&str; CLASSES] = [
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 ];
 
 /// The `objects` analysis: a NanoDet-m plan and, per stride, which outputs
@@ -57,12 +127,16 @@ pub(crate) struct Candidate {
 
 impl Objects {
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let plan = model::plan(path, model::read(path)?, Some(&[1, 3, SIZE, SIZE]))?;
+        let plan = model::plan(path, model::read(path)?, &[1, 3, SIZE, SIZE])?;
         let shapes = model::output_shapes(&plan);
         let find = |n: usize, last: usize| {
             let want = [Some(1), Some(n), Some(last)];
-            let hits: Vec<usize> =
-                shapes.iter().enumerate().filter(|(_, s)| s.as_slice() == want).map(|(i, _)| i).collect();
+            let hits: Vec<usize> = shapes
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.as_slice() == want)
+                .map(|(i, _)| i)
+                .collect();
             (hits.len() == 1).then(|| hits[0])
         };
         let mut heads = [(0, 0, 0); 3];
@@ -73,20 +147,33 @@ impl Objects {
                 _ => {
                     return Err(ModelError::Layout {
                         path: path.into(),
-                        expected: "outputs [1,n,80]/[1,n,44] for strides 8,16,32 (n = 2704, 676, 169)"
-                            .into(),
+                        expected:
+                            "outputs [1,n,80]/[1,n,44] for strides 8,16,32 (n = 2704, 676, 169)"
+                                .into(),
                         found: model::fmt_shapes(&shapes),
                     })
                 }
             }
         }
         let lut = std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 - MEAN[c]) / STD[c]));
-        Ok(Self { plan, heads, lut, path: path.into() })
+        Ok(Self {
+            plan,
+            heads,
+            lut,
+            path: path.into(),
+        })
     }
 
     /// The NCHW BGR normalised input for one frame.
     fn input(&self, frame: &RgbFrame) -> Vec<f32> {
-        let rgb = resize_bilinear(&frame.data, frame.width, frame.height, 3, SIZE as u32, SIZE as u32);
+        let rgb = resize_bilinear(
+            &frame.data,
+            frame.width,
+            frame.height,
+            3,
+            SIZE as u32,
+            SIZE as u32,
+        );
         let plane = SIZE * SIZE;
         let mut data = vec![0f32; 3 * plane];
         let (b, rest) = data.split_at_mut(plane);
@@ -117,7 +204,11 @@ impl Objects {
 /// Decodes one stride's outputs into `out`.
 pub(crate) fn decode_stride(s: usize, cls: &[f32], reg: &[f32], out: &mut Vec<Candidate>) {
     let g = SIZE / s;
-    for (i, (scores, dist)) in cls.chunks_exact(CLASSES).zip(reg.chunks_exact(4 * BINS)).enumerate() {
+    for (i, (scores, dist)) in cls
+        .chunks_exact(CLASSES)
+        .zip(reg.chunks_exact(4 * BINS))
+        .enumerate()
+    {
         // argmax, first maximum wins
         let (mut class, mut score) = (0, scores[0]);
         for (c, &v) in scores.iter().enumerate().skip(1) {
@@ -163,10 +254,16 @@ pub(crate) fn select(cands: &[Candidate]) -> Vec<usize> {
     classes.sort_unstable();
     classes.dedup();
     for class in classes {
-        let idx: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].class == class).collect();
+        let idx: Vec<usize> = (0..cands.len())
+            .filter(|&i| cands[i].class == class)
+            .collect();
         let boxes: Vec<BBox> = idx.iter().map(|&i| cands[i].bbox).collect();
         let scores: Vec<f64> = idx.iter().map(|&i| cands[i].score as f64).collect();
-        kept.extend(nms(&boxes, &scores, NMS_THR, Overlap::Union).into_iter().map(|k| idx[k]));
+        kept.extend(
+            nms(&boxes, &scores, NMS_THR, Overlap::Union)
+                .into_iter()
+                .map(|k| idx[k]),
+        );
     }
     kept.sort_by(|&a, &b| {
         cands[b]
@@ -218,7 +315,11 @@ mod tests {
     use super::*;
 
     fn cand(score: f32, class: usize, x: f64) -> Candidate {
-        Candidate { score, class, bbox: BBox::new(x, 0.0, x + 10.0, 10.0) }
+        Candidate {
+            score,
+            class,
+            bbox: BBox::new(x, 0.0, x + 10.0, 10.0),
+        }
     }
 
     #[test]

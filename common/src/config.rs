@@ -122,7 +122,7 @@ impl Default for WorkerSection {
             data_dir: "./data/worker-{name}".into(),
             listen: "127.0.0.1:0".into(),
             models_dir: "./models".into(),
-            models: vec!["objects".into(), "colors".into()],
+            models: vec!["objects".into(), "joy".into(), "colors".into()],
             capacity: 1,
             pipeline_depth: 8,
             report_batch: 4,

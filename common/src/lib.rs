@@ -7,7 +7,7 @@ pub mod retry;
 
 /// Analyses this build can run, in their canonical order. Submissions naming
 /// anything else are refused with this list.
-pub const KNOWN_ANALYSES: &[&str] = &["objects", "colors"];
+pub const KNOWN_ANALYSES: &[&str] = &["objects", "joy", "colors"];
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

@@ -296,11 +296,16 @@ impl Panoptes for ApiService {
                 name: m.to_string(),
                 family: match *m {
                     "objects" => "nanodet".into(),
+                    "joy" => "mtcnn+classifiers".into(),
                     "colors" => "kmeans".into(),
                     other => other.into(),
                 },
                 files: match *m {
                     "objects" => vec!["nanodet_m_416_coco.onnx".into()],
+                    "joy" => ["mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx", "emotion_mini_xception_fer2013.onnx", "gender_oarriaga_gray64.onnx"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
                     _ => vec![],
                 },
             })

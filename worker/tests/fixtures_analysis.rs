@@ -2,12 +2,10 @@
 //! `shared/fixtures` (real models from `shared/models`), judged by the spec's
 //! Equality rule. Every disagreement is printed; agreement must be 100%.
 //!
-//! Frames come from the ffmpeg CLI (`-pix_fmt rgb24`): the clips are
-//! lossless bgr0, so this equals swscale's conversion.
+//! Frames come from the worker's own decoder and converter (panoptes-media).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,56 +18,13 @@ fn shared_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
 }
 
-/// Width and height of the first video stream.
-fn probe_size(clip: &Path) -> (u32, u32) {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(clip)
-        .output()
-        .expect("run ffprobe");
-    assert!(
-        out.status.success(),
-        "ffprobe {}: {}",
-        clip.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut it = text
-        .trim()
-        .split(',')
-        .map(|v| v.parse::<u32>().expect("ffprobe size"));
-    (it.next().unwrap(), it.next().unwrap())
-}
-
-/// Every frame of the clip as packed RGB24, via the ffmpeg CLI.
+/// Every frame of the clip as packed RGB24, through the worker's own decoder
+/// and swscale conversion (panoptes-media), as in the cluster.
 fn decode_rgb(clip: &Path) -> Vec<RgbFrame> {
-    let (w, h) = probe_size(clip);
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(clip)
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg {}: {}",
-        clip.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let size = (w * h * 3) as usize;
-    assert_eq!(out.stdout.len() % size, 0, "raw output is not whole frames");
-    out.stdout
-        .chunks_exact(size)
-        .map(|c| RgbFrame::new(w, h, c.to_vec()))
+    panoptes_media::decode_rgb(clip.to_str().unwrap(), 1, 0, u64::MAX, 720)
+        .unwrap_or_else(|e| panic!("decode {}: {e}", clip.display()))
+        .into_iter()
+        .map(|(_, _, f)| f)
         .collect()
 }
 

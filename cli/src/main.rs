@@ -242,17 +242,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
     };
     let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.worker_data_dir(&a.name));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("failed to create {}", data_dir.display()))?;
-    let opts = panoptes_worker::node::WorkerOptions {
-        name: a.name.clone(),
-        coordinators,
-        models_dir: PathBuf::from(&cfg.worker.models_dir),
-        models: cfg.worker.models.clone(),
-        capacity: cfg.worker.capacity,
-        depth: cfg.worker.pipeline_depth,
-        batch: cfg.worker.report_batch,
-        max_restarts: cfg.worker.max_restarts,
-        advertise: cfg.worker.listen.clone(),
-    };
+    let opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, &a.name, coordinators);
     panoptes_worker::node::run(opts, shutdown_signal()).await
 }
 

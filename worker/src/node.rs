@@ -31,6 +31,23 @@ pub struct WorkerOptions {
     pub advertise: String,
 }
 
+impl WorkerOptions {
+    /// Options from a loaded (and overridden) configuration.
+    pub fn from_config(cfg: &panoptes_common::config::Config, name: &str, coordinators: Vec<String>) -> Self {
+        WorkerOptions {
+            name: name.to_string(),
+            coordinators,
+            models_dir: PathBuf::from(&cfg.worker.models_dir),
+            models: cfg.worker.models.clone(),
+            capacity: cfg.worker.capacity,
+            depth: cfg.worker.pipeline_depth,
+            batch: cfg.worker.report_batch,
+            max_restarts: cfg.worker.max_restarts,
+            advertise: cfg.worker.listen.clone(),
+        }
+    }
+}
+
 /// Load every configured analysis now, so a missing or broken model file
 /// stops the worker at start-up with a message naming it.
 pub fn load_analyses(opts: &WorkerOptions) -> anyhow::Result<HashMap<String, Arc<dyn Analysis>>> {

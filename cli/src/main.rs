@@ -50,6 +50,9 @@ enum Cmd {
     Coordinator(CoordinatorArgs),
     /// Run a worker (decodes and analyses the shards it leases).
     Worker(WorkerArgs),
+    /// Analyse a video on this machine with the worker's own pipeline, no cluster;
+    /// prints results like `results` does.
+    Analyze(AnalyzeArgs),
     /// Submit a video file or URL for analysis; prints the job id.
     Submit(SubmitArgs),
     /// Show a job's state and progress.
@@ -146,6 +149,27 @@ struct SubmitArgs {
     request_id: Option<String>,
     #[command(flatten)]
     client: ClientOpts,
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// A local video path, file://, http:// or https:// URL.
+    source: String,
+    /// Analyses to run, comma-separated, e.g. objects,joy,colors.
+    #[arg(long, value_delimiter = ',', required = true)]
+    models: Vec<String>,
+    /// Analyse every Nth frame (frames n with n % N == 0).
+    #[arg(long, default_value_t = 1)]
+    frame_step: u64,
+    /// One JSON object per line: {"frame","timestamp","model","results"}.
+    #[arg(long)]
+    json: bool,
+    /// Directory with the ONNX models (env PANOPTES_MODELS_DIR; default: worker.models_dir).
+    #[arg(long, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+    /// Config file (model registry, models_dir, target_height).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -317,6 +341,55 @@ fn resolve_source(source: &str) -> String {
         Err(_) if p.is_relative() => std::env::current_dir().map(|d| d.join(p).display().to_string()).unwrap_or_else(|_| source.to_string()),
         Err(_) => source.to_string(),
     }
+}
+
+async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
+    let mut cfg = load_config(a.config.as_deref())?;
+    if let Some(m) = &a.models_dir {
+        cfg.worker.models_dir = m.display().to_string();
+    }
+    if a.frame_step == 0 {
+        anyhow::bail!("--frame-step must be at least 1");
+    }
+    let mut names: Vec<String> = Vec::new();
+    for m in &a.models {
+        let m = m.trim().to_string();
+        if names.contains(&m) {
+            anyhow::bail!("model '{m}' is listed twice");
+        }
+        names.push(m);
+    }
+    cfg.worker.models = names.clone();
+    cfg.validate()?;
+    panoptes_common::logging::init(&cfg.log.format, "warn");
+    let opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, "local", Vec::new());
+    let loaded = panoptes_worker::node::load_analyses(&opts)?;
+    let analyses = names.iter().map(|n| (n.clone(), loaded[n].clone())).collect();
+    let run = panoptes_worker::local::LocalRun {
+        source: resolve_source(&a.source),
+        analyses,
+        frame_step: a.frame_step,
+        target_height: cfg.cluster.target_height,
+        depth: cfg.worker.pipeline_depth,
+        batch: cfg.worker.report_batch,
+        max_restarts: cfg.worker.max_restarts,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let json_out = a.json;
+    panoptes_worker::local::analyze(run, |f| {
+        for o in f.outputs {
+            let results: Value = serde_json::from_str(&o.results_json)?;
+            if json_out {
+                writeln!(out, "{}", json!({"frame": f.frame, "timestamp": f.timestamp, "model": o.model, "results": results}))?;
+            } else {
+                writeln!(out, "{}", render::result_line(f.frame, f.timestamp, &o.model, &results))?;
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn submit(a: SubmitArgs) -> Result<ExitCode> {
@@ -510,6 +583,7 @@ async fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Coordinator(a) => run_coordinator(a).await.map(|_| ExitCode::SUCCESS),
         Cmd::Worker(a) => run_worker(a).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Analyze(a) => analyze(a).await,
         Cmd::Submit(a) => submit(a).await,
         Cmd::Status(a) => status(a).await,
         Cmd::Results(a) => results(a).await,

@@ -54,6 +54,9 @@ pub fn status_text(s: &pb::JobStatus, state: &str) -> String {
 
 /// One line per (frame, model) with the findings summarised.
 pub fn result_line(frame: u64, ts: f64, model: &str, results: &Value) -> String {
+    if let Some(e) = results.get("error").and_then(|e| e.as_str()) {
+        return format!("frame {frame:>6}  {ts:>8.3}s  {model:<8} ERROR {e}");
+    }
     let items = results.as_array().cloned().unwrap_or_default();
     let summary: Vec<String> = items
         .iter()

@@ -164,3 +164,29 @@ fn t04_worker_killed_mid_shard_loses_nothing() {
         assert!(seen.insert((r["frame"].as_u64().unwrap(), r["model"].as_str().unwrap().to_string())), "duplicate {r}");
     }
 }
+
+/// 5. `panoptes analyze` (no cluster) and a cluster run of the same clip give
+///    identical results, for all three analyses, on a clip with real content.
+#[test]
+fn t05_analyze_and_cluster_give_identical_results() {
+    let c = Cluster::start(&["w1", "w2"]);
+    let clip = panoptes_tests::shared_dir().join("fixtures/astronaut_zoom.mkv");
+    let clip = clip.to_str().unwrap();
+    let models = "objects,joy,colors";
+
+    let out = std::process::Command::new(panoptes_tests::bin())
+        .args(["analyze", clip, "--models", models, "--frame-step", "3", "--json", "--models-dir"])
+        .arg(panoptes_tests::models_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "analyze failed: {}", String::from_utf8_lossy(&out.stderr));
+    let local: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(local.len(), 8 * 3, "24 frames, every 3rd, 3 models");
+    assert!(local.iter().any(|r| r["model"] == "joy" && !r["results"].as_array().unwrap().is_empty()), "no face found");
+
+    let s = c.cli_json(&["submit", clip, "--models", models, "--frame-step", "3", "--wait", "--json"]);
+    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
+    let cluster = c.results(s["job_id"].as_str().unwrap());
+    assert_eq!(local, cluster, "analyze and the cluster disagree");
+}

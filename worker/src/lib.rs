@@ -1,5 +1,6 @@
 //! The Panoptes worker: decoding, resizing and per-model analysis of leased
 //! shards, in ractor actors under supervisors.
 pub mod analysis;
+pub mod local;
 pub mod node;
 pub mod pipeline;

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::analysis::{self, Analysis};
 use crate::pipeline::supervisor::ShardSupervisor;
-use crate::pipeline::ShardJob;
+use crate::pipeline::{ReportSink, ShardJob};
 
 /// How a worker runs.
 #[derive(Clone)]
@@ -150,7 +150,7 @@ impl Actor for WorkerActor {
                         worker: st.opts.name.clone(),
                         assignment: a.clone(),
                         analyses,
-                        coordinators: st.coords.clone(),
+                        sink: ReportSink::Coordinators(st.coords.clone()),
                         depth: st.opts.depth.max(1),
                         batch: st.opts.batch.clamp(1, st.opts.depth.max(1)),
                         max_restarts: st.opts.max_restarts,

@@ -222,6 +222,9 @@ impl State {
             }
             for (mi, m) in models.iter().enumerate() {
                 let o = f.outputs.iter().find(|o| &o.model == m).expect("validated above");
+                if o.results_json.starts_with("{\"error\"") {
+                    j.counters.errors += 1; // a per-frame analysis error, recorded as that frame's result
+                }
                 sink.put(r.job, f.frame, mi as u8, f.timestamp, &o.results_json);
             }
             stored += 1;

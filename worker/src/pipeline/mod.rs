@@ -28,7 +28,8 @@ pub struct ShardJob {
     pub assignment: ShardAssignment,
     /// The job's analyses, in the job's model order.
     pub analyses: Vec<Arc<dyn Analysis>>,
-    pub coordinators: Coordinators,
+    /// Where acknowledged results go.
+    pub sink: ReportSink,
     pub depth: u32,
     pub batch: u32,
     pub max_restarts: u32,
@@ -38,6 +39,16 @@ impl ShardJob {
     pub fn label(&self) -> String {
         format!("{}/{}", self.assignment.job_id, self.assignment.shard)
     }
+}
+
+/// Where a shard's reports are delivered.
+#[derive(Clone)]
+pub enum ReportSink {
+    /// The cluster: a report is acknowledged once the coordinators committed it.
+    Coordinators(Coordinators),
+    /// A local run (`panoptes analyze`): a report is acknowledged once it is
+    /// handed to this channel.
+    Local(tokio::sync::mpsc::UnboundedSender<panoptes_proto::worker::ReportRequest>),
 }
 
 /// The pipeline generation a message belongs to: after a restart, messages

@@ -10,7 +10,7 @@ use panoptes_proto::worker::{self as pb, worker_api_client::WorkerApiClient};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, warn};
 
-use super::{Links, ReporterMsg, ShardJob, ShardMsg};
+use super::{Links, ReportSink, ReporterMsg, ShardJob, ShardMsg};
 
 pub struct ReporterActor;
 
@@ -126,11 +126,20 @@ async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<()
 /// backoff. The coordinator stores each (frame, model) once, so a retry of a
 /// report that was in fact committed is harmless.
 pub async fn send_report(job: &ShardJob, req: pb::ReportRequest) -> Result<pb::ReportResponse, tonic::Status> {
+    let coordinators = match &job.sink {
+        ReportSink::Coordinators(c) => c,
+        ReportSink::Local(tx) => {
+            let stored = req.frames.len() as u32;
+            return match tx.send(req) {
+                Ok(()) => Ok(pb::ReportResponse { accepted: true, reason: String::new(), stored }),
+                Err(_) => Ok(pb::ReportResponse { accepted: false, reason: "the local run was stopped".into(), stored: 0 }),
+            };
+        }
+    };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
     loop {
-        let r = job
-            .coordinators
-            .call(job.coordinators.addrs().len(), |ch| {
+        let r = coordinators
+            .call(coordinators.addrs().len(), |ch| {
                 let req = req.clone();
                 async move {
                     WorkerApiClient::new(ch)

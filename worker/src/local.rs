@@ -1,0 +1,86 @@
+//! `panoptes analyze`: the worker's own shard pipeline (the same supervisor,
+//! decoder, resizer, model actors and reporter) run on one machine with no
+//! cluster. The whole video is one shard whose reports go to a local channel
+//! instead of the coordinators.
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use panoptes_proto::worker::{FrameReport, ShardAssignment};
+use ractor::Actor;
+
+use crate::analysis::Analysis;
+use crate::pipeline::supervisor::ShardSupervisor;
+use crate::pipeline::{ReportSink, ShardJob};
+
+pub struct LocalRun {
+    pub source: String,
+    /// Analyses in output order, with their names.
+    pub analyses: Vec<(String, Arc<dyn Analysis>)>,
+    pub frame_step: u64,
+    pub target_height: u32,
+    pub depth: u32,
+    pub batch: u32,
+    pub max_restarts: u32,
+}
+
+/// Analyse `run.source`, calling `on_frame` for every analysed frame in
+/// order, with one output per analysis in the given order.
+pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Result<()>) -> Result<()> {
+    panoptes_media::init();
+    let source = panoptes_media::normalize_source(&run.source)?;
+    let src = source.clone();
+    let info = tokio::task::spawn_blocking(move || panoptes_media::probe(&src)).await??;
+    if info.frames == 0 {
+        bail!("'{source}' has no video frames to analyse");
+    }
+    let seek = info.keyframe_before(0);
+    let assignment = ShardAssignment {
+        job_id: "local".into(),
+        shard: 0,
+        epoch: 1,
+        source: source.clone(),
+        models: run.analyses.iter().map(|(n, _)| n.clone()).collect(),
+        frame_step: run.frame_step.max(1),
+        start_frame: 0,
+        end_frame: info.frames,
+        resume_frame: 0,
+        seek_frame: seek.map(|k| k.0).unwrap_or(0),
+        seek_pts: seek.map(|k| k.1).unwrap_or(i64::MIN),
+        pts0: info.pts0,
+        time_base_num: info.time_base.0,
+        time_base_den: info.time_base.1,
+        target_height: run.target_height,
+        live: false,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let depth = run.depth.max(1);
+    let job = ShardJob {
+        worker: "local".into(),
+        assignment,
+        analyses: run.analyses.iter().map(|(_, a)| a.clone()).collect(),
+        sink: ReportSink::Local(tx),
+        depth,
+        batch: run.batch.clamp(1, depth),
+        max_restarts: run.max_restarts,
+    };
+    let (actor, handle) = Actor::spawn(None, ShardSupervisor, job).await.context("failed to start the pipeline")?;
+    let mut done = false;
+    while let Some(report) = rx.recv().await {
+        if !report.error.is_empty() {
+            actor.stop(None);
+            bail!("{}", report.error);
+        }
+        for f in report.frames {
+            on_frame(f)?;
+        }
+        if report.done {
+            done = true;
+            break;
+        }
+    }
+    let _ = handle.await;
+    if !done {
+        bail!("the pipeline stopped before the end of '{source}'");
+    }
+    Ok(())
+}

@@ -5,9 +5,10 @@ pub mod ids;
 pub mod logging;
 pub mod retry;
 
-/// Analyses this build can run, in their canonical order. Submissions naming
-/// anything else are refused with this list.
-pub const KNOWN_ANALYSES: &[&str] = &["objects", "joy", "colors"];
+/// The built-in analyses, in their canonical order. They are always in the
+/// model registry (`Config::models`), which may add more; check submissions
+/// against the registry, not this list.
+pub const KNOWN_ANALYSES: &[&str] = config::BUILTIN_MODELS;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

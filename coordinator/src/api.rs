@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures::Stream;
 use panoptes_common::ids::JobId;
-use panoptes_common::{now_ms, KNOWN_ANALYSES};
+use panoptes_common::config::Config;
+use panoptes_common::now_ms;
 use panoptes_proto::api as pb;
 use panoptes_proto::api::panoptes_server::{Panoptes, PanoptesServer};
 use tonic::{Request as Req, Response as Resp, Status};
@@ -62,7 +63,18 @@ pub fn status_pb(j: &Job) -> pb::JobStatus {
 }
 
 /// Check a submission and turn it into a job spec, or say what is wrong.
-pub fn validate_submit(r: &pb::SubmitRequest, default_height: u32, max_attempts: u32) -> Result<JobSpec, Status> {
+///
+/// Model names are checked against the model registry of `cfg` (the
+/// built-ins plus the `[models]` of this coordinator's config file). When
+/// `worker.models_dir` of `cfg` (relative to this process's working
+/// directory) exists here, each named model's files must exist in it too;
+/// when it does not exist here the check is skipped, since the files live
+/// on the workers, which refuse to start without them. Absolute file names
+/// are not checked here either.
+pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, Status> {
+    let default_height = cfg.cluster.target_height;
+    let max_attempts = cfg.cluster.max_shard_attempts;
+    let known = || cfg.model_names().join(", ");
     let source = r.source.trim();
     if source.is_empty() {
         return Err(Status::invalid_argument("source is empty: give a video path, file:// or http(s):// URL"));
@@ -72,16 +84,31 @@ pub fn validate_submit(r: &pb::SubmitRequest, default_height: u32, max_attempts:
     }
     let source = panoptes_media::normalize_source(source).map_err(|e| Status::invalid_argument(e.to_string()))?;
     if r.models.is_empty() {
-        return Err(Status::invalid_argument(format!("no models given; known models: {}", KNOWN_ANALYSES.join(", "))));
+        return Err(Status::invalid_argument(format!("no models given; known models: {}", known())));
     }
+    let models_dir = Path::new(&cfg.worker.models_dir);
+    let check_files = models_dir.is_dir();
     let mut models: Vec<String> = Vec::new();
     for m in &r.models {
         let m = m.trim();
-        if !KNOWN_ANALYSES.contains(&m) {
-            return Err(Status::invalid_argument(format!("unknown model '{m}'; known models: {}", KNOWN_ANALYSES.join(", "))));
-        }
+        let Some(entry) = cfg.models.get(m) else {
+            return Err(Status::invalid_argument(format!("unknown model '{m}'; known models: {}", known())));
+        };
         if models.iter().any(|x| x == m) {
             return Err(Status::invalid_argument(format!("model '{m}' is listed twice")));
+        }
+        if check_files {
+            for f in entry.files.iter().filter(|f| !Path::new(f).is_absolute()) {
+                let path = models_dir.join(f);
+                if !path.is_file() {
+                    return Err(Status::invalid_argument(format!(
+                        "model '{m}' (family {}) needs the file {}, which is missing from the models directory {}",
+                        entry.family,
+                        path.display(),
+                        models_dir.display()
+                    )));
+                }
+            }
         }
         models.push(m.to_string());
     }
@@ -147,7 +174,7 @@ type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::FrameResult, Status>> +
 impl Panoptes for ApiService {
     async fn submit(&self, req: Req<pb::SubmitRequest>) -> Result<Resp<pb::SubmitResponse>, Status> {
         let r = req.into_inner();
-        let spec = validate_submit(&r, self.node.cfg.cluster.target_height, self.node.cfg.cluster.max_shard_attempts)?;
+        let spec = validate_submit(&r, &self.node.cfg)?;
         let (name, source) = (spec.name.clone(), spec.source.clone());
         match self.node.write(Request::Submit { spec, now_ms: now_ms() }).await? {
             Response::JobCreated { job, existing } => {
@@ -290,25 +317,12 @@ impl Panoptes for ApiService {
     }
 
     async fn list_models(&self, _req: Req<pb::ListModelsRequest>) -> Result<Resp<pb::ListModelsResponse>, Status> {
-        let models = KNOWN_ANALYSES
+        let models = self
+            .node
+            .cfg
+            .models
             .iter()
-            .map(|m| pb::ModelInfo {
-                name: m.to_string(),
-                family: match *m {
-                    "objects" => "nanodet".into(),
-                    "joy" => "mtcnn+classifiers".into(),
-                    "colors" => "kmeans".into(),
-                    other => other.into(),
-                },
-                files: match *m {
-                    "objects" => vec!["nanodet_m_416_coco.onnx".into()],
-                    "joy" => ["mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx", "emotion_mini_xception_fer2013.onnx", "gender_oarriaga_gray64.onnx"]
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect(),
-                    _ => vec![],
-                },
-            })
+            .map(|(name, m)| pb::ModelInfo { name: name.clone(), family: m.family.to_string(), files: m.files.clone() })
             .collect();
         Ok(Resp::new(pb::ListModelsResponse { models }))
     }
@@ -393,5 +407,36 @@ impl Panoptes for ApiService {
 
     async fn drain_worker(&self, _req: Req<pb::DrainWorkerRequest>) -> Result<Resp<pb::DrainWorkerResponse>, Status> {
         Err(Status::unimplemented("draining workers is not implemented yet"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(models: &[&str]) -> pb::SubmitRequest {
+        pb::SubmitRequest { source: "clip.mp4".into(), models: models.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn submitted_models_are_checked_against_the_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[worker]\nmodels_dir = {:?}\n[models.mydet]\nfamily = \"yolov8\"\nfiles = [\"mydet.onnx\"]\n",
+            dir.path().join("absent").display().to_string()
+        );
+        let mut cfg = Config::from_toml(&text, Path::new("c.toml")).unwrap();
+        let e = validate_submit(&req(&["unicorns"]), &cfg).unwrap_err();
+        assert_eq!(e.message(), "unknown model 'unicorns'; known models: colors, joy, mydet, objects");
+        let e = validate_submit(&req(&["colors", "colors"]), &cfg).unwrap_err();
+        assert_eq!(e.message(), "model 'colors' is listed twice");
+        // The models directory is not on this coordinator: files are not checked.
+        assert_eq!(validate_submit(&req(&["mydet", "objects"]), &cfg).unwrap().models, vec!["mydet", "objects"]);
+        // It is: a missing file is named.
+        cfg.worker.models_dir = dir.path().display().to_string();
+        let e = validate_submit(&req(&["colors", "mydet"]), &cfg).unwrap_err();
+        assert!(e.message().contains(&format!("needs the file {}", dir.path().join("mydet.onnx").display())), "{}", e.message());
+        std::fs::write(dir.path().join("mydet.onnx"), b"x").unwrap();
+        assert!(validate_submit(&req(&["colors", "mydet"]), &cfg).is_ok());
     }
 }

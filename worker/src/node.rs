@@ -1,12 +1,13 @@
 //! A worker process: loads its analyses, registers with the coordinators,
 //! heartbeats, leases shards and runs each under a [`ShardSupervisor`], all
 //! under one root actor that survives any shard's crash.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use panoptes_common::config::ModelConfig;
 use panoptes_common::retry::Backoff;
 use panoptes_proto::failover::Coordinators;
 use panoptes_proto::worker::{self as pb, worker_api_client::WorkerApiClient};
@@ -24,6 +25,9 @@ pub struct WorkerOptions {
     pub coordinators: Vec<String>,
     pub models_dir: PathBuf,
     pub models: Vec<String>,
+    /// The model registry (`[models]` of the config): how each name in
+    /// `models` is loaded.
+    pub registry: BTreeMap<String, ModelConfig>,
     pub capacity: u32,
     pub depth: u32,
     pub batch: u32,
@@ -39,6 +43,7 @@ impl WorkerOptions {
             coordinators,
             models_dir: PathBuf::from(&cfg.worker.models_dir),
             models: cfg.worker.models.clone(),
+            registry: cfg.models.clone(),
             capacity: cfg.worker.capacity,
             depth: cfg.worker.pipeline_depth,
             batch: cfg.worker.report_batch,
@@ -53,7 +58,12 @@ impl WorkerOptions {
 pub fn load_analyses(opts: &WorkerOptions) -> anyhow::Result<HashMap<String, Arc<dyn Analysis>>> {
     let mut out = HashMap::new();
     for m in &opts.models {
-        let a = analysis::load(m, &opts.models_dir).with_context(|| format!("cannot load analysis '{m}' from {}", opts.models_dir.display()))?;
+        let Some(entry) = opts.registry.get(m) else {
+            let known: Vec<&str> = opts.registry.keys().map(String::as_str).collect();
+            anyhow::bail!("cannot load analysis '{m}': it is not in the model registry; known models: {}", known.join(", "));
+        };
+        let a = analysis::load_model(m, entry, &opts.models_dir)
+            .with_context(|| format!("cannot load analysis '{m}' (family {}) from {}", entry.family, opts.models_dir.display()))?;
         out.insert(m.clone(), a);
     }
     Ok(out)

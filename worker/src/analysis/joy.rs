@@ -100,9 +100,19 @@ fn classifier(path: &Path, classes: usize) -> Result<Plan, ModelError> {
     Ok(plan)
 }
 
+/// The default file names, in the order [`Joy::load_files`] takes them.
+pub(crate) const FILES: [&str; 5] = [PNET_FILE, RNET_FILE, ONET_FILE, EMOTION_FILE, GENDER_FILE];
+
 impl Joy {
+    /// Loads the default files from `dir`.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        let pnet_path = dir.join(PNET_FILE);
+        Self::load_files(&FILES.map(|f| dir.join(f)))
+    }
+
+    /// Loads P-Net, R-Net, O-Net, the emotion and the gender classifier from
+    /// these files, in that order.
+    pub fn load_files(files: &[PathBuf; 5]) -> Result<Self, ModelError> {
+        let [pnet_path, rnet_path, onet_path, emotion_path, gender_path] = files.clone();
         let pnet_model = model::read(&pnet_path)?;
         // Check the layout now on the smallest level (one 12×12 cell).
         let probe = model::plan(&pnet_path, pnet_model.clone(), &[1, 12, 12, 3])?;
@@ -114,7 +124,6 @@ impl Joy {
         let mut plans = HashMap::new();
         plans.insert((12, 12), Arc::new(probe));
 
-        let rnet_path = dir.join(RNET_FILE);
         // R-/O-Net run one crop at a time: a concrete batch of 1 is faster
         // per crop in tract than any larger or symbolic batch.
         let rnet = model::plan(&rnet_path, model::read(&rnet_path)?, &[1, 24, 24, 3])?;
@@ -123,7 +132,6 @@ impl Joy {
             rnet,
             "outputs bbox_reg [1,4] and prob [1,2] for input [1,24,24,3]",
         )?;
-        let onet_path = dir.join(ONET_FILE);
         let onet = model::plan(&onet_path, model::read(&onet_path)?, &[1, 48, 48, 3])?;
         let onet = locate(
             &onet_path,
@@ -137,8 +145,8 @@ impl Joy {
             pnet_plans: Mutex::new(plans),
             rnet,
             onet,
-            emotion: classifier(&dir.join(EMOTION_FILE), EMOTIONS.len())?,
-            gender: classifier(&dir.join(GENDER_FILE), GENDERS.len())?,
+            emotion: classifier(&emotion_path, EMOTIONS.len())?,
+            gender: classifier(&gender_path, GENDERS.len())?,
             mtcnn_lut: std::array::from_fn(|v| (v as f32 - 127.5) / 128.0),
             gray_lut: std::array::from_fn(|v| (v as f32 / 255.0 - 0.5) * 2.0),
         })

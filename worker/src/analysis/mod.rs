@@ -17,10 +17,13 @@ mod joy;
 mod model;
 mod objects;
 pub mod resize;
+mod yolo;
 
 pub use colors::Colors;
 pub use joy::Joy;
-pub use objects::Objects;
+pub use objects::{DetectorParams, Objects};
+pub use panoptes_common::config::{ModelConfig, ModelFamily};
+pub use yolo::{letterbox_input, Letterbox, Yolo, YoloVersion};
 
 /// One built-in analysis.
 pub trait Analysis: Send + Sync {
@@ -56,6 +59,8 @@ pub enum ModelError {
         expected: String,
         found: String,
     },
+    #[error("model {name:?}: {reason}")]
+    Config { name: String, reason: String },
 }
 
 /// Names of the built-in analyses available.
@@ -63,18 +68,90 @@ pub fn builtin_names() -> &'static [&'static str] {
     &["colors", "objects", "joy"]
 }
 
-/// Loads a built-in analysis by name, reading model files from `models_dir`.
+/// Loads a built-in analysis by name with its default settings, reading
+/// model files from `models_dir`.
 pub fn load(name: &str, models_dir: &Path) -> Result<Arc<dyn Analysis>, ModelError> {
-    Ok(match name {
-        "colors" => Arc::new(Colors),
-        "objects" => Arc::new(Objects::load(&models_dir.join(objects::MODEL_FILE))?),
-        "joy" => Arc::new(Joy::load(models_dir)?),
-        _ => {
-            return Err(ModelError::UnknownAnalysis {
-                name: name.to_owned(),
-            })
+    match panoptes_common::config::builtin_models().get(name) {
+        Some(m) => load_model(name, m, models_dir),
+        None => Err(ModelError::UnknownAnalysis {
+            name: name.to_owned(),
+        }),
+    }
+}
+
+/// Loads the registry entry `m` under `name`, its files relative to
+/// `models_dir` (absolute file names are used as they are). A missing,
+/// unreadable or wrongly shaped file is an error naming it.
+pub fn load_model(
+    name: &str,
+    m: &ModelConfig,
+    models_dir: &Path,
+) -> Result<Arc<dyn Analysis>, ModelError> {
+    let files: Vec<PathBuf> = m.files.iter().map(|f| models_dir.join(f)).collect();
+    let (want, what) = m.family.files_expected();
+    if files.len() != want {
+        return Err(ModelError::Config {
+            name: name.to_owned(),
+            reason: format!(
+                "family {} needs {what}, got {} files",
+                m.family,
+                files.len()
+            ),
+        });
+    }
+    let detector = || DetectorParams {
+        labels: m.labels(),
+        score_threshold: m.score_threshold.unwrap_or(0.0),
+        nms_threshold: m.nms_threshold.unwrap_or(1.0),
+        max_detections: m.max_detections.map_or(usize::MAX, |v| v as usize),
+    };
+    let size = || m.input_size.unwrap_or(640) as usize;
+    let a: Arc<dyn Analysis> = match m.family {
+        ModelFamily::Kmeans => Arc::new(Colors),
+        ModelFamily::Nanodet => Arc::new(Objects::load_with(&files[0], size(), detector())?),
+        ModelFamily::Mtcnn => {
+            let files: [PathBuf; 5] = files.try_into().expect("five files checked above");
+            Arc::new(Joy::load_files(&files)?)
         }
+        ModelFamily::Yolov8 => Arc::new(Yolo::load(
+            name,
+            YoloVersion::V8,
+            &files[0],
+            size(),
+            detector(),
+        )?),
+        ModelFamily::Yolov5 => Arc::new(Yolo::load(
+            name,
+            YoloVersion::V5,
+            &files[0],
+            size(),
+            detector(),
+        )?),
+    };
+    Ok(if a.name() == name {
+        a
+    } else {
+        Arc::new(Renamed {
+            name: name.to_owned(),
+            inner: a,
+        })
     })
+}
+
+/// A registry model of a built-in family under another name.
+struct Renamed {
+    name: String,
+    inner: Arc<dyn Analysis>,
+}
+
+impl Analysis for Renamed {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn analyze(&self, frame: &RgbFrame) -> anyhow::Result<serde_json::Value> {
+        self.inner.analyze(frame)
+    }
 }
 
 /// BT.601 luma in integers, `(299 R + 587 G + 114 B + 500) / 1000`, one byte

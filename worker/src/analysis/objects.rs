@@ -9,107 +9,53 @@ use super::model::{self, Plan};
 use super::resize::resize_bilinear;
 use super::{check_frame, Analysis, ModelError, RgbFrame};
 
-pub(crate) const MODEL_FILE: &str = "nanodet_m_416_coco.onnx";
-
 const SIZE: usize = 416;
 const STRIDES: [usize; 3] = [8, 16, 32];
+#[cfg(test)]
 const CLASSES: usize = 80;
 const BINS: usize = 11;
 const SCORE_THR: f64 = 0.35;
 const NMS_THR: f64 = 0.6;
 const MAX_DETS: usize = 100;
+
+/// What a detector keeps and how it names classes: labels in class-id
+/// order (their count is the model's class count), score threshold
+/// (candidates below it are dropped), per-class NMS IoU threshold, and the
+/// most boxes per frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectorParams {
+    pub labels: Vec<String>,
+    pub score_threshold: f64,
+    pub nms_threshold: f64,
+    pub max_detections: usize,
+}
+
+impl DetectorParams {
+    /// The `objects` defaults: COCO, 0.35, 0.6, 100.
+    pub fn nanodet_defaults() -> Self {
+        Self {
+            labels: COCO_LABELS.iter().map(|s| s.to_string()).collect(),
+            score_threshold: SCORE_THR,
+            nms_threshold: NMS_THR,
+            max_detections: MAX_DETS,
+        }
+    }
+}
+
 /// BGR order, as the model reads its channels.
 const MEAN: [f32; 3] = [103.53, 116.28, 123.675];
 const STD: [f32; 3] = [57.375, 57.12, 58.395];
 
 /// The 80 COCO labels in the standard order.
-pub const COCO_LABELS: [&str; CLASSES] = [
-    "person",
-    "bicycle",
-    "car",
-    "motorcycle",
-    "airplane",
-    "bus",
-    "train",
-    "truck",
-    "boat",
-    "traffic light",
-    "fire hydrant",
-    "stop sign",
-    "parking meter",
-    "bench",
-    "bird",
-    "cat",
-    "dog",
-    "horse",
-    "sheep",
-    "cow",
-    "elephant",
-    "bear",
-    "zebra",
-    "giraffe",
-    "backpack",
-    "umbrella",
-    "handbag",
-    "tie",
-    "suitcase",
-    "frisbee",
-    "skis",
-    "snowboard",
-    "sports ball",
-    "kite",
-    "baseball bat",
-    "baseball glove",
-    "skateboard",
-    "surfboard",
-    "tennis racket",
-    "bottle",
-    "wine glass",
-    "cup",
-    "fork",
-    "knife",
-    "spoon",
-    "bowl",
-    "banana",
-    "apple",
-    "sandwich",
-    "orange",
-    "broccoli",
-    "carrot",
-    "hot dog",
-    "pizza",
-    "donut",
-    "cake",
-    "chair",
-    "couch",
-    "potted plant",
-    "bed",
-    "dining table",
-    "toilet",
-    "tv",
-    "laptop",
-    "mouse",
-    "remote",
-    "keyboard",
-    "cell phone",
-    "microwave",
-    "oven",
-    "toaster",
-    "sink",
-    "refrigerator",
-    "book",
-    "clock",
-    "vase",
-    "scissors",
-    "teddy bear",
-    "hair drier",
-    "toothbrush",
-];
+pub use panoptes_common::config::COCO_LABELS;
 
 /// The `objects` analysis: a NanoDet-m plan and, per stride, which outputs
 /// hold its class scores and its box regression.
 pub struct Objects {
     plan: Plan,
+    /// Square input side (416 for NanoDet-m 416).
+    size: usize,
+    params: DetectorParams,
     /// `(stride, class output index, regression output index)`.
     heads: [(usize, usize, usize); 3],
     /// `(v - mean) / std` for every byte value, per BGR channel.
@@ -126,8 +72,16 @@ pub(crate) struct Candidate {
 }
 
 impl Objects {
+    /// NanoDet-m 416 with the spec's labels and thresholds.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let plan = model::plan(path, model::read(path)?, &[1, 3, SIZE, SIZE])?;
+        Self::load_with(path, SIZE, DetectorParams::nanodet_defaults())
+    }
+
+    /// A NanoDet model on a `size`×`size` input (a multiple of 32) with
+    /// `params.labels.len()` classes.
+    pub fn load_with(path: &Path, size: usize, params: DetectorParams) -> Result<Self, ModelError> {
+        let classes = params.labels.len();
+        let plan = model::plan(path, model::read(path)?, &[1, 3, size, size])?;
         let shapes = model::output_shapes(&plan);
         let find = |n: usize, last: usize| {
             let want = [Some(1), Some(n), Some(last)];
@@ -141,23 +95,30 @@ impl Objects {
         };
         let mut heads = [(0, 0, 0); 3];
         for (slot, &s) in heads.iter_mut().zip(&STRIDES) {
-            let n = (SIZE / s) * (SIZE / s);
-            match (find(n, CLASSES), find(n, 4 * BINS)) {
+            let n = (size / s) * (size / s);
+            match (find(n, classes), find(n, 4 * BINS)) {
                 (Some(c), Some(r)) => *slot = (s, c, r),
                 _ => {
+                    let ns: Vec<String> = STRIDES
+                        .iter()
+                        .map(|s| ((size / s) * (size / s)).to_string())
+                        .collect();
                     return Err(ModelError::Layout {
                         path: path.into(),
-                        expected:
-                            "outputs [1,n,80]/[1,n,44] for strides 8,16,32 (n = 2704, 676, 169)"
-                                .into(),
+                        expected: format!(
+                            "outputs [1,n,{classes}]/[1,n,44] for strides 8,16,32 (n = {})",
+                            ns.join(", ")
+                        ),
                         found: model::fmt_shapes(&shapes),
-                    })
+                    });
                 }
             }
         }
         let lut = std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 - MEAN[c]) / STD[c]));
         Ok(Self {
             plan,
+            size,
+            params,
             heads,
             lut,
             path: path.into(),
@@ -166,15 +127,16 @@ impl Objects {
 
     /// The NCHW BGR normalised input for one frame.
     fn input(&self, frame: &RgbFrame) -> Vec<f32> {
+        let size = self.size;
         let rgb = resize_bilinear(
             &frame.data,
             frame.width,
             frame.height,
             3,
-            SIZE as u32,
-            SIZE as u32,
+            size as u32,
+            size as u32,
         );
-        let plane = SIZE * SIZE;
+        let plane = size * size;
         let mut data = vec![0f32; 3 * plane];
         let (b, rest) = data.split_at_mut(plane);
         let (g, r) = rest.split_at_mut(plane);
@@ -186,26 +148,44 @@ impl Objects {
         data
     }
 
-    /// Candidates with score ≥ 0.35 from every stride, in stride then
-    /// row-major order.
+    /// Candidates with score ≥ the threshold (0.35) from every stride, in
+    /// stride then row-major order.
     fn decode(&self, outputs: &[tract_onnx::prelude::TValue]) -> anyhow::Result<Vec<Candidate>> {
         let mut cands = Vec::new();
+        let classes = self.params.labels.len();
         for &(s, ci, ri) in &self.heads {
-            let g = SIZE / s;
+            let g = self.size / s;
             let n = g * g;
-            let cls = model::as_f32(&outputs[ci], n * CLASSES, "class scores")?;
+            let cls = model::as_f32(&outputs[ci], n * classes, "class scores")?;
             let reg = model::as_f32(&outputs[ri], n * 4 * BINS, "box regression")?;
-            decode_stride(s, cls, reg, &mut cands);
+            decode_stride(
+                self.size,
+                classes,
+                self.params.score_threshold,
+                s,
+                cls,
+                reg,
+                &mut cands,
+            );
         }
         Ok(cands)
     }
 }
 
-/// Decodes one stride's outputs into `out`.
-pub(crate) fn decode_stride(s: usize, cls: &[f32], reg: &[f32], out: &mut Vec<Candidate>) {
-    let g = SIZE / s;
+/// Decodes one stride's outputs into `out` (input side `size`, `classes`
+/// scores per point, keeping scores ≥ `score_thr`).
+pub(crate) fn decode_stride(
+    size: usize,
+    classes: usize,
+    score_thr: f64,
+    s: usize,
+    cls: &[f32],
+    reg: &[f32],
+    out: &mut Vec<Candidate>,
+) {
+    let g = size / s;
     for (i, (scores, dist)) in cls
-        .chunks_exact(CLASSES)
+        .chunks_exact(classes)
         .zip(reg.chunks_exact(4 * BINS))
         .enumerate()
     {
@@ -217,7 +197,7 @@ pub(crate) fn decode_stride(s: usize, cls: &[f32], reg: &[f32], out: &mut Vec<Ca
                 score = v;
             }
         }
-        if (score as f64) < SCORE_THR {
+        if (score as f64) < score_thr {
             continue;
         }
         let (row, col) = (i / g, i % g);
@@ -246,9 +226,10 @@ fn softmax_expectation(bins: &[f32]) -> f64 {
     weighted / sum
 }
 
-/// Per-class NMS, then all kept boxes by score descending (ties: lower
-/// class, then candidate order), at most 100. Returns candidate indices.
-pub(crate) fn select(cands: &[Candidate]) -> Vec<usize> {
+/// Per-class NMS (IoU > `nms_thr` drops; 0.6 for `objects`), then all kept
+/// boxes by score descending (ties: lower class, then candidate order), at
+/// most `max_dets` (100). Returns candidate indices.
+pub(crate) fn select(cands: &[Candidate], nms_thr: f64, max_dets: usize) -> Vec<usize> {
     let mut kept = Vec::new();
     let mut classes: Vec<usize> = cands.iter().map(|c| c.class).collect();
     classes.sort_unstable();
@@ -260,7 +241,7 @@ pub(crate) fn select(cands: &[Candidate]) -> Vec<usize> {
         let boxes: Vec<BBox> = idx.iter().map(|&i| cands[i].bbox).collect();
         let scores: Vec<f64> = idx.iter().map(|&i| cands[i].score as f64).collect();
         kept.extend(
-            nms(&boxes, &scores, NMS_THR, Overlap::Union)
+            nms(&boxes, &scores, nms_thr, Overlap::Union)
                 .into_iter()
                 .map(|k| idx[k]),
         );
@@ -272,7 +253,7 @@ pub(crate) fn select(cands: &[Candidate]) -> Vec<usize> {
             .then(cands[a].class.cmp(&cands[b].class))
             .then(a.cmp(&b))
     });
-    kept.truncate(MAX_DETS);
+    kept.truncate(max_dets);
     kept
 }
 
@@ -283,23 +264,25 @@ impl Analysis for Objects {
 
     fn analyze(&self, frame: &RgbFrame) -> anyhow::Result<Value> {
         check_frame(frame)?;
-        let outputs = model::run(&self.plan, &[1, 3, SIZE, SIZE], self.input(frame))
+        let size = self.size;
+        let outputs = model::run(&self.plan, &[1, 3, size, size], self.input(frame))
             .map_err(|e| e.context(format!("running {}", self.path.display())))?;
         let cands = self.decode(&outputs)?;
         let (w, h) = (frame.width as f64, frame.height as f64);
-        let results = select(&cands)
+        let p = &self.params;
+        let results = select(&cands, p.nms_threshold, p.max_detections)
             .into_iter()
             .map(|i| {
                 let c = &cands[i];
                 let b = BBox::new(
-                    c.bbox.x1 * w / SIZE as f64,
-                    c.bbox.y1 * h / SIZE as f64,
-                    c.bbox.x2 * w / SIZE as f64,
-                    c.bbox.y2 * h / SIZE as f64,
+                    c.bbox.x1 * w / size as f64,
+                    c.bbox.y1 * h / size as f64,
+                    c.bbox.x2 * w / size as f64,
+                    c.bbox.y2 * h / size as f64,
                 )
                 .clipped(w, h);
                 json!({
-                    "label": COCO_LABELS[c.class],
+                    "label": p.labels[c.class],
                     "class_id": c.class,
                     "score": round_to(c.score as f64, 4),
                     "box": b.to_xywh_json(),
@@ -340,13 +323,13 @@ mod tests {
             cand(0.5, 1, 50.0), // same score, same class, later
             cand(0.7, 2, 0.5),
         ];
-        assert_eq!(select(&cands), vec![1, 4, 2, 3]);
+        assert_eq!(select(&cands, NMS_THR, MAX_DETS), vec![1, 4, 2, 3]);
     }
 
     #[test]
     fn at_most_100() {
         let cands: Vec<Candidate> = (0..150).map(|i| cand(0.5, 0, i as f64 * 20.0)).collect();
-        let kept = select(&cands);
+        let kept = select(&cands, NMS_THR, MAX_DETS);
         assert_eq!(kept.len(), 100);
         assert_eq!(kept[..3], [0, 1, 2]);
     }
@@ -367,7 +350,7 @@ mod tests {
         r[22] = 100.0;
         r[33 + 10] = 100.0;
         let mut out = Vec::new();
-        decode_stride(32, &cls, &reg, &mut out);
+        decode_stride(SIZE, CLASSES, SCORE_THR, 32, &cls, &reg, &mut out);
         assert_eq!(out.len(), 1);
         let c = out[0];
         assert_eq!((c.class, c.score), (7, 0.6));

@@ -43,23 +43,59 @@ pub struct Coordinator {
     pub cfg: Config,
     pub peers: BTreeMap<u64, String>,
     pub mem: Mutex<LeaderMemory>,
+    /// Channels to leaders, for forwarding writes.
+    pub forward_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 impl Coordinator {
-    /// Propose a command and wait until it is committed and applied.
+    /// Propose a command and wait until it is committed and applied. On a
+    /// follower the command is forwarded to the leader, so any member accepts
+    /// any call.
     pub async fn write(&self, req: Request) -> Result<Response, Status> {
+        let fwd = req.clone();
         match self.raft.client_write(req).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let hint = f
-                    .leader_node
-                    .map(|n| n.addr)
-                    .or_else(|| f.leader_id.and_then(|id| self.peers.get(&id).cloned()))
-                    .unwrap_or_else(|| "unknown (election in progress)".into());
-                Err(Status::unavailable(format!("coordinator {} is not the leader; the leader is {hint}", self.id)))
+                let leader = f.leader_node.map(|n| n.addr).or_else(|| f.leader_id.and_then(|id| self.peers.get(&id).cloned()));
+                match leader {
+                    Some(addr) if addr != self.addr => self.forward(&addr, fwd).await,
+                    _ => Err(Status::unavailable(format!("coordinator {} is not the leader and no leader is known yet (election in progress)", self.id))),
+                }
             }
             Err(e) => Err(Status::unavailable(format!("coordinator {} cannot commit: {e}", self.id))),
         }
+    }
+
+    /// Hand a command to the leader at `addr` and return its outcome.
+    async fn forward(&self, addr: &str, req: Request) -> Result<Response, Status> {
+        let channel = {
+            let mut chans = self.forward_channels.lock().unwrap();
+            match chans.get(addr) {
+                Some(c) => c.clone(),
+                None => {
+                    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                        .map_err(|e| Status::internal(format!("bad leader address {addr}: {e}")))?
+                        .connect_timeout(Duration::from_secs(2))
+                        .tcp_nodelay(true);
+                    let c = ep.connect_lazy();
+                    chans.insert(addr.to_string(), c.clone());
+                    c
+                }
+            }
+        };
+        let data = bincode::serialize(&req).map_err(|e| Status::internal(format!("cannot encode command: {e}")))?;
+        let mut client = panoptes_proto::raft::raft_service_client::RaftServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut rq = tonic::Request::new(panoptes_proto::raft::RaftPayload { data });
+        rq.set_timeout(Duration::from_secs(30));
+        let reply = client
+            .forward(rq)
+            .await
+            .map_err(|s| Status::unavailable(format!("cannot reach the leader at {addr}: {}", s.message())))?;
+        let out: Result<Response, String> = bincode::deserialize(&reply.into_inner().data)
+            .map_err(|e| Status::internal(format!("cannot decode the leader's reply: {e}")))?;
+        out.map_err(|e| Status::unavailable(format!("the leader at {addr} could not commit: {e}")))
     }
 
     /// The leader's address as far as this node knows.
@@ -136,7 +172,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     .context("invalid Raft timing settings")?;
     let raft = Raft::new(opts.id, Arc::new(raft_cfg), Network::new(opts.id), log_store, sm).await.context("failed to start Raft")?;
 
-    let node = Arc::new(Coordinator { id: opts.id, addr: addr.clone(), raft: raft.clone(), reader, cfg, peers: peers.clone(), mem: Mutex::default() });
+    let node = Arc::new(Coordinator { id: opts.id, addr: addr.clone(), raft: raft.clone(), reader, cfg, peers: peers.clone(), mem: Mutex::default(), forward_channels: Mutex::default() });
 
     // Bootstrap: the lowest-numbered member initialises a brand-new cluster with
     // every configured member; on restart the stored membership is used.

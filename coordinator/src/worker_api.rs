@@ -78,6 +78,8 @@ impl WorkerApi for WorkerService {
 
     async fn lease(&self, req: Req<pb::LeaseRequest>) -> Result<Resp<pb::LeaseResponse>, Status> {
         let r = req.into_inner();
+        // Leases are granted where their clocks run: on the leader.
+        self.node.require_leader()?;
         let wanted = self.node.reader.read(|a| {
             if !a.state.workers.contains_key(&r.name) {
                 return Err(Status::failed_precondition(format!("unknown worker '{}': register first", r.name)));
@@ -130,6 +132,7 @@ impl WorkerApi for WorkerService {
 
     async fn report(&self, req: Req<pb::ReportRequest>) -> Result<Resp<pb::ReportResponse>, Status> {
         let r = req.into_inner();
+        self.node.require_leader()?;
         let job = parse_job(&r.job_id)?;
         let bytes = prost::Message::encoded_len(&r) as u64;
         let times = r.times.map(|t| StageTimes {

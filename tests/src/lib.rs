@@ -113,10 +113,18 @@ impl Drop for Node {
 /// A local cluster: one coordinator and named workers, in a temp dir.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// Every coordinator address, comma-separated (what clients and workers get).
     pub addr: String,
-    pub coordinator: Option<Node>,
+    /// Coordinator `id` is `coordinators[id - 1]`.
+    pub coordinators: Vec<Option<Node>>,
+    pub coordinator_addrs: Vec<String>,
     pub workers: Vec<Node>,
     _lock: MutexGuard<'static, ()>,
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub const TEST_CONFIG: &str = r#"
@@ -125,9 +133,6 @@ shard_frames = 20
 lease_timeout_ms = 4000
 heartbeat_interval_ms = 500
 
-[[cluster.coordinators]]
-id = 1
-addr = "127.0.0.1:0"
 
 [worker]
 report_batch = 4
@@ -136,11 +141,26 @@ pipeline_depth = 8
 
 impl Cluster {
     pub fn start(workers: &[&str]) -> Cluster {
+        Self::start_replicated(1, workers)
+    }
+
+    /// `n` coordinators forming one Raft cluster, and the named workers.
+    pub fn start_replicated(n: u64, workers: &[&str]) -> Cluster {
         let lock = cluster_lock();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("cluster.toml"), TEST_CONFIG).unwrap();
-        let mut c = Cluster { dir, addr: String::new(), coordinator: None, workers: Vec::new(), _lock: lock };
-        c.start_coordinator("127.0.0.1:0");
+        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let mut c = Cluster {
+            dir,
+            addr: addrs.join(","),
+            coordinators: (0..n).map(|_| None).collect(),
+            coordinator_addrs: addrs,
+            workers: Vec::new(),
+            _lock: lock,
+        };
+        for id in 1..=n {
+            c.start_coordinator(id);
+        }
         for w in workers {
             c.start_worker(w);
         }
@@ -151,24 +171,57 @@ impl Cluster {
         self.dir.path().join("cluster.toml").display().to_string()
     }
 
-    pub fn start_coordinator(&mut self, listen: &str) {
-        let args: Vec<String> = ["coordinator", "--config", &self.cfg(), "--id", "1", "--listen", listen, "--data-dir"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([self.dir.path().join("c1").display().to_string()])
-            .collect();
-        let n = Node::spawn("coordinator", &args, &self.dir.path().join(format!("coordinator-{}.log", now_id())));
-        self.addr = n.first_line.rsplit(' ').next().unwrap().to_string();
-        self.coordinator = Some(n);
+    pub fn start_coordinator(&mut self, id: u64) {
+        let peers: Vec<String> = self.coordinator_addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let listen = self.coordinator_addrs[id as usize - 1].clone();
+        let args: Vec<String> = vec![
+            "coordinator".into(),
+            "--config".into(),
+            self.cfg(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            listen,
+            "--peers".into(),
+            peers.join(","),
+            "--data-dir".into(),
+            self.dir.path().join(format!("c{id}")).display().to_string(),
+        ];
+        let n = Node::spawn(&format!("coordinator-{id}"), &args, &self.dir.path().join(format!("coordinator-{id}-{}.log", now_id())));
+        self.coordinators[id as usize - 1] = Some(n);
+    }
+
+    /// `kill -9` coordinator `id`.
+    pub fn kill_coordinator(&mut self, id: u64) {
+        if let Some(mut c) = self.coordinators[id as usize - 1].take() {
+            c.kill9();
+        }
     }
 
     /// `kill -9` the coordinator and start it again on the same address and data.
     pub fn restart_coordinator(&mut self) {
-        if let Some(mut c) = self.coordinator.take() {
-            c.kill9();
+        self.kill_coordinator(1);
+        self.start_coordinator(1);
+    }
+
+    /// The current Raft leader's id, as a live coordinator reports it (bounded wait).
+    pub fn leader(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.cli(&["cluster", "status", "--json"]);
+            if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+                if let Some(l) = v["leader"].as_u64().filter(|l| *l > 0) {
+                    return l;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader elected\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(200));
         }
-        let addr = self.addr.clone();
-        self.start_coordinator(&addr);
+    }
+
+    /// The log of coordinator `id` (empty if it is not running).
+    pub fn coordinator_log(&self, id: u64) -> String {
+        self.coordinators[id as usize - 1].as_ref().map(|n| n.log_text()).unwrap_or_default()
     }
 
     pub fn start_worker(&mut self, name: &str) {
@@ -225,7 +278,7 @@ impl Cluster {
 
     pub fn logs(&self) -> String {
         let mut s = String::new();
-        for n in self.coordinator.iter().chain(self.workers.iter()) {
+        for n in self.coordinators.iter().flatten().chain(self.workers.iter()) {
             let t = n.log_text();
             let tail: Vec<&str> = t.lines().rev().take(30).collect();
             s.push_str(&format!("--- {} (last lines)\n{}\n", n.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n")));

@@ -62,4 +62,12 @@ impl RaftService for RaftGrpc {
         let reply = self.raft.install_snapshot(req).await;
         encode("install_snapshot", &reply)
     }
+
+    async fn forward(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: crate::state::command::Request = decode("forward", request)?;
+        // Commit here only if this node leads; never forward twice.
+        let reply: Result<crate::state::command::Response, String> =
+            self.raft.client_write(req).await.map(|r| r.data).map_err(|e| e.to_string());
+        encode("forward", &reply)
+    }
 }

@@ -99,6 +99,12 @@ impl Node {
         let _ = self.child.wait();
     }
 
+    /// Send a signal by name (e.g. "STOP", "CONT") to the process.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("run kill");
+        assert!(st.success(), "kill -{sig} {} failed", self.name);
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -138,15 +138,22 @@ fn t04_worker_killed_mid_shard_loses_nothing() {
     let j = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "objects,colors", "--json"]);
     let job = j["job_id"].as_str().unwrap().to_string();
 
-    // Wait until w1 holds a lease, then kill it.
+    // Freeze w1 while the coordinator says it holds a lease, then kill it:
+    // that lease can only end by expiring.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
+    let w1_busy = |c: &Cluster| {
         let cs = c.cli_json(&["cluster", "status", "--json"]);
-        let w1_busy = cs["workers"].as_array().unwrap().iter().any(|w| w["name"] == "w1" && w["active_shards"] == 1);
-        if w1_busy {
-            break;
+        cs["workers"].as_array().unwrap().iter().any(|w| w["name"] == "w1" && w["active_shards"] == 1)
+    };
+    loop {
+        if w1_busy(&c) {
+            c.workers[0].signal("STOP");
+            if w1_busy(&c) {
+                break;
+            }
+            c.workers[0].signal("CONT");
         }
-        assert!(std::time::Instant::now() < deadline, "w1 never took a shard: {cs}\n{}", c.logs());
+        assert!(std::time::Instant::now() < deadline, "w1 never took a shard\n{}", c.logs());
         std::thread::sleep(Duration::from_millis(50));
     }
     c.workers[0].kill9();

@@ -37,6 +37,13 @@ enum Cmd {
         #[arg(long, default_value = "target/panoptes-sample/sample.mp4")]
         out: PathBuf,
     },
+    /// Per-model latency: tract (our path) versus onnxruntime (Python, one thread), same files and inputs, one run.
+    BenchModels {
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        iterations: u32,
+    },
     /// Start a local cluster (1 coordinator, 2 workers), analyse the sample video, print what was found, stop.
     Demo {
         #[arg(long, default_value = "models")]
@@ -262,10 +269,76 @@ fn demo(models_dir: PathBuf, video: PathBuf, models: String, frame_step: u32) ->
     Ok(())
 }
 
+/// A Python with onnxruntime: the models venv if it has it, else a small bench venv.
+fn python_with_onnxruntime() -> Result<PathBuf> {
+    let has_ort = |py: &Path| Command::new(py).args(["-c", "import onnxruntime, numpy"]).output().map(|o| o.status.success()).unwrap_or(false);
+    for cand in ["target/xtask-models/venv/bin/python", "target/xtask-bench/venv/bin/python"] {
+        let p = root().join(cand);
+        if p.exists() && has_ort(&p) {
+            return Ok(p);
+        }
+    }
+    let venv = root().join("target/xtask-bench/venv");
+    println!("==> creating a Python venv with onnxruntime in {}", venv.display());
+    let st = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("python3 -m venv")?;
+    if !st.success() {
+        bail!("python3 -m venv failed: install python3-venv");
+    }
+    let py = venv.join("bin/python");
+    let st = Command::new(&py).args(["-m", "pip", "install", "--quiet", "onnxruntime", "numpy"]).status()?;
+    if !st.success() || !has_ort(&py) {
+        bail!("could not install onnxruntime into {}", venv.display());
+    }
+    Ok(py)
+}
+
+fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn bench_models(models_dir: PathBuf, iterations: u32) -> Result<()> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("==> tract (worker/examples/model_latency.rs), {iterations} iterations, median");
+    let out = Command::new("cargo")
+        .args(["run", "--quiet", "-p", "panoptes-worker", "--example", "model_latency", "--"])
+        .arg(&models_dir)
+        .arg(iterations.to_string())
+        .current_dir(root())
+        .output()
+        .context("cargo run model_latency")?;
+    if !out.status.success() {
+        bail!("model_latency failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let tract = json_lines(&out.stdout);
+    println!("==> onnxruntime (xtask/bench/ort_latency.py), one thread");
+    let py = python_with_onnxruntime()?;
+    let out = Command::new(py).arg(root().join("xtask/bench/ort_latency.py")).arg(&models_dir).arg(iterations.to_string()).output()?;
+    if !out.status.success() {
+        bail!("ort_latency.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let ort = json_lines(&out.stdout);
+    println!("\n{cores} cores, load average {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!("{:<36} {:>18} {:>10} {:>10} {:>11}", "model", "input", "tract ms", "ort ms", "tract/ort");
+    for t in tract.iter().filter(|t| t["kind"] == "model") {
+        let name = t["model"].as_str().unwrap_or("?");
+        let tm = t["tract_ms"].as_f64().unwrap_or(f64::NAN);
+        let om = ort.iter().find(|o| o["model"] == name).and_then(|o| o["ort_ms"].as_f64()).unwrap_or(f64::NAN);
+        let shape = t["shape"].as_array().map(|a| a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("x")).unwrap_or_default();
+        println!("{name:<36} {shape:>18} {tm:>10.2} {om:>10.2} {:>11.2}", tm / om);
+    }
+    println!("\nwhole analyses on one 640x480 frame (tract path, preprocessing and decoding included):");
+    for t in tract.iter().filter(|t| t["kind"] == "analysis") {
+        println!("  {:<8} {:>8.2} ms/frame", t["model"].as_str().unwrap_or("?"), t["tract_ms"].as_f64().unwrap_or(f64::NAN));
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Models { from, out } => models::run(from, root().join(out)),
         Cmd::Sample { out } => sample(out),
+        Cmd::BenchModels { models_dir, iterations } => bench_models(root().join(models_dir), iterations),
         Cmd::Demo { models_dir, video, models, frame_step } => demo(models_dir, video, models, frame_step),
     }
 }

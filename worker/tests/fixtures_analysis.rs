@@ -18,6 +18,12 @@ fn shared_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
 }
 
+/// The models: `PANOPTES_MODELS_DIR` (e.g. models rebuilt by `cargo xtask
+/// models`), else the shared pre-built ones.
+fn models_dir() -> PathBuf {
+    std::env::var_os("PANOPTES_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| shared_dir().join("models"))
+}
+
 /// Every frame of the clip as packed RGB24, through the worker's own decoder
 /// and swscale conversion (panoptes-media), as in the cluster.
 fn decode_rgb(clip: &Path) -> Vec<RgbFrame> {
@@ -55,7 +61,7 @@ struct Tally {
 /// per-model agreement and speed; returns the disagreements.
 fn check(models: &[&str]) -> Vec<String> {
     let shared = shared_dir();
-    let models_dir = shared.join("models");
+    let models_dir = models_dir();
     let loaded: Vec<(String, Arc<dyn Analysis>)> = models
         .iter()
         .map(|&m| {
@@ -141,7 +147,7 @@ fn analyses_are_shareable_across_threads() {
     let shared = shared_dir();
     let frames = decode_rgb(&shared.join("fixtures/stills.mkv"));
     for name in ["colors", "objects", "joy"] {
-        let a = analysis::load(name, &shared.join("models")).unwrap();
+        let a = analysis::load(name, &models_dir()).unwrap();
         let serial: Vec<Value> = frames.iter().map(|f| a.analyze(f).unwrap()).collect();
         let parallel: Vec<Value> = std::thread::scope(|s| {
             let handles: Vec<_> = frames
@@ -171,7 +177,7 @@ fn bad_model_files_are_reported() {
     // A model of another layout (the emotion classifier) under NanoDet's name.
     let shared = shared_dir();
     std::fs::copy(
-        shared.join("models/emotion_mini_xception_fer2013.onnx"),
+        models_dir().join("emotion_mini_xception_fer2013.onnx"),
         dir.path().join("nanodet_m_416_coco.onnx"),
     )
     .unwrap();

@@ -70,28 +70,48 @@ pub mod failover {
 
         /// Call `f` on a coordinator; on a retryable failure try the next one,
         /// for up to `attempts` tries in all, pausing a little between rounds.
+        /// While coordinators answer but no leader is known yet (an election),
+        /// keep trying for up to [`ELECTION_PATIENCE`]; when nothing answers at
+        /// all, give up after `attempts`.
         pub async fn call<T, F, Fut>(&self, attempts: usize, mut f: F) -> Result<T, Status>
         where
             F: FnMut(Channel) -> Fut,
             Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
         {
-            let mut last = Status::unavailable("no coordinator tried");
-            for n in 0..attempts.max(1) {
+            let mut election_deadline: Option<std::time::Instant> = None;
+            let mut n = 0usize;
+            loop {
                 let (i, ch) = self.pick();
                 match f(ch).await {
                     Ok(r) => return Ok(r.into_inner()),
                     Err(s) if retryable(&s) => {
-                        last = Status::new(s.code(), format!("{} ({})", s.message(), self.addrs[i]));
+                        if no_leader_yet(&s) {
+                            election_deadline.get_or_insert_with(|| std::time::Instant::now() + ELECTION_PATIENCE);
+                        }
+                        let last = Status::new(s.code(), format!("{} ({})", s.message(), self.addrs[i]));
                         self.rotate(i);
-                        if (n + 1) % self.channels.len() == 0 {
-                            tokio::time::sleep(Duration::from_millis(200 * ((n / self.channels.len()) as u64 + 1).min(10))).await;
+                        n += 1;
+                        let electing = election_deadline.is_some_and(|d| std::time::Instant::now() < d);
+                        if n >= attempts.max(1) && !electing {
+                            return Err(last);
+                        }
+                        if n % self.channels.len() == 0 {
+                            let round = (n / self.channels.len()) as u64;
+                            tokio::time::sleep(Duration::from_millis((200 * round).min(1000))).await;
                         }
                     }
                     Err(s) => return Err(s),
                 }
             }
-            Err(last)
         }
+    }
+
+    /// How long a caller waits for a leader to be elected.
+    pub const ELECTION_PATIENCE: Duration = Duration::from_secs(20);
+
+    /// A coordinator answered, but there is no leader to commit through yet.
+    fn no_leader_yet(s: &Status) -> bool {
+        s.code() == Code::Unavailable && (s.message().contains("election in progress") || s.message().contains("cannot commit"))
     }
 
     /// Worth trying another coordinator (or again later)?

@@ -171,6 +171,7 @@ impl Cluster {
         for id in 1..=n {
             c.start_coordinator(id);
         }
+        c.leader(); // a brand-new cluster first elects its leader
         for w in workers {
             c.start_worker(w);
         }

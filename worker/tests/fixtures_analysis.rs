@@ -175,7 +175,6 @@ fn bad_model_files_are_reported() {
         .to_string();
     assert!(err.contains("nanodet_m_416_coco.onnx"), "{err}");
     // A model of another layout (the emotion classifier) under NanoDet's name.
-    let shared = shared_dir();
     std::fs::copy(
         models_dir().join("emotion_mini_xception_fer2013.onnx"),
         dir.path().join("nanodet_m_416_coco.onnx"),

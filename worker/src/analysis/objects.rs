@@ -229,6 +229,26 @@ fn softmax_expectation(bins: &[f32]) -> f64 {
 /// Per-class NMS (IoU > `nms_thr` drops; 0.6 for `objects`), then all kept
 /// boxes by score descending (ties: lower class, then candidate order), at
 /// most `max_dets` (100). Returns candidate indices.
+/// The kept detections (per-class NMS, ordering, `max_detections`) as the
+/// spec's `[{label, class_id, score, box}]`, each box mapped from model input
+/// space to frame pixels by `to_frame`, then clipped to the frame.
+pub(crate) fn detections_json(cands: &[Candidate], p: &DetectorParams, frame: &RgbFrame, to_frame: impl Fn(&BBox) -> BBox) -> Value {
+    let (w, h) = (frame.width as f64, frame.height as f64);
+    let results = select(cands, p.nms_threshold, p.max_detections)
+        .into_iter()
+        .map(|i| {
+            let c = &cands[i];
+            json!({
+                "label": p.labels[c.class],
+                "class_id": c.class,
+                "score": round_to(c.score as f64, 4),
+                "box": to_frame(&c.bbox).clipped(w, h).to_xywh_json(),
+            })
+        })
+        .collect();
+    Value::Array(results)
+}
+
 pub(crate) fn select(cands: &[Candidate], nms_thr: f64, max_dets: usize) -> Vec<usize> {
     let mut kept = Vec::new();
     let mut classes: Vec<usize> = cands.iter().map(|c| c.class).collect();
@@ -269,27 +289,8 @@ impl Analysis for Objects {
             .map_err(|e| e.context(format!("running {}", self.path.display())))?;
         let cands = self.decode(&outputs)?;
         let (w, h) = (frame.width as f64, frame.height as f64);
-        let p = &self.params;
-        let results = select(&cands, p.nms_threshold, p.max_detections)
-            .into_iter()
-            .map(|i| {
-                let c = &cands[i];
-                let b = BBox::new(
-                    c.bbox.x1 * w / size as f64,
-                    c.bbox.y1 * h / size as f64,
-                    c.bbox.x2 * w / size as f64,
-                    c.bbox.y2 * h / size as f64,
-                )
-                .clipped(w, h);
-                json!({
-                    "label": p.labels[c.class],
-                    "class_id": c.class,
-                    "score": round_to(c.score as f64, 4),
-                    "box": b.to_xywh_json(),
-                })
-            })
-            .collect();
-        Ok(Value::Array(results))
+        let k = size as f64;
+        Ok(detections_json(&cands, &self.params, frame, |b| BBox::new(b.x1 * w / k, b.y1 * h / k, b.x2 * w / k, b.y2 * h / k)))
     }
 }
 

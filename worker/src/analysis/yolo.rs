@@ -16,11 +16,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::geometry::{round_half_up, round_to, BBox};
+use super::geometry::{round_half_up, BBox};
 use super::model::{self, Plan};
-use super::objects::{select, Candidate, DetectorParams};
+use super::objects::{detections_json, Candidate, DetectorParams};
 use super::resize::resize_bilinear;
 use super::{check_frame, Analysis, ModelError, RgbFrame};
 
@@ -228,21 +228,7 @@ impl Analysis for Yolo {
         };
         let out = model::as_f32(&outputs[0], self.anchors * per, "YOLO output")?;
         let cands = self.decode(out);
-        let (w, h) = (frame.width as f64, frame.height as f64);
-        let p = &self.params;
-        let results = select(&cands, p.nms_threshold, p.max_detections)
-            .into_iter()
-            .map(|i| {
-                let c = &cands[i];
-                json!({
-                    "label": p.labels[c.class],
-                    "class_id": c.class,
-                    "score": round_to(c.score as f64, 4),
-                    "box": lb.unmap(&c.bbox).clipped(w, h).to_xywh_json(),
-                })
-            })
-            .collect();
-        Ok(Value::Array(results))
+        Ok(detections_json(&cands, &self.params, frame, |b| lb.unmap(b)))
     }
 }
 

@@ -39,6 +39,29 @@ impl ShardJob {
     pub fn label(&self) -> String {
         format!("{}/{}", self.assignment.job_id, self.assignment.shard)
     }
+
+    /// A report for this shard's lease.
+    pub fn report(
+        &self,
+        frames: Vec<panoptes_proto::worker::FrameReport>,
+        next_frame: u64,
+        done: bool,
+        error: String,
+        times: Option<panoptes_proto::worker::StageTimes>,
+    ) -> panoptes_proto::worker::ReportRequest {
+        let a = &self.assignment;
+        panoptes_proto::worker::ReportRequest {
+            name: self.worker.clone(),
+            job_id: a.job_id.clone(),
+            shard: a.shard,
+            epoch: a.epoch,
+            frames,
+            next_frame,
+            done,
+            error,
+            times,
+        }
+    }
 }
 
 /// Where a shard's reports are delivered.

@@ -91,18 +91,7 @@ impl Actor for ReporterActor {
 async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<(), ActorProcessingErr> {
     let frames = std::mem::take(&mut st.ready);
     let count = frames.len() as u32;
-    let a = &st.job.assignment;
-    let req = pb::ReportRequest {
-        name: st.job.worker.clone(),
-        job_id: a.job_id.clone(),
-        shard: a.shard,
-        epoch: a.epoch,
-        frames,
-        next_frame,
-        done,
-        error: String::new(),
-        times: Some(std::mem::take(&mut st.times)),
-    };
+    let req = st.job.report(frames, next_frame, done, String::new(), Some(std::mem::take(&mut st.times)));
     let gen = st.links.gen;
     match send_report(&st.job, req).await {
         Ok(resp) if resp.accepted => {

@@ -5,7 +5,6 @@
 //! whether another attempt (maybe on another worker) is worth it.
 use std::collections::HashSet;
 
-use panoptes_proto::worker as pb;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{info, warn};
 
@@ -83,18 +82,7 @@ impl ShardSupervisor {
     }
 
     async fn report_failure(st: &SupervisorState) {
-        let a = &st.job.assignment;
-        let req = pb::ReportRequest {
-            name: st.job.worker.clone(),
-            job_id: a.job_id.clone(),
-            shard: a.shard,
-            epoch: a.epoch,
-            frames: vec![],
-            next_frame: st.committed,
-            done: false,
-            error: st.last_error.clone(),
-            times: None,
-        };
+        let req = st.job.report(vec![], st.committed, false, st.last_error.clone(), None);
         if let Err(e) = send_report(&st.job, req).await {
             warn!(shard = %st.job.label(), error = %e, "could not report the failure; the lease will expire instead");
         }

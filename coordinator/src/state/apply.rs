@@ -144,6 +144,24 @@ impl State {
                 ch.workers.insert(name.clone());
                 Response::Ok
             }
+            Request::Drain { worker, draining, hand_back } => {
+                let Some(w) = self.workers.get_mut(worker) else { return rejected(format!("unknown worker '{worker}'")) };
+                w.draining = *draining;
+                ch.workers.insert(worker.clone());
+                let mut returned = 0u32;
+                if *hand_back {
+                    for j in self.jobs.values_mut().filter(|j| j.state == JobState::Running) {
+                        for s in &mut j.shards {
+                            if matches!(&s.state, ShardState::Leased { worker: w, .. } if w == worker) {
+                                s.state = ShardState::Pending;
+                                returned += 1;
+                                ch.jobs.insert(j.id);
+                            }
+                        }
+                    }
+                }
+                Response::Drained { leases_returned: returned }
+            }
             Request::Grant { worker, shards, now_ms } => {
                 match self.workers.get(worker) {
                     None => return rejected(format!("unknown worker {worker}: register first")),
@@ -481,6 +499,22 @@ mod tests {
         assert!(w.job().shards.iter().all(|s| !matches!(s.state, ShardState::Leased { .. })));
         assert_eq!(w.apply(Request::Grant { worker: "w2".into(), shards: vec![(1, 1)], now_ms: 8 }), Response::Granted(vec![]));
         assert!(matches!(w.apply(report("w1", 0, e, &[0], 1, false)), Response::Reported { accepted: false, .. }));
+    }
+
+    #[test]
+    fn a_draining_worker_gets_nothing_and_hands_back_its_leases() {
+        let mut w = World::new();
+        let e = w.grant("w1", 0);
+        stored(w.apply(report("w1", 0, e, &[0, 2], 3, false)));
+        assert_eq!(w.apply(Request::Drain { worker: "w1".into(), draining: true, hand_back: true }), Response::Drained { leases_returned: 1 });
+        assert_eq!(w.job().shards[0].state, ShardState::Pending);
+        assert_eq!(w.job().shards[0].cursor, 3, "the handed-back shard resumes after what was committed");
+        assert_eq!(w.apply(Request::Grant { worker: "w1".into(), shards: vec![(1, 1)], now_ms: 5 }), Response::Granted(vec![]));
+        // Its old lease is fenced off.
+        assert!(matches!(w.apply(report("w1", 0, e, &[4], 5, false)), Response::Reported { accepted: false, .. }));
+        assert_eq!(w.apply(Request::Drain { worker: "w1".into(), draining: false, hand_back: false }), Response::Drained { leases_returned: 0 });
+        w.grant("w1", 1);
+        assert!(matches!(w.apply(Request::Drain { worker: "nobody".into(), draining: true, hand_back: false }), Response::Rejected(_)));
     }
 
     #[test]

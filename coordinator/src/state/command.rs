@@ -48,6 +48,9 @@ pub enum Request {
     Fail { job: u64, error: String, now_ms: u64 },
     Cancel { job: u64, now_ms: u64 },
     RegisterWorker { name: String, addr: String, capacity: u32, models: Vec<String>, now_ms: u64 },
+    /// Stop (or resume) leasing new shards to a worker; with `hand_back`, its
+    /// current leases become pending again at their committed cursors.
+    Drain { worker: String, draining: bool, hand_back: bool },
     /// Lease these pending shards to `worker`, each under a fresh epoch.
     Grant { worker: String, shards: Vec<(u64, u32)>, now_ms: u64 },
     /// A lease ran out: the shard's unacknowledged frames become pending again.
@@ -73,4 +76,5 @@ pub enum Response {
     JobCreated { job: u64, existing: bool },
     Granted(Vec<Granted>),
     Reported { accepted: bool, reason: String, stored: u32 },
+    Drained { leases_returned: u32 },
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+mod load;
 mod models;
 
 pub(crate) fn root() -> PathBuf {
@@ -43,6 +44,22 @@ enum Cmd {
         models_dir: PathBuf,
         #[arg(long, default_value_t = 20)]
         iterations: u32,
+    },
+    /// Coordinator throughput: committed result rows/s and report commit latency
+    /// with many simulated workers, on 1 and 3 coordinators (real processes).
+    BenchCoordinator {
+        /// Simulated worker counts to try.
+        #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
+        workers: Vec<usize>,
+        /// Coordinator group sizes to try.
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        coordinators: Vec<usize>,
+        /// Frames per report.
+        #[arg(long, default_value_t = 8)]
+        batch: u64,
+        /// Seconds per configuration.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Start a local cluster (1 coordinator, 2 workers), analyse the sample video, print what was found, stop.
     Demo {
@@ -117,7 +134,7 @@ fn sample(out: PathBuf) -> Result<()> {
 }
 
 /// A child process whose first stdout line we wait for; killed on drop.
-struct Proc {
+pub(crate) struct Proc {
     name: String,
     child: Child,
 }
@@ -141,7 +158,7 @@ fn terminate(child: &mut Child) {
     let _ = child.kill();
 }
 
-fn spawn(name: &str, bin: &Path, args: &[String], log: &Path) -> Result<(Proc, String)> {
+pub(crate) fn spawn(name: &str, bin: &Path, args: &[String], log: &Path) -> Result<(Proc, String)> {
     let logf = std::fs::File::create(log)?;
     let mut child = Command::new(bin).args(args).stdout(Stdio::piped()).stderr(logf).spawn().with_context(|| format!("failed to start {name}"))?;
     let stdout = child.stdout.take().unwrap();
@@ -334,11 +351,34 @@ fn bench_models(models_dir: PathBuf, iterations: u32) -> Result<()> {
     Ok(())
 }
 
+fn bench_coordinator(workers: Vec<usize>, coordinators: Vec<usize>, batch: u64, seconds: u64) -> Result<()> {
+    let video = load::make_clip(&root().join("target/panoptes-bench"), 100_000)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut rows = Vec::new();
+    for &c in &coordinators {
+        for &w in &workers {
+            println!("==> {c} coordinator(s), {w} simulated workers, {batch} frames per report, {seconds} s");
+            let r = rt.block_on(load::run(&load::LoadOptions { coordinators: c, workers: w, batch, seconds, video: video.clone() }))?;
+            println!("    {} rows in {} reports, {:.1} s: {:.0} rows/s, commit p50 {:.1} ms, p99 {:.1} ms", r.rows, r.reports, r.seconds, r.rows_per_s, r.p50_ms, r.p99_ms);
+            rows.push(r);
+        }
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("\n{cores} cores, load average {} (the simulated workers run on the same machine)", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!("{:>12} {:>8} {:>10} {:>10} {:>9} {:>9} {:>8}", "coordinators", "workers", "rows", "rows/s", "p50 ms", "p99 ms", "refused");
+    for r in &rows {
+        println!("{:>12} {:>8} {:>10} {:>10.0} {:>9.1} {:>9.1} {:>8}", r.coordinators, r.workers, r.rows, r.rows_per_s, r.p50_ms, r.p99_ms, r.refused);
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Models { from, out } => models::run(from, root().join(out)),
         Cmd::Sample { out } => sample(out),
         Cmd::BenchModels { models_dir, iterations } => bench_models(root().join(models_dir), iterations),
+        Cmd::BenchCoordinator { workers, coordinators, batch, seconds } => bench_coordinator(workers, coordinators, batch, seconds),
         Cmd::Demo { models_dir, video, models, frame_step } => demo(models_dir, video, models, frame_step),
     }
 }

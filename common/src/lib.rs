@@ -3,6 +3,7 @@
 pub mod config;
 pub mod ids;
 pub mod logging;
+pub mod metrics;
 pub mod retry;
 
 /// The built-in analyses, in their canonical order. They are always in the

@@ -3,9 +3,17 @@
 //! actor per model (tract) → a reporter that batches results to the
 //! coordinator and retries until they are acknowledged.
 //!
+//! Frames go from the resizer to the model actors through the supervisor, and
+//! the models' results come back through it to the reporter: the supervisor
+//! keeps, per model, the frames sent to that model's actor whose result has
+//! not yet been passed on. When a model actor crashes (its analysis panics or
+//! fails), the supervisor starts a fresh one for that model and re-sends those
+//! frames in order; see [`supervisor`] for the rules.
+//!
 //! Flow control is by credit: the decoder decodes a frame only while it holds
 //! credit; credit comes back when the frame's results are acknowledged, so at
-//! most `pipeline_depth` frames per shard are in memory.
+//! most `pipeline_depth` frames per shard are in memory (which also bounds the
+//! frames the supervisor keeps for re-sending).
 use std::sync::Arc;
 
 use panoptes_media::{DecodedFrame, RgbFrame};
@@ -20,6 +28,8 @@ pub mod model;
 pub mod reporter;
 pub mod resizer;
 pub mod supervisor;
+#[cfg(test)]
+mod tests;
 
 /// Everything a shard's pipeline needs.
 #[derive(Clone)]
@@ -90,8 +100,9 @@ pub enum ResizerMsg {
 }
 
 pub enum ModelMsg {
-    Analyze { frame: u64, rgb: Arc<RgbFrame> },
-    End { next_frame: u64 },
+    /// Analyse this frame. `retry` marks the frame a previous actor for this
+    /// model crashed on.
+    Analyze { frame: u64, rgb: Arc<RgbFrame>, retry: bool },
 }
 
 pub enum ReporterMsg {
@@ -110,6 +121,18 @@ pub enum ShardMsg {
     LeaseLost { gen: Gen, reason: String },
     /// A stage hit an error it reports (e.g. the source cannot be decoded).
     StageError { gen: Gen, error: String },
+    /// From the resizer: a frame for every model actor.
+    Frame { gen: Gen, frame: u64, rgb: Arc<RgbFrame> },
+    /// From the resizer: no more frames; everything before `next_frame` was sent.
+    FramesEnd { gen: Gen, next_frame: u64 },
+    /// From a model actor: its result for a frame, to pass on to the reporter.
+    Output { gen: Gen, frame: u64, model: usize, results_json: String, secs: f64 },
+    /// The supervisor to itself: model actor `model` crashed with `error`;
+    /// start a new one. Sent as a message, not handled at once, so that the
+    /// results the dead actor sent before crashing (already queued in the
+    /// supervisor's mailbox, which supervision events overtake) are handled
+    /// first and are not analysed twice.
+    RestartModel { gen: Gen, model: usize, error: String },
 }
 
 /// Handles the stages use to reach each other.

@@ -1,72 +1,139 @@
-//! Shard supervisor: owns one shard's pipeline. When a stage crashes (a panic
-//! or an error in FFmpeg or tract), the whole pipeline is rebuilt from the
-//! first unacknowledged frame, up to `max_restarts` times; after that the
-//! shard is reported failed with the last error, and the coordinator decides
-//! whether another attempt (maybe on another worker) is worth it.
-use std::collections::HashSet;
+//! Shard supervisor: owns one shard's pipeline and restarts what crashes.
+//!
+//! Model actors are supervised one by one. Every frame reaches the model
+//! actors through the supervisor, which keeps, per model, the frames sent to
+//! that model's actor whose result it has not yet passed on to the reporter
+//! (at most `pipeline_depth` frames, by the credit flow control). When a model
+//! actor crashes (its analysis panicked or returned an error; the actor does
+//! not catch either), ractor reports the failure here and the supervisor:
+//! - starts a fresh actor for that model (same index, same analysis) and
+//!   re-sends it those frames in order, the first (the one the dead actor was
+//!   working on) marked as a retry; frames that were waiting in the dead
+//!   actor's mailbox are therefore not lost;
+//! - if the retried frame crashes the fresh actor too, records
+//!   `{"error": "<model> failed on frame N: <message>"}` as that frame's
+//!   result for that model (the coordinator counts it as an error), restarts
+//!   the actor once more and goes on with the following frames. The other
+//!   models of the frame are not affected;
+//! - when one model crashes more than `max_restarts` times in a row with no
+//!   frame analysed in between, fails the shard (the model is broken, not
+//!   unlucky); sporadic crashes never fail it.
+//!
+//! When any other stage crashes (the decoder, resizer or reporter: a panic or
+//! an error in FFmpeg, swscale or the report path), the whole pipeline is
+//! rebuilt from the first unacknowledged frame, up to `max_restarts` times.
+//!
+//! A failed shard is reported to the coordinator with the last error, and the
+//! coordinator decides whether another attempt (maybe on another worker) is
+//! worth it.
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
+use panoptes_media::RgbFrame;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tracing::{info, warn};
+use serde_json::json;
+use tracing::{debug, info, warn};
 
 use super::decoder::{DecoderActor, DecoderArgs};
 use super::model::{ModelActor, ModelArgs};
 use super::reporter::{send_report, ReporterActor, ReporterArgs};
 use super::resizer::{ResizerActor, ResizerArgs};
-use super::{DecoderMsg, Gen, Links, ShardJob, ShardMsg};
+use super::{DecoderMsg, Gen, Links, ModelMsg, ReporterMsg, ShardJob, ShardMsg};
 
 pub struct ShardSupervisor;
 
 pub struct SupervisorState {
     job: ShardJob,
     gen: Gen,
-    children: HashSet<ActorId>,
+    /// The current pipeline's decoder, resizer and reporter.
+    stages: HashSet<ActorId>,
     decoder: Option<ActorRef<DecoderMsg>>,
+    reporter: Option<ActorRef<ReporterMsg>>,
+    /// The current pipeline's model actors, in the job's model order.
+    models: Vec<ModelSlot>,
+    /// The resizer has sent every frame before this one.
+    frames_end: Option<u64>,
     /// Every analysed frame before this one is committed.
     committed: u64,
+    /// Whole-pipeline restarts.
     restarts: u32,
+    /// Model-actor restarts.
+    model_restarts: u32,
     last_error: String,
+}
+
+/// One model's actor and the frames it has not answered yet.
+struct ModelSlot {
+    /// `None` from the actor's crash until its replacement is started.
+    actor: Option<ActorRef<ModelMsg>>,
+    /// Frames sent to this model's actor whose result has not been passed to
+    /// the reporter, oldest first (a model actor answers in order).
+    unanswered: VecDeque<Unanswered>,
+    /// The reporter was told this model has no more results.
+    end_sent: bool,
+    /// Crashes of this model since its last successful result.
+    crashes_in_a_row: u32,
+}
+
+struct Unanswered {
+    frame: u64,
+    rgb: Arc<RgbFrame>,
+    /// An actor for this model already crashed on this frame.
+    crashed: bool,
 }
 
 impl ShardSupervisor {
     async fn start_pipeline(myself: &ActorRef<ShardMsg>, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         st.gen += 1;
-        st.children.clear();
-        st.decoder = None;
+        Self::forget_pipeline(st);
         let links = Links { gen: st.gen, supervisor: myself.clone() };
         let cell = myself.get_cell();
         let (reporter, _) =
             Actor::spawn_linked(None, ReporterActor, ReporterArgs { job: st.job.clone(), links: links.clone() }, cell.clone()).await?;
-        st.children.insert(reporter.get_id());
-        let mut models = Vec::new();
-        for (index, analysis) in st.job.analyses.iter().enumerate() {
-            let (m, _) =
-                Actor::spawn_linked(None, ModelActor, ModelArgs { index, analysis: analysis.clone(), reporter: reporter.clone() }, cell.clone())
-                    .await?;
-            st.children.insert(m.get_id());
-            models.push(m);
+        st.stages.insert(reporter.get_id());
+        st.reporter = Some(reporter.clone());
+        for index in 0..st.job.analyses.len() {
+            let actor = Self::spawn_model(myself, st, index).await?;
+            st.models.push(ModelSlot { actor: Some(actor), unanswered: VecDeque::new(), end_sent: false, crashes_in_a_row: 0 });
         }
         let target_height = st.job.assignment.target_height;
-        let (resizer, _) = Actor::spawn_linked(None, ResizerActor, ResizerArgs { target_height, models, reporter }, cell.clone()).await?;
-        st.children.insert(resizer.get_id());
+        let (resizer, _) = Actor::spawn_linked(None, ResizerActor, ResizerArgs { target_height, links, reporter }, cell.clone()).await?;
+        st.stages.insert(resizer.get_id());
         let (decoder, _) =
             Actor::spawn_linked(None, DecoderActor, DecoderArgs { job: st.job.clone(), resume: st.committed, resizer }, cell).await?;
-        st.children.insert(decoder.get_id());
+        st.stages.insert(decoder.get_id());
         decoder.send_message(DecoderMsg::Pull(st.job.depth))?;
         st.decoder = Some(decoder);
         Ok(())
+    }
+
+    async fn spawn_model(myself: &ActorRef<ShardMsg>, st: &SupervisorState, index: usize) -> Result<ActorRef<ModelMsg>, ActorProcessingErr> {
+        let args = ModelArgs {
+            index,
+            analysis: st.job.analyses[index].clone(),
+            links: Links { gen: st.gen, supervisor: myself.clone() },
+        };
+        let (actor, _) = Actor::spawn_linked(None, ModelActor, args, myself.get_cell()).await?;
+        Ok(actor)
+    }
+
+    /// Drop every handle on the current pipeline (its actors are stopped or failed).
+    fn forget_pipeline(st: &mut SupervisorState) {
+        st.stages.clear();
+        st.decoder = None;
+        st.reporter = None;
+        st.models.clear();
+        st.frames_end = None;
     }
 
     /// A stage failed: restart the pipeline or give the shard up.
     async fn on_failure(myself: &ActorRef<ShardMsg>, st: &mut SupervisorState, error: String) -> Result<(), ActorProcessingErr> {
         st.last_error = error;
         myself.stop_children(Some("restarting".into()));
-        st.children.clear();
-        st.decoder = None;
+        Self::forget_pipeline(st);
         loop {
             if st.restarts >= st.job.max_restarts {
-                warn!(shard = %st.job.label(), error = %st.last_error, restarts = st.restarts, "shard failed; reporting it");
-                Self::report_failure(st).await;
-                myself.stop(Some("failed".into()));
+                Self::give_up(myself, st).await;
                 return Ok(());
             }
             st.restarts += 1;
@@ -81,11 +148,93 @@ impl ShardSupervisor {
         }
     }
 
-    async fn report_failure(st: &SupervisorState) {
+    /// Model actor `index` crashed with `error`: replace it (see the module doc).
+    async fn restart_model(
+        myself: &ActorRef<ShardMsg>,
+        st: &mut SupervisorState,
+        index: usize,
+        error: String,
+    ) -> Result<(), ActorProcessingErr> {
+        let shard = st.job.label();
+        let name = st.job.assignment.models.get(index).cloned().unwrap_or_else(|| st.job.analyses[index].name().to_string());
+        let crash = match st.models[index].unanswered.front() {
+            Some(first) => format!("{name} failed on frame {}: {error}", first.frame),
+            None => format!("{name} failed: {error}"),
+        };
+        // A model that keeps crashing without analysing any frame in between
+        // is broken, not unlucky: stop after `max_restarts` restarts in a row.
+        // Sporadic crashes (a bad frame now and then) never fail the shard.
+        if st.models[index].crashes_in_a_row >= st.job.max_restarts {
+            st.last_error = format!(
+                "model {name} crashed {} times in a row with no frame analysed in between, more than worker.max_restarts ({}) allows; the last crash: {crash}",
+                st.models[index].crashes_in_a_row + 1,
+                st.job.max_restarts
+            );
+            Self::give_up(myself, st).await;
+            return Ok(());
+        }
+        st.model_restarts += 1;
+        st.models[index].crashes_in_a_row += 1;
+
+        let slot = &mut st.models[index];
+        match slot.unanswered.front_mut() {
+            Some(first) if first.crashed => {
+                // The second crash on this frame: it gets an error result and
+                // the new actor goes on with the next frames.
+                let frame = first.frame;
+                slot.unanswered.pop_front();
+                warn!(%shard, model = %name, frame, error = %error, restart = st.model_restarts, "model actor crashed again on the retried frame; recording a per-frame error and restarting it");
+                if let Some(r) = &st.reporter {
+                    let results_json = json!({ "error": crash }).to_string();
+                    // If the reporter is gone its own failure rebuilds the pipeline.
+                    let _ = r.send_message(ReporterMsg::Output { frame, model: index, results_json, secs: 0.0 });
+                }
+            }
+            Some(first) => {
+                first.crashed = true;
+                warn!(%shard, model = %name, frame = first.frame, error = %error, restart = st.model_restarts, "model actor crashed; restarting it and retrying the frame once");
+            }
+            None => warn!(%shard, model = %name, error = %error, restart = st.model_restarts, "model actor crashed between frames; restarting it"),
+        }
+
+        let actor = match Self::spawn_model(myself, st, index).await {
+            Ok(a) => a,
+            Err(e) => {
+                let error = format!("could not restart the actor of model {name}: {}", spawn_error_text(&e));
+                return Self::on_failure(myself, st, error).await;
+            }
+        };
+        let slot = &mut st.models[index];
+        for u in &slot.unanswered {
+            // A send fails only if the new actor already died; its failure comes here too.
+            let _ = actor.send_message(ModelMsg::Analyze { frame: u.frame, rgb: u.rgb.clone(), retry: u.crashed });
+        }
+        slot.actor = Some(actor);
+        Self::end_model_if_done(st, index);
+        Ok(())
+    }
+
+    /// Once the resizer has sent its last frame and model `index` answered
+    /// every frame, tell the reporter this model is done.
+    fn end_model_if_done(st: &mut SupervisorState, index: usize) {
+        let (Some(next_frame), Some(reporter)) = (st.frames_end, &st.reporter) else { return };
+        let slot = &mut st.models[index];
+        if slot.unanswered.is_empty() && !slot.end_sent {
+            slot.end_sent = true;
+            let _ = reporter.send_message(ReporterMsg::End { next_frame });
+        }
+    }
+
+    /// Report the shard failed with the last error and stop.
+    async fn give_up(myself: &ActorRef<ShardMsg>, st: &mut SupervisorState) {
+        warn!(shard = %st.job.label(), error = %st.last_error, restarts = st.restarts, model_restarts = st.model_restarts, "shard failed; reporting it");
+        myself.stop_children(Some("failed".into()));
+        Self::forget_pipeline(st);
         let req = st.job.report(vec![], st.committed, false, st.last_error.clone(), None);
         if let Err(e) = send_report(&st.job, req).await {
             warn!(shard = %st.job.label(), error = %e, "could not report the failure; the lease will expire instead");
         }
+        myself.stop(Some("failed".into()));
     }
 }
 
@@ -102,7 +251,19 @@ impl Actor for ShardSupervisor {
 
     async fn pre_start(&self, _myself: ActorRef<ShardMsg>, job: ShardJob) -> Result<SupervisorState, ActorProcessingErr> {
         let committed = job.assignment.resume_frame;
-        Ok(SupervisorState { job, gen: 0, children: HashSet::new(), decoder: None, committed, restarts: 0, last_error: String::new() })
+        Ok(SupervisorState {
+            job,
+            gen: 0,
+            stages: HashSet::new(),
+            decoder: None,
+            reporter: None,
+            models: Vec::new(),
+            frames_end: None,
+            committed,
+            restarts: 0,
+            model_restarts: 0,
+            last_error: String::new(),
+        })
     }
 
     async fn post_start(&self, myself: ActorRef<ShardMsg>, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
@@ -116,6 +277,36 @@ impl Actor for ShardSupervisor {
 
     async fn handle(&self, myself: ActorRef<ShardMsg>, msg: ShardMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match msg {
+            ShardMsg::Frame { gen, frame, rgb } if gen == st.gen => {
+                for slot in &mut st.models {
+                    if let Some(actor) = &slot.actor {
+                        // Sent to an actor that has just crashed, the frame is
+                        // lost from its mailbox but kept below for its replacement.
+                        let _ = actor.send_message(ModelMsg::Analyze { frame, rgb: rgb.clone(), retry: false });
+                    }
+                    slot.unanswered.push_back(Unanswered { frame, rgb: rgb.clone(), crashed: false });
+                }
+            }
+            ShardMsg::FramesEnd { gen, next_frame } if gen == st.gen => {
+                st.frames_end = Some(next_frame);
+                for index in 0..st.models.len() {
+                    Self::end_model_if_done(st, index);
+                }
+            }
+            ShardMsg::Output { gen, frame, model, results_json, secs } if gen == st.gen => {
+                let Some(slot) = st.models.get_mut(model) else { return Ok(()) };
+                let Some(pos) = slot.unanswered.iter().position(|u| u.frame == frame) else {
+                    debug!(shard = %st.job.label(), model, frame, "result for a frame already answered; ignored");
+                    return Ok(());
+                };
+                slot.unanswered.remove(pos);
+                slot.crashes_in_a_row = 0;
+                if let Some(r) = &st.reporter {
+                    let _ = r.send_message(ReporterMsg::Output { frame, model, results_json, secs });
+                }
+                Self::end_model_if_done(st, model);
+            }
+            ShardMsg::RestartModel { gen, model, error } if gen == st.gen => Self::restart_model(&myself, st, model, error).await?,
             ShardMsg::Acked { gen, next_frame, frames } if gen == st.gen => {
                 st.committed = st.committed.max(next_frame);
                 if let Some(d) = &st.decoder {
@@ -123,7 +314,7 @@ impl Actor for ShardSupervisor {
                 }
             }
             ShardMsg::Finished { gen } if gen == st.gen => {
-                info!(shard = %st.job.label(), "shard finished");
+                info!(shard = %st.job.label(), model_restarts = st.model_restarts, restarts = st.restarts, "shard finished");
                 myself.stop(Some("finished".into()));
             }
             ShardMsg::LeaseLost { gen, reason } if gen == st.gen => {
@@ -143,7 +334,14 @@ impl Actor for ShardSupervisor {
         st: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
-            if st.children.contains(&cell.get_id()) {
+            let id = cell.get_id();
+            let model = st.models.iter().position(|m| m.actor.as_ref().is_some_and(|a| a.get_id() == id));
+            if let Some(index) = model {
+                st.models[index].actor = None;
+                // Restart it from a message, so that the results the dead actor
+                // sent before crashing (queued before that message) come first.
+                let _ = myself.send_message(ShardMsg::RestartModel { gen: st.gen, model: index, error: err.to_string() });
+            } else if st.stages.contains(&id) {
                 Self::on_failure(&myself, st, err.to_string()).await?;
             }
         }

@@ -1,7 +1,9 @@
 //! Pure scheduling logic: how a video is cut into shards and which pending
 //! shards a worker asking for work gets. No I/O, property-testable.
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::state::apply::State;
-use crate::state::model::{JobState, ShardState};
+use crate::state::model::{analysed_in, Job, JobState, ShardState, WorkerRec};
 
 /// Cut frames `[0, frames)` into shards of about `target` frames, starting
 /// each shard at a keyframe where the keyframes allow it (so no shard decodes
@@ -36,31 +38,174 @@ pub fn split_shards(frames: u64, keyframes: &[(u64, i64)], target: u64) -> Vec<(
     shards
 }
 
-/// Pending shards to lease to `worker` with `free` free slots: oldest job
-/// first, shards in order, only jobs whose models the worker offers.
-pub fn choose_shards(state: &State, worker: &str, free: u32) -> Vec<(u64, u32)> {
-    let Some(w) = state.workers.get(worker) else { return Vec::new() };
-    if w.draining {
+/// Each part of a split shard keeps at least this many analysed frames, so a
+/// leased shard is split (work stealing) only while at least twice as many
+/// are unacknowledged: below that, starting a second decoder (a seek, a
+/// pipeline) for the tail costs more than it saves.
+pub const MIN_STOLEN_FRAMES: u64 = 8;
+
+/// Whether `w` offers every model `job` needs.
+fn offers(w: &WorkerRec, job: &Job) -> bool {
+    job.spec.models.iter().all(|m| w.models.contains(m))
+}
+
+/// Shards each worker holds by the state: leases in running jobs.
+fn held(state: &State) -> BTreeMap<&str, u32> {
+    let mut n = BTreeMap::new();
+    for j in state.jobs.values().filter(|j| j.state == JobState::Running) {
+        for s in &j.shards {
+            if let ShardState::Leased { worker, .. } = &s.state {
+                *n.entry(worker.as_str()).or_default() += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Free slots of `w` by the state: its capacity minus the shards leased to it.
+fn state_free(w: &WorkerRec, held: &BTreeMap<&str, u32>) -> u32 {
+    w.capacity.saturating_sub(held.get(w.name.as_str()).copied().unwrap_or(0))
+}
+
+/// The free slots of `worker` asking for work with `asked` free slots: the
+/// smaller of what it says and what the state says (capacity minus the
+/// shards leased to it), so neither a stale view on the worker's side nor a
+/// lease the coordinator has not expired yet over-commits it. `None` for an
+/// unknown or draining worker.
+pub fn free_slots(state: &State, worker: &str, asked: u32) -> Option<u32> {
+    let w = state.workers.get(worker).filter(|w| !w.draining)?;
+    Some(asked.min(state_free(w, &held(state))))
+}
+
+/// Pending shards to lease to `worker`, which asks with `asked` free slots;
+/// `live` names the workers heard from recently (the asker counts as live).
+///
+/// Candidates: the pending shards of running jobs whose models the worker
+/// offers, oldest job first, shards in order. The worker gets the first
+/// `share` of them, where, with
+/// - `F` its free slots ([`free_slots`]),
+/// - `P` the number of candidates,
+/// - `T` = `F` + the free slots (by the state) of every other live,
+///   non-draining worker that offers the models of at least one candidate's
+///   job,
+///
+/// `share = min(F, max(1, ⌈P·F/T⌉))`: its part of the pending work in
+/// proportion to its part of the free capacity that could take it, at least
+/// one shard whenever it has a free slot and one fits, never more than it has
+/// free slots (and `⌈P·F/T⌉ ≤ P` since `F ≤ T`). So a worker that asks first
+/// does not take every pending shard while other live workers have room;
+/// whatever it leaves is taken by the others when they ask (or by it, on its
+/// next request, once they are busy or gone).
+pub fn choose_shards(state: &State, worker: &str, asked: u32, live: &BTreeSet<String>) -> Vec<(u64, u32)> {
+    let Some(free) = free_slots(state, worker, asked) else { return Vec::new() };
+    if free == 0 {
         return Vec::new();
     }
-    let mut out = Vec::new();
+    let w = &state.workers[worker];
+    let mut candidates = Vec::new();
+    let mut jobs = Vec::new();
     for (id, job) in &state.jobs {
-        if out.len() >= free as usize {
-            break;
-        }
-        if job.state != JobState::Running || !job.spec.models.iter().all(|m| w.models.contains(m)) {
+        if job.state != JobState::Running || !offers(w, job) {
             continue;
         }
+        let before = candidates.len();
+        candidates.extend(job.shards.iter().filter(|s| s.state == ShardState::Pending).map(|s| (*id, s.index)));
+        if candidates.len() > before {
+            jobs.push(job);
+        }
+    }
+    if candidates.is_empty() {
+        return candidates;
+    }
+    let held = held(state);
+    let others: u64 = state
+        .workers
+        .values()
+        .filter(|o| o.name != worker && !o.draining && live.contains(&o.name) && jobs.iter().any(|j| offers(o, j)))
+        .map(|o| state_free(o, &held) as u64)
+        .sum();
+    let share = fair_share(candidates.len() as u64, free as u64, free as u64 + others);
+    candidates.truncate(share as usize);
+    candidates
+}
+
+/// `min(free, max(1, ⌈pending·free/total⌉))`; see [`choose_shards`].
+pub fn fair_share(pending: u64, free: u64, total: u64) -> u64 {
+    if pending == 0 || free == 0 {
+        return 0;
+    }
+    (pending * free).div_ceil(total.max(free)).max(1).min(free)
+}
+
+/// A cut of a leased shard's unacknowledged tail for an idle worker: see
+/// [`choose_split`] and `Request::Split`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steal {
+    pub job: u64,
+    pub shard: u32,
+    pub epoch: u64,
+    pub at: u64,
+}
+
+/// Work stealing: for `worker`, asking with `asked` free slots while no
+/// pending shard fits it (else `None`: pending work comes first), the leased
+/// shard of another worker (in a running job whose models it offers) with the
+/// most analysed frames not yet committed (from its `cursor` to its `end`;
+/// ties: oldest job, then lowest shard), if at least `2 × MIN_STOLEN_FRAMES`
+/// remain, cut at [`cut_point`]. The tail goes to `worker`; the holder keeps
+/// the head and its lease (it learns of the cut when a report past it is
+/// refused, see `State::apply_report`).
+pub fn choose_split(state: &State, worker: &str, asked: u32) -> Option<Steal> {
+    if free_slots(state, worker, asked)? == 0 {
+        return None;
+    }
+    let w = &state.workers[worker];
+    let mut best: Option<(u64, Steal)> = None;
+    for (id, job) in &state.jobs {
+        if job.state != JobState::Running || !offers(w, job) {
+            continue;
+        }
+        let Some(plan) = &job.plan else { continue };
+        let step = job.spec.frame_step.max(1);
+        if job.shards.iter().any(|s| s.state == ShardState::Pending) {
+            return None;
+        }
         for s in &job.shards {
-            if out.len() >= free as usize {
-                break;
+            let ShardState::Leased { worker: holder, epoch, .. } = &s.state else { continue };
+            if holder == worker {
+                continue;
             }
-            if s.state == ShardState::Pending {
-                out.push((*id, s.index));
+            let left = analysed_in(s.cursor, s.end, step);
+            if left >= 2 * MIN_STOLEN_FRAMES && best.as_ref().is_none_or(|(b, _)| left > *b) {
+                let at = cut_point(&plan.keyframes, s.cursor, s.end, step);
+                best = Some((left, Steal { job: *id, shard: s.index, epoch: *epoch, at }));
             }
         }
     }
-    out
+    best.map(|(_, s)| s)
+}
+
+/// Where to cut the unacknowledged range `[cursor, end)` (holding `n ≥ 2 ×
+/// MIN_STOLEN_FRAMES` analysed frames, multiples of `step`) in two. The
+/// aligned midpoint `mid` is the analysed frame that leaves the first
+/// `⌈n/2⌉` with the holder. The cut is the first keyframe at or after `mid`
+/// that still leaves `MIN_STOLEN_FRAMES` analysed frames after it, so the new
+/// shard's decoder seeks straight to its own first frame and never decodes
+/// the holder's; without one, `mid` itself (the new shard's decoder then
+/// seeks to the keyframe before it and skips ahead).
+/// Either way `cursor < cut < end` and both parts keep at least
+/// `MIN_STOLEN_FRAMES` analysed frames.
+pub fn cut_point(keyframes: &[(u64, i64)], cursor: u64, end: u64, step: u64) -> u64 {
+    let step = step.max(1);
+    let first = cursor.div_ceil(step) * step;
+    let n = analysed_in(cursor, end, step);
+    let mid = first + n.div_ceil(2) * step;
+    keyframes
+        .iter()
+        .map(|k| k.0)
+        .filter(|&k| k >= mid && k < end && analysed_in(k, end, step) >= MIN_STOLEN_FRAMES)
+        .min()
+        .unwrap_or(mid)
 }
 
 #[cfg(test)]
@@ -121,5 +266,333 @@ mod tests {
     #[test]
     fn zero_frames_give_no_shards() {
         assert!(split_shards(0, &[(0, 0)], 10).is_empty());
+    }
+}
+
+/// Property tests of placement and work stealing over random cluster states.
+#[cfg(test)]
+mod properties {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::state::apply::{Changes, ResultSink};
+    use crate::state::command::{Granted, Request, Response};
+    use crate::state::model::{Job, JobCounters, JobSpec, Plan, Shard, WorkerRec};
+
+    const MODELS: [&str; 3] = ["a", "b", "c"];
+
+    fn models(mask: u8) -> Vec<String> {
+        MODELS.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, m)| m.to_string()).collect()
+    }
+
+    /// A worker: capacity, models mask, draining, free slots it asks with, live.
+    type WorkerP = (u32, u8, bool, u32, bool);
+    /// A shard: state selector, holder index, cursor seed.
+    type ShardP = (u8, usize, u64);
+    /// A job: models mask, frame step, frames, keyframes, shard target, state
+    /// selector, shards, busy (no shard pending: all leased or done).
+    type JobP = (u8, u64, u64, Vec<u64>, u64, u8, Vec<ShardP>, bool);
+
+    fn worker_p() -> impl Strategy<Value = WorkerP> {
+        (0u32..9, 0u8..8, prop::bool::weighted(0.2), 0u32..6, prop::bool::weighted(0.8))
+    }
+
+    fn job_p() -> impl Strategy<Value = JobP> {
+        (
+            1u8..8,
+            1u64..4,
+            1u64..600,
+            prop::collection::vec(0u64..600, 0..30),
+            1u64..200,
+            0u8..10,
+            prop::collection::vec((0u8..10, 0usize..8, 0u64..1000), 1..30),
+            any::<bool>(),
+        )
+    }
+
+    struct World {
+        state: State,
+        live: BTreeSet<String>,
+        asked: BTreeMap<String, u32>,
+    }
+
+    fn build(ws: &[WorkerP], js: &[JobP]) -> World {
+        let mut state = State::default();
+        let mut live = BTreeSet::new();
+        let mut asked = BTreeMap::new();
+        for (i, &(capacity, mask, draining, ask, is_live)) in ws.iter().enumerate() {
+            let name = format!("w{i}");
+            state.workers.insert(
+                name.clone(),
+                WorkerRec { name: name.clone(), addr: String::new(), capacity, models: models(mask), registered_at_ms: 0, draining },
+            );
+            if is_live {
+                live.insert(name.clone());
+            }
+            asked.insert(name, ask);
+        }
+        let mut epoch = 1;
+        for (id, (mask, step, frames, kf, target, sel, sp, busy)) in js.iter().enumerate() {
+            let id = id as u64 + 1;
+            let mut kf: Vec<u64> = kf.iter().map(|k| k % frames).chain([0]).collect();
+            kf.sort();
+            kf.dedup();
+            let keyframes: Vec<(u64, i64)> = kf.iter().map(|&k| (k, k as i64 * 10)).collect();
+            let state_of_job = match sel {
+                0..=6 => JobState::Running,
+                7 => JobState::Queued,
+                8 => JobState::Completed,
+                _ => JobState::Cancelled,
+            };
+            let mut shards = Vec::new();
+            if state_of_job != JobState::Queued {
+                for (i, (start, end)) in split_shards(*frames, &keyframes, *target).into_iter().enumerate() {
+                    let (ssel, holder, seed) = sp[i % sp.len()];
+                    let cursor = start + seed % (end - start + 1);
+                    let (state, cursor) = match ssel {
+                        0..=3 if !busy => (ShardState::Pending, cursor),
+                        0..=7 if state_of_job == JobState::Running && !ws.is_empty() => {
+                            epoch += 1;
+                            let worker = format!("w{}", holder % ws.len());
+                            (ShardState::Leased { worker, epoch, since_ms: 0, lease_end: end }, cursor)
+                        }
+                        0..=7 => (ShardState::Pending, cursor),
+                        _ => (ShardState::Done, end),
+                    };
+                    shards.push(Shard { index: i as u32, start, end, cursor, state, attempts: 0, last_error: None });
+                }
+            }
+            let spec = JobSpec {
+                name: format!("job{id}"),
+                source: "/v.mp4".into(),
+                models: models(*mask),
+                frame_step: *step,
+                target_height: 100,
+                request_id: None,
+                max_attempts: 3,
+            };
+            let plan = Plan { frames: *frames, width: 1, height: 1, time_base: (1, 25), pts0: 0, fps: 25.0, keyframes };
+            let job = Job {
+                id,
+                spec,
+                state: state_of_job,
+                error: None,
+                submitted_at_ms: 0,
+                started_at_ms: 0,
+                finished_at_ms: 0,
+                plan: (state_of_job != JobState::Queued).then_some(plan),
+                shards,
+                frames_done: 0,
+                counters: JobCounters::default(),
+            };
+            state.jobs.insert(id, job);
+        }
+        state.next_epoch = epoch + 1;
+        World { state, live, asked }
+    }
+
+    fn offers_job(w: &WorkerRec, j: &Job) -> bool {
+        j.spec.models.iter().all(|m| w.models.contains(m))
+    }
+
+    /// Shards leased to `name` in running jobs, counted the plain way.
+    fn holds(state: &State, name: &str) -> u32 {
+        let mut n = 0;
+        for j in state.jobs.values() {
+            for s in &j.shards {
+                if j.state == JobState::Running && matches!(&s.state, ShardState::Leased { worker, .. } if worker == name) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Pending shards of running jobs that `w` could run, oldest job first.
+    fn candidates(state: &State, w: &WorkerRec) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        for j in state.jobs.values() {
+            if j.state == JobState::Running && offers_job(w, j) {
+                for s in &j.shards {
+                    if s.state == ShardState::Pending {
+                        out.push((j.id, s.index));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Analysed frames still to commit: `(job, frame)` for every shard not done.
+    fn to_analyse(state: &State) -> BTreeSet<(u64, u64)> {
+        let mut out = BTreeSet::new();
+        for j in state.jobs.values() {
+            let step = j.spec.frame_step;
+            for s in j.shards.iter().filter(|s| s.state != ShardState::Done) {
+                out.extend((s.cursor..s.end).filter(|f| f % step == 0).map(|f| (j.id, f)));
+            }
+        }
+        out
+    }
+
+    struct NoResults;
+    impl ResultSink for NoResults {
+        fn contains(&self, _: u64, _: u64, _: u8) -> bool {
+            false
+        }
+        fn put(&mut self, _: u64, _: u64, _: u8, _: f64, _: &str) {
+            panic!("a split stored a result");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        /// Placement: within free slots, only pending shards, each once, only
+        /// to a worker that can run them, something whenever something fits,
+        /// and exactly the fair share: with F the asker's free slots, P the
+        /// pending shards it could run and T the free slots of the live,
+        /// non-draining workers that could run one of them (the asker
+        /// included), it gets the first min(F, max(1, ⌈P·F/T⌉)) of them in
+        /// (oldest job, shard) order.
+        #[test]
+        fn placement_is_safe_and_fair(ws in prop::collection::vec(worker_p(), 1..6), js in prop::collection::vec(job_p(), 0..4)) {
+            let w = build(&ws, &js);
+            for (name, rec) in &w.state.workers {
+                let asked = w.asked[name];
+                let got = choose_shards(&w.state, name, asked, &w.live);
+                let free = asked.min(rec.capacity.saturating_sub(holds(&w.state, name)));
+                prop_assert!(got.len() as u32 <= free, "{name} got {} shards with {free} free slots", got.len());
+                if rec.draining {
+                    prop_assert!(got.is_empty(), "draining {name} got {got:?}");
+                    continue;
+                }
+                let distinct: BTreeSet<_> = got.iter().collect();
+                prop_assert_eq!(distinct.len(), got.len(), "a shard granted twice: {:?}", got);
+                for (job, shard) in &got {
+                    let j = &w.state.jobs[job];
+                    prop_assert_eq!(j.state, JobState::Running);
+                    prop_assert_eq!(&j.shards[*shard as usize].state, &ShardState::Pending);
+                    prop_assert!(offers_job(rec, j), "{} lacks the models of job {}", name, job);
+                }
+                let cands = candidates(&w.state, rec);
+                if free > 0 && !cands.is_empty() {
+                    prop_assert!(!got.is_empty(), "{name} has {free} free slots and {} shards fit, got none", cands.len());
+                }
+                // The exact fair share, counted independently.
+                let jobs: BTreeSet<u64> = cands.iter().map(|c| c.0).collect();
+                let mut total = free as u64;
+                for (other, o) in &w.state.workers {
+                    if other != name && !o.draining && w.live.contains(other) && jobs.iter().any(|j| offers_job(o, &w.state.jobs[j])) {
+                        total += o.capacity.saturating_sub(holds(&w.state, other)) as u64;
+                    }
+                }
+                let (p, f) = (cands.len() as u64, free as u64);
+                let expected = if p == 0 || f == 0 { 0 } else { ((p * f).div_ceil(total)).max(1).min(f) };
+                prop_assert_eq!(got.len() as u64, expected, "P={} F={} T={}", p, f, total);
+                prop_assert!(got.len() as u64 <= 1.max((p * f).div_ceil(total.max(1))));
+                prop_assert_eq!(&got[..], &cands[..got.len()], "not the oldest pending shards first");
+            }
+        }
+
+        /// Work stealing picks another worker's leased shard with the most
+        /// unacknowledged analysed frames (≥ 2 × MIN_STOLEN_FRAMES), cuts it
+        /// strictly inside (cursor, end) at the first qualifying keyframe or
+        /// else at the aligned midpoint; applying the split keeps the shards
+        /// a partition of [0, frames) and the frames still to analyse
+        /// unchanged.
+        #[test]
+        fn splits_are_well_placed_and_lose_nothing(ws in prop::collection::vec(worker_p(), 1..6), js in prop::collection::vec(job_p(), 1..4)) {
+            let w = build(&ws, &js);
+            for (name, rec) in &w.state.workers {
+                let asked = w.asked[name];
+                let steal = choose_split(&w.state, name, asked);
+                let free = asked.min(rec.capacity.saturating_sub(holds(&w.state, name)));
+                // The best candidate, counted the plain way.
+                let mut best = 0;
+                for j in w.state.jobs.values().filter(|j| j.state == JobState::Running && offers_job(rec, j)) {
+                    for s in &j.shards {
+                        if matches!(&s.state, ShardState::Leased { worker, .. } if worker != name) {
+                            best = best.max(analysed_in(s.cursor, s.end, j.spec.frame_step));
+                        }
+                    }
+                }
+                let pending = !candidates(&w.state, rec).is_empty();
+                let Some(st) = steal else {
+                    prop_assert!(rec.draining || free == 0 || pending || best < 2 * MIN_STOLEN_FRAMES, "{name} could steal {best} frames");
+                    continue;
+                };
+                prop_assert!(!rec.draining && free > 0 && !pending, "a split while pending work fits or without a free slot");
+                let j = &w.state.jobs[&st.job];
+                let s = &j.shards[st.shard as usize];
+                let step = j.spec.frame_step;
+                prop_assert!(j.state == JobState::Running && offers_job(rec, j));
+                prop_assert!(matches!(&s.state, ShardState::Leased { worker, epoch, .. } if worker != name && *epoch == st.epoch), "not another worker's current lease");
+                let left = analysed_in(s.cursor, s.end, step);
+                prop_assert_eq!(left, best, "not the shard with the most frames left");
+                prop_assert!(left >= 2 * MIN_STOLEN_FRAMES);
+                prop_assert!(s.cursor < st.at && st.at < s.end, "cut {} outside ({}, {})", st.at, s.cursor, s.end);
+                prop_assert!(analysed_in(s.cursor, st.at, step) >= MIN_STOLEN_FRAMES);
+                prop_assert!(analysed_in(st.at, s.end, step) >= MIN_STOLEN_FRAMES);
+                let kfs = &j.plan.as_ref().unwrap().keyframes;
+                let first = s.cursor.div_ceil(step) * step;
+                let mid = first + left.div_ceil(2) * step;
+                let qualifying = kfs.iter().map(|k| k.0).filter(|&k| k >= mid && k < s.end && analysed_in(k, s.end, step) >= MIN_STOLEN_FRAMES).min();
+                match qualifying {
+                    Some(k) => prop_assert_eq!(st.at, k, "a keyframe qualified"),
+                    None => {
+                        prop_assert_eq!(st.at, mid);
+                        prop_assert_eq!(st.at % step, 0, "midpoint not aligned to the frame step");
+                    }
+                }
+
+                // Apply it.
+                let mut after = w.state.clone();
+                let before_frames = to_analyse(&w.state);
+                let n = j.shards.len() as u32;
+                let req = Request::Split { job: st.job, shard: st.shard, epoch: st.epoch, at: st.at, worker: name.clone(), now_ms: 5 };
+                let resp = after.apply(&req, &mut NoResults, &mut Changes::default());
+                let Response::Granted(g) = resp else { return Err(TestCaseError::fail(format!("split rejected: {resp:?}"))) };
+                prop_assert_eq!(g.len(), 1);
+                let Granted { job, shard, epoch } = g[0].clone();
+                prop_assert!(job == st.job && shard == n && epoch == w.state.next_epoch);
+                prop_assert_eq!(&to_analyse(&after), &before_frames, "the frames still to analyse changed");
+                let aj = &after.jobs[&st.job];
+                let mut ranges: Vec<(u64, u64)> = aj.shards.iter().map(|s| (s.start, s.end)).collect();
+                ranges.sort();
+                let mut at = 0;
+                for (a, b) in ranges {
+                    prop_assert!(a == at && b > a, "shards no longer partition the video");
+                    at = b;
+                }
+                prop_assert_eq!(at, aj.plan.as_ref().unwrap().frames);
+                prop_assert_eq!(aj.shards[st.shard as usize].end, st.at);
+                prop_assert_eq!(&aj.shards[st.shard as usize].state, &s.state, "the victim's lease changed");
+                prop_assert!(matches!(&aj.shards[n as usize].state, ShardState::Leased { worker, .. } if worker == name), "the tail is not leased to the stealer");
+                // The same split again is stale.
+                prop_assert!(matches!(after.clone().apply(&req, &mut NoResults, &mut Changes::default()), Response::Rejected(_)));
+            }
+        }
+
+        /// `cut_point` on its own: inside the range, both parts keep
+        /// MIN_STOLEN_FRAMES, a keyframe when one qualifies, else the aligned midpoint.
+        #[test]
+        fn cut_points_are_inside_and_aligned(cursor in 0u64..500, len in 0u64..400, step in 1u64..6, kf in prop::collection::vec(0u64..1000, 0..20)) {
+            let end = cursor + len;
+            let n = analysed_in(cursor, end, step);
+            prop_assume!(n >= 2 * MIN_STOLEN_FRAMES);
+            let kfs: Vec<(u64, i64)> = kf.iter().map(|&k| (k, 0)).collect();
+            let at = cut_point(&kfs, cursor, end, step);
+            prop_assert!(cursor < at && at < end);
+            prop_assert!(analysed_in(cursor, at, step) >= n.div_ceil(2), "the holder keeps at least half");
+            prop_assert!(analysed_in(at, end, step) >= MIN_STOLEN_FRAMES);
+            if !kf.contains(&at) {
+                prop_assert_eq!(at % step, 0);
+                prop_assert_eq!(analysed_in(cursor, at, step), n.div_ceil(2));
+                prop_assert!(!kf.iter().any(|&k| k > at && k < end && analysed_in(k, end, step) >= MIN_STOLEN_FRAMES), "skipped a keyframe");
+            }
+        }
     }
 }

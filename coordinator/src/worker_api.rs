@@ -1,4 +1,5 @@
 //! The worker-facing gRPC service: register, heartbeat, lease, report.
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use panoptes_common::ids::JobId;
@@ -9,7 +10,7 @@ use tonic::{Request as Req, Response as Resp, Status};
 use tracing::{debug, info};
 
 use crate::node::{Coordinator, MAX_MESSAGE_BYTES};
-use crate::scheduling::choose_shards;
+use crate::scheduling::{choose_shards, choose_split};
 use crate::state::command::{FrameOutputs, ModelOutput, Report, Request, Response};
 use crate::state::model::{ShardState, StageTimes};
 
@@ -80,20 +81,43 @@ impl WorkerApi for WorkerService {
         let r = req.into_inner();
         // Leases are granted where their clocks run: on the leader.
         self.node.require_leader()?;
-        let wanted = self.node.reader.read(|a| {
+        // Workers heard from within a lease timeout compete for the pending
+        // shards (fair share by free capacity; see `choose_shards`).
+        let live: BTreeSet<String> = {
+            let now = now_ms();
+            let timeout = self.node.cfg.cluster.lease_timeout_ms;
+            let mem = self.node.mem.lock().unwrap();
+            mem.heartbeats.iter().filter(|(_, &t)| now.saturating_sub(t) <= timeout).map(|(n, _)| n.clone()).collect()
+        };
+        let (wanted, steal) = self.node.reader.read(|a| {
             if !a.state.workers.contains_key(&r.name) {
                 return Err(Status::failed_precondition(format!("unknown worker '{}': register first", r.name)));
             }
-            Ok(choose_shards(&a.state, &r.name, r.free_slots))
+            let wanted = choose_shards(&a.state, &r.name, r.free_slots, &live);
+            // Nothing pending fits: take over the tail of a slow worker's shard.
+            let steal = if wanted.is_empty() { choose_split(&a.state, &r.name, r.free_slots) } else { None };
+            Ok((wanted, steal))
         })?;
-        if wanted.is_empty() {
-            return Ok(Resp::new(pb::LeaseResponse { shards: vec![] }));
-        }
-        let granted = match self.node.write(Request::Grant { worker: r.name.clone(), shards: wanted, now_ms: now_ms() }).await? {
+        let req = match (wanted.is_empty(), steal) {
+            (false, _) => Request::Grant { worker: r.name.clone(), shards: wanted, now_ms: now_ms() },
+            (true, Some(st)) => {
+                Request::Split { job: st.job, shard: st.shard, epoch: st.epoch, at: st.at, worker: r.name.clone(), now_ms: now_ms() }
+            }
+            (true, None) => return Ok(Resp::new(pb::LeaseResponse { shards: vec![] })),
+        };
+        let granted = match self.node.write(req.clone()).await? {
             Response::Granted(g) => g,
+            // The victim's lease moved on (a report, an expiry) since we looked: no work this time.
+            Response::Rejected(m) if matches!(req, Request::Split { .. }) => {
+                debug!(worker = %r.name, reason = %m, "work stealing skipped");
+                Vec::new()
+            }
             Response::Rejected(m) => return Err(Status::failed_precondition(m)),
             other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
         };
+        if let (Request::Split { job, shard, epoch, at, .. }, Some(g)) = (&req, granted.first()) {
+            info!(job_id = job, victim_shard = shard, victim_epoch = epoch, cut = at, new_shard = g.shard, worker = %r.name, "work stolen: shard split");
+        }
         let mut shards = Vec::new();
         for g in granted {
             self.node.renew(g.job, g.shard, g.epoch);

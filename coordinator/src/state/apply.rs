@@ -181,7 +181,7 @@ impl State {
                     let epoch = self.next_epoch;
                     self.next_epoch += 1;
                     ch.counters = true;
-                    s.state = ShardState::Leased { worker: worker.clone(), epoch, since_ms: *now_ms };
+                    s.state = ShardState::Leased { worker: worker.clone(), epoch, since_ms: *now_ms, lease_end: s.end };
                     if j.counters.first_lease_ms == 0 {
                         j.counters.first_lease_ms = *now_ms;
                     }
@@ -203,8 +203,57 @@ impl State {
                     _ => rejected("lease already changed"),
                 }
             }
+            Request::Split { job, shard, epoch, at, worker, now_ms } => self.apply_split(*job, *shard, *epoch, *at, worker, *now_ms, ch),
             Request::Report(r) => self.apply_report(r, sink, ch),
         }
+    }
+
+    /// See [`Request::Split`].
+    #[allow(clippy::too_many_arguments)]
+    fn apply_split(&mut self, job: u64, shard: u32, epoch: u64, at: u64, worker: &str, now_ms: u64, ch: &mut Changes) -> Response {
+        let Some(w) = self.workers.get(worker) else { return rejected(format!("unknown worker {worker}: register first")) };
+        if w.draining {
+            return rejected(format!("worker '{worker}' is draining"));
+        }
+        let Some(j) = self.jobs.get_mut(&job) else { return rejected(format!("unknown job {job}")) };
+        if j.state != JobState::Running {
+            return rejected(format!("job {job} is {}", j.state.as_str()));
+        }
+        if let Some(m) = j.spec.models.iter().find(|m| !w.models.contains(m)) {
+            return rejected(format!("worker '{worker}' does not offer model '{m}' of job {job}"));
+        }
+        let step = j.spec.frame_step.max(1);
+        let index = j.shards.len() as u32;
+        let Some(s) = j.shards.get_mut(shard as usize) else { return rejected(format!("no shard {shard} in job {job}")) };
+        match &s.state {
+            ShardState::Leased { epoch: e, worker: holder, .. } if *e == epoch => {
+                if holder == worker {
+                    return rejected(format!("worker '{worker}' already holds shard {shard}"));
+                }
+            }
+            _ => return rejected("lease already changed"),
+        }
+        // Both parts must keep work, the cut beyond what is committed.
+        if at <= s.cursor || at >= s.end || analysed_in(s.cursor, at, step) == 0 || analysed_in(at, s.end, step) == 0 {
+            return rejected(format!("cut at {at} leaves no work on one side of [{}, {}) of shard {shard}", s.cursor, s.end));
+        }
+        let new_epoch = self.next_epoch;
+        self.next_epoch += 1;
+        ch.counters = true;
+        ch.jobs.insert(job);
+        let tail = Shard {
+            index,
+            start: at,
+            end: s.end,
+            cursor: at,
+            state: ShardState::Leased { worker: worker.to_string(), epoch: new_epoch, since_ms: now_ms, lease_end: s.end },
+            // The tail may hold the frame that made earlier attempts fail.
+            attempts: s.attempts,
+            last_error: None,
+        };
+        s.end = at;
+        j.shards.push(tail);
+        Response::Granted(vec![Granted { job, shard: index, epoch: new_epoch }])
     }
 
     fn apply_report(&mut self, r: &Report, sink: &mut dyn ResultSink, ch: &mut Changes) -> Response {
@@ -215,18 +264,23 @@ impl State {
         let step = j.spec.frame_step;
         let models = j.spec.models.clone();
         let Some(s) = j.shards.get_mut(r.shard as usize) else { return refused(format!("no shard {}", r.shard)) };
-        match &s.state {
-            ShardState::Leased { worker, epoch, .. } if *worker == r.worker && *epoch == r.epoch => {}
+        let lease_end = match &s.state {
+            ShardState::Leased { worker, epoch, lease_end, .. } if *worker == r.worker && *epoch == r.epoch => *lease_end,
             ShardState::Leased { epoch, .. } => {
                 return refused(format!("stale lease: epoch {} is not the current lease {epoch}", r.epoch))
             }
             ShardState::Pending => return refused("stale lease: the shard is not leased"),
+            // A holder still working past a cut learns here that the rest went elsewhere.
+            ShardState::Done if r.frames.iter().any(|f| f.frame >= s.end) => {
+                return refused(format!("the shard is done: it ends at frame {}, the frames after were handed to another worker", s.end))
+            }
             ShardState::Done => return refused("the shard is already done"),
-        }
-        // Validate everything before changing anything.
+        };
+        // Validate everything before changing anything. The holder may still
+        // send frames up to the end it was leased with (`lease_end`).
         for f in &r.frames {
-            if f.frame < s.start || f.frame >= s.end || f.frame % step != 0 {
-                return refused(format!("frame {} is not an analysed frame of shard {} [{}, {})", f.frame, s.index, s.start, s.end));
+            if f.frame < s.start || f.frame >= lease_end || f.frame % step != 0 {
+                return refused(format!("frame {} is not an analysed frame of shard {} [{}, {lease_end})", f.frame, s.index, s.start));
             }
             if f.outputs.len() != models.len() || models.iter().any(|m| f.outputs.iter().filter(|o| &o.model == m).count() != 1) {
                 return refused(format!("frame {} must carry exactly one result per model {:?}", f.frame, models));
@@ -234,7 +288,9 @@ impl State {
         }
         ch.jobs.insert(r.job);
         let mut stored = 0u32;
-        for f in &r.frames {
+        // Frames at or beyond `end` were split off to another shard (work
+        // stealing): that shard's holder stores them; here they are dropped.
+        for f in r.frames.iter().filter(|f| f.frame < s.end) {
             if sink.contains(r.job, f.frame, 0) {
                 continue; // a retried or duplicated delivery: already committed
             }
@@ -262,7 +318,10 @@ impl State {
                 let msg = format!("shard {} (frames {}–{}) failed {} times: {err}", s.index, s.start, s.end, s.attempts);
                 outcome = Some((JobState::Failed, Some(msg)));
             }
-        } else if r.done {
+        } else if r.done || (s.end < lease_end && analysed_in(s.cursor, s.end, step) == 0) {
+            // Done as reported, or a split-off shard whose holder (unaware of
+            // the cut) has committed every frame up to the cut: its next
+            // report is refused, which stops it.
             s.state = ShardState::Done;
             if j.shards.iter().all(|s| s.state == ShardState::Done) {
                 outcome = Some((JobState::Completed, None));
@@ -517,6 +576,101 @@ mod tests {
         assert!(matches!(w.apply(Request::Drain { worker: "nobody".into(), draining: true, hand_back: false }), Response::Rejected(_)));
     }
 
+    fn split(w: &mut World, shard: u32, epoch: u64, at: u64, worker: &str) -> Response {
+        w.apply(Request::Split { job: 1, shard, epoch, at, worker: worker.into(), now_ms: 6 })
+    }
+
+    #[test]
+    fn a_split_hands_the_tail_over_and_each_result_is_stored_once() {
+        let mut w = World::new();
+        let e1 = w.grant("w1", 0);
+        stored(w.apply(report("w1", 0, e1, &[0, 2], 3, false)));
+        let e2 = match split(&mut w, 0, e1, 6, "w2") {
+            Response::Granted(g) if g.len() == 1 && g[0].shard == 2 => g[0].epoch,
+            other => panic!("split failed: {other:?}"),
+        };
+        assert!(e2 > e1);
+        let (head, tail) = (&w.job().shards[0], &w.job().shards[2]);
+        assert_eq!((head.start, head.end, head.cursor), (0, 6, 3), "the victim keeps its head and cursor");
+        assert!(matches!(head.state, ShardState::Leased { epoch, lease_end: 10, .. } if epoch == e1), "{:?}", head.state);
+        assert_eq!((tail.start, tail.end, tail.cursor), (6, 10, 6));
+        assert!(matches!(&tail.state, ShardState::Leased { worker, epoch, lease_end: 10, .. } if worker == "w2" && *epoch == e2));
+
+        // The thief reports first; then the victim, unaware of the cut, sends
+        // frames on both sides of it: only those before the cut are kept, and
+        // reaching the cut makes its shard done although it did not say so.
+        assert_eq!(stored(w.apply(report("w2", 2, e2, &[6], 7, false))), 1);
+        assert_eq!(stored(w.apply(report("w1", 0, e1, &[4, 6, 8], 9, false))), 1);
+        assert_eq!(w.job().shards[0].state, ShardState::Done);
+        assert_eq!(w.job().shards[0].cursor, 6);
+        assert_eq!(w.job().counters.errors, 0, "dropped frames are not errors");
+        // Its next report is refused (which stops it on the worker).
+        match w.apply(report("w1", 0, e1, &[8], 10, true)) {
+            Response::Reported { accepted: false, reason, .. } => assert!(reason.contains("done"), "{reason}"),
+            other => panic!("a report for a done shard was accepted: {other:?}"),
+        }
+        assert_eq!(stored(w.apply(report("w2", 2, e2, &[8], 10, true))), 1);
+        assert_eq!(w.job().shards[2].state, ShardState::Done);
+        assert_eq!(w.job().state, JobState::Running, "shard 1 is still pending");
+
+        let e3 = w.grant("w1", 1);
+        stored(w.apply(report("w1", 1, e3, &[10, 12, 14, 16, 18], 20, true)));
+        assert_eq!(w.job().state, JobState::Completed);
+        assert_eq!(w.job().frames_done, 10);
+        assert_eq!(w.sink.0.len(), 20, "every (frame, model) exactly once");
+    }
+
+    #[test]
+    fn a_victim_done_report_past_the_cut_completes_only_its_head() {
+        let mut w = World::new();
+        let e1 = w.grant("w1", 0);
+        let Response::Granted(g) = split(&mut w, 0, e1, 4, "w2") else { panic!("split rejected") };
+        // The victim finishes the whole range it was leased.
+        assert_eq!(stored(w.apply(report("w1", 0, e1, &[0, 2, 4, 6, 8], 10, true))), 2);
+        assert_eq!(w.job().shards[0].state, ShardState::Done);
+        assert_ne!(w.job().shards[2].state, ShardState::Done, "the tail is the thief's to finish");
+        assert_eq!(w.st.remaining(1), 3 + 5);
+        assert_eq!(stored(w.apply(report("w2", 2, g[0].epoch, &[4, 6, 8], 10, true))), 3);
+        assert_eq!(w.st.remaining(1), 5);
+    }
+
+    #[test]
+    fn a_stale_or_impossible_split_is_rejected_and_changes_nothing() {
+        let mut w = World::new();
+        let e1 = w.grant("w1", 0);
+        stored(w.apply(report("w1", 0, e1, &[0, 2, 4], 5, false)));
+        let before = w.st.clone();
+        for (at, why) in [(4, "at the committed part"), (5, "at the cursor"), (10, "at the end"), (12, "beyond the end"), (6, "no frame left before the cut")] {
+            assert!(matches!(split(&mut w, 0, e1, at, "w2"), Response::Rejected(_)), "cut {at} ({why}) accepted");
+        }
+        assert!(matches!(split(&mut w, 0, e1 + 7, 8, "w2"), Response::Rejected(_)), "a stale epoch was accepted");
+        assert!(matches!(split(&mut w, 0, e1, 8, "w1"), Response::Rejected(_)), "split to its own holder");
+        assert!(matches!(split(&mut w, 0, e1, 8, "ghost"), Response::Rejected(_)), "split to an unknown worker");
+        assert!(matches!(split(&mut w, 1, e1, 14, "w2"), Response::Rejected(_)), "split of a pending shard");
+        w.apply(Request::Drain { worker: "w2".into(), draining: true, hand_back: false });
+        assert!(matches!(split(&mut w, 0, e1, 8, "w2"), Response::Rejected(_)), "split to a draining worker");
+        w.apply(Request::Drain { worker: "w2".into(), draining: false, hand_back: false });
+        assert_eq!(w.st, before);
+        // Once the lease expired, the old epoch cannot be split.
+        w.apply(Request::Expire { job: 1, shard: 0, epoch: e1 });
+        assert!(matches!(split(&mut w, 0, e1, 8, "w2"), Response::Rejected(_)));
+        assert_eq!(w.job().shards.len(), 2);
+    }
+
+    #[test]
+    fn a_split_head_handed_out_again_is_leased_with_its_new_end() {
+        let mut w = World::new();
+        let e1 = w.grant("w1", 0);
+        let Response::Granted(_) = split(&mut w, 0, e1, 6, "w2") else { panic!("split rejected") };
+        assert_eq!(w.apply(Request::Expire { job: 1, shard: 0, epoch: e1 }), Response::Ok);
+        let e3 = w.grant("w1", 0);
+        assert!(matches!(w.job().shards[0].state, ShardState::Leased { lease_end: 6, .. }));
+        // The new holder was told the shard ends at 6: a frame past it is refused.
+        assert!(matches!(w.apply(report("w1", 0, e3, &[6], 7, false)), Response::Reported { accepted: false, .. }));
+        assert_eq!(stored(w.apply(report("w1", 0, e3, &[0, 2, 4], 6, true))), 3);
+        assert_eq!(w.job().shards[0].state, ShardState::Done);
+    }
+
     #[test]
     fn a_source_without_frames_fails_at_planning() {
         let mut w = World { st: State::default(), sink: MemSink::default() };
@@ -524,5 +678,271 @@ mod tests {
         w.apply(Request::Plan { job: 1, plan: plan(0), shards: vec![], now_ms: 2 });
         assert_eq!(w.job().state, JobState::Failed);
         assert!(w.job().error.as_deref().unwrap().contains("no video frames"));
+    }
+
+    /// Random runs of the state machine with simulated workers: leases,
+    /// reports (in order, as the reporter sends them), duplicated and stale
+    /// reports, failures, expiries and splits, in any interleaving.
+    mod sequences {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::scheduling::{choose_shards, choose_split, split_shards};
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Lease(usize),
+            Steal(usize),
+            /// Worker, which lease, how many frames.
+            Work(usize, usize, u64),
+            Duplicate(usize),
+            Fail(usize),
+            Expire(usize),
+            ExpireStale(usize),
+            StaleReport(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => (0usize..3).prop_map(Op::Lease),
+                2 => (0usize..3).prop_map(Op::Steal),
+                8 => (0usize..3, 0usize..4, 1u64..7).prop_map(|(w, l, n)| Op::Work(w, l, n)),
+                2 => (0usize..3).prop_map(Op::Duplicate),
+                1 => (0usize..3).prop_map(Op::Fail),
+                1 => (0usize..50).prop_map(Op::Expire),
+                1 => (0usize..50).prop_map(Op::ExpireStale),
+                1 => (0usize..3).prop_map(Op::StaleReport),
+            ]
+        }
+
+        /// A lease as its worker sees it: it works from `next` up to `end`.
+        #[derive(Debug)]
+        struct Held {
+            shard: u32,
+            epoch: u64,
+            next: u64,
+            end: u64,
+        }
+
+        #[derive(Default)]
+        struct SimWorker {
+            capacity: u32,
+            held: Vec<Held>,
+            last: Option<Request>,
+            /// Leases it has let go of: (shard, epoch, a frame of it).
+            old: Vec<(u32, u64, u64)>,
+        }
+
+        struct Sim {
+            w: World,
+            workers: Vec<SimWorker>,
+            step: u64,
+            frames: u64,
+        }
+
+        fn name(i: usize) -> String {
+            format!("w{i}")
+        }
+
+        impl Sim {
+            fn new(frames: u64, step: u64, keyframes: &[u64], target: u64, capacities: &[u32]) -> Sim {
+                let mut w = World { st: State::default(), sink: MemSink::default() };
+                let mut sp = spec(None);
+                sp.frame_step = step;
+                sp.max_attempts = 1_000;
+                w.apply(Request::Submit { spec: sp, now_ms: 1 });
+                let mut kf: Vec<u64> = keyframes.iter().map(|k| k % frames).chain([0]).collect();
+                kf.sort();
+                kf.dedup();
+                let keyframes: Vec<(u64, i64)> = kf.into_iter().map(|k| (k, k as i64)).collect();
+                let shards = split_shards(frames, &keyframes, target);
+                w.apply(Request::Plan { job: 1, plan: Plan { frames, keyframes, ..plan(frames) }, shards, now_ms: 2 });
+                let mut workers = Vec::new();
+                for (i, &capacity) in capacities.iter().enumerate() {
+                    w.apply(Request::RegisterWorker { name: name(i), addr: String::new(), capacity, models: spec(None).models, now_ms: 3 });
+                    workers.push(SimWorker { capacity, ..Default::default() });
+                }
+                Sim { w, workers, step, frames }
+            }
+
+            fn free(&self, i: usize) -> u32 {
+                self.workers[i].capacity.saturating_sub(self.workers[i].held.len() as u32)
+            }
+
+            fn take(&mut self, i: usize, resp: Response) {
+                let Response::Granted(g) = resp else { return };
+                for g in g {
+                    let s = &self.w.job().shards[g.shard as usize];
+                    self.workers[i].held.push(Held { shard: g.shard, epoch: g.epoch, next: s.cursor, end: s.end });
+                }
+            }
+
+            fn lease(&mut self, i: usize) {
+                let live = (0..self.workers.len()).map(name).collect();
+                let wanted = choose_shards(&self.w.st, &name(i), self.free(i), &live);
+                if !wanted.is_empty() {
+                    let r = self.w.apply(Request::Grant { worker: name(i), shards: wanted.clone(), now_ms: 4 });
+                    assert!(matches!(&r, Response::Granted(g) if g.len() == wanted.len()), "chose {wanted:?}, granted {r:?}");
+                    self.take(i, r);
+                }
+            }
+
+            fn steal(&mut self, i: usize) {
+                if let Some(st) = choose_split(&self.w.st, &name(i), self.free(i)) {
+                    let r = self.w.apply(Request::Split { job: 1, shard: st.shard, epoch: st.epoch, at: st.at, worker: name(i), now_ms: 5 });
+                    assert!(matches!(&r, Response::Granted(g) if g.len() == 1), "chose {st:?}, split gave {r:?}");
+                    self.take(i, r);
+                }
+            }
+
+            /// Worker `i` reports the next `n` analysed frames of one of its
+            /// leases (done once it reaches the end it was told).
+            fn work(&mut self, i: usize, which: usize, n: u64) {
+                let step = self.step;
+                let sw = &mut self.workers[i];
+                if sw.held.is_empty() {
+                    return;
+                }
+                let k = which % sw.held.len();
+                let h = &sw.held[k];
+                let first = h.next.div_ceil(step) * step;
+                let frames: Vec<u64> = (0..n).map(|j| first + j * step).take_while(|&f| f < h.end).collect();
+                let done = frames.last().map_or(first, |&f| f + step) >= h.end;
+                let next = if done { h.end } else { frames.last().map_or(h.next, |&f| f + 1) };
+                let r = report(&name(i), h.shard, h.epoch, &frames, next, done);
+                sw.last = Some(r.clone());
+                let resp = self.w.apply(r);
+                let sw = &mut self.workers[i];
+                match resp {
+                    Response::Reported { accepted: true, .. } if !done => sw.held[k].next = next,
+                    Response::Reported { .. } => {
+                        // Done, or refused (lease lost, shard done): the worker stops it.
+                        let h = sw.held.remove(k);
+                        sw.old.push((h.shard, h.epoch, first));
+                    }
+                    other => panic!("unexpected outcome {other:?}"),
+                }
+            }
+
+            fn fail(&mut self, i: usize) {
+                let Some(h) = self.workers[i].held.pop() else { return };
+                let mut r = report(&name(i), h.shard, h.epoch, &[], h.next, false);
+                if let Request::Report(r) = &mut r {
+                    r.error = Some("decoder crashed".into());
+                }
+                self.w.apply(r);
+                self.workers[i].old.push((h.shard, h.epoch, h.next.div_ceil(self.step) * self.step));
+            }
+
+            fn leased(&self) -> Vec<(u32, u64)> {
+                let j = self.w.job();
+                j.shards.iter().filter_map(|s| if let ShardState::Leased { epoch, .. } = s.state { Some((s.index, epoch)) } else { None }).collect()
+            }
+
+            fn run(&mut self, op: &Op) {
+                match *op {
+                    Op::Lease(i) => self.lease(i),
+                    Op::Steal(i) => self.steal(i),
+                    Op::Work(i, l, n) => self.work(i, l, n),
+                    Op::Duplicate(i) => {
+                        if let Some(r) = self.workers[i].last.clone() {
+                            let resp = self.w.apply(r);
+                            assert!(matches!(resp, Response::Reported { stored: 0, .. }), "a duplicate stored something: {resp:?}");
+                        }
+                    }
+                    Op::Fail(i) => self.fail(i),
+                    Op::Expire(k) => {
+                        let l = self.leased();
+                        if !l.is_empty() {
+                            let (shard, epoch) = l[k % l.len()];
+                            assert_eq!(self.w.apply(Request::Expire { job: 1, shard, epoch }), Response::Ok);
+                        }
+                    }
+                    Op::ExpireStale(k) => {
+                        let l = self.leased();
+                        if !l.is_empty() {
+                            let (shard, epoch) = l[k % l.len()];
+                            let r = self.w.apply(Request::Expire { job: 1, shard, epoch: epoch + 1_000_000 });
+                            assert!(matches!(r, Response::Rejected(_)), "a stale expiry applied: {r:?}");
+                        }
+                    }
+                    Op::StaleReport(i) => {
+                        if let Some(&(shard, epoch, f)) = self.workers[i].old.last() {
+                            let frames: Vec<u64> = if f < self.frames { vec![f] } else { vec![] };
+                            let resp = self.w.apply(report(&name(i), shard, epoch, &frames, f + 1, true));
+                            assert!(matches!(resp, Response::Reported { accepted: false, .. }), "a stale report was accepted: {resp:?}");
+                        }
+                    }
+                }
+                self.check();
+            }
+
+            /// What must hold after every step.
+            fn check(&self) {
+                let j = self.w.job();
+                assert_ne!(j.state, JobState::Failed, "{:?}", j.error);
+                let stored: BTreeSet<u64> = self.w.sink.0.keys().map(|k| k.1).collect();
+                for f in &stored {
+                    assert!(self.w.sink.0.contains_key(&(1, *f, 0)) && self.w.sink.0.contains_key(&(1, *f, 1)), "frame {f} half stored");
+                    assert_eq!(f % self.step, 0, "frame {f} is not analysed");
+                }
+                assert_eq!(j.frames_done, stored.len() as u64);
+                let mut ranges: Vec<(u64, u64)> = j.shards.iter().map(|s| (s.start, s.end)).collect();
+                ranges.sort();
+                let mut at = 0;
+                for (a, b) in ranges {
+                    assert!(a == at && b > a, "shards do not partition the video: {:?}", j.shards);
+                    at = b;
+                }
+                assert_eq!(at, self.frames);
+                for s in &j.shards {
+                    assert!(s.start <= s.cursor && s.cursor <= s.end, "{s:?}");
+                    // Every analysed frame below a cursor is committed.
+                    let upto = if s.state == ShardState::Done { s.end } else { s.cursor };
+                    for f in (s.start..upto).filter(|f| f % self.step == 0) {
+                        assert!(stored.contains(&f), "frame {f} below the cursor of {s:?} is missing");
+                    }
+                }
+                if j.state == JobState::Completed {
+                    assert_eq!(stored.len() as u64, j.frames_total(), "completed with frames missing");
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn random_runs_store_each_result_once_and_complete_exactly_when_all_is_stored(
+                frames in 1u64..150,
+                step in 1u64..4,
+                keyframes in prop::collection::vec(0u64..150, 0..12),
+                target in 3u64..60,
+                capacities in prop::collection::vec(1u32..4, 3),
+                ops in prop::collection::vec(op(), 0..120),
+            ) {
+                let mut sim = Sim::new(frames, step, &keyframes, target, &capacities);
+                for op in &ops {
+                    sim.run(op);
+                }
+                // Then let every worker work to the end.
+                for _ in 0..1_000 {
+                    if sim.w.job().state == JobState::Completed {
+                        break;
+                    }
+                    for i in 0..3 {
+                        sim.lease(i);
+                        sim.steal(i);
+                        for _ in 0..sim.workers[i].held.len() {
+                            sim.work(i, 0, 5);
+                        }
+                        sim.check();
+                    }
+                }
+                let j = sim.w.job();
+                prop_assert_eq!(j.state, JobState::Completed, "the job did not complete: {:?}", j.shards);
+                prop_assert_eq!(sim.w.sink.0.len() as u64, 2 * j.frames_total());
+            }
+        }
     }
 }

@@ -55,6 +55,13 @@ pub enum Request {
     Grant { worker: String, shards: Vec<(u64, u32)>, now_ms: u64 },
     /// A lease ran out: the shard's unacknowledged frames become pending again.
     Expire { job: u64, shard: u32, epoch: u64 },
+    /// Work stealing: cut the leased shard `shard` of `job` at frame `at`. The
+    /// shard keeps `[start, at)` with its lease, epoch and cursor; a new shard
+    /// `[at, end)` is appended, leased to `worker` under a fresh epoch
+    /// (answered as [`Response::Granted`]). Rejected, changing nothing, unless
+    /// `epoch` is still the shard's lease and both parts keep analysed frames
+    /// beyond the committed cursor.
+    Split { job: u64, shard: u32, epoch: u64, at: u64, worker: String, now_ms: u64 },
     Report(Report),
 }
 

@@ -68,7 +68,11 @@ impl Plan {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ShardState {
     Pending,
-    Leased { worker: String, epoch: u64, since_ms: u64 },
+    /// `lease_end` is the shard's end when this lease was granted: its holder
+    /// works up to there. A split (work stealing) may later move the shard's
+    /// `end` below it; the holder's frames in `[end, lease_end)` are then
+    /// dropped on report (they belong to the new shard).
+    Leased { worker: String, epoch: u64, since_ms: u64, lease_end: u64 },
     Done,
 }
 

@@ -23,6 +23,8 @@ Examples:
   panoptes status job-1 --json
   panoptes results job-1 --json > results.jsonl
   panoptes cluster status
+  panoptes worker drain w1 --hand-back              # w1 takes no new shards, returns its leases
+  panoptes cluster add-member 4 127.0.0.1:7430      # after starting coordinator 4 with --join
 
 Every command that talks to the cluster accepts --coordinator ADDR[,ADDR...]
 (or PANOPTES_COORDINATOR); any coordinator of the cluster will do.";
@@ -48,7 +50,9 @@ struct ClientOpts {
 enum Cmd {
     /// Run a coordinator (a Raft member that keeps jobs and results).
     Coordinator(CoordinatorArgs),
-    /// Run a worker (decodes and analyses the shards it leases).
+    /// Run a worker (decodes and analyses the shards it leases); `worker drain NAME`
+    /// stops leasing shards to a running one.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Worker(WorkerArgs),
     /// Analyse a video on this machine with the worker's own pipeline, no cluster;
     /// prints results like `results` does.
@@ -67,7 +71,7 @@ enum Cmd {
     Videos(ListArgs),
     /// The analyses the cluster offers.
     Models(ListArgs),
-    /// Admin views of the cluster.
+    /// Admin: cluster status and coordinator membership.
     Cluster {
         #[command(subcommand)]
         cmd: ClusterCmd,
@@ -76,8 +80,67 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ClusterCmd {
-    /// Members, leader, workers, load and job counts.
+    /// Members, leader, workers, load and job counts (answered by the leader when it is reachable).
     Status(ListArgs),
+    /// Add a coordinator to the Raft cluster. Start it first with
+    /// `panoptes coordinator --id ID --listen ADDR --data-dir DIR --join`; it is
+    /// added as a learner, and becomes a voter once it has caught up.
+    AddMember(AddMemberArgs),
+    /// Remove a coordinator from the Raft cluster (not the last voter). Stop its
+    /// process afterwards. Removing the leader is allowed: the others elect a new one.
+    RemoveMember(RemoveMemberArgs),
+}
+
+#[derive(Subcommand)]
+enum WorkerCmd {
+    /// Stop leasing new shards to a worker: it finishes the shards it holds
+    /// (or, with --hand-back, returns them at once). --undo resumes it.
+    Drain(DrainArgs),
+}
+
+#[derive(Args)]
+struct DrainArgs {
+    /// The worker's name, as in `cluster status`.
+    name: String,
+    /// Return its current leases now: their shards resume on other workers
+    /// from the last committed frame.
+    #[arg(long, conflicts_with = "undo")]
+    hand_back: bool,
+    /// Undrain: the worker takes new shards again.
+    #[arg(long)]
+    undo: bool,
+    /// Print {"worker","draining","leases_returned"}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+#[derive(Args)]
+struct AddMemberArgs {
+    /// The new coordinator's id (unique in the cluster).
+    id: u64,
+    /// The address it serves on (its --listen), HOST:PORT.
+    addr: String,
+    /// Seconds to wait for it to catch up with the log before giving up.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    timeout: u64,
+    /// Print {"voters","learners","leader","log_index"}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+#[derive(Args)]
+struct RemoveMemberArgs {
+    /// The coordinator's id.
+    id: u64,
+    /// Print {"voters","learners","leader","log_index"}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientOpts,
 }
 
 #[derive(Args)]
@@ -97,13 +160,19 @@ struct CoordinatorArgs {
     /// All members as ID=HOST:PORT,... (overrides cluster.coordinators).
     #[arg(long, value_name = "ID=HOST:PORT,...")]
     peers: Option<String>,
+    /// Join a running cluster: never initialise a new one, wait for
+    /// `panoptes cluster add-member ID ADDR` instead.
+    #[arg(long)]
+    join: bool,
 }
 
 #[derive(Args)]
 struct WorkerArgs {
+    #[command(subcommand)]
+    cmd: Option<WorkerCmd>,
     /// A name unique in the cluster, e.g. w1.
-    #[arg(long)]
-    name: String,
+    #[arg(long, required = true)]
+    name: Option<String>,
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[arg(long, value_name = "DIR")]
@@ -240,11 +309,12 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
     let listen = cfg.coordinator_listen(a.id)?;
     let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.coordinator_data_dir(a.id));
     let peers = cfg.cluster.coordinators.iter().filter(|p| p.id != a.id).map(|p| (p.id, p.addr.clone())).collect();
-    let opts = panoptes_coordinator::node::NodeOptions { id: a.id, listen, data_dir, peers };
+    let opts = panoptes_coordinator::node::NodeOptions { id: a.id, listen, data_dir, peers, join: a.join };
     panoptes_coordinator::node::run(cfg, opts, shutdown_signal()).await
 }
 
 async fn run_worker(a: WorkerArgs) -> Result<()> {
+    let name = a.name.clone().context("--name is required to run a worker")?;
     let mut cfg = load_config(a.config.as_deref())?;
     if let Some(l) = &a.listen {
         cfg.worker.listen = l.clone();
@@ -264,9 +334,9 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
         Some(c) => split_addrs(c),
         None => cfg.coordinator_addrs(),
     };
-    let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.worker_data_dir(&a.name));
+    let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.worker_data_dir(&name));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("failed to create {}", data_dir.display()))?;
-    let opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, &a.name, coordinators);
+    let opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, &name, coordinators);
     panoptes_worker::node::run(opts, shutdown_signal()).await
 }
 
@@ -289,13 +359,15 @@ fn api(ch: Channel) -> PanoptesClient<Channel> {
 /// Turn a gRPC failure into a message that says what to do.
 fn explain(s: tonic::Status, coords: &Coordinators) -> anyhow::Error {
     match s.code() {
+        // A coordinator answered, but no leader could take the call.
+        tonic::Code::Unavailable if s.message().contains("leader") => anyhow!("{} (retry in a moment)", s.message()),
         tonic::Code::Unavailable => anyhow!(
             "no coordinator reachable at {} ({}). Is one running? Start one with `panoptes coordinator --id 1`, or point --coordinator at it.",
             coords.addrs().join(","),
             s.message()
         ),
         tonic::Code::InvalidArgument => anyhow!("{}", s.message()),
-        tonic::Code::NotFound => anyhow!("{}", s.message()),
+        tonic::Code::NotFound | tonic::Code::FailedPrecondition => anyhow!("{}", s.message()),
         _ => anyhow!("{:?}: {}", s.code(), s.message()),
     }
 }
@@ -555,24 +627,116 @@ async fn models(a: ListArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cluster status --json`: exactly the documented keys (plus jobs.cancelled).
+fn cluster_json(r: &pb::ClusterStatusResponse) -> Value {
+    let jobs = r.jobs.unwrap_or_default();
+    json!({
+        "leader": r.leader,
+        "term": r.term,
+        "members": r.members.iter().map(|m| json!({
+            "id": m.id, "addr": m.addr, "role": m.role, "last_log_index": m.last_log_index, "healthy": m.healthy,
+        })).collect::<Vec<_>>(),
+        "workers": r.workers.iter().map(|w| json!({
+            "name": w.name, "addr": w.addr, "state": w.state, "capacity": w.capacity,
+            "active_shards": w.active_shards, "last_heartbeat_ms": w.last_heartbeat_ms,
+        })).collect::<Vec<_>>(),
+        "jobs": {"queued": jobs.queued, "running": jobs.running, "completed": jobs.completed, "failed": jobs.failed, "cancelled": jobs.cancelled},
+    })
+}
+
 async fn cluster_status(a: ListArgs) -> Result<ExitCode> {
     let coords = connect(&a.client)?;
     let r = coords
-        .call(coords.addrs().len() * 2, |ch| async move { api(ch).cluster_status(pb::ClusterStatusRequest {}).await })
+        .call(coords.addrs().len() * 2, |ch| async move {
+            api(ch).cluster_status(pb::ClusterStatusRequest { no_forward: false, self_only: false }).await
+        })
         .await
         .map_err(|s| explain(s, &coords))?;
-    let jobs = r.jobs.unwrap_or_default();
     if a.json {
-        let v = json!({
-            "leader": r.leader, "term": r.term,
-            "members": r.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "role": m.role, "last_log_index": m.last_log_index, "healthy": m.healthy})).collect::<Vec<_>>(),
-            "workers": r.workers.iter().map(|w| json!({"name": w.name, "addr": w.addr, "state": w.state, "capacity": w.capacity, "active_shards": w.active_shards,
-                "last_heartbeat_ms": if w.last_heartbeat_ms == u64::MAX { Value::Null } else { json!(w.last_heartbeat_ms) }})).collect::<Vec<_>>(),
-            "jobs": {"queued": jobs.queued, "running": jobs.running, "completed": jobs.completed, "failed": jobs.failed, "cancelled": jobs.cancelled},
-        });
-        println!("{v}");
+        println!("{}", cluster_json(&r));
     } else {
-        print!("{}", render::cluster_text(&r.members, &r.workers, &jobs, r.leader, r.term));
+        print!("{}", render::cluster_text(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn membership_json(r: &pb::MembershipResponse) -> Value {
+    json!({"voters": r.voters, "learners": r.learners, "leader": r.leader, "log_index": r.log_index})
+}
+
+fn ids(v: &[u64]) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+async fn add_member(a: AddMemberArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let req = pb::AddMemberRequest { id: a.id, addr: a.addr.trim().to_string(), timeout_ms: a.timeout.max(1) * 1000, forwarded: false };
+    let deadline = Duration::from_secs(a.timeout.max(1) + 60);
+    // Each coordinator is tried once: the change itself is not retried blindly.
+    let r = coords
+        .call(coords.addrs().len(), |ch| {
+            let mut rq = tonic::Request::new(req.clone());
+            rq.set_timeout(deadline);
+            async move { api(ch).add_member(rq).await }
+        })
+        .await
+        .map_err(|s| explain(s, &coords))?;
+    if a.json {
+        println!("{}", membership_json(&r));
+    } else {
+        println!("coordinator {} ({}) is a voting member; voters: {}; learners: {}", a.id, req.addr, ids(&r.voters), ids(&r.learners));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove_member(a: RemoveMemberArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let id = a.id;
+    let r = coords
+        .call(coords.addrs().len(), |ch| {
+            let mut rq = tonic::Request::new(pb::RemoveMemberRequest { id, forwarded: false });
+            rq.set_timeout(Duration::from_secs(90));
+            async move { api(ch).remove_member(rq).await }
+        })
+        .await
+        .map_err(|s| explain(s, &coords))?;
+    if a.json {
+        println!("{}", membership_json(&r));
+    } else {
+        let was_leader = if r.leader == id { " (it was the leader; the others elect a new one)" } else { "" };
+        println!("coordinator {id} removed{was_leader}; voters: {}; learners: {}. Stop its process now.", ids(&r.voters), ids(&r.learners));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn drain(a: DrainArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let req = pb::DrainWorkerRequest { name: a.name.clone(), hand_back: a.hand_back, undo: a.undo };
+    let r = coords
+        .call(coords.addrs().len() * 2, |ch| {
+            let r = req.clone();
+            async move { api(ch).drain_worker(r).await }
+        })
+        .await
+        .map_err(|s| explain(s, &coords))?;
+    if a.json {
+        println!("{}", json!({"worker": a.name, "draining": r.draining, "leases_returned": r.leases_returned}));
+    } else if !r.draining {
+        println!("{} takes new shards again", a.name);
+    } else if a.hand_back && r.leases_returned == 0 {
+        println!("{} is draining: it takes no new shards; it held no lease", a.name);
+    } else if a.hand_back {
+        println!(
+            "{} is draining: it takes no new shards; {} lease{} handed back (those shards resume on other workers)",
+            a.name,
+            r.leases_returned,
+            if r.leases_returned == 1 { "" } else { "s" }
+        );
+    } else {
+        println!("{} is draining: it takes no new shards and finishes the ones it holds", a.name);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -582,6 +746,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Coordinator(a) => run_coordinator(a).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Worker(WorkerArgs { cmd: Some(WorkerCmd::Drain(d)), .. }) => drain(d).await,
         Cmd::Worker(a) => run_worker(a).await.map(|_| ExitCode::SUCCESS),
         Cmd::Analyze(a) => analyze(a).await,
         Cmd::Submit(a) => submit(a).await,
@@ -592,6 +757,8 @@ async fn main() -> ExitCode {
         Cmd::Videos(a) => videos(a).await,
         Cmd::Models(a) => models(a).await,
         Cmd::Cluster { cmd: ClusterCmd::Status(a) } => cluster_status(a).await,
+        Cmd::Cluster { cmd: ClusterCmd::AddMember(a) } => add_member(a).await,
+        Cmd::Cluster { cmd: ClusterCmd::RemoveMember(a) } => remove_member(a).await,
     };
     match r {
         Ok(code) => code,

@@ -125,22 +125,37 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-pub fn cluster_text(members: &[pb::MemberStatus], workers: &[pb::WorkerStatus], jobs: &pb::JobCounts, leader: u64, term: u64) -> String {
-    let mut out = format!("leader: {}  term: {term}\n\nMEMBERS\n", if leader == 0 { "none".to_string() } else { leader.to_string() });
-    for m in members {
-        out.push_str(&format!("  {:<3} {:<22} {:<9} log {:<8} {}\n", m.id, m.addr, m.role, m.last_log_index, if m.healthy { "healthy" } else { "UNHEALTHY" }));
+/// `cluster status` as a table.
+pub fn cluster_text(r: &pb::ClusterStatusResponse) -> String {
+    let leader = if r.leader == 0 { "none (election in progress)".to_string() } else { r.leader.to_string() };
+    let mut out = format!("leader: {leader}  term: {}", r.term);
+    if r.answered_by != r.leader {
+        out.push_str(&format!("  (answered by coordinator {}: the leader could not be reached)", r.answered_by));
+    }
+    out.push_str("\n\nMEMBERS\n");
+    out.push_str(&format!("  {:<4} {:<22} {:<10} {:>10}  {}\n", "ID", "ADDR", "ROLE", "LAST LOG", "HEALTH"));
+    for m in &r.members {
+        let health = if m.healthy { "healthy" } else { "UNHEALTHY" };
+        out.push_str(&format!("  {:<4} {:<22} {:<10} {:>10}  {health}\n", m.id, m.addr, m.role, m.last_log_index));
     }
     out.push_str("\nWORKERS\n");
-    if workers.is_empty() {
+    if r.workers.is_empty() {
         out.push_str("  (none registered)\n");
+    } else {
+        out.push_str(&format!("  {:<12} {:<22} {:<9} {:>7}  {}\n", "NAME", "ADDR", "STATE", "SHARDS", "LAST HEARTBEAT"));
     }
-    for w in workers {
-        let hb = if w.last_heartbeat_ms == u64::MAX { "never".to_string() } else { format!("{:.1}s ago", w.last_heartbeat_ms as f64 / 1000.0) };
-        out.push_str(&format!("  {:<12} {:<12} {:<11} shards {}/{}  heartbeat {hb}\n", w.name, w.addr, w.state, w.active_shards, w.capacity));
+    for w in &r.workers {
+        let hb = match w.last_heartbeat_ms {
+            Some(ms) => format!("{:.1}s ago", ms as f64 / 1000.0),
+            None => "not since this leader took over".to_string(),
+        };
+        let shards = format!("{}/{}", w.active_shards, w.capacity);
+        out.push_str(&format!("  {:<12} {:<22} {:<9} {:>7}  {hb}\n", w.name, w.addr, w.state, shards));
     }
+    let j = r.jobs.unwrap_or_default();
     out.push_str(&format!(
         "\nJOBS  queued {}  running {}  completed {}  failed {}  cancelled {}\n",
-        jobs.queued, jobs.running, jobs.completed, jobs.failed, jobs.cancelled
+        j.queued, j.running, j.completed, j.failed, j.cancelled
     ));
     out
 }
@@ -153,6 +168,22 @@ mod tests {
     fn dates_render_in_utc() {
         assert_eq!(fmt_ms(0), "1970-01-01 00:00:00Z");
         assert_eq!(fmt_ms(1_795_000_000_000), "2026-11-18 11:06:40Z");
+    }
+
+    #[test]
+    fn cluster_table_names_roles_states_and_a_stale_answer() {
+        let r = pb::ClusterStatusResponse {
+            leader: 1,
+            term: 3,
+            answered_by: 2,
+            members: vec![pb::MemberStatus { id: 1, addr: "127.0.0.1:7400".into(), role: "leader".into(), last_log_index: 42, healthy: true }],
+            workers: vec![pb::WorkerStatus { name: "w1".into(), state: "draining".into(), capacity: 2, active_shards: 1, last_heartbeat_ms: Some(1500), ..Default::default() }],
+            jobs: Some(pb::JobCounts { completed: 4, ..Default::default() }),
+        };
+        let t = cluster_text(&r);
+        assert!(t.contains("answered by coordinator 2"), "{t}");
+        assert!(t.contains("leader") && t.contains("healthy") && t.contains("draining") && t.contains("1/2") && t.contains("1.5s ago"), "{t}");
+        assert!(t.contains("completed 4"), "{t}");
     }
 
     #[test]

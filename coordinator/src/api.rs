@@ -1,4 +1,6 @@
-//! The public gRPC service: submit, status, results, videos, cancel, cluster status.
+//! The public gRPC service: submit, status, results, videos, cancel, and the
+//! admin calls (cluster status, worker drain, membership changes).
+use std::collections::HashMap;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -6,14 +8,17 @@ use std::time::Duration;
 
 use futures::Stream;
 use panoptes_common::ids::JobId;
-use panoptes_common::config::Config;
+use openraft::ServerState;
+use panoptes_common::config::{parse_host_port, Config};
 use panoptes_common::now_ms;
 use panoptes_proto::api as pb;
+use panoptes_proto::api::panoptes_client::PanoptesClient;
 use panoptes_proto::api::panoptes_server::{Panoptes, PanoptesServer};
+use tonic::transport::Channel;
 use tonic::{Request as Req, Response as Resp, Status};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::node::{Coordinator, MAX_MESSAGE_BYTES};
+use crate::node::{known_leader, Coordinator, MembershipChange, MAX_MESSAGE_BYTES};
 use crate::state::command::{Request, Response};
 use crate::state::model::{Job, JobSpec, JobState, ShardState};
 use crate::state::store::ResultRow;
@@ -327,66 +332,266 @@ impl Panoptes for ApiService {
         Ok(Resp::new(pb::ListModelsResponse { models }))
     }
 
-    async fn cluster_status(&self, _req: Req<pb::ClusterStatusRequest>) -> Result<Resp<pb::ClusterStatusResponse>, Status> {
-        let m = self.node.raft.metrics().borrow().clone();
-        let mut members = Vec::new();
-        for (id, n) in m.membership_config.membership().nodes() {
-            let role = if Some(*id) == m.current_leader {
-                "leader"
-            } else if m.membership_config.membership().voter_ids().any(|v| v == *id) {
-                "follower"
-            } else {
-                "learner"
-            };
-            let (last, healthy) = if *id == self.node.id {
-                (m.last_log_index.unwrap_or(0), true)
-            } else {
-                match m.replication.as_ref().and_then(|r| r.get(id)) {
-                    Some(Some(l)) => (l.index, true),
-                    Some(None) => (0, true),
-                    None => (0, m.current_leader != Some(self.node.id)),
-                }
-            };
-            members.push(pb::MemberStatus { id: *id, addr: n.addr.clone(), role: role.into(), last_log_index: last, healthy });
+    async fn cluster_status(&self, req: Req<pb::ClusterStatusRequest>) -> Result<Resp<pb::ClusterStatusResponse>, Status> {
+        let r = req.into_inner();
+        if r.self_only {
+            return Ok(Resp::new(self.own_view()));
         }
-        let heartbeats = self.node.mem.lock().unwrap().heartbeats.clone();
+        // The leader knows replication progress and worker heartbeats: ask it.
+        if !r.no_forward && !self.node.is_leader() {
+            if let Some((leader, addr)) = self.node.leader().filter(|(l, _)| *l != self.node.id) {
+                let mut rq = tonic::Request::new(pb::ClusterStatusRequest { no_forward: true, self_only: false });
+                rq.set_timeout(FORWARD_STATUS_TIMEOUT);
+                match self.client(&addr)?.cluster_status(rq).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(e) => warn!(leader, %addr, error = %e.message(), "cannot reach the leader for cluster status; answering from this member's view"),
+                }
+            }
+        }
+        Ok(Resp::new(self.cluster_view().await))
+    }
+
+    async fn drain_worker(&self, req: Req<pb::DrainWorkerRequest>) -> Result<Resp<pb::DrainWorkerResponse>, Status> {
+        let r = req.into_inner();
+        if r.undo && r.hand_back {
+            return Err(Status::invalid_argument("undo (take shards again) and hand_back (return leases) do not go together"));
+        }
+        let draining = !r.undo;
+        match self.node.write(Request::Drain { worker: r.name.clone(), draining, hand_back: r.hand_back }).await? {
+            Response::Drained { leases_returned } => {
+                info!(worker = %r.name, draining, leases_returned, "worker drain changed");
+                Ok(Resp::new(pb::DrainWorkerResponse { leases_returned, draining }))
+            }
+            // The only refusal: no such worker.
+            Response::Rejected(_) => {
+                let names: Vec<String> = self.node.reader.read(|a| a.state.workers.keys().cloned().collect());
+                let known = if names.is_empty() { "none are registered".to_string() } else { format!("registered workers: {}", names.join(", ")) };
+                Err(Status::not_found(format!("no worker named '{}' ({known})", r.name)))
+            }
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn add_member(&self, req: Req<pb::AddMemberRequest>) -> Result<Resp<pb::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        if r.id == 0 {
+            return Err(Status::invalid_argument("coordinator ids start at 1"));
+        }
+        let addr = r.addr.trim().to_string();
+        parse_host_port(&addr).map_err(|e| Status::invalid_argument(format!("member address '{addr}': {e}")))?;
+        if !self.node.is_leader() {
+            let mut fwd = r.clone();
+            fwd.forwarded = true;
+            let wait = Duration::from_millis(if r.timeout_ms == 0 { DEFAULT_CATCH_UP.as_millis() as u64 } else { r.timeout_ms });
+            let leader = self.leader_addr(r.forwarded)?;
+            let mut rq = tonic::Request::new(fwd);
+            rq.set_timeout(wait + Duration::from_secs(40));
+            return self.client(&leader)?.add_member(rq).await.map_err(|s| forwarded_error(s, &leader));
+        }
+        let timeout = match r.timeout_ms {
+            0 => DEFAULT_CATCH_UP,
+            ms => Duration::from_millis(ms.min(3_600_000)),
+        };
+        // Check that the right coordinator runs there, and is not part of another cluster.
+        match self.probe(&addr).await {
+            None => {
+                return Err(Status::failed_precondition(format!(
+                    "nothing answers at {addr}: start the new coordinator first (panoptes coordinator --id {} --listen {addr} --data-dir DIR --join)",
+                    r.id
+                )))
+            }
+            Some(p) if p.answered_by != r.id => {
+                return Err(Status::failed_precondition(format!("the coordinator at {addr} has id {}, not {}", p.answered_by, r.id)))
+            }
+            Some(p) if p.leader != 0 && p.leader != self.node.id => {
+                return Err(Status::failed_precondition(format!(
+                    "the coordinator at {addr} follows leader {} (term {}), not this cluster's leader {}: it belongs to another cluster. \
+                     Stop it, empty its data dir and start it again with --join",
+                    p.leader, p.term, self.node.id
+                )))
+            }
+            Some(_) => {}
+        }
+        let c = self.node.add_member(r.id, &addr, timeout).await?;
+        Ok(Resp::new(self.membership_pb(c)))
+    }
+
+    async fn remove_member(&self, req: Req<pb::RemoveMemberRequest>) -> Result<Resp<pb::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        if !self.node.is_leader() {
+            let leader = self.leader_addr(r.forwarded)?;
+            let mut rq = tonic::Request::new(pb::RemoveMemberRequest { id: r.id, forwarded: true });
+            rq.set_timeout(Duration::from_secs(60));
+            return self.client(&leader)?.remove_member(rq).await.map_err(|s| forwarded_error(s, &leader));
+        }
+        let c = self.node.remove_member(r.id).await?;
+        Ok(Resp::new(self.membership_pb(c)))
+    }
+}
+
+/// How long a follower waits for the leader's cluster status.
+const FORWARD_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a member waits for another member's answer to a health probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long add-member waits for a new member to catch up, by default.
+const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
+
+/// A failure of a call forwarded to the leader: transport trouble means "retry".
+fn forwarded_error(s: Status, leader: &str) -> Status {
+    if s.code() == tonic::Code::Unknown || s.code() == tonic::Code::Cancelled {
+        return Status::unavailable(format!("cannot reach the leader at {leader}: {}", s.message()));
+    }
+    s
+}
+
+/// A worker's state in `cluster status`: "lost" when the leader has not
+/// heard from it for longer than the lease timeout (or, not at all, one lease
+/// timeout after it became leader), else "draining" or "active". Heartbeats
+/// live on the leader: another member says "unknown" (or "draining").
+fn worker_state(is_leader: bool, draining: bool, heartbeat_age_ms: Option<u64>, grace_over: bool, lease_timeout_ms: u64) -> &'static str {
+    let lost = match heartbeat_age_ms {
+        Some(ms) => ms > lease_timeout_ms,
+        None => grace_over,
+    };
+    match (is_leader, lost, draining) {
+        (false, _, true) => "draining",
+        (false, _, false) => "unknown",
+        (true, true, _) => "lost",
+        (true, false, true) => "draining",
+        (true, false, false) => "active",
+    }
+}
+
+fn role_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// Cluster status, membership and forwarding.
+impl ApiService {
+    /// A public-API client for the member at `addr` (cached channel).
+    fn client(&self, addr: &str) -> Result<PanoptesClient<Channel>, Status> {
+        Ok(PanoptesClient::new(self.node.channel_to(addr)?).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// The leader's address, for forwarding an admin call there (at most once).
+    fn leader_addr(&self, forwarded: bool) -> Result<String, Status> {
+        match self.node.leader() {
+            _ if forwarded => Err(Status::unavailable(format!(
+                "coordinator {} was forwarded this call but is not the leader (the leader is {}); retry",
+                self.node.id,
+                self.node.leader_hint()
+            ))),
+            Some((id, addr)) if id != self.node.id => Ok(addr),
+            _ => Err(Status::unavailable(format!("coordinator {} is not the leader and no leader is known yet (election in progress)", self.node.id))),
+        }
+    }
+
+    fn membership_pb(&self, c: MembershipChange) -> pb::MembershipResponse {
+        pb::MembershipResponse { voters: c.voters, learners: c.learners, leader: self.node.id, log_index: c.log_index }
+    }
+
+    /// This member's own entry: its role, log and whether it follows a leader.
+    fn own_view(&self) -> pb::ClusterStatusResponse {
+        let m = self.node.raft.metrics().borrow().clone();
+        let me = pb::MemberStatus {
+            id: self.node.id,
+            addr: self.node.addr.clone(),
+            role: role_name(m.state).into(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            healthy: m.running_state.is_ok() && known_leader(&m).is_some(),
+        };
+        pb::ClusterStatusResponse {
+            leader: known_leader(&m).unwrap_or(0),
+            term: m.current_term,
+            members: vec![me],
+            workers: Vec::new(),
+            jobs: None,
+            answered_by: self.node.id,
+        }
+    }
+
+    /// Ask the member at `addr` for its own entry (bounded by [`PROBE_TIMEOUT`]).
+    async fn probe(&self, addr: &str) -> Option<pb::ClusterStatusResponse> {
+        let mut client = self.client(addr).ok()?;
+        let mut rq = tonic::Request::new(pb::ClusterStatusRequest { no_forward: true, self_only: true });
+        rq.set_timeout(PROBE_TIMEOUT);
+        let r = tokio::time::timeout(PROBE_TIMEOUT, client.cluster_status(rq)).await.ok()?.ok()?;
+        Some(r.into_inner())
+    }
+
+    /// The whole status from this member's view: members (each probed),
+    /// workers (heartbeat ages are known to the leader only), job counts.
+    async fn cluster_view(&self) -> pb::ClusterStatusResponse {
+        let m = self.node.raft.metrics().borrow().clone();
+        let leader = known_leader(&m).unwrap_or(0);
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let nodes: Vec<(u64, String)> = membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
+        let probes = futures::future::join_all(nodes.iter().map(|(id, addr)| async move {
+            if *id == self.node.id {
+                Some(self.own_view())
+            } else {
+                self.probe(addr).await
+            }
+        }))
+        .await;
+        let mut members = Vec::new();
+        for ((id, addr), probe) in nodes.iter().zip(probes) {
+            let seen = probe.as_ref().filter(|p| p.answered_by == *id).and_then(|p| p.members.first().map(|me| (p.leader, me.clone())));
+            let role = if *id == leader {
+                "leader"
+            } else if !voters.contains(id) {
+                "learner"
+            } else if seen.as_ref().is_some_and(|(_, me)| me.role == "candidate") {
+                "candidate"
+            } else {
+                "follower"
+            };
+            // What the leader has replicated to it, when it does not answer.
+            let replicated = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index).unwrap_or(0);
+            let (last_log_index, healthy) = match seen {
+                Some((their_leader, me)) => (me.last_log_index, me.healthy && leader != 0 && their_leader == leader),
+                None => (replicated, false),
+            };
+            members.push(pb::MemberStatus { id: *id, addr: addr.clone(), role: role.into(), last_log_index, healthy });
+        }
+
+        let (heartbeats, leader_since) = {
+            let mem = self.node.mem.lock().unwrap();
+            (mem.heartbeats.clone(), mem.leader_since)
+        };
+        let is_leader = leader == self.node.id;
+        let timeout = self.node.cfg.cluster.lease_timeout_ms;
+        // A new leader has heard from no worker yet: like their leases, they get one lease timeout.
+        let grace_over = leader_since.is_some_and(|t| t.elapsed() > Duration::from_millis(timeout));
         let now = now_ms();
         let (workers, jobs) = self.node.reader.read(|a| {
+            let mut active: HashMap<&str, u32> = HashMap::new();
+            for s in a.state.jobs.values().filter(|j| j.state == JobState::Running).flat_map(|j| j.shards.iter()) {
+                if let ShardState::Leased { worker, .. } = &s.state {
+                    *active.entry(worker.as_str()).or_default() += 1;
+                }
+            }
             let workers = a
                 .state
                 .workers
                 .values()
                 .map(|w| {
-                    let active = a
-                        .state
-                        .jobs
-                        .values()
-                        .flat_map(|j| j.shards.iter())
-                        .filter(|s| matches!(&s.state, ShardState::Leased { worker, .. } if *worker == w.name))
-                        .count() as u32;
                     let last = heartbeats.get(&w.name).map(|t| now.saturating_sub(*t));
-                    let timeout = self.node.cfg.cluster.lease_timeout_ms;
-                    let state = if w.draining {
-                        "draining"
-                    } else {
-                        match last {
-                            Some(ms) if ms <= timeout => {
-                                if active > 0 {
-                                    "busy"
-                                } else {
-                                    "idle"
-                                }
-                            }
-                            _ => "unreachable",
-                        }
-                    };
+                    let state = worker_state(is_leader, w.draining, last, grace_over, timeout);
                     pb::WorkerStatus {
                         name: w.name.clone(),
                         addr: w.addr.clone(),
                         state: state.into(),
                         capacity: w.capacity,
-                        active_shards: active,
-                        last_heartbeat_ms: last.unwrap_or(u64::MAX),
+                        active_shards: active.get(w.name.as_str()).copied().unwrap_or(0),
+                        last_heartbeat_ms: last,
                     }
                 })
                 .collect::<Vec<_>>();
@@ -402,11 +607,7 @@ impl Panoptes for ApiService {
             }
             (workers, c)
         });
-        Ok(Resp::new(pb::ClusterStatusResponse { leader: m.current_leader.unwrap_or(0), term: m.current_term, members, workers, jobs: Some(jobs) }))
-    }
-
-    async fn drain_worker(&self, _req: Req<pb::DrainWorkerRequest>) -> Result<Resp<pb::DrainWorkerResponse>, Status> {
-        Err(Status::unimplemented("draining workers is not implemented yet"))
+        pb::ClusterStatusResponse { leader, term: m.current_term, members, workers, jobs: Some(jobs), answered_by: self.node.id }
     }
 }
 
@@ -416,6 +617,19 @@ mod tests {
 
     fn req(models: &[&str]) -> pb::SubmitRequest {
         pb::SubmitRequest { source: "clip.mp4".into(), models: models.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn worker_states_follow_heartbeat_age_and_drain() {
+        assert_eq!(worker_state(true, false, Some(500), false, 4000), "active");
+        assert_eq!(worker_state(true, true, Some(500), false, 4000), "draining");
+        assert_eq!(worker_state(true, true, Some(4001), false, 4000), "lost");
+        assert_eq!(worker_state(true, false, Some(4000), false, 4000), "active");
+        // Not heard from since this leader took over: benefit of the doubt for one lease timeout.
+        assert_eq!(worker_state(true, false, None, false, 4000), "active");
+        assert_eq!(worker_state(true, false, None, true, 4000), "lost");
+        assert_eq!(worker_state(false, false, Some(1), true, 4000), "unknown");
+        assert_eq!(worker_state(false, true, None, true, 4000), "draining");
     }
 
     #[test]

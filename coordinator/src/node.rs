@@ -1,15 +1,15 @@
 //! A coordinator process: opens its sled store, starts openraft, serves the
 //! public, worker and Raft gRPC services, and — while it leads — probes new
 //! jobs and expires leases.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::BasicNode;
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
 use panoptes_common::config::Config;
 use panoptes_common::now_ms;
 use tonic::Status;
@@ -33,6 +33,9 @@ pub struct LeaderMemory {
     pub deadlines: HashMap<(u64, u32, u64), Instant>,
     pub heartbeats: HashMap<String, u64>,
     pub probing: HashSet<u64>,
+    /// When this node last became leader (workers it has not heard from yet
+    /// get the benefit of the doubt for one lease timeout after that).
+    pub leader_since: Option<Instant>,
 }
 
 pub struct Coordinator {
@@ -66,23 +69,25 @@ impl Coordinator {
         }
     }
 
+    /// A cached, lazily connected channel to the member at `addr` (all of a
+    /// member's gRPC services share its one address).
+    pub fn channel_to(&self, addr: &str) -> Result<tonic::transport::Channel, Status> {
+        let mut chans = self.forward_channels.lock().unwrap();
+        if let Some(c) = chans.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("bad member address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        let c = ep.connect_lazy();
+        chans.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
     /// Hand a command to the leader at `addr` and return its outcome.
     async fn forward(&self, addr: &str, req: Request) -> Result<Response, Status> {
-        let channel = {
-            let mut chans = self.forward_channels.lock().unwrap();
-            match chans.get(addr) {
-                Some(c) => c.clone(),
-                None => {
-                    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                        .map_err(|e| Status::internal(format!("bad leader address {addr}: {e}")))?
-                        .connect_timeout(Duration::from_secs(2))
-                        .tcp_nodelay(true);
-                    let c = ep.connect_lazy();
-                    chans.insert(addr.to_string(), c.clone());
-                    c
-                }
-            }
-        };
+        let channel = self.channel_to(addr)?;
         let data = bincode::serialize(&req).map_err(|e| Status::internal(format!("cannot encode command: {e}")))?;
         let mut client = panoptes_proto::raft::raft_service_client::RaftServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -98,12 +103,17 @@ impl Coordinator {
         out.map_err(|e| Status::unavailable(format!("the leader at {addr} could not commit: {e}")))
     }
 
+    /// The leader's id and address as far as this node knows.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = known_leader(&m)?;
+        let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()).or_else(|| self.peers.get(&id).cloned())?;
+        Some((id, addr))
+    }
+
     /// The leader's address as far as this node knows.
     pub fn leader_hint(&self) -> String {
-        let m = self.raft.metrics().borrow().clone();
-        m.current_leader
-            .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()).or_else(|| self.peers.get(&id).cloned()))
-            .unwrap_or_else(|| "unknown (election in progress)".into())
+        self.leader().map(|(_, a)| a).unwrap_or_else(|| "unknown (election in progress)".into())
     }
 
     /// Fail with UNAVAILABLE naming the leader unless this node leads.
@@ -116,7 +126,9 @@ impl Coordinator {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
+        m.current_leader == Some(self.id) && m.state == openraft::ServerState::Leader
     }
 
     pub fn lease_timeout(&self) -> Duration {
@@ -130,12 +142,157 @@ impl Coordinator {
     }
 }
 
+/// How long a voter change (joint, then final configuration) may take to commit.
+const MEMBERSHIP_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A committed membership: at which log index, who votes, who only learns.
+#[derive(Debug, Clone)]
+pub struct MembershipChange {
+    pub log_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+impl MembershipChange {
+    fn of(log_index: u64, m: &openraft::Membership<u64, BasicNode>) -> Self {
+        MembershipChange { log_index, voters: m.voter_ids().collect(), learners: m.learner_ids().collect() }
+    }
+}
+
+/// Membership changes. Leader only: callers forward to the leader first.
+impl Coordinator {
+    /// The current membership: voter ids, and every member's address (voters and learners).
+    pub fn membership(&self) -> (BTreeSet<u64>, BTreeMap<u64, String>) {
+        let m = self.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership();
+        (mem.voter_ids().collect(), mem.nodes().map(|(id, n)| (*id, n.addr.clone())).collect())
+    }
+
+    /// Add coordinator `id` serving on `addr`: as a learner first, wait up to
+    /// `timeout` until it holds every log entry up to its own addition, then
+    /// make it a voter. Adding a voter again at the same address changes
+    /// nothing.
+    pub async fn add_member(&self, id: u64, addr: &str, timeout: Duration) -> Result<MembershipChange, Status> {
+        self.require_leader()?;
+        let (voters, nodes) = self.membership();
+        if let Some(old) = nodes.get(&id) {
+            if old != addr {
+                return Err(Status::failed_precondition(format!(
+                    "coordinator {id} is already a member at {old}; to move it, remove it (panoptes cluster remove-member {id}) and add it again"
+                )));
+            }
+            if voters.contains(&id) {
+                info!(member = id, %addr, "already a voting member");
+                let m = self.raft.metrics().borrow().membership_config.clone();
+                return Ok(MembershipChange::of(m.log_id().map(|l| l.index).unwrap_or(0), m.membership()));
+            }
+        }
+        if let Some((other, _)) = nodes.iter().find(|(i, a)| **i != id && a.as_str() == addr) {
+            return Err(Status::failed_precondition(format!("{addr} is already the address of coordinator {other}")));
+        }
+        info!(member = id, %addr, "adding a learner");
+        let added = self.raft.add_learner(id, BasicNode { addr: addr.to_string() }, false).await.map_err(membership_error)?;
+        let target = added.log_id.index;
+        // Wait until the leader has replicated to it everything up to its own
+        // addition (or stops leading).
+        let caught_up = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| match &m.replication {
+                    None => true,
+                    Some(r) => r.get(&id).is_some_and(|l| l.is_some_and(|l| l.index >= target)),
+                },
+                "new member caught up",
+            )
+            .await;
+        match caught_up {
+            Ok(m) if m.replication.is_none() => {
+                return Err(Status::unavailable(format!("coordinator {} stopped leading while coordinator {id} was catching up; run add-member again", self.id)))
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let matched = self.raft.metrics().borrow().replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+                return Err(Status::failed_precondition(format!(
+                    "coordinator {id} at {addr} was added as a learner but has not caught up within {}s (it has entries up to {}, it needs {target}). \
+                     Is it running (`panoptes coordinator --id {id} --listen {addr} --join ...`)? Run add-member again once it is, or remove-member {id}",
+                    timeout.as_secs(),
+                    matched.map(|i| i.to_string()).unwrap_or_else(|| "none".into())
+                )));
+            }
+        }
+        info!(member = id, %addr, log_index = target, "learner caught up; making it a voter");
+        self.change_voters(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await
+    }
+
+    /// Remove coordinator `id` (voter or learner). Refuses to remove the last
+    /// voter. The leader may remove itself: it steps down once the new
+    /// membership is committed.
+    pub async fn remove_member(&self, id: u64) -> Result<MembershipChange, Status> {
+        self.require_leader()?;
+        let (voters, nodes) = self.membership();
+        if !nodes.contains_key(&id) {
+            let ids: Vec<String> = nodes.keys().map(|i| i.to_string()).collect();
+            return Err(Status::not_found(format!("coordinator {id} is not a member; the members are {}", ids.join(", "))));
+        }
+        if !voters.contains(&id) {
+            info!(member = id, "removing a learner");
+            return self.change_voters(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await;
+        }
+        if voters.len() == 1 {
+            return Err(Status::failed_precondition(format!("coordinator {id} is the last voting member; removing it would leave no cluster")));
+        }
+        info!(member = id, leader = (id == self.id), "removing a voter");
+        self.change_voters(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await
+    }
+
+    /// Commit a membership change (both phases for voter changes), bounded in time.
+    async fn change_voters(&self, change: ChangeMembers<u64, BasicNode>) -> Result<MembershipChange, Status> {
+        match tokio::time::timeout(MEMBERSHIP_COMMIT_TIMEOUT, self.raft.change_membership(change, false)).await {
+            Ok(r) => {
+                let r = r.map_err(membership_error)?;
+                let m = r.membership.ok_or_else(|| Status::internal("openraft committed a membership change without reporting the membership"))?;
+                Ok(MembershipChange::of(r.log_id.index, &m))
+            }
+            Err(_) => Err(Status::failed_precondition(format!(
+                "the membership change was proposed but not committed within {}s: is a majority of the old and of the new members up? \
+                 `panoptes cluster status` shows the membership",
+                MEMBERSHIP_COMMIT_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Explain why openraft refused a membership change.
+fn membership_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
+            "this coordinator is no longer the leader (the leader is {}); retry",
+            f.leader_id.map(|i| i.to_string()).unwrap_or_else(|| "unknown: election in progress".into())
+        )),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))) => {
+            Status::failed_precondition("another membership change is still in progress; retry in a moment")
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => Status::failed_precondition(format!("membership change refused: {c}")),
+        RaftError::Fatal(f) => Status::unavailable(format!("this coordinator's Raft has stopped: {f}")),
+    }
+}
+
+/// The leader as `m` knows it. A leader removed from the membership steps
+/// down but keeps its vote, so openraft still names it: not a leader then.
+pub fn known_leader(m: &openraft::RaftMetrics<u64, BasicNode>) -> Option<u64> {
+    m.current_leader.filter(|l| *l != m.id || m.state == openraft::ServerState::Leader)
+}
+
 /// Where a coordinator runs and keeps its data.
 pub struct NodeOptions {
     pub id: u64,
     pub listen: String,
     pub data_dir: PathBuf,
     pub peers: BTreeMap<u64, String>,
+    /// Joining a running cluster (`panoptes cluster add-member`): never
+    /// initialise a new cluster, wait to be added instead.
+    pub join: bool,
 }
 
 /// Run a coordinator until `shutdown` resolves.
@@ -175,9 +332,15 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     let node = Arc::new(Coordinator { id: opts.id, addr: addr.clone(), raft: raft.clone(), reader, cfg, peers: peers.clone(), mem: Mutex::default(), forward_channels: Mutex::default() });
 
     // Bootstrap: the lowest-numbered member initialises a brand-new cluster with
-    // every configured member; on restart the stored membership is used.
+    // every configured member; on restart the stored membership is used. A
+    // member started with --join never initialises: the leader adds it
+    // (`panoptes cluster add-member`) and it learns the membership from the log.
     let lowest = *peers.keys().next().expect("peers contain this node");
-    if lowest == opts.id && !raft.is_initialized().await? {
+    let initialized = raft.is_initialized().await?;
+    if opts.join && !initialized {
+        info!(id = opts.id, %addr, "waiting to be added to a running cluster (panoptes cluster add-member {} {addr})", opts.id);
+    }
+    if !opts.join && lowest == opts.id && !initialized {
         let members: BTreeMap<u64, BasicNode> = peers.iter().map(|(id, a)| (*id, BasicNode { addr: a.clone() })).collect();
         info!(members = ?members.keys().collect::<Vec<_>>(), "initialising a new cluster");
         if let Err(e) = raft.initialize(members).await {
@@ -220,6 +383,7 @@ async fn leader_loop(node: Arc<Coordinator>) {
         }
         if !was_leader {
             info!(id = node.id, "became leader");
+            node.mem.lock().unwrap().leader_since = Some(Instant::now());
         }
         was_leader = true;
 

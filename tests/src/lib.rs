@@ -301,3 +301,32 @@ impl Cluster {
 fn now_id() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
+
+// ---------------------------------------------------------------------------
+// Admin helpers (tests/tests/admin.rs): membership changes and per-member calls.
+
+impl Cluster {
+    /// Start one more coordinator, with the next id and a fresh port, as a
+    /// member joining the running cluster (`--join`: it never initialises a
+    /// cluster of its own). Clients (`addr`) do not list it. Returns its id and address.
+    pub fn start_joining_coordinator(&mut self) -> (u64, String) {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.coordinator_addrs.push(addr.clone());
+        self.coordinators.push(None);
+        let id = self.coordinators.len() as u64;
+        let peers: Vec<String> = self.coordinator_addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let dir = self.dir.path().join(format!("c{id}")).display().to_string();
+        let args: Vec<String> = ["coordinator", "--config", &self.cfg(), "--id", &id.to_string(), "--listen", &addr, "--peers", &peers.join(","), "--data-dir", &dir, "--join"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let log = self.dir.path().join(format!("coordinator-{id}-{}.log", now_id()));
+        self.coordinators[id as usize - 1] = Some(Node::spawn(&format!("coordinator-{id}"), &args, &log));
+        (id, addr)
+    }
+
+    /// Run the CLI against one coordinator only.
+    pub fn cli_at(&self, addr: &str, args: &[&str]) -> Output {
+        Command::new(bin()).args(args).args(["--coordinator", addr]).output().expect("run panoptes")
+    }
+}

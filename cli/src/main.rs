@@ -67,6 +67,12 @@ enum Cmd {
     Cancel(JobArgs),
     /// A job's timings: decode, resize, inference per model, throughput.
     Metrics(JobArgs),
+    /// Draw one analysed frame with its results (object boxes with label and
+    /// score, faces with emotion and gender, the colour palette) into a PNG.
+    Frame(FrameArgs),
+    /// Delete the results, stored frames and metrics of jobs that finished
+    /// before a given age; says what it freed.
+    Prune(PruneArgs),
     /// Finished jobs, newest first.
     Videos(ListArgs),
     /// The analyses the cluster offers.
@@ -207,6 +213,9 @@ struct SubmitArgs {
     /// A name for the job (default: the file name).
     #[arg(long)]
     name: Option<String>,
+    /// Keep no pictures of the analysed frames (`panoptes frame` then has nothing to draw on).
+    #[arg(long)]
+    no_frames: bool,
     /// Wait for the job to end (progress on a terminal); exit 1 if it failed.
     #[arg(long)]
     wait: bool,
@@ -268,6 +277,51 @@ struct ResultsArgs {
     follow: bool,
     #[command(flatten)]
     client: ClientOpts,
+}
+
+#[derive(Args)]
+struct FrameArgs {
+    /// Job id, e.g. job-3.
+    job: String,
+    /// Frame number (an analysed frame: with --frame-step N, a multiple of N).
+    frame: u64,
+    /// Where to write the PNG (default: JOB-frame-N.png).
+    #[arg(short, long, value_name = "FILE.png")]
+    output: Option<PathBuf>,
+    /// Print {"job_id","frame","path","width","height","analysed_width","analysed_height","bytes"}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// Jobs that finished more than this long ago: e.g. 30s, 15m, 12h, 7d, 2w.
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    older_than: Duration,
+    /// Print {"jobs","job_ids","results","frames","bytes","disk_bytes_before","disk_bytes_after"}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+/// `30s`, `15m`, `12h`, `7d`, `2w` (a bare number is seconds).
+fn parse_age(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("'{s}' is not an age: use a number and a unit, e.g. 7d, 12h, 30m"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        u => return Err(format!("unknown unit '{u}' in '{s}': use s, m, h, d or w")),
+    };
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(|| format!("'{s}' is too long"))
 }
 
 #[derive(Args)]
@@ -473,6 +527,7 @@ async fn submit(a: SubmitArgs) -> Result<ExitCode> {
         name: a.name.clone().unwrap_or_default(),
         request_id: a.request_id.clone().unwrap_or_else(|| format!("cli-{}-{}", std::process::id(), panoptes_common::now_ms())),
         target_height: 0,
+        no_frames: a.no_frames,
     };
     let resp = coords.call(coords.addrs().len() * 3, |ch| { let r = req.clone(); async move { api(ch).submit(r).await } }).await.map_err(|s| explain(s, &coords))?;
     let job = resp.job_id;
@@ -593,6 +648,57 @@ async fn metrics(a: JobArgs) -> Result<ExitCode> {
         );
     } else {
         print!("{}", render::metrics_text(&m, &inference));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn frame(a: FrameArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let r = pb::FrameRef { job_id: a.job.clone(), frame: a.frame };
+    let f = coords
+        .call(coords.addrs().len() * 2, |ch| {
+            let r = r.clone();
+            async move { api(ch).get_annotated_frame(r).await }
+        })
+        .await
+        .map_err(|s| explain(s, &coords))?;
+    let path = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("{}-frame-{}.png", a.job, a.frame)));
+    std::fs::write(&path, &f.png).with_context(|| format!("cannot write {}", path.display()))?;
+    if a.json {
+        println!(
+            "{}",
+            json!({"job_id": a.job, "frame": f.frame, "path": path.display().to_string(), "width": f.width, "height": f.height,
+                   "analysed_width": f.analysed_width, "analysed_height": f.analysed_height, "bytes": f.png.len()})
+        );
+    } else {
+        println!("{}: frame {} of {} drawn with its results ({}x{}, {} bytes)", path.display(), f.frame, a.job, f.width, f.height, f.png.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn prune(a: PruneArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let r = pb::PruneRequest { older_than_ms: a.older_than.as_millis() as u64 };
+    let p = coords.call(coords.addrs().len() * 2, |ch| async move { api(ch).prune(r).await }).await.map_err(|s| explain(s, &coords))?;
+    if a.json {
+        println!(
+            "{}",
+            json!({"jobs": p.jobs, "job_ids": p.job_ids, "results": p.results, "frames": p.frames, "bytes": p.bytes,
+                   "disk_bytes_before": p.disk_bytes_before, "disk_bytes_after": p.disk_bytes_after})
+        );
+    } else if p.jobs == 0 {
+        println!("nothing to prune: no job finished more than {} ago", render::age(a.older_than));
+    } else {
+        println!(
+            "pruned {} job(s) ({}): {} results, {} stored frames, {} freed in the store (on disk: {} before, {} now; sled reclaims space as it rewrites segments)",
+            p.jobs,
+            p.job_ids.join(", "),
+            p.results,
+            p.frames,
+            render::bytes(p.bytes),
+            render::bytes(p.disk_bytes_before),
+            render::bytes(p.disk_bytes_after)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -754,6 +860,8 @@ async fn main() -> ExitCode {
         Cmd::Results(a) => results(a).await,
         Cmd::Cancel(a) => cancel(a).await,
         Cmd::Metrics(a) => metrics(a).await,
+        Cmd::Frame(a) => frame(a).await,
+        Cmd::Prune(a) => prune(a).await,
         Cmd::Videos(a) => videos(a).await,
         Cmd::Models(a) => models(a).await,
         Cmd::Cluster { cmd: ClusterCmd::Status(a) } => cluster_status(a).await,
@@ -766,5 +874,23 @@ async fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod age_tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert!(parse_age("7y").unwrap_err().contains("unknown unit 'y'"));
+        assert!(parse_age("d").is_err());
+        assert_eq!(render::age(Duration::from_secs(7 * 86_400)), "1w");
+        assert_eq!(render::age(Duration::from_secs(90)), "90s");
+        assert_eq!(render::bytes(1536), "1.5 KiB");
+        assert_eq!(render::bytes(100), "100 B");
     }
 }

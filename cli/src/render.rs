@@ -193,3 +193,26 @@ mod tests {
         assert!(l.contains("50/100 frames") && l.contains("5.0 fps") && l.contains("ETA 10s"), "{l}");
     }
 }
+
+/// A duration as the largest whole unit: 7d, 12h, 30m, 45s.
+pub fn age(d: Duration) -> String {
+    let s = d.as_secs();
+    for (unit, n) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
+        if s >= n && s % n == 0 {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    format!("{s}s")
+}
+
+/// Bytes in binary units: 512 B, 1.5 KiB, 3.2 MiB.
+pub fn bytes(n: u64) -> String {
+    let mut v = n as f64;
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if v < 1024.0 || unit == "GiB" {
+            return if unit == "B" { format!("{n} B") } else { format!("{v:.1} {unit}") };
+        }
+        v /= 1024.0;
+    }
+    unreachable!()
+}

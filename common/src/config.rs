@@ -26,6 +26,7 @@ pub struct Config {
     pub cluster: ClusterSection,
     pub coordinator: CoordinatorSection,
     pub worker: WorkerSection,
+    pub frames: FramesSection,
     pub log: LogSection,
     /// The model registry: every analysis a worker can load, by name. The
     /// built-ins (`objects`, `joy`, `colors`) are always present; a file's
@@ -93,6 +94,24 @@ pub struct WorkerSection {
     pub max_restarts: u32,
 }
 
+/// Stored pictures of analysed frames (drawn with their results later).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FramesSection {
+    /// Keep a picture of every analysed frame by default (a job may opt out).
+    pub store: bool,
+    /// Stored pictures are scaled down to at most this many pixels tall.
+    pub max_height: u32,
+    /// JPEG quality, 1-100.
+    pub quality: u32,
+}
+
+impl Default for FramesSection {
+    fn default() -> Self {
+        Self { store: true, max_height: 360, quality: 75 }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
@@ -148,6 +167,7 @@ impl Default for Config {
             cluster: ClusterSection::default(),
             coordinator: CoordinatorSection::default(),
             worker: WorkerSection::default(),
+            frames: FramesSection::default(),
             log: LogSection::default(),
             models: builtin_models(),
         }
@@ -218,6 +238,12 @@ impl Config {
         }
         if c.target_height < 16 {
             return bad("cluster.target_height must be at least 16".into());
+        }
+        if self.frames.max_height < 16 || !(1..=100).contains(&self.frames.quality) {
+            return bad(format!(
+                "frames.max_height ({}) must be at least 16 and frames.quality ({}) between 1 and 100",
+                self.frames.max_height, self.frames.quality
+            ));
         }
         let w = &self.worker;
         if w.capacity == 0 || w.pipeline_depth == 0 || w.report_batch == 0 {

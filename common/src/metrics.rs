@@ -19,7 +19,7 @@ type Key = (String, Vec<(String, String)>);
 #[derive(Default)]
 struct Registry {
     counters: Mutex<BTreeMap<Key, Arc<AtomicU64>>>,
-    gauges: Mutex<BTreeMap<Key, Arc<AtomicU64>>>,
+    gauges: Mutex<BTreeMap<Key, Arc<Gauge>>>,
     histograms: Mutex<BTreeMap<Key, Arc<Histogram>>>,
     help: Mutex<BTreeMap<String, (&'static str, &'static str)>>,
     collector: Mutex<Option<Arc<dyn Fn() -> Vec<Sample> + Send + Sync>>>,
@@ -48,9 +48,60 @@ pub fn inc(name: &str, labels: &[(&str, &str)], by: u64) {
     counter(name, labels).fetch_add(by, Ordering::Relaxed);
 }
 
-/// A value that goes up and down (stored as f64 bits).
+/// A value that goes up and down (an f64 stored as bits in an atomic).
+#[derive(Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Add `d` (negative to subtract), atomically with other adders.
+    pub fn add(&self, d: f64) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((f64::from_bits(b) + d).to_bits()));
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// The gauge `name` with these labels (created at 0).
+pub fn gauge(name: &str, labels: &[(&str, &str)]) -> Arc<Gauge> {
+    reg().gauges.lock().unwrap().entry(key(name, labels)).or_default().clone()
+}
+
 pub fn set_gauge(name: &str, labels: &[(&str, &str)], v: f64) {
-    reg().gauges.lock().unwrap().entry(key(name, labels)).or_default().store(v.to_bits(), Ordering::Relaxed);
+    gauge(name, labels).set(v);
+}
+
+/// One owner's part of a gauge summed over many owners (e.g. a queue length
+/// summed over a worker's shards). Setting it moves the gauge by the change;
+/// dropping it takes the part back out, so an owner that stops or crashes
+/// never leaves its last value behind.
+pub struct GaugeShare {
+    gauge: Arc<Gauge>,
+    mine: f64,
+}
+
+impl GaugeShare {
+    pub fn new(gauge: Arc<Gauge>) -> Self {
+        GaugeShare { gauge, mine: 0.0 }
+    }
+
+    pub fn set(&mut self, v: f64) {
+        if v != self.mine {
+            self.gauge.add(v - self.mine);
+            self.mine = v;
+        }
+    }
+}
+
+impl Drop for GaugeShare {
+    fn drop(&mut self) {
+        self.gauge.add(-self.mine);
+    }
 }
 
 /// Latency buckets in seconds: 1 ms to 10 s.
@@ -73,6 +124,11 @@ impl Histogram {
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
     }
 }
 
@@ -168,7 +224,7 @@ pub fn render() -> String {
     }
     for ((name, labels), v) in r.gauges.lock().unwrap().iter() {
         head(&mut out, name, "gauge", name);
-        let _ = writeln!(out, "{name}{} {}", labels_text(labels, None), num(f64::from_bits(v.load(Ordering::Relaxed))));
+        let _ = writeln!(out, "{name}{} {}", labels_text(labels, None), num(v.get()));
     }
     for ((name, labels), h) in r.histograms.lock().unwrap().iter() {
         head(&mut out, name, "histogram", name);
@@ -200,10 +256,12 @@ fn kind_static(kind: &str) -> &'static str {
 
 /// Where a node's HTTP endpoint listens when not configured: the node's own
 /// port + 10000 on the same host (7001 → 17001), so that nodes differing only
-/// in `--listen` never collide; a free port when that one is taken.
+/// in `--listen` never collide; a free port (0) when that one is taken, out
+/// of range, or when the node itself listens on "any free port" (port 0).
 pub fn derived_http_addr(listen: &SocketAddr) -> SocketAddr {
     let mut a = *listen;
-    a.set_port(listen.port().checked_add(10000).unwrap_or(0));
+    let port = if listen.port() == 0 { 0 } else { listen.port().checked_add(10000).unwrap_or(0) };
+    a.set_port(port);
     a
 }
 
@@ -311,5 +369,23 @@ mod tests {
     fn the_http_port_is_derived_from_the_listen_port() {
         assert_eq!(derived_http_addr(&"127.0.0.1:7001".parse().unwrap()), "127.0.0.1:17001".parse().unwrap());
         assert_eq!(derived_http_addr(&"127.0.0.1:60000".parse().unwrap()).port(), 0);
+        assert_eq!(derived_http_addr(&"127.0.0.1:0".parse().unwrap()).port(), 0);
+    }
+
+    #[test]
+    fn gauge_shares_add_up_and_are_withdrawn_when_dropped() {
+        let g = gauge("t_queue_frames", &[("model", "m")]);
+        let mut a = GaugeShare::new(g.clone());
+        let mut b = GaugeShare::new(g.clone());
+        a.set(3.0);
+        b.set(2.0);
+        assert_eq!(g.get(), 5.0);
+        a.set(1.0);
+        assert_eq!(g.get(), 3.0);
+        drop(b);
+        assert_eq!(g.get(), 1.0);
+        drop(a);
+        assert_eq!(g.get(), 0.0);
+        assert!(render().contains("t_queue_frames{model=\"m\"} 0"));
     }
 }

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::node::{known_leader, Coordinator, MembershipChange, MAX_MESSAGE_BYTES};
 use crate::state::command::{Request, Response};
 use crate::state::model::{Job, JobSpec, JobState, ShardState};
-use crate::state::store::ResultRow;
+use crate::state::store::{ResultRow, StateReader};
 
 pub struct ApiService {
     node: Arc<Coordinator>,
@@ -144,6 +144,8 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
         target_height,
         request_id: if r.request_id.is_empty() { None } else { Some(r.request_id.clone()) },
         max_attempts,
+        frames_height: if r.no_frames || !cfg.frames.store { 0 } else { cfg.frames.max_height },
+        frames_quality: cfg.frames.quality,
     })
 }
 
@@ -163,6 +165,41 @@ impl ApiService {
                 Some(pb::FrameResult { frame: r.frame, timestamp: r.timestamp, model: name, results_json: r.results_json })
             })
             .collect()
+    }
+
+    /// Stream a job's results as they commit, until the job ends. Shards
+    /// commit in parallel, so key order is not commit order: follow each
+    /// shard's committed cursor instead (a report stores its frames and moves
+    /// the cursor in one apply, so every frame below a cursor is readable).
+    async fn follow(mut reader: StateReader, job: Job, model: String, tx: tokio::sync::mpsc::Sender<Result<pb::FrameResult, Status>>) {
+        // Per shard index: frames below this were sent.
+        let mut sent: HashMap<u32, u64> = HashMap::new();
+        loop {
+            let Some((shards, finished)) =
+                reader.read(|a| a.state.jobs.get(&job.id).map(|j| (j.shards.iter().map(|s| (s.index, s.start, s.end, s.cursor)).collect::<Vec<_>>(), j.state.is_finished())))
+            else {
+                return; // pruned
+            };
+            for (index, start, end, cursor) in shards {
+                let from = *sent.get(&index).unwrap_or(&start);
+                // Once the job ended, whatever is stored is final.
+                let upto = if finished { end } else { cursor.min(end) };
+                if upto <= from {
+                    continue;
+                }
+                let rows = reader.results_between(job.id, from, upto);
+                sent.insert(index, upto);
+                for fr in Self::rows_pb(&job, rows, &model) {
+                    if tx.send(Ok(fr)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if finished {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), reader.changed()).await;
+        }
     }
 
     fn check_model(job: &Job, model: &str) -> Result<(), Status> {
@@ -211,6 +248,10 @@ impl Panoptes for ApiService {
         Self::check_model(&job, &r.model)?;
         let mut reader = self.node.reader.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        if r.follow && !r.has_frame {
+            tokio::spawn(Self::follow(reader, job, r.model.clone(), tx));
+            return Ok(Resp::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as ResultStream));
+        }
         tokio::spawn(async move {
             let frame = if r.has_frame { Some(r.frame) } else { None };
             let mut after: Option<Vec<u8>> = None;
@@ -255,8 +296,43 @@ impl Panoptes for ApiService {
         Ok(Resp::new(pb::ResultsResponse { results: Self::rows_pb(&job, rows, "") }))
     }
 
-    async fn get_annotated_frame(&self, _req: Req<pb::FrameRef>) -> Result<Resp<pb::AnnotatedFrame>, Status> {
-        Err(Status::unimplemented("annotated frames are not implemented yet (frames are not stored yet)"))
+    async fn get_annotated_frame(&self, req: Req<pb::FrameRef>) -> Result<Resp<pb::AnnotatedFrame>, Status> {
+        let r = req.into_inner();
+        let job = self.job(&r.job_id)?;
+        let id = JobId(job.id);
+        let (rows, _) = self.node.reader.results(job.id, Some(r.frame), None, usize::MAX);
+        let Some(image) = self.node.reader.frame_image(job.id, r.frame) else {
+            let why = if job.spec.frames_height == 0 {
+                format!("job {id} keeps no frame pictures (submitted with --no-frames, or frames.store is off)")
+            } else if rows.is_empty() {
+                let step = job.spec.frame_step;
+                format!("job {id} has no analysed frame {} (frames analysed: every {step}th from 0; committed so far: {})", r.frame, job.frames_done)
+            } else {
+                format!("job {id} has no stored picture of frame {}", r.frame)
+            };
+            return Err(Status::not_found(why));
+        };
+        let results: Vec<(String, serde_json::Value)> = Self::rows_pb(&job, rows, "")
+            .into_iter()
+            .map(|f| (f.model, serde_json::from_str(&f.results_json).unwrap_or(serde_json::Value::Null)))
+            .collect();
+        // Decoding and drawing take a few ms: keep them off the async threads.
+        let (png, w, h) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u32, u32), panoptes_render::RenderError> {
+            let mut img = panoptes_render::decode_jpeg(&image.jpeg)?;
+            panoptes_render::annotate(&mut img, (image.width, image.height), &results);
+            Ok((panoptes_render::encode_png(&img)?, img.width, img.height))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("drawing the frame crashed: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Resp::new(pb::AnnotatedFrame {
+            frame: r.frame,
+            png,
+            width: w,
+            height: h,
+            analysed_width: image.width,
+            analysed_height: image.height,
+        }))
     }
 
     async fn get_metrics(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobMetrics>, Status> {
@@ -317,8 +393,26 @@ impl Panoptes for ApiService {
         Err(Status::unimplemented("live RTMP endpoints are not implemented yet"))
     }
 
-    async fn prune(&self, _req: Req<pb::PruneRequest>) -> Result<Resp<pb::PruneResponse>, Status> {
-        Err(Status::unimplemented("prune is not implemented yet"))
+    async fn prune(&self, req: Req<pb::PruneRequest>) -> Result<Resp<pb::PruneResponse>, Status> {
+        let r = req.into_inner();
+        let before = self.node.reader.disk_size();
+        let cutoff = now_ms().saturating_sub(r.older_than_ms);
+        match self.node.write(Request::Prune { finished_before_ms: cutoff }).await? {
+            Response::Pruned { jobs, freed } => {
+                let after = self.node.reader.disk_size();
+                info!(jobs = jobs.len(), results = freed.results, frames = freed.frames, bytes = freed.bytes, "pruned finished jobs");
+                Ok(Resp::new(pb::PruneResponse {
+                    jobs: jobs.len() as u32,
+                    results: freed.results,
+                    frames: freed.frames,
+                    bytes: freed.bytes,
+                    job_ids: jobs.iter().map(|j| JobId(*j).to_string()).collect(),
+                    disk_bytes_before: before,
+                    disk_bytes_after: after,
+                }))
+            }
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
     }
 
     async fn list_models(&self, _req: Req<pb::ListModelsRequest>) -> Result<Resp<pb::ListModelsResponse>, Status> {

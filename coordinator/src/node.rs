@@ -11,6 +11,7 @@ use anyhow::Context;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use panoptes_common::config::Config;
+use panoptes_common::metrics;
 use panoptes_common::now_ms;
 use tonic::Status;
 use tracing::{info, warn};
@@ -56,17 +57,24 @@ impl Coordinator {
     /// any call.
     pub async fn write(&self, req: Request) -> Result<Response, Status> {
         let fwd = req.clone();
-        match self.raft.client_write(req).await {
+        let out = match self.raft.client_write(req).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let leader = f.leader_node.map(|n| n.addr).or_else(|| f.leader_id.and_then(|id| self.peers.get(&id).cloned()));
                 match leader {
-                    Some(addr) if addr != self.addr => self.forward(&addr, fwd).await,
+                    Some(addr) if addr != self.addr => {
+                        metrics::inc(crate::metrics::FORWARDED_WRITES, &[], 1);
+                        self.forward(&addr, fwd).await
+                    }
                     _ => Err(Status::unavailable(format!("coordinator {} is not the leader and no leader is known yet (election in progress)", self.id))),
                 }
             }
             Err(e) => Err(Status::unavailable(format!("coordinator {} cannot commit: {e}", self.id))),
+        };
+        if out.is_err() {
+            metrics::inc(crate::metrics::WRITE_ERRORS, &[], 1);
         }
+        out
     }
 
     /// A cached, lazily connected channel to the member at `addr` (all of a
@@ -348,6 +356,23 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
         }
     }
 
+    // Prometheus metrics and /healthz over HTTP, on the gRPC port + 10000
+    // (a free port when that one is taken): printed in the log.
+    let http = crate::metrics::serve(node.clone(), local).await.context("failed to serve metrics over HTTP")?;
+    info!(id = opts.id, addr = %http, "metrics on http://{http}/metrics (health: http://{http}/healthz)");
+
+    // Standard gRPC tooling: health checking (SERVING while a leader is
+    // known) and server reflection (v1, and v1alpha for older clients).
+    let (health, health_service) = tonic_health::server::health_reporter();
+    crate::metrics::track_health(raft.clone(), health).await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(panoptes_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().context("invalid gRPC descriptor set for reflection")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("invalid gRPC descriptor set for reflection")?;
+
     info!(id = opts.id, %addr, data_dir = %opts.data_dir.display(), "coordinator listening");
     println!("coordinator {} listening on {addr}", opts.id);
 
@@ -357,6 +382,9 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
         .add_service(crate::raft::service::server(raft.clone()))
         .add_service(crate::api::server(node.clone()))
         .add_service(crate::worker_api::server(node.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     leader_loop.abort();
@@ -423,8 +451,10 @@ async fn leader_loop(node: Arc<Coordinator>) {
         }
         for (job, shard, epoch, worker) in expired {
             warn!(job_id = job, shard, epoch, %worker, "lease expired; its unacknowledged frames go back to pending");
-            if let Err(e) = node.write(Request::Expire { job, shard, epoch }).await {
-                warn!(error = %e, "could not expire lease");
+            match node.write(Request::Expire { job, shard, epoch }).await {
+                Ok(Response::Rejected(_)) => {} // the lease moved on meanwhile (a report, a hand-back)
+                Ok(_) => metrics::inc(crate::metrics::LEASES_EXPIRED, &[], 1),
+                Err(e) => warn!(error = %e, "could not expire lease"),
             }
         }
     }

@@ -372,6 +372,8 @@ mod properties {
                 target_height: 100,
                 request_id: None,
                 max_attempts: 3,
+                frames_height: 0,
+                frames_quality: 0,
             };
             let plan = Plan { frames: *frames, width: 1, height: 1, time_base: (1, 25), pts0: 0, fps: 25.0, keyframes };
             let job = Job {

@@ -1,17 +1,20 @@
 //! The worker-facing gRPC service: register, heartbeat, lease, report.
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use panoptes_common::ids::JobId;
+use panoptes_common::metrics;
 use panoptes_common::now_ms;
 use panoptes_proto::worker as pb;
 use panoptes_proto::worker::worker_api_server::{WorkerApi, WorkerApiServer};
 use tonic::{Request as Req, Response as Resp, Status};
 use tracing::{debug, info};
 
+use crate::metrics::{refusal_kind, LEASES_GRANTED, REPORTS_ACCEPTED, REPORTS_REFUSED, REPORT_COMMIT_SECONDS, RESULTS_STORED, WORK_STOLEN};
 use crate::node::{Coordinator, MAX_MESSAGE_BYTES};
 use crate::scheduling::{choose_shards, choose_split};
-use crate::state::command::{FrameOutputs, ModelOutput, Report, Request, Response};
+use crate::state::command::{FrameImage, FrameOutputs, ModelOutput, Report, Request, Response};
 use crate::state::model::{ShardState, StageTimes};
 
 pub struct WorkerService {
@@ -115,7 +118,9 @@ impl WorkerApi for WorkerService {
             Response::Rejected(m) => return Err(Status::failed_precondition(m)),
             other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
         };
+        metrics::inc(LEASES_GRANTED, &[], granted.len() as u64);
         if let (Request::Split { job, shard, epoch, at, .. }, Some(g)) = (&req, granted.first()) {
+            metrics::inc(WORK_STOLEN, &[], 1);
             info!(job_id = job, victim_shard = shard, victim_epoch = epoch, cut = at, new_shard = g.shard, worker = %r.name, "work stolen: shard split");
         }
         let mut shards = Vec::new();
@@ -144,6 +149,8 @@ impl WorkerApi for WorkerService {
                     time_base_den: plan.time_base.1,
                     target_height: j.spec.target_height,
                     live: false,
+                    frames_height: j.spec.frames_height,
+                    frames_quality: j.spec.frames_quality,
                 })
             });
             if let Some(a) = a {
@@ -155,10 +162,13 @@ impl WorkerApi for WorkerService {
     }
 
     async fn report(&self, req: Req<pb::ReportRequest>) -> Result<Resp<pb::ReportResponse>, Status> {
+        let received = Instant::now();
         let r = req.into_inner();
         self.node.require_leader()?;
         let job = parse_job(&r.job_id)?;
         let bytes = prost::Message::encoded_len(&r) as u64;
+        // An accepted report carries one output per model for every frame.
+        let models = r.frames.first().map(|f| f.outputs.len()).unwrap_or(0) as u64;
         let times = r.times.map(|t| StageTimes {
             decode_s: t.decode_s,
             resize_s: t.resize_s,
@@ -177,6 +187,7 @@ impl WorkerApi for WorkerService {
                     frame: f.frame,
                     timestamp: f.timestamp,
                     outputs: f.outputs.into_iter().map(|o| ModelOutput { model: o.model, results_json: o.results_json }).collect(),
+                    image: (!f.jpeg.is_empty()).then(|| FrameImage { jpeg: f.jpeg, width: f.width, height: f.height }),
                 })
                 .collect(),
             next_frame: r.next_frame,
@@ -189,8 +200,13 @@ impl WorkerApi for WorkerService {
         let n = report.frames.len();
         match self.node.write(Request::Report(report)).await? {
             Response::Reported { accepted, reason, stored } => {
+                metrics::observe(REPORT_COMMIT_SECONDS, &[], received.elapsed().as_secs_f64());
                 if accepted {
                     self.node.renew(job, r.shard, r.epoch);
+                    metrics::inc(REPORTS_ACCEPTED, &[], 1);
+                    metrics::inc(RESULTS_STORED, &[], stored as u64 * models);
+                } else {
+                    metrics::inc(REPORTS_REFUSED, &[("reason", refusal_kind(&reason))], 1);
                 }
                 debug!(job_id = job, shard = r.shard, frames = n, stored, accepted, %reason, "report");
                 Ok(Resp::new(pb::ReportResponse { accepted, reason, stored }))

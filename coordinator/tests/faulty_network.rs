@@ -860,6 +860,7 @@ fn report(worker: &str, job: u64, shard: u32, epoch: u64, frames: &[u64], next_f
                     .iter()
                     .map(|m| ModelOutput { model: m.to_string(), results_json: result_json(f, m) })
                     .collect(),
+                image: None,
             })
             .collect(),
         next_frame,
@@ -941,6 +942,8 @@ async fn workload(c: &Cluster) -> u64 {
         target_height: 720,
         request_id: Some("faulty-network-job".into()),
         max_attempts: 3,
+        frames_height: 0,
+        frames_quality: 0,
     };
     let job = match c.write(&Request::Submit { spec, now_ms: NOW }).await.resp {
         Response::JobCreated { job, .. } => job,

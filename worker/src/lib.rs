@@ -2,5 +2,6 @@
 //! shards, in ractor actors under supervisors.
 pub mod analysis;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod pipeline;

@@ -1,13 +1,18 @@
 //! A worker process: loads its analyses, registers with the coordinators,
 //! heartbeats, leases shards and runs each under a [`ShardSupervisor`], all
-//! under one root actor that survives any shard's crash.
+//! under one root actor that survives any shard's crash. It serves its
+//! metrics (see [`crate::metrics`]) and health over HTTP on a port derived
+//! from its listen address ([`metrics_addr`]).
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use panoptes_common::config::ModelConfig;
+use panoptes_common::metrics::{derived_http_addr, serve};
 use panoptes_common::retry::Backoff;
 use panoptes_proto::failover::Coordinators;
 use panoptes_proto::worker::{self as pb, worker_api_client::WorkerApiClient};
@@ -15,6 +20,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{info, warn};
 
 use crate::analysis::{self, Analysis};
+use crate::metrics::{coordinator_error, shard_ended, NodeMetrics};
 use crate::pipeline::supervisor::ShardSupervisor;
 use crate::pipeline::{ReportSink, ShardJob};
 
@@ -86,6 +92,20 @@ pub struct WorkerState {
     analyses: HashMap<String, Arc<dyn Analysis>>,
     coords: Coordinators,
     active: HashMap<ActorId, Active>,
+    /// Registered with a coordinator (what /healthz answers).
+    registered: Arc<AtomicBool>,
+    metrics: NodeMetrics,
+}
+
+impl WorkerState {
+    fn set_registered(&self, yes: bool) {
+        self.registered.store(yes, Ordering::Relaxed);
+        self.metrics.registered.set(if yes { 1.0 } else { 0.0 });
+    }
+
+    fn active_changed(&self) {
+        self.metrics.shards_active.set(self.active.len() as f64);
+    }
 }
 
 pub struct WorkerActor;
@@ -101,17 +121,24 @@ async fn register(st: &WorkerState) -> Result<pb::RegisterResponse, tonic::Statu
         capacity: st.opts.capacity,
         models: st.opts.models.clone(),
     };
-    st.coords.call(st.coords.addrs().len() * 2, |ch| { let r = req.clone(); async move { client(ch).register(r).await } }).await
+    let r = st.coords.call(st.coords.addrs().len() * 2, |ch| { let r = req.clone(); async move { client(ch).register(r).await } }).await;
+    match &r {
+        Ok(_) => st.set_registered(true),
+        Err(_) => coordinator_error("register"),
+    }
+    r
 }
 
 impl Actor for WorkerActor {
     type Msg = WorkerMsg;
     type State = WorkerState;
-    type Arguments = (WorkerOptions, HashMap<String, Arc<dyn Analysis>>);
+    /// Options, loaded analyses, and the flag to set once registered.
+    type Arguments = (WorkerOptions, HashMap<String, Arc<dyn Analysis>>, Arc<AtomicBool>);
 
-    async fn pre_start(&self, myself: ActorRef<WorkerMsg>, (opts, analyses): Self::Arguments) -> Result<WorkerState, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<WorkerMsg>, (opts, analyses, registered): Self::Arguments) -> Result<WorkerState, ActorProcessingErr> {
         let coords = Coordinators::new(&opts.coordinators)?;
-        let st = WorkerState { opts, analyses, coords, active: HashMap::new() };
+        let st = WorkerState { opts, analyses, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new() };
+        st.set_registered(false);
         // Register, waiting (with backoff) for a coordinator to answer.
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let reg = loop {
@@ -141,19 +168,22 @@ impl Actor for WorkerActor {
                 let resp = match st.coords.call(st.coords.addrs().len(), |ch| { let r = req.clone(); async move { client(ch).lease(r).await } }).await {
                     Ok(r) => r,
                     Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                        st.set_registered(false);
                         warn!(error = %e.message(), "coordinator does not know this worker; registering again");
                         let _ = register(st).await;
                         return Ok(());
                     }
                     Err(e) => {
+                        coordinator_error("lease");
                         warn!(error = %e.message(), "lease request failed");
                         return Ok(());
                     }
                 };
+                st.metrics.leases_granted.fetch_add(resp.shards.len() as u64, Ordering::Relaxed);
                 for a in resp.shards {
                     let analyses: Option<Vec<_>> = a.models.iter().map(|m| st.analyses.get(m).cloned()).collect();
                     let Some(analyses) = analyses else {
-                        warn!(job_id = %a.job_id, models = ?a.models, "leased a shard with a model this worker lacks; its lease will expire");
+                        warn!(job_id = %a.job_id, shard = a.shard, models = ?a.models, "leased a shard with a model this worker lacks; its lease will expire");
                         continue;
                     };
                     let job = ShardJob {
@@ -169,9 +199,10 @@ impl Actor for WorkerActor {
                         Ok((actor, _)) => {
                             st.active.insert(actor.get_id(), Active { actor, job_id: a.job_id, shard: a.shard, epoch: a.epoch });
                         }
-                        Err(e) => warn!(error = %e, "could not start a shard supervisor"),
+                        Err(e) => warn!(job_id = %a.job_id, shard = a.shard, error = %e, "could not start a shard supervisor"),
                     }
                 }
+                st.active_changed();
             }
             WorkerMsg::Heartbeat => {
                 let leases = st
@@ -183,18 +214,24 @@ impl Actor for WorkerActor {
                 match st.coords.call(st.coords.addrs().len(), |ch| { let r = req.clone(); async move { client(ch).heartbeat(r).await } }).await {
                     Ok(r) => {
                         if r.reregister {
+                            st.set_registered(false);
                             let _ = register(st).await;
                         }
                         for rv in r.revoked {
                             for a in st.active.values() {
                                 if a.job_id == rv.job_id && a.shard == rv.shard && a.epoch == rv.epoch {
+                                    st.metrics.leases_revoked.fetch_add(1, Ordering::Relaxed);
+                                    shard_ended("revoked");
                                     warn!(job_id = %a.job_id, shard = a.shard, "lease revoked; stopping the shard");
                                     a.actor.kill();
                                 }
                             }
                         }
                     }
-                    Err(e) => warn!(error = %e.message(), "heartbeat failed"),
+                    Err(e) => {
+                        coordinator_error("heartbeat");
+                        warn!(error = %e.message(), "heartbeat failed");
+                    }
                 }
             }
         }
@@ -210,11 +247,13 @@ impl Actor for WorkerActor {
                 // A shard supervisor itself crashed: drop the shard; its lease
                 // expires and the coordinator leases it again.
                 if let Some(a) = st.active.remove(&cell.get_id()) {
+                    shard_ended("crashed");
                     warn!(job_id = %a.job_id, shard = a.shard, error = %e, "shard supervisor crashed");
                 }
             }
             _ => {}
         }
+        st.active_changed();
         Ok(())
     }
 }
@@ -224,8 +263,13 @@ pub async fn run(opts: WorkerOptions, shutdown: impl std::future::Future<Output 
     panoptes_media::init();
     let analyses = load_analyses(&opts)?;
     info!(worker = %opts.name, models = ?opts.models, models_dir = %opts.models_dir.display(), capacity = opts.capacity, "worker starting");
+    crate::metrics::describe(&opts.models);
+    let registered = Arc::new(AtomicBool::new(false));
+    let http = serve_metrics(&opts.advertise, registered.clone()).await?;
+    info!(worker = %opts.name, addr = %http, "metrics on http://{http}/metrics (health: http://{http}/healthz)");
     println!("worker {} started (models: {})", opts.name, opts.models.join(","));
-    let (root, mut handle) = Actor::spawn(None, WorkerActor, (opts.clone(), analyses)).await.context("worker failed to start")?;
+    let (root, mut handle) =
+        Actor::spawn(None, WorkerActor, (opts.clone(), analyses, registered)).await.context("worker failed to start")?;
     tokio::select! {
         _ = shutdown => {
             info!(worker = %opts.name, "shutting down");
@@ -237,4 +281,52 @@ pub async fn run(opts: WorkerOptions, shutdown: impl std::future::Future<Output 
         }
     }
     Ok(())
+}
+
+/// Where the worker serves /metrics and /healthz: its listen address's port
+/// + 10000 on the same host ([`derived_http_addr`]), so workers that differ
+/// only in `--listen` never collide; any free port when it listens on port 0
+/// (the default) or its address does not resolve.
+pub async fn metrics_addr(listen: &str) -> SocketAddr {
+    let resolved = match listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => tokio::net::lookup_host(listen).await.ok().and_then(|mut a| a.next()),
+    };
+    match resolved {
+        Some(a) => derived_http_addr(&a),
+        None => {
+            warn!(listen, "cannot resolve the worker's listen address; serving metrics on a free port of 127.0.0.1");
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    }
+}
+
+/// Start the metrics and health endpoint; /healthz is healthy while the
+/// worker is registered. Returns the bound address.
+async fn serve_metrics(listen: &str, registered: Arc<AtomicBool>) -> anyhow::Result<SocketAddr> {
+    let addr = metrics_addr(listen).await;
+    let healthy: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || registered.load(Ordering::Relaxed));
+    match serve(addr, healthy.clone()).await {
+        Ok(bound) => Ok(bound),
+        // E.g. worker.listen names an address of another machine: fall back
+        // to loopback rather than run without metrics.
+        Err(e) if !addr.ip().is_loopback() => {
+            warn!(%addr, error = %e, "cannot serve metrics there; using a free port of 127.0.0.1");
+            serve(SocketAddr::from(([127, 0, 0, 1], 0)), healthy).await.context("cannot serve metrics on 127.0.0.1 either")
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot serve metrics on {addr} (derived from worker.listen {listen})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_metrics_port_is_derived_from_the_listen_address() {
+        assert_eq!(metrics_addr("127.0.0.1:7005").await, "127.0.0.1:17005".parse::<SocketAddr>().unwrap());
+        // The default listen address is "any free port": so is the metrics one.
+        assert_eq!(metrics_addr("127.0.0.1:0").await, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        assert_eq!(metrics_addr("localhost:7005").await.port(), 17005);
+    }
 }

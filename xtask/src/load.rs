@@ -137,6 +137,7 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadResult> {
                 name: "load".into(),
                 request_id: String::new(),
                 target_height: 0,
+                no_frames: true,
             };
             async move { PanoptesClient::new(ch).submit(r).await }
         })
@@ -245,7 +246,7 @@ async fn sim_worker(name: String, coords: Coordinators, shared: Arc<Shared>, bat
         while next < a.end_frame && !shared.stop.load(Ordering::Relaxed) {
             let upto = (next + batch).min(a.end_frame);
             let frames: Vec<FrameReport> = (next..upto)
-                .map(|f| FrameReport { frame: f, timestamp: f as f64 / 25.0, outputs: vec![ModelOutput { model: "colors".into(), results_json: row_json(f) }] })
+                .map(|f| FrameReport { frame: f, timestamp: f as f64 / 25.0, outputs: vec![ModelOutput { model: "colors".into(), results_json: row_json(f) }], ..Default::default() })
                 .collect();
             let req = ReportRequest {
                 name: name.clone(),

@@ -4,13 +4,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{Granted, Report, Request, Response};
+use super::command::{FrameImage, Freed, Granted, Report, Request, Response};
 use super::model::{analysed_in, Job, JobCounters, JobState, Shard, ShardState, WorkerRec};
 
 /// Where results live: keyed by (job, frame, model index), written once.
 pub trait ResultSink {
     fn contains(&self, job: u64, frame: u64, model: u8) -> bool;
     fn put(&mut self, job: u64, frame: u64, model: u8, timestamp: f64, results_json: &str);
+    /// Keep a frame's picture (written with its results, once).
+    fn put_frame(&mut self, _job: u64, _frame: u64, _image: &FrameImage) {}
+    /// Delete a job's results and pictures; what was freed.
+    fn delete_job(&mut self, _job: u64) -> Freed {
+        Freed::default()
+    }
 }
 
 /// The small, hot part of the state (everything but results), kept in memory
@@ -34,6 +40,8 @@ impl Default for State {
 #[derive(Debug, Default)]
 pub struct Changes {
     pub jobs: BTreeSet<u64>,
+    /// Jobs deleted (by a prune), with their request ids.
+    pub removed_jobs: Vec<(u64, Option<String>)>,
     pub workers: BTreeSet<String>,
     pub counters: bool,
 }
@@ -205,6 +213,28 @@ impl State {
             }
             Request::Split { job, shard, epoch, at, worker, now_ms } => self.apply_split(*job, *shard, *epoch, *at, worker, *now_ms, ch),
             Request::Report(r) => self.apply_report(r, sink, ch),
+            Request::Prune { finished_before_ms } => {
+                let old: Vec<u64> = self
+                    .jobs
+                    .values()
+                    .filter(|j| j.state.is_finished() && j.finished_at_ms < *finished_before_ms)
+                    .map(|j| j.id)
+                    .collect();
+                let mut freed = Freed::default();
+                for id in &old {
+                    let j = self.jobs.remove(id).expect("listed above");
+                    if let Some(rid) = &j.spec.request_id {
+                        self.request_ids.remove(rid);
+                    }
+                    let f = sink.delete_job(*id);
+                    freed.results += f.results;
+                    freed.frames += f.frames;
+                    freed.bytes += f.bytes;
+                    ch.jobs.remove(id);
+                    ch.removed_jobs.push((*id, j.spec.request_id.clone()));
+                }
+                Response::Pruned { jobs: old, freed }
+            }
         }
     }
 
@@ -301,6 +331,9 @@ impl State {
                 }
                 sink.put(r.job, f.frame, mi as u8, f.timestamp, &o.results_json);
             }
+            if let Some(img) = &f.image {
+                sink.put_frame(r.job, f.frame, img);
+            }
             stored += 1;
         }
         j.frames_done += stored as u64;
@@ -358,11 +391,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::state::command::{FrameOutputs, ModelOutput};
+    use crate::state::command::{FrameImage, FrameOutputs, ModelOutput};
     use crate::state::model::{JobSpec, Plan, StageTimes};
 
     #[derive(Default)]
-    struct MemSink(BTreeMap<(u64, u64, u8), String>);
+    struct MemSink(BTreeMap<(u64, u64, u8), String>, BTreeMap<(u64, u64), FrameImage>);
 
     impl ResultSink for MemSink {
         fn contains(&self, job: u64, frame: u64, model: u8) -> bool {
@@ -370,6 +403,15 @@ mod tests {
         }
         fn put(&mut self, job: u64, frame: u64, model: u8, _ts: f64, json: &str) {
             assert!(self.0.insert((job, frame, model), json.to_string()).is_none(), "a result was written twice");
+        }
+        fn put_frame(&mut self, job: u64, frame: u64, image: &FrameImage) {
+            assert!(self.1.insert((job, frame), image.clone()).is_none(), "a frame was stored twice");
+        }
+        fn delete_job(&mut self, job: u64) -> Freed {
+            let before = (self.0.len(), self.1.len());
+            self.0.retain(|k, _| k.0 != job);
+            self.1.retain(|k, _| k.0 != job);
+            Freed { results: (before.0 - self.0.len()) as u64, frames: (before.1 - self.1.len()) as u64, bytes: 0 }
         }
     }
 
@@ -382,6 +424,8 @@ mod tests {
             target_height: 720,
             request_id: rid.map(String::from),
             max_attempts: 2,
+            frames_height: 0,
+            frames_quality: 0,
         }
     }
 
@@ -397,6 +441,7 @@ mod tests {
                 ModelOutput { model: "objects".into(), results_json: "[]".into() },
                 ModelOutput { model: "colors".into(), results_json: format!("[{n}]") },
             ],
+            image: None,
         }
     }
 
@@ -669,6 +714,40 @@ mod tests {
         assert!(matches!(w.apply(report("w1", 0, e3, &[6], 7, false)), Response::Reported { accepted: false, .. }));
         assert_eq!(stored(w.apply(report("w1", 0, e3, &[0, 2, 4], 6, true))), 3);
         assert_eq!(w.job().shards[0].state, ShardState::Done);
+    }
+
+    #[test]
+    fn prune_deletes_finished_jobs_with_their_results_and_frames_only() {
+        let mut w = World::new();
+        // Job 1 runs; job 2 is cancelled at t=7 (finished), job 3 cancelled at t=50.
+        let e = w.grant("w1", 0);
+        let mut r = report("w1", 0, e, &[0, 2], 3, false);
+        if let Request::Report(r) = &mut r {
+            r.frames[0].image = Some(FrameImage { jpeg: vec![1, 2, 3], width: 64, height: 48 });
+        }
+        stored(w.apply(r));
+        assert_eq!(w.sink.1.len(), 1, "the frame's picture is stored with its results");
+        for (t, rid) in [(7, "r2"), (50, "r3")] {
+            let Response::JobCreated { job, .. } = w.apply(Request::Submit { spec: spec(Some(rid)), now_ms: 5 }) else { panic!() };
+            w.apply(Request::Cancel { job, now_ms: t });
+        }
+        w.sink.0.insert((2, 0, 0), "[]".into());
+        match w.apply(Request::Prune { finished_before_ms: 10 }) {
+            Response::Pruned { jobs, freed } => {
+                assert_eq!(jobs, vec![2]);
+                assert_eq!(freed.results, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!w.st.jobs.contains_key(&2) && w.st.jobs.contains_key(&3) && w.st.jobs.contains_key(&1));
+        assert!(!w.st.request_ids.contains_key("r2"), "a pruned job's request id is forgotten");
+        // A running job is never pruned, however old.
+        match w.apply(Request::Prune { finished_before_ms: u64::MAX }) {
+            Response::Pruned { jobs, .. } => assert_eq!(jobs, vec![3]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.sink.1.len(), 1);
+        assert_eq!(w.job().frames_done, 2);
     }
 
     #[test]

@@ -12,11 +12,22 @@ pub struct ModelOutput {
     pub results_json: String,
 }
 
+/// A stored picture of an analysed frame: a reduced JPEG, and the size of the
+/// frame the models read (the coordinates of its results).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FrameImage {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FrameOutputs {
     pub frame: u64,
     pub timestamp: f64,
     pub outputs: Vec<ModelOutput>,
+    /// The frame's picture, when the job stores frames.
+    pub image: Option<FrameImage>,
 }
 
 /// A worker's delivery for a leased shard.
@@ -63,6 +74,19 @@ pub enum Request {
     /// beyond the committed cursor.
     Split { job: u64, shard: u32, epoch: u64, at: u64, worker: String, now_ms: u64 },
     Report(Report),
+    /// Delete every job that finished before `finished_before_ms`, with its
+    /// results and stored frames.
+    Prune { finished_before_ms: u64 },
+}
+
+/// What a prune deleted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Freed {
+    /// Result rows: one per (frame, model).
+    pub results: u64,
+    pub frames: u64,
+    /// Bytes of keys and values removed from the store.
+    pub bytes: u64,
 }
 
 /// A granted lease.
@@ -84,4 +108,5 @@ pub enum Response {
     Granted(Vec<Granted>),
     Reported { accepted: bool, reason: String, stored: u32 },
     Drained { leases_returned: u32 },
+    Pruned { jobs: Vec<u64>, freed: Freed },
 }

@@ -39,6 +39,9 @@ pub struct JobSpec {
     pub request_id: Option<String>,
     /// A shard failing this many times fails the job.
     pub max_attempts: u32,
+    /// Stored pictures: at most this tall (0: the job keeps none), JPEG quality.
+    pub frames_height: u32,
+    pub frames_quality: u32,
 }
 
 /// What probing the source found.

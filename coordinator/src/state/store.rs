@@ -5,7 +5,8 @@
 //!
 //! Layout of the `sm` tree (ids big-endian so scans run in order):
 //! `m/applied`, `m/membership`, `m/counters` · `j/<job>` · `w/<name>` ·
-//! `q/<request id>` · `r/<job><frame><model index>` → (timestamp, JSON).
+//! `q/<request id>` · `r/<job><frame><model index>` → (timestamp, JSON) ·
+//! `f/<job><frame>` → the frame's stored picture ([`FrameImage`]).
 use std::collections::HashSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::apply::{Changes, ResultSink, State};
-use super::command::Response;
+use super::command::{FrameImage, Freed, Response};
 use crate::raft::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const K_APPLIED: &[u8] = b"m/applied";
@@ -53,6 +54,19 @@ pub fn result_key(job: u64, frame: u64, model: u8) -> Vec<u8> {
     let mut k = results_prefix(job);
     k.extend_from_slice(&frame.to_be_bytes());
     k.push(model);
+    k
+}
+
+/// `f/<job>` — the prefix of every stored picture of a job.
+pub fn frames_prefix(job: u64) -> Vec<u8> {
+    let mut k = b"f/".to_vec();
+    k.extend_from_slice(&job.to_be_bytes());
+    k
+}
+
+pub fn frame_key(job: u64, frame: u64) -> Vec<u8> {
+    let mut k = frames_prefix(job);
+    k.extend_from_slice(&frame.to_be_bytes());
     k
 }
 
@@ -100,6 +114,7 @@ pub struct Applied {
 #[derive(Clone)]
 pub struct StateReader {
     applied: Arc<RwLock<Applied>>,
+    db: sled::Db,
     tree: sled::Tree,
     notify: watch::Receiver<u64>,
 }
@@ -147,6 +162,36 @@ impl StateReader {
         (rows, last)
     }
 
+    /// Results of `job` for frames in `[start, end)`, in (frame, model) order.
+    pub fn results_between(&self, job: u64, start: u64, end: u64) -> Vec<ResultRow> {
+        if end <= start {
+            return Vec::new();
+        }
+        self.tree.range(result_key(job, start, 0)..result_key(job, end, 0)).flatten().filter_map(|(k, v)| decode_result(&k, &v)).collect()
+    }
+
+    /// The stored picture of a frame, if the job kept one.
+    pub fn frame_image(&self, job: u64, frame: u64) -> Option<FrameImage> {
+        let v = self.tree.get(frame_key(job, frame)).ok()??;
+        bincode::deserialize(&v).ok()
+    }
+
+    /// How many pictures a job has stored, and their bytes.
+    pub fn frame_images_size(&self, job: u64) -> (u64, u64) {
+        let mut n = 0;
+        let mut bytes = 0;
+        for (_, v) in self.tree.scan_prefix(frames_prefix(job)).flatten() {
+            n += 1;
+            bytes += v.len() as u64;
+        }
+        (n, bytes)
+    }
+
+    /// Bytes sled holds on disk for this node's whole database (log and state).
+    pub fn disk_size(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
     /// Resolves when something new is applied (or after the receiver closes).
     pub async fn changed(&mut self) {
         let _ = self.notify.changed().await;
@@ -172,7 +217,7 @@ impl StateMachineStore {
     }
 
     pub fn reader(&self) -> StateReader {
-        StateReader { applied: self.applied.clone(), tree: self.tree.clone(), notify: self.notify.subscribe() }
+        StateReader { applied: self.applied.clone(), db: self.db.clone(), tree: self.tree.clone(), notify: self.notify.subscribe() }
     }
 }
 
@@ -236,6 +281,37 @@ impl ResultSink for SledSink<'_> {
         }
         self.pending.insert(k);
     }
+
+    fn put_frame(&mut self, job: u64, frame: u64, image: &FrameImage) {
+        match bincode::serialize(image) {
+            Ok(v) => self.batch.insert(frame_key(job, frame), v),
+            Err(e) => self.error = Some(sled::Error::Unsupported(e.to_string())),
+        }
+    }
+
+    fn delete_job(&mut self, job: u64) -> Freed {
+        let mut freed = Freed::default();
+        for (prefix, is_frame) in [(results_prefix(job), false), (frames_prefix(job), true)] {
+            for item in self.tree.scan_prefix(&prefix) {
+                let (k, v) = match item {
+                    Ok(kv) => kv,
+                    Err(e) => {
+                        self.error = Some(e);
+                        return freed;
+                    }
+                };
+                freed.bytes += (k.len() + v.len()) as u64;
+                if is_frame {
+                    freed.frames += 1;
+                } else {
+                    freed.results += 1;
+                }
+                self.batch.remove(k.clone());
+                self.pending.remove(k.as_ref());
+            }
+        }
+        freed
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -278,6 +354,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 if let Some(rid) = &j.spec.request_id {
                     batch.insert(request_key(rid), bincode::serialize(id).map_err(sm_write)?);
                 }
+            }
+        }
+        for (id, rid) in &ch.removed_jobs {
+            batch.remove(job_key(*id));
+            if let Some(rid) = rid {
+                batch.remove(request_key(rid));
             }
         }
         for name in &ch.workers {

@@ -14,6 +14,10 @@
 //! credit; credit comes back when the frame's results are acknowledged, so at
 //! most `pipeline_depth` frames per shard are in memory (which also bounds the
 //! frames the supervisor keeps for re-sending).
+//!
+//! Every actor of a shard runs its handlers inside the shard's tracing span
+//! ([`ShardJob::span`]), so each log line about a shard carries `job_id` and
+//! `shard`; lines about one frame add `frame`.
 use std::sync::Arc;
 
 use panoptes_media::{DecodedFrame, RgbFrame};
@@ -31,6 +35,14 @@ pub mod supervisor;
 #[cfg(test)]
 mod tests;
 
+/// A frame's stored picture: a reduced JPEG, and the analysed frame's size.
+#[derive(Debug, Clone)]
+pub struct Picture {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
 /// Everything a shard's pipeline needs.
 #[derive(Clone)]
 pub struct ShardJob {
@@ -46,8 +58,10 @@ pub struct ShardJob {
 }
 
 impl ShardJob {
-    pub fn label(&self) -> String {
-        format!("{}/{}", self.assignment.job_id, self.assignment.shard)
+    /// The span a shard's actors log in (see the module doc). A root span:
+    /// ractor's own per-actor spans stay out of the shard's lines.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!(parent: None, "shard", job_id = %self.assignment.job_id, shard = self.assignment.shard)
     }
 
     /// A report for this shard's lease.
@@ -107,7 +121,9 @@ pub enum ModelMsg {
 
 pub enum ReporterMsg {
     /// A frame entered the pipeline.
-    Decoded { frame: u64, timestamp: f64, decode_s: f64, resize_s: f64 },
+    /// A frame entered the pipeline; `picture` is its stored JPEG (when the
+    /// job keeps pictures) with the size of the frame the models read.
+    Decoded { frame: u64, timestamp: f64, decode_s: f64, resize_s: f64, picture: Option<Picture> },
     Output { frame: u64, model: usize, results_json: String, secs: f64 },
     End { next_frame: u64 },
 }
@@ -140,6 +156,8 @@ pub enum ShardMsg {
 pub struct Links {
     pub gen: Gen,
     pub supervisor: ActorRef<ShardMsg>,
+    /// The shard's span: every handler runs in it.
+    pub span: tracing::Span,
 }
 
 /// Run blocking work (FFmpeg, tract) on this runtime thread without stalling

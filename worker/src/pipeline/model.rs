@@ -6,48 +6,66 @@
 //! a failed child. The supervisor then starts a fresh actor for this model
 //! and re-sends the frames the dead one had not answered, the first marked as
 //! a retry (see [`super::supervisor`]).
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tracing::info;
+use tracing::{debug, info, Instrument};
 
 use super::{blocking, Links, ModelMsg, ShardMsg};
 use crate::analysis::Analysis;
+use crate::metrics::ModelMetrics;
 
 pub struct ModelActor;
 
 pub struct ModelArgs {
     /// The model's position in the job's model order.
     pub index: usize,
+    /// The model's name in the job (metric label and log field).
+    pub name: String,
     pub analysis: Arc<dyn Analysis>,
     pub links: Links,
 }
 
+pub struct ModelState {
+    args: ModelArgs,
+    metrics: ModelMetrics,
+}
+
 impl Actor for ModelActor {
     type Msg = ModelMsg;
-    type State = ModelArgs;
+    type State = ModelState;
     type Arguments = ModelArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<ModelMsg>, a: ModelArgs) -> Result<ModelArgs, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<ModelMsg>, a: ModelArgs) -> Result<ModelState, ActorProcessingErr> {
         #[cfg(test)]
         tests::started(a.analysis.name(), _myself.get_id());
-        Ok(a)
+        Ok(ModelState { metrics: ModelMetrics::new(&a.name), args: a })
     }
 
-    async fn handle(&self, _myself: ActorRef<ModelMsg>, msg: ModelMsg, st: &mut ModelArgs) -> Result<(), ActorProcessingErr> {
-        let ModelMsg::Analyze { frame, rgb, retry } = msg;
-        if retry {
-            info!(model = st.analysis.name(), frame, "retrying the frame the previous actor for this model crashed on");
+    async fn handle(&self, _myself: ActorRef<ModelMsg>, msg: ModelMsg, st: &mut ModelState) -> Result<(), ActorProcessingErr> {
+        let span = st.args.links.span.clone();
+        async move {
+            let ModelMsg::Analyze { frame, rgb, retry } = msg;
+            let a = &st.args;
+            if retry {
+                info!(model = %a.name, frame, "retrying the frame the previous actor for this model crashed on");
+            }
+            let t = Instant::now();
+            // A panic here unwinds out of the handler: ractor turns it into this
+            // actor's failure, which the supervisor handles.
+            let value = blocking(|| a.analysis.analyze(&rgb)).map_err(|e| format!("{e:#}"))?;
+            let secs = t.elapsed().as_secs_f64();
+            st.metrics.latency.observe(secs);
+            st.metrics.analysed.fetch_add(1, Ordering::Relaxed);
+            debug!(model = %a.name, frame, seconds = secs, "frame analysed");
+            let results_json = serde_json::to_string(&value)?;
+            a.links.supervisor.send_message(ShardMsg::Output { gen: a.links.gen, frame, model: a.index, results_json, secs })?;
+            Ok(())
         }
-        let t = Instant::now();
-        // A panic here unwinds out of the handler: ractor turns it into this
-        // actor's failure, which the supervisor handles.
-        let value = blocking(|| st.analysis.analyze(&rgb)).map_err(|e| format!("{e:#}"))?;
-        let secs = t.elapsed().as_secs_f64();
-        let results_json = serde_json::to_string(&value)?;
-        st.links.supervisor.send_message(ShardMsg::Output { gen: st.links.gen, frame, model: st.index, results_json, secs })?;
-        Ok(())
+        .instrument(span)
+        .await
     }
 }
 

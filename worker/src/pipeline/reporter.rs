@@ -2,15 +2,17 @@
 //! complete frames to the coordinator, and retries each batch until it is
 //! acknowledged (which the coordinator does only once it is committed).
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use panoptes_common::retry::Backoff;
 use panoptes_proto::failover::retryable;
 use panoptes_proto::worker::{self as pb, worker_api_client::WorkerApiClient};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use super::{Links, ReportSink, ReporterMsg, ShardJob, ShardMsg};
+use crate::metrics::{ReporterMetrics, REPORT_RETRIES};
 
 pub struct ReporterActor;
 
@@ -21,6 +23,7 @@ pub struct ReporterArgs {
 
 struct Pending {
     timestamp: f64,
+    picture: Option<super::Picture>,
     outputs: Vec<Option<String>>,
 }
 
@@ -31,6 +34,14 @@ pub struct ReporterState {
     ready: Vec<pb::FrameReport>,
     times: pb::StageTimes,
     ends: usize,
+    metrics: ReporterMetrics,
+}
+
+impl ReporterState {
+    /// Frames held until acknowledged: waiting for a model, ready to send, and `sending`.
+    fn update_pending(&mut self, sending: usize) {
+        self.metrics.pending.set((self.pending.len() + self.ready.len() + sending) as f64);
+    }
 }
 
 impl Actor for ReporterActor {
@@ -39,63 +50,86 @@ impl Actor for ReporterActor {
     type Arguments = ReporterArgs;
 
     async fn pre_start(&self, _myself: ActorRef<ReporterMsg>, a: ReporterArgs) -> Result<ReporterState, ActorProcessingErr> {
-        Ok(ReporterState { job: a.job, links: a.links, pending: BTreeMap::new(), ready: Vec::new(), times: Default::default(), ends: 0 })
+        Ok(ReporterState {
+            job: a.job,
+            links: a.links,
+            pending: BTreeMap::new(),
+            ready: Vec::new(),
+            times: Default::default(),
+            ends: 0,
+            metrics: ReporterMetrics::new(),
+        })
     }
 
     async fn handle(&self, _myself: ActorRef<ReporterMsg>, msg: ReporterMsg, st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
-        let n_models = st.job.analyses.len();
-        match msg {
-            ReporterMsg::Decoded { frame, timestamp, decode_s, resize_s } => {
-                st.times.decode_s += decode_s;
-                st.times.resize_s += resize_s;
-                st.times.frames_decoded += 1;
-                st.pending.insert(frame, Pending { timestamp, outputs: vec![None; n_models] });
+        let span = st.links.span.clone();
+        let r = on_message(msg, st).instrument(span).await;
+        st.update_pending(0);
+        r
+    }
+}
+
+/// One message, in the shard's span.
+async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
+    let n_models = st.job.analyses.len();
+    match msg {
+        ReporterMsg::Decoded { frame, timestamp, decode_s, resize_s, picture } => {
+            st.times.decode_s += decode_s;
+            st.times.resize_s += resize_s;
+            st.times.frames_decoded += 1;
+            st.pending.insert(frame, Pending { timestamp, picture, outputs: vec![None; n_models] });
+        }
+        ReporterMsg::Output { frame, model, results_json, secs } => {
+            let name = st.job.assignment.models[model].clone();
+            *st.times.inference_s.entry(name).or_default() += secs;
+            if let Some(p) = st.pending.get_mut(&frame) {
+                p.outputs[model] = Some(results_json);
             }
-            ReporterMsg::Output { frame, model, results_json, secs } => {
-                let name = st.job.assignment.models[model].clone();
-                *st.times.inference_s.entry(name).or_default() += secs;
-                if let Some(p) = st.pending.get_mut(&frame) {
-                    p.outputs[model] = Some(results_json);
+            // Frames complete in order (each model handles frames in order).
+            while let Some(entry) = st.pending.first_entry() {
+                if entry.get().outputs.iter().any(|o| o.is_none()) {
+                    break;
                 }
-                // Frames complete in order (each model handles frames in order).
-                while let Some(entry) = st.pending.first_entry() {
-                    if entry.get().outputs.iter().any(|o| o.is_none()) {
-                        break;
-                    }
-                    let (frame, p) = entry.remove_entry();
-                    let outputs = p
-                        .outputs
-                        .into_iter()
-                        .zip(&st.job.assignment.models)
-                        .map(|(o, m)| pb::ModelOutput { model: m.clone(), results_json: o.unwrap_or_default() })
-                        .collect();
-                    st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs });
-                }
-                if st.ready.len() >= st.job.batch as usize {
-                    let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
-                    flush(st, next, false).await?;
-                }
+                let (frame, p) = entry.remove_entry();
+                let outputs = p
+                    .outputs
+                    .into_iter()
+                    .zip(&st.job.assignment.models)
+                    .map(|(o, m)| pb::ModelOutput { model: m.clone(), results_json: o.unwrap_or_default() })
+                    .collect();
+                let (jpeg, width, height) = p.picture.map(|x| (x.jpeg, x.width, x.height)).unwrap_or_default();
+                st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs, jpeg, width, height });
             }
-            ReporterMsg::End { next_frame } => {
-                st.ends += 1;
-                if st.ends == n_models {
-                    flush(st, next_frame, true).await?;
-                }
+            if st.ready.len() >= st.job.batch as usize {
+                let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
+                flush(st, next, false).await?;
             }
         }
-        Ok(())
+        ReporterMsg::End { next_frame } => {
+            st.ends += 1;
+            if st.ends == n_models {
+                flush(st, next_frame, true).await?;
+            }
+        }
     }
+    Ok(())
 }
 
 /// Send the ready frames (and, with `done`, the end of the shard) until acknowledged.
 async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<(), ActorProcessingErr> {
     let frames = std::mem::take(&mut st.ready);
     let count = frames.len() as u32;
+    let results: u64 = frames.iter().map(|f| f.outputs.len() as u64).sum();
+    st.update_pending(frames.len());
     let req = st.job.report(frames, next_frame, done, String::new(), Some(std::mem::take(&mut st.times)));
     let gen = st.links.gen;
+    st.metrics.reported.fetch_add(results, Ordering::Relaxed);
+    let sent = Instant::now();
     match send_report(&st.job, req).await {
         Ok(resp) if resp.accepted => {
-            debug!(shard = %st.job.label(), frames = count, stored = resp.stored, next_frame, done, "report acknowledged");
+            st.metrics.commit.observe(sent.elapsed().as_secs_f64());
+            st.metrics.acknowledged.fetch_add(results, Ordering::Relaxed);
+            debug!(frames = count, stored = resp.stored, next_frame, done, "report acknowledged");
             st.links.supervisor.send_message(ShardMsg::Acked { gen, next_frame, frames: count })?;
             if done {
                 st.links.supervisor.send_message(ShardMsg::Finished { gen })?;
@@ -113,7 +147,7 @@ async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<()
 
 /// Deliver one report, retrying transport failures and leader changes with
 /// backoff. The coordinator stores each (frame, model) once, so a retry of a
-/// report that was in fact committed is harmless.
+/// report that was in fact committed is harmless. Runs in the caller's span.
 pub async fn send_report(job: &ShardJob, req: pb::ReportRequest) -> Result<pb::ReportResponse, tonic::Status> {
     let coordinators = match &job.sink {
         ReportSink::Coordinators(c) => c,
@@ -143,7 +177,8 @@ pub async fn send_report(job: &ShardJob, req: pb::ReportRequest) -> Result<pb::R
             Ok(resp) => return Ok(resp),
             Err(s) if retryable(&s) => {
                 let d = backoff.next_delay();
-                warn!(shard = %job.label(), error = %s.message(), retry_in_ms = d.as_millis() as u64, "report not delivered; retrying");
+                panoptes_common::metrics::inc(REPORT_RETRIES, &[], 1);
+                warn!(error = %s.message(), retry_in_ms = d.as_millis() as u64, "report not delivered; retrying");
                 tokio::time::sleep(d).await;
             }
             Err(s) => return Err(s),

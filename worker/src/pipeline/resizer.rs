@@ -5,23 +5,30 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use panoptes_common::metrics::Histogram;
 use panoptes_media::Converter;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
-use super::{blocking, Links, ReporterMsg, ResizerMsg, ShardMsg};
+use super::{blocking, Links, Picture, ReporterMsg, ResizerMsg, ShardMsg};
+use crate::metrics::RESIZE_SECONDS;
 
 pub struct ResizerActor;
 
 pub struct ResizerArgs {
     pub target_height: u32,
+    /// Stored pictures: (max height, JPEG quality); height 0 keeps none.
+    pub picture: (u32, u32),
     pub links: Links,
     pub reporter: ActorRef<ReporterMsg>,
 }
 
 pub struct ResizerState {
     conv: Converter,
+    picture: (u32, u32),
     links: Links,
     reporter: ActorRef<ReporterMsg>,
+    latency: Arc<Histogram>,
 }
 
 impl Actor for ResizerActor {
@@ -30,23 +37,42 @@ impl Actor for ResizerActor {
     type Arguments = ResizerArgs;
 
     async fn pre_start(&self, _myself: ActorRef<ResizerMsg>, a: ResizerArgs) -> Result<ResizerState, ActorProcessingErr> {
-        Ok(ResizerState { conv: Converter::new(a.target_height), links: a.links, reporter: a.reporter })
+        let latency = panoptes_common::metrics::histogram(RESIZE_SECONDS, &[]);
+        Ok(ResizerState { conv: Converter::new(a.target_height), picture: a.picture, links: a.links, reporter: a.reporter, latency })
     }
 
     async fn handle(&self, _myself: ActorRef<ResizerMsg>, msg: ResizerMsg, st: &mut ResizerState) -> Result<(), ActorProcessingErr> {
-        let gen = st.links.gen;
-        match msg {
-            ResizerMsg::Frame { frame, decode_s } => {
-                let t = Instant::now();
-                let rgb = Arc::new(blocking(|| st.conv.convert(&frame.frame))?);
-                let resize_s = t.elapsed().as_secs_f64();
-                // The reporter learns of the frame before any model result for it
-                // can reach it (those go through the supervisor after this).
-                st.reporter.send_message(ReporterMsg::Decoded { frame: frame.index, timestamp: frame.timestamp, decode_s, resize_s })?;
-                st.links.supervisor.send_message(ShardMsg::Frame { gen, frame: frame.index, rgb })?;
+        let span = st.links.span.clone();
+        async move {
+            let gen = st.links.gen;
+            match msg {
+                ResizerMsg::Frame { frame, decode_s } => {
+                    let t = Instant::now();
+                    let rgb = Arc::new(blocking(|| st.conv.convert(&frame.frame))?);
+                    let resize_s = t.elapsed().as_secs_f64();
+                    st.latency.observe(resize_s);
+                    let picture = match st.picture {
+                        (0, _) => None,
+                        (max_height, quality) => Some(blocking(|| picture(&rgb, max_height, quality))?),
+                    };
+                    // The reporter learns of the frame before any model result for it
+                    // can reach it (those go through the supervisor after this).
+                    st.reporter.send_message(ReporterMsg::Decoded { frame: frame.index, timestamp: frame.timestamp, decode_s, resize_s, picture })?;
+                    st.links.supervisor.send_message(ShardMsg::Frame { gen, frame: frame.index, rgb })?;
+                }
+                ResizerMsg::End { next_frame } => st.links.supervisor.send_message(ShardMsg::FramesEnd { gen, next_frame })?,
             }
-            ResizerMsg::End { next_frame } => st.links.supervisor.send_message(ShardMsg::FramesEnd { gen, next_frame })?,
+            Ok(())
         }
-        Ok(())
+        .instrument(span)
+        .await
     }
+}
+
+/// The frame's stored picture: reduced to at most `max_height` rows, as JPEG.
+fn picture(rgb: &panoptes_media::RgbFrame, max_height: u32, quality: u32) -> anyhow::Result<Picture> {
+    let img = panoptes_render::Image::new(rgb.width, rgb.height, rgb.data.clone())?;
+    let small = panoptes_render::downscale(&img, max_height);
+    let jpeg = panoptes_render::encode_jpeg(&small, quality.clamp(1, 100) as u8)?;
+    Ok(Picture { jpeg, width: rgb.width, height: rgb.height })
 }

@@ -26,19 +26,25 @@
 //! A failed shard is reported to the coordinator with the last error, and the
 //! coordinator decides whether another attempt (maybe on another worker) is
 //! worth it.
+//!
+//! The supervisor also keeps the shard's part of the per-model queue gauge
+//! (frames sent to a model actor and not answered yet) and counts restarts,
+//! per-frame errors and how the shard ended (see [`crate::metrics`]).
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use panoptes_media::RgbFrame;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::decoder::{DecoderActor, DecoderArgs};
 use super::model::{ModelActor, ModelArgs};
 use super::reporter::{send_report, ReporterActor, ReporterArgs};
 use super::resizer::{ResizerActor, ResizerArgs};
 use super::{DecoderMsg, Gen, Links, ModelMsg, ReporterMsg, ShardJob, ShardMsg};
+use crate::metrics::{shard_ended, SupervisedModelMetrics, LEASES_LOST, PIPELINE_RESTARTS};
 
 pub struct ShardSupervisor;
 
@@ -60,6 +66,25 @@ pub struct SupervisorState {
     /// Model-actor restarts.
     model_restarts: u32,
     last_error: String,
+    /// The shard's span: every handler runs in it.
+    span: tracing::Span,
+    /// Per model (job order): its counters and this shard's part of its queue gauge.
+    model_metrics: Vec<SupervisedModelMetrics>,
+    pipeline_restarts: Arc<AtomicU64>,
+}
+
+impl SupervisorState {
+    /// Model `index`'s name in the job.
+    fn model_name(&self, index: usize) -> String {
+        self.job.assignment.models.get(index).cloned().unwrap_or_else(|| self.job.analyses[index].name().to_string())
+    }
+
+    /// Publish this shard's per-model queue depths.
+    fn update_queues(&mut self) {
+        for (i, m) in self.model_metrics.iter_mut().enumerate() {
+            m.queue.set(self.models.get(i).map_or(0, |s| s.unanswered.len()) as f64);
+        }
+    }
 }
 
 /// One model's actor and the frames it has not answered yet.
@@ -86,7 +111,7 @@ impl ShardSupervisor {
     async fn start_pipeline(myself: &ActorRef<ShardMsg>, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         st.gen += 1;
         Self::forget_pipeline(st);
-        let links = Links { gen: st.gen, supervisor: myself.clone() };
+        let links = Links { gen: st.gen, supervisor: myself.clone(), span: st.span.clone() };
         let cell = myself.get_cell();
         let (reporter, _) =
             Actor::spawn_linked(None, ReporterActor, ReporterArgs { job: st.job.clone(), links: links.clone() }, cell.clone()).await?;
@@ -97,10 +122,12 @@ impl ShardSupervisor {
             st.models.push(ModelSlot { actor: Some(actor), unanswered: VecDeque::new(), end_sent: false, crashes_in_a_row: 0 });
         }
         let target_height = st.job.assignment.target_height;
-        let (resizer, _) = Actor::spawn_linked(None, ResizerActor, ResizerArgs { target_height, links, reporter }, cell.clone()).await?;
+        let picture = (st.job.assignment.frames_height, st.job.assignment.frames_quality);
+        let (resizer, _) = Actor::spawn_linked(None, ResizerActor, ResizerArgs { target_height, picture, links, reporter }, cell.clone()).await?;
         st.stages.insert(resizer.get_id());
         let (decoder, _) =
-            Actor::spawn_linked(None, DecoderActor, DecoderArgs { job: st.job.clone(), resume: st.committed, resizer }, cell).await?;
+            Actor::spawn_linked(None, DecoderActor, DecoderArgs { job: st.job.clone(), resume: st.committed, resizer, span: st.span.clone() }, cell)
+                .await?;
         st.stages.insert(decoder.get_id());
         decoder.send_message(DecoderMsg::Pull(st.job.depth))?;
         st.decoder = Some(decoder);
@@ -110,8 +137,9 @@ impl ShardSupervisor {
     async fn spawn_model(myself: &ActorRef<ShardMsg>, st: &SupervisorState, index: usize) -> Result<ActorRef<ModelMsg>, ActorProcessingErr> {
         let args = ModelArgs {
             index,
+            name: st.model_name(index),
             analysis: st.job.analyses[index].clone(),
-            links: Links { gen: st.gen, supervisor: myself.clone() },
+            links: Links { gen: st.gen, supervisor: myself.clone(), span: st.span.clone() },
         };
         let (actor, _) = Actor::spawn_linked(None, ModelActor, args, myself.get_cell()).await?;
         Ok(actor)
@@ -137,7 +165,8 @@ impl ShardSupervisor {
                 return Ok(());
             }
             st.restarts += 1;
-            warn!(shard = %st.job.label(), error = %st.last_error, restart = st.restarts, resume = st.committed, "stage failed; restarting the pipeline");
+            st.pipeline_restarts.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %st.last_error, restart = st.restarts, resume = st.committed, "stage failed; restarting the pipeline");
             match Self::start_pipeline(myself, st).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -155,8 +184,7 @@ impl ShardSupervisor {
         index: usize,
         error: String,
     ) -> Result<(), ActorProcessingErr> {
-        let shard = st.job.label();
-        let name = st.job.assignment.models.get(index).cloned().unwrap_or_else(|| st.job.analyses[index].name().to_string());
+        let name = st.model_name(index);
         let crash = match st.models[index].unanswered.front() {
             Some(first) => format!("{name} failed on frame {}: {error}", first.frame),
             None => format!("{name} failed: {error}"),
@@ -175,6 +203,7 @@ impl ShardSupervisor {
         }
         st.model_restarts += 1;
         st.models[index].crashes_in_a_row += 1;
+        st.model_metrics[index].restarts.fetch_add(1, Ordering::Relaxed);
 
         let slot = &mut st.models[index];
         match slot.unanswered.front_mut() {
@@ -183,7 +212,8 @@ impl ShardSupervisor {
                 // the new actor goes on with the next frames.
                 let frame = first.frame;
                 slot.unanswered.pop_front();
-                warn!(%shard, model = %name, frame, error = %error, restart = st.model_restarts, "model actor crashed again on the retried frame; recording a per-frame error and restarting it");
+                st.model_metrics[index].errors.fetch_add(1, Ordering::Relaxed);
+                warn!(model = %name, frame, error = %error, restart = st.model_restarts, "model actor crashed again on the retried frame; recording a per-frame error and restarting it");
                 if let Some(r) = &st.reporter {
                     let results_json = json!({ "error": crash }).to_string();
                     // If the reporter is gone its own failure rebuilds the pipeline.
@@ -192,9 +222,9 @@ impl ShardSupervisor {
             }
             Some(first) => {
                 first.crashed = true;
-                warn!(%shard, model = %name, frame = first.frame, error = %error, restart = st.model_restarts, "model actor crashed; restarting it and retrying the frame once");
+                warn!(model = %name, frame = first.frame, error = %error, restart = st.model_restarts, "model actor crashed; restarting it and retrying the frame once");
             }
-            None => warn!(%shard, model = %name, error = %error, restart = st.model_restarts, "model actor crashed between frames; restarting it"),
+            None => warn!(model = %name, error = %error, restart = st.model_restarts, "model actor crashed between frames; restarting it"),
         }
 
         let actor = match Self::spawn_model(myself, st, index).await {
@@ -227,12 +257,13 @@ impl ShardSupervisor {
 
     /// Report the shard failed with the last error and stop.
     async fn give_up(myself: &ActorRef<ShardMsg>, st: &mut SupervisorState) {
-        warn!(shard = %st.job.label(), error = %st.last_error, restarts = st.restarts, model_restarts = st.model_restarts, "shard failed; reporting it");
+        shard_ended("failed");
+        warn!(error = %st.last_error, restarts = st.restarts, model_restarts = st.model_restarts, "shard failed; reporting it");
         myself.stop_children(Some("failed".into()));
         Self::forget_pipeline(st);
         let req = st.job.report(vec![], st.committed, false, st.last_error.clone(), None);
         if let Err(e) = send_report(&st.job, req).await {
-            warn!(shard = %st.job.label(), error = %e, "could not report the failure; the lease will expire instead");
+            warn!(error = %e, "could not report the failure; the lease will expire instead");
         }
         myself.stop(Some("failed".into()));
     }
@@ -251,7 +282,13 @@ impl Actor for ShardSupervisor {
 
     async fn pre_start(&self, _myself: ActorRef<ShardMsg>, job: ShardJob) -> Result<SupervisorState, ActorProcessingErr> {
         let committed = job.assignment.resume_frame;
+        let model_metrics = (0..job.analyses.len())
+            .map(|i| SupervisedModelMetrics::new(job.assignment.models.get(i).map_or_else(|| job.analyses[i].name(), String::as_str)))
+            .collect();
         Ok(SupervisorState {
+            span: job.span(),
+            model_metrics,
+            pipeline_restarts: panoptes_common::metrics::counter(PIPELINE_RESTARTS, &[]),
             job,
             gen: 0,
             stages: HashSet::new(),
@@ -267,15 +304,41 @@ impl Actor for ShardSupervisor {
     }
 
     async fn post_start(&self, myself: ActorRef<ShardMsg>, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
-        let a = &st.job.assignment;
-        info!(shard = %st.job.label(), epoch = a.epoch, from = a.resume_frame, to = a.end_frame, source = %a.source, "shard started");
-        if let Err(e) = Self::start_pipeline(&myself, st).await {
-            Self::on_failure(&myself, st, spawn_error_text(&e)).await?;
+        let span = st.span.clone();
+        async move {
+            let a = &st.job.assignment;
+            info!(epoch = a.epoch, from = a.resume_frame, to = a.end_frame, source = %a.source, models = ?a.models, "shard started");
+            if let Err(e) = Self::start_pipeline(&myself, st).await {
+                Self::on_failure(&myself, st, spawn_error_text(&e)).await?;
+            }
+            Ok(())
         }
-        Ok(())
+        .instrument(span)
+        .await
     }
 
     async fn handle(&self, myself: ActorRef<ShardMsg>, msg: ShardMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        let span = st.span.clone();
+        let r = Self::on_message(&myself, msg, st).instrument(span).await;
+        st.update_queues();
+        r
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<ShardMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = st.span.clone();
+        let r = Self::on_supervision(&myself, evt, st).instrument(span).await;
+        st.update_queues();
+        r
+    }
+}
+
+impl ShardSupervisor {
+    async fn on_message(myself: &ActorRef<ShardMsg>, msg: ShardMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match msg {
             ShardMsg::Frame { gen, frame, rgb } if gen == st.gen => {
                 for slot in &mut st.models {
@@ -296,7 +359,7 @@ impl Actor for ShardSupervisor {
             ShardMsg::Output { gen, frame, model, results_json, secs } if gen == st.gen => {
                 let Some(slot) = st.models.get_mut(model) else { return Ok(()) };
                 let Some(pos) = slot.unanswered.iter().position(|u| u.frame == frame) else {
-                    debug!(shard = %st.job.label(), model, frame, "result for a frame already answered; ignored");
+                    debug!(model, frame, "result for a frame already answered; ignored");
                     return Ok(());
                 };
                 slot.unanswered.remove(pos);
@@ -306,7 +369,7 @@ impl Actor for ShardSupervisor {
                 }
                 Self::end_model_if_done(st, model);
             }
-            ShardMsg::RestartModel { gen, model, error } if gen == st.gen => Self::restart_model(&myself, st, model, error).await?,
+            ShardMsg::RestartModel { gen, model, error } if gen == st.gen => Self::restart_model(myself, st, model, error).await?,
             ShardMsg::Acked { gen, next_frame, frames } if gen == st.gen => {
                 st.committed = st.committed.max(next_frame);
                 if let Some(d) = &st.decoder {
@@ -314,25 +377,23 @@ impl Actor for ShardSupervisor {
                 }
             }
             ShardMsg::Finished { gen } if gen == st.gen => {
-                info!(shard = %st.job.label(), model_restarts = st.model_restarts, restarts = st.restarts, "shard finished");
+                shard_ended("finished");
+                info!(model_restarts = st.model_restarts, restarts = st.restarts, "shard finished");
                 myself.stop(Some("finished".into()));
             }
             ShardMsg::LeaseLost { gen, reason } if gen == st.gen => {
-                warn!(shard = %st.job.label(), %reason, "lease lost; stopping the shard");
+                panoptes_common::metrics::inc(LEASES_LOST, &[], 1);
+                shard_ended("lease_lost");
+                warn!(%reason, "lease lost; stopping the shard");
                 myself.stop(Some("lease lost".into()));
             }
-            ShardMsg::StageError { gen, error } if gen == st.gen => Self::on_failure(&myself, st, error).await?,
+            ShardMsg::StageError { gen, error } if gen == st.gen => Self::on_failure(myself, st, error).await?,
             _ => {} // from an earlier generation
         }
         Ok(())
     }
 
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<ShardMsg>,
-        evt: SupervisionEvent,
-        st: &mut SupervisorState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn on_supervision(myself: &ActorRef<ShardMsg>, evt: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
             let id = cell.get_id();
             let model = st.models.iter().position(|m| m.actor.as_ref().is_some_and(|a| a.get_id() == id));
@@ -342,7 +403,7 @@ impl Actor for ShardSupervisor {
                 // sent before crashing (queued before that message) come first.
                 let _ = myself.send_message(ShardMsg::RestartModel { gen: st.gen, model: index, error: err.to_string() });
             } else if st.stages.contains(&id) {
-                Self::on_failure(&myself, st, err.to_string()).await?;
+                Self::on_failure(myself, st, err.to_string()).await?;
             }
         }
         Ok(())

@@ -12,6 +12,8 @@ use panoptes_proto::worker::FrameReport;
 use serde_json::{json, Value};
 
 use super::model::tests::actors_started;
+use crate::metrics;
+use panoptes_common::metrics::{counter, gauge, histogram};
 use crate::analysis::{Analysis, RgbFrame};
 use crate::local::{analyze, LocalRun};
 
@@ -108,6 +110,11 @@ fn check_frames(frames: &[FrameReport], names: &[&str], expect: impl Fn(&str, u6
     }
 }
 
+/// The value of counter `name` for `model`.
+fn count(name: &str, model: &str) -> u64 {
+    counter(name, &[("model", model)]).load(Ordering::SeqCst)
+}
+
 fn distinct(ids: &[ractor::ActorId]) -> usize {
     ids.iter().collect::<std::collections::HashSet<_>>().len()
 }
@@ -143,6 +150,15 @@ async fn a_frame_crashing_twice_gets_an_error_result_and_the_job_goes_on() {
     let started = actors_started("crash-always-4");
     assert_eq!((started.len(), distinct(&started)), (3, 3), "{started:?}");
     assert_eq!(actors_started("steady-b").len(), 1);
+    // The metrics tell the same story (the model names are unique to this test).
+    assert_eq!(count(metrics::FRAMES_ANALYSED, "steady-b"), FRAMES);
+    assert_eq!(count(metrics::FRAMES_ANALYSED, "crash-always-4"), FRAMES - 1);
+    assert_eq!(count(metrics::ANALYSIS_ERRORS, "crash-always-4"), 1);
+    assert_eq!(count(metrics::MODEL_RESTARTS, "crash-always-4"), 2);
+    assert_eq!(count(metrics::MODEL_RESTARTS, "steady-b"), 0);
+    assert_eq!(histogram(metrics::INFERENCE_SECONDS, &[("model", "steady-b")]).count(), FRAMES);
+    // The shard is over: its part of the queue gauge is withdrawn.
+    assert_eq!(gauge(metrics::MODEL_QUEUE_FRAMES, &[("model", "crash-always-4")]).get(), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

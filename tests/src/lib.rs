@@ -330,3 +330,45 @@ impl Cluster {
         Command::new(bin()).args(args).args(["--coordinator", addr]).output().expect("run panoptes")
     }
 }
+
+// ---- HTTP and metrics helpers (plain TCP, no HTTP client crate) ----
+
+/// `GET path` over HTTP/1.1 on a plain TCP stream: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap_or_else(|e| panic!("read GET {path} from {addr}: {e}"));
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP head in: {resp}"));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad status line: {head}"));
+    (status, body.to_string())
+}
+
+/// Call `f` until it returns something, for at most `limit` (a bound, not a timing assertion).
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The metrics address a node printed in its log ("metrics on http://ADDR/metrics").
+pub fn metrics_addr(node: &Node) -> String {
+    const MARK: &str = "metrics on http://";
+    wait_for(&format!("{} to print its metrics address", node.name), Duration::from_secs(60), || {
+        let log = node.log_text();
+        let rest = &log[log.find(MARK)? + MARK.len()..];
+        Some(rest[..rest.find("/metrics")?].to_string())
+    })
+}
+
+/// The value of one Prometheus series, written exactly as rendered (name and labels).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}

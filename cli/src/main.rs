@@ -63,6 +63,10 @@ enum Cmd {
     Status(JobArgs),
     /// Print a job's results, one line per (frame, model), ordered by frame then model.
     Results(ResultsArgs),
+    /// Create a live job and print where to push its RTMP stream; results are
+    /// committed while it runs (`results --follow`), and it completes when the
+    /// publisher stops.
+    Live(LiveArgs),
     /// Cancel a job and free its leases.
     Cancel(JobArgs),
     /// A job's timings: decode, resize, inference per model, throughput.
@@ -82,6 +86,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
+}
+
+#[derive(Args)]
+struct LiveArgs {
+    /// Analyses to run, comma-separated (see `panoptes models`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    models: Vec<String>,
+    /// Analyse every Nth frame (frames numbered from 0 in arrival order).
+    #[arg(long, default_value_t = 1)]
+    frame_step: i64,
+    /// A name for the job (default: live-<key prefix>).
+    #[arg(long)]
+    name: Option<String>,
+    /// Print {"job_id","rtmp_url"}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientOpts,
 }
 
 #[derive(Subcommand)]
@@ -364,6 +386,8 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
     let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.coordinator_data_dir(a.id));
     let peers = cfg.cluster.coordinators.iter().filter(|p| p.id != a.id).map(|p| (p.id, p.addr.clone())).collect();
     let opts = panoptes_coordinator::node::NodeOptions { id: a.id, listen, data_dir, peers, join: a.join };
+    // The web page and HTTP API (gRPC port + 20000), a gRPC client of this coordinator, then of the others.
+    panoptes_web::start(&opts.listen, opts.peers.values().cloned().collect()).await;
     panoptes_coordinator::node::run(cfg, opts, shutdown_signal()).await
 }
 
@@ -519,9 +543,24 @@ async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
 }
 
 async fn submit(a: SubmitArgs) -> Result<ExitCode> {
+    // The API reads 0 as "the default (1)"; typed on the command line it is a mistake.
+    if a.frame_step == 0 {
+        anyhow::bail!("--frame-step must be at least 1 (1 analyses every frame, 2 every other frame, ...)");
+    }
+    // An empty source, or a name FFmpeg would read as a protocol (`concat:a|b`,
+    // `data:…`, `pipe:0`) that is no file here, goes as given, for the
+    // coordinator to refuse by name; made absolute it would look like a local
+    // path (the empty one, the current directory).
+    let protocol_like = {
+        let len = a.source.find(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c))).unwrap_or(0);
+        let rest = &a.source[len..];
+        len > 0 && (rest.starts_with(':') || (rest.starts_with(',') && rest.contains(':')))
+    };
+    let as_given = a.source.trim().is_empty() || (protocol_like && !Path::new(&a.source).exists());
+    let source = if as_given { a.source.clone() } else { resolve_source(&a.source) };
     let coords = connect(&a.client)?;
     let req = pb::SubmitRequest {
-        source: resolve_source(&a.source),
+        source,
         models: a.models.clone(),
         frame_step: a.frame_step,
         name: a.name.clone().unwrap_or_default(),
@@ -632,6 +671,25 @@ async fn cancel(a: JobArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn live(a: LiveArgs) -> Result<ExitCode> {
+    let coords = connect(&a.client)?;
+    let req = pb::LiveRequest { models: a.models.clone(), name: a.name.clone().unwrap_or_default(), frame_step: a.frame_step };
+    let e = coords
+        .call(coords.addrs().len() * 2, |ch| {
+            let r = req.clone();
+            async move { api(ch).create_live_endpoint(r).await }
+        })
+        .await
+        .map_err(|s| explain(s, &coords))?;
+    if a.json {
+        println!("{}", json!({"job_id": e.job_id, "rtmp_url": e.rtmp_url}));
+    } else {
+        println!("{} created; push to {}", e.job_id, e.rtmp_url);
+        println!("e.g. ffmpeg -re -i INPUT -c:v libx264 -preset ultrafast -tune zerolatency -f flv {}", e.rtmp_url);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn metrics(a: JobArgs) -> Result<ExitCode> {
     let coords = connect(&a.client)?;
     let r = pb::JobRef { job_id: a.job.clone() };
@@ -644,6 +702,7 @@ async fn metrics(a: JobArgs) -> Result<ExitCode> {
                 "frames_extracted": m.frames_extracted, "ingest_time_s": m.ingest_time_s, "resize_time_s": m.resize_time_s,
                 "inference_time_s": inference, "avg_message_bytes": m.avg_message_bytes, "wall_time_s": m.wall_time_s,
                 "frames_per_s": m.frames_per_s, "errors": m.errors, "queue_wait_s": m.queue_wait_s, "frames_dropped": m.frames_dropped,
+                "latency_ms": {"p50": m.latency_p50_ms, "p95": m.latency_p95_ms, "p99": m.latency_p99_ms, "samples": m.latency_samples},
             })
         );
     } else {
@@ -858,6 +917,7 @@ async fn main() -> ExitCode {
         Cmd::Submit(a) => submit(a).await,
         Cmd::Status(a) => status(a).await,
         Cmd::Results(a) => results(a).await,
+        Cmd::Live(a) => live(a).await,
         Cmd::Cancel(a) => cancel(a).await,
         Cmd::Metrics(a) => metrics(a).await,
         Cmd::Frame(a) => frame(a).await,

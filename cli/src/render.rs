@@ -88,6 +88,12 @@ pub fn metrics_text(m: &pb::JobMetrics, inference: &std::collections::BTreeMap<S
         "wall time:        {:>8.2} s\nthroughput:       {:>8.2} frames/s\nqueue wait:       {:>8.2} s\navg message:      {:>8.0} bytes\nerrors:           {:>8}\n",
         m.wall_time_s, m.frames_per_s, m.queue_wait_s, m.avg_message_bytes, m.errors
     ));
+    if m.latency_samples > 0 || m.frames_dropped > 0 {
+        out.push_str(&format!(
+            "live latency:     p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms ({} frames)\nframes dropped:   {:>8}\n",
+            m.latency_p50_ms, m.latency_p95_ms, m.latency_p99_ms, m.latency_samples, m.frames_dropped
+        ));
+    }
     out
 }
 

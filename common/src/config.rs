@@ -27,6 +27,7 @@ pub struct Config {
     pub coordinator: CoordinatorSection,
     pub worker: WorkerSection,
     pub frames: FramesSection,
+    pub live: LiveSection,
     pub log: LogSection,
     /// The model registry: every analysis a worker can load, by name. The
     /// built-ins (`objects`, `joy`, `colors`) are always present; a file's
@@ -106,6 +107,24 @@ pub struct FramesSection {
     pub quality: u32,
 }
 
+/// Live RTMP push streams (`panoptes live`), as the ingesting worker runs them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveSection {
+    /// A publisher that has not connected this long after the worker started
+    /// listening fails the live job.
+    pub connect_timeout_s: u64,
+    /// A connected publisher that sends nothing for this long is taken as gone:
+    /// the job completes with what was analysed.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for LiveSection {
+    fn default() -> Self {
+        Self { connect_timeout_s: 60, idle_timeout_s: 10 }
+    }
+}
+
 impl Default for FramesSection {
     fn default() -> Self {
         Self { store: true, max_height: 360, quality: 75 }
@@ -168,6 +187,7 @@ impl Default for Config {
             coordinator: CoordinatorSection::default(),
             worker: WorkerSection::default(),
             frames: FramesSection::default(),
+            live: LiveSection::default(),
             log: LogSection::default(),
             models: builtin_models(),
         }

@@ -63,7 +63,7 @@ pub fn status_pb(j: &Job) -> pb::JobStatus {
         finished_at_ms: j.finished_at_ms,
         shards_total: j.shards.len() as u32,
         shards_done: j.shards_done(),
-        live: false,
+        live: j.live.is_some(),
     }
 }
 
@@ -80,12 +80,20 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
     let default_height = cfg.cluster.target_height;
     let max_attempts = cfg.cluster.max_shard_attempts;
     let known = || cfg.model_names().join(", ");
+    // Values echoed in an error are cut short: a status message travels in an
+    // HTTP/2 header, which must stay small.
+    fn echo(s: &str) -> String {
+        match s.char_indices().nth(64) {
+            Some((i, _)) => format!("{}… ({} characters)", &s[..i], s.chars().count()),
+            None => s.to_string(),
+        }
+    }
     let source = r.source.trim();
     if source.is_empty() {
         return Err(Status::invalid_argument("source is empty: give a video path, file:// or http(s):// URL"));
     }
     if source.len() > MAX_SOURCE {
-        return Err(Status::invalid_argument(format!("source is longer than {MAX_SOURCE} characters")));
+        return Err(Status::invalid_argument(format!("source is {} bytes long; the limit is {MAX_SOURCE}", source.len())));
     }
     let source = panoptes_media::normalize_source(source).map_err(|e| Status::invalid_argument(e.to_string()))?;
     if r.models.is_empty() {
@@ -96,8 +104,11 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
     let mut models: Vec<String> = Vec::new();
     for m in &r.models {
         let m = m.trim();
+        if m.is_empty() {
+            return Err(Status::invalid_argument(format!("an empty model name is in the list; known models: {}", known())));
+        }
         let Some(entry) = cfg.models.get(m) else {
-            return Err(Status::invalid_argument(format!("unknown model '{m}'; known models: {}", known())));
+            return Err(Status::invalid_argument(format!("unknown model '{}'; known models: {}", echo(m), known())));
         };
         if models.iter().any(|x| x == m) {
             return Err(Status::invalid_argument(format!("model '{m}' is listed twice")));
@@ -122,15 +133,20 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
     }
     let frame_step = if r.frame_step == 0 { 1 } else { r.frame_step as u64 };
     let name = if r.name.trim().is_empty() {
-        Path::new(&source).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| source.clone())
+        // The default name, from a source of up to MAX_SOURCE bytes, is cut to fit.
+        let n = Path::new(&source).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| source.clone());
+        n.chars().take(MAX_NAME).collect()
     } else {
         r.name.trim().to_string()
     };
     if name.chars().count() > MAX_NAME {
-        return Err(Status::invalid_argument(format!("name is longer than {MAX_NAME} characters")));
+        return Err(Status::invalid_argument(format!(
+            "name is {} characters long; the limit is {MAX_NAME} (give a shorter name)",
+            name.chars().count()
+        )));
     }
     if r.request_id.len() > 128 {
-        return Err(Status::invalid_argument("request_id is longer than 128 characters"));
+        return Err(Status::invalid_argument(format!("request_id is {} bytes long; the limit is 128", r.request_id.len())));
     }
     let target_height = if r.target_height == 0 { default_height } else { r.target_height };
     if !(16..=4320).contains(&target_height) {
@@ -352,7 +368,11 @@ impl Panoptes for ApiService {
             frames_per_s: if wall > 0.0 { j.frames_done as f64 / wall } else { 0.0 },
             errors: c.errors,
             queue_wait_s: queue_wait,
-            frames_dropped: 0,
+            frames_dropped: c.times.frames_dropped,
+            latency_p50_ms: c.times.latency_quantile(0.50),
+            latency_p95_ms: c.times.latency_quantile(0.95),
+            latency_p99_ms: c.times.latency_quantile(0.99),
+            latency_samples: c.times.latency_ms.values().sum(),
         }))
     }
 
@@ -389,8 +409,41 @@ impl Panoptes for ApiService {
         Ok(Resp::new(status_pb(&self.job(&JobId(j.id).to_string())?)))
     }
 
-    async fn create_live_endpoint(&self, _req: Req<pb::LiveRequest>) -> Result<Resp<pb::LiveEndpoint>, Status> {
-        Err(Status::unimplemented("live RTMP endpoints are not implemented yet"))
+    async fn create_live_endpoint(&self, req: Req<pb::LiveRequest>) -> Result<Resp<pb::LiveEndpoint>, Status> {
+        let r = req.into_inner();
+        // Worker heartbeats (who is alive) live on the leader.
+        self.node.require_leader()?;
+        // The same checks as a submission: models, frame step, name.
+        let sub = pb::SubmitRequest { source: "rtmp://live".into(), models: r.models, frame_step: r.frame_step, name: r.name, ..Default::default() };
+        let mut spec = validate_submit(&sub, &self.node.cfg)?;
+        let key = stream_key();
+        if sub_name_empty(&sub) {
+            spec.name = format!("live-{}", &key[..8]);
+        }
+        let live: std::collections::BTreeSet<String> = {
+            let now = now_ms();
+            let timeout = self.node.cfg.cluster.lease_timeout_ms;
+            let mem = self.node.mem.lock().unwrap();
+            mem.heartbeats.iter().filter(|(_, &t)| now.saturating_sub(t) <= timeout).map(|(n, _)| n.clone()).collect()
+        };
+        let chosen = self.node.reader.read(|a| choose_live_worker(&a.state, &spec.models, &live));
+        let Some((worker, host, port, slot)) = chosen else {
+            return Err(Status::unavailable(
+                "no worker can ingest a live stream now: every live worker offering these models is draining, has no ingest address \
+                 (worker.listen) or has all its slots (worker.capacity) in use; start a worker or end a stream, then retry",
+            ));
+        };
+        let url = format!("rtmp://{host}:{}/live/{key}", port as u32 + slot);
+        spec.source = url.clone();
+        let lspec = crate::state::model::LiveSpec { key, worker: worker.clone(), slot, url: url.clone() };
+        match self.node.write(Request::CreateLive { spec, live: lspec, now_ms: now_ms() }).await? {
+            Response::JobCreated { job, .. } => {
+                info!(job_id = job, %worker, %url, "live endpoint created");
+                Ok(Resp::new(pb::LiveEndpoint { job_id: JobId(job).to_string(), rtmp_url: url }))
+            }
+            Response::Rejected(m) => Err(Status::unavailable(format!("{m}; retry"))),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
     }
 
     async fn prune(&self, req: Req<pb::PruneRequest>) -> Result<Resp<pb::PruneResponse>, Status> {
@@ -531,6 +584,58 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
 
 /// A failure of a call forwarded to the leader: transport trouble means "retry".
+fn sub_name_empty(r: &pb::SubmitRequest) -> bool {
+    r.name.trim().is_empty()
+}
+
+/// A random stream key: 32 hex digits.
+fn stream_key() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for i in 0..2u64 {
+        // RandomState is seeded from the OS per instance.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// The worker to ingest a new live stream: alive (in `live`), not draining,
+/// offering `models`, with an ingest address (`HOST:BASE`, BASE > 0) and a
+/// free slot (below its capacity, not used by an unfinished live job); the
+/// one with the most free slots. Returns (worker, host, base port, slot).
+pub fn choose_live_worker(
+    state: &crate::state::apply::State,
+    models: &[String],
+    live: &std::collections::BTreeSet<String>,
+) -> Option<(String, String, u16, u32)> {
+    let mut best: Option<(u32, (String, String, u16, u32))> = None;
+    for w in state.workers.values() {
+        if w.draining || !live.contains(&w.name) || !models.iter().all(|m| w.models.contains(m)) {
+            continue;
+        }
+        let Ok(port) = parse_host_port(&w.addr) else { continue };
+        let Some((host, _)) = w.addr.rsplit_once(':') else { continue };
+        if port == 0 || port as u32 + w.capacity > 65536 {
+            continue;
+        }
+        let used: Vec<u32> = state
+            .jobs
+            .values()
+            .filter(|j| !j.state.is_finished())
+            .filter_map(|j| j.live.as_ref().filter(|l| l.worker == w.name).map(|l| l.slot))
+            .collect();
+        let free = (0..w.capacity).filter(|s| !used.contains(s)).count() as u32;
+        let Some(slot) = (0..w.capacity).find(|s| !used.contains(s)) else { continue };
+        if best.as_ref().is_none_or(|(f, _)| free > *f) {
+            best = Some((free, (w.name.clone(), host.to_string(), port, slot)));
+        }
+    }
+    best.map(|(_, b)| b)
+}
+
 fn forwarded_error(s: Status, leader: &str) -> Status {
     if s.code() == tonic::Code::Unknown || s.code() == tonic::Code::Cancelled {
         return Status::unavailable(format!("cannot reach the leader at {leader}: {}", s.message()));
@@ -746,5 +851,33 @@ mod tests {
         assert!(e.message().contains(&format!("needs the file {}", dir.path().join("mydet.onnx").display())), "{}", e.message());
         std::fs::write(dir.path().join("mydet.onnx"), b"x").unwrap();
         assert!(validate_submit(&req(&["colors", "mydet"]), &cfg).is_ok());
+    }
+
+    #[test]
+    fn bad_submissions_are_refused_with_what_is_wrong() {
+        let cfg = Config::from_toml("", Path::new("c.toml")).unwrap();
+        let refused = |r: pb::SubmitRequest| validate_submit(&r, &cfg).unwrap_err().message().to_string();
+        let with = |f: &dyn Fn(&mut pb::SubmitRequest)| {
+            let mut r = req(&["colors"]);
+            f(&mut r);
+            r
+        };
+        // FFmpeg protocols and unsupported schemes never become jobs.
+        for s in ["concat:/a.mp4|/b.mp4", "pipe:0", "data:video/mp4;base64,AAAA", "subfile,,start,0,end,9,,:/etc/passwd"] {
+            assert!(refused(with(&|r| r.source = s.into())).contains("is a URL scheme or FFmpeg protocol"), "{s}");
+        }
+        assert!(refused(with(&|r| r.source = "ftp://h/x.mp4".into())).contains("'ftp://' is not supported"));
+        assert!(refused(with(&|r| r.source = "  ".into())).starts_with("source is empty"));
+        assert_eq!(refused(with(&|r| r.source = "/".repeat(5000))), "source is 5000 bytes long; the limit is 4096");
+        // Echoed names are cut short.
+        let e = refused(with(&|r| r.models = vec!["x".repeat(100_000)]));
+        assert!(e.starts_with(&format!("unknown model '{}… (100000 characters)'", "x".repeat(64))) && e.len() < 200, "{e}");
+        assert!(refused(with(&|r| r.models = vec!["colors".into(), " ".into()])).starts_with("an empty model name is in the list"));
+        assert_eq!(refused(with(&|r| r.name = "n".repeat(300))), "name is 300 characters long; the limit is 256 (give a shorter name)");
+        assert!(refused(with(&|r| r.frame_step = -1)).contains("negative"));
+        // 0 is the documented default (every frame); a long derived name is cut, not refused.
+        assert_eq!(validate_submit(&with(&|r| r.frame_step = 0), &cfg).unwrap().frame_step, 1);
+        let long = format!("http://h/{}.mp4", "a".repeat(1000));
+        assert_eq!(validate_submit(&with(&|r| r.source = long.clone()), &cfg).unwrap().name.chars().count(), 256);
     }
 }

@@ -415,18 +415,22 @@ async fn leader_loop(node: Arc<Coordinator>) {
         }
         was_leader = true;
 
-        let (queued, leased) = node.reader.read(|a| {
+        let (queued, leased, live) = node.reader.read(|a| {
             let queued: Vec<(u64, String)> =
                 a.state.jobs.values().filter(|j| j.state == JobState::Queued).map(|j| (j.id, j.spec.source.clone())).collect();
             let mut leased = Vec::new();
+            let mut live = HashMap::new();
             for j in a.state.jobs.values().filter(|j| j.state == JobState::Running) {
+                if let Some(l) = &j.live {
+                    live.insert(j.id, l.url.clone());
+                }
                 for s in &j.shards {
                     if let ShardState::Leased { epoch, worker, .. } = &s.state {
                         leased.push((j.id, s.index, *epoch, worker.clone()));
                     }
                 }
             }
-            (queued, leased)
+            (queued, leased, live)
         });
 
         for (job, source) in queued {
@@ -450,6 +454,18 @@ async fn leader_loop(node: Arc<Coordinator>) {
             }
         }
         for (job, shard, epoch, worker) in expired {
+            if let Some(url) = live.get(&job) {
+                // The publisher's connection died with the worker: a live
+                // stream cannot be resumed elsewhere, the job fails.
+                let error = format!(
+                    "worker '{worker}' ingesting the live stream {url} stopped answering (lease expired); create a new endpoint with `panoptes live`"
+                );
+                warn!(job_id = job, %worker, "live stream lost: its worker's lease expired");
+                if let Err(e) = node.write(Request::Fail { job, error, now_ms: now_ms() }).await {
+                    warn!(error = %e, "could not fail the live job");
+                }
+                continue;
+            }
             warn!(job_id = job, shard, epoch, %worker, "lease expired; its unacknowledged frames go back to pending");
             match node.write(Request::Expire { job, shard, epoch }).await {
                 Ok(Response::Rejected(_)) => {} // the lease moved on meanwhile (a report, a hand-back)

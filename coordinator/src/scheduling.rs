@@ -388,6 +388,7 @@ mod properties {
                 shards,
                 frames_done: 0,
                 counters: JobCounters::default(),
+                live: None,
             };
             state.jobs.insert(id, job);
         }

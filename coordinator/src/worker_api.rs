@@ -15,7 +15,7 @@ use crate::metrics::{refusal_kind, LEASES_GRANTED, REPORTS_ACCEPTED, REPORTS_REF
 use crate::node::{Coordinator, MAX_MESSAGE_BYTES};
 use crate::scheduling::{choose_shards, choose_split};
 use crate::state::command::{FrameImage, FrameOutputs, ModelOutput, Report, Request, Response};
-use crate::state::model::{ShardState, StageTimes};
+use crate::state::model::{JobState, ShardState, StageTimes};
 
 pub struct WorkerService {
     node: Arc<Coordinator>,
@@ -96,7 +96,15 @@ impl WorkerApi for WorkerService {
             if !a.state.workers.contains_key(&r.name) {
                 return Err(Status::failed_precondition(format!("unknown worker '{}': register first", r.name)));
             }
-            let wanted = choose_shards(&a.state, &r.name, r.free_slots, &live);
+            let mut wanted = choose_shards(&a.state, &r.name, r.free_slots, &live);
+            // Live shards run only on the worker their URL names, and always
+            // (a publisher is about to push): they do not wait for a free slot.
+            wanted.retain(|(job, _)| a.state.jobs.get(job).is_none_or(|j| j.live.is_none()));
+            for j in a.state.jobs.values().filter(|j| j.state == JobState::Running) {
+                if j.live.as_ref().is_some_and(|l| l.worker == r.name) {
+                    wanted.extend(j.shards.iter().filter(|s| s.state == ShardState::Pending).map(|s| (j.id, s.index)));
+                }
+            }
             // Nothing pending fits: take over the tail of a slow worker's shard.
             let steal = if wanted.is_empty() { choose_split(&a.state, &r.name, r.free_slots) } else { None };
             Ok((wanted, steal))
@@ -129,6 +137,28 @@ impl WorkerApi for WorkerService {
             let a = self.node.reader.read(|a| {
                 let j = a.state.jobs.get(&g.job)?;
                 let s = j.shards.get(g.shard as usize)?;
+                if let Some(l) = &j.live {
+                    return Some(pb::ShardAssignment {
+                        job_id: JobId(g.job).to_string(),
+                        shard: g.shard,
+                        epoch: g.epoch,
+                        source: l.url.clone(),
+                        models: j.spec.models.clone(),
+                        frame_step: j.spec.frame_step,
+                        start_frame: s.start,
+                        end_frame: s.end,
+                        resume_frame: s.cursor,
+                        seek_frame: 0,
+                        seek_pts: i64::MIN,
+                        pts0: 0,
+                        time_base_num: 0,
+                        time_base_den: 0,
+                        target_height: j.spec.target_height,
+                        live: true,
+                        frames_height: j.spec.frames_height,
+                        frames_quality: j.spec.frames_quality,
+                    });
+                }
                 let plan = j.plan.as_ref()?;
                 let resume = s.cursor;
                 let seek = plan.seek_point(resume);
@@ -174,6 +204,8 @@ impl WorkerApi for WorkerService {
             resize_s: t.resize_s,
             inference_s: t.inference_s.into_iter().collect(),
             frames_decoded: t.frames_decoded,
+            frames_dropped: t.frames_dropped,
+            latency_ms: t.latency_ms.into_iter().collect(),
         });
         let report = Report {
             worker: r.name.clone(),

@@ -379,6 +379,8 @@ pub struct Decoder {
     finished: bool,
     fell_back: bool,
     seek_attempt: u32,
+    /// Live: pts0 is the first frame's pts.
+    pts0_from_first: bool,
 }
 
 const _: () = {
@@ -425,6 +427,25 @@ impl Decoder {
         Ok(dec)
     }
 
+    /// Open a live source (e.g. `rtmp://HOST:PORT/live/KEY` with
+    /// `[("listen", "1"), ("timeout", "60")]`: wait for a publisher). Frames
+    /// are numbered from 0 in arrival order and timestamped relative to the
+    /// first one. `stop` interrupts a blocking open or read when set.
+    /// Opening blocks (network); call it on a blocking thread.
+    pub fn open_live(
+        source: &str,
+        options: &[(&str, &str)],
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Self, MediaError> {
+        let src = Source::new(source)?;
+        let input = src.open_interruptible(options, move || {
+            stop.load(std::sync::atomic::Ordering::Relaxed)
+        })?;
+        let mut dec = Self::from_input(src, Vec::new(), input, i64::MIN)?;
+        dec.pts0_from_first = true;
+        Ok(dec)
+    }
+
     fn open_plain(
         src: Source,
         options: Vec<(String, String)>,
@@ -435,6 +456,15 @@ impl Decoder {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let input = src.open(&opts)?;
+        Self::from_input(src, options, input, pts0)
+    }
+
+    fn from_input(
+        src: Source,
+        options: Vec<(String, String)>,
+        input: ffmpeg::format::context::Input,
+        pts0: i64,
+    ) -> Result<Self, MediaError> {
         let stream_index = first_video_stream(&input, &src.name)?;
         let (time_base, frame_duration) = {
             let st = input.stream(stream_index).unwrap();
@@ -472,6 +502,7 @@ impl Decoder {
             finished: false,
             fell_back: false,
             seek_attempt: 0,
+            pts0_from_first: false,
         })
     }
 
@@ -601,6 +632,16 @@ impl Decoder {
         }
     }
 
+    /// Stop reading input (e.g. a live source whose connection ended): the
+    /// frames the decoder still holds are returned by the next calls to
+    /// [`Decoder::next_frame`], then `None`.
+    pub fn end_input(&mut self) {
+        if !self.eof_sent {
+            self.eof_sent = true;
+            let _ = self.decoder.send_eof();
+        }
+    }
+
     /// Send the next packet of the video stream (or EOF) to the decoder.
     fn feed(&mut self) -> Result<(), MediaError> {
         loop {
@@ -627,6 +668,10 @@ impl Decoder {
             Some(p) => p,
             None => self.last_pts.map_or(self.pts0, |p| p + self.frame_duration),
         };
+        if self.pts0_from_first && self.last_pts.is_none() {
+            self.pts0 = pts;
+            self.min_pts = pts;
+        }
         if pts < self.min_pts {
             return Ok(None);
         }

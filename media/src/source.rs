@@ -4,26 +4,56 @@ use ffmpeg_next as ffmpeg;
 
 use crate::error::{from_ffmpeg, MediaError, Stage};
 
-/// URL schemes accepted besides plain local paths.
-const ALLOWED_SCHEMES: &[&str] = &["file", "http", "https", "rtmp", "rtsp"];
-const NETWORK_SCHEMES: &[&str] = &["http", "https", "rtmp", "rtsp"];
+/// URL schemes accepted besides plain local paths (`v4l2://` is reserved for
+/// capture devices, which the live-stream work brings).
+const ALLOWED_SCHEMES: &[&str] = &["file", "http", "https", "rtmp", "rtmps", "rtsp", "v4l2"];
+const NETWORK_SCHEMES: &[&str] = &["http", "https", "rtmp", "rtmps", "rtsp"];
+const ACCEPTED: &str =
+    "use a local path, file://, http://, https://, rtmp://, rtmps://, rtsp:// or v4l2://";
 
 /// Read/write timeout for HTTP sources, in microseconds: a stalled server must
 /// not hang a decode forever.
 const HTTP_RW_TIMEOUT_US: &str = "30000000";
 
+/// The only FFmpeg protocols a source may use, by kind. A playlist (HLS,
+/// DASH) or a `concat`/`ffconcat` list can name further URLs; FFmpeg checks
+/// each against this list, so an HTTP playlist cannot make us read local
+/// files, nor a local one make us fetch URLs.
+const FILE_PROTOCOLS: &str = "file";
+const HTTP_PROTOCOLS: &str = "http,https,tcp,tls,crypto,httpproxy";
+
+/// Characters FFmpeg accepts in a protocol name (`URL_SCHEME_CHARS`).
+fn is_scheme_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "+-.".contains(c)
+}
+
 /// The `scheme` of `scheme://…`, lower-cased, if the source has that form.
 fn url_scheme(source: &str) -> Option<String> {
-    let (scheme, rest) = source.split_once("://")?;
-    let mut chars = scheme.chars();
-    let first = chars.next()?;
-    if !first.is_ascii_alphabetic()
-        || !chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    {
+    let (scheme, _rest) = source.split_once("://")?;
+    let first = scheme.chars().next()?;
+    if !first.is_ascii_alphabetic() || !scheme.chars().all(is_scheme_char) {
         return None;
     }
-    let _ = rest;
     Some(scheme.to_ascii_lowercase())
+}
+
+/// The protocol FFmpeg would pick for `source` if it were handed the name
+/// as is, when that is not `file`: `concat:a|b` → `concat`, `data:…` →
+/// `data`, `subfile,,start,0,end,9,,:x` → `subfile` (FFmpeg's own rule,
+/// `url_find_protocol`: scheme characters followed by `:`, or by `,` options
+/// and a later `:`). `None` for `/abs/path`, `./cam:1.mp4` and `clip.mp4`.
+fn ffmpeg_protocol_prefix(source: &str) -> Option<String> {
+    let len = source
+        .find(|c: char| !is_scheme_char(c))
+        .unwrap_or(source.len());
+    let (prefix, rest) = source.split_at(len);
+    if prefix.is_empty() {
+        return None;
+    }
+    if rest.starts_with(':') || (rest.starts_with(',') && rest[1..].contains(':')) {
+        return Some(prefix.to_ascii_lowercase());
+    }
+    None
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -45,13 +75,34 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// Normalise a user source: `file:///a/b.mp4` → `/a/b.mp4` (percent-escapes
 /// decoded, `file://localhost/…` accepted); local paths are returned as given;
-/// `http(s)://`, `rtmp://` and `rtsp://` URLs as given. Any other `scheme://`
-/// is refused with [`MediaError::Unsupported`].
+/// `http(s)://`, `rtmp(s)://`, `rtsp://` and `v4l2://` URLs as given. Any other
+/// `scheme://` is refused with [`MediaError::Unsupported`].
 ///
-/// A string without `://` is always a local path, even if it contains a colon
-/// (`clip:1.mp4`, `concat:a|b`): it is opened as a file, never as one of
-/// FFmpeg's other protocols.
+/// So is a name that FFmpeg would read as one of its own protocols
+/// (`concat:a|b`, `subfile,,start,0,end,9,,:x`, `pipe:0`, `data:…`,
+/// `crypto:…`, `javascript:…`): those read other files, pipes or inline data,
+/// and are never a video source. A local file whose name really starts like
+/// that is given as `./concat:a.mp4` or by its absolute path.
 pub fn normalize_source(source: &str) -> Result<String, MediaError> {
+    let name = normalize(source)?;
+    if url_scheme(&name).is_none() {
+        if let Some(proto) = ffmpeg_protocol_prefix(&name) {
+            return Err(MediaError::Unsupported {
+                input: source.to_string(),
+                reason: format!(
+                    "'{proto}:' is a URL scheme or FFmpeg protocol, not a video source ({ACCEPTED}; \
+                     a local file whose name starts with '{proto}:' is given as './{source}' or by its absolute path)"
+                ),
+            });
+        }
+    }
+    Ok(name)
+}
+
+/// [`normalize_source`] without the check for FFmpeg protocol prefixes: what
+/// [`Source::new`] uses, so that any local name (even `concat:a|b`) is opened
+/// as a file, never as a protocol.
+fn normalize(source: &str) -> Result<String, MediaError> {
     if source.trim().is_empty() {
         return Err(MediaError::invalid(source, "empty source name"));
     }
@@ -61,9 +112,7 @@ pub fn normalize_source(source: &str) -> Result<String, MediaError> {
     if !ALLOWED_SCHEMES.contains(&scheme.as_str()) {
         return Err(MediaError::Unsupported {
             input: source.to_string(),
-            reason: format!(
-                "URL scheme '{scheme}://' is not supported (use a local path, file://, http://, https://, rtmp:// or rtsp://)"
-            ),
+            reason: format!("URL scheme '{scheme}://' is not supported ({ACCEPTED})"),
         });
     }
     if scheme != "file" {
@@ -97,38 +146,41 @@ pub fn normalize_source(source: &str) -> Result<String, MediaError> {
 pub(crate) struct Source {
     /// The name used in error messages (normalised; a path or a URL).
     pub name: String,
-    /// What libavformat is given (local paths with a `:` get a `file:` prefix).
+    /// What libavformat is given (local paths get a `file:` prefix).
     pub url: String,
     pub network: bool,
+    /// The URL scheme, lower-cased (`None` for a local path).
+    scheme: Option<String>,
+    /// The `protocol_whitelist` FFmpeg opens it with (`None`: not restricted yet,
+    /// for the live-stream protocols).
+    protocols: Option<&'static str>,
 }
 
 impl Source {
     pub fn new(source: &str) -> Result<Self, MediaError> {
-        let name = normalize_source(source)?;
+        let name = normalize(source)?;
         match url_scheme(&name) {
             Some(scheme) => Ok(Source {
                 network: NETWORK_SCHEMES.contains(&scheme.as_str()),
+                protocols: (scheme == "http" || scheme == "https").then_some(HTTP_PROTOCOLS),
+                scheme: Some(scheme),
                 url: name.clone(),
                 name,
             }),
-            None => {
-                let url = if name.contains(':') {
-                    format!("file:{name}")
-                } else {
-                    name.clone()
-                };
-                Ok(Source {
-                    name,
-                    url,
-                    network: false,
-                })
-            }
+            // A local path always goes to FFmpeg as `file:PATH`, so that no
+            // part of the name is ever read as a protocol (`concat:…`, `pipe:…`).
+            None => Ok(Source {
+                url: format!("file:{name}"),
+                name,
+                network: false,
+                scheme: None,
+                protocols: Some(FILE_PROTOCOLS),
+            }),
         }
     }
 
     fn is_http(&self) -> bool {
-        let lower = self.url.to_ascii_lowercase();
-        lower.starts_with("http://") || lower.starts_with("https://")
+        matches!(self.scheme.as_deref(), Some("http" | "https"))
     }
 
     /// Check a local file before FFmpeg sees it, for clear messages on the
@@ -164,8 +216,17 @@ impl Source {
         extra: &[(&str, &str)],
     ) -> Result<ffmpeg::format::context::Input, MediaError> {
         crate::init();
+        if self.scheme.as_deref() == Some("v4l2") {
+            return Err(MediaError::Unsupported {
+                input: self.name.clone(),
+                reason: "capture devices (v4l2://) are not supported yet; record to a file and submit that".into(),
+            });
+        }
         self.precheck()?;
         let mut opts = ffmpeg::Dictionary::new();
+        if let Some(p) = self.protocols {
+            opts.set("protocol_whitelist", p);
+        }
         if self.is_http() {
             opts.set("rw_timeout", HTTP_RW_TIMEOUT_US);
         }
@@ -173,7 +234,119 @@ impl Source {
             opts.set(k, v);
         }
         ffmpeg::format::input_with_dictionary(&self.url, opts)
+            .map_err(|e| self.explain(from_ffmpeg(&self.name, self.network, Stage::Open, e)))
+    }
+
+    /// Add what a failed open of a network source does not say by itself:
+    /// that the host name does not resolve, or that the HTTP server sent
+    /// something that is not a video (its Content-Type).
+    fn explain(&self, e: MediaError) -> MediaError {
+        match e {
+            MediaError::Network { input, reason } if reason.starts_with("network I/O error") => {
+                match self.unresolved_host() {
+                    Some(why) => MediaError::Network { input, reason: why },
+                    None => MediaError::Network { input, reason },
+                }
+            }
+            MediaError::Corrupt { input, reason } if self.is_http() => {
+                let reason = match http_content_type(&self.url) {
+                    Some(t) if !t.starts_with("video/") && t != "application/octet-stream" => {
+                        format!("{reason}; the server sent Content-Type '{t}', not a video")
+                    }
+                    Some(t) => format!("{reason}; the server sent Content-Type '{t}'"),
+                    None => reason,
+                };
+                MediaError::Corrupt { input, reason }
+            }
+            e => e,
+        }
+    }
+
+    /// "host name 'x' not found (...)" when the URL's host does not resolve.
+    fn unresolved_host(&self) -> Option<String> {
+        use std::net::ToSocketAddrs;
+        let rest = self.url.split_once("://")?.1;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        let host_port = authority.rsplit('@').next()?;
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next()?,
+            None => host_port.split(':').next()?,
+        };
+        if host.is_empty() {
+            return Some("the URL names no host".into());
+        }
+        match (host, 0).to_socket_addrs().map(|mut a| a.next().is_some()) {
+            Ok(true) => None,
+            Ok(false) => Some(format!(
+                "host name '{host}' not found (it resolves to no address)"
+            )),
+            Err(e) => Some(format!("host name '{host}' not found ({e})")),
+        }
+    }
+
+    /// [`Source::open`] whose blocking waits (a listen, a read) end with an
+    /// error as soon as `interrupted` returns true.
+    pub fn open_interruptible(
+        &self,
+        extra: &[(&str, &str)],
+        interrupted: impl FnMut() -> bool + Send + 'static,
+    ) -> Result<ffmpeg::format::context::Input, MediaError> {
+        crate::init();
+        self.precheck()?;
+        let mut opts = ffmpeg::Dictionary::new();
+        if let Some(p) = self.protocols {
+            opts.set("protocol_whitelist", p);
+        }
+        for (k, v) in extra {
+            opts.set(k, v);
+        }
+        ffmpeg::format::input_with_interrupt_and_dictionary(&self.url, interrupted, opts)
             .map_err(|e| from_ffmpeg(&self.name, self.network, Stage::Open, e))
+    }
+}
+
+/// The Content-Type an HTTP server gives for `url`: a second request, made
+/// only to explain why the first one's data is no video. `None` if it cannot
+/// be had within a few seconds.
+fn http_content_type(url: &str) -> Option<String> {
+    use std::ffi::{CStr, CString};
+    use std::ptr;
+    let c_url = CString::new(url).ok()?;
+    let mut opts = ffmpeg::Dictionary::new();
+    opts.set("protocol_whitelist", HTTP_PROTOCOLS);
+    opts.set("rw_timeout", "5000000");
+    let mut opts = unsafe { opts.disown() };
+    // SAFETY: plain libavformat calls; every pointer is either null or made
+    // by libavformat, and freed here exactly once.
+    unsafe {
+        let mut io: *mut ffmpeg::ffi::AVIOContext = ptr::null_mut();
+        let r = ffmpeg::ffi::avio_open2(
+            &mut io,
+            c_url.as_ptr(),
+            ffmpeg::ffi::AVIO_FLAG_READ as _,
+            ptr::null(),
+            &mut opts,
+        );
+        ffmpeg::ffi::av_dict_free(&mut opts);
+        if r < 0 || io.is_null() {
+            return None;
+        }
+        let mut out: *mut u8 = ptr::null_mut();
+        let got = ffmpeg::ffi::av_opt_get(
+            io.cast(),
+            c"mime_type".as_ptr(),
+            ffmpeg::ffi::AV_OPT_SEARCH_CHILDREN as _,
+            &mut out,
+        );
+        let mime = (got >= 0 && !out.is_null()).then(|| {
+            CStr::from_ptr(out.cast())
+                .to_string_lossy()
+                .trim()
+                .to_string()
+        });
+        ffmpeg::ffi::av_free(out.cast());
+        ffmpeg::ffi::avio_closep(&mut io);
+        mime.filter(|m| !m.is_empty())
     }
 }
 
@@ -258,8 +431,110 @@ mod tests {
         assert!(e.to_string().contains("'gopher://'"), "{e}");
         assert!(normalize_source("file://otherhost/x").is_err());
         assert!(normalize_source("").is_err());
+        assert_eq!(
+            normalize_source("rtmps://h/app/key").unwrap(),
+            "rtmps://h/app/key"
+        );
+        assert_eq!(
+            normalize_source("v4l2:///dev/video0").unwrap(),
+            "v4l2:///dev/video0"
+        );
+        // A local path always reaches FFmpeg as `file:`, whatever its name.
         assert_eq!(Source::new("a:b.mp4").unwrap().url, "file:a:b.mp4");
+        assert_eq!(Source::new("/x.mp4").unwrap().url, "file:/x.mp4");
+        assert_eq!(
+            Source::new("concat:/a|/b").unwrap().url,
+            "file:concat:/a|/b"
+        );
         assert!(!Source::new("/x").unwrap().network);
         assert!(Source::new("http://h/x").unwrap().network);
+        assert_eq!(
+            Source::new("http://h/x").unwrap().protocols,
+            Some(HTTP_PROTOCOLS)
+        );
+        assert_eq!(
+            Source::new("x.mp4").unwrap().protocols,
+            Some(FILE_PROTOCOLS)
+        );
+    }
+
+    #[test]
+    fn ffmpeg_protocols_and_other_schemes_are_refused() {
+        for (s, proto) in [
+            ("concat:/a.mp4|/b.mp4", "concat"),
+            ("subfile,,start,0,end,100,,:/etc/passwd", "subfile"),
+            ("pipe:0", "pipe"),
+            ("data:video/mp4;base64,AAAA", "data"),
+            ("javascript:alert(1)", "javascript"),
+            ("crypto:/x.mp4", "crypto"),
+            ("async:http://h/x.mp4", "async"),
+            ("CONCAT:x", "concat"),
+            ("file:/etc/passwd", "file"),
+        ] {
+            let e = normalize_source(s).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Unsupported, "{s}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("'{proto}:' is a URL scheme or FFmpeg protocol")),
+                "{e}"
+            );
+        }
+        for s in ["ftp://h/x.mp4", "gopher://h/x", "sftp://h/x", "tcp://h:1"] {
+            assert!(
+                normalize_source(s)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("is not supported"),
+                "{s}"
+            );
+        }
+        // Plain names with a ':' further on are fine; so are these forms of the same file.
+        for s in [
+            "./cam:1.mp4",
+            "/data/cam:1.mp4",
+            "clips/cam:1.mp4",
+            "clip.mp4",
+            "a b.mp4",
+        ] {
+            assert_eq!(normalize_source(s).unwrap(), s);
+        }
+        assert_eq!(ffmpeg_protocol_prefix("x,y.mp4"), None);
+    }
+
+    /// A web page served as the video: the error says what the server sent.
+    #[test]
+    fn an_http_page_is_named_by_its_content_type() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/page.html", listener.local_addr().unwrap());
+        // Answers a bounded number of requests (the probe, then the explanation).
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let Ok((mut s, _)) = listener.accept() else {
+                    return;
+                };
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = "<html><body>not a video</body></html>\n".repeat(50);
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        let e = crate::probe(&url).unwrap_err();
+        server.join().unwrap();
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupt);
+        assert!(
+            e.to_string()
+                .ends_with("; the server sent Content-Type 'text/html', not a video)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_host_is_named() {
+        let e = crate::probe("http://no-such-host.invalid/clip.mp4").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Network);
+        assert!(e.to_string().starts_with("'http://no-such-host.invalid/clip.mp4': host name 'no-such-host.invalid' not found ("), "{e}");
     }
 }

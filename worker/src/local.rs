@@ -65,6 +65,7 @@ pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Res
         depth,
         batch: run.batch.clamp(1, depth),
         max_restarts: run.max_restarts,
+        live: Default::default(),
     };
     let (actor, handle) = Actor::spawn(None, ShardSupervisor, job).await.context("failed to start the pipeline")?;
     let mut done = false;

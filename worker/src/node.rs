@@ -39,6 +39,9 @@ pub struct WorkerOptions {
     pub batch: u32,
     pub max_restarts: u32,
     pub advertise: String,
+    /// Live stream timeouts (`[live]`).
+    pub live_connect_timeout_s: u64,
+    pub live_idle_timeout_s: u64,
 }
 
 impl WorkerOptions {
@@ -55,6 +58,8 @@ impl WorkerOptions {
             batch: cfg.worker.report_batch,
             max_restarts: cfg.worker.max_restarts,
             advertise: cfg.worker.listen.clone(),
+            live_connect_timeout_s: cfg.live.connect_timeout_s,
+            live_idle_timeout_s: cfg.live.idle_timeout_s,
         }
     }
 }
@@ -85,6 +90,79 @@ struct Active {
     job_id: String,
     shard: u32,
     epoch: u64,
+    /// A live shard's ingest port (reserved again when the shard ends).
+    live_port: Option<u16>,
+}
+
+/// The worker's RTMP ingest ports: `count` consecutive ports from `base`,
+/// held bound while unused, so that no other node on the host takes them
+/// (nodes that differ only in `--listen` never collide). A live shard on
+/// slot i releases port `base + i` just before FFmpeg listens on it, and
+/// it is reserved again when the shard ends.
+pub struct IngestPorts {
+    pub host: String,
+    pub base: u16,
+    held: Vec<Option<std::net::TcpListener>>,
+}
+
+impl IngestPorts {
+    /// Reserve `count` consecutive ports on `listen`'s host: from its port
+    /// when that is not 0 and the run is free, else the first free run
+    /// after a port the OS picks.
+    pub fn reserve(listen: &str, count: u32) -> anyhow::Result<IngestPorts> {
+        let (host, port) = listen.rsplit_once(':').with_context(|| format!("worker.listen '{listen}' is not HOST:PORT"))?;
+        let port: u16 = port.parse().with_context(|| format!("worker.listen '{listen}': bad port"))?;
+        let try_run = |base: u16| -> Option<Vec<Option<std::net::TcpListener>>> {
+            if base as u32 + count > 65536 {
+                return None;
+            }
+            (0..count).map(|i| std::net::TcpListener::bind((host, base + i as u16)).ok().map(Some)).collect()
+        };
+        if port != 0 {
+            if let Some(held) = try_run(port) {
+                return Ok(IngestPorts { host: host.to_string(), base: port, held });
+            }
+            warn!(listen, count, "the ingest ports from worker.listen are taken; using free ones");
+        }
+        for _ in 0..50 {
+            let probe = std::net::TcpListener::bind((host, 0)).with_context(|| format!("cannot listen on {host} (worker.listen)"))?;
+            let base = probe.local_addr()?.port();
+            drop(probe);
+            if let Some(held) = try_run(base) {
+                return Ok(IngestPorts { host: host.to_string(), base, held });
+            }
+        }
+        anyhow::bail!("found no {count} consecutive free ports on {host} for live ingest")
+    }
+
+    /// What the worker registers: `HOST:BASE`.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.base)
+    }
+
+    /// Let FFmpeg bind `port` (if it is one of ours).
+    fn release(&mut self, port: u16) {
+        if let Some(h) = port.checked_sub(self.base).and_then(|i| self.held.get_mut(i as usize)) {
+            *h = None;
+        }
+    }
+
+    /// Hold `port` again (best effort: FFmpeg may still be closing it).
+    fn reserve_again(&mut self, port: u16) {
+        let host = self.host.clone();
+        if let Some(h) = port.checked_sub(self.base).and_then(|i| self.held.get_mut(i as usize)) {
+            if h.is_none() {
+                *h = std::net::TcpListener::bind((host.as_str(), port)).ok();
+            }
+        }
+    }
+}
+
+/// The port of an `rtmp://HOST:PORT/...` URL.
+fn url_port(url: &str) -> Option<u16> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    authority.rsplit_once(':')?.1.parse().ok()
 }
 
 pub struct WorkerState {
@@ -95,6 +173,7 @@ pub struct WorkerState {
     /// Registered with a coordinator (what /healthz answers).
     registered: Arc<AtomicBool>,
     metrics: NodeMetrics,
+    ingest: IngestPorts,
 }
 
 impl WorkerState {
@@ -117,7 +196,7 @@ fn client(ch: tonic::transport::Channel) -> WorkerApiClient<tonic::transport::Ch
 async fn register(st: &WorkerState) -> Result<pb::RegisterResponse, tonic::Status> {
     let req = pb::RegisterRequest {
         name: st.opts.name.clone(),
-        addr: st.opts.advertise.clone(),
+        addr: st.ingest.addr(),
         capacity: st.opts.capacity,
         models: st.opts.models.clone(),
     };
@@ -137,7 +216,9 @@ impl Actor for WorkerActor {
 
     async fn pre_start(&self, myself: ActorRef<WorkerMsg>, (opts, analyses, registered): Self::Arguments) -> Result<WorkerState, ActorProcessingErr> {
         let coords = Coordinators::new(&opts.coordinators)?;
-        let st = WorkerState { opts, analyses, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new() };
+        let ingest = IngestPorts::reserve(&opts.advertise, opts.capacity.max(1))?;
+        info!(worker = %opts.name, host = %ingest.host, ports = ?(ingest.base..ingest.base + opts.capacity.max(1) as u16), "live ingest ports (RTMP) reserved");
+        let st = WorkerState { opts, analyses, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new(), ingest };
         st.set_registered(false);
         // Register, waiting (with backoff) for a coordinator to answer.
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -160,10 +241,9 @@ impl Actor for WorkerActor {
     async fn handle(&self, myself: ActorRef<WorkerMsg>, msg: WorkerMsg, st: &mut WorkerState) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Tick => {
+                // Asked even with no free slot: a live shard for this worker
+                // (a publisher is about to push) is granted regardless.
                 let free = st.opts.capacity.saturating_sub(st.active.len() as u32);
-                if free == 0 {
-                    return Ok(());
-                }
                 let req = pb::LeaseRequest { name: st.opts.name.clone(), free_slots: free };
                 let resp = match st.coords.call(st.coords.addrs().len(), |ch| { let r = req.clone(); async move { client(ch).lease(r).await } }).await {
                     Ok(r) => r,
@@ -186,6 +266,11 @@ impl Actor for WorkerActor {
                         warn!(job_id = %a.job_id, shard = a.shard, models = ?a.models, "leased a shard with a model this worker lacks; its lease will expire");
                         continue;
                     };
+                    let live_port = if a.live { url_port(&a.source) } else { None };
+                    if let Some(p) = live_port {
+                        st.ingest.release(p);
+                        info!(job_id = %a.job_id, url = %a.source, port = p, "live stream leased: listening for its publisher");
+                    }
                     let job = ShardJob {
                         worker: st.opts.name.clone(),
                         assignment: a.clone(),
@@ -193,13 +278,24 @@ impl Actor for WorkerActor {
                         sink: ReportSink::Coordinators(st.coords.clone()),
                         depth: st.opts.depth.max(1),
                         batch: st.opts.batch.clamp(1, st.opts.depth.max(1)),
-                        max_restarts: st.opts.max_restarts,
+                        // A live stream cannot be replayed: a failed stage fails it.
+                        max_restarts: if a.live { 0 } else { st.opts.max_restarts },
+                        live: crate::pipeline::LiveOpts {
+                            connect_timeout_s: st.opts.live_connect_timeout_s,
+                            idle_timeout_s: st.opts.live_idle_timeout_s,
+                            dropped: Arc::default(),
+                        },
                     };
                     match Actor::spawn_linked(None, ShardSupervisor, job, myself.get_cell()).await {
                         Ok((actor, _)) => {
-                            st.active.insert(actor.get_id(), Active { actor, job_id: a.job_id, shard: a.shard, epoch: a.epoch });
+                            st.active.insert(actor.get_id(), Active { actor, job_id: a.job_id, shard: a.shard, epoch: a.epoch, live_port });
                         }
-                        Err(e) => warn!(job_id = %a.job_id, shard = a.shard, error = %e, "could not start a shard supervisor"),
+                        Err(e) => {
+                            if let Some(p) = live_port {
+                                st.ingest.reserve_again(p);
+                            }
+                            warn!(job_id = %a.job_id, shard = a.shard, error = %e, "could not start a shard supervisor")
+                        }
                     }
                 }
                 st.active_changed();
@@ -241,12 +337,17 @@ impl Actor for WorkerActor {
     async fn handle_supervisor_evt(&self, _myself: ActorRef<WorkerMsg>, evt: SupervisionEvent, st: &mut WorkerState) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                st.active.remove(&cell.get_id());
+                if let Some(p) = st.active.remove(&cell.get_id()).and_then(|a| a.live_port) {
+                    st.ingest.reserve_again(p);
+                }
             }
             SupervisionEvent::ActorFailed(cell, e) => {
                 // A shard supervisor itself crashed: drop the shard; its lease
                 // expires and the coordinator leases it again.
                 if let Some(a) = st.active.remove(&cell.get_id()) {
+                    if let Some(p) = a.live_port {
+                        st.ingest.reserve_again(p);
+                    }
                     shard_ended("crashed");
                     warn!(job_id = %a.job_id, shard = a.shard, error = %e, "shard supervisor crashed");
                 }

@@ -83,6 +83,40 @@ impl State {
                         shards: Vec::new(),
                         frames_done: 0,
                         counters: JobCounters::default(),
+                        live: None,
+                    },
+                );
+                ch.jobs.insert(id);
+                Response::JobCreated { job: id, existing: false }
+            }
+            Request::CreateLive { spec, live, now_ms } => {
+                let taken = self.jobs.values().any(|j| {
+                    !j.state.is_finished() && j.live.as_ref().is_some_and(|l| l.worker == live.worker && l.slot == live.slot)
+                });
+                if taken {
+                    return rejected(format!("live slot {} of worker '{}' was just taken by another stream", live.slot, live.worker));
+                }
+                let id = self.next_job;
+                self.next_job += 1;
+                ch.counters = true;
+                // Running at once: nothing to probe. The one shard is open-ended;
+                // it ends where the publisher stops (see `apply_report`).
+                let shard = Shard { index: 0, start: 0, end: u64::MAX, cursor: 0, state: ShardState::Pending, attempts: 0, last_error: None };
+                self.jobs.insert(
+                    id,
+                    Job {
+                        id,
+                        spec: spec.clone(),
+                        state: JobState::Running,
+                        error: None,
+                        submitted_at_ms: *now_ms,
+                        started_at_ms: *now_ms,
+                        finished_at_ms: 0,
+                        plan: None,
+                        shards: vec![shard],
+                        frames_done: 0,
+                        counters: JobCounters::default(),
+                        live: Some(live.clone()),
                     },
                 );
                 ch.jobs.insert(id);
@@ -158,7 +192,8 @@ impl State {
                 ch.workers.insert(worker.clone());
                 let mut returned = 0u32;
                 if *hand_back {
-                    for j in self.jobs.values_mut().filter(|j| j.state == JobState::Running) {
+                    // A live stream stays where its publisher pushes to.
+                    for j in self.jobs.values_mut().filter(|j| j.state == JobState::Running && j.live.is_none()) {
                         for s in &mut j.shards {
                             if matches!(&s.state, ShardState::Leased { worker: w, .. } if w == worker) {
                                 s.state = ShardState::Pending;
@@ -182,6 +217,10 @@ impl State {
                     if j.state != JobState::Running {
                         continue;
                     }
+                    // A live shard runs only on the worker its URL points to.
+                    if j.live.as_ref().is_some_and(|l| &l.worker != worker) {
+                        continue;
+                    }
                     let Some(s) = j.shards.get_mut(shard as usize) else { continue };
                     if s.state != ShardState::Pending {
                         continue;
@@ -199,6 +238,7 @@ impl State {
                 Response::Granted(granted)
             }
             Request::Expire { job, shard, epoch } => {
+                // (A live shard's expiry is committed as `Fail` by the leader instead.)
                 let Some(s) = self.jobs.get_mut(job).and_then(|j| j.shards.get_mut(*shard as usize)) else {
                     return rejected("unknown shard");
                 };
@@ -249,6 +289,9 @@ impl State {
         if j.state != JobState::Running {
             return rejected(format!("job {job} is {}", j.state.as_str()));
         }
+        if j.live.is_some() {
+            return rejected(format!("job {job} is a live stream: its frames arrive at one worker"));
+        }
         if let Some(m) = j.spec.models.iter().find(|m| !w.models.contains(m)) {
             return rejected(format!("worker '{worker}' does not offer model '{m}' of job {job}"));
         }
@@ -293,6 +336,7 @@ impl State {
         }
         let step = j.spec.frame_step;
         let models = j.spec.models.clone();
+        let live = j.live.is_some();
         let Some(s) = j.shards.get_mut(r.shard as usize) else { return refused(format!("no shard {}", r.shard)) };
         let lease_end = match &s.state {
             ShardState::Leased { worker, epoch, lease_end, .. } if *worker == r.worker && *epoch == r.epoch => *lease_end,
@@ -344,6 +388,13 @@ impl State {
         let mut outcome = None;
         if let Some(err) = &r.error {
             j.counters.errors += 1;
+            if live {
+                // A live stream cannot be replayed: no further attempt.
+                let msg = format!("live stream failed: {err}");
+                s.last_error = Some(err.clone());
+                finish(j, JobState::Failed, Some(msg), r.now_ms);
+                return Response::Reported { accepted: true, reason: String::new(), stored };
+            }
             s.attempts += 1;
             s.last_error = Some(err.clone());
             s.state = ShardState::Pending;
@@ -355,6 +406,10 @@ impl State {
             // Done as reported, or a split-off shard whose holder (unaware of
             // the cut) has committed every frame up to the cut: its next
             // report is refused, which stops it.
+            if live {
+                // The publisher stopped: the open-ended shard ends here.
+                s.end = s.cursor;
+            }
             s.state = ShardState::Done;
             if j.shards.iter().all(|s| s.state == ShardState::Done) {
                 outcome = Some((JobState::Completed, None));
@@ -499,6 +554,51 @@ mod tests {
             Response::Reported { accepted: true, stored, .. } => stored,
             other => panic!("report not accepted: {other:?}"),
         }
+    }
+
+    fn live(w: &mut World, slot: u32) -> u64 {
+        let l = crate::state::model::LiveSpec { key: format!("k{slot}"), worker: "w1".into(), slot, url: format!("rtmp://h:1/live/k{slot}") };
+        match w.apply(Request::CreateLive { spec: spec(None), live: l, now_ms: 5 }) {
+            Response::JobCreated { job, .. } => job,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_live_job_runs_on_its_worker_and_ends_where_the_publisher_stops() {
+        let mut w = World::new();
+        let job = live(&mut w, 0);
+        assert!(matches!(w.apply(Request::CreateLive { spec: spec(None), live: w.st.jobs[&job].live.clone().unwrap(), now_ms: 6 }), Response::Rejected(_)), "a slot is used once");
+        assert_eq!(w.st.jobs[&job].state, JobState::Running);
+        assert_eq!(w.apply(Request::Grant { worker: "w2".into(), shards: vec![(job, 0)], now_ms: 6 }), Response::Granted(vec![]));
+        let e = match w.apply(Request::Grant { worker: "w1".into(), shards: vec![(job, 0)], now_ms: 6 }) {
+            Response::Granted(g) => g[0].epoch,
+            other => panic!("{other:?}"),
+        };
+        let rep = |frames: &[u64], next: u64, done: bool| match report("w1", 0, e, frames, next, done) {
+            Request::Report(mut r) => {
+                r.job = job;
+                r.times.frames_dropped = 3;
+                Request::Report(r)
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(stored(w.apply(rep(&[0, 2, 6], 7, false))), 3);
+        assert_eq!(stored(w.apply(rep(&[], 7, true))), 0);
+        let j = &w.st.jobs[&job];
+        assert_eq!(j.state, JobState::Completed);
+        assert_eq!((j.shards[0].end, j.frames_total(), j.counters.times.frames_dropped), (7, 3, 6));
+        // The slot is free again; an error fails a live job at once.
+        let job2 = live(&mut w, 0);
+        let e2 = match w.apply(Request::Grant { worker: "w1".into(), shards: vec![(job2, 0)], now_ms: 7 }) {
+            Response::Granted(g) => g[0].epoch,
+            other => panic!("{other:?}"),
+        };
+        let Request::Report(mut r) = report("w1", 0, e2, &[], 0, false) else { unreachable!() };
+        r.job = job2;
+        r.error = Some("no publisher".into());
+        w.apply(Request::Report(r));
+        assert_eq!(w.st.jobs[&job2].state, JobState::Failed);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! member applies it to the same result.
 use serde::{Deserialize, Serialize};
 
-use super::model::{JobSpec, Plan, StageTimes};
+use super::model::{JobSpec, LiveSpec, Plan, StageTimes};
 
 /// One model's results for one frame, as the analysis contract's JSON text.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -77,6 +77,9 @@ pub enum Request {
     /// Delete every job that finished before `finished_before_ms`, with its
     /// results and stored frames.
     Prune { finished_before_ms: u64 },
+    /// Create a live RTMP push job: running at once, with one unbounded
+    /// shard `[0, u64::MAX)` that only `live.worker` is granted (no probing).
+    CreateLive { spec: JobSpec, live: LiveSpec, now_ms: u64 },
 }
 
 /// What a prune deleted.

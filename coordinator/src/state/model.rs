@@ -44,6 +44,19 @@ pub struct JobSpec {
     pub frames_quality: u32,
 }
 
+/// A live RTMP push job: which worker ingests it, where.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LiveSpec {
+    /// The stream key (random): the last path segment of `url`.
+    pub key: String,
+    /// The worker chosen to listen for the stream.
+    pub worker: String,
+    /// Its ingest slot: the worker listens on its base port + slot.
+    pub slot: u32,
+    /// Where to push: `rtmp://HOST:PORT/live/KEY`.
+    pub url: String,
+}
+
 /// What probing the source found.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
@@ -98,6 +111,10 @@ pub struct StageTimes {
     pub resize_s: f64,
     pub inference_s: BTreeMap<String, f64>,
     pub frames_decoded: u64,
+    /// Live: frames dropped because analysis was behind the stream.
+    pub frames_dropped: u64,
+    /// Live: arrival-to-commit latency histogram, ms (two significant digits) -> frames.
+    pub latency_ms: BTreeMap<u64, u64>,
 }
 
 impl StageTimes {
@@ -108,6 +125,27 @@ impl StageTimes {
             *self.inference_s.entry(k.clone()).or_default() += v;
         }
         self.frames_decoded += o.frames_decoded;
+        self.frames_dropped += o.frames_dropped;
+        for (k, v) in &o.latency_ms {
+            *self.latency_ms.entry(*k).or_default() += v;
+        }
+    }
+
+    /// The `q`-quantile (0..=1) of the latency histogram, ms; 0 when empty.
+    pub fn latency_quantile(&self, q: f64) -> f64 {
+        let total: u64 = self.latency_ms.values().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (ms, n) in &self.latency_ms {
+            seen += n;
+            if seen >= rank {
+                return *ms as f64;
+            }
+        }
+        0.0
     }
 }
 
@@ -133,11 +171,18 @@ pub struct Job {
     pub shards: Vec<Shard>,
     pub frames_done: u64,
     pub counters: JobCounters,
+    /// A live RTMP push job (one unbounded shard, no plan).
+    #[serde(default)]
+    pub live: Option<LiveSpec>,
 }
 
 impl Job {
     /// Frames the job analyses: `n` in `[0, frames)` with `n % step == 0`.
+    /// A live job's count is unknown (0) until it ends: then what was analysed.
     pub fn frames_total(&self) -> u64 {
+        if self.live.is_some() {
+            return if self.state.is_finished() { self.frames_done } else { 0 };
+        }
         self.plan.as_ref().map(|p| analysed_in(0, p.frames, self.spec.frame_step)).unwrap_or(0)
     }
 
@@ -183,6 +228,16 @@ mod tests {
         assert_eq!(analysed_in(6, 7, 3), 1);
         assert_eq!(analysed_in(7, 7, 1), 0);
         assert_eq!(analysed_in(0, 100, 1000), 1);
+    }
+
+    #[test]
+    fn latency_quantiles_from_the_histogram() {
+        let mut t = StageTimes::default();
+        assert_eq!(t.latency_quantile(0.5), 0.0);
+        t.latency_ms = BTreeMap::from([(10, 50), (20, 45), (300, 5)]);
+        assert_eq!(t.latency_quantile(0.5), 10.0);
+        assert_eq!(t.latency_quantile(0.95), 20.0);
+        assert_eq!(t.latency_quantile(0.99), 300.0);
     }
 
     #[test]

@@ -55,6 +55,26 @@ pub struct ShardJob {
     pub depth: u32,
     pub batch: u32,
     pub max_restarts: u32,
+    /// Live shards (`assignment.live`): timeouts and the dropped-frame count.
+    pub live: LiveOpts,
+}
+
+/// How a live shard's ingest runs.
+#[derive(Clone, Debug)]
+pub struct LiveOpts {
+    /// Fail when no publisher connects within this many seconds.
+    pub connect_timeout_s: u64,
+    /// A publisher silent this long is taken as gone (end of stream).
+    pub idle_timeout_s: u64,
+    /// Frames dropped since the last report (analysis behind the stream);
+    /// the reporter takes and resets it.
+    pub dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for LiveOpts {
+    fn default() -> Self {
+        Self { connect_timeout_s: 60, idle_timeout_s: 10, dropped: Arc::default() }
+    }
 }
 
 impl ShardJob {
@@ -105,10 +125,13 @@ pub type Gen = u32;
 pub enum DecoderMsg {
     /// Decode this many more analysed frames.
     Pull(u32),
+    /// From the live ingest thread: it failed (the decoder fails with it).
+    Failed(String),
 }
 
 pub enum ResizerMsg {
-    Frame { frame: DecodedFrame, decode_s: f64 },
+    /// `arrived`: when the decoder had the frame (live latency starts there).
+    Frame { frame: DecodedFrame, decode_s: f64, arrived: std::time::Instant },
     /// No more frames: everything before `next_frame` was sent.
     End { next_frame: u64 },
 }
@@ -123,7 +146,7 @@ pub enum ReporterMsg {
     /// A frame entered the pipeline.
     /// A frame entered the pipeline; `picture` is its stored JPEG (when the
     /// job keeps pictures) with the size of the frame the models read.
-    Decoded { frame: u64, timestamp: f64, decode_s: f64, resize_s: f64, picture: Option<Picture> },
+    Decoded { frame: u64, timestamp: f64, decode_s: f64, resize_s: f64, picture: Option<Picture>, arrived: std::time::Instant },
     Output { frame: u64, model: usize, results_json: String, secs: f64 },
     End { next_frame: u64 },
 }

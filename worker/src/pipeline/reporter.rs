@@ -23,6 +23,7 @@ pub struct ReporterArgs {
 
 struct Pending {
     timestamp: f64,
+    arrived: Instant,
     picture: Option<super::Picture>,
     outputs: Vec<Option<String>>,
 }
@@ -32,6 +33,8 @@ pub struct ReporterState {
     links: Links,
     pending: BTreeMap<u64, Pending>,
     ready: Vec<pb::FrameReport>,
+    /// When each ready frame arrived (live latency), in `ready`'s order.
+    arrivals: Vec<Instant>,
     times: pb::StageTimes,
     ends: usize,
     metrics: ReporterMetrics,
@@ -55,6 +58,7 @@ impl Actor for ReporterActor {
             links: a.links,
             pending: BTreeMap::new(),
             ready: Vec::new(),
+            arrivals: Vec::new(),
             times: Default::default(),
             ends: 0,
             metrics: ReporterMetrics::new(),
@@ -73,11 +77,11 @@ impl Actor for ReporterActor {
 async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
     let n_models = st.job.analyses.len();
     match msg {
-        ReporterMsg::Decoded { frame, timestamp, decode_s, resize_s, picture } => {
+        ReporterMsg::Decoded { frame, timestamp, decode_s, resize_s, picture, arrived } => {
             st.times.decode_s += decode_s;
             st.times.resize_s += resize_s;
             st.times.frames_decoded += 1;
-            st.pending.insert(frame, Pending { timestamp, picture, outputs: vec![None; n_models] });
+            st.pending.insert(frame, Pending { timestamp, arrived, picture, outputs: vec![None; n_models] });
         }
         ReporterMsg::Output { frame, model, results_json, secs } => {
             let name = st.job.assignment.models[model].clone();
@@ -99,6 +103,7 @@ async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), Acto
                     .collect();
                 let (jpeg, width, height) = p.picture.map(|x| (x.jpeg, x.width, x.height)).unwrap_or_default();
                 st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs, jpeg, width, height });
+                st.arrivals.push(p.arrived);
             }
             if st.ready.len() >= st.job.batch as usize {
                 let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
@@ -108,6 +113,13 @@ async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), Acto
         ReporterMsg::End { next_frame } => {
             st.ends += 1;
             if st.ends == n_models {
+                if st.job.assignment.live && !st.ready.is_empty() {
+                    // Live: commit the last frames first, so that the final
+                    // (done) report carries their latencies too.
+                    if !flush(st, next_frame, false).await? {
+                        return Ok(());
+                    }
+                }
                 flush(st, next_frame, true).await?;
             }
         }
@@ -115,9 +127,24 @@ async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), Acto
     Ok(())
 }
 
-/// Send the ready frames (and, with `done`, the end of the shard) until acknowledged.
-async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<(), ActorProcessingErr> {
+/// A latency in ms rounded down to two significant digits (the histogram's
+/// keys: at most ~2% low, ~90 keys per decade).
+pub fn latency_bucket(ms: u64) -> u64 {
+    let mut scale = 1;
+    while ms / scale >= 100 {
+        scale *= 10;
+    }
+    ms / scale * scale
+}
+
+/// Send the ready frames (and, with `done`, the end of the shard) until
+/// acknowledged; whether they were.
+async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<bool, ActorProcessingErr> {
     let frames = std::mem::take(&mut st.ready);
+    let arrivals = std::mem::take(&mut st.arrivals);
+    if st.job.assignment.live {
+        st.times.frames_dropped += st.job.live.dropped.swap(0, Ordering::Relaxed);
+    }
     let count = frames.len() as u32;
     let results: u64 = frames.iter().map(|f| f.outputs.len() as u64).sum();
     st.update_pending(frames.len());
@@ -130,19 +157,29 @@ async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<()
             st.metrics.commit.observe(sent.elapsed().as_secs_f64());
             st.metrics.acknowledged.fetch_add(results, Ordering::Relaxed);
             debug!(frames = count, stored = resp.stored, next_frame, done, "report acknowledged");
+            if st.job.assignment.live {
+                // Arrival to commit, per frame; sent with the next report.
+                let now = Instant::now();
+                for a in arrivals {
+                    let ms = now.duration_since(a).as_millis() as u64;
+                    *st.times.latency_ms.entry(latency_bucket(ms)).or_default() += 1;
+                }
+            }
             st.links.supervisor.send_message(ShardMsg::Acked { gen, next_frame, frames: count })?;
             if done {
                 st.links.supervisor.send_message(ShardMsg::Finished { gen })?;
             }
+            Ok(true)
         }
         Ok(resp) => {
             st.links.supervisor.send_message(ShardMsg::LeaseLost { gen, reason: resp.reason })?;
+            Ok(false)
         }
         Err(e) => {
             st.links.supervisor.send_message(ShardMsg::StageError { gen, error: format!("report refused: {e}") })?;
+            Ok(false)
         }
     }
-    Ok(())
 }
 
 /// Deliver one report, retrying transport failures and leader changes with

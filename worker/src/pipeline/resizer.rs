@@ -46,7 +46,7 @@ impl Actor for ResizerActor {
         async move {
             let gen = st.links.gen;
             match msg {
-                ResizerMsg::Frame { frame, decode_s } => {
+                ResizerMsg::Frame { frame, decode_s, arrived } => {
                     let t = Instant::now();
                     let rgb = Arc::new(blocking(|| st.conv.convert(&frame.frame))?);
                     let resize_s = t.elapsed().as_secs_f64();
@@ -57,7 +57,7 @@ impl Actor for ResizerActor {
                     };
                     // The reporter learns of the frame before any model result for it
                     // can reach it (those go through the supervisor after this).
-                    st.reporter.send_message(ReporterMsg::Decoded { frame: frame.index, timestamp: frame.timestamp, decode_s, resize_s, picture })?;
+                    st.reporter.send_message(ReporterMsg::Decoded { frame: frame.index, timestamp: frame.timestamp, decode_s, resize_s, picture, arrived })?;
                     st.links.supervisor.send_message(ShardMsg::Frame { gen, frame: frame.index, rgb })?;
                 }
                 ResizerMsg::End { next_frame } => st.links.supervisor.send_message(ShardMsg::FramesEnd { gen, next_frame })?,

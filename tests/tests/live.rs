@@ -1,0 +1,137 @@
+//! Live RTMP push streams, end to end with real processes: `panoptes live`
+//! creates an endpoint on a worker, the FFmpeg CLI pushes a generated stream
+//! in real time (`-re`), results are readable while it runs, and the job
+//! completes when the push ends. Every wait is bounded.
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use panoptes_tests::{free_port, wait_for, Cluster};
+use serde_json::Value;
+
+/// Start `ffmpeg` pushing `seconds` of a generated `size` test pattern at 25
+/// fps, in real time, to `url`.
+fn push(url: &str, size: &str, seconds: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", &format!("testsrc=size={size}:rate=25")])
+        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ffmpeg (is the FFmpeg CLI installed?)")
+}
+
+/// Wait (bounded) for a push to end; whether it succeeded.
+fn finish(mut c: Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st.success();
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn create(c: &Cluster, models: &str, step: u32) -> (String, String) {
+    let v = c.cli_json(&["live", "--models", models, "--frame-step", &step.to_string(), "--json"]);
+    let job = v["job_id"].as_str().unwrap_or_else(|| panic!("no job_id in {v}")).to_string();
+    let url = v["rtmp_url"].as_str().unwrap_or_else(|| panic!("no rtmp_url in {v}")).to_string();
+    assert!(url.starts_with("rtmp://127.0.0.1:") && url.contains("/live/"), "{url}");
+    (job, url)
+}
+
+/// Wait until the job's worker listens on the URL's port (its lease started).
+fn wait_listening(c: &Cluster, url: &str) {
+    let port = url.rsplit_once(':').unwrap().1.split('/').next().unwrap().to_string();
+    wait_for("the worker to listen for the publisher", Duration::from_secs(30), || {
+        c.workers.iter().any(|w| w.log_text().contains("waiting for the publisher") && w.log_text().contains(&format!(":{port}/live/"))).then_some(())
+    });
+}
+
+/// The analysed frames of a job: each once, every one a multiple of `step`.
+fn frames(c: &Cluster, job: &str, step: u64) -> Vec<u64> {
+    let rows = c.results(job);
+    let frames: Vec<u64> = rows.iter().map(|r| r["frame"].as_u64().unwrap()).collect();
+    let unique: BTreeSet<u64> = frames.iter().copied().collect();
+    assert_eq!(unique.len(), frames.len(), "a frame of {job} has two results: {frames:?}");
+    assert!(frames.windows(2).all(|w| w[0] < w[1]), "results of {job} not ordered by frame");
+    assert!(frames.iter().all(|f| f % step == 0), "a frame of {job} is not a multiple of {step}");
+    frames
+}
+
+fn metrics(c: &Cluster, job: &str) -> Value {
+    c.cli_json(&["metrics", job, "--json"])
+}
+
+#[test]
+fn two_live_streams_are_analysed_while_they_run_and_complete_when_the_pushes_end() {
+    let c = Cluster::start(&["w1", "w2"]);
+    wait_for("two workers", Duration::from_secs(30), || {
+        let s = c.cli_json(&["cluster", "status", "--json"]);
+        (s["workers"].as_array().map_or(0, |w| w.len()) == 2).then_some(())
+    });
+    let (a, url_a) = create(&c, "colors", 1);
+    let (b, url_b) = create(&c, "colors", 2);
+    assert_ne!(url_a, url_b);
+    wait_listening(&c, &url_a);
+    wait_listening(&c, &url_b);
+
+    let (pa, pb) = (push(&url_a, "320x240", 8), push(&url_b, "320x240", 8));
+    // Results appear while the streams run.
+    wait_for("results before the pushes end", Duration::from_secs(8), || (!c.results(&a).is_empty() && !c.results(&b).is_empty()).then_some(()));
+    assert_eq!(c.cli_json(&["status", &a, "--json"])["state"], "running", "{a} ended before its push");
+    assert!(finish(pa, Duration::from_secs(60)), "push to {url_a} failed");
+    assert!(finish(pb, Duration::from_secs(60)), "push to {url_b} failed");
+
+    for (job, step, pushed) in [(&a, 1u64, 200u64), (&b, 2, 100)] {
+        let s = c.wait_finished(job, Duration::from_secs(60));
+        assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
+        assert!(s["live"].as_bool().unwrap_or(true));
+        let got = frames(&c, job, step);
+        let m = metrics(&c, job);
+        let dropped = m["frames_dropped"].as_u64().unwrap();
+        assert_eq!(s["frames_done"].as_u64().unwrap(), got.len() as u64);
+        // Every frame pushed was analysed exactly once or counted as dropped.
+        assert_eq!(got.len() as u64 + dropped, pushed, "{job}: {} analysed + {dropped} dropped; metrics {m}", got.len());
+        if dropped == 0 {
+            let want: Vec<u64> = (0..pushed).map(|i| i * step).collect();
+            assert_eq!(got, want, "{job}: frames not contiguous");
+        }
+        assert!(m["latency_ms"]["samples"].as_u64().unwrap() >= got.len() as u64, "{m}");
+        assert!(m["latency_ms"]["p99"].as_f64().unwrap() >= m["latency_ms"]["p50"].as_f64().unwrap());
+        eprintln!("{job}: {} frames, {dropped} dropped, latency {}", got.len(), m["latency_ms"]);
+    }
+
+    // A push to a finished stream's URL, or to a port no stream listens on, is refused.
+    assert!(!finish(push(&url_a, "160x120", 2), Duration::from_secs(30)), "a push to a finished stream was accepted");
+    let unknown = format!("rtmp://127.0.0.1:{}/live/no-such-key", free_port());
+    assert!(!finish(push(&unknown, "160x120", 2), Duration::from_secs(30)), "a push to an unknown key was accepted");
+}
+
+#[test]
+fn a_stream_faster_than_its_analysis_drops_frames_and_keeps_lag_bounded() {
+    let c = Cluster::start(&["w1"]);
+    wait_for("a worker", Duration::from_secs(30), || {
+        let s = c.cli_json(&["cluster", "status", "--json"]);
+        (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())
+    });
+    let (job, url) = create(&c, "objects", 1);
+    wait_listening(&c, &url);
+    let p = push(&url, "640x480", 10);
+    assert!(finish(p, Duration::from_secs(60)), "push to {url} failed");
+    // Bounded lag: once the push ends, at most a pipeline's depth of frames
+    // remains to analyse, so the job completes soon after (bounded wait).
+    let s = c.wait_finished(&job, Duration::from_secs(60));
+    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
+    let got = frames(&c, &job, 1);
+    let m = metrics(&c, &job);
+    let dropped = m["frames_dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "objects on 640x480 at 25 fps kept up with the stream? {m}");
+    assert_eq!(got.len() as u64 + dropped, 250, "{m}");
+    eprintln!("{job}: {} frames analysed, {dropped} dropped, latency {}", got.len(), m["latency_ms"]);
+}

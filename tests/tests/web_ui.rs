@@ -1,0 +1,127 @@
+//! Issue 9: the web page in headless Chromium, driven by playwright-core
+//! (`tests/web/ui.spec.mjs`) against a real local cluster (1 coordinator,
+//! 1 worker): submit a generated clip, see its results, open it in History,
+//! load an annotated frame. Screenshots of each tab go to
+//! `target/web-screenshots/`.
+//!
+//! Needs Debian's `chromium` (scripts/setup.sh installs it) and Node.js with
+//! npm; playwright-core (pinned) is installed by this test into
+//! `target/web-ui-node/` on first use.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use panoptes_tests::{make_video, workspace, Cluster};
+
+/// The version the Debian Chromium of this machine kind is known to work with.
+const PLAYWRIGHT_CORE: &str = "playwright-core@1.64.1";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+}
+
+/// Wait for `child` for at most `limit`, killing it after that.
+fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait for child").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{what} did not finish within {limit:?}\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// playwright-core in `target/web-ui-node/node_modules` (npm, pinned version).
+fn playwright_dir() -> PathBuf {
+    let dir = target_dir().join("web-ui-node");
+    let want = PLAYWRIGHT_CORE.rsplit('@').next().unwrap();
+    let pkg = dir.join("node_modules/playwright-core/package.json");
+    let have = std::fs::read_to_string(&pkg).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).and_then(|v| v["version"].as_str().map(str::to_string));
+    if have.as_deref() != Some(want) {
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--save-exact", "--prefix"])
+            .arg(&dir)
+            .arg(PLAYWRIGHT_CORE)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run npm (install Node.js and npm: apt-get install nodejs npm)");
+        let out = wait_bounded(child, Duration::from_secs(300), "npm install playwright-core");
+        assert!(out.status.success(), "npm install {PLAYWRIGHT_CORE} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    dir
+}
+
+/// The web UI's address, from the coordinator's log ("web UI on http://…/").
+fn web_addr(c: &Cluster) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = c.coordinator_log(1);
+        if let Some(i) = log.find("web UI on http://") {
+            let rest = &log[i + "web UI on http://".len()..];
+            return rest[..rest.find('/').unwrap()].to_string();
+        }
+        assert!(Instant::now() < deadline, "the coordinator logged no web UI address:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn w10_the_page_in_headless_chromium() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "{chromium} is missing: run `bash scripts/setup.sh` (installs Debian's chromium) or set CHROMIUM");
+    let pw = playwright_dir();
+    let shots = target_dir().join("web-screenshots");
+    for name in ["submit", "webcam", "history", "history-frame", "failure"] {
+        let _ = std::fs::remove_file(shots.join(format!("{name}.png")));
+    }
+
+    let c = Cluster::start(&["w1"]);
+    let web = web_addr(&c);
+    let clip = c.dir.path().join("ui-clip.mp4");
+    make_video(&clip, 60, "320x240", 25);
+
+    let child = Command::new("node")
+        .arg(workspace().join("tests/web/ui.spec.mjs"))
+        .env("WEB_URL", format!("http://{web}/"))
+        .env("CLIP", &clip)
+        .env("SHOTS_DIR", &shots)
+        .env("PW_NODE_DIR", &pw)
+        .env("CHROMIUM", &chromium)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let out = wait_bounded(child, Duration::from_secs(400), "the browser test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser test failed (screenshot: {}):\n{stdout}\n{}\n{}",
+        shots.join("failure.png").display(),
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    let found: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the driver's findings as JSON");
+    eprintln!("browser test: {found}");
+    assert!(found["submit_rows"].as_u64().unwrap() >= 1, "{found}");
+    assert!(found["thumbs"].as_u64().unwrap() >= 2, "{found}");
+    assert!(found["frame_width"].as_u64().unwrap() > 0, "{found}");
+    assert!(found.get("page_errors").is_none(), "the page threw: {found}");
+    // The Webcam tab: Chromium's fake camera became a live job with results
+    // (where the cluster offers live ingest at all).
+    let live = found["live"].as_str().unwrap_or("");
+    if live.starts_with("Live job") {
+        assert!(found["live_results"].as_u64().unwrap_or(0) >= 3, "the webcam's live job got no results: {found}\n{}", c.logs());
+    } else {
+        assert!(live.contains("cannot start a live job"), "{found}");
+    }
+    for name in ["submit", "webcam", "history", "history-frame"] {
+        let p = shots.join(format!("{name}.png"));
+        let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "no screenshot at {}", p.display());
+    }
+}

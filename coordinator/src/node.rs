@@ -389,7 +389,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
         .await;
     leader_loop.abort();
     let _ = raft.shutdown().await;
-    db.flush_async().await.ok();
+    crate::raft::log_store::flush(&db).await.ok();
     served.context("gRPC server failed")?;
     info!(id = opts.id, "coordinator stopped");
     Ok(())

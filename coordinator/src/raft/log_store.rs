@@ -8,7 +8,7 @@
 //!   `committed` → bincode(`Option<LogId>`).
 //!
 //! Durability: `append` (before the flush callback fires), `save_vote`, `truncate` and `purge`
-//! all `flush_async().await` before reporting success. `save_committed` does not flush on its own:
+//! all flush (see [`flush`]) before reporting success. `save_committed` does not flush on its own:
 //! sled recovers a prefix of its writes after a crash, and the committed id is written after the
 //! entries it refers to, so a recovered committed id never points past the recovered log; it is
 //! made durable by the next flush (append, vote, or sled's periodic flush, or on drop).
@@ -25,6 +25,20 @@ use std::path::Path;
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
+
+/// Make everything written to sled so far durable, on tokio's blocking pool.
+///
+/// Not `flush_async`: sled 0.34 runs that flush on its own small thread pool,
+/// which also performs the writes the flush waits for, so concurrent flushes
+/// can occupy every pool thread and wait for each other forever (sled issues
+/// #1241 and #1308; it hung our in-process Raft test under load).
+pub async fn flush(tree: &sled::Tree) -> sled::Result<usize> {
+    let t = tree.clone();
+    match tokio::task::spawn_blocking(move || t.flush()).await {
+        Ok(r) => r,
+        Err(e) => Err(sled::Error::ReportableBug(format!("the flush task failed: {e}"))),
+    }
+}
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -195,7 +209,7 @@ impl LogStore {
 
     async fn flush_logs(&self) -> Result<(), StorageError> {
         // Flushing any tree flushes the whole sled page cache (and fsyncs).
-        self.logs.flush_async().await.map_err(write_logs_err)?;
+        flush(&self.logs).await.map_err(write_logs_err)?;
         Ok(())
     }
 }
@@ -227,7 +241,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let bytes = encode(vote).map_err(write_vote_err)?;
         self.meta.insert(KEY_VOTE, bytes).map_err(write_vote_err)?;
-        self.meta.flush_async().await.map_err(write_vote_err)?;
+        flush(&self.meta).await.map_err(write_vote_err)?;
         Ok(())
     }
 
@@ -269,7 +283,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.logs.apply_batch(batch).map_err(write_logs_err)?;
         }
         // Entries are readable now; make them durable before reporting the IO complete.
-        match self.logs.flush_async().await {
+        match flush(&self.logs).await {
             Ok(_) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())

@@ -406,7 +406,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             self.tree.apply_batch(batch).map_err(sm_write)?;
             *guard = load(&self.tree)?;
         }
-        self.db.flush_async().await.map_err(sm_write)?;
+        crate::raft::log_store::flush(&self.db).await.map_err(sm_write)?;
         save_snapshot_files(&self.snapshot_dir, meta, &data)?;
         self.notify.send_replace(meta.last_log_id.map(|l| l.index).unwrap_or(0));
         Ok(())
@@ -470,7 +470,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         // The state machine is written without fsync; make it durable before
         // openraft may purge the log entries this snapshot covers.
-        self.db.flush_async().await.map_err(sm_write)?;
+        crate::raft::log_store::flush(&self.db).await.map_err(sm_write)?;
         let data = bincode::serialize(&rows).map_err(sm_write)?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, crate::now_ms()),

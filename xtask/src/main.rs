@@ -1,4 +1,4 @@
-//! Project chores as subcommands: `cargo xtask <models|sample|demo>`.
+//! Project chores as subcommands: `cargo xtask <models|sample|demo|bench|bench-models|bench-coordinator>`.
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+mod bench;
 mod load;
 mod models;
 
@@ -60,6 +61,19 @@ enum Cmd {
         /// Seconds per configuration.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Every benchmark in one table (decode + resize, inference, end to end, coordinator, live, memory),
+    /// printed and written to the top of docs/BENCHMARKS.md.
+    Bench {
+        /// Smaller runs (a few minutes in all) instead of the full ones.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        /// Run only these sections (decode, inference, e2e, coordinator, live),
+        /// print the table and leave docs/BENCHMARKS.md alone.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Start a local cluster (1 coordinator, 2 workers), analyse the sample video, print what was found, stop.
     Demo {
@@ -137,6 +151,12 @@ fn sample(out: PathBuf) -> Result<()> {
 pub(crate) struct Proc {
     name: String,
     child: Child,
+}
+
+impl Proc {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Proc {
@@ -379,6 +399,7 @@ fn main() -> Result<()> {
         Cmd::Sample { out } => sample(out),
         Cmd::BenchModels { models_dir, iterations } => bench_models(root().join(models_dir), iterations),
         Cmd::BenchCoordinator { workers, coordinators, batch, seconds } => bench_coordinator(workers, coordinators, batch, seconds),
+        Cmd::Bench { quick, models_dir, only } => bench::run(quick, root().join(models_dir), &only),
         Cmd::Demo { models_dir, video, models, frame_step } => demo(models_dir, video, models, frame_step),
     }
 }

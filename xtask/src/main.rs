@@ -260,11 +260,17 @@ fn demo(models_dir: PathBuf, video: PathBuf, models: String, frame_step: u32) ->
     let mut labels: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
     let mut colors: std::collections::BTreeMap<String, u64> = Default::default();
     let mut rows = 0;
+    // The frame with the most objects, to draw.
+    let mut busiest: Option<(usize, u64)> = None;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let v: Value = serde_json::from_str(line)?;
         rows += 1;
         match v["model"].as_str() {
             Some("objects") => {
+                let n = v["results"].as_array().map(|a| a.len()).unwrap_or(0);
+                if busiest.is_none_or(|(m, _)| n > m) {
+                    busiest = Some((n, v["frame"].as_u64().unwrap_or(0)));
+                }
                 let mut seen = std::collections::BTreeSet::new();
                 for d in v["results"].as_array().into_iter().flatten() {
                     let l = d["label"].as_str().unwrap_or("?").to_string();
@@ -297,6 +303,15 @@ fn demo(models_dir: PathBuf, video: PathBuf, models: String, frame_step: u32) ->
         let mut c: Vec<_> = colors.into_iter().collect();
         c.sort_by(|a, b| b.1.cmp(&a.1));
         println!("most frequent dominant colours: {}", c.iter().take(5).map(|(c, n)| format!("{c} ({n})")).collect::<Vec<_>>().join(", "));
+    }
+    if let Some((n, frame)) = busiest {
+        let png = work.join(format!("{job}-frame-{frame}.png"));
+        let f = Command::new(&bin).args(["frame", &job, &frame.to_string(), "-o"]).arg(&png).args(["--coordinator", &addr]).output()?;
+        if f.status.success() {
+            println!("frame {frame} ({n} objects) drawn with its results: {}", png.display());
+        } else {
+            println!("could not draw frame {frame}: {}", String::from_utf8_lossy(&f.stderr).trim());
+        }
     }
     let m = Command::new(&bin).args(["metrics", &job, "--coordinator", &addr]).output()?;
     println!("\n{}", String::from_utf8_lossy(&m.stdout));

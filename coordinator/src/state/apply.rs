@@ -340,6 +340,9 @@ impl State {
         let Some(s) = j.shards.get_mut(r.shard as usize) else { return refused(format!("no shard {}", r.shard)) };
         let lease_end = match &s.state {
             ShardState::Leased { worker, epoch, lease_end, .. } if *worker == r.worker && *epoch == r.epoch => *lease_end,
+            ShardState::Leased { worker, epoch, .. } if *epoch == r.epoch => {
+                return refused(format!("stale lease: shard {} is leased to '{worker}', not to '{}'", r.shard, r.worker))
+            }
             ShardState::Leased { epoch, .. } => {
                 return refused(format!("stale lease: epoch {} is not the current lease {epoch}", r.epoch))
             }
@@ -637,6 +640,11 @@ mod tests {
         }
         assert_eq!(w.sink.0.len(), before);
         assert_ne!(w.job().shards[0].state, ShardState::Done);
+        // Another worker quoting the current epoch is refused too, and told why.
+        match w.apply(report("w1", 0, e2, &[4], 5, false)) {
+            Response::Reported { accepted: false, reason, .. } => assert!(reason.contains("leased to 'w2', not to 'w1'"), "{reason}"),
+            other => panic!("a report from the wrong worker was accepted: {other:?}"),
+        }
         // An old expiry for the previous epoch does not touch the new lease.
         assert!(matches!(w.apply(Request::Expire { job: 1, shard: 0, epoch: e1 }), Response::Rejected(_)));
     }

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Install what building and running Panoptes needs on Debian 12, when missing:
-# FFmpeg's development libraries and CLI, clang (bindgen), pkg-config, protoc.
+# FFmpeg's development libraries and CLI, clang (bindgen), pkg-config, protoc,
+# Python's venv (models, gRPC client tests), Chromium (the web UI test).
 # Then prepare the models directory. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
       libavdevice-dev libavfilter-dev libswresample-dev ffmpeg protobuf-compiler python3-pip python3-venv chromium)
+# The browser test drives Chromium with playwright-core from npm: Node.js
+# and npm from Debian only when the machine has none of its own.
+command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

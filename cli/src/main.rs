@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use panoptes_common::config::{parse_peers, Config};
 use panoptes_proto::api::{self as pb, panoptes_client::PanoptesClient};
 use panoptes_proto::failover::Coordinators;
+use panoptes_proto::status::{is_finished, state_name, status_json};
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
@@ -453,31 +454,6 @@ fn explain(s: tonic::Status, coords: &Coordinators) -> anyhow::Error {
 async fn status_of(coords: &Coordinators, job: &str) -> Result<pb::JobStatus> {
     let r = pb::JobRef { job_id: job.to_string() };
     coords.call(coords.addrs().len() * 2, |ch| { let r = r.clone(); async move { api(ch).get_status(r).await } }).await.map_err(|s| explain(s, coords))
-}
-
-fn state_name(s: i32) -> &'static str {
-    match pb::JobState::try_from(s).unwrap_or(pb::JobState::Unspecified) {
-        pb::JobState::Queued => "queued",
-        pb::JobState::Running => "running",
-        pb::JobState::Completed => "completed",
-        pb::JobState::Failed => "failed",
-        pb::JobState::Cancelled => "cancelled",
-        pb::JobState::Unspecified => "unknown",
-    }
-}
-
-fn status_json(s: &pb::JobStatus) -> Value {
-    json!({
-        "job_id": s.job_id, "name": s.name, "source": s.source, "models": s.models,
-        "frame_step": s.frame_step, "state": state_name(s.state), "frames_total": s.frames_total,
-        "frames_done": s.frames_done, "error": if s.error.is_empty() { Value::Null } else { Value::String(s.error.clone()) },
-        "shards_total": s.shards_total, "shards_done": s.shards_done,
-        "submitted_at_ms": s.submitted_at_ms, "finished_at_ms": s.finished_at_ms,
-    })
-}
-
-fn is_finished(s: &pb::JobStatus) -> bool {
-    matches!(state_name(s.state), "completed" | "failed" | "cancelled")
 }
 
 /// Local paths are resolved here (the coordinator's working directory differs).

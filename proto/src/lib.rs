@@ -15,6 +15,39 @@ pub mod raft {
     tonic::include_proto!("panoptes.raft.v1");
 }
 
+/// A job's status as text and JSON, the same for every client (the CLI's
+/// `--json` output and the web API).
+pub mod status {
+    use super::api::{JobState, JobStatus};
+    use serde_json::{json, Value};
+
+    pub fn state_name(s: i32) -> &'static str {
+        match JobState::try_from(s).unwrap_or(JobState::Unspecified) {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Unspecified => "unknown",
+        }
+    }
+
+    pub fn is_finished(s: &JobStatus) -> bool {
+        matches!(state_name(s.state), "completed" | "failed" | "cancelled")
+    }
+
+    /// The keys of `panoptes status --json` and `GET /api/jobs/{id}`.
+    pub fn status_json(s: &JobStatus) -> Value {
+        json!({
+            "job_id": s.job_id, "name": s.name, "source": s.source, "models": s.models,
+            "frame_step": s.frame_step, "state": state_name(s.state), "frames_total": s.frames_total,
+            "frames_done": s.frames_done, "error": if s.error.is_empty() { Value::Null } else { Value::String(s.error.clone()) },
+            "shards_total": s.shards_total, "shards_done": s.shards_done,
+            "submitted_at_ms": s.submitted_at_ms, "finished_at_ms": s.finished_at_ms, "live": s.live,
+        })
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every service, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/panoptes_descriptor.bin"));
 

@@ -27,6 +27,7 @@ use futures::StreamExt;
 use panoptes_proto::api as pb;
 use panoptes_proto::api::panoptes_client::PanoptesClient;
 use panoptes_proto::failover::Coordinators;
+use panoptes_proto::status::{is_finished, state_name, status_json};
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -236,32 +237,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 type ApiResult = Result<Response, ApiError>;
-
-pub fn state_name(s: i32) -> &'static str {
-    match pb::JobState::try_from(s).unwrap_or(pb::JobState::Unspecified) {
-        pb::JobState::Queued => "queued",
-        pb::JobState::Running => "running",
-        pb::JobState::Completed => "completed",
-        pb::JobState::Failed => "failed",
-        pb::JobState::Cancelled => "cancelled",
-        pb::JobState::Unspecified => "unknown",
-    }
-}
-
-/// A job's status, with the keys of `panoptes status --json`.
-pub fn status_json(s: &pb::JobStatus) -> Value {
-    json!({
-        "job_id": s.job_id, "name": s.name, "source": s.source, "models": s.models,
-        "frame_step": s.frame_step, "state": state_name(s.state), "frames_total": s.frames_total,
-        "frames_done": s.frames_done, "error": if s.error.is_empty() { Value::Null } else { Value::String(s.error.clone()) },
-        "shards_total": s.shards_total, "shards_done": s.shards_done,
-        "submitted_at_ms": s.submitted_at_ms, "finished_at_ms": s.finished_at_ms, "live": s.live,
-    })
-}
-
-fn is_finished(s: &pb::JobStatus) -> bool {
-    matches!(state_name(s.state), "completed" | "failed" | "cancelled")
-}
 
 /// One model's results on one frame, as `panoptes results --json` prints it.
 pub fn result_json(r: &pb::FrameResult) -> Value {

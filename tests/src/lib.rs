@@ -358,14 +358,24 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// An address a node printed in its log as `MARK` + `HOST:PORT/…` (bounded wait).
+pub fn logged_addr(node: &Node, mark: &str, limit: Duration) -> String {
+    wait_for(&format!("{} to log '{mark}…'", node.name), limit, || {
+        let log = node.log_text();
+        let rest = &log[log.find(mark)? + mark.len()..];
+        Some(rest[..rest.find('/')?].to_string())
+    })
+}
+
 /// The metrics address a node printed in its log ("metrics on http://ADDR/metrics").
 pub fn metrics_addr(node: &Node) -> String {
-    const MARK: &str = "metrics on http://";
-    wait_for(&format!("{} to print its metrics address", node.name), Duration::from_secs(60), || {
-        let log = node.log_text();
-        let rest = &log[log.find(MARK)? + MARK.len()..];
-        Some(rest[..rest.find("/metrics")?].to_string())
-    })
+    logged_addr(node, "metrics on http://", Duration::from_secs(60))
+}
+
+/// The web UI's address, from coordinator 1's log ("web UI on http://ADDR/").
+pub fn web_addr(c: &Cluster) -> String {
+    let node = c.coordinators[0].as_ref().expect("coordinator 1 is running");
+    logged_addr(node, "web UI on http://", Duration::from_secs(30))
 }
 
 /// The value of one Prometheus series, written exactly as rendered (name and labels).

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use panoptes_tests::{make_video, Cluster};
+use panoptes_tests::{make_video, web_addr, Cluster};
 use serde_json::{json, Value};
 
 /// One HTTP answer.
@@ -92,20 +92,6 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         }
         out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
         b = &b[eol + 2 + size + 2..];
-    }
-}
-
-/// The web UI's address, from the coordinator's log ("web UI on http://…/").
-fn web_addr(c: &Cluster) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = c.coordinator_log(1);
-        if let Some(i) = log.find("web UI on http://") {
-            let rest = &log[i + "web UI on http://".len()..];
-            return rest[..rest.find('/').unwrap()].to_string();
-        }
-        assert!(Instant::now() < deadline, "the coordinator logged no web UI address:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use panoptes_tests::{make_video, workspace, Cluster};
+use panoptes_tests::{make_video, web_addr, workspace, Cluster};
 
 /// The version the Debian Chromium of this machine kind is known to work with.
 const PLAYWRIGHT_CORE: &str = "playwright-core@1.64.1";
@@ -54,20 +54,6 @@ fn playwright_dir() -> PathBuf {
         assert!(out.status.success(), "npm install {PLAYWRIGHT_CORE} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     }
     dir
-}
-
-/// The web UI's address, from the coordinator's log ("web UI on http://…/").
-fn web_addr(c: &Cluster) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = c.coordinator_log(1);
-        if let Some(i) = log.find("web UI on http://") {
-            let rest = &log[i + "web UI on http://".len()..];
-            return rest[..rest.find('/').unwrap()].to_string();
-        }
-        assert!(Instant::now() < deadline, "the coordinator logged no web UI address:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

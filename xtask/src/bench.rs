@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{load, root, spawn, Proc};
+use crate::{load, root, spawn, start_coordinator, Proc};
 
 /// How much work each section does: `--quick` keeps the whole run within a
 /// few minutes on a loaded 2-core machine; the full run is for the docs.
@@ -492,13 +492,7 @@ fn cluster_run(bins: &Bins, models_dir: &Path, work: &Path, clip: &Path, models:
     std::fs::create_dir_all(&dir)?;
     let bin = bins.panoptes.display().to_string();
     let s = |v: &str| v.to_string();
-    let (coord, line) = spawn(
-        "coordinator",
-        &bins.panoptes,
-        &[s("coordinator"), s("--id"), s("1"), s("--listen"), s("127.0.0.1:0"), s("--data-dir"), dir.join("c1").display().to_string()],
-        &dir.join("coordinator.log"),
-    )?;
-    let addr = line.rsplit(' ').next().context("the coordinator printed no address")?.to_string();
+    let (coord, addr) = start_coordinator(&bins.panoptes, &dir)?;
     let mut procs: Vec<Proc> = Vec::new();
     for i in 0..workers {
         let name = format!("w{}", i + 1);
@@ -610,13 +604,7 @@ fn live_measure(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path, models
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let s = |v: &str| v.to_string();
-    let (_coord, line) = spawn(
-        "coordinator",
-        &bins.panoptes,
-        &[s("coordinator"), s("--id"), s("1"), s("--listen"), s("127.0.0.1:0"), s("--data-dir"), dir.join("c1").display().to_string()],
-        &dir.join("coordinator.log"),
-    )?;
-    let addr = line.rsplit(' ').next().context("the coordinator printed no address")?.to_string();
+    let (_coord, addr) = start_coordinator(&bins.panoptes, &dir)?;
     let (_worker, _) = spawn(
         "w1",
         &bins.panoptes,

@@ -202,6 +202,18 @@ pub(crate) fn spawn(name: &str, bin: &Path, args: &[String], log: &Path) -> Resu
     }
 }
 
+/// A one-member coordinator on a free port of 127.0.0.1, data in `dir/c1`,
+/// log in `dir/coordinator.log`; the process and its address.
+pub(crate) fn start_coordinator(bin: &Path, dir: &Path) -> Result<(Proc, String)> {
+    let args: Vec<String> = ["coordinator", "--id", "1", "--listen", "127.0.0.1:0", "--data-dir", &dir.join("c1").display().to_string()]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let (p, line) = spawn("coordinator", bin, &args, &dir.join("coordinator.log"))?;
+    let addr = line.rsplit(' ').next().context("the coordinator printed no address")?.to_string();
+    Ok((p, addr))
+}
+
 fn demo(models_dir: PathBuf, video: PathBuf, models: String, frame_step: u32) -> Result<()> {
     let root = root();
     let bin = root.join("target/debug/panoptes");
@@ -215,13 +227,7 @@ fn demo(models_dir: PathBuf, video: PathBuf, models: String, frame_step: u32) ->
     std::fs::create_dir_all(&work)?;
     println!("starting a local cluster: 1 coordinator, 2 workers (logs in {})", work.display());
     let s = |v: &str| v.to_string();
-    let (coord, line) = spawn(
-        "coordinator",
-        &bin,
-        &[s("coordinator"), s("--id"), s("1"), s("--listen"), s("127.0.0.1:0"), s("--data-dir"), work.join("c1").display().to_string()],
-        &work.join("coordinator.log"),
-    )?;
-    let addr = line.rsplit(' ').next().context("coordinator printed no address")?.to_string();
+    let (coord, addr) = start_coordinator(&bin, &work)?;
     let mut workers = Vec::new();
     for w in ["w1", "w2"] {
         let (p, _) = spawn(

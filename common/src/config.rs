@@ -28,6 +28,8 @@ pub struct Config {
     pub worker: WorkerSection,
     pub frames: FramesSection,
     pub live: LiveSection,
+    pub sources: SourcesSection,
+    pub security: SecuritySection,
     pub log: LogSection,
     /// The model registry: every analysis a worker can load, by name. The
     /// built-ins (`objects`, `joy`, `colors`) are always present; a file's
@@ -117,11 +119,100 @@ pub struct LiveSection {
     /// A connected publisher that sends nothing for this long is taken as gone:
     /// the job completes with what was analysed.
     pub idle_timeout_s: u64,
+    /// What a live job does when analysis is slower than the stream:
+    /// `lag` drops the oldest waiting frames once they are older than
+    /// `max_lag_ms`; `every_nth` analyses only every `keep_every`-th frame
+    /// (and still drops when the pipeline is full).
+    pub drop_policy: String,
+    /// `lag` policy: a frame waiting longer than this is dropped, oldest first.
+    pub max_lag_ms: u64,
+    /// `every_nth` policy: analyse one frame in this many.
+    pub keep_every: u32,
+    /// A pull source (rtsp://, rtmp://) that drops is reopened up to this many
+    /// times in a row, waiting `reconnect_backoff_ms` doubled each time (at
+    /// most `reconnect_max_backoff_ms`); then the job fails.
+    pub reconnect_attempts: u32,
+    pub reconnect_backoff_ms: u64,
+    pub reconnect_max_backoff_ms: u64,
 }
 
 impl Default for LiveSection {
     fn default() -> Self {
-        Self { connect_timeout_s: 60, idle_timeout_s: 10 }
+        Self {
+            connect_timeout_s: 60,
+            idle_timeout_s: 10,
+            drop_policy: "lag".into(),
+            max_lag_ms: 1000,
+            keep_every: 2,
+            reconnect_attempts: 5,
+            reconnect_backoff_ms: 500,
+            reconnect_max_backoff_ms: 8000,
+        }
+    }
+}
+
+/// Which sources a job may name (server-side request forgery and local file
+/// access are refused unless allowed here).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesSection {
+    /// Local files may be analysed only inside these directories, after `..`
+    /// and symlinks are resolved; `[]` refuses every local file.
+    pub file_dirs: Vec<String>,
+    /// Network sources (http, https, rtsp, rtmp) may not reach loopback,
+    /// private, link-local, multicast or unspecified addresses unless the
+    /// address falls in one of these (an IP, or a CIDR such as "10.0.0.0/8").
+    pub allow_networks: Vec<String>,
+}
+
+impl Default for SourcesSection {
+    fn default() -> Self {
+        Self { file_dirs: vec!["/".into()], allow_networks: Vec::new() }
+    }
+}
+
+/// TLS, authentication and request limits of the gRPC API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// This node's certificate chain and private key (PEM files). With both
+    /// set, a coordinator serves gRPC over TLS only.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// The CA certificate (PEM) that signs the cluster's certificates. With
+    /// it set, every outgoing gRPC connection (CLI, worker, coordinator to
+    /// coordinator) uses TLS and verifies the server against it.
+    pub tls_ca: String,
+    /// Require every gRPC client to present a certificate signed by `tls_ca`.
+    pub require_client_cert: bool,
+    /// A file of bearer tokens, one per line: `ROLE NAME SHA256-HEX` where
+    /// ROLE is `user` (submit and read) or `admin` (everything). With it
+    /// set, every user or admin call needs `authorization: Bearer TOKEN`.
+    pub tokens_file: String,
+    /// A file holding the cluster secret that workers and coordinators
+    /// present to each other; with it set, worker and Raft calls need it.
+    pub cluster_secret_file: String,
+    /// The largest gRPC request accepted, in bytes.
+    pub max_request_bytes: u64,
+    /// Per-client request rate (token bucket): sustained requests per second
+    /// and burst. 0 turns the limit off.
+    pub rate_limit_per_s: u32,
+    pub rate_limit_burst: u32,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        Self {
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
+            require_client_cert: false,
+            tokens_file: String::new(),
+            cluster_secret_file: String::new(),
+            max_request_bytes: 4 << 20,
+            rate_limit_per_s: 200,
+            rate_limit_burst: 400,
+        }
     }
 }
 
@@ -188,6 +279,8 @@ impl Default for Config {
             worker: WorkerSection::default(),
             frames: FramesSection::default(),
             live: LiveSection::default(),
+            sources: SourcesSection::default(),
+            security: SecuritySection::default(),
             log: LogSection::default(),
             models: builtin_models(),
         }

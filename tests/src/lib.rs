@@ -147,6 +147,10 @@ snapshot_logs = 10
 [worker]
 report_batch = 4
 pipeline_depth = 8
+
+[sources]
+# Test sources are served from this machine's loopback.
+allow_networks = ["127.0.0.1", "::1"]
 "#;
 
 impl Cluster {

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod chaos;
+
 /// Clusters are heavy on a 2-core machine: tests that start one take this lock.
 static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
 

@@ -165,6 +165,28 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
     })
 }
 
+/// Check a submitted (normalised) source against the `[sources]` policy of
+/// `cfg`: local files inside `file_dirs`, network hosts not on internal
+/// addresses unless in `allow_networks`. Runs before the job exists, so a
+/// refused source is never probed or opened. Resolving the host blocks, so
+/// the check runs on the blocking pool.
+pub async fn check_source_policy(source: &str, cfg: &Config) -> Result<(), Status> {
+    use panoptes_media::{policy::SourcePolicy, ErrorKind};
+    let policy = SourcePolicy::new(&cfg.sources.file_dirs, &cfg.sources.allow_networks)
+        .map_err(|e| Status::failed_precondition(format!("this coordinator's config is invalid: {e}; fix [sources] and restart it")))?;
+    let src = source.to_string();
+    match tokio::task::spawn_blocking(move || policy.check(&src)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            // Not the source itself: its URL may carry a password (`user:pass@`).
+            warn!(kind = ?e.kind(), "a submitted source was refused by the [sources] policy");
+            // A host name that did not resolve in time may well resolve later.
+            Err(if e.kind() == ErrorKind::Network { Status::unavailable(e.to_string()) } else { Status::invalid_argument(e.to_string()) })
+        }
+        Err(e) => Err(Status::internal(format!("checking the source '{source}' failed: {e}"))),
+    }
+}
+
 impl ApiService {
     fn job(&self, id: &str) -> Result<Job, Status> {
         let id = parse_job(id)?;
@@ -233,6 +255,7 @@ impl Panoptes for ApiService {
     async fn submit(&self, req: Req<pb::SubmitRequest>) -> Result<Resp<pb::SubmitResponse>, Status> {
         let r = req.into_inner();
         let spec = validate_submit(&r, &self.node.cfg)?;
+        check_source_policy(&spec.source, &self.node.cfg).await?;
         let (name, source) = (spec.name.clone(), spec.source.clone());
         match self.node.write(Request::Submit { spec, now_ms: now_ms() }).await? {
             Response::JobCreated { job, existing } => {
@@ -851,6 +874,20 @@ mod tests {
         assert!(e.message().contains(&format!("needs the file {}", dir.path().join("mydet.onnx").display())), "{}", e.message());
         std::fs::write(dir.path().join("mydet.onnx"), b"x").unwrap();
         assert!(validate_submit(&req(&["colors", "mydet"]), &cfg).is_ok());
+    }
+
+    #[tokio::test]
+    async fn sources_outside_the_policy_are_refused_before_a_job_exists() {
+        let cfg = Config::from_toml("[sources]\nfile_dirs = []\nallow_networks = []\n", Path::new("c.toml")).unwrap();
+        let e = check_source_policy("http://169.254.169.254/latest/meta-data/", &cfg).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("is a link-local address"), "{}", e.message());
+        let e = check_source_policy("/etc/passwd", &cfg).await.unwrap_err();
+        assert!(e.message().contains("sources.file_dirs is empty"), "{}", e.message());
+        assert!(check_source_policy("http://93.184.216.34/clip.mp4", &cfg).await.is_ok());
+        // The defaults allow any local file.
+        let cfg = Config::from_toml("", Path::new("c.toml")).unwrap();
+        assert!(check_source_policy("/etc/passwd", &cfg).await.is_ok());
     }
 
     #[test]

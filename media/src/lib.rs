@@ -20,6 +20,7 @@ pub use decode::{probe, probe_with_options, DecodedFrame, Decoder, ProbeInfo};
 pub use error::{ErrorKind, MediaError};
 pub use ffmpeg_next;
 pub use source::normalize_source;
+pub mod policy;
 
 /// Initialise FFmpeg once per process (idempotent, thread-safe; every other
 /// function here calls it too). FFmpeg's own log output is silenced

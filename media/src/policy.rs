@@ -230,6 +230,27 @@ pub fn http_options() -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// `source` as it may be logged or shown to other users: the user
+/// information (`user:password@`) and the query string of a URL (signed
+/// URLs carry their credentials there) are replaced by `***`. Local paths
+/// are returned as they are.
+pub fn redact(source: &str) -> String {
+    let Some((scheme, rest)) = source.split_once("://") else { return source.to_string() };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rfind('@') {
+        Some(i) => format!("***@{}", &authority[i + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = match tail.find('?') {
+        Some(i) => format!("{}?***", &tail[..i]),
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
 /// The lower-cased scheme of `scheme://…`, if the source has that form.
 fn scheme(source: &str) -> Option<String> {
     let (s, _) = source.split_once("://")?;
@@ -388,6 +409,15 @@ fn forbidden(ip: IpAddr) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redact_hides_credentials_and_queries() {
+        use super::redact;
+        assert_eq!(redact("http://user:pw@example.com/a.mp4?sig=abc"), "http://***@example.com/a.mp4?***");
+        assert_eq!(redact("rtsp://cam.local:554/stream"), "rtsp://cam.local:554/stream");
+        assert_eq!(redact("https://h?token=x"), "https://h?***");
+        assert_eq!(redact("/videos/a@b.mp4"), "/videos/a@b.mp4");
+    }
+
     use super::*;
 
     fn strict() -> SourcePolicy {

@@ -259,7 +259,7 @@ impl Panoptes for ApiService {
         let (name, source) = (spec.name.clone(), spec.source.clone());
         match self.node.write(Request::Submit { spec, now_ms: now_ms() }).await? {
             Response::JobCreated { job, existing } => {
-                info!(job_id = job, %name, %source, existing, "job submitted");
+                info!(job_id = job, %name, source = %panoptes_media::policy::redact(&source), existing, "job submitted");
                 Ok(Resp::new(pb::SubmitResponse { job_id: JobId(job).to_string() }))
             }
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),

@@ -1,7 +1,9 @@
 //! Per-model tract latency on fixed inputs, and per-frame latency of each
 //! analysis on a real frame. Prints one JSON object per line.
 //! Used by `cargo xtask bench-models`; run alone with
-//! `cargo run -p panoptes-worker --example model_latency -- MODELS_DIR [ITERATIONS]`.
+//! `cargo run -p panoptes-worker --example model_latency -- MODELS_DIR [ITERATIONS] [ONLY]`
+//! (ONLY: run just the models whose file name contains it, no analyses;
+//! for profiling one model under perf or callgrind).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -42,7 +44,8 @@ fn main() -> TractResult<()> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().unwrap_or_else(|| "models".into()));
     let iterations: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
-    for (file, shape) in CASES {
+    let only = args.next();
+    for (file, shape) in CASES.iter().filter(|(f, _)| only.as_ref().is_none_or(|o| f.contains(o.as_str()))) {
         let plan = tract_onnx::onnx()
             .model_for_path(dir.join(file))?
             .with_input_fact(0, f32::fact(shape.to_vec()).into())?
@@ -51,6 +54,9 @@ fn main() -> TractResult<()> {
         let x = input(shape);
         let ms = median_ms(|| drop(plan.run(tvec!(x.clone().into())).unwrap()), iterations);
         println!("{}", serde_json::json!({"kind": "model", "model": file, "shape": shape, "tract_ms": ms}));
+    }
+    if only.is_some() {
+        return Ok(());
     }
     // Whole analyses on a real 640x480 frame (the fixture's astronaut still).
     let shared = std::env::var("PANOPTES_SHARED_DIR").unwrap_or_else(|_| "../shared".into());

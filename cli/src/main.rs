@@ -45,6 +45,9 @@ struct ClientOpts {
     /// Cluster config file (used for the coordinator list when --coordinator is not given).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Bearer token for a cluster with security.tokens_file set (from `panoptes token`).
+    #[arg(long, env = "PANOPTES_TOKEN", global = true, hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -58,6 +61,9 @@ enum Cmd {
     /// Analyse a video on this machine with the worker's own pipeline, no cluster;
     /// prints results like `results` does.
     Analyze(AnalyzeArgs),
+    /// Make a fresh random bearer token: prints the token (once; keep it) and
+    /// the `ROLE NAME SHA256` line to add to security.tokens_file.
+    Token(TokenArgs),
     /// Submit a video file or URL for analysis; prints the job id.
     Submit(SubmitArgs),
     /// Show a job's state and progress.
@@ -428,11 +434,16 @@ fn connect(c: &ClientOpts) -> Result<Coordinators> {
         Some(s) => split_addrs(s),
         None => load_config(c.config.as_deref())?.coordinator_addrs(),
     };
+    if let Some(t) = &c.token {
+        panoptes_proto::credentials::set_token(t).map_err(|e| anyhow!(e))?;
+    }
     Coordinators::new(&addrs).map_err(|e| anyhow!(e))
 }
 
-fn api(ch: Channel) -> PanoptesClient<Channel> {
-    PanoptesClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(64 << 20)
+type Api = PanoptesClient<tonic::service::interceptor::InterceptedService<Channel, panoptes_proto::credentials::WithToken>>;
+
+fn api(ch: Channel) -> Api {
+    PanoptesClient::with_interceptor(ch, panoptes_proto::credentials::WithToken).max_decoding_message_size(256 << 20).max_encoding_message_size(64 << 20)
 }
 
 /// Turn a gRPC failure into a message that says what to do.
@@ -882,6 +893,29 @@ async fn drain(a: DrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Args)]
+struct TokenArgs {
+    /// `user` (submit, read, live, cancel) or `admin` (everything).
+    #[arg(long, value_parser = ["user", "admin"])]
+    role: String,
+    /// Who the token is for (appears in logs instead of the token).
+    #[arg(long)]
+    name: String,
+}
+
+fn token(a: TokenArgs) -> Result<ExitCode> {
+    use std::io::Read;
+    if a.name.is_empty() || a.name.contains(char::is_whitespace) {
+        return Err(anyhow!("--name must be one word without spaces"));
+    }
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw)).context("cannot read /dev/urandom for a random token")?;
+    let t: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    println!("token: {t}");
+    println!("{} {} {}", a.role, a.name, panoptes_coordinator::auth::token_hash_hex(&t));
+    Ok(ExitCode::SUCCESS)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -890,6 +924,7 @@ async fn main() -> ExitCode {
         Cmd::Worker(WorkerArgs { cmd: Some(WorkerCmd::Drain(d)), .. }) => drain(d).await,
         Cmd::Worker(a) => run_worker(a).await.map(|_| ExitCode::SUCCESS),
         Cmd::Analyze(a) => analyze(a).await,
+        Cmd::Token(a) => token(a),
         Cmd::Submit(a) => submit(a).await,
         Cmd::Status(a) => status(a).await,
         Cmd::Results(a) => results(a).await,

@@ -151,6 +151,28 @@ impl Default for LiveSection {
     }
 }
 
+impl LiveSection {
+    /// The `[live]` values a worker cannot run with, named with what to use.
+    pub fn validate(&self) -> Result<(), String> {
+        if !["lag", "every_nth"].contains(&self.drop_policy.as_str()) {
+            return Err(format!("live.drop_policy is '{}': use lag or every_nth", self.drop_policy));
+        }
+        if self.max_lag_ms == 0 || self.keep_every == 0 {
+            return Err(format!("live.max_lag_ms ({}) and live.keep_every ({}) must be at least 1", self.max_lag_ms, self.keep_every));
+        }
+        if self.connect_timeout_s == 0 || self.idle_timeout_s == 0 {
+            return Err("live.connect_timeout_s and live.idle_timeout_s must be at least 1".into());
+        }
+        if self.reconnect_backoff_ms == 0 || self.reconnect_max_backoff_ms < self.reconnect_backoff_ms {
+            return Err(format!(
+                "live.reconnect_backoff_ms ({}) must be at least 1 and at most live.reconnect_max_backoff_ms ({})",
+                self.reconnect_backoff_ms, self.reconnect_max_backoff_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Which sources a job may name (server-side request forgery and local file
 /// access are refused unless allowed here).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -213,6 +235,25 @@ impl Default for SecuritySection {
             rate_limit_per_s: 200,
             rate_limit_burst: 400,
         }
+    }
+}
+
+impl SecuritySection {
+    /// Settings that cannot work together, named with what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return Err("security.tls_cert and security.tls_key go together: set both or neither".into());
+        }
+        if self.require_client_cert && (self.tls_ca.is_empty() || self.tls_cert.is_empty()) {
+            return Err("security.require_client_cert needs security.tls_ca, tls_cert and tls_key (make them with `panoptes certs`)".into());
+        }
+        if self.max_request_bytes < 1024 || self.max_request_bytes > u32::MAX as u64 {
+            return Err(format!("security.max_request_bytes is {}: use 1024 to 4294967295", self.max_request_bytes));
+        }
+        if self.rate_limit_per_s > 0 && self.rate_limit_burst == 0 {
+            return Err("security.rate_limit_burst must be at least 1 when rate_limit_per_s is set (0 per second turns the limit off)".into());
+        }
+        Ok(())
     }
 }
 
@@ -358,6 +399,8 @@ impl Config {
                 self.frames.max_height, self.frames.quality
             ));
         }
+        self.live.validate().map_err(ConfigError::Invalid)?;
+        self.security.validate().map_err(ConfigError::Invalid)?;
         let w = &self.worker;
         if w.capacity == 0 || w.pipeline_depth == 0 || w.report_batch == 0 {
             return bad("worker.capacity, worker.pipeline_depth and worker.report_batch must be at least 1".into());
@@ -749,6 +792,27 @@ mod tests {
         c = Config::default();
         c.cluster.coordinators.push(Peer { id: 1, addr: "127.0.0.1:1".into() });
         assert!(c.validate().unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn live_drop_policy_is_checked() {
+        let e = parse("[live]\ndrop_policy = \"newest\"\n").unwrap_err();
+        assert!(e.to_string().contains("live.drop_policy"), "{e}");
+        let e = parse("[live]\ndrop_policy = \"every_nth\"\nkeep_every = 0\n").unwrap_err();
+        assert!(e.to_string().contains("keep_every"), "{e}");
+        let c = parse("[live]\ndrop_policy = \"every_nth\"\nkeep_every = 3\n").unwrap();
+        assert_eq!((c.live.drop_policy.as_str(), c.live.keep_every), ("every_nth", 3));
+    }
+
+    #[test]
+    fn security_settings_are_checked() {
+        let e = parse("[security]\ntls_cert = \"c.pem\"\n").unwrap_err();
+        assert!(e.to_string().contains("tls_key"), "{e}");
+        let e = parse("[security]\nrequire_client_cert = true\n").unwrap_err();
+        assert!(e.to_string().contains("panoptes certs"), "{e}");
+        let e = parse("[security]\nmax_request_bytes = 10\n").unwrap_err();
+        assert!(e.to_string().contains("max_request_bytes"), "{e}");
+        assert!(parse("[security]\ntls_cert = \"c\"\ntls_key = \"k\"\ntls_ca = \"ca\"\nrequire_client_cert = true\n").is_ok());
     }
 
     #[test]

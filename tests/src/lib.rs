@@ -127,6 +127,8 @@ pub struct Cluster {
     pub coordinators: Vec<Option<Node>>,
     pub coordinator_addrs: Vec<String>,
     pub workers: Vec<Node>,
+    /// The bearer token the CLI helpers pass (PANOPTES_TOKEN); None in plain mode.
+    pub token: Option<String>,
     _lock: MutexGuard<'static, ()>,
 }
 
@@ -162,9 +164,25 @@ impl Cluster {
 
     /// `n` coordinators forming one Raft cluster, and the named workers.
     pub fn start_replicated(n: u64, workers: &[&str]) -> Cluster {
-        let lock = cluster_lock();
+        Self::start_with(n, workers, "", None)
+    }
+
+    /// One coordinator with `extra` appended to the test config (e.g. a
+    /// `[security]` block naming files in `dir`), the CLI helpers passing
+    /// `token`. `prepare` writes those files into the cluster directory first.
+    pub fn start_secure(workers: &[&str], token: &str, prepare: impl FnOnce(&std::path::Path) -> String) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("cluster.toml"), TEST_CONFIG).unwrap();
+        let extra = prepare(dir.path());
+        Self::start_in(dir, 1, workers, &extra, Some(token.to_string()))
+    }
+
+    fn start_with(n: u64, workers: &[&str], extra: &str, token: Option<String>) -> Cluster {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), n, workers, extra, token)
+    }
+
+    fn start_in(dir: tempfile::TempDir, n: u64, workers: &[&str], extra: &str, token: Option<String>) -> Cluster {
+        let lock = cluster_lock();
+        std::fs::write(dir.path().join("cluster.toml"), format!("{TEST_CONFIG}{extra}")).unwrap();
         let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let mut c = Cluster {
             dir,
@@ -172,6 +190,7 @@ impl Cluster {
             coordinators: (0..n).map(|_| None).collect(),
             coordinator_addrs: addrs,
             workers: Vec::new(),
+            token,
             _lock: lock,
         };
         for id in 1..=n {
@@ -261,8 +280,7 @@ impl Cluster {
 
     /// Run the CLI against this cluster.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let out = Command::new(bin()).args(args).args(["--coordinator", &self.addr]).output().expect("run panoptes");
-        out
+        self.cli_at(&self.addr, args)
     }
 
     /// Run the CLI and parse its stdout as one JSON value.
@@ -333,7 +351,12 @@ impl Cluster {
 
     /// Run the CLI against one coordinator only.
     pub fn cli_at(&self, addr: &str, args: &[&str]) -> Output {
-        Command::new(bin()).args(args).args(["--coordinator", addr]).output().expect("run panoptes")
+        let mut cmd = Command::new(bin());
+        cmd.args(args).args(["--coordinator", addr]);
+        if let Some(t) = &self.token {
+            cmd.env("PANOPTES_TOKEN", t);
+        }
+        cmd.output().expect("run panoptes")
     }
 }
 

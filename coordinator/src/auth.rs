@@ -1,0 +1,418 @@
+//! Who may call what: bearer tokens for users and admins, the cluster secret
+//! for workers and coordinators, and a per-client token-bucket rate limit.
+//!
+//! This module holds the decisions (pure, unit-tested). `Auth::check` takes
+//! the gRPC method path and the request metadata and answers with the caller
+//! or the `Status` to refuse with.
+//!
+//! Decisions (see docs/SECURITY.md):
+//! - `panoptes.v1.Panoptes`: `user` token for submit/read/live/cancel,
+//!   `admin` token for Prune, ClusterStatus, DrainWorker, AddMember,
+//!   RemoveMember. An admin token works everywhere a user token does.
+//! - `panoptes.worker.v1.WorkerApi` and `panoptes.raft.v1.RaftService`: the
+//!   cluster secret in `x-panoptes-cluster-secret`. Tokens do not work
+//!   there and the secret does not work as a token.
+//! - gRPC health and reflection stay open: they reveal nothing beyond the
+//!   service names (which are public in the .proto files) and load
+//!   balancers probe health without credentials.
+//!
+//! Tokens and secrets are never logged: only the token's NAME from the
+//! tokens file appears in logs.
+use std::collections::HashMap;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+
+/// The metadata header that carries the cluster secret.
+pub const SECRET_HEADER: &str = "x-panoptes-cluster-secret";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Admin,
+}
+
+/// What a method needs from its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Open,
+    User,
+    Admin,
+    ClusterSecret,
+}
+
+/// Who made a call that was let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Anonymous,
+    Token { role: Role, name: String },
+    Cluster,
+}
+
+/// The access a gRPC method path (`/package.Service/Method`) requires.
+pub fn required(path: &str) -> Access {
+    let path = path.trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    match service {
+        "panoptes.raft.v1.RaftService" | "panoptes.worker.v1.WorkerApi" => Access::ClusterSecret,
+        "panoptes.v1.Panoptes" => match method {
+            "Prune" | "ClusterStatus" | "DrainWorker" | "AddMember" | "RemoveMember" => Access::Admin,
+            _ => Access::User,
+        },
+        s if s.starts_with("grpc.health.") || s.starts_with("grpc.reflection.") => Access::Open,
+        // Unknown services: the strictest class; tonic answers UNIMPLEMENTED
+        // after the check anyway.
+        _ => Access::Admin,
+    }
+}
+
+struct Entry {
+    role: Role,
+    name: String,
+    hash: [u8; 32],
+}
+
+/// The parsed tokens file.
+pub struct Tokens {
+    entries: Vec<Entry>,
+}
+
+impl Tokens {
+    /// Parses `ROLE NAME SHA256-HEX` lines; blank lines and `#` comments
+    /// are skipped.
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        let mut entries = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let [role, name, hex] = parts[..] else {
+                return Err(format!("tokens file line {}: expected `ROLE NAME SHA256-HEX` (make one with `panoptes token`)", i + 1));
+            };
+            let role = match role {
+                "user" => Role::User,
+                "admin" => Role::Admin,
+                other => return Err(format!("tokens file line {}: role '{other}' is unknown: use user or admin", i + 1)),
+            };
+            let hash = parse_hex32(hex)
+                .ok_or_else(|| format!("tokens file line {}: the hash must be 64 hex digits (the SHA-256 of the token)", i + 1))?;
+            entries.push(Entry { role, name: name.to_string(), hash });
+        }
+        Ok(Tokens { entries })
+    }
+
+    pub fn load(path: &str) -> Result<Tokens, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read tokens file {path}: {e}"))?;
+        Tokens::parse(&text)
+    }
+
+    /// The role and name of a presented token. Every entry is compared, in
+    /// constant time, so timing does not tell which entry nearly matched.
+    pub fn lookup(&self, token: &str) -> Option<(Role, &str)> {
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for e in &self.entries {
+            if ct_eq(&presented, &e.hash) && found.is_none() {
+                found = Some((e.role, e.name.as_str()));
+            }
+        }
+        found
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+// Names only: hashes stay out of debug output (and so out of logs).
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.entries.iter().map(|e| (e.role, &e.name))).finish()
+    }
+}
+
+/// The lowercase hex SHA-256 of a token: the third field of a tokens line.
+pub fn token_hash_hex(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The access rules of one coordinator. With neither tokens nor secret
+/// configured every call is let through (the plain development mode).
+pub struct Auth {
+    tokens: Option<Tokens>,
+    /// SHA-256 of the cluster secret (compared hashed, in constant time).
+    secret: Option<[u8; 32]>,
+}
+
+impl Auth {
+    pub fn new(tokens: Option<Tokens>, secret: Option<&str>) -> Auth {
+        Auth { tokens, secret: secret.map(|s| Sha256::digest(s.trim().as_bytes()).into()) }
+    }
+
+    /// Reads the files named in `[security]`; empty names leave that part off.
+    pub fn from_files(tokens_file: &str, cluster_secret_file: &str) -> Result<Auth, String> {
+        let tokens = if tokens_file.is_empty() { None } else { Some(Tokens::load(tokens_file)?) };
+        let secret = if cluster_secret_file.is_empty() {
+            None
+        } else {
+            let s = std::fs::read_to_string(cluster_secret_file)
+                .map_err(|e| format!("cannot read cluster secret file {cluster_secret_file}: {e}"))?;
+            if s.trim().is_empty() {
+                return Err(format!("cluster secret file {cluster_secret_file} is empty: write a long random string into it"));
+            }
+            Some(s)
+        };
+        Ok(Auth::new(tokens, secret.as_deref()))
+    }
+
+    /// Whether a call to `path` with `metadata` may go on.
+    pub fn check(&self, path: &str, metadata: &MetadataMap) -> Result<Caller, Status> {
+        match required(path) {
+            Access::Open => Ok(Caller::Anonymous),
+            Access::ClusterSecret => {
+                let Some(want) = &self.secret else { return Ok(Caller::Cluster) };
+                let got = metadata.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
+                match got {
+                    Some(s) if ct_eq(&Sha256::digest(s.trim().as_bytes()), want) => Ok(Caller::Cluster),
+                    Some(_) => Err(Status::new(Code::Unauthenticated, "the cluster secret is wrong: use the one in security.cluster_secret_file")),
+                    None => Err(Status::new(
+                        Code::Unauthenticated,
+                        "this service is cluster-internal: present the cluster secret (security.cluster_secret_file)",
+                    )),
+                }
+            }
+            need @ (Access::User | Access::Admin) => {
+                let Some(tokens) = &self.tokens else { return Ok(Caller::Anonymous) };
+                let bearer = metadata
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                    .map(str::trim);
+                let Some(token) = bearer else {
+                    return Err(Status::new(
+                        Code::Unauthenticated,
+                        "no token: pass `authorization: Bearer TOKEN` (CLI: --token or PANOPTES_TOKEN)",
+                    ));
+                };
+                let Some((role, name)) = tokens.lookup(token) else {
+                    return Err(Status::new(Code::Unauthenticated, "unknown token: ask an admin for one (`panoptes token`)"));
+                };
+                if need == Access::Admin && role != Role::Admin {
+                    return Err(Status::new(Code::PermissionDenied, format!("token '{name}' has role user; this call needs an admin token")));
+                }
+                Ok(Caller::Token { role, name: name.to_string() })
+            }
+        }
+    }
+}
+
+/// A per-client token bucket: `per_s` sustained, `burst` at once.
+pub struct RateLimiter {
+    per_s: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    /// `per_s == 0` turns the limit off.
+    pub fn new(per_s: u32, burst: u32) -> RateLimiter {
+        RateLimiter { per_s: per_s as f64, burst: burst.max(1) as f64, buckets: Default::default() }
+    }
+
+    /// Takes one request from `client`'s bucket at time `now`, or answers
+    /// RESOURCE_EXHAUSTED saying when to retry.
+    pub fn take(&self, client: &str, now: Instant) -> Result<(), Status> {
+        if self.per_s <= 0.0 {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep memory bounded: forget idle clients (their buckets are full).
+        if buckets.len() > 10_000 {
+            let full_after = self.burst / self.per_s;
+            buckets.retain(|_, (_, t)| now.saturating_duration_since(*t).as_secs_f64() < full_after);
+        }
+        let (level, at) = buckets.entry(client.to_string()).or_insert((self.burst, now));
+        let elapsed = now.saturating_duration_since(*at).as_secs_f64();
+        *level = (*level + elapsed * self.per_s).min(self.burst);
+        *at = now;
+        if *level >= 1.0 {
+            *level -= 1.0;
+            Ok(())
+        } else {
+            let wait_ms = ((1.0 - *level) / self.per_s * 1000.0).ceil() as u64;
+            Err(Status::new(Code::ResourceExhausted, format!("rate limit reached: retry in {wait_ms} ms")))
+        }
+    }
+}
+
+/// What every served call passes through: the access check, then the rate
+/// limit (cluster-internal calls are exempt from the limit).
+pub struct Gate {
+    pub auth: Auth,
+    pub limiter: RateLimiter,
+}
+
+impl Gate {
+    fn admit(&self, path: &str, metadata: &MetadataMap, peer: Option<std::net::SocketAddr>) -> Result<(), Status> {
+        let caller = self.auth.check(path, metadata).inspect_err(|s| {
+            // The refusal reason only: never the presented token or secret.
+            tracing::debug!(path, peer = ?peer, code = ?s.code(), "call refused");
+        })?;
+        let client = match &caller {
+            Caller::Cluster => return Ok(()),
+            Caller::Token { name, .. } => format!("token:{name}"),
+            Caller::Anonymous => peer.map(|p| format!("ip:{}", p.ip())).unwrap_or_else(|| "anonymous".into()),
+        };
+        self.limiter.take(&client, Instant::now())
+    }
+}
+
+/// A tower layer putting a `Gate` in front of every service of a tonic
+/// server; `None` lets every call through (plain mode).
+#[derive(Clone)]
+pub struct GateLayer(pub Option<std::sync::Arc<Gate>>);
+
+impl<S> tower_layer::Layer<S> for GateLayer {
+    type Service = GateService<S>;
+    fn layer(&self, inner: S) -> GateService<S> {
+        GateService { inner, gate: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct GateService<S> {
+    inner: S,
+    gate: Option<std::sync::Arc<Gate>>,
+}
+
+type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send + 'static>>;
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for GateService<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>, Response = tonic::codegen::http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let Some(gate) = &self.gate else { return Box::pin(self.inner.call(req)) };
+        let peer = req.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|i| i.remote_addr());
+        let metadata = MetadataMap::from_headers(req.headers().clone());
+        match gate.admit(req.uri().path(), &metadata, peer) {
+            Ok(()) => Box::pin(self.inner.call(req)),
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn md(pairs: &[(&'static str, &str)]) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, v.parse().unwrap());
+        }
+        m
+    }
+
+    fn auth() -> Auth {
+        let text = format!("# comment\nuser alice {}\nadmin root {}\n", token_hash_hex("u-tok"), token_hash_hex("a-tok"));
+        Auth::new(Some(Tokens::parse(&text).unwrap()), Some("s3cret\n"))
+    }
+
+    #[test]
+    fn methods_are_classified() {
+        assert_eq!(required("/panoptes.v1.Panoptes/Submit"), Access::User);
+        assert_eq!(required("/panoptes.v1.Panoptes/Cancel"), Access::User);
+        assert_eq!(required("/panoptes.v1.Panoptes/DrainWorker"), Access::Admin);
+        assert_eq!(required("/panoptes.worker.v1.WorkerApi/Register"), Access::ClusterSecret);
+        assert_eq!(required("/panoptes.raft.v1.RaftService/Vote"), Access::ClusterSecret);
+        assert_eq!(required("/grpc.health.v1.Health/Check"), Access::Open);
+        assert_eq!(required("/other.Svc/X"), Access::Admin);
+    }
+
+    #[test]
+    fn tokens_and_roles() {
+        let a = auth();
+        let submit = "/panoptes.v1.Panoptes/Submit";
+        let drain = "/panoptes.v1.Panoptes/DrainWorker";
+        assert_eq!(a.check(submit, &md(&[])).unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(a.check(submit, &md(&[("authorization", "Bearer nope")])).unwrap_err().code(), Code::Unauthenticated);
+        assert!(a.check(submit, &md(&[("authorization", "Bearer u-tok")])).is_ok());
+        assert_eq!(a.check(drain, &md(&[("authorization", "Bearer u-tok")])).unwrap_err().code(), Code::PermissionDenied);
+        assert!(a.check(drain, &md(&[("authorization", "Bearer a-tok")])).is_ok());
+        // The secret is not a token, and a token is not the secret.
+        assert_eq!(a.check(submit, &md(&[("authorization", "Bearer s3cret")])).unwrap_err().code(), Code::Unauthenticated);
+        let reg = "/panoptes.worker.v1.WorkerApi/Register";
+        assert_eq!(a.check(reg, &md(&[("authorization", "Bearer a-tok")])).unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(a.check(reg, &md(&[(SECRET_HEADER, "a-tok")])).unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(a.check(reg, &md(&[(SECRET_HEADER, "s3cret")])).unwrap(), Caller::Cluster);
+        // Refusals never echo what was presented.
+        let e = a.check(submit, &md(&[("authorization", "Bearer nope")])).unwrap_err();
+        assert!(!e.message().contains("nope"));
+    }
+
+    #[test]
+    fn plain_mode_lets_everything_through() {
+        let a = Auth::new(None, None);
+        assert!(a.check("/panoptes.v1.Panoptes/RemoveMember", &md(&[])).is_ok());
+        assert!(a.check("/panoptes.raft.v1.RaftService/Vote", &md(&[])).is_ok());
+    }
+
+    #[test]
+    fn bad_tokens_files_say_what_is_wrong() {
+        assert!(Tokens::parse("root abc\n").unwrap_err().contains("line 1"));
+        assert!(Tokens::parse(&format!("boss x {}\n", token_hash_hex("t"))).unwrap_err().contains("role"));
+        assert!(Tokens::parse("user x 12zz\n").unwrap_err().contains("64 hex"));
+    }
+
+    #[test]
+    fn bucket_refills_and_says_when_to_retry() {
+        let r = RateLimiter::new(10, 2);
+        let t0 = Instant::now();
+        assert!(r.take("c", t0).is_ok());
+        assert!(r.take("c", t0).is_ok());
+        let e = r.take("c", t0).unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(e.message().contains("retry in 100 ms"), "{}", e.message());
+        assert!(r.take("other", t0).is_ok(), "buckets are per client");
+        assert!(r.take("c", t0 + Duration::from_millis(100)).is_ok());
+        assert!(RateLimiter::new(0, 0).take("c", t0).is_ok());
+    }
+}

@@ -63,7 +63,7 @@ pub fn status_pb(j: &Job) -> pb::JobStatus {
         finished_at_ms: j.finished_at_ms,
         shards_total: j.shards.len() as u32,
         shards_done: j.shards_done(),
-        live: j.live.is_some(),
+        live: j.is_live(),
     }
 }
 
@@ -433,9 +433,19 @@ impl Panoptes for ApiService {
     }
 
     async fn create_live_endpoint(&self, req: Req<pb::LiveRequest>) -> Result<Resp<pb::LiveEndpoint>, Status> {
+        // Worker heartbeats (who is alive) live on the leader: a follower
+        // hands the call to it (once: a forwarded call is not forwarded again,
+        // so two members with stale views cannot bounce it between them).
+        if !self.node.is_leader() {
+            let forwarded = req.metadata().get(LIVE_FORWARDED).is_some();
+            let leader = self.leader_addr(forwarded)?;
+            let mut rq = tonic::Request::new(req.into_inner());
+            rq.metadata_mut().insert(LIVE_FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+            rq.set_timeout(Duration::from_secs(30));
+            info!(%leader, "forwarding a live endpoint request to the leader");
+            return self.client(&leader)?.create_live_endpoint(rq).await;
+        }
         let r = req.into_inner();
-        // Worker heartbeats (who is alive) live on the leader.
-        self.node.require_leader()?;
         // The same checks as a submission: models, frame step, name.
         let sub = pb::SubmitRequest { source: "rtmp://live".into(), models: r.models, frame_step: r.frame_step, name: r.name, ..Default::default() };
         let mut spec = validate_submit(&sub, &self.node.cfg)?;
@@ -612,6 +622,9 @@ fn sub_name_empty(r: &pb::SubmitRequest) -> bool {
 }
 
 /// A random stream key: 32 hex digits.
+/// gRPC metadata marking a live endpoint request a follower forwarded.
+const LIVE_FORWARDED: &str = "x-panoptes-forwarded";
+
 fn stream_key() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut out = String::new();

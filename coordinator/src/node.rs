@@ -378,9 +378,23 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
 
     let leader_loop = tokio::spawn(leader_loop(node.clone()));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Authentication and rate limiting (docs/SECURITY.md): on when a tokens
+    // file or a cluster secret is configured; plain development mode keeps
+    // every call open as before.
+    let sec = &node.cfg.security;
+    let gate = if sec.tokens_file.is_empty() && sec.cluster_secret_file.is_empty() {
+        None
+    } else {
+        let auth = crate::auth::Auth::from_files(&sec.tokens_file, &sec.cluster_secret_file).map_err(anyhow::Error::msg)?;
+        info!(tokens = !sec.tokens_file.is_empty(), cluster_secret = !sec.cluster_secret_file.is_empty(), "gRPC authentication on");
+        let limiter = crate::auth::RateLimiter::new(sec.rate_limit_per_s, sec.rate_limit_burst);
+        Some(Arc::new(crate::auth::Gate { auth, limiter }))
+    };
+    let max_request = usize::try_from(sec.max_request_bytes).unwrap_or(usize::MAX);
     let served = tonic::transport::Server::builder()
+        .layer(crate::auth::GateLayer(gate))
         .add_service(crate::raft::service::server(raft.clone()))
-        .add_service(crate::api::server(node.clone()))
+        .add_service(crate::api::server(node.clone()).max_decoding_message_size(max_request))
         .add_service(crate::worker_api::server(node.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)

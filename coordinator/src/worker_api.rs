@@ -137,12 +137,14 @@ impl WorkerApi for WorkerService {
             let a = self.node.reader.read(|a| {
                 let j = a.state.jobs.get(&g.job)?;
                 let s = j.shards.get(g.shard as usize)?;
-                if let Some(l) = &j.live {
+                if j.is_live() {
+                    // A push names its ingest URL; a pull source is opened as given.
+                    let source = j.live.as_ref().map_or_else(|| j.spec.source.clone(), |l| l.url.clone());
                     return Some(pb::ShardAssignment {
                         job_id: JobId(g.job).to_string(),
                         shard: g.shard,
                         epoch: g.epoch,
-                        source: l.url.clone(),
+                        source,
                         models: j.spec.models.clone(),
                         frame_step: j.spec.frame_step,
                         start_frame: s.start,
@@ -155,6 +157,7 @@ impl WorkerApi for WorkerService {
                         time_base_den: 0,
                         target_height: j.spec.target_height,
                         live: true,
+                        pull: j.live.is_none(),
                         frames_height: j.spec.frames_height,
                         frames_quality: j.spec.frames_quality,
                     });
@@ -179,6 +182,7 @@ impl WorkerApi for WorkerService {
                     time_base_den: plan.time_base.1,
                     target_height: j.spec.target_height,
                     live: false,
+                    pull: false,
                     frames_height: j.spec.frames_height,
                     frames_quality: j.spec.frames_quality,
                 })

@@ -438,12 +438,21 @@ impl Decoder {
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Self, MediaError> {
         let src = Source::new(source)?;
+        crate::source::rtmp_key::watch();
+        let _ = crate::source::rtmp_key::take_wrong_stream_key();
         let input = src.open_interruptible(options, move || {
             stop.load(std::sync::atomic::Ordering::Relaxed)
         })?;
         let mut dec = Self::from_input(src, Vec::new(), input, i64::MIN)?;
         dec.pts0_from_first = true;
         Ok(dec)
+    }
+
+    /// A live push (RTMP listen mode) whose publisher named another stream
+    /// key than the one listened for, since the last call on this thread:
+    /// FFmpeg's message saying which. The caller refuses that publisher.
+    pub fn take_wrong_stream_key() -> Option<String> {
+        crate::source::rtmp_key::take_wrong_stream_key()
     }
 
     fn open_plain(

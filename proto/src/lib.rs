@@ -153,3 +153,36 @@ pub mod failover {
             || (s.code() == Code::Unknown && s.message().contains("transport"))
     }
 }
+
+/// Client credentials: the bearer token a client process sends with every
+/// user or admin call (see docs/SECURITY.md). Set once at start-up.
+pub mod credentials {
+    use std::sync::OnceLock;
+    use tonic::metadata::{Ascii, MetadataValue};
+    use tonic::service::Interceptor;
+    use tonic::{Request, Status};
+
+    static TOKEN: OnceLock<MetadataValue<Ascii>> = OnceLock::new();
+
+    /// Use `token` for this process's calls from now on (the first call wins).
+    /// Refuses a token that cannot be an HTTP header value.
+    pub fn set_token(token: &str) -> Result<(), String> {
+        let v: MetadataValue<Ascii> =
+            format!("Bearer {}", token.trim()).parse().map_err(|_| "the token has characters a header cannot carry: use the one `panoptes token` printed".to_string())?;
+        let _ = TOKEN.set(v);
+        Ok(())
+    }
+
+    /// Adds `authorization: Bearer TOKEN` when a token was set.
+    #[derive(Clone, Copy, Default)]
+    pub struct WithToken;
+
+    impl Interceptor for WithToken {
+        fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+            if let Some(v) = TOKEN.get() {
+                req.metadata_mut().insert("authorization", v.clone());
+            }
+            Ok(req)
+        }
+    }
+}

@@ -51,6 +51,7 @@ pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Res
         time_base_den: info.time_base.1,
         target_height: run.target_height,
         live: false,
+        pull: false,
         // `analyze` prints results only: no pictures.
         frames_height: 0,
         frames_quality: 0,

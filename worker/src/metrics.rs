@@ -30,6 +30,9 @@ pub const MODEL_QUEUE_FRAMES: &str = "panoptes_worker_model_queue_frames";
 pub const REPORTER_PENDING_FRAMES: &str = "panoptes_worker_reporter_pending_frames";
 pub const REGISTERED: &str = "panoptes_worker_registered";
 pub const COORDINATOR_ERRORS: &str = "panoptes_worker_coordinator_errors_total";
+pub const LIVE_FRAMES_DROPPED: &str = "panoptes_worker_live_frames_dropped_total";
+pub const LIVE_RECONNECTS: &str = "panoptes_worker_live_reconnects_total";
+pub const LIVE_GAP_MS: &str = "panoptes_worker_live_gap_ms_total";
 
 /// Document every worker metric, and create the series of the loaded
 /// `models` and the process-wide ones at zero, so that a scrape shows them
@@ -59,6 +62,13 @@ pub fn describe(models: &[String]) {
         d(REPORTER_PENDING_FRAMES, "gauge", "Frames the reporters hold until every model answered and the coordinators acknowledged them, summed over shards.");
         d(REGISTERED, "gauge", "1 while this worker is registered with a coordinator, else 0.");
         d(COORDINATOR_ERRORS, "counter", "Failed calls to the coordinators, by call (register, lease, heartbeat).");
+        d(LIVE_RECONNECTS, "counter", "Pull sources (rtsp://, rtmp://) reopened after they dropped, by job_id.");
+        d(LIVE_GAP_MS, "counter", "Time pull sources were gone between a drop and their reopening, in milliseconds, by job_id.");
+        d(
+            LIVE_FRAMES_DROPPED,
+            "counter",
+            "Live-stream frames not analysed, by reason: lag (waited longer than live.max_lag_ms), full (the pipeline had no room) or every_nth (left out by live.keep_every).",
+        );
     });
     for name in [FRAMES_DECODED, RESULTS_REPORTED, RESULTS_ACKNOWLEDGED, REPORT_RETRIES, PIPELINE_RESTARTS, LEASES_GRANTED, LEASES_LOST, LEASES_REVOKED] {
         counter(name, &[]);
@@ -71,6 +81,9 @@ pub fn describe(models: &[String]) {
     }
     for outcome in ["finished", "failed", "lease_lost"] {
         counter(SHARDS_ENDED, &[("outcome", outcome)]);
+    }
+    for reason in ["lag", "full", "every_nth"] {
+        counter(LIVE_FRAMES_DROPPED, &[("reason", reason)]);
     }
     for call in ["register", "lease", "heartbeat"] {
         counter(COORDINATOR_ERRORS, &[("call", call)]);

@@ -42,6 +42,8 @@ pub struct WorkerOptions {
     /// Live stream timeouts (`[live]`).
     pub live_connect_timeout_s: u64,
     pub live_idle_timeout_s: u64,
+    pub live_drop_policy: crate::pipeline::DropPolicy,
+    pub live_reconnect: crate::pipeline::Reconnect,
 }
 
 impl WorkerOptions {
@@ -60,6 +62,8 @@ impl WorkerOptions {
             advertise: cfg.worker.listen.clone(),
             live_connect_timeout_s: cfg.live.connect_timeout_s,
             live_idle_timeout_s: cfg.live.idle_timeout_s,
+            live_drop_policy: crate::pipeline::DropPolicy::from_config(&cfg.live),
+            live_reconnect: crate::pipeline::Reconnect::from_config(&cfg.live),
         }
     }
 }
@@ -266,7 +270,7 @@ impl Actor for WorkerActor {
                         warn!(job_id = %a.job_id, shard = a.shard, models = ?a.models, "leased a shard with a model this worker lacks; its lease will expire");
                         continue;
                     };
-                    let live_port = if a.live { url_port(&a.source) } else { None };
+                    let live_port = if a.live && !a.pull { url_port(&a.source) } else { None };
                     if let Some(p) = live_port {
                         st.ingest.release(p);
                         info!(job_id = %a.job_id, url = %a.source, port = p, "live stream leased: listening for its publisher");
@@ -283,6 +287,8 @@ impl Actor for WorkerActor {
                         live: crate::pipeline::LiveOpts {
                             connect_timeout_s: st.opts.live_connect_timeout_s,
                             idle_timeout_s: st.opts.live_idle_timeout_s,
+                            policy: st.opts.live_drop_policy,
+                            reconnect: st.opts.live_reconnect,
                             dropped: Arc::default(),
                         },
                     };

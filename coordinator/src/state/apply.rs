@@ -69,18 +69,26 @@ impl State {
                 if let Some(rid) = &spec.request_id {
                     self.request_ids.insert(rid.clone(), id);
                 }
+                // A pull source runs at once, unprobed, with one open-ended
+                // shard that ends where the stream ends (see `apply_report`).
+                let pull = crate::state::model::is_pull_source(&spec.source);
+                let shards = if pull {
+                    vec![Shard { index: 0, start: 0, end: u64::MAX, cursor: 0, state: ShardState::Pending, attempts: 0, last_error: None }]
+                } else {
+                    Vec::new()
+                };
                 self.jobs.insert(
                     id,
                     Job {
                         id,
                         spec: spec.clone(),
-                        state: JobState::Queued,
+                        state: if pull { JobState::Running } else { JobState::Queued },
                         error: None,
                         submitted_at_ms: *now_ms,
-                        started_at_ms: 0,
+                        started_at_ms: if pull { *now_ms } else { 0 },
                         finished_at_ms: 0,
                         plan: None,
-                        shards: Vec::new(),
+                        shards,
                         frames_done: 0,
                         counters: JobCounters::default(),
                         live: None,
@@ -229,6 +237,8 @@ impl State {
                     self.next_epoch += 1;
                     ch.counters = true;
                     s.state = ShardState::Leased { worker: worker.clone(), epoch, since_ms: *now_ms, lease_end: s.end };
+                    // Audit trail for the chaos suite's lease-overlap check (tests/src/chaos.rs).
+                    tracing::info!("lease-audit grant job={job} shard={shard} epoch={epoch} worker={worker} frames={}..{}", s.cursor, s.end);
                     if j.counters.first_lease_ms == 0 {
                         j.counters.first_lease_ms = *now_ms;
                     }
@@ -244,6 +254,7 @@ impl State {
                 };
                 match &s.state {
                     ShardState::Leased { epoch: e, .. } if e == epoch => {
+                        tracing::info!("lease-audit expire job={job} shard={shard} epoch={epoch}");
                         s.state = ShardState::Pending;
                         ch.jobs.insert(*job);
                         Response::Ok
@@ -289,7 +300,7 @@ impl State {
         if j.state != JobState::Running {
             return rejected(format!("job {job} is {}", j.state.as_str()));
         }
-        if j.live.is_some() {
+        if j.is_live() {
             return rejected(format!("job {job} is a live stream: its frames arrive at one worker"));
         }
         if let Some(m) = j.spec.models.iter().find(|m| !w.models.contains(m)) {
@@ -324,6 +335,7 @@ impl State {
             attempts: s.attempts,
             last_error: None,
         };
+        tracing::info!("lease-audit split job={job} shard={shard} epoch={epoch} at={at} new_shard={index} new_epoch={new_epoch} worker={worker} frames={at}..{}", s.end);
         s.end = at;
         j.shards.push(tail);
         Response::Granted(vec![Granted { job, shard: index, epoch: new_epoch }])
@@ -336,7 +348,7 @@ impl State {
         }
         let step = j.spec.frame_step;
         let models = j.spec.models.clone();
-        let live = j.live.is_some();
+        let live = j.is_live();
         let Some(s) = j.shards.get_mut(r.shard as usize) else { return refused(format!("no shard {}", r.shard)) };
         let lease_end = match &s.state {
             ShardState::Leased { worker, epoch, lease_end, .. } if *worker == r.worker && *epoch == r.epoch => *lease_end,
@@ -565,6 +577,38 @@ mod tests {
             Response::JobCreated { job, .. } => job,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_pull_source_runs_unprobed_on_any_worker_resumes_after_expiry_and_ends_where_the_stream_ends() {
+        let mut w = World::new();
+        let mut sp = spec(None);
+        sp.source = "rtmp://cam.example/live/s".into();
+        let Response::JobCreated { job, .. } = w.apply(Request::Submit { spec: sp, now_ms: 5 }) else { panic!() };
+        let j = &w.st.jobs[&job];
+        assert_eq!((j.state, j.shards.len(), j.shards[0].end), (JobState::Running, 1, u64::MAX), "running at once, open-ended");
+        assert!(j.is_live() && j.live.is_none());
+        let grant = |w: &mut World, worker: &str| match w.apply(Request::Grant { worker: worker.into(), shards: vec![(job, 0)], now_ms: 6 }) {
+            Response::Granted(g) => g[0].epoch,
+            other => panic!("{other:?}"),
+        };
+        let rep = |worker: &str, e: u64, frames: &[u64], next: u64, done: bool| match report(worker, 0, e, frames, next, done) {
+            Request::Report(mut r) => {
+                r.job = job;
+                Request::Report(r)
+            }
+            _ => unreachable!(),
+        };
+        let e1 = grant(&mut w, "w2");
+        assert_eq!(stored(w.apply(rep("w2", e1, &[0, 2], 4, false))), 2);
+        // Its worker dies: the lease expires and another worker resumes from the cursor.
+        assert_eq!(w.apply(Request::Expire { job, shard: 0, epoch: e1 }), Response::Ok);
+        assert_eq!(w.st.jobs[&job].shards[0].cursor, 4);
+        let e2 = grant(&mut w, "w1");
+        assert_eq!(stored(w.apply(rep("w1", e2, &[4, 6], 8, false))), 2);
+        assert_eq!(stored(w.apply(rep("w1", e2, &[], 8, true))), 0);
+        let j = &w.st.jobs[&job];
+        assert_eq!((j.state, j.shards[0].end, j.frames_total()), (JobState::Completed, 8, 4));
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub struct JobSpec {
     pub frames_quality: u32,
 }
 
+/// A pull source (`rtsp://`, `rtmp://`, `rtmps://` given to submit): a live,
+/// unbounded stream the leased worker opens itself. Its job runs at once
+/// with one open-ended shard (no probing of its length), like a push.
+pub fn is_pull_source(source: &str) -> bool {
+    ["rtsp://", "rtmp://", "rtmps://"].iter().any(|p| source.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p)))
+}
+
 /// A live RTMP push job: which worker ingests it, where.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LiveSpec {
@@ -177,10 +184,16 @@ pub struct Job {
 }
 
 impl Job {
+    /// A live job: pushed to a worker (`live`) or pulled from a stream URL.
+    /// Its one shard is open-ended and cannot be replayed or split.
+    pub fn is_live(&self) -> bool {
+        self.live.is_some() || is_pull_source(&self.spec.source)
+    }
+
     /// Frames the job analyses: `n` in `[0, frames)` with `n % step == 0`.
     /// A live job's count is unknown (0) until it ends: then what was analysed.
     pub fn frames_total(&self) -> u64 {
-        if self.live.is_some() {
+        if self.is_live() {
             return if self.state.is_finished() { self.frames_done } else { 0 };
         }
         self.plan.as_ref().map(|p| analysed_in(0, p.frames, self.spec.frame_step)).unwrap_or(0)

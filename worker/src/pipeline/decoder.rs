@@ -3,21 +3,25 @@
 //!
 //! A live shard (an RTMP push) is read by its own thread instead, which
 //! listens for the publisher (FFmpeg's RTMP listen mode) and decodes every
-//! frame as it arrives: while the pipeline has credit the frame goes on,
-//! otherwise it is dropped and counted (latency stays bounded by the
-//! pipeline depth, memory stays flat). When the publisher stops, the thread
+//! frame as it arrives. What happens when the pipeline has no credit is the
+//! `[live] drop_policy` ([`DropPolicy`]): `lag` holds frames until they are
+//! `max_lag_ms` old and then drops them oldest first; `every_nth` analyses
+//! one frame in `keep_every` and drops a kept frame that finds no credit.
+//! Dropped frames are counted (per job, and per reason in the worker's
+//! metrics); latency and memory stay bounded. When the publisher stops, the thread
 //! ends the shard after the last frame.
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use panoptes_common::metrics::Histogram;
-use panoptes_media::Decoder as MediaDecoder;
+use panoptes_media::{DecodedFrame, Decoder as MediaDecoder};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
-use super::{blocking, DecoderMsg, ResizerMsg, ShardJob};
-use crate::metrics::{DECODE_SECONDS, FRAMES_DECODED};
+use super::{blocking, DecoderMsg, DropPolicy, ResizerMsg, ShardJob};
+use crate::metrics::{DECODE_SECONDS, FRAMES_DECODED, LIVE_FRAMES_DROPPED, LIVE_GAP_MS, LIVE_RECONNECTS};
 
 pub struct DecoderActor;
 
@@ -59,6 +63,8 @@ impl Actor for DecoderActor {
         let dec = if a.live {
             let ctx = LiveIngest {
                 url: a.source.clone(),
+                job_id: a.job_id.clone(),
+                pull: a.pull,
                 resume: args.resume,
                 step: a.frame_step.max(1),
                 opts: args.job.live.clone(),
@@ -147,6 +153,9 @@ impl Drop for DecoderState {
 /// A live shard's ingest thread: see the module doc.
 struct LiveIngest {
     url: String,
+    job_id: String,
+    /// A pull source (opened and reopened here), not a push (listened for).
+    pull: bool,
     /// Number of the first frame (the committed cursor; 0 for a new stream).
     resume: u64,
     step: u64,
@@ -158,86 +167,308 @@ struct LiveIngest {
     span: tracing::Span,
 }
 
+/// Where a live shard's ingest thread sends its frames: forwards them while
+/// the pipeline has credit, holds them (`lag` policy) or drops and counts them.
+struct LiveOut<'a> {
+    ingest: &'a LiveIngest,
+    /// `lag` policy: decoded frames waiting for credit, oldest first, with
+    /// their decoding time and arrival instant.
+    waiting: VecDeque<(DecodedFrame, f64, Instant)>,
+    decoded: Arc<AtomicU64>,
+    latency: Arc<Histogram>,
+    forwarded: u64,
+    dropped: u64,
+}
+
+/// `lag` policy: at most this many decoded frames wait for credit (memory
+/// bound when max_lag_ms is long and frames are large); more are dropped
+/// oldest first, as `full`.
+const LAG_MAX_WAITING: usize = 32;
+
+impl<'a> LiveOut<'a> {
+    fn new(ingest: &'a LiveIngest) -> Self {
+        LiveOut {
+            ingest,
+            waiting: VecDeque::new(),
+            decoded: panoptes_common::metrics::counter(FRAMES_DECODED, &[]),
+            latency: panoptes_common::metrics::histogram(DECODE_SECONDS, &[]),
+            forwarded: 0,
+            dropped: 0,
+        }
+    }
+
+    fn take_credit(&self) -> bool {
+        self.ingest.credit.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1)).is_ok()
+    }
+
+    /// Send one frame down the pipeline (credit already taken); false when
+    /// the pipeline is gone. `arrived` starts the frame's latency.
+    fn forward(&mut self, frame: DecodedFrame, decode_s: f64, arrived: Instant) -> bool {
+        self.latency.observe(decode_s);
+        self.decoded.fetch_add(1, Ordering::Relaxed);
+        self.forwarded += 1;
+        self.ingest.resizer.send_message(ResizerMsg::Frame { frame, decode_s, arrived }).is_ok()
+    }
+
+    /// Count a frame that will not be analysed (the job's `frames_dropped`,
+    /// and the worker's per-reason metric).
+    fn drop_frame(&mut self, n: u64, reason: &'static str) {
+        self.dropped += 1;
+        self.ingest.opts.dropped.fetch_add(1, Ordering::Relaxed);
+        panoptes_common::metrics::counter(LIVE_FRAMES_DROPPED, &[("reason", reason)]).fetch_add(1, Ordering::Relaxed);
+        debug!(frame = n, reason, "live: frame dropped");
+    }
+
+    /// `lag` policy: drop the waiting frames older than max_lag (and the
+    /// oldest beyond LAG_MAX_WAITING), then forward the oldest ones while
+    /// there is credit. False when the pipeline is gone.
+    ///
+    /// Runs when a frame arrives (and after the stream ends), so credit that
+    /// comes back between two frames is used at the next one.
+    fn pump(&mut self) -> bool {
+        let DropPolicy::Lag { max_lag } = self.ingest.opts.policy else { return true };
+        while let Some((f, _, arrived)) = self.waiting.front() {
+            let reason = if arrived.elapsed() > max_lag {
+                "lag"
+            } else if self.waiting.len() > LAG_MAX_WAITING {
+                "full"
+            } else {
+                break;
+            };
+            let n = f.index;
+            self.waiting.pop_front();
+            self.drop_frame(n, reason);
+        }
+        while !self.waiting.is_empty() && self.take_credit() {
+            let (f, decode_s, arrived) = self.waiting.pop_front().unwrap();
+            if !self.forward(f, decode_s, arrived) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl LiveIngest {
+    /// Listen until a publisher pushes to this stream's key: a publisher
+    /// naming another key is disconnected (its push fails) and listening goes
+    /// on, within the one live.connect_timeout_s. `None` when the shard
+    /// failed (reported to the decoder actor) or was stopped.
+    fn accept(&self) -> Option<MediaDecoder> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(self.opts.connect_timeout_s.max(1));
+        let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
+        info!(url = %self.url, connect_timeout_s = self.opts.connect_timeout_s, "live: waiting for the publisher");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1).to_string();
+            // `listen`: FFmpeg's RTMP server mode (one publisher, on this
+            // port); `timeout`: how long to wait for it (s); `rw_timeout`: a
+            // silent publisher ends the stream (µs).
+            // `analyzeduration`/`probesize`: start decoding after half a
+            // second of stream, not FFmpeg's default 5 s (those first frames
+            // are kept, but would all arrive late at once).
+            let options = [
+                ("listen", "1"),
+                ("timeout", left.as_str()),
+                ("rw_timeout", idle_us.as_str()),
+                ("analyzeduration", "500000"),
+                ("probesize", "500000"),
+            ];
+            let opened = MediaDecoder::open_live(&self.url, &options, self.stop.clone());
+            // FFmpeg accepts any key in listen mode and only logs it.
+            let wrong_key = MediaDecoder::take_wrong_stream_key();
+            match (opened, wrong_key) {
+                (Ok(dec), None) => return Some(dec),
+                (opened, Some(why)) if Instant::now() < deadline && !self.stop.load(Ordering::Relaxed) => {
+                    drop(opened); // closes the publisher's connection
+                    warn!(url = %self.url, ffmpeg = %why, "live: refused a publisher that pushed to another stream key; still waiting for this stream's publisher");
+                }
+                (Ok(_), Some(why)) | (Err(_), Some(why)) => {
+                    self.fail(format!("only publishers with another stream key pushed to {} (ffmpeg: {why}); push to the URL `panoptes live` printed", self.url));
+                    return None;
+                }
+                (Err(e), None) => {
+                    self.fail(format!(
+                        "no publisher pushed a stream to {} within {} s (live.connect_timeout_s), or it could not be read: {e}",
+                        self.url, self.opts.connect_timeout_s
+                    ));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Fail the shard with `msg`, unless it is being stopped anyway.
+    fn fail(&self, msg: String) {
+        if !self.stop.load(Ordering::Relaxed) {
+            let _ = self.decoder.send_message(DecoderMsg::Failed(msg));
+        }
+    }
+}
+
 /// Consecutive read/decode errors after which a live stream is taken as ended.
 const LIVE_MAX_ERRORS: u32 = 10;
 
 impl LiveIngest {
     fn run(self) {
         let _g = self.span.enter();
-        let connect = self.opts.connect_timeout_s.max(1).to_string();
-        let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
-        // `listen`: FFmpeg's RTMP server mode (one publisher, on this port);
-        // `timeout`: how long to wait for it (s); `rw_timeout`: a silent
-        // publisher ends the stream (µs).
-        // `analyzeduration`/`probesize`: start decoding after half a second of
-        // stream, not FFmpeg's default 5 s (those first frames are kept, but
-        // would all arrive late at once).
-        let options = [
-            ("listen", "1"),
-            ("timeout", connect.as_str()),
-            ("rw_timeout", idle_us.as_str()),
-            ("analyzeduration", "500000"),
-            ("probesize", "500000"),
-        ];
-        info!(url = %self.url, connect_timeout_s = self.opts.connect_timeout_s, "live: waiting for the publisher");
-        let mut dec = match MediaDecoder::open_live(&self.url, &options, self.stop.clone()) {
-            Ok(d) => d,
-            Err(e) => {
-                if !self.stop.load(Ordering::Relaxed) {
-                    let msg = format!(
-                        "no publisher pushed a stream to {} within {} s (live.connect_timeout_s), or it could not be read: {e}",
-                        self.url, self.opts.connect_timeout_s
-                    );
-                    let _ = self.decoder.send_message(DecoderMsg::Failed(msg));
-                }
+        let mut out = LiveOut::new(&self);
+        let mut next = self.resume;
+        if self.pull {
+            if !self.run_pull(&mut out, &mut next) {
                 return;
             }
-        };
-        info!(url = %self.url, "live: publisher connected");
-        let decoded = panoptes_common::metrics::counter(FRAMES_DECODED, &[]);
-        let latency = panoptes_common::metrics::histogram(DECODE_SECONDS, &[]);
-        let (mut next, mut forwarded, mut dropped, mut errors) = (self.resume, 0u64, 0u64, 0u32);
+        } else {
+            let Some(mut dec) = self.accept() else { return };
+            info!(url = %self.url, "live: publisher connected");
+            if !matches!(self.read(&mut dec, &mut out, &mut next), StreamEnd::Clean | StreamEnd::Dropped) {
+                return;
+            }
+        }
+        // `lag`: the frames still waiting go on as credit comes back, or age
+        // out; either way this ends within max_lag.
+        while !out.waiting.is_empty() && !self.stop.load(Ordering::Relaxed) {
+            if !out.pump() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let (forwarded, dropped) = (out.forwarded, out.dropped);
+        if self.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        info!(next_frame = next, forwarded, dropped, "live: the stream ended; ending the shard after its last frames");
+        let _ = self.resizer.send_message(ResizerMsg::End { next_frame: next });
+    }
+
+    /// A pull source: open it, read it, and reopen it when it drops (with
+    /// backoff, `live.reconnect_*`), numbering frames on from `next` so a
+    /// reopened stream (or another worker resuming the shard) continues
+    /// where committed results end. The rule for its end:
+    /// - the source never opens within the attempts: the job fails;
+    /// - it was read, then stopped (end of stream or a closed connection:
+    ///   RTMP and RTSP players cannot tell them apart) and does not reopen
+    ///   within the attempts: the stream is over, the job completes.
+    ///
+    /// True when the stream ended (the caller ends the shard); false when the
+    /// shard failed (reported) or was stopped.
+    fn run_pull(&self, out: &mut LiveOut, next: &mut u64) -> bool {
+        let r = self.opts.reconnect;
+        let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
+        let gaps = panoptes_common::metrics::counter(LIVE_GAP_MS, &[("job_id", self.job_id.as_str())]);
+        let reconnects = panoptes_common::metrics::counter(LIVE_RECONNECTS, &[("job_id", self.job_id.as_str())]);
+        // `rw_timeout`: a silent source counts as dropped (µs).
+        let options = [("rw_timeout", idle_us.as_str()), ("analyzeduration", "500000"), ("probesize", "500000")];
+        let (mut failures, mut last_end, mut gone_since) = (0u32, None::<StreamEnd>, None::<Instant>);
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            info!(url = %self.url, next_frame = *next, attempt = failures + 1, "live: opening the pull source");
+            match MediaDecoder::open_live(&self.url, &options, self.stop.clone()) {
+                Ok(mut dec) => {
+                    failures = 0;
+                    if let Some(t) = gone_since.take() {
+                        let ms = t.elapsed().as_millis() as u64;
+                        reconnects.fetch_add(1, Ordering::Relaxed);
+                        gaps.fetch_add(ms, Ordering::Relaxed);
+                        info!(url = %self.url, gap_ms = ms, next_frame = *next, "live: pull source reopened; frames continue");
+                    }
+                    let end = self.read(&mut dec, out, next);
+                    match end {
+                        StreamEnd::Clean | StreamEnd::Dropped => {
+                            info!(url = %self.url, ?end, next_frame = *next, "live: the pull source ended; reopening it");
+                            gone_since = Some(Instant::now());
+                            last_end = Some(end);
+                        }
+                        StreamEnd::Stopped | StreamEnd::Gone => return false,
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures > r.attempts {
+                        return match last_end {
+                            // Over RTMP (and RTSP) a server that finished its
+                            // stream and one that died look the same to the
+                            // player (the connection closes), so a source that
+                            // was read and does not come back is over.
+                            Some(end) => {
+                                info!(url = %self.url, ?end, attempts = r.attempts, error = %e, "live: the pull source stopped and did not come back; the stream is over");
+                                true
+                            }
+                            None => {
+                                self.fail(format!(
+                                    "cannot open the pull source {} ({} attempts, live.reconnect_attempts): {e}; check that the stream is being served at that URL",
+                                    self.url,
+                                    r.attempts + 1
+                                ));
+                                false
+                            }
+                        };
+                    }
+                    let wait = r.delay(failures);
+                    debug!(url = %self.url, error = %e, wait_ms = wait.as_millis() as u64, "live: pull source not available; retrying");
+                    // Sleep in short steps: a stopped shard does not wait out the backoff.
+                    let until = Instant::now() + wait;
+                    while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(20).min(until - Instant::now()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read an opened stream until it ends, numbering its frames from `next`
+    /// on (and leaving `next` after its last frame).
+    fn read(&self, dec: &mut MediaDecoder, out: &mut LiveOut, next: &mut u64) -> StreamEnd {
+        let base = *next;
+        let mut errors = 0u32;
         let mut t = Instant::now();
         let mut input_ended = false;
         while !self.stop.load(Ordering::Relaxed) {
             match dec.next_frame() {
                 Ok(Some(mut f)) => {
                     errors = 0;
-                    let n = self.resume + f.index;
-                    next = n + 1;
+                    let n = base + f.index;
+                    *next = n + 1;
                     if n % self.step != 0 {
                         continue;
                     }
-                    // Forward while the pipeline has room; otherwise drop this
-                    // frame rather than queue it (bounded latency and memory).
-                    if self.credit.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1)).is_ok() {
-                        f.index = n;
-                        let decode_s = t.elapsed().as_secs_f64();
-                        latency.observe(decode_s);
-                        decoded.fetch_add(1, Ordering::Relaxed);
-                        forwarded += 1;
-                        if self.resizer.send_message(ResizerMsg::Frame { frame: f, decode_s, arrived: Instant::now() }).is_err() {
-                            return; // the pipeline is gone
-                        }
-                    } else {
-                        dropped += 1;
-                        self.opts.dropped.fetch_add(1, Ordering::Relaxed);
-                        debug!(frame = n, "live: analysis is behind the stream; frame dropped");
-                    }
+                    f.index = n;
+                    let decode_s = t.elapsed().as_secs_f64();
                     t = Instant::now();
+                    match self.opts.policy {
+                        DropPolicy::EveryNth { keep_every } => {
+                            if (n / self.step) % keep_every != 0 {
+                                out.drop_frame(n, "every_nth");
+                            } else if out.take_credit() {
+                                if !out.forward(f, decode_s, Instant::now()) {
+                                    return StreamEnd::Gone;
+                                }
+                            } else {
+                                out.drop_frame(n, "full");
+                            }
+                        }
+                        DropPolicy::Lag { .. } => {
+                            out.waiting.push_back((f, decode_s, Instant::now()));
+                            if !out.pump() {
+                                return StreamEnd::Gone;
+                            }
+                        }
+                    }
                 }
-                Ok(None) => break,
+                Ok(None) if input_ended => return StreamEnd::Dropped,
+                Ok(None) => return StreamEnd::Clean,
                 Err(e) => {
                     errors += 1;
                     if errors >= LIVE_MAX_ERRORS && input_ended {
-                        break;
+                        return StreamEnd::Dropped;
                     }
                     if errors >= LIVE_MAX_ERRORS {
                         input_ended = true;
                         // What a publisher closing its connection looks like in
                         // listen mode. The frames the decoder still holds
                         // (frame threading) come out after this.
-                        info!(error = %e, "live: the stream cannot be read any more (the publisher closed it or went silent); ending it");
+                        info!(error = %e, "live: the stream cannot be read any more (closed, or silent for live.idle_timeout_s); ending it");
                         dec.end_input();
                         errors = 0;
                     }
@@ -245,10 +476,19 @@ impl LiveIngest {
                 }
             }
         }
-        if self.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        info!(next_frame = next, forwarded, dropped, "live: the publisher stopped; ending the stream after its last frames");
-        let _ = self.resizer.send_message(ResizerMsg::End { next_frame: next });
+        StreamEnd::Stopped
     }
+}
+
+/// How reading a live stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamEnd {
+    /// End of stream, as the source sent it.
+    Clean,
+    /// Read errors (a closed connection, a silent source).
+    Dropped,
+    /// The shard is being stopped.
+    Stopped,
+    /// The pipeline is gone.
+    Gone,
 }

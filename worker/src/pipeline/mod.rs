@@ -66,14 +66,77 @@ pub struct LiveOpts {
     pub connect_timeout_s: u64,
     /// A publisher silent this long is taken as gone (end of stream).
     pub idle_timeout_s: u64,
-    /// Frames dropped since the last report (analysis behind the stream);
-    /// the reporter takes and resets it.
+    /// What to do with frames when analysis is slower than the stream.
+    pub policy: DropPolicy,
+    /// Pull sources: how a dropped source is reopened.
+    pub reconnect: Reconnect,
+    /// Frames dropped since the last report (analysis behind the stream, or
+    /// left out by `every_nth`); the reporter takes and resets it.
     pub dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for LiveOpts {
     fn default() -> Self {
-        Self { connect_timeout_s: 60, idle_timeout_s: 10, dropped: Arc::default() }
+        Self { connect_timeout_s: 60, idle_timeout_s: 10, policy: DropPolicy::default(), reconnect: Reconnect::default(), dropped: Arc::default() }
+    }
+}
+
+/// `[live] reconnect_*`: a pull source that drops (or cannot be opened) is
+/// reopened up to `attempts` times in a row, waiting `backoff` doubled each
+/// time, at most `max_backoff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconnect {
+    pub attempts: u32,
+    pub backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self::from_config(&panoptes_common::config::LiveSection::default())
+    }
+}
+
+impl Reconnect {
+    pub fn from_config(l: &panoptes_common::config::LiveSection) -> Self {
+        Reconnect {
+            attempts: l.reconnect_attempts,
+            backoff: std::time::Duration::from_millis(l.reconnect_backoff_ms),
+            max_backoff: std::time::Duration::from_millis(l.reconnect_max_backoff_ms),
+        }
+    }
+
+    /// The wait before reopening attempt `n` (1-based).
+    pub fn delay(&self, n: u32) -> std::time::Duration {
+        self.backoff.saturating_mul(1u32 << n.saturating_sub(1).min(20)).min(self.max_backoff)
+    }
+}
+
+/// `[live] drop_policy`: which frames of a live stream are not analysed when
+/// analysis is slower than the stream. Either way memory and lag stay bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropPolicy {
+    /// Frames wait (decoded, in arrival order) for pipeline credit; a frame
+    /// that has waited longer than `max_lag` is dropped, oldest first.
+    Lag { max_lag: std::time::Duration },
+    /// Analyse one frame in `keep_every` (of those `frame_step` keeps); a kept
+    /// frame that finds the pipeline full is dropped at once.
+    EveryNth { keep_every: u64 },
+}
+
+impl Default for DropPolicy {
+    fn default() -> Self {
+        DropPolicy::Lag { max_lag: std::time::Duration::from_millis(1000) }
+    }
+}
+
+impl DropPolicy {
+    /// The policy `[live]` names (validated when the configuration loads).
+    pub fn from_config(l: &panoptes_common::config::LiveSection) -> Self {
+        match l.drop_policy.as_str() {
+            "every_nth" => DropPolicy::EveryNth { keep_every: u64::from(l.keep_every.max(1)) },
+            _ => DropPolicy::Lag { max_lag: std::time::Duration::from_millis(l.max_lag_ms.max(1)) },
+        }
     }
 }
 

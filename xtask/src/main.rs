@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 mod bench;
+mod chaos;
 mod load;
 mod models;
 
@@ -74,6 +75,19 @@ enum Cmd {
         /// print the table and leave docs/BENCHMARKS.md alone.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+    },
+    /// The chaos suite: 3 coordinators, 3 workers, 3 jobs and a seeded schedule of
+    /// faults per seed, then the invariant checker (tests/tests/chaos.rs `chaos_long`).
+    Chaos {
+        /// Run seeds 1..=N.
+        #[arg(long, default_value_t = 10)]
+        seeds: u64,
+        /// Run this one seed only (replay).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Faults per run.
+        #[arg(long, default_value_t = 8)]
+        faults: usize,
     },
     /// Start a local cluster (1 coordinator, 2 workers), analyse the sample video, print what was found, stop.
     Demo {
@@ -422,5 +436,6 @@ fn main() -> Result<()> {
         Cmd::BenchCoordinator { workers, coordinators, batch, seconds } => bench_coordinator(workers, coordinators, batch, seconds),
         Cmd::Bench { quick, models_dir, only } => bench::run(quick, root().join(models_dir), &only),
         Cmd::Demo { models_dir, video, models, frame_step } => demo(models_dir, video, models, frame_step),
+        Cmd::Chaos { seeds, seed, faults } => chaos::run(seeds, seed, faults),
     }
 }

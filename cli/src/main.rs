@@ -369,6 +369,16 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(Config::load(path, &env_map())?)
 }
 
+/// Every source this node opens is checked against `[sources]` first (the
+/// coordinator also checks at submit; a worker checks again right before
+/// FFmpeg opens it).
+fn install_source_policy(cfg: &Config) -> Result<()> {
+    let policy = panoptes_media::policy::SourcePolicy::new(&cfg.sources.file_dirs, &cfg.sources.allow_networks)
+        .map_err(|e| anyhow::anyhow!("invalid [sources] config: {e}"))?;
+    panoptes_media::policy::install(policy);
+    Ok(())
+}
+
 fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
@@ -389,6 +399,7 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
     }
     cfg.validate()?;
     panoptes_common::logging::init(&cfg.log.format, &cfg.log.level);
+    install_source_policy(&cfg)?;
     let listen = cfg.coordinator_listen(a.id)?;
     let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.coordinator_data_dir(a.id));
     let peers = cfg.cluster.coordinators.iter().filter(|p| p.id != a.id).map(|p| (p.id, p.addr.clone())).collect();
@@ -415,6 +426,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
     }
     cfg.validate()?;
     panoptes_common::logging::init(&cfg.log.format, &cfg.log.level);
+    install_source_policy(&cfg)?;
     let coordinators = match &a.coordinator {
         Some(c) => split_addrs(c),
         None => cfg.coordinator_addrs(),

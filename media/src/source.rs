@@ -222,6 +222,7 @@ impl Source {
                 reason: "capture devices (v4l2://) are not supported yet; record to a file and submit that".into(),
             });
         }
+        crate::policy::enforce(&self.name)?;
         self.precheck()?;
         let mut opts = ffmpeg::Dictionary::new();
         if let Some(p) = self.protocols {
@@ -229,6 +230,9 @@ impl Source {
         }
         if self.is_http() {
             opts.set("rw_timeout", HTTP_RW_TIMEOUT_US);
+            for (k, v) in crate::policy::http_options() {
+                opts.set(k, v);
+            }
         }
         for (k, v) in extra {
             opts.set(k, v);
@@ -245,6 +249,10 @@ impl Source {
             MediaError::Network { input, reason } if reason.starts_with("network I/O error") => {
                 match self.unresolved_host() {
                     Some(why) => MediaError::Network { input, reason: why },
+                    None if self.is_http() && !crate::policy::http_options().is_empty() => MediaError::Network {
+                        input,
+                        reason: format!("{reason} (HTTP redirects are not followed: submit the URL the redirect points to)"),
+                    },
                     None => MediaError::Network { input, reason },
                 }
             }
@@ -292,10 +300,19 @@ impl Source {
         interrupted: impl FnMut() -> bool + Send + 'static,
     ) -> Result<ffmpeg::format::context::Input, MediaError> {
         crate::init();
+        // A listening ingest (RTMP push) opens no connection of its own.
+        if !extra.iter().any(|(k, v)| *k == "listen" && *v != "0") {
+            crate::policy::enforce(&self.name)?;
+        }
         self.precheck()?;
         let mut opts = ffmpeg::Dictionary::new();
         if let Some(p) = self.protocols {
             opts.set("protocol_whitelist", p);
+        }
+        if self.is_http() {
+            for (k, v) in crate::policy::http_options() {
+                opts.set(k, v);
+            }
         }
         for (k, v) in extra {
             opts.set(k, v);

@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
-/// The metadata header that carries the cluster secret.
-pub const SECRET_HEADER: &str = "x-panoptes-cluster-secret";
+/// The metadata header that carries the cluster secret (shared with the senders).
+pub use panoptes_proto::credentials::SECRET_HEADER;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -13,6 +13,7 @@ use openraft::{BasicNode, ChangeMembers};
 use panoptes_common::config::Config;
 use panoptes_common::metrics;
 use panoptes_common::now_ms;
+use panoptes_proto::credentials::ClusterSecret;
 use tonic::Status;
 use tracing::{info, warn};
 
@@ -49,6 +50,9 @@ pub struct Coordinator {
     pub mem: Mutex<LeaderMemory>,
     /// Channels to leaders, for forwarding writes.
     pub forward_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    /// The cluster secret this node presents to its peers (forwarded writes,
+    /// Raft RPCs); empty when none is configured.
+    pub secret: ClusterSecret,
 }
 
 impl Coordinator {
@@ -102,6 +106,7 @@ impl Coordinator {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut rq = tonic::Request::new(panoptes_proto::raft::RaftPayload { data });
         rq.set_timeout(Duration::from_secs(30));
+        self.secret.apply(&mut rq);
         let reply = client
             .forward(rq)
             .await
@@ -335,9 +340,22 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     }
     .validate()
     .context("invalid Raft timing settings")?;
-    let raft = Raft::new(opts.id, Arc::new(raft_cfg), Network::new(opts.id), log_store, sm).await.context("failed to start Raft")?;
+    // Read once at start-up: what this node presents to its peers.
+    let secret = ClusterSecret::from_file(&cfg.security.cluster_secret_file).map_err(anyhow::Error::msg)?;
+    let network = Network::new(opts.id).with_secret(secret.clone());
+    let raft = Raft::new(opts.id, Arc::new(raft_cfg), network, log_store, sm).await.context("failed to start Raft")?;
 
-    let node = Arc::new(Coordinator { id: opts.id, addr: addr.clone(), raft: raft.clone(), reader, cfg, peers: peers.clone(), mem: Mutex::default(), forward_channels: Mutex::default() });
+    let node = Arc::new(Coordinator {
+        id: opts.id,
+        addr: addr.clone(),
+        raft: raft.clone(),
+        reader,
+        cfg,
+        peers: peers.clone(),
+        mem: Mutex::default(),
+        forward_channels: Mutex::default(),
+        secret,
+    });
 
     // Bootstrap: the lowest-numbered member initialises a brand-new cluster with
     // every configured member; on restart the stored membership is used. A

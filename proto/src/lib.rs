@@ -66,6 +66,8 @@ pub mod failover {
         addrs: Arc<Vec<String>>,
         channels: Arc<Vec<Channel>>,
         current: Arc<AtomicUsize>,
+        /// Presented by callers of the WorkerApi (see [`Coordinators::secret`]).
+        secret: crate::credentials::ClusterSecret,
     }
 
     impl Coordinators {
@@ -83,7 +85,18 @@ pub mod failover {
                     .tcp_nodelay(true);
                 channels.push(ep.connect_lazy());
             }
-            Ok(Self { addrs: Arc::new(addrs.to_vec()), channels: Arc::new(channels), current: Arc::new(AtomicUsize::new(0)) })
+            Ok(Self { addrs: Arc::new(addrs.to_vec()), channels: Arc::new(channels), current: Arc::new(AtomicUsize::new(0)), secret: Default::default() })
+        }
+
+        /// The same coordinators, with the cluster secret that worker calls present.
+        pub fn with_secret(mut self, secret: crate::credentials::ClusterSecret) -> Self {
+            self.secret = secret;
+            self
+        }
+
+        /// The cluster secret to present (an interceptor: `XClient::with_interceptor(ch, c.secret())`).
+        pub fn secret(&self) -> crate::credentials::ClusterSecret {
+            self.secret.clone()
         }
 
         pub fn addrs(&self) -> &[String] {
@@ -173,6 +186,65 @@ pub mod credentials {
         Ok(())
     }
 
+    /// The metadata header that carries the cluster secret (checked by
+    /// `coordinator/src/auth.rs`).
+    pub const SECRET_HEADER: &str = "x-panoptes-cluster-secret";
+
+    /// The cluster secret a worker or coordinator presents on cluster-internal
+    /// calls (WorkerApi, RaftService). Empty when no secret is configured, and
+    /// then it adds nothing. Cheap to clone.
+    #[derive(Clone, Default)]
+    pub struct ClusterSecret(Option<MetadataValue<Ascii>>);
+
+    impl ClusterSecret {
+        /// Read `security.cluster_secret_file` once (whitespace trimmed). An
+        /// empty path means no secret; an unreadable or empty file is an error
+        /// naming the file.
+        pub fn from_file(path: &str) -> Result<ClusterSecret, String> {
+            if path.is_empty() {
+                return Ok(ClusterSecret(None));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read cluster secret file {path}: {e} (security.cluster_secret_file)"))?;
+            ClusterSecret::from_text(&text).map_err(|e| format!("cluster secret file {path}: {e}"))
+        }
+
+        /// The secret from its text (whitespace trimmed).
+        pub fn from_text(text: &str) -> Result<ClusterSecret, String> {
+            let t = text.trim();
+            if t.is_empty() {
+                return Err("the secret is empty: write a long random string into it".into());
+            }
+            let v = t.parse().map_err(|_| "the secret has characters a header cannot carry: use printable ASCII".to_string())?;
+            Ok(ClusterSecret(Some(v)))
+        }
+
+        pub fn is_set(&self) -> bool {
+            self.0.is_some()
+        }
+
+        /// Add the secret header to `req` (nothing when no secret is set).
+        pub fn apply<T>(&self, req: &mut Request<T>) {
+            if let Some(v) = &self.0 {
+                req.metadata_mut().insert(SECRET_HEADER, v.clone());
+            }
+        }
+    }
+
+    impl Interceptor for ClusterSecret {
+        fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+            self.apply(&mut req);
+            Ok(req)
+        }
+    }
+
+    /// Never print the secret itself.
+    impl std::fmt::Debug for ClusterSecret {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(if self.is_set() { "ClusterSecret(set)" } else { "ClusterSecret(none)" })
+        }
+    }
+
     /// Adds `authorization: Bearer TOKEN` when a token was set.
     #[derive(Clone, Copy, Default)]
     pub struct WithToken;
@@ -184,5 +256,23 @@ pub mod credentials {
             }
             Ok(req)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::credentials::{ClusterSecret, SECRET_HEADER};
+
+    #[test]
+    fn the_cluster_secret_is_trimmed_and_sent_only_when_set() {
+        let mut req = tonic::Request::new(());
+        ClusterSecret::default().apply(&mut req);
+        assert!(req.metadata().get(SECRET_HEADER).is_none());
+        ClusterSecret::from_text("  s3cret\n").unwrap().apply(&mut req);
+        assert_eq!(req.metadata().get(SECRET_HEADER).unwrap(), "s3cret");
+        assert!(ClusterSecret::from_text(" \n").is_err());
+        assert!(!ClusterSecret::from_file("").unwrap().is_set());
+        let e = ClusterSecret::from_file("/nonexistent/panoptes-secret").unwrap_err();
+        assert!(e.contains("/nonexistent/panoptes-secret"), "{e}");
     }
 }

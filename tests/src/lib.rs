@@ -171,9 +171,14 @@ impl Cluster {
     /// `[security]` block naming files in `dir`), the CLI helpers passing
     /// `token`. `prepare` writes those files into the cluster directory first.
     pub fn start_secure(workers: &[&str], token: &str, prepare: impl FnOnce(&std::path::Path) -> String) -> Cluster {
+        Self::start_secure_replicated(1, workers, token, prepare)
+    }
+
+    /// [`Cluster::start_secure`] with `n` coordinators.
+    pub fn start_secure_replicated(n: u64, workers: &[&str], token: &str, prepare: impl FnOnce(&std::path::Path) -> String) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let extra = prepare(dir.path());
-        Self::start_in(dir, 1, workers, &extra, Some(token.to_string()))
+        Self::start_in(dir, n, workers, &extra, Some(token.to_string()))
     }
 
     fn start_with(n: u64, workers: &[&str], extra: &str, token: Option<String>) -> Cluster {
@@ -261,10 +266,16 @@ impl Cluster {
     }
 
     pub fn start_worker(&mut self, name: &str) {
+        let cfg = self.cfg();
+        self.start_worker_with_config(name, &cfg);
+    }
+
+    /// Start worker `name` with its own config file (e.g. another `[security]`).
+    pub fn start_worker_with_config(&mut self, name: &str, config: &str) {
         let args: Vec<String> = vec![
             "worker".into(),
             "--config".into(),
-            self.cfg(),
+            config.into(),
             "--name".into(),
             name.into(),
             "--coordinator".into(),
@@ -364,10 +375,16 @@ impl Cluster {
 
 /// `GET path` over HTTP/1.1 on a plain TCP stream: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_get_with(addr, path, &[])
+}
+
+/// [`http_get`] with extra request headers (`("authorization", "Bearer …")`).
+pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap_or_else(|e| panic!("read GET {path} from {addr}: {e}"));
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP head in: {resp}"));

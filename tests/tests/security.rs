@@ -3,8 +3,10 @@
 //! refused without a token, a user token cannot run admin commands, an admin
 //! token runs everything, and no token appears in any log.
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use panoptes_tests::{bin, Cluster};
+use panoptes_proto::api::{self as pb, panoptes_client::PanoptesClient};
+use panoptes_tests::{bin, http_get, http_get_with, make_video, wait_for, web_addr, Cluster};
 
 /// `panoptes token --role ROLE --name NAME`: (token, tokens-file line).
 fn make_token(role: &str, name: &str) -> (String, String) {
@@ -68,4 +70,101 @@ fn tokens_guard_every_call() {
     for secret in [&user, &admin] {
         assert!(!logs.contains(secret.as_str()), "a token is in a log");
     }
+}
+
+/// With a cluster secret on every coordinator and worker: three coordinators
+/// elect a leader (Raft RPCs and forwarded writes carry the secret), a worker
+/// with the secret completes a job, a worker with a wrong secret is refused
+/// and says so in its log, and the web API passes the browser's token on.
+#[test]
+fn the_cluster_secret_and_tokens_work_end_to_end() {
+    let (user, user_line) = make_token("user", "alice");
+    let (admin, admin_line) = make_token("admin", "root");
+    let secret = "correct-horse-battery-staple-7f3a9c";
+    let mut c = Cluster::start_secure_replicated(3, &["w1"], &admin, |dir| {
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, format!("{user_line}\n{admin_line}\n")).unwrap();
+        let secret_file = dir.join("secret");
+        // Surrounding whitespace is trimmed by every reader.
+        std::fs::write(&secret_file, format!("  {secret}\n")).unwrap();
+        // A worker config with a wrong secret, for later.
+        let wrong = dir.join("wrong-secret");
+        std::fs::write(&wrong, "not-the-cluster-secret\n").unwrap();
+        let wrong_cfg = format!(
+            "{}\n[security]\ntokens_file = \"{}\"\ncluster_secret_file = \"{}\"\n",
+            panoptes_tests::TEST_CONFIG,
+            tokens.display(),
+            wrong.display()
+        );
+        std::fs::write(dir.join("wrong.toml"), wrong_cfg).unwrap();
+        format!("\n[security]\ntokens_file = \"{}\"\ncluster_secret_file = \"{}\"\n", tokens.display(), secret_file.display())
+    });
+
+    // A job submitted with a user token completes on the worker with the secret.
+    let video = c.dir.path().join("clip.mp4");
+    make_video(&video, 40, "160x120", 10);
+    let out = run(&c, Some(&user), &["submit", video.to_str().unwrap(), "--models", "colors", "--wait", "--json"]);
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("submit: {}\n{}", stderr(&out), c.logs()));
+    assert_eq!(status["state"], "completed", "{status}\n{}", c.logs());
+
+    // A worker with the wrong secret cannot register, and its log says why.
+    let wrong_cfg = c.dir.path().join("wrong.toml").display().to_string();
+    c.start_worker_with_config("w-wrong", &wrong_cfg);
+    let w = c.workers.last().unwrap();
+    wait_for("the wrong-secret worker to log its refusal", Duration::from_secs(60), || {
+        w.log_text().contains("refused this worker's cluster secret").then_some(())
+    });
+    assert!(!w.log_text().contains("registered"), "a worker with a wrong secret registered:\n{}", w.log_text());
+
+    // The web API: 401 without a token, 200 with one (passed through to gRPC).
+    let web = web_addr(&c);
+    let (code, body) = http_get(&web, "/api/models");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    let bearer = format!("Bearer {user}");
+    let (code, body) = http_get_with(&web, "/api/models", &[("authorization", &bearer)]);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http_get_with(&web, "/api/models", &[("authorization", "Bearer not-a-token")]);
+    assert_eq!(code, 401, "{body}");
+
+    let logs = c.logs();
+    for s in [secret, user.as_str(), admin.as_str()] {
+        assert!(!logs.contains(s), "a token or the secret is in a log");
+    }
+}
+
+/// A burst of calls with one user token runs into RESOURCE_EXHAUSTED when
+/// `rate_limit_per_s` is small (the bucket refills far slower than the burst).
+#[test]
+fn a_burst_of_calls_hits_the_rate_limit() {
+    let (user, user_line) = make_token("user", "alice");
+    let (admin, admin_line) = make_token("admin", "root");
+    let c = Cluster::start_secure(&[], &admin, |dir| {
+        let file = dir.join("tokens");
+        std::fs::write(&file, format!("{user_line}\n{admin_line}\n")).unwrap();
+        format!("\n[security]\ntokens_file = \"{}\"\nrate_limit_per_s = 1\nrate_limit_burst = 3\n", file.display())
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let codes: Vec<tonic::Code> = rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr)).unwrap().connect().await.expect("connect");
+        let mut client = PanoptesClient::new(ch);
+        let mut codes = Vec::new();
+        // 30 calls at once-ish: far more than a burst of 3 plus 1/s can carry.
+        for _ in 0..30 {
+            let mut req = tonic::Request::new(pb::ListModelsRequest {});
+            req.metadata_mut().insert("authorization", format!("Bearer {user}").parse().unwrap());
+            let code = match client.list_models(req).await {
+                Ok(_) => tonic::Code::Ok,
+                Err(s) => s.code(),
+            };
+            codes.push(code);
+            if code == tonic::Code::ResourceExhausted {
+                break;
+            }
+        }
+        codes
+    });
+    assert_eq!(codes.first(), Some(&tonic::Code::Ok), "{codes:?}");
+    assert_eq!(codes.last(), Some(&tonic::Code::ResourceExhausted), "{codes:?}\n{}", c.logs());
 }

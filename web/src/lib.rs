@@ -161,13 +161,41 @@ fn client(ch: Channel) -> PanoptesClient<Channel> {
     PanoptesClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(64 << 20)
 }
 
-/// One gRPC call through the failover client, its error as an [`ApiError`].
+/// The browser's credentials for one HTTP request: its `Authorization`
+/// header, passed through unchanged to every gRPC call made for that request
+/// (the coordinator checks it). Never stored beyond the request, never logged.
+#[derive(Clone, Default)]
+pub struct Caller(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Caller {
+    /// Add the caller's `authorization` to a gRPC request.
+    fn apply<T>(&self, req: &mut tonic::Request<T>) {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // A header that cannot be gRPC metadata is dropped: the call is then
+        // refused as unauthenticated, which is the right answer for it.
+        let v = parts.headers.get(header::AUTHORIZATION).and_then(|h| tonic::metadata::MetadataValue::try_from(h.as_bytes()).ok());
+        Ok(Caller(v))
+    }
+}
+
+/// One gRPC call through the failover client, made with the HTTP caller's
+/// credentials, its error as an [`ApiError`].
 macro_rules! rpc {
-    ($web:expr, $method:ident, $req:expr) => {{
+    ($web:expr, $caller:expr, $method:ident, $req:expr) => {{
         let req = $req;
         $web.coords
             .call($web.attempts(), |ch| {
-                let r = req.clone();
+                let mut r = tonic::Request::new(req.clone());
+                $caller.apply(&mut r);
                 async move { client(ch).$method(r).await }
             })
             .await
@@ -198,6 +226,10 @@ impl From<tonic::Status> for ApiError {
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::FailedPrecondition => StatusCode::CONFLICT,
             Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            // No or an unknown token / a user token on an admin call / over the rate limit.
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
             Code::Unknown if transport_failure(&s) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -210,6 +242,8 @@ impl From<tonic::Status> for ApiError {
             // …or one answered that it cannot serve this now (no leader, no free worker…): its message says why.
             Code::Unavailable => s.message().to_string(),
             Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::Unimplemented => s.message().to_string(),
+            Code::Unauthenticated => format!("{} (send `Authorization: Bearer TOKEN`; see docs/SECURITY.md)", s.message()),
+            Code::PermissionDenied | Code::ResourceExhausted => s.message().to_string(),
             c => format!("{c:?}: {}", s.message()),
         };
         Self::new(status, message)
@@ -286,7 +320,7 @@ fn frame_step_of(m: &serde_json::Map<String, Value>) -> Result<i64, ApiError> {
 }
 
 /// `POST /api/jobs` `{source, name?, models, frame_step?, no_frames?, request_id?}` → 201 `{job_id}`.
-async fn submit(State(web): State<Web>, body: Bytes) -> ApiResult {
+async fn submit(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult {
     let m = parse_object(&body)?;
     let no_frames = match m.get("no_frames") {
         None | Some(Value::Null) => false,
@@ -308,22 +342,22 @@ async fn submit(State(web): State<Web>, body: Bytes) -> ApiResult {
         target_height: 0,
         no_frames,
     };
-    let r = rpc!(web, submit, req)?;
+    let r = rpc!(web, caller, submit, req)?;
     Ok(json_response(StatusCode::CREATED, &json!({ "job_id": r.job_id })))
 }
 
 /// `GET /api/jobs/{id}`: the job's status.
-async fn status(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
-    let s = rpc!(web, get_status, pb::JobRef { job_id: id })?;
+async fn status(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+    let s = rpc!(web, caller, get_status, pb::JobRef { job_id: id })?;
     Ok(json_response(StatusCode::OK, &status_json(&s)))
 }
 
 /// `GET /api/jobs/{id}/results`: every committed result so far, as JSON
 /// lines (`application/x-ndjson`, one `{frame,timestamp,model,results}` per
 /// line, ordered by frame then model), streamed as they are read.
-async fn results(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
+async fn results(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
     let req = pb::ResultsRequest { job_id: id, has_frame: false, frame: 0, model: String::new(), follow: false };
-    let stream = rpc!(web, stream_results, req)?;
+    let stream = rpc!(web, caller, stream_results, req)?;
     let lines = stream.map(|r| match r {
         Ok(fr) => Ok(Bytes::from(format!("{}\n", result_json(&fr)))),
         // Cuts the body short: the client sees an incomplete response.
@@ -336,11 +370,11 @@ async fn results(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
 /// `status` (the job's status, first and whenever it changes), `result`
 /// (one model's results on one frame, as they commit), `end` (the final
 /// status; the server then closes) and `failure` (`{error}`, the stream broke).
-async fn stream(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
+async fn stream(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
     // Unknown ids answer 404 here, before any event.
-    let first = rpc!(web, get_status, pb::JobRef { job_id: id.clone() })?;
+    let first = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
     let req = pb::ResultsRequest { job_id: id.clone(), has_frame: false, frame: 0, model: String::new(), follow: true };
-    let mut results = rpc!(web, stream_results, req)?;
+    let mut results = rpc!(web, caller, stream_results, req)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         let ev = |name: &str, v: &Value| Event::default().event(name).data(v.to_string());
@@ -365,7 +399,7 @@ async fn stream(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
                     }
                 },
                 _ = tick.tick() => {
-                    if let Ok(s) = rpc!(web, get_status, pb::JobRef { job_id: id.clone() }) {
+                    if let Ok(s) = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() }) {
                         let v = status_json(&s);
                         if v != last {
                             last = v;
@@ -378,7 +412,7 @@ async fn stream(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
             }
         }
         // The final status (the results stream ended with the job).
-        let end = match rpc!(web, get_status, pb::JobRef { job_id: id.clone() }) {
+        let end = match rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() }) {
             Ok(s) if is_finished(&s) => status_json(&s),
             _ => last,
         };
@@ -391,7 +425,7 @@ async fn stream(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
 /// `GET /api/jobs/{id}/frames/{n}`: one frame's results (a JSON array, one
 /// entry per model); `GET /api/jobs/{id}/frames/{n}.png`: the stored frame
 /// drawn with its results.
-async fn frame(State(web): State<Web>, Path((id, n)): Path<(String, String)>) -> ApiResult {
+async fn frame(State(web): State<Web>, caller: Caller, Path((id, n)): Path<(String, String)>) -> ApiResult {
     let (num, png) = match n.strip_suffix(".png") {
         Some(x) => (x, true),
         None => (n.as_str(), false),
@@ -399,7 +433,7 @@ async fn frame(State(web): State<Web>, Path((id, n)): Path<(String, String)>) ->
     let frame: u64 = num.parse().map_err(|_| ApiError::bad_request(format!("frame '{num}' is not a frame number (0, 1, 2, ...)")))?;
     let req = pb::FrameRef { job_id: id, frame };
     if png {
-        let f = rpc!(web, get_annotated_frame, req)?;
+        let f = rpc!(web, caller, get_annotated_frame, req)?;
         let mut resp = ([(header::CONTENT_TYPE, "image/png")], f.png).into_response();
         let h = resp.headers_mut();
         // Committed frames never change (until pruned).
@@ -409,13 +443,13 @@ async fn frame(State(web): State<Web>, Path((id, n)): Path<(String, String)>) ->
         }
         return Ok(resp);
     }
-    let r = rpc!(web, get_frame_results, req)?;
+    let r = rpc!(web, caller, get_frame_results, req)?;
     Ok(json_response(StatusCode::OK, &Value::Array(r.results.iter().map(result_json).collect())))
 }
 
 /// `GET /api/jobs/{id}/metrics`: timings and counters (`panoptes metrics --json`).
-async fn metrics(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
-    let m = rpc!(web, get_metrics, pb::JobRef { job_id: id })?;
+async fn metrics(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+    let m = rpc!(web, caller, get_metrics, pb::JobRef { job_id: id })?;
     let inference: std::collections::BTreeMap<String, f64> = m.inference_time_s.clone().into_iter().collect();
     Ok(json_response(
         StatusCode::OK,
@@ -429,8 +463,8 @@ async fn metrics(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
 }
 
 /// `GET /api/videos`: finished jobs, newest first.
-async fn videos(State(web): State<Web>) -> ApiResult {
-    let r = rpc!(web, list_videos, pb::ListVideosRequest { limit: 0 })?;
+async fn videos(State(web): State<Web>, caller: Caller) -> ApiResult {
+    let r = rpc!(web, caller, list_videos, pb::ListVideosRequest { limit: 0 })?;
     let v: Vec<Value> = r
         .videos
         .iter()
@@ -440,27 +474,27 @@ async fn videos(State(web): State<Web>) -> ApiResult {
 }
 
 /// `GET /api/models`: the cluster's model registry.
-async fn models(State(web): State<Web>) -> ApiResult {
-    let r = rpc!(web, list_models, pb::ListModelsRequest {})?;
+async fn models(State(web): State<Web>, caller: Caller) -> ApiResult {
+    let r = rpc!(web, caller, list_models, pb::ListModelsRequest {})?;
     let v: Vec<Value> = r.models.iter().map(|m| json!({"name": m.name, "family": m.family, "files": m.files})).collect();
     Ok(json_response(StatusCode::OK, &Value::Array(v)))
 }
 
 /// `POST /api/live` `{models, name?, frame_step?}` → 201 `{job_id, rtmp_url}`.
-async fn live(State(web): State<Web>, body: Bytes) -> ApiResult {
+async fn live(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult {
     let m = parse_object(&body)?;
     let req = pb::LiveRequest { models: models_of(&m)?, name: opt_string(&m, "name")?, frame_step: frame_step_of(&m)? };
-    let r = rpc!(web, create_live_endpoint, req)?;
+    let r = rpc!(web, caller, create_live_endpoint, req)?;
     Ok(json_response(StatusCode::CREATED, &json!({ "job_id": r.job_id, "rtmp_url": r.rtmp_url })))
 }
 
 /// `POST /api/live/{id}/media`: the next piece of a browser recording
 /// (MediaRecorder's WebM, pieces in order) for live job `id`, relayed to the
 /// job's RTMP URL by an FFmpeg publisher → 202 `{bytes}` (relayed so far).
-async fn live_media(State(web): State<Web>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn live_media(State(web): State<Web>, caller: Caller, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let mut relays = web.relays.lock().await;
     if !relays.contains_key(&id) {
-        let s = rpc!(web, get_status, pb::JobRef { job_id: id.clone() })?;
+        let s = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
         if !s.live {
             return Err(ApiError::new(StatusCode::CONFLICT, format!("job {id} is not a live job; create one with POST /api/live")));
         }
@@ -482,7 +516,9 @@ async fn live_media(State(web): State<Web>, Path(id): Path<String>, body: Bytes)
 
 /// `DELETE /api/live/{id}/media`: the recording ended; the publisher
 /// finishes sending and stops (the worker then ends the live job).
-async fn live_media_end(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
+async fn live_media_end(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+    // Only a caller the coordinators accept may end a relay: ask them first.
+    rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
     let r = web.relays.lock().await.remove(&id);
     let Some(r) = r else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no browser stream is being relayed for job {id}")));
@@ -641,6 +677,9 @@ mod tests {
             (Code::NotFound, 404),
             (Code::FailedPrecondition, 409),
             (Code::Unimplemented, 501),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::ResourceExhausted, 429),
             (Code::Unavailable, 503),
             (Code::Internal, 500),
         ];

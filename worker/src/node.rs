@@ -14,10 +14,12 @@ use anyhow::Context;
 use panoptes_common::config::ModelConfig;
 use panoptes_common::metrics::{derived_http_addr, serve};
 use panoptes_common::retry::Backoff;
+use panoptes_proto::credentials::ClusterSecret;
 use panoptes_proto::failover::Coordinators;
+use tonic::service::interceptor::InterceptedService;
 use panoptes_proto::worker::{self as pb, worker_api_client::WorkerApiClient};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::analysis::{self, Analysis};
 use crate::metrics::{coordinator_error, shard_ended, NodeMetrics};
@@ -44,6 +46,8 @@ pub struct WorkerOptions {
     pub live_idle_timeout_s: u64,
     pub live_drop_policy: crate::pipeline::DropPolicy,
     pub live_reconnect: crate::pipeline::Reconnect,
+    /// `security.cluster_secret_file` (empty: none); read once when the worker starts.
+    pub cluster_secret_file: String,
 }
 
 impl WorkerOptions {
@@ -64,6 +68,7 @@ impl WorkerOptions {
             live_idle_timeout_s: cfg.live.idle_timeout_s,
             live_drop_policy: crate::pipeline::DropPolicy::from_config(&cfg.live),
             live_reconnect: crate::pipeline::Reconnect::from_config(&cfg.live),
+            cluster_secret_file: cfg.security.cluster_secret_file.clone(),
         }
     }
 }
@@ -193,8 +198,11 @@ impl WorkerState {
 
 pub struct WorkerActor;
 
-fn client(ch: tonic::transport::Channel) -> WorkerApiClient<tonic::transport::Channel> {
-    WorkerApiClient::new(ch).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+type SecretChannel = InterceptedService<tonic::transport::Channel, ClusterSecret>;
+
+/// A WorkerApi client that presents the cluster secret (if one is configured).
+fn client(ch: tonic::transport::Channel, secret: ClusterSecret) -> WorkerApiClient<SecretChannel> {
+    WorkerApiClient::with_interceptor(ch, secret).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
 }
 
 async fn register(st: &WorkerState) -> Result<pb::RegisterResponse, tonic::Status> {
@@ -204,7 +212,7 @@ async fn register(st: &WorkerState) -> Result<pb::RegisterResponse, tonic::Statu
         capacity: st.opts.capacity,
         models: st.opts.models.clone(),
     };
-    let r = st.coords.call(st.coords.addrs().len() * 2, |ch| { let r = req.clone(); async move { client(ch).register(r).await } }).await;
+    let r = st.coords.call(st.coords.addrs().len() * 2, |ch| { let r = req.clone(); let secret = st.coords.secret(); async move { client(ch, secret).register(r).await } }).await;
     match &r {
         Ok(_) => st.set_registered(true),
         Err(_) => coordinator_error("register"),
@@ -219,7 +227,9 @@ impl Actor for WorkerActor {
     type Arguments = (WorkerOptions, HashMap<String, Arc<dyn Analysis>>, Arc<AtomicBool>);
 
     async fn pre_start(&self, myself: ActorRef<WorkerMsg>, (opts, analyses, registered): Self::Arguments) -> Result<WorkerState, ActorProcessingErr> {
-        let coords = Coordinators::new(&opts.coordinators)?;
+        // The secret is read once, here: a bad file stops the worker with an error naming it.
+        let secret = ClusterSecret::from_file(&opts.cluster_secret_file)?;
+        let coords = Coordinators::new(&opts.coordinators)?.with_secret(secret);
         let ingest = IngestPorts::reserve(&opts.advertise, opts.capacity.max(1))?;
         info!(worker = %opts.name, host = %ingest.host, ports = ?(ingest.base..ingest.base + opts.capacity.max(1) as u16), "live ingest ports (RTMP) reserved");
         let st = WorkerState { opts, analyses, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new(), ingest };
@@ -231,7 +241,12 @@ impl Actor for WorkerActor {
                 Ok(r) => break r,
                 Err(e) => {
                     let d = backoff.next_delay();
-                    warn!(error = %e.message(), retry_in_ms = d.as_millis() as u64, "no coordinator accepted the registration yet");
+                    if e.code() == tonic::Code::Unauthenticated {
+                        // Retrying will not help until the secret files agree; say so loudly.
+                        error!(error = %e.message(), retry_in_ms = d.as_millis() as u64, "the coordinators refused this worker's cluster secret: make security.cluster_secret_file hold the same secret on workers and coordinators");
+                    } else {
+                        warn!(error = %e.message(), retry_in_ms = d.as_millis() as u64, "no coordinator accepted the registration yet");
+                    }
                     tokio::time::sleep(d).await;
                 }
             }
@@ -249,7 +264,7 @@ impl Actor for WorkerActor {
                 // (a publisher is about to push) is granted regardless.
                 let free = st.opts.capacity.saturating_sub(st.active.len() as u32);
                 let req = pb::LeaseRequest { name: st.opts.name.clone(), free_slots: free };
-                let resp = match st.coords.call(st.coords.addrs().len(), |ch| { let r = req.clone(); async move { client(ch).lease(r).await } }).await {
+                let resp = match st.coords.call(st.coords.addrs().len(), |ch| { let r = req.clone(); let secret = st.coords.secret(); async move { client(ch, secret).lease(r).await } }).await {
                     Ok(r) => r,
                     Err(e) if e.code() == tonic::Code::FailedPrecondition => {
                         st.set_registered(false);
@@ -313,7 +328,7 @@ impl Actor for WorkerActor {
                     .map(|a| pb::LeaseRef { job_id: a.job_id.clone(), shard: a.shard, epoch: a.epoch })
                     .collect::<Vec<_>>();
                 let req = pb::HeartbeatRequest { name: st.opts.name.clone(), leases };
-                match st.coords.call(st.coords.addrs().len(), |ch| { let r = req.clone(); async move { client(ch).heartbeat(r).await } }).await {
+                match st.coords.call(st.coords.addrs().len(), |ch| { let r = req.clone(); let secret = st.coords.secret(); async move { client(ch, secret).heartbeat(r).await } }).await {
                     Ok(r) => {
                         if r.reregister {
                             st.set_registered(false);

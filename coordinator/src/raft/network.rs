@@ -19,6 +19,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::{BasicNode, RPCTypes};
+use panoptes_proto::credentials::ClusterSecret;
 use panoptes_proto::raft::raft_service_client::RaftServiceClient;
 use panoptes_proto::raft::RaftPayload;
 use serde::de::DeserializeOwned;
@@ -49,12 +50,20 @@ struct Peer {
 pub struct Network {
     self_id: NodeId,
     peers: Arc<Mutex<HashMap<NodeId, Peer>>>,
+    /// Presented on every Raft RPC (peers refuse them without it when one is configured).
+    secret: ClusterSecret,
 }
 
 impl Network {
     /// A network for the node `self_id` (the id is used in timeout reports only).
     pub fn new(self_id: NodeId) -> Network {
-        Network { self_id, peers: Arc::new(Mutex::new(HashMap::new())) }
+        Network { self_id, peers: Arc::new(Mutex::new(HashMap::new())), secret: ClusterSecret::default() }
+    }
+
+    /// The same network, presenting the cluster secret on every RPC.
+    pub fn with_secret(mut self, secret: ClusterSecret) -> Network {
+        self.secret = secret;
+        self
     }
 
     /// The cached channel to `target` at `addr` ("host:port"), created lazily on first request or
@@ -96,7 +105,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 Err(format!("bad address {:?} for raft node {target}: {e}", node.addr))
             }
         };
-        NetworkConnection { self_id: self.self_id, target, node: node.clone(), client }
+        NetworkConnection { self_id: self.self_id, target, node: node.clone(), client, secret: self.secret.clone() }
     }
 }
 
@@ -107,6 +116,7 @@ pub struct NetworkConnection {
     node: BasicNode,
     /// `Err` if the peer's address could not be parsed; every RPC then reports it unreachable.
     client: Result<RaftServiceClient<Channel>, String>,
+    secret: ClusterSecret,
 }
 
 #[derive(Debug)]
@@ -145,6 +155,7 @@ impl NetworkConnection {
         let mut request = tonic::Request::new(RaftPayload { data });
         // The grpc-timeout header: tonic enforces it on the client side, and the server sees it.
         request.set_timeout(option.hard_ttl());
+        self.secret.apply(&mut request);
 
         let result = match action {
             RPCTypes::Vote => client.vote(request).await,

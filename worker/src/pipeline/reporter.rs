@@ -202,7 +202,7 @@ pub async fn send_report(job: &ShardJob, req: pb::ReportRequest) -> Result<pb::R
             .call(coordinators.addrs().len(), |ch| {
                 let req = req.clone();
                 async move {
-                    WorkerApiClient::new(ch)
+                    WorkerApiClient::with_interceptor(ch, coordinators.secret())
                         .max_encoding_message_size(64 << 20)
                         .max_decoding_message_size(64 << 20)
                         .report(req)

@@ -439,7 +439,9 @@ impl Panoptes for ApiService {
         if !self.node.is_leader() {
             let forwarded = req.metadata().get(LIVE_FORWARDED).is_some();
             let leader = self.leader_addr(forwarded)?;
+            let auth = caller_auth(req.metadata());
             let mut rq = tonic::Request::new(req.into_inner());
+            with_auth(&mut rq, &auth);
             rq.metadata_mut().insert(LIVE_FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
             rq.set_timeout(Duration::from_secs(30));
             info!(%leader, "forwarding a live endpoint request to the leader");
@@ -513,6 +515,7 @@ impl Panoptes for ApiService {
     }
 
     async fn cluster_status(&self, req: Req<pb::ClusterStatusRequest>) -> Result<Resp<pb::ClusterStatusResponse>, Status> {
+        let auth = caller_auth(req.metadata());
         let r = req.into_inner();
         if r.self_only {
             return Ok(Resp::new(self.own_view()));
@@ -521,6 +524,7 @@ impl Panoptes for ApiService {
         if !r.no_forward && !self.node.is_leader() {
             if let Some((leader, addr)) = self.node.leader().filter(|(l, _)| *l != self.node.id) {
                 let mut rq = tonic::Request::new(pb::ClusterStatusRequest { no_forward: true, self_only: false });
+                with_auth(&mut rq, &auth);
                 rq.set_timeout(FORWARD_STATUS_TIMEOUT);
                 match self.client(&addr)?.cluster_status(rq).await {
                     Ok(resp) => return Ok(resp),
@@ -528,7 +532,7 @@ impl Panoptes for ApiService {
                 }
             }
         }
-        Ok(Resp::new(self.cluster_view().await))
+        Ok(Resp::new(self.cluster_view(&auth).await))
     }
 
     async fn drain_worker(&self, req: Req<pb::DrainWorkerRequest>) -> Result<Resp<pb::DrainWorkerResponse>, Status> {
@@ -553,6 +557,7 @@ impl Panoptes for ApiService {
     }
 
     async fn add_member(&self, req: Req<pb::AddMemberRequest>) -> Result<Resp<pb::MembershipResponse>, Status> {
+        let auth = caller_auth(req.metadata());
         let r = req.into_inner();
         if r.id == 0 {
             return Err(Status::invalid_argument("coordinator ids start at 1"));
@@ -565,6 +570,7 @@ impl Panoptes for ApiService {
             let wait = Duration::from_millis(if r.timeout_ms == 0 { DEFAULT_CATCH_UP.as_millis() as u64 } else { r.timeout_ms });
             let leader = self.leader_addr(r.forwarded)?;
             let mut rq = tonic::Request::new(fwd);
+            with_auth(&mut rq, &auth);
             rq.set_timeout(wait + Duration::from_secs(40));
             return self.client(&leader)?.add_member(rq).await.map_err(|s| forwarded_error(s, &leader));
         }
@@ -573,7 +579,7 @@ impl Panoptes for ApiService {
             ms => Duration::from_millis(ms.min(3_600_000)),
         };
         // Check that the right coordinator runs there, and is not part of another cluster.
-        match self.probe(&addr).await {
+        match self.probe(&addr, &auth).await {
             None => {
                 return Err(Status::failed_precondition(format!(
                     "nothing answers at {addr}: start the new coordinator first (panoptes coordinator --id {} --listen {addr} --data-dir DIR --join)",
@@ -597,10 +603,12 @@ impl Panoptes for ApiService {
     }
 
     async fn remove_member(&self, req: Req<pb::RemoveMemberRequest>) -> Result<Resp<pb::MembershipResponse>, Status> {
+        let auth = caller_auth(req.metadata());
         let r = req.into_inner();
         if !self.node.is_leader() {
             let leader = self.leader_addr(r.forwarded)?;
             let mut rq = tonic::Request::new(pb::RemoveMemberRequest { id: r.id, forwarded: true });
+            with_auth(&mut rq, &auth);
             rq.set_timeout(Duration::from_secs(60));
             return self.client(&leader)?.remove_member(rq).await.map_err(|s| forwarded_error(s, &leader));
         }
@@ -622,6 +630,21 @@ fn sub_name_empty(r: &pb::SubmitRequest) -> bool {
 }
 
 /// A random stream key: 32 hex digits.
+/// The caller's `authorization` metadata, carried onto the calls a member
+/// makes on its behalf (forwarding to the leader, probing the other
+/// members), so that they pass the same token check the caller passed here.
+type CallerAuth = Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>;
+
+fn caller_auth(m: &tonic::metadata::MetadataMap) -> CallerAuth {
+    m.get("authorization").cloned()
+}
+
+fn with_auth<T>(rq: &mut tonic::Request<T>, auth: &CallerAuth) {
+    if let Some(v) = auth {
+        rq.metadata_mut().insert("authorization", v.clone());
+    }
+}
+
 /// gRPC metadata marking a live endpoint request a follower forwarded.
 const LIVE_FORWARDED: &str = "x-panoptes-forwarded";
 
@@ -752,9 +775,10 @@ impl ApiService {
     }
 
     /// Ask the member at `addr` for its own entry (bounded by [`PROBE_TIMEOUT`]).
-    async fn probe(&self, addr: &str) -> Option<pb::ClusterStatusResponse> {
+    async fn probe(&self, addr: &str, auth: &CallerAuth) -> Option<pb::ClusterStatusResponse> {
         let mut client = self.client(addr).ok()?;
         let mut rq = tonic::Request::new(pb::ClusterStatusRequest { no_forward: true, self_only: true });
+        with_auth(&mut rq, auth);
         rq.set_timeout(PROBE_TIMEOUT);
         let r = tokio::time::timeout(PROBE_TIMEOUT, client.cluster_status(rq)).await.ok()?.ok()?;
         Some(r.into_inner())
@@ -762,7 +786,7 @@ impl ApiService {
 
     /// The whole status from this member's view: members (each probed),
     /// workers (heartbeat ages are known to the leader only), job counts.
-    async fn cluster_view(&self) -> pb::ClusterStatusResponse {
+    async fn cluster_view(&self, auth: &CallerAuth) -> pb::ClusterStatusResponse {
         let m = self.node.raft.metrics().borrow().clone();
         let leader = known_leader(&m).unwrap_or(0);
         let membership = m.membership_config.membership();
@@ -772,7 +796,7 @@ impl ApiService {
             if *id == self.node.id {
                 Some(self.own_view())
             } else {
-                self.probe(addr).await
+                self.probe(addr, auth).await
             }
         }))
         .await;

@@ -108,6 +108,21 @@ fn the_cluster_secret_and_tokens_work_end_to_end() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("submit: {}\n{}", stderr(&out), c.logs()));
     assert_eq!(status["state"], "completed", "{status}\n{}", c.logs());
 
+    // Asked at each member in turn (followers forward to the leader and
+    // probe the others with the caller's token): three healthy members.
+    for addr in c.coordinator_addrs.clone() {
+        wait_for(&format!("cluster status at {addr} to show 3 healthy members"), Duration::from_secs(60), || {
+            let o = Command::new(bin())
+                .args(["cluster", "status", "--json", "--coordinator", &addr])
+                .env("PANOPTES_TOKEN", &admin)
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            let m = v["members"].as_array()?;
+            (m.len() == 3 && m.iter().all(|m| m["healthy"] == true)).then_some(())
+        });
+    }
+
     // A worker with the wrong secret cannot register, and its log says why.
     let wrong_cfg = c.dir.path().join("wrong.toml").display().to_string();
     c.start_worker_with_config("w-wrong", &wrong_cfg);

@@ -132,9 +132,32 @@ pub struct Cluster {
     _lock: MutexGuard<'static, ()>,
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 (bound, then released), for a node's
+/// `--listen`. Taken from 10000-19999, below Linux's ephemeral range
+/// (32768-60999): a port in that range can be taken as the local port of an
+/// outgoing connection between this check and the node's own bind, or
+/// while a killed node is down before its restart; worst, peers retrying a
+/// connection to a node that is not up yet can connect to themselves
+/// (TCP self-connect on loopback) and hold its port. That failed a CI run
+/// with "Address already in use" (admin b01, coordinator-3). The derived ports
+/// (+10000 metrics, +20000 web) then fall in 20000-39999, and those fall
+/// back to any free port when taken.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+        ^ ((std::process::id() as u64) << 20);
+    for _ in 0..1000 {
+        // SplitMix64 over a shared counter: distinct tries, spread over the range.
+        let mut z = seed.wrapping_add(NEXT.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let port = 10_000 + ((z ^ (z >> 31)) % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 10000-19999 on 127.0.0.1 after 1000 tries")
 }
 
 pub const TEST_CONFIG: &str = r#"

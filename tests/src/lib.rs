@@ -451,3 +451,48 @@ pub fn web_addr(c: &Cluster) -> String {
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// Start the FFmpeg CLI pushing `seconds` of a generated `size` test pattern
+/// at 25 fps, in real time (`-re`), to the RTMP `url` (live tests).
+pub fn push_stream(url: &str, size: &str, seconds: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", &format!("testsrc=size={size}:rate=25")])
+        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run ffmpeg (is the FFmpeg CLI installed?)")
+}
+
+/// Wait (bounded by `limit`, then killed) for a push to end; whether it succeeded.
+pub fn finish_push(mut c: Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st.success();
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Cluster {
+    /// One coordinator and worker `w1`, whose config has this `[live]` section.
+    pub fn start_with_live(live: &str) -> Cluster {
+        let mut c = Cluster::start(&[]);
+        let cfg = c.dir.path().join("cluster.toml");
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str(&format!("\n[live]\n{live}\n"));
+        std::fs::write(&cfg, text).unwrap();
+        c.start_worker("w1");
+        wait_for("a worker", Duration::from_secs(30), || {
+            let s = c.cli_json(&["cluster", "status", "--json"]);
+            (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())
+        });
+        c
+    }
+}

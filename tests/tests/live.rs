@@ -3,39 +3,10 @@
 //! in real time (`-re`), results are readable while it runs, and the job
 //! completes when the push ends. Every wait is bounded.
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use panoptes_tests::{free_port, wait_for, Cluster};
+use panoptes_tests::{finish_push, push_stream, free_port, wait_for, Cluster};
 use serde_json::Value;
-
-/// Start `ffmpeg` pushing `seconds` of a generated `size` test pattern at 25
-/// fps, in real time, to `url`.
-fn push(url: &str, size: &str, seconds: u32) -> Child {
-    Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", &format!("testsrc=size={size}:rate=25")])
-        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-f", "flv", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ffmpeg (is the FFmpeg CLI installed?)")
-}
-
-/// Wait (bounded) for a push to end; whether it succeeded.
-fn finish(mut c: Child, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            return st.success();
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            let _ = c.wait();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn create(c: &Cluster, models: &str, step: u32) -> (String, String) {
     let v = c.cli_json(&["live", "--models", models, "--frame-step", &step.to_string(), "--json"]);
@@ -81,12 +52,12 @@ fn two_live_streams_are_analysed_while_they_run_and_complete_when_the_pushes_end
     wait_listening(&c, &url_a);
     wait_listening(&c, &url_b);
 
-    let (pa, pb) = (push(&url_a, "320x240", 8), push(&url_b, "320x240", 8));
+    let (pa, pb) = (push_stream(&url_a, "320x240", 8), push_stream(&url_b, "320x240", 8));
     // Results appear while the streams run.
     wait_for("results before the pushes end", Duration::from_secs(8), || (!c.results(&a).is_empty() && !c.results(&b).is_empty()).then_some(()));
     assert_eq!(c.cli_json(&["status", &a, "--json"])["state"], "running", "{a} ended before its push");
-    assert!(finish(pa, Duration::from_secs(60)), "push to {url_a} failed");
-    assert!(finish(pb, Duration::from_secs(60)), "push to {url_b} failed");
+    assert!(finish_push(pa, Duration::from_secs(60)), "push to {url_a} failed");
+    assert!(finish_push(pb, Duration::from_secs(60)), "push to {url_b} failed");
 
     for (job, step, pushed) in [(&a, 1u64, 200u64), (&b, 2, 100)] {
         let s = c.wait_finished(job, Duration::from_secs(60));
@@ -108,9 +79,9 @@ fn two_live_streams_are_analysed_while_they_run_and_complete_when_the_pushes_end
     }
 
     // A push to a finished stream's URL, or to a port no stream listens on, is refused.
-    assert!(!finish(push(&url_a, "160x120", 2), Duration::from_secs(30)), "a push to a finished stream was accepted");
+    assert!(!finish_push(push_stream(&url_a, "160x120", 2), Duration::from_secs(30)), "a push to a finished stream was accepted");
     let unknown = format!("rtmp://127.0.0.1:{}/live/no-such-key", free_port());
-    assert!(!finish(push(&unknown, "160x120", 2), Duration::from_secs(30)), "a push to an unknown key was accepted");
+    assert!(!finish_push(push_stream(&unknown, "160x120", 2), Duration::from_secs(30)), "a push to an unknown key was accepted");
 }
 
 #[test]
@@ -122,8 +93,8 @@ fn a_stream_faster_than_its_analysis_drops_frames_and_keeps_lag_bounded() {
     });
     let (job, url) = create(&c, "objects", 1);
     wait_listening(&c, &url);
-    let p = push(&url, "640x480", 10);
-    assert!(finish(p, Duration::from_secs(60)), "push to {url} failed");
+    let p = push_stream(&url, "640x480", 10);
+    assert!(finish_push(p, Duration::from_secs(60)), "push to {url} failed");
     // Bounded lag: once the push ends, at most a pipeline's depth of frames
     // remains to analyse, so the job completes soon after (bounded wait).
     let s = c.wait_finished(&job, Duration::from_secs(60));

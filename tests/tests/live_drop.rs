@@ -4,54 +4,10 @@
 //! measured values (latency, memory) are generous ones that an unbounded
 //! queue would break on a stream this long.
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use panoptes_tests::{http_get, metrics_addr, sample, wait_for, Cluster};
+use panoptes_tests::{finish_push, push_stream, http_get, metrics_addr, sample, wait_for, Cluster};
 use serde_json::Value;
-
-/// Start `ffmpeg` pushing `seconds` of a generated `size` test pattern at 25
-/// fps, in real time, to `url`.
-fn push(url: &str, size: &str, seconds: u32) -> Child {
-    Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", &format!("testsrc=size={size}:rate=25")])
-        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-f", "flv", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ffmpeg (is the FFmpeg CLI installed?)")
-}
-
-/// Wait (bounded) for a push to end; whether it succeeded.
-fn finish(mut c: Child, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            return st.success();
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            let _ = c.wait();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A cluster whose one worker runs with this `[live]` section.
-fn cluster_with_live(live: &str) -> Cluster {
-    let mut c = Cluster::start(&[]);
-    let cfg = c.dir.path().join("cluster.toml");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(&format!("\n[live]\n{live}\n"));
-    std::fs::write(&cfg, text).unwrap();
-    c.start_worker("w1");
-    wait_for("a worker", Duration::from_secs(30), || {
-        let s = c.cli_json(&["cluster", "status", "--json"]);
-        (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())
-    });
-    c
-}
 
 /// `panoptes live`, then wait until the worker listens for the publisher.
 fn create(c: &Cluster, models: &str) -> (String, String) {
@@ -90,15 +46,15 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn lag_policy_keeps_latency_and_memory_bounded_when_analysis_is_slower_than_the_stream() {
-    let c = cluster_with_live("drop_policy = \"lag\"\nmax_lag_ms = 500");
+    let c = Cluster::start_with_live("drop_policy = \"lag\"\nmax_lag_ms = 500");
     let (job, url) = create(&c, "objects");
     let pid = c.workers[0].child.id();
     let seconds = 16u32;
-    let p = push(&url, "1280x720", seconds);
+    let p = push_stream(&url, "1280x720", seconds);
     // Memory once the stream flows (the model and decoder are set up).
     wait_for("first results", Duration::from_secs(30), || (!c.results(&job).is_empty()).then_some(()));
     let rss_start = rss_kib(pid);
-    assert!(finish(p, Duration::from_secs(120)), "push to {url} failed");
+    assert!(finish_push(p, Duration::from_secs(120)), "push to {url} failed");
     let rss_end = rss_kib(pid);
     let s = c.wait_finished(&job, Duration::from_secs(60));
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
@@ -125,9 +81,9 @@ fn lag_policy_keeps_latency_and_memory_bounded_when_analysis_is_slower_than_the_
 
 #[test]
 fn every_nth_policy_analyses_one_frame_in_keep_every() {
-    let c = cluster_with_live("drop_policy = \"every_nth\"\nkeep_every = 3");
+    let c = Cluster::start_with_live("drop_policy = \"every_nth\"\nkeep_every = 3");
     let (job, url) = create(&c, "colors");
-    assert!(finish(push(&url, "320x240", 4), Duration::from_secs(60)), "push to {url} failed");
+    assert!(finish_push(push_stream(&url, "320x240", 4), Duration::from_secs(60)), "push to {url} failed");
     let s = c.wait_finished(&job, Duration::from_secs(60));
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
     let got = frames(&c, &job);

@@ -1,36 +1,9 @@
 //! A push to a live stream's port with another stream key is refused (the
 //! publisher is disconnected, its push fails) and the stream keeps waiting
 //! for its own publisher. Real processes; every wait is bounded.
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use panoptes_tests::{wait_for, Cluster};
-
-fn push(url: &str, seconds: u32) -> Child {
-    Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25"])
-        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-f", "flv", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run ffmpeg (is the FFmpeg CLI installed?)")
-}
-
-/// Wait (bounded) for a push to end; whether it succeeded.
-fn finish(mut c: Child, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            return st.success();
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            let _ = c.wait();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use panoptes_tests::{finish_push, push_stream, wait_for, Cluster};
 
 #[test]
 fn a_push_with_a_wrong_stream_key_is_refused_and_the_right_one_is_analysed() {
@@ -48,13 +21,13 @@ fn a_push_with_a_wrong_stream_key_is_refused_and_the_right_one_is_analysed() {
     });
 
     let wrong = format!("rtmp://127.0.0.1:{port}/live/not-the-key");
-    assert!(!finish(push(&wrong, 3), Duration::from_secs(30)), "a push with a wrong stream key was accepted");
+    assert!(!finish_push(push_stream(&wrong, "160x120", 3), Duration::from_secs(30)), "a push with a wrong stream key was accepted");
     assert!(c.workers[0].log_text().contains("refused a publisher that pushed to another stream key"), "{}", c.logs());
     assert_eq!(c.cli_json(&["status", &job, "--json"])["state"], "running", "the refused push ended the stream");
     assert!(c.results(&job).is_empty(), "frames of the refused push were analysed");
 
     // The stream still takes its own publisher.
-    assert!(finish(push(&url, 2), Duration::from_secs(60)), "push to {url} failed after a refused one");
+    assert!(finish_push(push_stream(&url, "160x120", 2), Duration::from_secs(60)), "push to {url} failed after a refused one");
     let s = c.wait_finished(&job, Duration::from_secs(60));
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
     assert!(!c.results(&job).is_empty());

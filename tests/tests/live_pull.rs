@@ -23,20 +23,6 @@ fn serve(url: &str, seconds: u32) -> Child {
         .expect("run ffmpeg (is the FFmpeg CLI installed?)")
 }
 
-fn cluster_with_live(live: &str) -> Cluster {
-    let mut c = Cluster::start(&[]);
-    let cfg = c.dir.path().join("cluster.toml");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(&format!("\n[live]\n{live}\n"));
-    std::fs::write(&cfg, text).unwrap();
-    c.start_worker("w1");
-    wait_for("a worker", Duration::from_secs(30), || {
-        let s = c.cli_json(&["cluster", "status", "--json"]);
-        (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())
-    });
-    c
-}
-
 fn worker_metric(c: &Cluster, series: &str) -> f64 {
     let (_, text) = http_get(&metrics_addr(&c.workers[0]), "/metrics");
     sample(&text, series).unwrap_or(0.0)
@@ -44,7 +30,7 @@ fn worker_metric(c: &Cluster, series: &str) -> f64 {
 
 #[test]
 fn a_pull_source_that_drops_is_reopened_and_its_frames_continue() {
-    let c = cluster_with_live("reconnect_attempts = 3\nreconnect_backoff_ms = 200\nreconnect_max_backoff_ms = 400\nidle_timeout_s = 3");
+    let c = Cluster::start_with_live("reconnect_attempts = 3\nreconnect_backoff_ms = 200\nreconnect_max_backoff_ms = 400\nidle_timeout_s = 3");
     let url = format!("rtmp://127.0.0.1:{}/live/cam", free_port());
     let mut first = serve(&url, 60);
     let v = c.cli_json(&["submit", &url, "--models", "colors", "--json"]);
@@ -78,7 +64,7 @@ fn a_pull_source_that_drops_is_reopened_and_its_frames_continue() {
 
 #[test]
 fn a_pull_source_that_never_opens_fails_its_job_with_a_clear_error() {
-    let c = cluster_with_live("reconnect_attempts = 2\nreconnect_backoff_ms = 100\nreconnect_max_backoff_ms = 200");
+    let c = Cluster::start_with_live("reconnect_attempts = 2\nreconnect_backoff_ms = 100\nreconnect_max_backoff_ms = 200");
     let url = format!("rtmp://127.0.0.1:{}/live/nothing", free_port());
     let v = c.cli_json(&["submit", &url, "--models", "colors", "--json"]);
     let job = v["job_id"].as_str().unwrap().to_string();
@@ -90,7 +76,7 @@ fn a_pull_source_that_never_opens_fails_its_job_with_a_clear_error() {
 
 #[test]
 fn a_pull_source_resumes_on_another_worker_when_its_worker_dies() {
-    let mut c = cluster_with_live("reconnect_attempts = 3\nreconnect_backoff_ms = 200\nreconnect_max_backoff_ms = 400\nidle_timeout_s = 3");
+    let mut c = Cluster::start_with_live("reconnect_attempts = 3\nreconnect_backoff_ms = 200\nreconnect_max_backoff_ms = 400\nidle_timeout_s = 3");
     c.start_worker("w2");
     wait_for("two workers", Duration::from_secs(30), || {
         let s = c.cli_json(&["cluster", "status", "--json"]);

@@ -13,9 +13,8 @@
 //! the state machine applies grants, expiries and splits).
 //! Everything is printed with the seed and the command that replays it.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -270,7 +269,6 @@ impl Drop for Netns {
 /// Start `panoptes` (optionally inside a network namespace) and wait (bounded)
 /// for its first line on stdout, as `Node::spawn` does.
 fn spawn(name: &str, netns: Option<&str>, args: &[String], log: &Path) -> Node {
-    let logf = std::fs::File::create(log).expect("create log");
     let mut cmd = match netns {
         // `ip netns exec` execs the binary: the child's pid is the node's.
         Some(ns) => {
@@ -280,31 +278,8 @@ fn spawn(name: &str, netns: Option<&str>, args: &[String], log: &Path) -> Node {
         }
         None => Command::new(bin()),
     };
-    let mut child = cmd
-        .args(args)
-        .env("PANOPTES_LOG_LEVEL", "info")
-        .stdout(Stdio::piped())
-        .stderr(logf)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-        if let Some(l) = lines.next() {
-            let _ = tx.send(l);
-        }
-        for _ in lines {}
-    });
-    let first_line = match rx.recv_timeout(Duration::from_secs(90)) {
-        Ok(l) => l,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{name} did not start; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
-        }
-    };
-    Node { name: name.to_string(), child, log: log.to_path_buf(), first_line }
+    cmd.args(args);
+    Node::spawn_command(name, cmd, log)
 }
 
 struct ChaosCluster {

@@ -69,9 +69,17 @@ pub struct Node {
 
 impl Node {
     pub fn spawn(name: &str, args: &[String], log: &Path) -> Node {
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        Self::spawn_command(name, cmd, log)
+    }
+
+    /// Start `cmd` (a `panoptes` command line, possibly wrapped, e.g. by
+    /// `ip netns exec`), stderr to `log`, and wait (bounded) for its first
+    /// line on stdout.
+    pub fn spawn_command(name: &str, mut cmd: Command, log: &Path) -> Node {
         let logf = std::fs::File::create(log).expect("create log");
-        let mut child = Command::new(bin())
-            .args(args)
+        let mut child = cmd
             .env("PANOPTES_LOG_LEVEL", "info")
             .stdout(Stdio::piped())
             .stderr(logf)
@@ -90,6 +98,7 @@ impl Node {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("{name} did not start; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
             }
         };

@@ -48,6 +48,17 @@ struct ClientOpts {
     /// Bearer token for a cluster with security.tokens_file set (from `panoptes token`).
     #[arg(long, env = "PANOPTES_TOKEN", global = true, hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
+    /// Connect over TLS, trusting this CA certificate (PEM; `panoptes certs`
+    /// makes one). Default: security.tls_ca of --config, else plain text.
+    #[arg(long, env = "PANOPTES_TLS_CA", global = true, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present, for clusters with
+    /// security.require_client_cert; needs --tls-key.
+    #[arg(long, env = "PANOPTES_TLS_CERT", global = true, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "PANOPTES_TLS_KEY", global = true, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -64,6 +75,10 @@ enum Cmd {
     /// Make a fresh random bearer token: prints the token (once; keep it) and
     /// the `ROLE NAME SHA256` line to add to security.tokens_file.
     Token(TokenArgs),
+    /// Make a development CA and certificates for TLS: the CA, a node
+    /// certificate (for coordinators and workers; server and client use) and a
+    /// client certificate (for the CLI); prints the [security] lines to use.
+    Certs(CertsArgs),
     /// Submit a video file or URL for analysis; prints the job id.
     Submit(SubmitArgs),
     /// Show a job's state and progress.
@@ -400,6 +415,7 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
     cfg.validate()?;
     panoptes_common::logging::init(&cfg.log.format, &cfg.log.level);
     install_source_policy(&cfg)?;
+    install_node_tls(&cfg)?;
     let listen = cfg.coordinator_listen(a.id)?;
     let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.coordinator_data_dir(a.id));
     let peers = cfg.cluster.coordinators.iter().filter(|p| p.id != a.id).map(|p| (p.id, p.addr.clone())).collect();
@@ -427,6 +443,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
     cfg.validate()?;
     panoptes_common::logging::init(&cfg.log.format, &cfg.log.level);
     install_source_policy(&cfg)?;
+    install_node_tls(&cfg)?;
     let coordinators = match &a.coordinator {
         Some(c) => split_addrs(c),
         None => cfg.coordinator_addrs(),
@@ -442,15 +459,38 @@ fn split_addrs(s: &str) -> Vec<String> {
 }
 
 fn connect(c: &ClientOpts) -> Result<Coordinators> {
+    let cfg = if c.coordinator.is_none() || c.config.is_some() { Some(load_config(c.config.as_deref())?) } else { None };
     let addrs = match &c.coordinator {
         Some(s) => split_addrs(s),
-        None => load_config(c.config.as_deref())?.coordinator_addrs(),
+        None => cfg.as_ref().map(|c| c.coordinator_addrs()).unwrap_or_default(),
     };
     if let Some(t) = &c.token {
         panoptes_proto::credentials::set_token(t).map_err(|e| anyhow!(e))?;
     }
+    // TLS: the --tls-* options, else the config file's [security] (a node's
+    // config names its own certificate, which then also serves as the client's).
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    match (&c.tls_ca, &cfg) {
+        (Some(_), _) => panoptes_proto::tls::install_client(&path(&c.tls_ca), &path(&c.tls_cert), &path(&c.tls_key)),
+        (None, Some(cfg)) if c.config.is_some() => {
+            let s = &cfg.security;
+            panoptes_proto::tls::install_client(&s.tls_ca, &s.tls_cert, &s.tls_key)
+        }
+        _ if c.tls_cert.is_some() => Err("--tls-cert needs --tls-ca too (the CA that signs the cluster's certificates)".to_string()),
+        _ => Ok(()),
+    }
+    .map_err(|e| anyhow!(e))?;
     Coordinators::new(&addrs).map_err(|e| anyhow!(e))
 }
+
+/// A node's own outgoing connections (to coordinators, Raft peers, the web
+/// API's calls) use TLS when security.tls_ca is set, presenting the node's
+/// certificate.
+fn install_node_tls(cfg: &Config) -> Result<()> {
+    let s = &cfg.security;
+    panoptes_proto::tls::install_client(&s.tls_ca, &s.tls_cert, &s.tls_key).map_err(|e| anyhow!("invalid [security] TLS settings: {e}"))
+}
+
 
 type Api = PanoptesClient<tonic::service::interceptor::InterceptedService<Channel, panoptes_proto::credentials::WithToken>>;
 
@@ -464,13 +504,18 @@ fn explain(s: tonic::Status, coords: &Coordinators) -> anyhow::Error {
         // A coordinator answered, but no leader could take the call.
         tonic::Code::Unavailable if s.message().contains("leader") => anyhow!("{} (retry in a moment)", s.message()),
         tonic::Code::Unavailable => anyhow!(
-            "no coordinator reachable at {} ({}). Is one running? Start one with `panoptes coordinator --id 1`, or point --coordinator at it.",
+            "no coordinator reachable at {} ({}). Is one running? Start one with `panoptes coordinator --id 1`, or point --coordinator at it; {}.",
             coords.addrs().join(","),
-            s.message()
+            panoptes_proto::failover::with_causes(&s),
+            panoptes_proto::tls::hint()
         ),
+        // A plain-text client talking to a TLS server (or the reverse) sees garbage frames.
+        tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Cancelled if s.message().contains("h2 protocol error") || s.message().contains("transport error") => {
+            anyhow!("cannot talk to the coordinator at {} ({}); {}.", coords.addrs().join(","), panoptes_proto::failover::with_causes(&s), panoptes_proto::tls::hint())
+        }
         tonic::Code::InvalidArgument => anyhow!("{}", s.message()),
         tonic::Code::NotFound | tonic::Code::FailedPrecondition => anyhow!("{}", s.message()),
-        _ => anyhow!("{:?}: {}", s.code(), s.message()),
+        _ => anyhow!("{:?}: {}", s.code(), panoptes_proto::failover::with_causes(&s)),
     }
 }
 
@@ -928,6 +973,115 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Args)]
+struct CertsArgs {
+    /// Directory to write ca.pem, ca.key, node.pem, node.key, client.pem and
+    /// client.key into (created if missing).
+    #[arg(long, default_value = "certs")]
+    out: PathBuf,
+    /// Host names and IP addresses the node certificate is valid for, besides
+    /// localhost, 127.0.0.1 and ::1 (every address clients use to reach a
+    /// coordinator must be named), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// Years the certificates stay valid.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=50))]
+    years: i32,
+    /// Overwrite files that already exist in --out.
+    #[arg(long)]
+    force: bool,
+    /// Print the written paths as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A development CA (self-signed) and two certificates it signs. The keys are
+/// ECDSA P-256, written with mode 0600.
+fn certs(a: CertsArgs) -> Result<ExitCode> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose as Eku, IsCa, Issuer, KeyPair, KeyUsagePurpose as Ku};
+    let names = ["ca.pem", "ca.key", "node.pem", "node.key", "client.pem", "client.key"];
+    if !a.force {
+        if let Some(n) = names.iter().find(|n| a.out.join(n).exists()) {
+            return Err(anyhow!("{} already exists: pass --force to replace the certificates in {} (nodes and clients using the old CA will then be refused)", a.out.join(n).display(), a.out.display()));
+        }
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let year = 1970 + (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() / 31_556_952) as i32;
+    let validity = |p: &mut CertificateParams, cn: &str| {
+        p.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+        p.not_after = rcgen::date_time_ymd(year + a.years, 1, 1);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.distinguished_name.push(DnType::OrganizationName, "Panoptes development");
+    };
+    let err = |e: rcgen::Error| anyhow!("cannot make the certificates: {e}");
+
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::new(Vec::new()).map_err(err)?;
+    validity(&mut ca, "Panoptes development CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![Ku::KeyCertSign, Ku::CrlSign, Ku::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let issuer = Issuer::from_params(&ca, &ca_key);
+
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    for h in a.hosts.iter().map(|h| h.trim()).filter(|h| !h.is_empty()) {
+        if !hosts.iter().any(|x| x == h) {
+            hosts.push(h.to_string());
+        }
+    }
+    let node_key = KeyPair::generate().map_err(err)?;
+    let mut node = CertificateParams::new(hosts.clone()).map_err(|e| anyhow!("bad --hosts entry: {e}"))?;
+    validity(&mut node, "panoptes-node");
+    node.key_usages = vec![Ku::DigitalSignature];
+    node.extended_key_usages = vec![Eku::ServerAuth, Eku::ClientAuth];
+    let node_cert = node.signed_by(&node_key, &issuer).map_err(err)?;
+
+    let client_key = KeyPair::generate().map_err(err)?;
+    let mut client = CertificateParams::new(Vec::new()).map_err(err)?;
+    validity(&mut client, "panoptes-client");
+    client.key_usages = vec![Ku::DigitalSignature];
+    client.extended_key_usages = vec![Eku::ClientAuth];
+    let client_cert = client.signed_by(&client_key, &issuer).map_err(err)?;
+
+    let files = [
+        ("ca.pem", ca_cert.pem(), false),
+        ("ca.key", ca_key.serialize_pem(), true),
+        ("node.pem", node_cert.pem(), false),
+        ("node.key", node_key.serialize_pem(), true),
+        ("client.pem", client_cert.pem(), false),
+        ("client.key", client_key.serialize_pem(), true),
+    ];
+    for (name, text, secret) in &files {
+        let p = a.out.join(name);
+        write_file(&p, text.as_bytes(), *secret).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let dir = std::fs::canonicalize(&a.out).unwrap_or(a.out.clone());
+    let at = |n: &str| dir.join(n).display().to_string();
+    if a.json {
+        let v = json!({"ca": at("ca.pem"), "ca_key": at("ca.key"), "node_cert": at("node.pem"), "node_key": at("node.key"),
+            "client_cert": at("client.pem"), "client_key": at("client.key"), "hosts": hosts});
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("wrote a development CA and certificates to {} (node certificate valid for {})", dir.display(), hosts.join(", "));
+    println!("\nIn every node's cluster.toml (coordinators and workers):\n");
+    println!("[security]\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\n# require_client_cert = true   # then the CLI needs --tls-cert/--tls-key too", at("node.pem"), at("node.key"), at("ca.pem"));
+    println!("\nFor the CLI:\n\n  export PANOPTES_TLS_CA={}\n  export PANOPTES_TLS_CERT={} PANOPTES_TLS_KEY={}", at("ca.pem"), at("client.pem"), at("client.key"));
+    println!("\nKeep ca.key private: it signs certificates the cluster trusts.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write a file; a secret one (a private key) is readable by its owner only.
+fn write_file(p: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    if secret {
+        o.mode(0o600);
+    }
+    o.open(p)?.write_all(bytes)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -937,6 +1091,7 @@ async fn main() -> ExitCode {
         Cmd::Worker(a) => run_worker(a).await.map(|_| ExitCode::SUCCESS),
         Cmd::Analyze(a) => analyze(a).await,
         Cmd::Token(a) => token(a),
+        Cmd::Certs(a) => certs(a),
         Cmd::Submit(a) => submit(a).await,
         Cmd::Status(a) => status(a).await,
         Cmd::Results(a) => results(a).await,

@@ -244,6 +244,9 @@ impl SecuritySection {
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return Err("security.tls_cert and security.tls_key go together: set both or neither".into());
         }
+        if !self.tls_cert.is_empty() && self.tls_ca.is_empty() {
+            return Err("security.tls_cert needs security.tls_ca too: nodes reach each other over TLS and check each other's certificates against it (`panoptes certs` makes all three)".into());
+        }
         if self.require_client_cert && (self.tls_ca.is_empty() || self.tls_cert.is_empty()) {
             return Err("security.require_client_cert needs security.tls_ca, tls_cert and tls_key (make them with `panoptes certs`)".into());
         }
@@ -808,6 +811,10 @@ mod tests {
     fn security_settings_are_checked() {
         let e = parse("[security]\ntls_cert = \"c.pem\"\n").unwrap_err();
         assert!(e.to_string().contains("tls_key"), "{e}");
+        let e = parse("[security]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap_err();
+        assert!(e.to_string().contains("tls_ca"), "{e}");
+        assert!(parse("[security]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_ca = \"ca.pem\"\n").is_ok());
+        assert!(parse("[security]\ntls_ca = \"ca.pem\"\n").is_ok(), "a worker may set the CA alone");
         let e = parse("[security]\nrequire_client_cert = true\n").unwrap_err();
         assert!(e.to_string().contains("panoptes certs"), "{e}");
         let e = parse("[security]\nmax_request_bytes = 10\n").unwrap_err();

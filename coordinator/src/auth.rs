@@ -329,7 +329,12 @@ where
 
     fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
         let Some(gate) = &self.gate else { return Box::pin(self.inner.call(req)) };
-        let peer = req.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|i| i.remote_addr());
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let ext = req.extensions();
+        let peer = ext
+            .get::<TcpConnectInfo>()
+            .and_then(|i| i.remote_addr())
+            .or_else(|| ext.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()));
         let metadata = MetadataMap::from_headers(req.headers().clone());
         match gate.admit(req.uri().path(), &metadata, peer) {
             Ok(()) => Box::pin(self.inner.call(req)),

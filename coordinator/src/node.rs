@@ -88,7 +88,7 @@ impl Coordinator {
         if let Some(c) = chans.get(addr) {
             return Ok(c.clone());
         }
-        let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let ep = panoptes_proto::tls::endpoint(addr)
             .map_err(|e| Status::internal(format!("bad member address {addr}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
@@ -409,7 +409,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
         Some(Arc::new(crate::auth::Gate { auth, limiter }))
     };
     let max_request = usize::try_from(sec.max_request_bytes).unwrap_or(usize::MAX);
-    let served = tonic::transport::Server::builder()
+    let served = server_builder(sec)?
         .layer(crate::auth::GateLayer(gate))
         .add_service(crate::raft::service::server(raft.clone()))
         .add_service(crate::api::server(node.clone()).max_decoding_message_size(max_request))
@@ -425,6 +425,24 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     served.context("gRPC server failed")?;
     info!(id = opts.id, "coordinator stopped");
     Ok(())
+}
+
+/// The gRPC server, over TLS when `security.tls_cert` is set: then with
+/// `tls_ca`, client certificates signed by it are checked, and required with
+/// `require_client_cert`.
+fn server_builder(sec: &panoptes_common::config::SecuritySection) -> anyhow::Result<tonic::transport::Server> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let builder = tonic::transport::Server::builder();
+    if sec.tls_cert.is_empty() {
+        return Ok(builder);
+    }
+    let read = |what: &str, p: &str| std::fs::read(p).with_context(|| format!("cannot read the {what} {p} (security.tls_*; make them with `panoptes certs`)"));
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read("certificate", &sec.tls_cert)?, read("private key", &sec.tls_key)?));
+    if !sec.tls_ca.is_empty() {
+        tls = tls.client_ca_root(Certificate::from_pem(read("CA certificate", &sec.tls_ca)?)).client_auth_optional(!sec.require_client_cert);
+    }
+    info!(cert = %sec.tls_cert, client_certs = if sec.require_client_cert { "required" } else if sec.tls_ca.is_empty() { "not checked" } else { "optional" }, "gRPC over TLS");
+    builder.tls_config(tls).context("invalid TLS certificate or key (security.tls_cert, tls_key)")
 }
 
 /// While this node leads: probe queued jobs, expire leases that ran out.

@@ -58,7 +58,7 @@ pub mod failover {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use tonic::transport::{Channel, Endpoint};
+    use tonic::transport::Channel;
     use tonic::{Code, Status};
 
     #[derive(Clone)]
@@ -78,11 +78,7 @@ pub mod failover {
             }
             let mut channels = Vec::new();
             for a in addrs {
-                let url = if a.contains("://") { a.clone() } else { format!("http://{a}") };
-                let ep = Endpoint::from_shared(url.clone())
-                    .map_err(|e| format!("bad coordinator address '{a}': {e}"))?
-                    .connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true);
+                let ep = crate::tls::endpoint(a).map_err(|e| format!("bad coordinator address '{a}': {e}"))?.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true);
                 channels.push(ep.connect_lazy());
             }
             Ok(Self { addrs: Arc::new(addrs.to_vec()), channels: Arc::new(channels), current: Arc::new(AtomicUsize::new(0)), secret: Default::default() })
@@ -134,7 +130,7 @@ pub mod failover {
                         if no_leader_yet(&s) {
                             election_deadline.get_or_insert_with(|| std::time::Instant::now() + ELECTION_PATIENCE);
                         }
-                        let last = Status::new(s.code(), format!("{} ({})", s.message(), self.addrs[i]));
+                        let last = Status::new(s.code(), format!("{} ({})", with_causes(&s), self.addrs[i]));
                         self.rotate(i);
                         n += 1;
                         let electing = election_deadline.is_some_and(|d| std::time::Instant::now() < d);
@@ -150,6 +146,22 @@ pub mod failover {
                 }
             }
         }
+    }
+
+    /// A status's message followed by its causes (a failed TLS handshake is
+    /// only named in a transport error's source chain).
+    pub fn with_causes(s: &Status) -> String {
+        let mut m = s.message().to_string();
+        let mut src = std::error::Error::source(s);
+        while let Some(e) = src {
+            let t = e.to_string();
+            if !m.contains(&t) {
+                m.push_str(": ");
+                m.push_str(&t);
+            }
+            src = e.source();
+        }
+        m
     }
 
     /// How long a caller waits for a leader to be elected.
@@ -274,5 +286,63 @@ mod tests {
         assert!(!ClusterSecret::from_file("").unwrap().is_set());
         let e = ClusterSecret::from_file("/nonexistent/panoptes-secret").unwrap_err();
         assert!(e.contains("/nonexistent/panoptes-secret"), "{e}");
+    }
+}
+
+/// TLS for this process's outgoing gRPC connections (CLI, worker, web,
+/// coordinator to coordinator): set once at start-up from `[security]` or the
+/// CLI's `--tls-*` options; every channel is then made by [`tls::endpoint`].
+pub mod tls {
+    use std::sync::OnceLock;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    static CLIENT: OnceLock<ClientTlsConfig> = OnceLock::new();
+
+    /// Use TLS for every connection from now on, trusting the CA in the PEM
+    /// file `ca`, and presenting the certificate `cert` with its key `key`
+    /// when both are given (for clusters with `require_client_cert`). An
+    /// empty `ca` leaves connections in plain text. The first call wins.
+    pub fn install_client(ca: &str, cert: &str, key: &str) -> Result<(), String> {
+        if ca.is_empty() {
+            if !cert.is_empty() || !key.is_empty() {
+                return Err("a client certificate needs the CA that signs the servers' certificates too (security.tls_ca or --tls-ca)".into());
+            }
+            return Ok(());
+        }
+        let read = |what: &str, path: &str| std::fs::read(path).map_err(|e| format!("cannot read the {what} {path}: {e} (make one with `panoptes certs`)"));
+        let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("CA certificate", ca)?));
+        match (cert.is_empty(), key.is_empty()) {
+            (true, true) => {}
+            (false, false) => cfg = cfg.identity(Identity::from_pem(read("certificate", cert)?, read("private key", key)?)),
+            _ => return Err("a client certificate and its key go together: give both or neither".into()),
+        }
+        let _ = CLIENT.set(cfg);
+        Ok(())
+    }
+
+    /// Is TLS on for this process's connections?
+    pub fn enabled() -> bool {
+        CLIENT.get().is_some()
+    }
+
+    /// The endpoint for `HOST:PORT` (a leading `http://` or `https://` is
+    /// ignored): `https` with the installed TLS settings, or plain `http`.
+    pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
+        let bare = addr.trim_start_matches("http://").trim_start_matches("https://");
+        match CLIENT.get() {
+            Some(cfg) => Endpoint::from_shared(format!("https://{bare}"))
+                .and_then(|e| e.tls_config(cfg.clone()))
+                .map_err(|e| format!("{e}")),
+            None => Endpoint::from_shared(format!("http://{bare}")).map_err(|e| format!("{e}")),
+        }
+    }
+
+    /// A hint to add to a connection error: what to check on either side.
+    pub fn hint() -> &'static str {
+        if enabled() {
+            "TLS is on: check that the server's certificate is signed by the CA given (--tls-ca / security.tls_ca) and names the address used, and, if the cluster requires client certificates (a closed connection), that --tls-cert/--tls-key name a certificate signed by the cluster's CA"
+        } else {
+            "if the cluster serves TLS (security.tls_cert), pass --tls-ca FILE (or set PANOPTES_TLS_CA)"
+        }
     }
 }

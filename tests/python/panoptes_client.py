@@ -9,6 +9,7 @@ one JSON summary line. Exits non-zero on any failure.
 """
 import importlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -25,11 +26,21 @@ def stubs(proto_dir, out):
     return importlib.import_module("panoptes_pb2"), importlib.import_module("panoptes_pb2_grpc")
 
 
+def channel(addr):
+    """TLS when PANOPTES_TLS_CA is set (with PANOPTES_TLS_CERT/KEY for a
+    cluster that requires client certificates), as the CLI does."""
+    if not os.environ.get("PANOPTES_TLS_CA"):
+        return grpc.insecure_channel(addr)
+    read = lambda k: open(os.environ[k], "rb").read() if os.environ.get(k) else None
+    creds = grpc.ssl_channel_credentials(read("PANOPTES_TLS_CA"), read("PANOPTES_TLS_KEY"), read("PANOPTES_TLS_CERT"))
+    return grpc.secure_channel(addr, creds)
+
+
 def main():
     proto_dir, addr, video, models = sys.argv[1:5]
     with tempfile.TemporaryDirectory() as out:
         pb, rpc = stubs(proto_dir, out)
-        with grpc.insecure_channel(addr) as ch:
+        with channel(addr) as ch:
             api = rpc.PanoptesStub(ch)
             job = api.Submit(pb.SubmitRequest(source=video, models=models.split(","), name="from-python"), timeout=30).job_id
             deadline = time.time() + 300

@@ -14,6 +14,7 @@ Usage: reflect_health.py COORDINATOR
 Prints one JSON line; exits non-zero on any failure.
 """
 import json
+import os
 import sys
 
 import grpc
@@ -62,7 +63,15 @@ def health(channel, service):
 
 def main():
     (addr,) = sys.argv[1:2]
-    with grpc.insecure_channel(addr) as channel:
+    # With PANOPTES_TLS_CA (and a client certificate), over TLS, as the CLI does.
+    ca = os.environ.get("PANOPTES_TLS_CA")
+    if ca:
+        read = lambda k: open(os.environ[k], "rb").read() if os.environ.get(k) else None
+        creds = grpc.ssl_channel_credentials(read("PANOPTES_TLS_CA"), read("PANOPTES_TLS_KEY"), read("PANOPTES_TLS_CERT"))
+        channel = grpc.secure_channel(addr, creds)
+    else:
+        channel = grpc.insecure_channel(addr)
+    with channel:
         grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
         db = ProtoReflectionDescriptorDatabase(channel)
         v1alpha = sorted(db.get_services())

@@ -79,8 +79,10 @@ impl Node {
     /// line on stdout.
     pub fn spawn_command(name: &str, mut cmd: Command, log: &Path) -> Node {
         let logf = std::fs::File::create(log).expect("create log");
+        if !cmd.get_envs().any(|(k, _)| k == "PANOPTES_LOG_LEVEL") {
+            cmd.env("PANOPTES_LOG_LEVEL", "info");
+        }
         let mut child = cmd
-            .env("PANOPTES_LOG_LEVEL", "info")
             .stdout(Stdio::piped())
             .stderr(logf)
             .spawn()
@@ -189,6 +191,110 @@ pipeline_depth = 8
 allow_networks = ["127.0.0.1", "::1"]
 "#;
 
+// ---------------------------------------------------------------------------
+// TLS: every test cluster serves gRPC over TLS and requires client
+// certificates, unless PANOPTES_TEST_TLS=0 (for debugging with plain-text
+// tools). Nodes get the `[security]` lines; the CLI gets PANOPTES_TLS_*.
+
+/// Are the test clusters on TLS? (`PANOPTES_TEST_TLS=0` turns it off.)
+pub fn tls_on() -> bool {
+    std::env::var("PANOPTES_TEST_TLS").map(|v| v != "0").unwrap_or(true)
+}
+
+/// A set of certificates made by `panoptes certs`.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub dir: PathBuf,
+}
+
+impl Tls {
+    /// A new CA and node/client certificates in `dir`, the node certificate
+    /// valid for localhost, 127.0.0.1, ::1 and `hosts`.
+    pub fn make(dir: &Path, hosts: &[&str]) -> Tls {
+        let mut cmd = Command::new(bin());
+        cmd.args(["certs", "--out"]).arg(dir);
+        if !hosts.is_empty() {
+            cmd.args(["--hosts", &hosts.join(",")]);
+        }
+        let out = cmd.output().expect("run panoptes certs");
+        assert!(out.status.success(), "panoptes certs failed: {}", String::from_utf8_lossy(&out.stderr));
+        Tls { dir: dir.to_path_buf() }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// The `[security]` lines of a node: TLS with its node certificate,
+    /// client certificates required.
+    pub fn node_lines(&self) -> String {
+        format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\nrequire_client_cert = true\n",
+            self.path("node.pem"),
+            self.path("node.key"),
+            self.path("ca.pem")
+        )
+    }
+
+    /// Point a `panoptes` client command at these certificates.
+    pub fn client_env(&self, cmd: &mut Command) {
+        cmd.env("PANOPTES_TLS_CA", self.path("ca.pem")).env("PANOPTES_TLS_CERT", self.path("client.pem")).env("PANOPTES_TLS_KEY", self.path("client.key"));
+    }
+}
+
+/// The certificates of this test process's clusters (made once), or `None`
+/// when TLS is off.
+pub fn test_tls() -> Option<&'static Tls> {
+    static TLS: std::sync::OnceLock<Option<(tempfile::TempDir, Tls)>> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        tls_on().then(|| {
+            let d = tempfile::tempdir().expect("tempdir");
+            let t = Tls::make(d.path(), &[]);
+            (d, t)
+        })
+    })
+    .as_ref()
+    .map(|(_, t)| t)
+}
+
+/// `config` with `lines` added to its `[security]` table (which is added
+/// when missing).
+pub fn with_security(config: &str, lines: &str) -> String {
+    if lines.is_empty() {
+        return config.to_string();
+    }
+    match config.find("\n[security]\n") {
+        Some(i) => {
+            let at = i + "\n[security]\n".len();
+            format!("{}{lines}{}", &config[..at], &config[at..])
+        }
+        None => format!("{config}\n[security]\n{lines}"),
+    }
+}
+
+/// [`TEST_CONFIG`] followed by `extra`, with this process's TLS settings.
+pub fn test_config(extra: &str) -> String {
+    with_security(&format!("{TEST_CONFIG}{extra}"), &test_tls().map(|t| t.node_lines()).unwrap_or_default())
+}
+
+/// A `panoptes` command with the test clusters' client TLS settings.
+pub fn client_command() -> Command {
+    let mut cmd = Command::new(bin());
+    if let Some(t) = test_tls() {
+        t.client_env(&mut cmd);
+    }
+    cmd
+}
+
+/// A gRPC endpoint for `addr` with the test clusters' client TLS settings
+/// (for tests that call the API directly).
+pub fn grpc_endpoint(addr: &str) -> tonic::transport::Endpoint {
+    if let Some(t) = test_tls() {
+        panoptes_proto::tls::install_client(&t.path("ca.pem"), &t.path("client.pem"), &t.path("client.key")).expect("test client TLS");
+    }
+    panoptes_proto::tls::endpoint(addr).expect("endpoint")
+}
+
 impl Cluster {
     pub fn start(workers: &[&str]) -> Cluster {
         Self::start_replicated(1, workers)
@@ -219,7 +325,7 @@ impl Cluster {
 
     fn start_in(dir: tempfile::TempDir, n: u64, workers: &[&str], extra: &str, token: Option<String>) -> Cluster {
         let lock = cluster_lock();
-        std::fs::write(dir.path().join("cluster.toml"), format!("{TEST_CONFIG}{extra}")).unwrap();
+        std::fs::write(dir.path().join("cluster.toml"), test_config(extra)).unwrap();
         let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let mut c = Cluster {
             dir,
@@ -394,7 +500,7 @@ impl Cluster {
 
     /// Run the CLI against one coordinator only.
     pub fn cli_at(&self, addr: &str, args: &[&str]) -> Output {
-        let mut cmd = Command::new(bin());
+        let mut cmd = client_command();
         cmd.args(args).args(["--coordinator", addr]);
         if let Some(t) = &self.token {
             cmd.env("PANOPTES_TOKEN", t);

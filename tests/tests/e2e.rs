@@ -244,7 +244,7 @@ fn t06_leader_killed_mid_job_three_coordinators() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let only_old = c.coordinator_addrs[old as usize - 1].clone();
     loop {
-        let out = std::process::Command::new(panoptes_tests::bin())
+        let out = panoptes_tests::client_command()
             .args(["status", &job, "--json", "--coordinator", &only_old])
             .output()
             .unwrap();

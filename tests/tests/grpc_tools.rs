@@ -86,7 +86,12 @@ fn three_coordinators_serve_metrics_on_their_own_ports_and_answer_reflection_and
     // and check health.
     let follower = (1..=3u64).find(|i| *i != leader).unwrap();
     let addr = &c.coordinator_addrs[follower as usize - 1];
-    let out = Command::new(&py).arg(workspace().join("tests/python/reflect_health.py")).arg(addr).output().expect("run reflect_health.py");
+    let mut cmd = Command::new(&py);
+    cmd.arg(workspace().join("tests/python/reflect_health.py")).arg(addr);
+    if let Some(t) = panoptes_tests::test_tls() {
+        t.client_env(&mut cmd);
+    }
+    let out = cmd.output().expect("run reflect_health.py");
     assert!(out.status.success(), "reflect_health.py failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
     // Each version of reflection lists itself among the services.

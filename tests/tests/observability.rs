@@ -2,9 +2,8 @@
 //! metrics and health over HTTP (read with a plain TCP stream), its metrics
 //! port when two workers share a host, and its JSON logs carrying the job,
 //! shard and frame of each line.
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use panoptes_tests::{bin, free_port, http_get, make_video, metrics_addr, models_dir, sample, wait_for, Cluster, Node};
@@ -45,23 +44,8 @@ fn spawn_worker(c: &Cluster, name: &str, extra: &[&str], env: &[(&str, &str)]) -
     cmd.arg("worker").arg("--config").arg(c.dir.path().join("cluster.toml"));
     cmd.args(["--name", name, "--coordinator", &c.addr]).arg("--models-dir").arg(models_dir());
     cmd.arg("--data-dir").arg(c.dir.path().join(name)).args(extra);
-    cmd.env("PANOPTES_LOG_LEVEL", "info").envs(env.iter().copied());
-    let mut child = cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().expect("start a worker");
-    // Its first stdout line says it started (the harness's Node::spawn does the same).
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-        if let Some(l) = lines.next() {
-            let _ = tx.send(l);
-        }
-        for _ in lines {}
-    });
-    let first_line = rx.recv_timeout(Duration::from_secs(90)).unwrap_or_else(|_| {
-        let _ = child.kill();
-        panic!("{name} did not start; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
-    });
-    Node { name: name.into(), child, log, first_line }
+    cmd.envs(env.iter().copied());
+    Node::spawn_command(name, cmd, &log)
 }
 
 #[test]

@@ -31,12 +31,12 @@ fn a_python_grpc_client_submits_and_reads_results() {
     let video = c.dir.path().join("clip.mp4");
     make_video(&video, 30, "160x120", 10);
     let addr = c.coordinator_addrs[0].clone();
-    let out = Command::new(&py)
-        .arg(workspace().join("tests/python/panoptes_client.py"))
-        .arg(workspace().join("proto/proto"))
-        .arg(&addr)
-        .arg(&video)
-        .arg("colors")
+    let mut cmd = Command::new(&py);
+    cmd.arg(workspace().join("tests/python/panoptes_client.py")).arg(workspace().join("proto/proto")).arg(&addr).arg(&video).arg("colors");
+    if let Some(t) = panoptes_tests::test_tls() {
+        t.client_env(&mut cmd);
+    }
+    let out = cmd
         .output()
         .expect("run the Python client");
     assert!(out.status.success(), "Python client failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());

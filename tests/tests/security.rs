@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use panoptes_proto::api::{self as pb, panoptes_client::PanoptesClient};
-use panoptes_tests::{bin, http_get, http_get_with, make_video, wait_for, web_addr, Cluster};
+use panoptes_tests::{bin, client_command, http_get, http_get_with, make_video, wait_for, web_addr, Cluster};
 
 /// `panoptes token --role ROLE --name NAME`: (token, tokens-file line).
 fn make_token(role: &str, name: &str) -> (String, String) {
@@ -23,7 +23,7 @@ fn make_token(role: &str, name: &str) -> (String, String) {
 
 /// The CLI against `c` with exactly `token` (or none).
 fn run(c: &Cluster, token: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin());
+    let mut cmd = client_command();
     cmd.args(args).args(["--coordinator", &c.addr]).env_remove("PANOPTES_TOKEN");
     if let Some(t) = token {
         cmd.env("PANOPTES_TOKEN", t);
@@ -90,12 +90,8 @@ fn the_cluster_secret_and_tokens_work_end_to_end() {
         // A worker config with a wrong secret, for later.
         let wrong = dir.join("wrong-secret");
         std::fs::write(&wrong, "not-the-cluster-secret\n").unwrap();
-        let wrong_cfg = format!(
-            "{}\n[security]\ntokens_file = \"{}\"\ncluster_secret_file = \"{}\"\n",
-            panoptes_tests::TEST_CONFIG,
-            tokens.display(),
-            wrong.display()
-        );
+        let wrong_cfg =
+            panoptes_tests::test_config(&format!("\n[security]\ntokens_file = \"{}\"\ncluster_secret_file = \"{}\"\n", tokens.display(), wrong.display()));
         std::fs::write(dir.join("wrong.toml"), wrong_cfg).unwrap();
         format!("\n[security]\ntokens_file = \"{}\"\ncluster_secret_file = \"{}\"\n", tokens.display(), secret_file.display())
     });
@@ -112,7 +108,7 @@ fn the_cluster_secret_and_tokens_work_end_to_end() {
     // probe the others with the caller's token): three healthy members.
     for addr in c.coordinator_addrs.clone() {
         wait_for(&format!("cluster status at {addr} to show 3 healthy members"), Duration::from_secs(60), || {
-            let o = Command::new(bin())
+            let o = client_command()
                 .args(["cluster", "status", "--json", "--coordinator", &addr])
                 .env("PANOPTES_TOKEN", &admin)
                 .output()
@@ -162,7 +158,7 @@ fn a_burst_of_calls_hits_the_rate_limit() {
     });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let codes: Vec<tonic::Code> = rt.block_on(async {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr)).unwrap().connect().await.expect("connect");
+        let ch = panoptes_tests::grpc_endpoint(&c.addr).connect().await.expect("connect");
         let mut client = PanoptesClient::new(ch);
         let mut codes = Vec::new();
         // 30 calls at once-ish: far more than a burst of 3 plus 1/s can carry.
@@ -182,4 +178,67 @@ fn a_burst_of_calls_hits_the_rate_limit() {
     });
     assert_eq!(codes.first(), Some(&tonic::Code::Ok), "{codes:?}");
     assert_eq!(codes.last(), Some(&tonic::Code::ResourceExhausted), "{codes:?}\n{}", c.logs());
+}
+
+/// Every gRPC connection is TLS with client certificates (the harness turns
+/// it on for every test cluster): a client without TLS, without a client
+/// certificate, with a certificate from another CA, or trusting another CA
+/// is refused with an error that says what to fix; so is a worker whose
+/// certificate another CA signed. The right client still works throughout.
+#[test]
+fn tls_refuses_plain_text_and_wrong_certificates() {
+    let Some(tls) = panoptes_tests::test_tls() else {
+        panic!("this test needs the harness's TLS: unset PANOPTES_TEST_TLS=0");
+    };
+    let mut c = Cluster::start(&["w1"]);
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = panoptes_tests::Tls::make(other_dir.path(), &[]);
+
+    // The configured client works.
+    let ok = c.cli(&["models", "--json"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+
+    let attempt = |env: &[(&str, String)]| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["models", "--json", "--coordinator", &c.addr]).env_remove("PANOPTES_TLS_CA").env_remove("PANOPTES_TLS_CERT").env_remove("PANOPTES_TLS_KEY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().expect("run panoptes");
+        assert_eq!(o.status.code(), Some(2), "{env:?} was not refused: {}", String::from_utf8_lossy(&o.stdout));
+        stderr(&o)
+    };
+    // Plain text: the hint names the option to use.
+    let e = attempt(&[]);
+    assert!(e.contains("--tls-ca"), "{e}");
+    // TLS, but no client certificate.
+    let e = attempt(&[("PANOPTES_TLS_CA", tls.path("ca.pem"))]);
+    // (The server's alert, CertificateRequired, is not always read before the
+    // connection closes; the hint is always there.)
+    assert!(e.contains("--tls-cert"), "{e}");
+    // A client certificate the cluster's CA did not sign.
+    let e = attempt(&[("PANOPTES_TLS_CA", tls.path("ca.pem")), ("PANOPTES_TLS_CERT", other.path("client.pem")), ("PANOPTES_TLS_KEY", other.path("client.key"))]);
+    assert!(e.contains("--tls-cert"), "{e}");
+    // The client trusts another CA: the server's certificate is refused.
+    let e = attempt(&[("PANOPTES_TLS_CA", other.path("ca.pem")), ("PANOPTES_TLS_CERT", other.path("client.pem")), ("PANOPTES_TLS_KEY", other.path("client.key"))]);
+    assert!(e.contains("invalid peer certificate"), "{e}");
+    // The metrics endpoint saw no request from any of them: nothing was
+    // accepted. And a worker with the other CA's certificates cannot register.
+    let bad_cfg = c.dir.path().join("other-ca.toml");
+    std::fs::write(&bad_cfg, panoptes_tests::with_security(panoptes_tests::TEST_CONFIG, &other.node_lines())).unwrap();
+    c.start_worker_with_config("w-other-ca", &bad_cfg.display().to_string());
+    let w = c.workers.last().unwrap();
+    wait_for("the other-CA worker to log a certificate error", Duration::from_secs(60), || {
+        let t = w.log_text();
+        t.contains("invalid peer certificate").then_some(())
+    });
+    let status = c.cli_json(&["cluster", "status", "--json"]);
+    let names: Vec<&str> = status["workers"].as_array().unwrap().iter().filter_map(|w| w["name"].as_str()).collect();
+    assert_eq!(names, ["w1"], "{status}");
+
+    // The cluster still works for the right client: a job completes on w1.
+    let video = c.dir.path().join("clip.mp4");
+    make_video(&video, 20, "160x120", 10);
+    let s = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "colors", "--wait", "--json"]);
+    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
 }

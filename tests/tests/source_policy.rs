@@ -73,7 +73,7 @@ fn sources_are_confined_by_the_policy() {
     // The harness config, with the policy under test instead of its loopback allowance.
     let allowance = r#"allow_networks = ["127.0.0.1", "::1"]"#;
     assert!(TEST_CONFIG.contains(allowance), "the harness config changed; update this test");
-    let config = TEST_CONFIG.replace(allowance, &format!("allow_networks = []\nfile_dirs = [{:?}]", videos.display().to_string()));
+    let config = panoptes_tests::test_config("").replace(allowance, &format!("allow_networks = []\nfile_dirs = [{:?}]", videos.display().to_string()));
     let mut c = Cluster::start(&[]);
     std::fs::write(c.dir.path().join("cluster.toml"), config).unwrap();
     c.restart_coordinator();
@@ -99,11 +99,11 @@ fn sources_are_confined_by_the_policy() {
     // Over gRPC, as any client may send them: the CLI resolves local paths
     // itself, and the coordinator must not rely on that.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let addr = format!("http://{}", c.coordinator_addrs[0]);
+    let addr = c.coordinator_addrs[0].clone();
     for (source, must) in &cases {
         let req = api_pb::SubmitRequest { source: source.clone(), models: vec!["colors".into()], ..Default::default() };
         let e = rt
-            .block_on(async { PanoptesClient::connect(addr.clone()).await.expect("connect").submit(req).await })
+            .block_on(async { PanoptesClient::new(panoptes_tests::grpc_endpoint(&addr).connect().await.expect("connect")).submit(req).await })
             .expect_err(&format!("{source} was accepted"));
         assert_eq!(e.code(), Code::InvalidArgument, "{source}: {e:?}");
         let msg = e.message();

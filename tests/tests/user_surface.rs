@@ -3,11 +3,11 @@
 //! results, metrics, videos, cancel, prune, `results --follow`, and
 //! `submit --wait` when piped.
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use panoptes_render::{decode_png, face_color, object_color, to_px, Image, LINE};
-use panoptes_tests::{bin, make_video, shared_dir, Cluster};
+use panoptes_tests::{make_video, shared_dir, Cluster};
 use serde_json::Value;
 
 /// The share of pixels along a vertical edge (inside the box's line) that
@@ -107,7 +107,7 @@ fn u02_metrics_videos_follow_cancel_and_prune() {
     // Follow a running job: lines arrive while it runs, the stream ends with it.
     let j = c.cli_json(&["submit", short.to_str().unwrap(), "--models", "colors,objects", "--json"]);
     let job = j["job_id"].as_str().unwrap().to_string();
-    let follow = Command::new(bin())
+    let follow = panoptes_tests::client_command()
         .args(["results", &job, "--follow", "--json", "--coordinator", &c.addr])
         .stdout(Stdio::piped())
         .spawn()

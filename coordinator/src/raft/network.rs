@@ -68,7 +68,7 @@ impl Network {
 
     /// The cached channel to `target` at `addr` ("host:port"), created lazily on first request or
     /// when the address changed.
-    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
         let mut peers = self.peers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(peer) = peers.get(&target) {
             if peer.addr == addr {
@@ -81,10 +81,10 @@ impl Network {
     }
 }
 
-/// The endpoint for a peer's "host:port" (an address that already has a scheme is used as is).
-fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    Ok(Endpoint::from_shared(uri)?
+/// The endpoint for a peer's "host:port": TLS when this process has a CA
+/// configured (`panoptes_proto::tls`), plain text otherwise.
+fn endpoint(addr: &str) -> Result<Endpoint, String> {
+    Ok(panoptes_proto::tls::endpoint(addr)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

@@ -173,7 +173,7 @@ pub fn run(quick: bool, models_dir: PathBuf, only: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
@@ -193,10 +193,7 @@ fn build() -> Result<Bins> {
         &["-p", "panoptes-media", "--example", "decode_resize"],
         &["-p", "panoptes-worker", "--example", "stage_costs", "--example", "model_latency"],
     ] {
-        let st = Command::new("cargo").arg("build").arg("--quiet").args(args).current_dir(root()).status().context("run cargo build")?;
-        if !st.success() {
-            bail!("cargo build {} failed (see above)", args.join(" "));
-        }
+        cargo_build(args)?;
     }
     let d = root().join("target/debug");
     Ok(Bins {
@@ -207,8 +204,17 @@ fn build() -> Result<Bins> {
     })
 }
 
+/// `cargo build --quiet ARGS` in the workspace (debug profile).
+pub(crate) fn cargo_build(args: &[&str]) -> Result<()> {
+    let st = Command::new("cargo").arg("build").arg("--quiet").args(args).current_dir(root()).status().context("run cargo build")?;
+    if !st.success() {
+        bail!("cargo build {} failed (see above)", args.join(" "));
+    }
+    Ok(())
+}
+
 /// Run a command to completion, at most `limit`; its stdout. Fails with its stderr.
-fn output(cmd: &mut Command, what: &str, limit: Duration) -> Result<Vec<u8>> {
+pub(crate) fn output(cmd: &mut Command, what: &str, limit: Duration) -> Result<Vec<u8>> {
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("cannot start {what}"))?;
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -242,7 +248,7 @@ fn output(cmd: &mut Command, what: &str, limit: Duration) -> Result<Vec<u8>> {
     Ok(stdout)
 }
 
-fn json_line(out: &[u8], what: &str) -> Result<Value> {
+pub(crate) fn json_line(out: &[u8], what: &str) -> Result<Value> {
     crate::json_lines(out).pop().with_context(|| format!("{what} printed no JSON: {}", String::from_utf8_lossy(out)))
 }
 
@@ -577,7 +583,6 @@ fn cluster_run(bins: &Bins, models_dir: &Path, work: &Path, clip: &Path, models:
     Ok(ClusterRun { frames, fps: frames as f64 / secs, rss, cpu_ms, errors })
 }
 
-/// Wait (at most 120 s: workers load their models first) until `n` workers are registered and active.
 // ---------------------------------------------------------------- live
 
 fn live(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path) -> Vec<Row> {
@@ -585,8 +590,8 @@ fn live(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
     for models in ["colors", "objects"] {
         println!("==> live: {label}, {models}");
-        match live_measure(plan, bins, models_dir, work, models) {
-            Ok((p50, p99, analysed, dropped)) => rows.push(Row::new(
+        match live_measure(&bins.panoptes, models_dir, work, models, plan.live_seconds.into(), None) {
+            Ok(LiveRun { p50, p99, analysed, dropped, .. }) => rows.push(Row::new(
                 "Live",
                 format!("{label}, {models}"),
                 format!("p50 {p50:.0} ms, p99 {p99:.0} ms ({analysed} frames analysed, {dropped} dropped)"),
@@ -597,17 +602,44 @@ fn live(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path) -> Vec<Row> {
     rows
 }
 
-/// One coordinator, one worker, one live job; push a generated stream in real
-/// time with the FFmpeg CLI; the job's latency percentiles once it completes.
-fn live_measure(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path, models: &str) -> Result<(f64, f64, u64, u64)> {
-    let dir = work.join(format!("live-{models}"));
+/// What a live-push monitor (see [`live_measure`]) is shown on each call.
+pub(crate) struct LiveTick<'a> {
+    /// Since the push started (its first attempt).
+    pub elapsed: Duration,
+    /// The worker process (spawned directly, so this is the worker's own pid).
+    pub worker_pid: u32,
+    pub panoptes: &'a Path,
+    pub addr: &'a str,
+    pub job: &'a str,
+}
+
+/// Called every `.0` while the push runs, from the calling thread.
+pub(crate) type LiveMonitor<'m> = (Duration, &'m mut dyn FnMut(&LiveTick));
+
+/// A completed live job: its latency percentiles and frame counts.
+pub(crate) struct LiveRun {
+    pub job: String,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    /// `frames_done` of the job.
+    pub analysed: u64,
+    pub dropped: u64,
+}
+
+/// One coordinator, one worker, one live job (in `work/live-MODELS`); push a
+/// generated stream in real time with the FFmpeg CLI for `seconds`; the job's
+/// latency percentiles once it completes. With a `monitor`, it is called
+/// every so often while the push runs (to sample the worker, print progress).
+pub(crate) fn live_measure(panoptes: &Path, models_dir: &Path, work: &Path, models: &str, seconds: u64, monitor: Option<LiveMonitor>) -> Result<LiveRun> {
+    let dir = work.join(format!("live-{}", models.replace(',', "-")));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let s = |v: &str| v.to_string();
-    let (_coord, addr) = start_coordinator(&bins.panoptes, &dir)?;
-    let (_worker, _) = spawn(
+    let (_coord, addr) = start_coordinator(panoptes, &dir)?;
+    let (worker, _) = spawn(
         "w1",
-        &bins.panoptes,
+        panoptes,
         &[
             s("worker"),
             s("--name"),
@@ -623,33 +655,49 @@ fn live_measure(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path, models
         ],
         &dir.join("w1.log"),
     )?;
-    wait_for_workers(&bins.panoptes, &addr, 1)?;
-    let e = json_line(
-        &output(Command::new(&bins.panoptes).args(["live", "--models", models, "--json", "--coordinator", &addr]), "panoptes live", Duration::from_secs(60))?,
-        "live",
-    )?;
+    wait_for_workers(panoptes, &addr, 1)?;
+    let e = json_line(&output(Command::new(panoptes).args(["live", "--models", models, "--json", "--coordinator", &addr]), "panoptes live", Duration::from_secs(60))?, "live")?;
     let (job, url) = (e["job_id"].as_str().unwrap_or_default().to_string(), e["rtmp_url"].as_str().unwrap_or_default().to_string());
     // The worker starts listening at its next lease tick: retry a push that
     // fails at once (refused, or no handshake yet), bounded.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let attempt = Instant::now();
-        let pushed = output(
-            Command::new("ffmpeg")
-                .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=640x480:rate=25", "-t", &plan.live_seconds.to_string()])
-                .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-pix_fmt", "yuv420p", "-f", "flv", &url]),
-            "ffmpeg push",
-            Duration::from_secs(plan.live_seconds as u64 + 60),
-        );
-        match pushed {
-            Ok(_) => break,
-            Err(_) if Instant::now() < deadline && attempt.elapsed() < Duration::from_secs(3) => std::thread::sleep(Duration::from_millis(300)),
-            Err(e) => return Err(e),
+    let push = || -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let attempt = Instant::now();
+            let pushed = output(
+                Command::new("ffmpeg")
+                    .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=640x480:rate=25", "-t", &seconds.to_string()])
+                    .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-pix_fmt", "yuv420p", "-f", "flv", &url]),
+                "ffmpeg push",
+                Duration::from_secs(seconds + 60),
+            );
+            match pushed {
+                Ok(_) => return Ok(()),
+                Err(_) if Instant::now() < deadline && attempt.elapsed() < Duration::from_secs(3) => std::thread::sleep(Duration::from_millis(300)),
+                Err(e) => return Err(e),
+            }
         }
+    };
+    match monitor {
+        None => push()?,
+        Some((every, f)) => std::thread::scope(|sc| {
+            let started = Instant::now();
+            let h = sc.spawn(push);
+            let mut next = every;
+            while !h.is_finished() {
+                if started.elapsed() >= next {
+                    f(&LiveTick { elapsed: started.elapsed(), worker_pid: worker.pid(), panoptes, addr: &addr, job: &job });
+                    next += every;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the push thread panicked")))
+        })?,
     }
+    let status = |what| -> Result<Value> { json_line(&output(Command::new(panoptes).args(["status", &job, "--json", "--coordinator", &addr]), what, Duration::from_secs(30))?, what) };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let st = json_line(&output(Command::new(&bins.panoptes).args(["status", &job, "--json", "--coordinator", &addr]), "status", Duration::from_secs(30))?, "status")?;
+        let st = status("status")?;
         match st["state"].as_str() {
             Some("completed") => break,
             Some("failed" | "cancelled") => bail!("the live job ended {}: {}", st["state"], st["error"]),
@@ -657,17 +705,14 @@ fn live_measure(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path, models
             _ => std::thread::sleep(Duration::from_millis(300)),
         }
     }
-    let m = json_line(&output(Command::new(&bins.panoptes).args(["metrics", &job, "--json", "--coordinator", &addr]), "metrics", Duration::from_secs(30))?, "metrics")?;
-    let st = json_line(&output(Command::new(&bins.panoptes).args(["status", &job, "--json", "--coordinator", &addr]), "status", Duration::from_secs(30))?, "status")?;
+    let m = json_line(&output(Command::new(panoptes).args(["metrics", &job, "--json", "--coordinator", &addr]), "metrics", Duration::from_secs(30))?, "metrics")?;
+    let st = status("status")?;
     let l = &m["latency_ms"];
-    Ok((
-        l["p50"].as_f64().unwrap_or(f64::NAN),
-        l["p99"].as_f64().unwrap_or(f64::NAN),
-        st["frames_done"].as_u64().unwrap_or(0),
-        m["frames_dropped"].as_u64().unwrap_or(0),
-    ))
+    let q = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
+    Ok(LiveRun { p50: q("p50"), p95: q("p95"), p99: q("p99"), analysed: st["frames_done"].as_u64().unwrap_or(0), dropped: m["frames_dropped"].as_u64().unwrap_or(0), job })
 }
 
+/// Wait (at most 120 s: workers load their models first) until `n` workers are registered and active.
 fn wait_for_workers(bin: &Path, addr: &str, n: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -698,7 +743,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// (VmRSS, VmHWM) of a process in KiB.
-fn proc_memory(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn proc_memory(pid: u32) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |k: &str| s.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok());
     Some((field("VmRSS:")?, field("VmHWM:")?))

@@ -1,4 +1,4 @@
-//! Project chores as subcommands: `cargo xtask <models|sample|demo|bench|bench-models|bench-coordinator>`.
+//! Project chores as subcommands: `cargo xtask <models|sample|demo|bench|bench-models|bench-coordinator|chaos|soak>`.
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +12,7 @@ mod bench;
 mod chaos;
 mod load;
 mod models;
+mod soak;
 
 pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -88,6 +89,37 @@ enum Cmd {
         /// Faults per run.
         #[arg(long, default_value_t = 8)]
         faults: usize,
+    },
+    /// Live soak: one long real-time RTMP push into one worker, watching its memory and latency.
+    ///
+    /// Starts 1 coordinator and 1 worker (target/debug/panoptes, logs in
+    /// target/panoptes-soak), creates a live job with MODELS and pushes a
+    /// generated 640x480 25 fps H.264 stream to it with the FFmpeg CLI (`-re`)
+    /// for M minutes, as the `live` section of `cargo xtask bench` does.
+    /// While the push runs it reads the worker's VmRSS from /proc every 5 s
+    /// and prints a progress line every 30 s (elapsed, RSS, frames_done).
+    /// At the end: worker RSS at start (first sample at least 10 s into the
+    /// push, once the stream flows), at end (last sample before the push
+    /// ends), min / max / median of all samples and the peak (VmHWM);
+    /// latency p50 / p95 / p99 (frame arrival at the worker to its results'
+    /// commit, from `panoptes metrics --json`); frames analysed and dropped;
+    /// and the verdict "RSS end/start = X.XX" (about 1.00 when memory is flat).
+    Soak {
+        /// Minutes of the push.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        minutes: u64,
+        /// Models of the live job, comma-separated.
+        #[arg(long, default_value = "objects")]
+        models: String,
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        /// Print the result as one JSON object on stdout (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Run `cargo build -p panoptes --bin panoptes` first (by default
+        /// target/debug/panoptes is used as it is; its build time is printed).
+        #[arg(long)]
+        build: bool,
     },
     /// Start a local cluster (1 coordinator, 2 workers), analyse the sample video, print what was found, stop.
     Demo {
@@ -314,14 +346,14 @@ fn demo(models_dir: PathBuf, video: PathBuf, models: String, frame_step: u32) ->
     if !labels.is_empty() {
         println!("objects found (frames seen in, best score):");
         let mut l: Vec<_> = labels.into_iter().collect();
-        l.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+        l.sort_by_key(|e| std::cmp::Reverse(e.1 .0));
         for (label, (n, best)) in l.iter().take(12) {
             println!("  {label:<14} {n:>4} frames  {best:.2}");
         }
     }
     if !colors.is_empty() {
         let mut c: Vec<_> = colors.into_iter().collect();
-        c.sort_by(|a, b| b.1.cmp(&a.1));
+        c.sort_by_key(|e| std::cmp::Reverse(e.1));
         println!("most frequent dominant colours: {}", c.iter().take(5).map(|(c, n)| format!("{c} ({n})")).collect::<Vec<_>>().join(", "));
     }
     if let Some((n, frame)) = busiest {
@@ -437,5 +469,6 @@ fn main() -> Result<()> {
         Cmd::Bench { quick, models_dir, only } => bench::run(quick, root().join(models_dir), &only),
         Cmd::Demo { models_dir, video, models, frame_step } => demo(models_dir, video, models, frame_step),
         Cmd::Chaos { seeds, seed, faults } => chaos::run(seeds, seed, faults),
+        Cmd::Soak { minutes, models, models_dir, json, build } => soak::run(minutes, &models, root().join(models_dir), json, build),
     }
 }

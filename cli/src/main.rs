@@ -246,8 +246,14 @@ struct WorkerArgs {
 
 #[derive(Args)]
 struct SubmitArgs {
-    /// A local video path, file://, http:// or https:// URL.
+    /// A local video path, a file://, http:// or https:// URL, a live
+    /// rtsp://, rtmp:// or rtmps:// stream (analysed as it arrives), or a
+    /// camera: v4l2:///dev/videoN with --worker.
     source: String,
+    /// The worker a camera (v4l2:///dev/videoN) is attached to; the job runs
+    /// there (same as the source v4l2://WORKER/dev/videoN).
+    #[arg(long, value_name = "NAME")]
+    worker: Option<String>,
     /// Analyses to run, comma-separated, e.g. objects,colors.
     #[arg(long, value_delimiter = ',', required = true)]
     models: Vec<String>,
@@ -444,6 +450,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
     panoptes_common::logging::init(&cfg.log.format, &cfg.log.level);
     install_source_policy(&cfg)?;
     install_node_tls(&cfg)?;
+    panoptes_worker::memory::tune_allocator();
     let coordinators = match &a.coordinator {
         Some(c) => split_addrs(c),
         None => cfg.coordinator_addrs(),
@@ -538,6 +545,7 @@ fn resolve_source(source: &str) -> String {
 }
 
 async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
+    panoptes_worker::memory::tune_allocator();
     let mut cfg = load_config(a.config.as_deref())?;
     if let Some(m) = &a.models_dir {
         cfg.worker.models_dir = m.display().to_string();
@@ -601,7 +609,15 @@ async fn submit(a: SubmitArgs) -> Result<ExitCode> {
         len > 0 && (rest.starts_with(':') || (rest.starts_with(',') && rest.contains(':')))
     };
     let as_given = a.source.trim().is_empty() || (protocol_like && !Path::new(&a.source).exists());
-    let source = if as_given { a.source.clone() } else { resolve_source(&a.source) };
+    let mut source = if as_given { a.source.clone() } else { resolve_source(&a.source) };
+    if let Some(w) = &a.worker {
+        match panoptes_media::device_source(&source) {
+            Some((None, path)) => source = format!("v4l2://{w}{path}"),
+            Some((Some(named), _)) if named != *w => anyhow::bail!("the source names worker '{named}' and --worker names '{w}': give one"),
+            Some(_) => {}
+            None => anyhow::bail!("--worker is for cameras (v4l2:///dev/videoN); other sources run on any worker"),
+        }
+    }
     let coords = connect(&a.client)?;
     let req = pb::SubmitRequest {
         source,

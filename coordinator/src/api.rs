@@ -188,6 +188,22 @@ pub async fn check_source_policy(source: &str, cfg: &Config) -> Result<(), Statu
 }
 
 impl ApiService {
+    /// A capture device is opened by the worker it is attached to: its URL
+    /// must name a worker that has registered.
+    fn check_device(&self, source: &str) -> Result<(), Status> {
+        let Some((worker, path)) = panoptes_media::device_source(source) else { return Ok(()) };
+        panoptes_media::check_device_path(source, &path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let Some(w) = worker else {
+            return Err(Status::invalid_argument(format!(
+                "'{source}': name the worker the camera is attached to: v4l2://WORKER{path} (CLI: --worker WORKER)"
+            )));
+        };
+        if !self.node.reader.read(|a| a.state.workers.contains_key(&w)) {
+            return Err(Status::invalid_argument(format!("'{source}': no worker named '{w}' has registered (`panoptes cluster status` lists the workers)")));
+        }
+        Ok(())
+    }
+
     fn job(&self, id: &str) -> Result<Job, Status> {
         let id = parse_job(id)?;
         self.node.reader.read(|a| a.state.jobs.get(&id).cloned()).ok_or_else(|| Status::not_found(format!("no job {}", JobId(id))))
@@ -256,6 +272,7 @@ impl Panoptes for ApiService {
         let r = req.into_inner();
         let spec = validate_submit(&r, &self.node.cfg)?;
         check_source_policy(&spec.source, &self.node.cfg).await?;
+        self.check_device(&spec.source)?;
         let (name, source) = (spec.name.clone(), spec.source.clone());
         match self.node.write(Request::Submit { spec, now_ms: now_ms() }).await? {
             Response::JobCreated { job, existing } => {

@@ -46,7 +46,7 @@ pub const MIN_STOLEN_FRAMES: u64 = 8;
 
 /// Whether `w` offers every model `job` needs.
 fn offers(w: &WorkerRec, job: &Job) -> bool {
-    job.spec.models.iter().all(|m| w.models.contains(m))
+    job.spec.models.iter().all(|m| w.models.contains(m)) && crate::state::model::pinned_worker(&job.spec.source).is_none_or(|p| p == w.name)
 }
 
 /// Shards each worker holds by the state: leases in running jobs.

@@ -19,7 +19,7 @@ pub use convert::{output_size, Converter};
 pub use decode::{probe, probe_with_options, DecodedFrame, Decoder, ProbeInfo};
 pub use error::{ErrorKind, MediaError};
 pub use ffmpeg_next;
-pub use source::normalize_source;
+pub use source::{check_device_path, device_source, normalize_source};
 pub mod policy;
 
 /// Initialise FFmpeg once per process (idempotent, thread-safe; every other

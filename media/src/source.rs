@@ -4,8 +4,8 @@ use ffmpeg_next as ffmpeg;
 
 use crate::error::{from_ffmpeg, MediaError, Stage};
 
-/// URL schemes accepted besides plain local paths (`v4l2://` is reserved for
-/// capture devices, which the live-stream work brings).
+/// URL schemes accepted besides plain local paths (`v4l2://WORKER/dev/videoN`
+/// is a capture device on the named worker: see [`device_source`]).
 const ALLOWED_SCHEMES: &[&str] = &["file", "http", "https", "rtmp", "rtmps", "rtsp", "v4l2"];
 const NETWORK_SCHEMES: &[&str] = &["http", "https", "rtmp", "rtmps", "rtsp"];
 const ACCEPTED: &str =
@@ -141,6 +141,38 @@ fn normalize(source: &str) -> Result<String, MediaError> {
     Ok(path)
 }
 
+/// A capture device source, `v4l2://WORKER/dev/videoN`: the worker it is
+/// attached to (`None` when the URL names none, `v4l2:///dev/video0`) and the
+/// device path. `None` for any other source.
+pub fn device_source(source: &str) -> Option<(Option<String>, String)> {
+    if url_scheme(source).as_deref() != Some("v4l2") {
+        return None;
+    }
+    let rest = &source["v4l2://".len()..];
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    Some(((!host.is_empty()).then(|| host.to_string()), path.to_string()))
+}
+
+/// Check a device source's path: a `/dev/` path, without `..`.
+pub fn check_device_path(source: &str, path: &str) -> Result<(), MediaError> {
+    if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
+        return Err(MediaError::invalid(source, "a capture device is a path under /dev/, e.g. v4l2://WORKER/dev/video0"));
+    }
+    Ok(())
+}
+
+/// The libavdevice demuxer for Video4Linux2 devices.
+fn v4l2_format() -> Option<ffmpeg::format::format::Input> {
+    ffmpeg::device::register_all();
+    ffmpeg::device::input::video().find_map(|f| match f {
+        ffmpeg::Format::Input(i) if i.name().split(',').any(|n| n == "v4l2") => Some(i),
+        _ => None,
+    })
+}
+
 /// A normalised source, ready to hand to libavformat.
 #[derive(Debug, Clone)]
 pub(crate) struct Source {
@@ -217,10 +249,7 @@ impl Source {
     ) -> Result<ffmpeg::format::context::Input, MediaError> {
         crate::init();
         if self.scheme.as_deref() == Some("v4l2") {
-            return Err(MediaError::Unsupported {
-                input: self.name.clone(),
-                reason: "capture devices (v4l2://) are not supported yet; record to a file and submit that".into(),
-            });
+            return self.open_device(extra, || false);
         }
         crate::policy::enforce(&self.name)?;
         self.precheck()?;
@@ -270,6 +299,48 @@ impl Source {
         }
     }
 
+    /// Open a capture device (`v4l2://WORKER/dev/videoN`) with libavdevice's
+    /// v4l2 demuxer; blocking waits end when `interrupted` returns true.
+    fn open_device(
+        &self,
+        extra: &[(&str, &str)],
+        interrupted: impl FnMut() -> bool + Send + 'static,
+    ) -> Result<ffmpeg::format::context::Input, MediaError> {
+        use std::os::unix::fs::FileTypeExt;
+        let (worker, path) = device_source(&self.name).unwrap_or((None, String::new()));
+        check_device_path(&self.name, &path)?;
+        let here = worker.map(|w| format!(" on worker {w}")).unwrap_or_default();
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(MediaError::NotFound {
+                    input: self.name.clone(),
+                    reason: format!("no device {path}{here}: is the camera plugged in? (`ls /dev/video*` on that machine lists its devices)"),
+                })
+            }
+            Err(e) => return Err(MediaError::Io { input: self.name.clone(), reason: format!("cannot open {path}{here}: {e}") }),
+            Ok(m) if !m.file_type().is_char_device() => {
+                return Err(MediaError::invalid(&self.name, &format!("{path}{here} is not a capture device")))
+            }
+            Ok(_) => {}
+        }
+        let format = v4l2_format().ok_or_else(|| MediaError::Unsupported {
+            input: self.name.clone(),
+            reason: "this FFmpeg build has no v4l2 input device (libavdevice)".into(),
+        })?;
+        let mut opts = ffmpeg::Dictionary::new();
+        for (k, v) in extra {
+            opts.set(k, v);
+        }
+        open_input_format(&path, format, opts, interrupted)
+            .map_err(|e| from_ffmpeg(&self.name, false, Stage::Open, e))
+            .map_err(|e| match e {
+                MediaError::Io { input, reason } | MediaError::Corrupt { input, reason } | MediaError::NotFound { input, reason } => {
+                    MediaError::Io { input, reason: format!("cannot capture from {path}{here}: {reason}") }
+                }
+                e => e,
+            })
+    }
+
     /// "host name 'x' not found (...)" when the URL's host does not resolve.
     fn unresolved_host(&self) -> Option<String> {
         use std::net::ToSocketAddrs;
@@ -300,6 +371,9 @@ impl Source {
         interrupted: impl FnMut() -> bool + Send + 'static,
     ) -> Result<ffmpeg::format::context::Input, MediaError> {
         crate::init();
+        if self.scheme.as_deref() == Some("v4l2") {
+            return self.open_device(extra, interrupted);
+        }
         // A listening ingest (RTMP push) opens no connection of its own.
         if !extra.iter().any(|(k, v)| *k == "listen" && *v != "0") {
             crate::policy::enforce(&self.name)?;
@@ -319,6 +393,43 @@ impl Source {
         }
         ffmpeg::format::input_with_interrupt_and_dictionary(&self.url, interrupted, opts)
             .map_err(|e| from_ffmpeg(&self.name, self.network, Stage::Open, e))
+    }
+}
+
+/// `avformat_open_input` with an explicit input format (a device's demuxer)
+/// and an interrupt callback, then stream info.
+fn open_input_format(
+    path: &str,
+    format: ffmpeg::format::format::Input,
+    options: ffmpeg::Dictionary,
+    interrupted: impl FnMut() -> bool + Send + 'static,
+) -> Result<ffmpeg::format::context::Input, ffmpeg::Error> {
+    use ffmpeg::ffi;
+    let cpath = std::ffi::CString::new(path).map_err(|_| ffmpeg::Error::InvalidData)?;
+    // SAFETY: the context is allocated here and either handed to
+    // `Input::wrap_with_interrupt` (which owns and closes it, and keeps the
+    // callback's closure alive as long as the context) or freed by
+    // avformat_open_input / avformat_close_input on failure; the options
+    // dictionary is disowned for the call and owned again after it.
+    unsafe {
+        let mut ps = ffi::avformat_alloc_context();
+        if ps.is_null() {
+            return Err(ffmpeg::Error::Other { errno: ffmpeg::error::ENOMEM });
+        }
+        let interrupt = ffmpeg::util::interrupt::new(Box::new(interrupted));
+        (*ps).interrupt_callback = interrupt.interrupt;
+        let mut opts = options.disown();
+        let res = ffi::avformat_open_input(&mut ps, cpath.as_ptr(), format.as_ptr() as *mut _, &mut opts);
+        ffmpeg::Dictionary::own(opts);
+        if res < 0 {
+            return Err(ffmpeg::Error::from(res));
+        }
+        let r = ffi::avformat_find_stream_info(ps, std::ptr::null_mut());
+        if r < 0 {
+            ffi::avformat_close_input(&mut ps);
+            return Err(ffmpeg::Error::from(r));
+        }
+        Ok(ffmpeg::format::context::Input::wrap_with_interrupt(ps, interrupt.guard))
     }
 }
 
@@ -456,6 +567,13 @@ mod tests {
             normalize_source("v4l2:///dev/video0").unwrap(),
             "v4l2:///dev/video0"
         );
+        assert_eq!(device_source("v4l2://w1/dev/video0"), Some((Some("w1".into()), "/dev/video0".into())));
+        assert_eq!(device_source("v4l2:///dev/video2"), Some((None, "/dev/video2".into())));
+        assert_eq!(device_source("rtsp://h/s"), None);
+        assert!(check_device_path("v4l2://w/dev/video0", "/dev/video0").is_ok());
+        for bad in ["/etc/passwd", "/dev/../etc/passwd", "", "dev/video0"] {
+            assert!(check_device_path("v4l2://w", bad).is_err(), "{bad}");
+        }
         // A local path always reaches FFmpeg as `file:`, whatever its name.
         assert_eq!(Source::new("a:b.mp4").unwrap().url, "file:a:b.mp4");
         assert_eq!(Source::new("/x.mp4").unwrap().url, "file:/x.mp4");

@@ -2,6 +2,7 @@
 //! shards, in ractor actors under supervisors.
 pub mod analysis;
 pub mod local;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;

@@ -44,11 +44,18 @@ pub struct JobSpec {
     pub frames_quality: u32,
 }
 
-/// A pull source (`rtsp://`, `rtmp://`, `rtmps://` given to submit): a live,
-/// unbounded stream the leased worker opens itself. Its job runs at once
-/// with one open-ended shard (no probing of its length), like a push.
+/// A pull source (`rtsp://`, `rtmp://`, `rtmps://` given to submit, or a
+/// capture device `v4l2://WORKER/dev/videoN`): a live, unbounded stream the
+/// leased worker opens itself. Its job runs at once with one open-ended shard
+/// (no probing of its length), like a push.
 pub fn is_pull_source(source: &str) -> bool {
-    ["rtsp://", "rtmp://", "rtmps://"].iter().any(|p| source.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p)))
+    ["rtsp://", "rtmp://", "rtmps://", "v4l2://"].iter().any(|p| source.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p)))
+}
+
+/// The worker a job's source is attached to, if any: a capture device
+/// (`v4l2://WORKER/dev/videoN`) can only be opened there.
+pub fn pinned_worker(source: &str) -> Option<String> {
+    panoptes_media::device_source(source).and_then(|(w, _)| w)
 }
 
 /// A live RTMP push job: which worker ingests it, where.

@@ -396,8 +396,13 @@ impl LiveIngest {
                                 true
                             }
                             None => {
+                                let hint = if panoptes_media::device_source(&self.url).is_some() {
+                                    "check the camera on that worker"
+                                } else {
+                                    "check that the stream is being served at that URL"
+                                };
                                 self.fail(format!(
-                                    "cannot open the pull source {} ({} attempts, live.reconnect_attempts): {e}; check that the stream is being served at that URL",
+                                    "cannot open the pull source {} ({} attempts, live.reconnect_attempts): {e}; {hint}",
                                     self.url,
                                     r.attempts + 1
                                 ));

@@ -478,15 +478,11 @@ fn connect(c: &ClientOpts) -> Result<Coordinators> {
     // config names its own certificate, which then also serves as the client's).
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     match (&c.tls_ca, &cfg) {
-        (Some(_), _) => panoptes_proto::tls::install_client(&path(&c.tls_ca), &path(&c.tls_cert), &path(&c.tls_key)),
-        (None, Some(cfg)) if c.config.is_some() => {
-            let s = &cfg.security;
-            panoptes_proto::tls::install_client(&s.tls_ca, &s.tls_cert, &s.tls_key)
-        }
-        _ if c.tls_cert.is_some() => Err("--tls-cert needs --tls-ca too (the CA that signs the cluster's certificates)".to_string()),
-        _ => Ok(()),
+        (Some(_), _) => panoptes_proto::tls::install_client(&path(&c.tls_ca), &path(&c.tls_cert), &path(&c.tls_key)).map_err(|e| anyhow!(e))?,
+        (None, Some(cfg)) if c.config.is_some() => install_node_tls(cfg)?,
+        _ if c.tls_cert.is_some() => anyhow::bail!("--tls-cert needs --tls-ca too (the CA that signs the cluster's certificates)"),
+        _ => {}
     }
-    .map_err(|e| anyhow!(e))?;
     Coordinators::new(&addrs).map_err(|e| anyhow!(e))
 }
 
@@ -497,7 +493,6 @@ fn install_node_tls(cfg: &Config) -> Result<()> {
     let s = &cfg.security;
     panoptes_proto::tls::install_client(&s.tls_ca, &s.tls_cert, &s.tls_key).map_err(|e| anyhow!("invalid [security] TLS settings: {e}"))
 }
-
 
 type Api = PanoptesClient<tonic::service::interceptor::InterceptedService<Channel, panoptes_proto::credentials::WithToken>>;
 

@@ -289,9 +289,12 @@ pub fn client_command() -> Command {
 /// A gRPC endpoint for `addr` with the test clusters' client TLS settings
 /// (for tests that call the API directly).
 pub fn grpc_endpoint(addr: &str) -> tonic::transport::Endpoint {
-    if let Some(t) = test_tls() {
-        panoptes_proto::tls::install_client(&t.path("ca.pem"), &t.path("client.pem"), &t.path("client.key")).expect("test client TLS");
-    }
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        if let Some(t) = test_tls() {
+            panoptes_proto::tls::install_client(&t.path("ca.pem"), &t.path("client.pem"), &t.path("client.key")).expect("test client TLS");
+        }
+    });
     panoptes_proto::tls::endpoint(addr).expect("endpoint")
 }
 

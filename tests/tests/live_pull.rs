@@ -23,6 +23,14 @@ fn serve(url: &str, seconds: u32) -> Child {
         .expect("run ffmpeg (is the FFmpeg CLI installed?)")
 }
 
+/// The job's frame numbers, each of which must have exactly one result (one model).
+fn frames_once(c: &Cluster, job: &str) -> BTreeSet<u64> {
+    let frames: Vec<u64> = c.results(job).iter().map(|r| r["frame"].as_u64().unwrap()).collect();
+    let unique: BTreeSet<u64> = frames.iter().copied().collect();
+    assert_eq!(unique.len(), frames.len(), "a frame has two results");
+    unique
+}
+
 fn worker_metric(c: &Cluster, series: &str) -> f64 {
     let (_, text) = http_get(&metrics_addr(&c.workers[0]), "/metrics");
     sample(&text, series).unwrap_or(0.0)
@@ -48,9 +56,7 @@ fn a_pull_source_that_drops_is_reopened_and_its_frames_continue() {
     // It ended cleanly and does not come back: the job completes.
     let s = c.wait_finished(&job, Duration::from_secs(60));
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
-    let frames: Vec<u64> = c.results(&job).iter().map(|r| r["frame"].as_u64().unwrap()).collect();
-    let unique: BTreeSet<u64> = frames.iter().copied().collect();
-    assert_eq!(unique.len(), frames.len(), "a frame has two results");
+    let unique = frames_once(&c, &job);
     // Numbering continued across the reconnection: the last frame is beyond
     // what the second server alone sent (75 frames).
     let last = *unique.iter().last().unwrap();
@@ -59,7 +65,7 @@ fn a_pull_source_that_drops_is_reopened_and_its_frames_continue() {
     let reconnects = worker_metric(&c, &format!("panoptes_worker_live_reconnects_total{{job_id=\"{job}\"}}"));
     let gap = worker_metric(&c, &format!("panoptes_worker_live_gap_ms_total{{job_id=\"{job}\"}}"));
     assert!(reconnects >= 1.0 && gap > 0.0, "reconnects {reconnects}, gap {gap} ms");
-    eprintln!("{job}: {} frames, last {last}, {reconnects} reconnects, gap {gap} ms", frames.len());
+    eprintln!("{job}: {} frames, last {last}, {reconnects} reconnects, gap {gap} ms", unique.len());
 }
 
 #[test]
@@ -103,10 +109,8 @@ fn a_pull_source_resumes_on_another_worker_when_its_worker_dies() {
     wait_for("the second server's stream to end", Duration::from_secs(60), || second.try_wait().unwrap());
     let s = c.wait_finished(&job, Duration::from_secs(60));
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
-    let frames: Vec<u64> = c.results(&job).iter().map(|r| r["frame"].as_u64().unwrap()).collect();
-    let unique: BTreeSet<u64> = frames.iter().copied().collect();
-    assert_eq!(unique.len(), frames.len(), "a frame has two results");
-    assert!(frames.len() > before, "the other worker analysed nothing");
+    let unique = frames_once(&c, &job);
+    assert!(unique.len() > before, "the other worker analysed nothing");
     // The other worker numbered on from the committed cursor: nothing it sent
     // was dropped as already committed, so its frames lie past the first's.
     let last = *unique.iter().last().unwrap();

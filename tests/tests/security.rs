@@ -31,19 +31,28 @@ fn run(c: &Cluster, token: Option<&str>, args: &[&str]) -> Output {
     cmd.output().expect("run panoptes")
 }
 
+/// One coordinator with a tokens file holding a user token (alice) and an
+/// admin token (root), plus `extra` `[security]` lines; the CLI helpers pass
+/// the admin token. Returns the cluster and the two tokens.
+fn tokens_cluster(extra: &str) -> (Cluster, String, String) {
+    let (user, user_line) = make_token("user", "alice");
+    let (admin, admin_line) = make_token("admin", "root");
+    let c = Cluster::start_secure(&[], &admin, |dir| {
+        let file = dir.join("tokens");
+        // A comment line too: the file format allows them.
+        std::fs::write(&file, format!("# made by panoptes token\n{user_line}\n{admin_line}\n")).unwrap();
+        format!("\n[security]\ntokens_file = \"{}\"\n{extra}", file.display())
+    });
+    (c, user, admin)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
 fn tokens_guard_every_call() {
-    let (user, user_line) = make_token("user", "alice");
-    let (admin, admin_line) = make_token("admin", "root");
-    let c = Cluster::start_secure(&[], &admin, |dir| {
-        let file = dir.join("tokens");
-        std::fs::write(&file, format!("# made by panoptes token\n{user_line}\n{admin_line}\n")).unwrap();
-        format!("\n[security]\ntokens_file = \"{}\"\n", file.display())
-    });
+    let (c, user, admin) = tokens_cluster("");
 
     let user_cmds: &[&[&str]] = &[&["status", "job-1"], &["cancel", "job-1"], &["metrics", "job-1"], &["videos"], &["models"]];
     let admin_cmds: &[&[&str]] = &[&["cluster", "status"], &["worker", "drain", "w9"], &["prune", "--older-than", "1h"]];
@@ -149,13 +158,7 @@ fn the_cluster_secret_and_tokens_work_end_to_end() {
 /// `rate_limit_per_s` is small (the bucket refills far slower than the burst).
 #[test]
 fn a_burst_of_calls_hits_the_rate_limit() {
-    let (user, user_line) = make_token("user", "alice");
-    let (admin, admin_line) = make_token("admin", "root");
-    let c = Cluster::start_secure(&[], &admin, |dir| {
-        let file = dir.join("tokens");
-        std::fs::write(&file, format!("{user_line}\n{admin_line}\n")).unwrap();
-        format!("\n[security]\ntokens_file = \"{}\"\nrate_limit_per_s = 1\nrate_limit_burst = 3\n", file.display())
-    });
+    let (c, user, _admin) = tokens_cluster("rate_limit_per_s = 1\nrate_limit_burst = 3\n");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let codes: Vec<tonic::Code> = rt.block_on(async {
         let ch = panoptes_tests::grpc_endpoint(&c.addr).connect().await.expect("connect");

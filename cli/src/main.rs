@@ -858,7 +858,7 @@ fn cluster_json(r: &pb::ClusterStatusResponse) -> Value {
         })).collect::<Vec<_>>(),
         "workers": r.workers.iter().map(|w| json!({
             "name": w.name, "addr": w.addr, "state": w.state, "capacity": w.capacity,
-            "active_shards": w.active_shards, "last_heartbeat_ms": w.last_heartbeat_ms,
+            "active_shards": w.active_shards, "last_heartbeat_ms": w.last_heartbeat_ms, "ingest": w.ingest,
         })).collect::<Vec<_>>(),
         "jobs": {"queued": jobs.queued, "running": jobs.running, "completed": jobs.completed, "failed": jobs.failed, "cancelled": jobs.cancelled},
     })

@@ -46,6 +46,9 @@ pub fn status_text(s: &pb::JobStatus, state: &str) -> String {
         s.shards_done,
         s.shards_total
     );
+    if !s.push_url.is_empty() && state == "running" {
+        out.push_str(&format!("push to: {}\n", s.push_url));
+    }
     if !s.error.is_empty() {
         out.push_str(&format!("error:   {}\n", s.error));
     }
@@ -150,6 +153,7 @@ pub fn cluster_text(r: &pb::ClusterStatusResponse) -> String {
     } else {
         out.push_str(&format!("  {:<12} {:<22} {:<9} {:>7}  {}\n", "NAME", "ADDR", "STATE", "SHARDS", "LAST HEARTBEAT"));
     }
+    let lobbies: Vec<String> = r.workers.iter().filter(|w| !w.ingest.is_empty()).map(|w| format!("  {:<12} {}KEY\n", w.name, w.ingest)).collect();
     for w in &r.workers {
         let hb = match w.last_heartbeat_ms {
             Some(ms) => format!("{:.1}s ago", ms as f64 / 1000.0),
@@ -157,6 +161,11 @@ pub fn cluster_text(r: &pb::ClusterStatusResponse) -> String {
         };
         let shards = format!("{}/{}", w.active_shards, w.capacity);
         out.push_str(&format!("  {:<12} {:<22} {:<9} {:>7}  {hb}\n", w.name, w.addr, w.state, shards));
+    }
+    if !lobbies.is_empty() {
+        // Where a publisher resumes a live stream whose worker was lost.
+        out.push_str("\nINGEST LOBBIES (push a live stream's key here to resume it on that worker)\n");
+        out.push_str(&lobbies.concat());
     }
     let j = r.jobs.unwrap_or_default();
     out.push_str(&format!(

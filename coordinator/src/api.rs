@@ -64,6 +64,17 @@ pub fn status_pb(j: &Job) -> pb::JobStatus {
         shards_total: j.shards.len() as u32,
         shards_done: j.shards_done(),
         live: j.is_live(),
+        push_url: j.live.as_ref().map(|l| l.url.clone()).unwrap_or_default(),
+    }
+}
+
+/// A worker's ingest lobby URL (`rtmp://HOST:PORT/live/`) from its registered
+/// address `HOST:BASE` and capacity; empty without live ingest.
+pub fn lobby_url(addr: &str, capacity: u32) -> String {
+    let Some((host, base)) = addr.rsplit_once(':') else { return String::new() };
+    match base.parse::<u16>().ok().filter(|b| *b > 0).and_then(|b| crate::state::model::lobby_port(b, capacity)) {
+        Some(p) => format!("rtmp://{host}:{p}/live/"),
+        None => String::new(),
     }
 }
 
@@ -703,7 +714,11 @@ pub fn choose_live_worker(
             .filter(|j| !j.state.is_finished())
             .filter_map(|j| j.live.as_ref().filter(|l| l.worker == w.name).map(|l| l.slot))
             .collect();
-        let free = (0..w.capacity).filter(|s| !used.contains(s)).count() as u32;
+        // Streams resumed on its lobby (LOBBY_SLOT) take capacity too.
+        let free = w.capacity.saturating_sub(used.len() as u32);
+        if free == 0 {
+            continue;
+        }
         let Some(slot) = (0..w.capacity).find(|s| !used.contains(s)) else { continue };
         if best.as_ref().is_none_or(|(f, _)| free > *f) {
             best = Some((free, (w.name.clone(), host.to_string(), port, slot)));
@@ -868,6 +883,7 @@ impl ApiService {
                         capacity: w.capacity,
                         active_shards: active.get(w.name.as_str()).copied().unwrap_or(0),
                         last_heartbeat_ms: last,
+                        ingest: lobby_url(&w.addr, w.capacity),
                     }
                 })
                 .collect::<Vec<_>>();

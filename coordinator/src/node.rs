@@ -38,6 +38,10 @@ pub struct LeaderMemory {
     /// When this node last became leader (workers it has not heard from yet
     /// get the benefit of the doubt for one lease timeout after that).
     pub leader_since: Option<Instant>,
+    /// Live pushes whose shard is pending (their worker was lost, or has not
+    /// taken it yet), since when this leader has seen them so: one pending
+    /// for longer than live.connect_timeout_s fails.
+    pub live_waiting: HashMap<u64, Instant>,
 }
 
 pub struct Coordinator {
@@ -465,14 +469,18 @@ async fn leader_loop(node: Arc<Coordinator>) {
         }
         was_leader = true;
 
-        let (queued, leased, live) = node.reader.read(|a| {
+        let (queued, leased, live, waiting) = node.reader.read(|a| {
             let queued: Vec<(u64, String)> =
                 a.state.jobs.values().filter(|j| j.state == JobState::Queued).map(|j| (j.id, j.spec.source.clone())).collect();
             let mut leased = Vec::new();
             let mut live = HashMap::new();
+            let mut waiting = Vec::new();
             for j in a.state.jobs.values().filter(|j| j.state == JobState::Running) {
                 if let Some(l) = &j.live {
                     live.insert(j.id, l.url.clone());
+                    if j.shards.iter().any(|s| s.state == ShardState::Pending) {
+                        waiting.push((j.id, l.worker.clone(), l.url.clone()));
+                    }
                 }
                 for s in &j.shards {
                     if let ShardState::Leased { epoch, worker, .. } = &s.state {
@@ -480,7 +488,7 @@ async fn leader_loop(node: Arc<Coordinator>) {
                     }
                 }
             }
-            (queued, leased, live)
+            (queued, leased, live, waiting)
         });
 
         for (job, source) in queued {
@@ -503,20 +511,46 @@ async fn leader_loop(node: Arc<Coordinator>) {
                 }
             }
         }
+        // A live push pending for too long: its worker was lost and no
+        // publisher resumed it (pushed its key to a worker's ingest lobby,
+        // or to its URL again), or no worker took it.
+        let window = Duration::from_secs(node.cfg.live.connect_timeout_s.max(1));
+        let mut abandoned = Vec::new();
+        {
+            let mut mem = node.mem.lock().unwrap();
+            mem.live_waiting.retain(|j, _| waiting.iter().any(|(w, _, _)| w == j));
+            for (job, worker, url) in waiting {
+                let since = *mem.live_waiting.entry(job).or_insert(now);
+                if now.duration_since(since) >= window {
+                    abandoned.push((job, worker, url));
+                }
+            }
+        }
+        for (job, worker, url) in abandoned {
+            let error = format!(
+                "the live stream {url} lost its worker '{worker}' (or no worker took it), and no publisher resumed it within {} s \
+                 (live.connect_timeout_s); to resume a stream, push with the same stream key to any worker's ingest lobby \
+                 (`panoptes cluster status` lists them); otherwise create a new endpoint with `panoptes live`",
+                window.as_secs()
+            );
+            warn!(job_id = job, %worker, "live stream abandoned: nobody resumed it");
+            match node.write(Request::Fail { job, error, now_ms: now_ms() }).await {
+                Ok(_) => {
+                    node.mem.lock().unwrap().live_waiting.remove(&job);
+                }
+                Err(e) => warn!(error = %e, "could not fail the live job"),
+            }
+        }
         for (job, shard, epoch, worker) in expired {
             if let Some(url) = live.get(&job) {
-                // The publisher's connection died with the worker: a live
-                // stream cannot be resumed elsewhere, the job fails.
-                let error = format!(
-                    "worker '{worker}' ingesting the live stream {url} stopped answering (lease expired); create a new endpoint with `panoptes live`"
-                );
-                warn!(job_id = job, %worker, "live stream lost: its worker's lease expired");
-                if let Err(e) = node.write(Request::Fail { job, error, now_ms: now_ms() }).await {
-                    warn!(error = %e, "could not fail the live job");
-                }
-                continue;
+                // The publisher's connection died with the worker. The shard
+                // waits, pending: for the publisher to push its key to any
+                // worker's lobby (ResumeLive) or to this URL again, if the
+                // worker comes back, within live.connect_timeout_s.
+                warn!(job_id = job, %worker, %url, "live stream lost its worker (lease expired); waiting for its publisher to resume it on a worker's ingest lobby");
+            } else {
+                warn!(job_id = job, shard, epoch, %worker, "lease expired; its unacknowledged frames go back to pending");
             }
-            warn!(job_id = job, shard, epoch, %worker, "lease expired; its unacknowledged frames go back to pending");
             match node.write(Request::Expire { job, shard, epoch }).await {
                 Ok(Response::Rejected(_)) => {} // the lease moved on meanwhile (a report, a hand-back)
                 Ok(_) => metrics::inc(crate::metrics::LEASES_EXPIRED, &[], 1),

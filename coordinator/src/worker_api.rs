@@ -195,6 +195,49 @@ impl WorkerApi for WorkerService {
         Ok(Resp::new(pb::LeaseResponse { shards }))
     }
 
+    async fn resume_live(&self, req: Req<pb::ResumeLiveRequest>) -> Result<Resp<pb::ResumeLiveResponse>, Status> {
+        let r = req.into_inner();
+        // Leases (and their expiry) are the leader's.
+        self.node.require_leader()?;
+        let key = r.key.as_str();
+        let found = self.node.reader.read(|a| {
+            if !a.state.workers.contains_key(&r.name) {
+                return Err(Status::failed_precondition(format!("unknown worker '{}': register first", r.name)));
+            }
+            let Some(j) = (!key.is_empty()).then(|| a.state.jobs.values().find(|j| j.live.as_ref().is_some_and(|l| l.key == key))).flatten() else {
+                return Err(Status::not_found(format!("no live stream has the key '{key}': push to the URL `panoptes live` printed")));
+            };
+            if j.state.is_finished() {
+                return Err(Status::failed_precondition(format!(
+                    "the live stream with this key has ended (job {} {}); create a new endpoint with `panoptes live`",
+                    JobId(j.id),
+                    j.state.as_str()
+                )));
+            }
+            let l = j.live.as_ref().expect("found by its live key");
+            for s in &j.shards {
+                if let ShardState::Leased { worker, .. } = &s.state {
+                    if *worker != r.name || l.url != r.url {
+                        return Err(Status::unavailable(format!(
+                            "worker '{worker}' still holds the live stream of job {} (at {}); it resumes here once that lease expires",
+                            JobId(j.id),
+                            l.url
+                        )));
+                    }
+                }
+            }
+            Ok(j.id)
+        })?;
+        match self.node.write(Request::MoveLive { job: found, worker: r.name.clone(), url: r.url.clone() }).await? {
+            Response::Ok => {
+                info!(job_id = found, worker = %r.name, url = %r.url, "live stream resumes on another worker's ingest lobby");
+                Ok(Resp::new(pb::ResumeLiveResponse { job_id: JobId(found).to_string() }))
+            }
+            Response::Rejected(m) => Err(Status::unavailable(m)),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
     async fn report(&self, req: Req<pb::ReportRequest>) -> Result<Resp<pb::ReportResponse>, Status> {
         let received = Instant::now();
         let r = req.into_inner();

@@ -44,6 +44,7 @@ pub mod status {
             "frames_done": s.frames_done, "error": if s.error.is_empty() { Value::Null } else { Value::String(s.error.clone()) },
             "shards_total": s.shards_total, "shards_done": s.shards_done,
             "submitted_at_ms": s.submitted_at_ms, "finished_at_ms": s.finished_at_ms, "live": s.live,
+            "push_url": if s.push_url.is_empty() { Value::Null } else { Value::String(s.push_url.clone()) },
         })
     }
 }

@@ -82,7 +82,7 @@ fn a01_cluster_status_has_the_documented_shape() {
         assert!(m["last_log_index"].as_u64().unwrap() > 0, "{m}");
     }
     for w in s["workers"].as_array().unwrap() {
-        assert_eq!(keys(w), set(&["name", "addr", "state", "capacity", "active_shards", "last_heartbeat_ms"]), "{w}");
+        assert_eq!(keys(w), set(&["name", "addr", "state", "capacity", "active_shards", "last_heartbeat_ms", "ingest"]), "{w}");
         assert_eq!(w["state"], "active", "{w}");
         assert_eq!(w["active_shards"], 0, "{w}");
         assert!(w["capacity"].as_u64().unwrap() >= 1, "{w}");

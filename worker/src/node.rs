@@ -167,12 +167,7 @@ impl IngestPorts {
     }
 }
 
-/// The port of an `rtmp://HOST:PORT/...` URL.
-fn url_port(url: &str) -> Option<u16> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    authority.rsplit_once(':')?.1.parse().ok()
-}
+use crate::lobby::url_port;
 
 pub struct WorkerState {
     opts: WorkerOptions,
@@ -183,6 +178,8 @@ pub struct WorkerState {
     registered: Arc<AtomicBool>,
     metrics: NodeMetrics,
     ingest: IngestPorts,
+    /// Stops the ingest lobby's thread when the worker stops.
+    lobby_stop: Arc<AtomicBool>,
 }
 
 impl WorkerState {
@@ -230,9 +227,10 @@ impl Actor for WorkerActor {
         // The secret is read once, here: a bad file stops the worker with an error naming it.
         let secret = ClusterSecret::from_file(&opts.cluster_secret_file)?;
         let coords = Coordinators::new(&opts.coordinators)?.with_secret(secret);
-        let ingest = IngestPorts::reserve(&opts.advertise, opts.capacity.max(1))?;
+        // The live slots, and the ingest lobby right after them.
+        let ingest = IngestPorts::reserve(&opts.advertise, opts.capacity.max(1) + 1)?;
         info!(worker = %opts.name, host = %ingest.host, ports = ?(ingest.base..ingest.base + opts.capacity.max(1) as u16), "live ingest ports (RTMP) reserved");
-        let st = WorkerState { opts, analyses, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new(), ingest };
+        let mut st = WorkerState { opts, analyses, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new(), ingest, lobby_stop: Arc::default() };
         st.set_registered(false);
         // Register, waiting (with backoff) for a coordinator to answer.
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -252,6 +250,7 @@ impl Actor for WorkerActor {
             }
         };
         info!(worker = %st.opts.name, coordinators = ?st.coords.addrs(), "registered");
+        start_lobby(&mut st, myself.clone())?;
         myself.send_interval(Duration::from_millis(250), || WorkerMsg::Tick);
         myself.send_interval(Duration::from_millis(reg.heartbeat_interval_ms.max(50)), || WorkerMsg::Heartbeat);
         Ok(st)
@@ -285,7 +284,8 @@ impl Actor for WorkerActor {
                         warn!(job_id = %a.job_id, shard = a.shard, models = ?a.models, "leased a shard with a model this worker lacks; its lease will expire");
                         continue;
                     };
-                    let live_port = if a.live && !a.pull { url_port(&a.source) } else { None };
+                    // (A stream resumed on the lobby takes its parked connection instead.)
+                    let live_port = if a.live && !a.pull && !crate::lobby::is_lobby_url(&a.source) { url_port(&a.source) } else { None };
                     if let Some(p) = live_port {
                         st.ingest.release(p);
                         info!(job_id = %a.job_id, url = %a.source, port = p, "live stream leased: listening for its publisher");
@@ -355,6 +355,11 @@ impl Actor for WorkerActor {
         Ok(())
     }
 
+    async fn post_stop(&self, _myself: ActorRef<WorkerMsg>, st: &mut WorkerState) -> Result<(), ActorProcessingErr> {
+        st.lobby_stop.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(&self, _myself: ActorRef<WorkerMsg>, evt: SupervisionEvent, st: &mut WorkerState) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
@@ -378,6 +383,52 @@ impl Actor for WorkerActor {
         st.active_changed();
         Ok(())
     }
+}
+
+/// Start the worker's ingest lobby ([`crate::lobby`]) on the port after its
+/// live slots; resumes are claimed from the coordinators over `ResumeLive`.
+fn start_lobby(st: &mut WorkerState, myself: ActorRef<WorkerMsg>) -> anyhow::Result<()> {
+    let Some(port) = panoptes_common::lobby_port(st.ingest.base, st.opts.capacity) else { return Ok(()) };
+    st.ingest.release(port);
+    let coords = st.coords.clone();
+    let name = st.opts.name.clone();
+    let rt = tokio::runtime::Handle::current();
+    let claim: crate::lobby::Claimer = Arc::new(move |key: &str, url: &str, deadline: std::time::Instant| {
+        let req = pb::ResumeLiveRequest { name: name.clone(), key: key.to_string(), url: url.to_string() };
+        loop {
+            let r = rt.block_on(coords.call(coords.addrs().len(), |ch| {
+                let r = req.clone();
+                let secret = coords.secret();
+                async move { client(ch, secret).resume_live(r).await }
+            }));
+            let why = match r {
+                Ok(r) => return crate::lobby::Claim::Moved(r.job_id),
+                Err(e) if matches!(e.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
+                    return crate::lobby::Claim::Refused(e.message().to_string())
+                }
+                Err(e) => e.message().to_string(),
+            };
+            if std::time::Instant::now() >= deadline {
+                return crate::lobby::Claim::Refused(format!("{why} (gave up after live.connect_timeout_s)"));
+            }
+            info!(%url, reason = %why, "live lobby: cannot resume the stream yet; retrying");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let lobby = crate::lobby::Lobby {
+        host: st.ingest.host.clone(),
+        port,
+        connect_timeout_s: st.opts.live_connect_timeout_s,
+        idle_timeout_s: st.opts.live_idle_timeout_s,
+        claim,
+        lease_now: Arc::new(move || {
+            let _ = myself.send_message(WorkerMsg::Tick);
+        }),
+        stop: st.lobby_stop.clone(),
+    };
+    info!(worker = %st.opts.name, url = %lobby.url(), "live ingest lobby: a publisher whose worker was lost resumes its stream here by pushing to this URL + its stream key");
+    lobby.spawn().context("cannot start the live ingest lobby")?;
+    Ok(())
 }
 
 /// Run a worker until `shutdown` resolves.

@@ -130,6 +130,32 @@ impl State {
                 ch.jobs.insert(id);
                 Response::JobCreated { job: id, existing: false }
             }
+            Request::MoveLive { job, worker, url } => {
+                if !self.workers.contains_key(worker) {
+                    return rejected(format!("unknown worker {worker}: register first"));
+                }
+                let Some(j) = self.jobs.get_mut(job) else { return rejected(format!("unknown job {job}")) };
+                if j.state != JobState::Running {
+                    return rejected(format!("job {job} is {}", j.state.as_str()));
+                }
+                let Some(l) = j.live.as_mut() else { return rejected(format!("job {job} is not a live push")) };
+                let Some(s) = j.shards.iter().find(|s| s.state != ShardState::Done) else { return rejected(format!("job {job} has ended")) };
+                match &s.state {
+                    ShardState::Pending => {}
+                    // A retried request: already moved here (and maybe granted).
+                    ShardState::Leased { worker: w, .. } if w == worker && l.url == *url => {}
+                    ShardState::Leased { worker: w, .. } => {
+                        return rejected(format!("the stream is held by worker '{w}' at {}", l.url));
+                    }
+                    ShardState::Done => unreachable!("filtered above"),
+                }
+                tracing::info!(job_id = job, from = %l.worker, to = %worker, %url, "live stream moved");
+                l.worker = worker.clone();
+                l.url = url.clone();
+                l.slot = super::model::LOBBY_SLOT;
+                ch.jobs.insert(*job);
+                Response::Ok
+            }
             Request::Plan { job, plan, shards, now_ms } => {
                 let Some(j) = self.jobs.get_mut(job) else { return rejected(format!("unknown job {job}")) };
                 if j.state != JobState::Queued {
@@ -248,7 +274,8 @@ impl State {
                 Response::Granted(granted)
             }
             Request::Expire { job, shard, epoch } => {
-                // (A live shard's expiry is committed as `Fail` by the leader instead.)
+                // A live push's shard waits, pending, for its publisher to
+                // come back (to this worker, or to any worker's lobby: `MoveLive`).
                 let Some(s) = self.jobs.get_mut(job).and_then(|j| j.shards.get_mut(*shard as usize)) else {
                     return rejected("unknown shard");
                 };
@@ -462,7 +489,7 @@ mod tests {
 
     use super::*;
     use crate::state::command::{FrameImage, FrameOutputs, ModelOutput};
-    use crate::state::model::{JobSpec, Plan, StageTimes};
+    use crate::state::model::{JobSpec, Plan, StageTimes, LOBBY_SLOT};
 
     #[derive(Default)]
     struct MemSink(BTreeMap<(u64, u64, u8), String>, BTreeMap<(u64, u64), FrameImage>);
@@ -646,6 +673,52 @@ mod tests {
         r.error = Some("no publisher".into());
         w.apply(Request::Report(r));
         assert_eq!(w.st.jobs[&job2].state, JobState::Failed);
+    }
+
+    #[test]
+    fn a_live_push_moves_to_another_worker_only_once_its_lease_expired() {
+        let mut w = World::new();
+        let job = live(&mut w, 0);
+        let grant = |w: &mut World, worker: &str| match w.apply(Request::Grant { worker: worker.into(), shards: vec![(job, 0)], now_ms: 6 }) {
+            Response::Granted(g) => g.first().map(|g| g.epoch),
+            other => panic!("{other:?}"),
+        };
+        let e1 = grant(&mut w, "w1").unwrap();
+        let rep = |worker: &str, epoch: u64, frames: &[u64], next: u64, done: bool| match report(worker, 0, epoch, frames, next, done) {
+            Request::Report(mut r) => {
+                r.job = job;
+                Request::Report(r)
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(stored(w.apply(rep("w1", e1, &[0, 2, 4], 5, false))), 3);
+        let mv = |to: &str| Request::MoveLive { job, worker: to.into(), url: format!("rtmp://h:9/live/k0#{to}") };
+        // w1 holds it: a publisher at w2's lobby waits.
+        assert!(matches!(w.apply(mv("w2")), Response::Rejected(m) if m.contains("held by worker 'w1'")));
+        assert!(matches!(w.apply(mv("nobody")), Response::Rejected(m) if m.contains("unknown worker")));
+        assert_eq!(w.apply(Request::Expire { job, shard: 0, epoch: e1 }), Response::Ok);
+        assert_eq!(w.apply(mv("w2")), Response::Ok);
+        let l = w.st.jobs[&job].live.clone().unwrap();
+        assert_eq!((l.worker.as_str(), l.slot, l.url.as_str()), ("w2", LOBBY_SLOT, "rtmp://h:9/live/k0#w2"));
+        // Only w2 is granted it now, from the committed cursor, under a new epoch.
+        assert_eq!(grant(&mut w, "w1"), None);
+        let e2 = grant(&mut w, "w2").unwrap();
+        assert!(e2 > e1);
+        assert_eq!(w.st.jobs[&job].shards[0].cursor, 5);
+        assert_eq!(w.apply(mv("w2")), Response::Ok, "a retried move is accepted");
+        assert!(matches!(w.apply(mv("w1")), Response::Rejected(_)));
+        // The dead worker's late report is refused; w2's frames continue from 5.
+        assert!(matches!(w.apply(rep("w1", e1, &[6], 7, false)), Response::Reported { accepted: false, .. }));
+        assert_eq!(stored(w.apply(rep("w2", e2, &[6, 8], 9, false))), 2);
+        assert_eq!(stored(w.apply(rep("w2", e2, &[], 9, true))), 0);
+        assert_eq!(w.st.jobs[&job].state, JobState::Completed);
+        assert_eq!(w.st.jobs[&job].frames_done, 5);
+        assert!(matches!(w.apply(mv("w1")), Response::Rejected(m) if m.contains("completed")));
+        // A pull job (no LiveSpec) cannot be moved this way.
+        let mut sp = spec(None);
+        sp.source = "rtmp://cam.example/live/s".into();
+        let Response::JobCreated { job: pull, .. } = w.apply(Request::Submit { spec: sp, now_ms: 9 }) else { panic!() };
+        assert!(matches!(w.apply(Request::MoveLive { job: pull, worker: "w2".into(), url: "u".into() }), Response::Rejected(m) if m.contains("not a live push")));
     }
 
     #[test]

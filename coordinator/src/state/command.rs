@@ -80,6 +80,12 @@ pub enum Request {
     /// Create a live RTMP push job: running at once, with one unbounded
     /// shard `[0, u64::MAX)` that only `live.worker` is granted (no probing).
     CreateLive { spec: JobSpec, live: LiveSpec, now_ms: u64 },
+    /// A live push resumes on `worker`: its publisher pushed the stream's key
+    /// to that worker's ingest lobby (`url`) after the worker ingesting it was
+    /// lost. Only while the job runs and its shard is not leased to another
+    /// worker (the lost worker's lease has expired); the shard is then
+    /// granted to `worker` from the committed cursor, under a fresh epoch.
+    MoveLive { job: u64, worker: String, url: String },
 }
 
 /// What a prune deleted.

@@ -65,11 +65,18 @@ pub struct LiveSpec {
     pub key: String,
     /// The worker chosen to listen for the stream.
     pub worker: String,
-    /// Its ingest slot: the worker listens on its base port + slot.
+    /// Its ingest slot: the worker listens on its base port + slot
+    /// ([`LOBBY_SLOT`]: on its ingest lobby, after a [`MoveLive`](super::command::Request::MoveLive)).
     pub slot: u32,
     /// Where to push: `rtmp://HOST:PORT/live/KEY`.
     pub url: String,
 }
+
+/// The slot of a live stream that resumed on a worker's ingest lobby (the
+/// lobby's port follows the worker's slots: [`lobby_port`]).
+pub const LOBBY_SLOT: u32 = u32::MAX;
+
+pub use panoptes_common::lobby_port;
 
 /// What probing the source found.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

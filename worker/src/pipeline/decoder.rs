@@ -255,6 +255,20 @@ impl LiveIngest {
     /// on, within the one live.connect_timeout_s. `None` when the shard
     /// failed (reported to the decoder actor) or was stopped.
     fn accept(&self) -> Option<MediaDecoder> {
+        if crate::lobby::is_lobby_url(&self.url) {
+            // Resumed on this worker's ingest lobby: its publisher's
+            // connection is parked there (see crate::lobby).
+            info!(url = %self.url, resume_frame = self.resume, "live: taking the publisher's connection from the ingest lobby");
+            let limit = std::time::Duration::from_secs(self.opts.connect_timeout_s.max(1));
+            let got = crate::lobby::take(crate::lobby::url_key(&self.url), limit, &self.stop);
+            if got.is_none() {
+                self.fail(format!(
+                    "no publisher pushed this stream's key to the ingest lobby {} within {} s (live.connect_timeout_s)",
+                    self.url, self.opts.connect_timeout_s
+                ));
+            }
+            return got;
+        }
         let deadline = Instant::now() + std::time::Duration::from_secs(self.opts.connect_timeout_s.max(1));
         let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
         info!(url = %self.url, connect_timeout_s = self.opts.connect_timeout_s, "live: waiting for the publisher");

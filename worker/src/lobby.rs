@@ -1,0 +1,213 @@
+//! The worker's RTMP ingest lobby: one port (right after its live slot
+//! ports, [`panoptes_common::lobby_port`]) where a publisher resumes a live
+//! stream whose worker was lost, by pushing with the same stream key.
+//!
+//! A thread listens there with FFmpeg's RTMP listen mode under a fixed
+//! stream name; FFmpeg accepts any publisher and logs the key it named
+//! ("Unexpected stream KEY, expecting ..."), which is how the key is read.
+//! The open connection is parked here, under its key, and the coordinator is
+//! asked to move the stream to this worker (`ResumeLive`): it agrees once the
+//! lost worker's lease has expired (retried until then, within
+//! live.connect_timeout_s), refuses unknown and ended keys. The stream's
+//! shard is then leased to this worker with the lobby URL as its source, and
+//! its ingest thread takes the parked connection ([`take`]) instead of
+//! listening: frames are numbered on from the committed cursor.
+//!
+//! While one publisher is being set up (FFmpeg reads the start of its
+//! stream), the lobby does not accept another: that one's connection is
+//! refused and it retries.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use panoptes_media::Decoder as MediaDecoder;
+use tracing::{info, warn};
+
+/// The stream name the lobby listens for; publishers name their stream's key instead.
+const LOBBY_NAME: &str = "panoptes-lobby";
+
+/// How long a parked connection waits for its shard's ingest thread once
+/// the coordinator moved the stream here.
+const PARK_LIMIT: Duration = Duration::from_secs(30);
+
+/// This process's lobby port (0: none).
+static PORT: AtomicU16 = AtomicU16::new(0);
+
+fn parked() -> &'static Mutex<HashMap<String, MediaDecoder>> {
+    static P: OnceLock<Mutex<HashMap<String, MediaDecoder>>> = OnceLock::new();
+    P.get_or_init(Default::default)
+}
+
+/// The stream key of a live URL (`rtmp://HOST:PORT/live/KEY`): its last path segment.
+pub fn url_key(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or("")
+}
+
+/// Is `url` this worker's lobby (a stream resumed here, whose connection is parked)?
+pub fn is_lobby_url(url: &str) -> bool {
+    let port = PORT.load(Ordering::Relaxed);
+    port != 0 && url_port(url) == Some(port)
+}
+
+/// The port of an `rtmp://HOST:PORT/...` URL.
+pub fn url_port(url: &str) -> Option<u16> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    authority.rsplit_once(':')?.1.parse().ok()
+}
+
+/// Take the parked connection of the stream with `key`, waiting for it up to
+/// `limit` (a publisher may connect after the shard was leased here); `None`
+/// when none came or `stop` was set.
+pub fn take(key: &str, limit: Duration, stop: &AtomicBool) -> Option<MediaDecoder> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(d) = parked().lock().unwrap().remove(key) {
+            return Some(d);
+        }
+        if Instant::now() >= until || stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The key a publisher named, from FFmpeg's "Unexpected stream KEY, expecting NAME".
+pub fn key_from_ffmpeg(message: &str) -> Option<String> {
+    let rest = &message[message.find("Unexpected stream ")? + "Unexpected stream ".len()..];
+    let key = rest.split(", expecting").next()?.trim();
+    let ok = !key.is_empty() && key.len() <= 128 && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    ok.then(|| key.to_string())
+}
+
+/// What the coordinator said to a resume.
+pub enum Claim {
+    /// The stream is this worker's now: its job.
+    Moved(String),
+    /// Refused for good (unknown or ended key): why.
+    Refused(String),
+}
+
+/// Asks the coordinator to move the stream with `key` here, pushed at `url`
+/// (retrying while another worker still holds it, until `deadline`).
+pub type Claimer = Arc<dyn Fn(&str, &str, Instant) -> Claim + Send + Sync>;
+
+pub struct Lobby {
+    pub host: String,
+    pub port: u16,
+    pub connect_timeout_s: u64,
+    pub idle_timeout_s: u64,
+    pub claim: Claimer,
+    /// Asks the worker to lease now (the moved stream's shard).
+    pub lease_now: Arc<dyn Fn() + Send + Sync>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Lobby {
+    /// `rtmp://HOST:PORT/live/`: push there with a stream key appended.
+    pub fn url(&self) -> String {
+        format!("rtmp://{}:{}/live/", self.host, self.port)
+    }
+
+    /// Start listening, on a thread of its own, until `stop` is set.
+    pub fn spawn(self) -> std::io::Result<()> {
+        PORT.store(self.port, Ordering::Relaxed);
+        std::thread::Builder::new().name("live-lobby".into()).spawn(move || self.run()).map(|_| ())
+    }
+
+    fn run(self) {
+        let me = Arc::new(self);
+        let idle_us = (me.idle_timeout_s.max(1) * 1_000_000).to_string();
+        let listen = format!("rtmp://{}:{}/live/{LOBBY_NAME}", me.host, me.port);
+        let mut failures = 0u32;
+        while !me.stop.load(Ordering::Relaxed) {
+            // As a live slot's listen (see pipeline/decoder.rs), without a
+            // connect timeout: the stop flag interrupts the wait.
+            let options = [("listen", "1"), ("rw_timeout", idle_us.as_str()), ("analyzeduration", "500000"), ("probesize", "500000")];
+            let opened = MediaDecoder::open_live(&listen, &options, me.stop.clone());
+            let named = MediaDecoder::take_wrong_stream_key();
+            let dec = match opened {
+                Ok(d) => d,
+                Err(e) => {
+                    if me.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    // A publisher that sent no stream, or the port is taken.
+                    failures += 1;
+                    warn!(url = %me.url(), error = %e, "live lobby: no stream from a publisher");
+                    std::thread::sleep(Duration::from_millis(if failures > 3 { 1000 } else { 50 }));
+                    continue;
+                }
+            };
+            failures = 0;
+            let Some(key) = named.as_deref().and_then(key_from_ffmpeg) else {
+                warn!(url = %me.url(), "live lobby: refused a publisher that named no stream key; push to {}KEY", me.url());
+                continue; // drops (closes) it
+            };
+            let url = format!("{}{key}", me.url());
+            {
+                let mut p = parked().lock().unwrap();
+                if p.contains_key(&key) {
+                    warn!(%url, "live lobby: refused a second publisher of the same stream key");
+                    continue;
+                }
+                p.insert(key.clone(), dec);
+            }
+            info!(%url, "live lobby: a publisher pushed a stream key; asking the coordinator to resume its stream here");
+            let me2 = me.clone();
+            let spawned = std::thread::Builder::new().name("live-resume".into()).spawn(move || me2.resume(key, url));
+            if let Err(e) = spawned {
+                warn!(error = %e, "live lobby: cannot start a thread");
+            }
+        }
+        PORT.store(0, Ordering::Relaxed);
+    }
+
+    /// Resume the stream with `key` (its connection parked) here, or refuse it.
+    fn resume(&self, key: String, url: String) {
+        let deadline = Instant::now() + Duration::from_secs(self.connect_timeout_s.max(1));
+        match (self.claim)(&key, &url, deadline) {
+            Claim::Moved(job) => {
+                info!(job_id = %job, %url, "live lobby: the stream resumes on this worker");
+                (self.lease_now)();
+                let until = Instant::now() + PARK_LIMIT;
+                while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                    if !parked().lock().unwrap().contains_key(&key) {
+                        return; // taken by the shard's ingest thread
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if parked().lock().unwrap().remove(&key).is_some() {
+                    warn!(job_id = %job, %url, "live lobby: the resumed stream's shard did not start here; closing its publisher");
+                }
+            }
+            Claim::Refused(why) => {
+                parked().lock().unwrap().remove(&key);
+                warn!(%url, reason = %why, "live lobby: refused a publisher");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_read_from_ffmpegs_message() {
+        assert_eq!(key_from_ffmpeg("Unexpected stream 3f9a0c, expecting panoptes-lobby").as_deref(), Some("3f9a0c"));
+        assert_eq!(key_from_ffmpeg("[rtmp @ 0x55] Unexpected stream ab_c-1.x, expecting panoptes-lobby").as_deref(), Some("ab_c-1.x"));
+        assert_eq!(key_from_ffmpeg("Unexpected stream , expecting x"), None);
+        assert_eq!(key_from_ffmpeg("Unexpected stream a/b, expecting x"), None);
+        assert_eq!(key_from_ffmpeg("something else"), None);
+    }
+
+    #[test]
+    fn urls_give_their_key_and_port() {
+        assert_eq!(url_key("rtmp://127.0.0.1:7403/live/abc"), "abc");
+        assert_eq!(url_port("rtmp://127.0.0.1:7403/live/abc"), Some(7403));
+        assert_eq!(url_port("rtmp://host/live/abc"), None);
+        assert!(!is_lobby_url("rtmp://127.0.0.1:0/live/abc"));
+    }
+}

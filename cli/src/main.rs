@@ -758,6 +758,7 @@ async fn metrics(a: JobArgs) -> Result<ExitCode> {
                 "inference_time_s": inference, "avg_message_bytes": m.avg_message_bytes, "wall_time_s": m.wall_time_s,
                 "frames_per_s": m.frames_per_s, "errors": m.errors, "queue_wait_s": m.queue_wait_s, "frames_dropped": m.frames_dropped,
                 "latency_ms": {"p50": m.latency_p50_ms, "p95": m.latency_p95_ms, "p99": m.latency_p99_ms, "samples": m.latency_samples},
+                "reconnects": m.reconnects, "gap_ms": m.gap_ms,
             })
         );
     } else {

@@ -97,6 +97,9 @@ pub fn metrics_text(m: &pb::JobMetrics, inference: &std::collections::BTreeMap<S
             m.latency_p50_ms, m.latency_p95_ms, m.latency_p99_ms, m.latency_samples, m.frames_dropped
         ));
     }
+    if m.reconnects > 0 {
+        out.push_str(&format!("source reopened:  {:>8} times, {:.1} s without frames\n", m.reconnects, m.gap_ms as f64 / 1000.0));
+    }
     out
 }
 

@@ -424,6 +424,8 @@ impl Panoptes for ApiService {
             latency_p95_ms: c.times.latency_quantile(0.95),
             latency_p99_ms: c.times.latency_quantile(0.99),
             latency_samples: c.times.latency_ms.values().sum(),
+            reconnects: c.times.reconnects,
+            gap_ms: c.times.gap_ms,
         }))
     }
 

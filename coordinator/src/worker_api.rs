@@ -253,6 +253,8 @@ impl WorkerApi for WorkerService {
             frames_decoded: t.frames_decoded,
             frames_dropped: t.frames_dropped,
             latency_ms: t.latency_ms.into_iter().collect(),
+            reconnects: t.reconnects,
+            gap_ms: t.gap_ms,
         });
         let report = Report {
             worker: r.name.clone(),

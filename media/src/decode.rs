@@ -60,7 +60,8 @@ fn ts_seconds(pts: i64, pts0: i64, tb: Rational) -> f64 {
     if tb.denominator() == 0 {
         return 0.0;
     }
-    (pts - pts0) as f64 * tb.numerator() as f64 / tb.denominator() as f64
+    // i128: a pts far from pts0 must not overflow.
+    (pts as i128 - pts0 as i128) as f64 * tb.numerator() as f64 / tb.denominator() as f64
 }
 
 /// The best timestamp of a decoded frame: its pts, else FFmpeg's best-effort
@@ -673,13 +674,20 @@ impl Decoder {
         if frame_discarded(&frame) {
             return Ok(None);
         }
-        let pts = match frame_pts(&frame) {
-            Some(p) => p,
-            None => self.last_pts.map_or(self.pts0, |p| p + self.frame_duration),
+        let known = frame_pts(&frame);
+        let pts = match (known, self.last_pts) {
+            (Some(p), _) => p,
+            (None, Some(p)) => p.saturating_add(self.frame_duration),
+            // A live stream's first frame can come without a timestamp
+            // (FFmpeg's RTSP client gives none to the first H.264 frame):
+            // it is time 0 of the stream.
+            (None, None) if self.pts0_from_first => 0,
+            (None, None) => self.pts0,
         };
         if self.pts0_from_first && self.last_pts.is_none() {
             self.pts0 = pts;
-            self.min_pts = pts;
+            // Frames are not dropped for a pts below a made-up first one.
+            self.min_pts = if known.is_some() { pts } else { i64::MIN };
         }
         if pts < self.min_pts {
             return Ok(None);

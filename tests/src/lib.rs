@@ -463,6 +463,22 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
     }
 
+    /// The job's analysed frame numbers, asserting that each has exactly one
+    /// result (jobs of one model).
+    pub fn frames_once(&self, job: &str) -> std::collections::BTreeSet<u64> {
+        let frames: Vec<u64> = self.results(job).iter().map(|r| r["frame"].as_u64().unwrap()).collect();
+        let unique: std::collections::BTreeSet<u64> = frames.iter().copied().collect();
+        assert_eq!(unique.len(), frames.len(), "a frame of {job} has two results");
+        unique
+    }
+
+    /// One series of worker `i`'s Prometheus metrics, written exactly as
+    /// rendered (name and labels); 0 when absent.
+    pub fn worker_metric(&self, i: usize, series: &str) -> f64 {
+        let (_, text) = http_get(&metrics_addr(&self.workers[i]), "/metrics");
+        sample(&text, series).unwrap_or(0.0)
+    }
+
     pub fn logs(&self) -> String {
         let mut s = String::new();
         for n in self.coordinators.iter().flatten().chain(self.workers.iter()) {

@@ -5,11 +5,10 @@
 //! source with backoff, frame numbers continue, the gap is counted, and the
 //! job completes when the stream ends cleanly and does not come back.
 //! Every wait is bounded.
-use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use panoptes_tests::{free_port, http_get, metrics_addr, sample, wait_for, Cluster};
+use panoptes_tests::{free_port, wait_for, Cluster};
 
 /// Serve `seconds` of a generated stream, in real time, to the first player of `url`.
 fn serve(url: &str, seconds: u32) -> Child {
@@ -21,19 +20,6 @@ fn serve(url: &str, seconds: u32) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("run ffmpeg (is the FFmpeg CLI installed?)")
-}
-
-/// The job's frame numbers, each of which must have exactly one result (one model).
-fn frames_once(c: &Cluster, job: &str) -> BTreeSet<u64> {
-    let frames: Vec<u64> = c.results(job).iter().map(|r| r["frame"].as_u64().unwrap()).collect();
-    let unique: BTreeSet<u64> = frames.iter().copied().collect();
-    assert_eq!(unique.len(), frames.len(), "a frame has two results");
-    unique
-}
-
-fn worker_metric(c: &Cluster, series: &str) -> f64 {
-    let (_, text) = http_get(&metrics_addr(&c.workers[0]), "/metrics");
-    sample(&text, series).unwrap_or(0.0)
 }
 
 #[test]
@@ -56,15 +42,19 @@ fn a_pull_source_that_drops_is_reopened_and_its_frames_continue() {
     // It ended cleanly and does not come back: the job completes.
     let s = c.wait_finished(&job, Duration::from_secs(60));
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
-    let unique = frames_once(&c, &job);
+    let unique = c.frames_once(&job);
     // Numbering continued across the reconnection: the last frame is beyond
     // what the second server alone sent (75 frames).
     let last = *unique.iter().last().unwrap();
     assert!(last >= 75 + 10 - 1, "frame numbers restarted after the reconnection: last frame {last}");
     assert!(c.workers[0].log_text().contains("pull source reopened"), "{}", c.logs());
-    let reconnects = worker_metric(&c, &format!("panoptes_worker_live_reconnects_total{{job_id=\"{job}\"}}"));
-    let gap = worker_metric(&c, &format!("panoptes_worker_live_gap_ms_total{{job_id=\"{job}\"}}"));
+    let reconnects = c.worker_metric(0, &format!("panoptes_worker_live_reconnects_total{{job_id=\"{job}\"}}"));
+    let gap = c.worker_metric(0, &format!("panoptes_worker_live_gap_ms_total{{job_id=\"{job}\"}}"));
     assert!(reconnects >= 1.0 && gap > 0.0, "reconnects {reconnects}, gap {gap} ms");
+    // The job's own metrics carry them too.
+    let m = c.cli_json(&["metrics", &job, "--json"]);
+    assert_eq!(m["reconnects"].as_f64(), Some(reconnects), "{m}");
+    assert_eq!(m["gap_ms"].as_f64(), Some(gap), "{m}");
     eprintln!("{job}: {} frames, last {last}, {reconnects} reconnects, gap {gap} ms", unique.len());
 }
 
@@ -109,7 +99,7 @@ fn a_pull_source_resumes_on_another_worker_when_its_worker_dies() {
     wait_for("the second server's stream to end", Duration::from_secs(60), || second.try_wait().unwrap());
     let s = c.wait_finished(&job, Duration::from_secs(60));
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
-    let unique = frames_once(&c, &job);
+    let unique = c.frames_once(&job);
     assert!(unique.len() > before, "the other worker analysed nothing");
     // The other worker numbered on from the committed cursor: nothing it sent
     // was dropped as already committed, so its frames lie past the first's.

@@ -6,18 +6,9 @@
 //! second push ends, with every frame's result stored once. A push of an
 //! unknown key to a lobby is refused, and the lobby goes on working.
 //! Real processes; every wait is bounded.
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use panoptes_tests::{finish_push, push_stream, wait_for, Cluster};
-
-/// The job's frame numbers; each must have exactly one result (one model).
-fn frames_once(c: &Cluster, job: &str) -> Vec<u64> {
-    let frames: Vec<u64> = c.results(job).iter().map(|r| r["frame"].as_u64().unwrap()).collect();
-    let unique: BTreeSet<u64> = frames.iter().copied().collect();
-    assert_eq!(unique.len(), frames.len(), "a frame of {job} has two results");
-    unique.into_iter().collect()
-}
 
 #[test]
 fn a_push_resumes_on_another_workers_ingest_lobby_when_its_worker_dies() {
@@ -60,7 +51,7 @@ fn a_push_resumes_on_another_workers_ingest_lobby_when_its_worker_dies() {
     let _ = finish_push(first, Duration::from_secs(1)); // its server is gone
     // Nothing more is committed for the dead worker: this is the cursor.
     std::thread::sleep(Duration::from_millis(500));
-    let before = frames_once(&c, &job);
+    let before: Vec<u64> = c.frames_once(&job).into_iter().collect();
     assert_eq!(c.cli_json(&["status", &job, "--json"])["state"], "running", "the job ended with its worker");
 
     // The publisher pushes the same key to the other worker's lobby: 4 s,
@@ -78,7 +69,7 @@ fn a_push_resumes_on_another_workers_ingest_lobby_when_its_worker_dies() {
     assert_eq!(s["push_url"], resumed_at.as_str(), "{s}");
     assert!(c.workers[other].log_text().contains("the stream resumes on this worker"), "{}", c.logs());
 
-    let got = frames_once(&c, &job);
+    let got: Vec<u64> = c.frames_once(&job).into_iter().collect();
     assert_eq!(s["frames_done"].as_u64().unwrap(), got.len() as u64, "{s}");
     // What was committed before the kill is kept as it was.
     assert!(before.iter().all(|f| got.binary_search(f).is_ok()), "a committed frame disappeared");

@@ -458,6 +458,7 @@ async fn metrics(State(web): State<Web>, caller: Caller, Path(id): Path<String>)
             "resize_time_s": m.resize_time_s, "inference_time_s": inference, "avg_message_bytes": m.avg_message_bytes,
             "wall_time_s": m.wall_time_s, "frames_per_s": m.frames_per_s, "errors": m.errors,
             "queue_wait_s": m.queue_wait_s, "frames_dropped": m.frames_dropped,
+            "reconnects": m.reconnects, "gap_ms": m.gap_ms,
         }),
     ))
 }

@@ -305,6 +305,8 @@ impl Actor for WorkerActor {
                             policy: st.opts.live_drop_policy,
                             reconnect: st.opts.live_reconnect,
                             dropped: Arc::default(),
+                            reconnects: Arc::default(),
+                            gap_ms: Arc::default(),
                         },
                     };
                     match Actor::spawn_linked(None, ShardSupervisor, job, myself.get_cell()).await {

@@ -136,6 +136,10 @@ pub struct StageTimes {
     pub frames_dropped: u64,
     /// Live: arrival-to-commit latency histogram, ms (two significant digits) -> frames.
     pub latency_ms: BTreeMap<u64, u64>,
+    /// Live pull sources: times a dropped source was reopened, and the time
+    /// without frames (from the drop to the reopen) summed over them, ms.
+    pub reconnects: u64,
+    pub gap_ms: u64,
 }
 
 impl StageTimes {
@@ -150,6 +154,8 @@ impl StageTimes {
         for (k, v) in &o.latency_ms {
             *self.latency_ms.entry(*k).or_default() += v;
         }
+        self.reconnects += o.reconnects;
+        self.gap_ms += o.gap_ms;
     }
 
     /// The `q`-quantile (0..=1) of the latency histogram, ms; 0 when empty.

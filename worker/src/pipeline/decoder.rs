@@ -61,6 +61,7 @@ impl Actor for DecoderActor {
         let live_credit = Arc::new(AtomicU64::new(0));
         let live_stop = Arc::new(AtomicBool::new(false));
         let dec = if a.live {
+            let (crashed_to, stop) = (myself.clone(), live_stop.clone());
             let ctx = LiveIngest {
                 url: a.source.clone(),
                 job_id: a.job_id.clone(),
@@ -74,7 +75,16 @@ impl Actor for DecoderActor {
                 decoder: myself,
                 span: args.span.clone(),
             };
-            std::thread::Builder::new().name("live-ingest".into()).spawn(move || ctx.run())?;
+            std::thread::Builder::new().name("live-ingest".into()).spawn(move || {
+                // A crash here fails the shard (a live stream cannot be
+                // replayed) rather than leaving its job running with no reader.
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.run())) {
+                    let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+                    if !stop.load(Ordering::Relaxed) {
+                        let _ = crashed_to.send_message(DecoderMsg::Failed(format!("the live ingest thread crashed: {what}")));
+                    }
+                }
+            })?;
             None
         } else {
             let seek = if a.seek_pts == i64::MIN { None } else { Some((a.seek_frame, a.seek_pts)) };
@@ -371,7 +381,12 @@ impl LiveIngest {
         let gaps = panoptes_common::metrics::counter(LIVE_GAP_MS, &[("job_id", self.job_id.as_str())]);
         let reconnects = panoptes_common::metrics::counter(LIVE_RECONNECTS, &[("job_id", self.job_id.as_str())]);
         // `rw_timeout`: a silent source counts as dropped (µs).
-        let options = [("rw_timeout", idle_us.as_str()), ("analyzeduration", "500000"), ("probesize", "500000")];
+        let mut options = vec![("rw_timeout", idle_us.as_str()), ("analyzeduration", "500000"), ("probesize", "500000")];
+        // RTSP ignores rw_timeout: its socket I/O timeout is `timeout` (µs).
+        // (For RTMP, `timeout` is the listen timeout in seconds: rtsp:// only.)
+        if self.url.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("rtsp://")) {
+            options.push(("timeout", idle_us.as_str()));
+        }
         let (mut failures, mut last_end, mut gone_since) = (0u32, None::<StreamEnd>, None::<Instant>);
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -385,6 +400,9 @@ impl LiveIngest {
                         let ms = t.elapsed().as_millis() as u64;
                         reconnects.fetch_add(1, Ordering::Relaxed);
                         gaps.fetch_add(ms, Ordering::Relaxed);
+                        // And the job's own metrics (`panoptes metrics`), with the next report.
+                        self.opts.reconnects.fetch_add(1, Ordering::Relaxed);
+                        self.opts.gap_ms.fetch_add(ms, Ordering::Relaxed);
                         info!(url = %self.url, gap_ms = ms, next_frame = *next, "live: pull source reopened; frames continue");
                     }
                     let end = self.read(&mut dec, out, next);

@@ -73,11 +73,15 @@ pub struct LiveOpts {
     /// Frames dropped since the last report (analysis behind the stream, or
     /// left out by `every_nth`); the reporter takes and resets it.
     pub dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Pull sources: reopens, and the time without frames over them (ms),
+    /// since the last report; the reporter takes and resets them.
+    pub reconnects: Arc<std::sync::atomic::AtomicU64>,
+    pub gap_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for LiveOpts {
     fn default() -> Self {
-        Self { connect_timeout_s: 60, idle_timeout_s: 10, policy: DropPolicy::default(), reconnect: Reconnect::default(), dropped: Arc::default() }
+        Self { connect_timeout_s: 60, idle_timeout_s: 10, policy: DropPolicy::default(), reconnect: Reconnect::default(), dropped: Arc::default(), reconnects: Arc::default(), gap_ms: Arc::default() }
     }
 }
 

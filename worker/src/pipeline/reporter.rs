@@ -144,6 +144,8 @@ async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<bo
     let arrivals = std::mem::take(&mut st.arrivals);
     if st.job.assignment.live {
         st.times.frames_dropped += st.job.live.dropped.swap(0, Ordering::Relaxed);
+        st.times.reconnects += st.job.live.reconnects.swap(0, Ordering::Relaxed);
+        st.times.gap_ms += st.job.live.gap_ms.swap(0, Ordering::Relaxed);
     }
     let count = frames.len() as u32;
     let results: u64 = frames.iter().map(|f| f.outputs.len() as u64).sum();

@@ -140,6 +140,12 @@ impl WorkerApi for WorkerService {
                 if j.is_live() {
                     // A push names its ingest URL; a pull source is opened as given.
                     let source = j.live.as_ref().map_or_else(|| j.spec.source.clone(), |l| l.url.clone());
+                    let c = &j.counters;
+                    let resume_timestamp = if c.last_timestamp_at_ms > 0 {
+                        c.last_timestamp + now_ms().saturating_sub(c.last_timestamp_at_ms) as f64 / 1000.0
+                    } else {
+                        0.0
+                    };
                     return Some(pb::ShardAssignment {
                         job_id: JobId(g.job).to_string(),
                         shard: g.shard,
@@ -160,6 +166,7 @@ impl WorkerApi for WorkerService {
                         pull: j.live.is_none(),
                         frames_height: j.spec.frames_height,
                         frames_quality: j.spec.frames_quality,
+                        resume_timestamp,
                     });
                 }
                 let plan = j.plan.as_ref()?;
@@ -185,6 +192,7 @@ impl WorkerApi for WorkerService {
                     pull: false,
                     frames_height: j.spec.frames_height,
                     frames_quality: j.spec.frames_quality,
+                    resume_timestamp: 0.0,
                 })
             });
             if let Some(a) = a {

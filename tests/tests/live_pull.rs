@@ -48,6 +48,9 @@ fn a_pull_source_that_drops_is_reopened_and_its_frames_continue() {
     let last = *unique.iter().last().unwrap();
     assert!(last >= 75 + 10 - 1, "frame numbers restarted after the reconnection: last frame {last}");
     assert!(c.workers[0].log_text().contains("pull source reopened"), "{}", c.logs());
+    // Timestamps go on too (the second connection's clock is shifted).
+    let ts: Vec<f64> = c.results(&job).iter().map(|r| r["timestamp"].as_f64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] < w[1]), "timestamps went back after the reconnection: {ts:?}");
     let reconnects = c.worker_metric(0, &format!("panoptes_worker_live_reconnects_total{{job_id=\"{job}\"}}"));
     let gap = c.worker_metric(0, &format!("panoptes_worker_live_gap_ms_total{{job_id=\"{job}\"}}"));
     assert!(reconnects >= 1.0 && gap > 0.0, "reconnects {reconnects}, gap {gap} ms");
@@ -105,4 +108,6 @@ fn a_pull_source_resumes_on_another_worker_when_its_worker_dies() {
     // was dropped as already committed, so its frames lie past the first's.
     let last = *unique.iter().last().unwrap();
     assert!(last >= 75 + 10 - 1, "frame numbers restarted on the other worker: last frame {last}");
+    let ts: Vec<f64> = c.results(&job).iter().map(|r| r["timestamp"].as_f64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] < w[1]), "timestamps went back on the other worker: {ts:?}");
 }

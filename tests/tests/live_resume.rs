@@ -76,6 +76,9 @@ fn a_push_resumes_on_another_workers_ingest_lobby_when_its_worker_dies() {
     let after: Vec<u64> = got.iter().copied().filter(|f| !before.contains(f)).collect();
     let cursor = before.last().map_or(0, |f| f + 1);
     assert!(after.iter().all(|f| *f >= cursor), "the resumed stream renumbered committed frames: {after:?} vs cursor {cursor}");
+    // Timestamps go on from the committed ones.
+    let ts: Vec<f64> = c.results(&job).iter().map(|r| r["timestamp"].as_f64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] < w[1]), "timestamps went back on the resumed stream: {ts:?}");
     let dropped = c.cli_json(&["metrics", &job, "--json"])["frames_dropped"].as_u64().unwrap();
     if dropped == 0 {
         // Nothing dropped: frames 0.. contiguous, the second push's 100 right after the cursor.

@@ -55,6 +55,7 @@ pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Res
         // `analyze` prints results only: no pictures.
         frames_height: 0,
         frames_quality: 0,
+        resume_timestamp: 0.0,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let depth = run.depth.max(1);

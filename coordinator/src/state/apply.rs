@@ -420,6 +420,10 @@ impl State {
             if let Some(img) = &f.image {
                 sink.put_frame(r.job, f.frame, img);
             }
+            if live && f.timestamp >= j.counters.last_timestamp {
+                j.counters.last_timestamp = f.timestamp;
+                j.counters.last_timestamp_at_ms = r.now_ms;
+            }
             stored += 1;
         }
         j.frames_done += stored as u64;

@@ -183,6 +183,10 @@ pub struct JobCounters {
     pub report_bytes: u64,
     pub errors: u64,
     pub first_lease_ms: u64,
+    /// Live: the largest timestamp of a committed frame, and when (the
+    /// report's `now_ms`): a stream resumed elsewhere goes on from there.
+    pub last_timestamp: f64,
+    pub last_timestamp_at_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -67,6 +67,7 @@ impl Actor for DecoderActor {
                 job_id: a.job_id.clone(),
                 pull: a.pull,
                 resume: args.resume,
+                resume_timestamp: a.resume_timestamp.max(0.0),
                 step: a.frame_step.max(1),
                 opts: args.job.live.clone(),
                 credit: live_credit.clone(),
@@ -168,6 +169,8 @@ struct LiveIngest {
     pull: bool,
     /// Number of the first frame (the committed cursor; 0 for a new stream).
     resume: u64,
+    /// Timestamp of the first frame (s; 0 for a new stream): see [`StreamClock`].
+    resume_timestamp: f64,
     step: u64,
     opts: super::LiveOpts,
     credit: Arc<AtomicU64>,
@@ -329,6 +332,36 @@ impl LiveIngest {
     }
 }
 
+/// A live job's frame timestamps across connections: each connection's
+/// decoder counts from 0 at its first frame; the clock shifts them so they go
+/// on from the previous connection's last frame plus the wall time between
+/// the two (the gap shows as a jump). A shard resumed on this worker starts
+/// at the coordinator's `resume_timestamp` (its committed results' last
+/// timestamp plus the time since).
+struct StreamClock {
+    offset: f64,
+    /// The last frame's shifted timestamp, and when it was decoded.
+    last: Option<(f64, Instant)>,
+}
+
+impl StreamClock {
+    fn new(start: f64) -> Self {
+        StreamClock { offset: start, last: None }
+    }
+
+    /// The shifted timestamp of a frame; `first` marks a connection's first frame.
+    fn stamp(&mut self, ts: f64, first: bool) -> f64 {
+        if first {
+            if let Some((last, at)) = self.last {
+                self.offset = last + at.elapsed().as_secs_f64() - ts;
+            }
+        }
+        let t = ts + self.offset;
+        self.last = Some((t, Instant::now()));
+        t
+    }
+}
+
 /// Consecutive read/decode errors after which a live stream is taken as ended.
 const LIVE_MAX_ERRORS: u32 = 10;
 
@@ -337,14 +370,15 @@ impl LiveIngest {
         let _g = self.span.enter();
         let mut out = LiveOut::new(&self);
         let mut next = self.resume;
+        let mut clock = StreamClock::new(self.resume_timestamp);
         if self.pull {
-            if !self.run_pull(&mut out, &mut next) {
+            if !self.run_pull(&mut out, &mut next, &mut clock) {
                 return;
             }
         } else {
             let Some(mut dec) = self.accept() else { return };
             info!(url = %self.url, "live: publisher connected");
-            if !matches!(self.read(&mut dec, &mut out, &mut next), StreamEnd::Clean | StreamEnd::Dropped) {
+            if !matches!(self.read(&mut dec, &mut out, &mut next, &mut clock), StreamEnd::Clean | StreamEnd::Dropped) {
                 return;
             }
         }
@@ -375,7 +409,7 @@ impl LiveIngest {
     ///
     /// True when the stream ended (the caller ends the shard); false when the
     /// shard failed (reported) or was stopped.
-    fn run_pull(&self, out: &mut LiveOut, next: &mut u64) -> bool {
+    fn run_pull(&self, out: &mut LiveOut, next: &mut u64, clock: &mut StreamClock) -> bool {
         let r = self.opts.reconnect;
         let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
         let gaps = panoptes_common::metrics::counter(LIVE_GAP_MS, &[("job_id", self.job_id.as_str())]);
@@ -405,7 +439,7 @@ impl LiveIngest {
                         self.opts.gap_ms.fetch_add(ms, Ordering::Relaxed);
                         info!(url = %self.url, gap_ms = ms, next_frame = *next, "live: pull source reopened; frames continue");
                     }
-                    let end = self.read(&mut dec, out, next);
+                    let end = self.read(&mut dec, out, next, clock);
                     match end {
                         StreamEnd::Clean | StreamEnd::Dropped => {
                             info!(url = %self.url, ?end, next_frame = *next, "live: the pull source ended; reopening it");
@@ -455,8 +489,9 @@ impl LiveIngest {
     }
 
     /// Read an opened stream until it ends, numbering its frames from `next`
-    /// on (and leaving `next` after its last frame).
-    fn read(&self, dec: &mut MediaDecoder, out: &mut LiveOut, next: &mut u64) -> StreamEnd {
+    /// on (and leaving `next` after its last frame), timestamps by `clock`.
+    fn read(&self, dec: &mut MediaDecoder, out: &mut LiveOut, next: &mut u64, clock: &mut StreamClock) -> StreamEnd {
+        let mut first = true;
         let base = *next;
         let mut errors = 0u32;
         let mut t = Instant::now();
@@ -467,6 +502,7 @@ impl LiveIngest {
                     errors = 0;
                     let n = base + f.index;
                     *next = n + 1;
+                    f.timestamp = clock.stamp(f.timestamp, std::mem::take(&mut first));
                     if n % self.step != 0 {
                         continue;
                     }
@@ -528,4 +564,21 @@ enum StreamEnd {
     Stopped,
     /// The pipeline is gone.
     Gone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamClock;
+
+    #[test]
+    fn timestamps_go_on_across_connections() {
+        let mut c = StreamClock::new(5.0);
+        assert_eq!(c.stamp(0.0, true), 5.0, "a resumed shard starts at resume_timestamp");
+        assert_eq!(c.stamp(0.04, false), 5.04);
+        // A new connection counts from 0 again: shifted past the last frame.
+        let t = c.stamp(0.0, true);
+        assert!(t >= 5.04, "{t}");
+        assert!((c.stamp(0.04, false) - t - 0.04).abs() < 1e-9);
+        assert_eq!(StreamClock::new(0.0).stamp(1.5, true), 1.5, "a new stream keeps its own timestamps");
+    }
 }

@@ -209,8 +209,15 @@ impl WorkerApi for WorkerService {
         self.node.require_leader()?;
         let key = r.key.as_str();
         let found = self.node.reader.read(|a| {
-            if !a.state.workers.contains_key(&r.name) {
-                return Err(Status::failed_precondition(format!("unknown worker '{}': register first", r.name)));
+            match a.state.workers.get(&r.name) {
+                None => return Err(Status::failed_precondition(format!("unknown worker '{}': register first", r.name))),
+                Some(w) if w.draining => {
+                    return Err(Status::failed_precondition(format!(
+                        "worker '{}' is draining: push to another worker's ingest lobby (`panoptes cluster status` lists them)",
+                        r.name
+                    )))
+                }
+                Some(_) => {}
             }
             let Some(j) = (!key.is_empty()).then(|| a.state.jobs.values().find(|j| j.live.as_ref().is_some_and(|l| l.key == key))).flatten() else {
                 return Err(Status::not_found(format!("no live stream has the key '{key}': push to the URL `panoptes live` printed")));

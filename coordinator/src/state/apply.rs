@@ -131,8 +131,11 @@ impl State {
                 Response::JobCreated { job: id, existing: false }
             }
             Request::MoveLive { job, worker, url } => {
-                if !self.workers.contains_key(worker) {
-                    return rejected(format!("unknown worker {worker}: register first"));
+                match self.workers.get(worker) {
+                    None => return rejected(format!("unknown worker {worker}: register first")),
+                    // It would never be granted the shard.
+                    Some(w) if w.draining => return rejected(format!("worker '{worker}' is draining")),
+                    Some(_) => {}
                 }
                 let Some(j) = self.jobs.get_mut(job) else { return rejected(format!("unknown job {job}")) };
                 if j.state != JobState::Running {
@@ -700,7 +703,10 @@ mod tests {
         // w1 holds it: a publisher at w2's lobby waits.
         assert!(matches!(w.apply(mv("w2")), Response::Rejected(m) if m.contains("held by worker 'w1'")));
         assert!(matches!(w.apply(mv("nobody")), Response::Rejected(m) if m.contains("unknown worker")));
+        w.apply(Request::Drain { worker: "w2".into(), draining: true, hand_back: false });
         assert_eq!(w.apply(Request::Expire { job, shard: 0, epoch: e1 }), Response::Ok);
+        assert!(matches!(w.apply(mv("w2")), Response::Rejected(m) if m.contains("draining")));
+        w.apply(Request::Drain { worker: "w2".into(), draining: false, hand_back: false });
         assert_eq!(w.apply(mv("w2")), Response::Ok);
         let l = w.st.jobs[&job].live.clone().unwrap();
         assert_eq!((l.worker.as_str(), l.slot, l.url.as_str()), ("w2", LOBBY_SLOT, "rtmp://h:9/live/k0#w2"));

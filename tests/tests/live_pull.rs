@@ -111,3 +111,27 @@ fn a_pull_source_resumes_on_another_worker_when_its_worker_dies() {
     let ts: Vec<f64> = c.results(&job).iter().map(|r| r["timestamp"].as_f64().unwrap()).collect();
     assert!(ts.windows(2).all(|w| w[0] < w[1]), "timestamps went back on the other worker: {ts:?}");
 }
+
+#[test]
+fn a_pull_source_that_goes_silent_and_does_not_come_back_fails_its_job_keeping_its_frames() {
+    let c = Cluster::start_with_live("reconnect_attempts = 2\nreconnect_backoff_ms = 200\nreconnect_max_backoff_ms = 400\nidle_timeout_s = 2");
+    let url = format!("rtmp://127.0.0.1:{}/live/cam", free_port());
+    let mut server = serve(&url, 60);
+    let v = c.cli_json(&["submit", &url, "--models", "colors", "--json"]);
+    let job = v["job_id"].as_str().unwrap().to_string();
+    wait_for("results from the source", Duration::from_secs(30), || (c.results(&job).len() >= 10).then_some(()));
+    // The server freezes: its connection stays open but sends nothing (a
+    // camera or a network that died), and it accepts no new connection.
+    let st = Command::new("kill").args(["-STOP", &server.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let s = c.wait_finished(&job, Duration::from_secs(60));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(s["state"], "failed", "{s}\n{}", c.logs());
+    let err = s["error"].as_str().unwrap_or_default();
+    assert!(err.contains("went silent after frame") && err.contains("live.idle_timeout_s") && err.contains(&url), "{s}");
+    // What was committed before stays.
+    let kept = c.frames_once(&job);
+    assert!(kept.len() >= 10, "{} frames kept", kept.len());
+    assert_eq!(s["frames_done"].as_u64(), Some(kept.len() as u64), "{s}");
+}

@@ -378,7 +378,8 @@ impl LiveIngest {
         } else {
             let Some(mut dec) = self.accept() else { return };
             info!(url = %self.url, "live: publisher connected");
-            if !matches!(self.read(&mut dec, &mut out, &mut next, &mut clock), StreamEnd::Clean | StreamEnd::Dropped) {
+            // A publisher that stops, however, ends its stream: the job completes.
+            if !matches!(self.read(&mut dec, &mut out, &mut next, &mut clock), StreamEnd::Clean | StreamEnd::Dropped | StreamEnd::Silent) {
                 return;
             }
         }
@@ -441,7 +442,7 @@ impl LiveIngest {
                     }
                     let end = self.read(&mut dec, out, next, clock);
                     match end {
-                        StreamEnd::Clean | StreamEnd::Dropped => {
+                        StreamEnd::Clean | StreamEnd::Dropped | StreamEnd::Silent => {
                             info!(url = %self.url, ?end, next_frame = *next, "live: the pull source ended; reopening it");
                             gone_since = Some(Instant::now());
                             last_end = Some(end);
@@ -453,10 +454,22 @@ impl LiveIngest {
                     failures += 1;
                     if failures > r.attempts {
                         return match last_end {
+                            // It went silent (no data for idle_timeout_s: a
+                            // camera or network that died) and stayed away.
+                            Some(StreamEnd::Silent) => {
+                                self.fail(format!(
+                                    "the pull source {} went silent after frame {} (no data for {} s, live.idle_timeout_s) and could not be reopened ({} attempts, live.reconnect_attempts): {e}; the frames before are kept; check the source",
+                                    self.url,
+                                    next.saturating_sub(1),
+                                    self.opts.idle_timeout_s,
+                                    r.attempts + 1
+                                ));
+                                false
+                            }
                             // Over RTMP (and RTSP) a server that finished its
                             // stream and one that died look the same to the
                             // player (the connection closes), so a source that
-                            // was read and does not come back is over.
+                            // was read, closed and does not come back is over.
                             Some(end) => {
                                 info!(url = %self.url, ?end, attempts = r.attempts, error = %e, "live: the pull source stopped and did not come back; the stream is over");
                                 true
@@ -496,10 +509,17 @@ impl LiveIngest {
         let mut errors = 0u32;
         let mut t = Instant::now();
         let mut input_ended = false;
+        // Silent: the errors began after no data for (about) idle_timeout_s
+        // (rw_timeout), not right after a frame (a closed connection). Both
+        // come from FFmpeg as the same I/O error.
+        let idle = std::time::Duration::from_secs(self.opts.idle_timeout_s.max(1)).mul_f64(0.9);
+        let (mut last_data, mut silent) = (Instant::now(), false);
+        let dropped = |silent: bool| if silent { StreamEnd::Silent } else { StreamEnd::Dropped };
         while !self.stop.load(Ordering::Relaxed) {
             match dec.next_frame() {
                 Ok(Some(mut f)) => {
                     errors = 0;
+                    last_data = Instant::now();
                     let n = base + f.index;
                     *next = n + 1;
                     f.timestamp = clock.stamp(f.timestamp, std::mem::take(&mut first));
@@ -529,12 +549,15 @@ impl LiveIngest {
                         }
                     }
                 }
-                Ok(None) if input_ended => return StreamEnd::Dropped,
+                Ok(None) if input_ended => return dropped(silent),
                 Ok(None) => return StreamEnd::Clean,
                 Err(e) => {
                     errors += 1;
+                    if errors == 1 && !input_ended {
+                        silent = last_data.elapsed() >= idle;
+                    }
                     if errors >= LIVE_MAX_ERRORS && input_ended {
-                        return StreamEnd::Dropped;
+                        return dropped(silent);
                     }
                     if errors >= LIVE_MAX_ERRORS {
                         input_ended = true;
@@ -558,8 +581,10 @@ impl LiveIngest {
 enum StreamEnd {
     /// End of stream, as the source sent it.
     Clean,
-    /// Read errors (a closed connection, a silent source).
+    /// Read errors right after data: a closed connection.
     Dropped,
+    /// Read errors after no data for live.idle_timeout_s: a silent source.
+    Silent,
     /// The shard is being stopped.
     Stopped,
     /// The pipeline is gone.

@@ -411,9 +411,19 @@ impl Cluster {
         self.start_worker_with_config(name, &cfg);
     }
 
+    /// Start worker `name` running `capacity` shards (live streams) at once.
+    pub fn start_worker_with_capacity(&mut self, name: &str, capacity: u32) {
+        let cfg = self.cfg();
+        self.start_worker_args(name, &cfg, &["--capacity", &capacity.to_string()]);
+    }
+
     /// Start worker `name` with its own config file (e.g. another `[security]`).
     pub fn start_worker_with_config(&mut self, name: &str, config: &str) {
-        let args: Vec<String> = vec![
+        self.start_worker_args(name, config, &[]);
+    }
+
+    fn start_worker_args(&mut self, name: &str, config: &str, extra: &[&str]) {
+        let mut args: Vec<String> = vec![
             "worker".into(),
             "--config".into(),
             config.into(),
@@ -426,6 +436,7 @@ impl Cluster {
             "--data-dir".into(),
             self.dir.path().join(name).display().to_string(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let n = Node::spawn(name, &args, &self.dir.path().join(format!("{name}.log")));
         self.workers.push(n);
     }

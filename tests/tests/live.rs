@@ -85,6 +85,39 @@ fn two_live_streams_are_analysed_while_they_run_and_complete_when_the_pushes_end
 }
 
 #[test]
+fn two_live_streams_run_at_once_on_one_worker() {
+    let mut c = Cluster::start(&[]);
+    c.start_worker_with_capacity("w1", 2);
+    wait_for("a worker", Duration::from_secs(30), || {
+        let s = c.cli_json(&["cluster", "status", "--json"]);
+        (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())
+    });
+    let (a, url_a) = create(&c, "colors", 1);
+    let (b, url_b) = create(&c, "colors", 1);
+    // Both on w1, each on its own slot port with its own key.
+    assert_ne!(url_a.rsplit_once(':').unwrap().1.split('/').next(), url_b.rsplit_once(':').unwrap().1.split('/').next());
+    wait_listening(&c, &url_a);
+    wait_listening(&c, &url_b);
+    // Both slots are taken (the streams wait for their publishers): a third
+    // stream finds no room on the only worker.
+    let out = c.cli(&["live", "--models", "colors", "--json"]);
+    assert!(!out.status.success(), "a third stream got a slot on a worker of capacity 2");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no worker can ingest a live stream now"), "{}", String::from_utf8_lossy(&out.stderr));
+    let (pa, pb) = (push_stream(&url_a, "160x120", 4), push_stream(&url_b, "160x120", 4));
+    wait_for("results of both while they run", Duration::from_secs(8), || (!c.results(&a).is_empty() && !c.results(&b).is_empty()).then_some(()));
+    assert!(finish_push(pa, Duration::from_secs(60)), "push to {url_a} failed");
+    assert!(finish_push(pb, Duration::from_secs(60)), "push to {url_b} failed");
+    for job in [&a, &b] {
+        let s = c.wait_finished(job, Duration::from_secs(60));
+        assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
+        let got = frames(&c, job, 1);
+        let dropped = metrics(&c, job)["frames_dropped"].as_u64().unwrap();
+        assert_eq!(got.len() as u64 + dropped, 100, "{job}: {} analysed + {dropped} dropped", got.len());
+    }
+    assert!(c.workers[0].log_text().matches("live stream leased").count() >= 2, "{}", c.logs());
+}
+
+#[test]
 fn a_stream_faster_than_its_analysis_drops_frames_and_keeps_lag_bounded() {
     let c = Cluster::start(&["w1"]);
     wait_for("a worker", Duration::from_secs(30), || {

@@ -114,7 +114,8 @@ pub struct FramesSection {
 #[serde(deny_unknown_fields, default)]
 pub struct LiveSection {
     /// A publisher that has not connected this long after the worker started
-    /// listening fails the live job.
+    /// listening fails the live job; so does a push whose worker was lost
+    /// and that no publisher resumed on a worker's ingest lobby this long.
     pub connect_timeout_s: u64,
     /// A connected publisher that sends nothing for this long is taken as gone:
     /// the job completes with what was analysed.

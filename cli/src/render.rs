@@ -195,13 +195,19 @@ mod tests {
             term: 3,
             answered_by: 2,
             members: vec![pb::MemberStatus { id: 1, addr: "127.0.0.1:7400".into(), role: "leader".into(), last_log_index: 42, healthy: true }],
-            workers: vec![pb::WorkerStatus { name: "w1".into(), state: "draining".into(), capacity: 2, active_shards: 1, last_heartbeat_ms: Some(1500), ..Default::default() }],
+            workers: vec![
+                pb::WorkerStatus { name: "w1".into(), state: "draining".into(), capacity: 2, active_shards: 1, last_heartbeat_ms: Some(1500), ..Default::default() },
+                pb::WorkerStatus { name: "w2".into(), state: "active".into(), capacity: 1, ingest: "rtmp://10.0.0.2:7502/live/".into(), ..Default::default() },
+            ],
             jobs: Some(pb::JobCounts { completed: 4, ..Default::default() }),
         };
         let t = cluster_text(&r);
         assert!(t.contains("answered by coordinator 2"), "{t}");
         assert!(t.contains("leader") && t.contains("healthy") && t.contains("draining") && t.contains("1/2") && t.contains("1.5s ago"), "{t}");
         assert!(t.contains("completed 4"), "{t}");
+        // Only workers with live ingest have a lobby line.
+        assert!(t.contains("INGEST LOBBIES") && t.contains("  w2           rtmp://10.0.0.2:7502/live/KEY\n"), "{t}");
+        assert!(!t.lines().any(|l| l.contains("w1") && l.contains("rtmp://")), "{t}");
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! load an annotated frame. Screenshots of each tab go to
 //! `target/web-screenshots/`.
 //!
+//! A second scenario (`tests/web/ui_token.spec.mjs`) runs the page against a
+//! cluster with a tokens file: it asks for a token, then works with one.
+//!
 //! Needs Debian's `chromium` (scripts/setup.sh installs it) and Node.js with
 //! npm; playwright-core (pinned) is installed by this test into
 //! `target/web-ui-node/` on first use.
@@ -11,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use panoptes_tests::{make_video, web_addr, workspace, Cluster};
+use panoptes_tests::{bin, make_video, web_addr, workspace, Cluster};
 
 /// The version the Debian Chromium of this machine kind is known to work with.
 const PLAYWRIGHT_CORE: &str = "playwright-core@1.64.1";
@@ -36,6 +39,9 @@ fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> std::process::
 
 /// playwright-core in `target/web-ui-node/node_modules` (npm, pinned version).
 fn playwright_dir() -> PathBuf {
+    // The tests of this file run in parallel: one npm install at a time.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = target_dir().join("web-ui-node");
     let want = PLAYWRIGHT_CORE.rsplit('@').next().unwrap();
     let pkg = dir.join("node_modules/playwright-core/package.json");
@@ -109,5 +115,85 @@ fn w10_the_page_in_headless_chromium() {
         let p = shots.join(format!("{name}.png"));
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "no screenshot at {}", p.display());
+    }
+}
+
+/// `panoptes token --role ROLE --name NAME`: (token, tokens-file line).
+fn make_token(role: &str, name: &str) -> (String, String) {
+    let out = Command::new(bin()).args(["token", "--role", role, "--name", name]).output().expect("run panoptes token");
+    assert!(out.status.success(), "panoptes token: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let token = lines.next().and_then(|l| l.strip_prefix("token: ")).expect("a `token: ...` line").to_string();
+    let line = lines.next().expect("a tokens-file line").to_string();
+    (token, line)
+}
+
+/// The page against a cluster with a tokens file (docs/SECURITY.md): it says
+/// it needs a token (on load and on submit), refuses a wrong one, and with a
+/// user token typed into its Token control submits a clip whose results
+/// arrive over the fetch-based event stream; the token never goes in a URL.
+#[test]
+fn w11_the_page_with_a_tokens_file() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "{chromium} is missing: run `bash scripts/setup.sh` (installs Debian's chromium) or set CHROMIUM");
+    let pw = playwright_dir();
+    let shots = target_dir().join("web-screenshots");
+    for name in ["token-needed", "token-submit", "token-history", "token-failure"] {
+        let _ = std::fs::remove_file(shots.join(format!("{name}.png")));
+    }
+
+    let (user, user_line) = make_token("user", "browser");
+    let (admin, admin_line) = make_token("admin", "root");
+    let c = Cluster::start_secure(&["w1"], &admin, |dir| {
+        let file = dir.join("tokens");
+        std::fs::write(&file, format!("{user_line}\n{admin_line}\n")).unwrap();
+        format!("\n[security]\ntokens_file = \"{}\"\n", file.display())
+    });
+    let web = web_addr(&c);
+    let clip = c.dir.path().join("ui-token-clip.mp4");
+    make_video(&clip, 40, "320x240", 25);
+
+    let child = Command::new("node")
+        .arg(workspace().join("tests/web/ui_token.spec.mjs"))
+        .env("WEB_URL", format!("http://{web}/"))
+        .env("CLIP", &clip)
+        .env("SHOTS_DIR", &shots)
+        .env("PW_NODE_DIR", &pw)
+        .env("CHROMIUM", &chromium)
+        .env("PANOPTES_UI_TOKEN", &user)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let out = wait_bounded(child, Duration::from_secs(400), "the browser test with tokens");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser test with tokens failed (screenshot: {}):\n{stdout}\n{}\n{}",
+        shots.join("token-failure.png").display(),
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    let found: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the driver's findings as JSON");
+    eprintln!("browser test with tokens: {found}");
+    assert_eq!(found["submit_without_token"], 401, "{found}");
+    assert!(found["load_message"].as_str().unwrap_or("").contains("needs a token"), "{found}");
+    assert!(found["submit_rows"].as_u64().unwrap_or(0) >= 1, "{found}");
+    assert!(found["thumbs"].as_u64().unwrap_or(0) >= 2, "{found}");
+    assert!(found["frame_width"].as_u64().unwrap_or(0) > 0, "{found}");
+    assert!(found.get("page_errors").is_none(), "the page threw: {found}");
+    // The Webcam tab's live job (where the cluster offers live ingest): its
+    // pieces went with the token (the driver checks every request's header).
+    let live = found["live"].as_str().unwrap_or("");
+    if live.starts_with("Live job") {
+        assert!(found["live_results"].as_u64().unwrap_or(0) >= 3, "the webcam's live job got no results: {found}\n{}", c.logs());
+        assert!(found.get("live_error").is_none(), "{found}");
+    } else {
+        assert!(live.contains("cannot start a live job"), "{found}");
+    }
+    let logs = c.logs();
+    for secret in [&user, &admin] {
+        assert!(!logs.contains(secret.as_str()), "a token is in a log");
     }
 }

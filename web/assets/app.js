@@ -4,6 +4,71 @@
 
 const $ = (sel) => document.querySelector(sel);
 
+// ---------------------------------------------------------------- token
+// With `[security] tokens_file` every API call needs `Authorization: Bearer
+// TOKEN`. The page keeps the token in sessionStorage (gone with the tab) and
+// sends it as that header on every request it makes; never in a URL.
+const TOKEN_KEY = "panoptes.token";
+let memoryToken = ""; // where sessionStorage is not available
+function getToken() {
+  try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (_) { return memoryToken; }
+}
+function setToken(t) {
+  memoryToken = t;
+  try {
+    if (t) sessionStorage.setItem(TOKEN_KEY, t); else sessionStorage.removeItem(TOKEN_KEY);
+  } catch (_) { /* memoryToken it is */ }
+}
+
+const TOKEN_HINT = "`panoptes token --role user --name NAME` makes one";
+
+/** Open the token control and put the cursor in it. */
+function openTokenForm() {
+  $("#token-form").hidden = false;
+  $("#token-btn").setAttribute("aria-expanded", "true");
+  $("#token-input").focus();
+}
+
+/** An API call answered 401 or 403: say what to do, open the token control.
+ *  Nothing is retried: the user saves a token, and the page reloads its data once. */
+function authProblem(status) {
+  let msg;
+  if (status === 403) {
+    msg = "This token may not do that (403): use a token with the needed role. Click Token to change it.";
+  } else if (getToken()) {
+    msg = `The cluster refused this token (401): click Token and paste a valid one (${TOKEN_HINT}).`;
+  } else {
+    msg = `This cluster needs a token: click Token and paste one (${TOKEN_HINT}).`;
+  }
+  const box = $("#auth-message");
+  box.textContent = msg;
+  box.hidden = false;
+  box.dataset.status = String(status);
+  openTokenForm();
+}
+
+/** fetch, with `Authorization: Bearer TOKEN` when a token is set. Every
+ *  request of the page goes through here. */
+async function authFetch(path, opts = {}) {
+  const headers = new Headers(opts.headers || {});
+  const token = getToken();
+  if (token) headers.set("authorization", `Bearer ${token}`);
+  const resp = await fetch(path, { ...opts, headers });
+  if (resp.status === 401 || resp.status === 403) authProblem(resp.status);
+  return resp;
+}
+
+/** The error of a refused response: Error(`STATUS: message from {"error"}`), with .status. */
+async function responseError(resp) {
+  const text = await resp.text().catch(() => "");
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
+  const msg = data && data.error ? data.error : text || resp.statusText;
+  const err = new Error(`${resp.status}: ${msg}`);
+  err.status = resp.status;
+  return err;
+}
+
 /** Call the API; resolves to parsed JSON, throws Error(message from {"error"}). */
 async function api(method, path, body) {
   const opts = { method, headers: {} };
@@ -13,20 +78,128 @@ async function api(method, path, body) {
   }
   let resp;
   try {
-    resp = await fetch(path, opts);
+    resp = await authFetch(path, opts);
   } catch (e) {
     throw new Error(`cannot reach the server (${e.message}); is the coordinator running?`);
   }
+  if (!resp.ok) throw await responseError(resp);
   const text = await resp.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
-  if (!resp.ok) {
-    const msg = data && data.error ? data.error : text || resp.statusText;
-    const err = new Error(`${resp.status}: ${msg}`);
-    err.status = resp.status;
-    throw err;
-  }
   return data;
+}
+
+/** Server-sent events read with fetch (EventSource cannot send the token):
+ *  `handlers` maps an event name to fn({type, data}); `onError(err, retrying)`
+ *  hears of a refused request (no retry, as EventSource) or a lost connection
+ *  (reconnects after a pause, as EventSource). Returns {close()}. */
+function openEvents(path, handlers, onError = () => {}) {
+  const ctrl = new AbortController();
+  const src = { closed: false, close() { this.closed = true; ctrl.abort(); } };
+  let retryMs = 3000;
+  const dispatch = (type, data) => {
+    const h = handlers[type || "message"];
+    if (h && !src.closed) h({ type: type || "message", data });
+  };
+  const connect = async () => {
+    let resp;
+    try {
+      resp = await authFetch(path, { headers: { accept: "text/event-stream" }, cache: "no-store", signal: ctrl.signal });
+    } catch (e) {
+      return lost(e);
+    }
+    if (!resp.ok) {
+      if (!src.closed) onError(await responseError(resp), false);
+      return;
+    }
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = "", type = "", data = [];
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += decoder.decode(value, { stream: true });
+        let nl;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          let line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (line.endsWith("\r")) line = line.slice(0, -1);
+          if (line === "") { // a blank line ends one event
+            if (data.length) dispatch(type, data.join("\n"));
+            type = "";
+            data = [];
+            continue;
+          }
+          if (line.startsWith(":")) continue; // a comment (keep-alive)
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let v = colon < 0 ? "" : line.slice(colon + 1);
+          if (v.startsWith(" ")) v = v.slice(1);
+          if (field === "event") type = v;
+          else if (field === "data") data.push(v);
+          else if (field === "retry" && /^\d+$/.test(v)) retryMs = Number(v);
+        }
+        if (src.closed) return;
+      }
+    } catch (e) {
+      return lost(e);
+    }
+    lost(new Error("the stream closed"));
+  };
+  const lost = (e) => {
+    if (src.closed) return;
+    onError(e, true);
+    setTimeout(() => { if (!src.closed) connect(); }, retryMs);
+  };
+  connect();
+  return src;
+}
+
+/** Show the API picture at `url` in `img`. Without a token the browser loads
+ *  it itself; with one it is fetched with the header and shown from a blob:
+ *  URL (an <img> cannot send headers). A failure fires the img's "error". */
+async function setImage(img, url) {
+  const seq = (img.loadSeq = (img.loadSeq || 0) + 1);
+  if (!getToken()) {
+    img.src = url;
+    return;
+  }
+  const failed = () => { if (seq === img.loadSeq) img.dispatchEvent(new Event("error")); };
+  let blob;
+  try {
+    const resp = await authFetch(url);
+    if (!resp.ok) return failed();
+    blob = await resp.blob();
+  } catch (_) {
+    return failed();
+  }
+  if (seq !== img.loadSeq) return; // a newer picture was asked for meanwhile
+  const obj = URL.createObjectURL(blob);
+  const done = () => URL.revokeObjectURL(obj); // the decoded picture stays
+  img.addEventListener("load", done, { once: true });
+  img.addEventListener("error", done, { once: true });
+  img.src = obj;
+}
+
+/** Thumbnails load when scrolled into view (as loading="lazy" would). */
+const lazyImages = "IntersectionObserver" in window
+  ? new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (!e.isIntersecting) continue;
+      lazyImages.unobserve(e.target);
+      setImage(e.target, e.target.dataset.src);
+    }
+  }, { rootMargin: "200px" })
+  : null;
+function setImageLazy(img, url) {
+  if (!getToken()) {
+    img.loading = "lazy";
+    img.src = url;
+    return;
+  }
+  img.dataset.src = url;
+  if (lazyImages) lazyImages.observe(img); else setImage(img, url);
 }
 
 function showError(el, err) {
@@ -102,6 +275,7 @@ async function loadModels() {
   try {
     modelList = await api("GET", "/api/models");
     renderModelChecks($("#models"), "");
+    showError($("#submit-error"), null);
   } catch (e) {
     $("#models").textContent = "";
     showError($("#submit-error"), e);
@@ -109,7 +283,7 @@ async function loadModels() {
 }
 
 // ---------------------------------------------------------------- Submit
-let events = null; // the EventSource of the job being watched
+let events = null; // the event stream of the job being watched ({close()})
 
 $("#submit-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -153,36 +327,43 @@ function watchJob(job) {
     $("#progress").max = Math.max(1, s.frames_total);
     $("#progress").value = s.frames_done;
   };
-  events = new EventSource(`/api/jobs/${encodeURIComponent(job)}/results/stream`);
-  events.addEventListener("status", (e) => setStatus(JSON.parse(e.data)));
-  events.addEventListener("result", (e) => {
-    const r = JSON.parse(e.data);
-    const row = el("tr", { className: "result-row" },
-      el("td", {}, String(r.frame)), el("td", {}, `${Number(r.timestamp).toFixed(2)}s`),
-      el("td", {}, r.model), el("td", {}, summarize(r.model, r.results)));
-    tbody.prepend(row);
-    while (tbody.rows.length > 300) tbody.deleteRow(-1); // keep the page light
-    // The latest frame drawn with its results, at most every second.
-    const now = Date.now();
-    if (now - lastPreview > 1000) {
-      lastPreview = now;
-      $("#preview").src = frameUrl(job, r.frame);
-      $("#preview").hidden = false;
+  const stream = openEvents(`/api/jobs/${encodeURIComponent(job)}/results/stream`, {
+    status: (e) => setStatus(JSON.parse(e.data)),
+    result: (e) => {
+      const r = JSON.parse(e.data);
+      const row = el("tr", { className: "result-row" },
+        el("td", {}, String(r.frame)), el("td", {}, `${Number(r.timestamp).toFixed(2)}s`),
+        el("td", {}, r.model), el("td", {}, summarize(r.model, r.results)));
+      tbody.prepend(row);
+      while (tbody.rows.length > 300) tbody.deleteRow(-1); // keep the page light
+      // The latest frame drawn with its results, at most every second.
+      const now = Date.now();
+      if (now - lastPreview > 1000) {
+        lastPreview = now;
+        setImage($("#preview"), frameUrl(job, r.frame));
+        $("#preview").hidden = false;
+      }
+    },
+    end: (e) => {
+      const s = JSON.parse(e.data);
+      setStatus(s);
+      stream.close();
+      if (events === stream) events = null;
+      $("#open-history").hidden = false;
+      $("#open-history").onclick = () => { showTab("history"); openVideo(job); };
+    },
+    failure: (e) => showError($("#submit-error"), JSON.parse(e.data).error),
+  }, (err, retrying) => {
+    if (events !== stream) return;
+    if (retrying) {
+      // Reconnecting by itself (as EventSource did); say so.
+      $("#status-line").textContent += " (connection lost, reconnecting…)";
+    } else {
+      events = null;
+      showError($("#submit-error"), `cannot follow job ${job}: ${err.message}`);
     }
   });
-  events.addEventListener("end", (e) => {
-    const s = JSON.parse(e.data);
-    setStatus(s);
-    events.close();
-    events = null;
-    $("#open-history").hidden = false;
-    $("#open-history").onclick = () => { showTab("history"); openVideo(job); };
-  });
-  events.addEventListener("failure", (e) => showError($("#submit-error"), JSON.parse(e.data).error));
-  events.onerror = () => {
-    // The browser reconnects by itself; say so, unless the job already ended.
-    if (events) $("#status-line").textContent += " (connection lost, reconnecting…)";
-  };
+  events = stream;
 }
 
 // ---------------------------------------------------------------- Webcam
@@ -257,7 +438,7 @@ $("#cam-live").addEventListener("click", async () => {
   live.recorder.ondataavailable = (e) => {
     if (!e.data.size) return;
     const l = live;
-    l.sending = l.sending.then(() => fetch(media, { method: "POST", body: e.data })).then(async (r) => {
+    l.sending = l.sending.then(() => authFetch(media, { method: "POST", body: e.data })).then(async (r) => {
       if (!r.ok) throw new Error((await r.json().catch(() => ({}))).error || r.statusText);
     }).catch((err) => { showError($("#cam-error"), `the live stream stopped: ${err.message}`); l.recorder.state !== "inactive" && l.recorder.stop(); });
   };
@@ -276,15 +457,20 @@ $("#cam-live-stop").addEventListener("click", async () => {
   // After the last piece went out, end the stream.
   await new Promise((r) => setTimeout(r, 100));
   await l.sending;
-  await fetch(`/api/live/${encodeURIComponent(l.job)}/media`, { method: "DELETE" }).catch(() => {});
+  await authFetch(`/api/live/${encodeURIComponent(l.job)}/media`, { method: "DELETE" }).catch(() => {});
   l.ended = true;
   $("#cam-status").textContent = `Live job ${l.job}: ${l.results} results; stream ended.`;
 });
 
 function followLive(job) {
   const canvas = $("#cam-overlay"), video = $("#cam-video");
-  const es = new EventSource(`/api/jobs/${encodeURIComponent(job)}/results/stream`);
-  es.addEventListener("result", (e) => {
+  const es = openEvents(`/api/jobs/${encodeURIComponent(job)}/results/stream`, {
+    result: (e) => drawLive(e),
+    end: () => es.close(),
+  }, (err, retrying) => {
+    if (!retrying) showError($("#cam-error"), `cannot follow live job ${job}: ${err.message}`);
+  });
+  function drawLive(e) {
     const r = JSON.parse(e.data);
     if (live && live.job === job) {
       live.results += 1;
@@ -314,8 +500,7 @@ function followLive(job) {
       g.strokeRect(x, by, w, h);
       g.fillText(o.label || o.emotion || "", x + 3, by + 16);
     }
-  });
-  es.addEventListener("end", () => es.close());
+  }
 }
 
 // ---------------------------------------------------------------- History
@@ -382,10 +567,11 @@ async function openVideo(job) {
   const shown = Math.min(count, 24);
   for (let i = 0; i < shown; i++) {
     const n = Math.floor((i * count) / shown) * step;
-    const img = el("img", { className: "thumb", src: frameUrl(job, n), alt: `frame ${n}`, loading: "lazy" });
+    const img = el("img", { className: "thumb", alt: `frame ${n}` });
     img.dataset.frame = String(n);
     img.addEventListener("click", () => viewFrame(job, n));
     img.addEventListener("error", () => { img.title = "no stored picture of this frame"; });
+    setImageLazy(img, frameUrl(job, n));
     strip.append(el("figure", {}, img, el("figcaption", {}, `#${n}`)));
   }
 }
@@ -393,7 +579,7 @@ async function openVideo(job) {
 /** One frame, large, with its results. */
 async function viewFrame(job, n) {
   $("#viewer").hidden = false;
-  $("#viewer-img").src = frameUrl(job, n);
+  setImage($("#viewer-img"), frameUrl(job, n));
   $("#viewer-results").textContent = "loading…";
   try {
     const rows = await api("GET", `/api/jobs/${encodeURIComponent(job)}/frames/${n}`);
@@ -406,6 +592,50 @@ $("#viewer-close").addEventListener("click", () => { $("#viewer").hidden = true;
 $("#viewer").addEventListener("click", (e) => { if (e.target.id === "viewer") $("#viewer").hidden = true; });
 $("#history-refresh").addEventListener("click", loadHistory);
 
+// ---------------------------------------------------------------- the token control
+function showTokenState() {
+  const set = Boolean(getToken());
+  $("#token-btn").textContent = set ? "Token ✓" : "Token";
+  $("#token-btn").title = set ? "a token is set for this tab" : "no token set";
+  $("#token-forget").disabled = !set;
+}
+$("#token-btn").addEventListener("click", () => {
+  if ($("#token-form").hidden) openTokenForm();
+  else {
+    $("#token-form").hidden = true;
+    $("#token-btn").setAttribute("aria-expanded", "false");
+  }
+});
+/** After the token changed: load the page's data again, once. */
+function tokenChanged() {
+  showTokenState();
+  $("#auth-message").hidden = true;
+  $("#token-input").value = "";
+  $("#token-form").hidden = true;
+  $("#token-btn").setAttribute("aria-expanded", "false");
+  loadModels();
+  if (!$("#panel-history").hidden) loadHistory();
+}
+$("#token-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  // Accept what `panoptes token` prints ("token: …") or a whole "Bearer …".
+  const t = $("#token-input").value.trim().replace(/^token:\s*/i, "").replace(/^bearer\s+/i, "");
+  if (!t) return $("#token-input").focus();
+  if (/[^\x21-\x7e]/.test(t)) {
+    const box = $("#auth-message");
+    box.textContent = "A token is one word of printable characters: paste it again.";
+    box.hidden = false;
+    return $("#token-input").focus();
+  }
+  setToken(t);
+  tokenChanged();
+});
+$("#token-forget").addEventListener("click", () => {
+  setToken("");
+  tokenChanged();
+});
+
 // ---------------------------------------------------------------- start
+showTokenState();
 loadModels();
 showTab(tabs.includes(location.hash.slice(1)) ? location.hash.slice(1) : "submit");

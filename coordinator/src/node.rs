@@ -39,9 +39,10 @@ pub struct LeaderMemory {
     /// get the benefit of the doubt for one lease timeout after that).
     pub leader_since: Option<Instant>,
     /// Live pushes whose shard is pending (their worker was lost, or has not
-    /// taken it yet), since when this leader has seen them so: one pending
-    /// for longer than live.connect_timeout_s fails.
-    pub live_waiting: HashMap<u64, Instant>,
+    /// taken it yet), by (job, the worker it names), since when this leader
+    /// has seen them so: one pending for longer than live.connect_timeout_s
+    /// fails. A move to another worker starts a new window.
+    pub live_waiting: HashMap<(u64, String), Instant>,
 }
 
 pub struct Coordinator {
@@ -518,9 +519,9 @@ async fn leader_loop(node: Arc<Coordinator>) {
         let mut abandoned = Vec::new();
         {
             let mut mem = node.mem.lock().unwrap();
-            mem.live_waiting.retain(|j, _| waiting.iter().any(|(w, _, _)| w == j));
+            mem.live_waiting.retain(|(j, w), _| waiting.iter().any(|(job, worker, _)| job == j && worker == w));
             for (job, worker, url) in waiting {
-                let since = *mem.live_waiting.entry(job).or_insert(now);
+                let since = *mem.live_waiting.entry((job, worker.clone())).or_insert(now);
                 if now.duration_since(since) >= window {
                     abandoned.push((job, worker, url));
                 }
@@ -529,15 +530,17 @@ async fn leader_loop(node: Arc<Coordinator>) {
         for (job, worker, url) in abandoned {
             let error = format!(
                 "the live stream {url} lost its worker '{worker}' (or no worker took it), and no publisher resumed it within {} s \
-                 (live.connect_timeout_s); to resume a stream, push with the same stream key to any worker's ingest lobby \
-                 (`panoptes cluster status` lists them); otherwise create a new endpoint with `panoptes live`",
+                 (live.connect_timeout_s: a publisher can resume a stream by pushing the same stream key to any worker's ingest \
+                 lobby, listed by `panoptes cluster status`); the frames before are kept; create a new endpoint with `panoptes live`",
                 window.as_secs()
             );
-            warn!(job_id = job, %worker, "live stream abandoned: nobody resumed it");
-            match node.write(Request::Fail { job, error, now_ms: now_ms() }).await {
-                Ok(_) => {
-                    node.mem.lock().unwrap().live_waiting.remove(&job);
+            // Committed only if it is still waiting (not just resumed elsewhere).
+            match node.write(Request::AbandonLive { job, worker: worker.clone(), error, now_ms: now_ms() }).await {
+                Ok(Response::Ok) => {
+                    warn!(job_id = job, %worker, "live stream abandoned: nobody resumed it");
+                    node.mem.lock().unwrap().live_waiting.remove(&(job, worker));
                 }
+                Ok(_) => {} // resumed meanwhile
                 Err(e) => warn!(error = %e, "could not fail the live job"),
             }
         }

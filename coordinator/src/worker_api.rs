@@ -142,7 +142,8 @@ impl WorkerApi for WorkerService {
                     let source = j.live.as_ref().map_or_else(|| j.spec.source.clone(), |l| l.url.clone());
                     let c = &j.counters;
                     let resume_timestamp = if c.last_timestamp_at_ms > 0 {
-                        c.last_timestamp + now_ms().saturating_sub(c.last_timestamp_at_ms) as f64 / 1000.0
+                        // At least 1 ms on: this leader's clock may be behind the one that committed it.
+                        c.last_timestamp + now_ms().saturating_sub(c.last_timestamp_at_ms).max(1) as f64 / 1000.0
                     } else {
                         0.0
                     };
@@ -248,7 +249,10 @@ impl WorkerApi for WorkerService {
                 info!(job_id = found, worker = %r.name, url = %r.url, "live stream resumes on another worker's ingest lobby");
                 Ok(Resp::new(pb::ResumeLiveResponse { job_id: JobId(found).to_string() }))
             }
-            Response::Rejected(m) => Err(Status::unavailable(m)),
+            // Changed since the check above: retry while another worker holds
+            // it or this one is full; anything else will not change.
+            Response::Rejected(m) if m.contains("is held by") || m.contains("is full") => Err(Status::unavailable(m)),
+            Response::Rejected(m) => Err(Status::failed_precondition(m)),
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
     }

@@ -382,6 +382,11 @@ pub struct Decoder {
     seek_attempt: u32,
     /// Live: pts0 is the first frame's pts.
     pts0_from_first: bool,
+    /// Live: the first frame had no pts (pts0 made up as 0): the first real
+    /// pts sets pts0 so that timestamps go on from the frames before.
+    pts0_made_up: bool,
+    /// When the last packet (of any stream) was read.
+    last_packet: std::time::Instant,
 }
 
 const _: () = {
@@ -438,12 +443,22 @@ impl Decoder {
         options: &[(&str, &str)],
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Self, MediaError> {
+        Self::open_live_interruptible(source, options, move || {
+            stop.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    /// [`Decoder::open_live`] with any interrupt test: FFmpeg's blocking
+    /// open and reads (for the decoder's whole life) give up once it is true.
+    pub fn open_live_interruptible(
+        source: &str,
+        options: &[(&str, &str)],
+        interrupted: impl FnMut() -> bool + Send + 'static,
+    ) -> Result<Self, MediaError> {
         let src = Source::new(source)?;
         crate::source::rtmp_key::watch();
         let _ = crate::source::rtmp_key::take_wrong_stream_key();
-        let input = src.open_interruptible(options, move || {
-            stop.load(std::sync::atomic::Ordering::Relaxed)
-        })?;
+        let input = src.open_interruptible(options, interrupted)?;
         let mut dec = Self::from_input(src, Vec::new(), input, i64::MIN)?;
         dec.pts0_from_first = true;
         Ok(dec)
@@ -513,6 +528,8 @@ impl Decoder {
             fell_back: false,
             seek_attempt: 0,
             pts0_from_first: false,
+            pts0_made_up: false,
+            last_packet: std::time::Instant::now(),
         })
     }
 
@@ -642,6 +659,12 @@ impl Decoder {
         }
     }
 
+    /// Time since the last packet (of any stream) was read from the source,
+    /// or since it was opened: how long a live source has been silent.
+    pub fn since_last_packet(&self) -> std::time::Duration {
+        self.last_packet.elapsed()
+    }
+
     /// Stop reading input (e.g. a live source whose connection ended): the
     /// frames the decoder still holds are returned by the next calls to
     /// [`Decoder::next_frame`], then `None`.
@@ -660,6 +683,7 @@ impl Decoder {
                 let _ = self.decoder.send_eof();
                 return Ok(());
             }
+            self.last_packet = std::time::Instant::now();
             if self.packet.stream() != self.stream_index {
                 continue;
             }
@@ -688,6 +712,11 @@ impl Decoder {
             self.pts0 = pts;
             // Frames are not dropped for a pts below a made-up first one.
             self.min_pts = if known.is_some() { pts } else { i64::MIN };
+            self.pts0_made_up = known.is_none();
+        } else if let (true, Some(p)) = (self.pts0_made_up, known) {
+            // The first real pts: the frames before it were one frame apart.
+            self.pts0 = p.saturating_sub((self.next_index as i64).saturating_mul(self.frame_duration));
+            self.pts0_made_up = false;
         }
         if pts < self.min_pts {
             return Ok(None);

@@ -49,18 +49,19 @@ fn a_push_resumes_on_another_workers_ingest_lobby_when_its_worker_dies() {
     wait_for("results from the first worker", Duration::from_secs(30), || (c.results(&job).len() >= 20).then_some(()));
     c.workers[holder].kill9();
     let _ = finish_push(first, Duration::from_secs(1)); // its server is gone
-    // Nothing more is committed for the dead worker: this is the cursor.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the dead worker's lease expiry is committed (logged from the
+    // state machine), no report of it can commit: this is the cursor.
+    // (Pushed before the lease expires, the lobby would hold the publisher
+    // until then, and frames queued meanwhile would arrive at once, beyond
+    // the lag bound: dropped and counted. Here the test wants all.)
+    let n = job.trim_start_matches("job-");
+    wait_for("the dead worker's lease to expire", Duration::from_secs(30), || {
+        c.coordinator_log(1).contains(&format!("lease-audit expire job={n} ")).then_some(())
+    });
     let before: Vec<u64> = c.frames_once(&job).into_iter().collect();
     assert_eq!(c.cli_json(&["status", &job, "--json"])["state"], "running", "the job ended with its worker");
 
-    // The publisher pushes the same key to the other worker's lobby: 4 s,
-    // 100 frames. (Pushed before the lease expires, the lobby would hold the
-    // publisher until then, and frames queued meanwhile would arrive at once,
-    // beyond the lag bound: dropped and counted. Here the test wants all.)
-    wait_for("the dead worker's lease to expire", Duration::from_secs(30), || {
-        c.coordinator_log(1).contains("live stream lost its worker").then_some(())
-    });
+    // The publisher pushes the same key to the other worker's lobby: 4 s, 100 frames.
     let resumed_at = format!("{}{key}", lobby(other_name));
     let second = push_stream(&resumed_at, "160x120", 4);
     assert!(finish_push(second, Duration::from_secs(90)), "the push to {resumed_at} failed\n{}", c.logs());

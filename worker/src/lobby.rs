@@ -34,8 +34,12 @@ const PARK_LIMIT: Duration = Duration::from_secs(30);
 /// This process's lobby port (0: none).
 static PORT: AtomicU16 = AtomicU16::new(0);
 
-fn parked() -> &'static Mutex<HashMap<String, MediaDecoder>> {
-    static P: OnceLock<Mutex<HashMap<String, MediaDecoder>>> = OnceLock::new();
+/// A parked connection's link to the stop flag of the shard that takes it:
+/// its decoder's FFmpeg reads give up when the lobby or that shard stops.
+type Link = Arc<OnceLock<Arc<AtomicBool>>>;
+
+fn parked() -> &'static Mutex<HashMap<String, (MediaDecoder, Link)>> {
+    static P: OnceLock<Mutex<HashMap<String, (MediaDecoder, Link)>>> = OnceLock::new();
     P.get_or_init(Default::default)
 }
 
@@ -59,11 +63,13 @@ pub fn url_port(url: &str) -> Option<u16> {
 
 /// Take the parked connection of the stream with `key`, waiting for it up to
 /// `limit` (a publisher may connect after the shard was leased here); `None`
-/// when none came or `stop` was set.
-pub fn take(key: &str, limit: Duration, stop: &AtomicBool) -> Option<MediaDecoder> {
+/// when none came or `stop` (the shard's stop flag) was set. From then on
+/// `stop` also interrupts the connection's blocking reads.
+pub fn take(key: &str, limit: Duration, stop: &Arc<AtomicBool>) -> Option<MediaDecoder> {
     let until = Instant::now() + limit;
     loop {
-        if let Some(d) = parked().lock().unwrap().remove(key) {
+        if let Some((d, link)) = parked().lock().unwrap().remove(key) {
+            let _ = link.set(stop.clone());
             return Some(d);
         }
         if Instant::now() >= until || stop.load(Ordering::Relaxed) {
@@ -125,7 +131,10 @@ impl Lobby {
             // As a live slot's listen (see pipeline/decoder.rs), without a
             // connect timeout: the stop flag interrupts the wait.
             let options = [("listen", "1"), ("rw_timeout", idle_us.as_str()), ("analyzeduration", "500000"), ("probesize", "500000")];
-            let opened = MediaDecoder::open_live(&listen, &options, me.stop.clone());
+            let link: Link = Arc::default();
+            let (stop, shard_stop) = (me.stop.clone(), link.clone());
+            let interrupted = move || stop.load(Ordering::Relaxed) || shard_stop.get().is_some_and(|s| s.load(Ordering::Relaxed));
+            let opened = MediaDecoder::open_live_interruptible(&listen, &options, interrupted);
             let named = MediaDecoder::take_wrong_stream_key();
             let dec = match opened {
                 Ok(d) => d,
@@ -152,7 +161,7 @@ impl Lobby {
                     warn!(%url, "live lobby: refused a second publisher of the same stream key");
                     continue;
                 }
-                p.insert(key.clone(), dec);
+                p.insert(key.clone(), (dec, link));
             }
             info!(%url, "live lobby: a publisher pushed a stream key; asking the coordinator to resume its stream here");
             let me2 = me.clone();

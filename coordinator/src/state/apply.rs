@@ -131,11 +131,20 @@ impl State {
                 Response::JobCreated { job: id, existing: false }
             }
             Request::MoveLive { job, worker, url } => {
-                match self.workers.get(worker) {
+                let capacity = match self.workers.get(worker) {
                     None => return rejected(format!("unknown worker {worker}: register first")),
                     // It would never be granted the shard.
                     Some(w) if w.draining => return rejected(format!("worker '{worker}' is draining")),
-                    Some(_) => {}
+                    Some(w) => w.capacity,
+                };
+                // Its live streams (other than this one) take its capacity, as in `choose_live_worker`.
+                let streams = self
+                    .jobs
+                    .values()
+                    .filter(|j| j.id != *job && !j.state.is_finished() && j.live.as_ref().is_some_and(|l| l.worker == *worker))
+                    .count() as u32;
+                if streams >= capacity {
+                    return rejected(format!("worker '{worker}' is full: {streams} live streams, capacity {capacity}"));
                 }
                 let Some(j) = self.jobs.get_mut(job) else { return rejected(format!("unknown job {job}")) };
                 if j.state != JobState::Running {
@@ -157,6 +166,18 @@ impl State {
                 l.url = url.clone();
                 l.slot = super::model::LOBBY_SLOT;
                 ch.jobs.insert(*job);
+                Response::Ok
+            }
+            Request::AbandonLive { job, worker, error, now_ms } => {
+                let Some(j) = self.jobs.get_mut(job) else { return rejected(format!("unknown job {job}")) };
+                let waiting = j.state == JobState::Running
+                    && j.live.as_ref().is_some_and(|l| l.worker == *worker)
+                    && j.shards.iter().any(|s| s.state == ShardState::Pending);
+                if !waiting {
+                    return rejected(format!("job {job} is no longer waiting for its publisher"));
+                }
+                ch.jobs.insert(*job);
+                finish(j, JobState::Failed, Some(error.clone()), *now_ms);
                 Response::Ok
             }
             Request::Plan { job, plan, shards, now_ms } => {
@@ -431,7 +452,11 @@ impl State {
         }
         j.frames_done += stored as u64;
         s.cursor = s.cursor.max(r.next_frame.min(s.end));
-        j.counters.times.add(&r.times);
+        // A retried or duplicated delivery (its frames all stored already)
+        // carries the times of the first: counted once.
+        if stored > 0 || r.frames.is_empty() {
+            j.counters.times.add(&r.times);
+        }
         j.counters.reports += 1;
         j.counters.report_bytes += r.bytes;
         let mut outcome = None;
@@ -707,13 +732,23 @@ mod tests {
         assert_eq!(w.apply(Request::Expire { job, shard: 0, epoch: e1 }), Response::Ok);
         assert!(matches!(w.apply(mv("w2")), Response::Rejected(m) if m.contains("draining")));
         w.apply(Request::Drain { worker: "w2".into(), draining: false, hand_back: false });
+        // w2 (capacity 1) ingesting another stream is full.
+        let l = crate::state::model::LiveSpec { key: "kx".into(), worker: "w2".into(), slot: 0, url: "rtmp://h:2/live/kx".into() };
+        let Response::JobCreated { job: other, .. } = w.apply(Request::CreateLive { spec: spec(None), live: l, now_ms: 6 }) else { panic!() };
+        assert!(matches!(w.apply(mv("w2")), Response::Rejected(m) if m.contains("is full")));
+        assert_eq!(w.apply(Request::Cancel { job: other, now_ms: 7 }), Response::Ok);
+        let abandon = |worker: &str| Request::AbandonLive { job, worker: worker.into(), error: "nobody came".into(), now_ms: 8 };
         assert_eq!(w.apply(mv("w2")), Response::Ok);
+        // A decision to abandon it, made while it still named w1, does not fail it now.
+        assert!(matches!(w.apply(abandon("w1")), Response::Rejected(_)));
+        assert_eq!(w.st.jobs[&job].state, JobState::Running);
         let l = w.st.jobs[&job].live.clone().unwrap();
         assert_eq!((l.worker.as_str(), l.slot, l.url.as_str()), ("w2", LOBBY_SLOT, "rtmp://h:9/live/k0#w2"));
         // Only w2 is granted it now, from the committed cursor, under a new epoch.
         assert_eq!(grant(&mut w, "w1"), None);
         let e2 = grant(&mut w, "w2").unwrap();
         assert!(e2 > e1);
+        assert!(matches!(w.apply(abandon("w2")), Response::Rejected(_)), "a stream being ingested is not abandoned");
         assert_eq!(w.st.jobs[&job].shards[0].cursor, 5);
         assert_eq!(w.apply(mv("w2")), Response::Ok, "a retried move is accepted");
         assert!(matches!(w.apply(mv("w1")), Response::Rejected(_)));
@@ -729,6 +764,11 @@ mod tests {
         sp.source = "rtmp://cam.example/live/s".into();
         let Response::JobCreated { job: pull, .. } = w.apply(Request::Submit { spec: sp, now_ms: 9 }) else { panic!() };
         assert!(matches!(w.apply(Request::MoveLive { job: pull, worker: "w2".into(), url: "u".into() }), Response::Rejected(m) if m.contains("not a live push")));
+        // A push still waiting for its publisher is abandoned with the error given.
+        let waiting = live(&mut w, 0);
+        let r = w.apply(Request::AbandonLive { job: waiting, worker: "w1".into(), error: "nobody came".into(), now_ms: 9 });
+        assert_eq!(r, Response::Ok);
+        assert_eq!((w.st.jobs[&waiting].state, w.st.jobs[&waiting].error.as_deref()), (JobState::Failed, Some("nobody came")));
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub enum Request {
     /// worker (the lost worker's lease has expired); the shard is then
     /// granted to `worker` from the committed cursor, under a fresh epoch.
     MoveLive { job: u64, worker: String, url: String },
+    /// Fail a live push nobody resumed: only if it is still running, still
+    /// names `worker` and its shard is still pending (so a stream that was
+    /// just resumed elsewhere is not failed by a decision made before).
+    AbandonLive { job: u64, worker: String, error: String, now_ms: u64 },
 }
 
 /// What a prune deleted.

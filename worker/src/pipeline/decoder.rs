@@ -509,17 +509,16 @@ impl LiveIngest {
         let mut errors = 0u32;
         let mut t = Instant::now();
         let mut input_ended = false;
-        // Silent: the errors began after no data for (about) idle_timeout_s
-        // (rw_timeout), not right after a frame (a closed connection). Both
-        // come from FFmpeg as the same I/O error.
+        // Silent: the errors began after no packet for (about)
+        // idle_timeout_s (rw_timeout), not right after data (a closed
+        // connection). Both come from FFmpeg as the same I/O error.
         let idle = std::time::Duration::from_secs(self.opts.idle_timeout_s.max(1)).mul_f64(0.9);
-        let (mut last_data, mut silent) = (Instant::now(), false);
+        let mut silent = false;
         let dropped = |silent: bool| if silent { StreamEnd::Silent } else { StreamEnd::Dropped };
         while !self.stop.load(Ordering::Relaxed) {
             match dec.next_frame() {
                 Ok(Some(mut f)) => {
                     errors = 0;
-                    last_data = Instant::now();
                     let n = base + f.index;
                     *next = n + 1;
                     f.timestamp = clock.stamp(f.timestamp, std::mem::take(&mut first));
@@ -554,7 +553,7 @@ impl LiveIngest {
                 Err(e) => {
                     errors += 1;
                     if errors == 1 && !input_ended {
-                        silent = last_data.elapsed() >= idle;
+                        silent = dec.since_last_packet() >= idle;
                     }
                     if errors >= LIVE_MAX_ERRORS && input_ended {
                         return dropped(silent);

@@ -427,7 +427,10 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
     let peers = cfg.cluster.coordinators.iter().filter(|p| p.id != a.id).map(|p| (p.id, p.addr.clone())).collect();
     let opts = panoptes_coordinator::node::NodeOptions { id: a.id, listen, data_dir, peers, join: a.join };
     // The web page and HTTP API (gRPC port + 20000), a gRPC client of this coordinator, then of the others.
-    panoptes_web::start(&opts.listen, opts.peers.values().cloned().collect()).await;
+    // HTTPS with the node certificate when TLS is on, unless security.web_plain_http (a TLS proxy in front).
+    let web_tls = (!cfg.security.tls_cert.is_empty() && !cfg.security.web_plain_http)
+        .then(|| panoptes_web::WebTls { cert: cfg.security.tls_cert.clone(), key: cfg.security.tls_key.clone() });
+    panoptes_web::start(&opts.listen, opts.peers.values().cloned().collect(), web_tls).await;
     panoptes_coordinator::node::run(cfg, opts, shutdown_signal()).await
 }
 

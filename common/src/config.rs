@@ -208,6 +208,10 @@ pub struct SecuritySection {
     pub tls_ca: String,
     /// Require every gRPC client to present a certificate signed by `tls_ca`.
     pub require_client_cert: bool,
+    /// Keep the web UI port (gRPC port + 20000) on plain HTTP even with
+    /// `tls_cert`/`tls_key` set, which otherwise make it serve HTTPS with
+    /// them: for a TLS-terminating reverse proxy in front of it.
+    pub web_plain_http: bool,
     /// A file of bearer tokens, one per line: `ROLE NAME SHA256-HEX` where
     /// ROLE is `user` (submit and read) or `admin` (everything). With it
     /// set, every user or admin call needs `authorization: Bearer TOKEN`.
@@ -230,6 +234,7 @@ impl Default for SecuritySection {
             tls_key: String::new(),
             tls_ca: String::new(),
             require_client_cert: false,
+            web_plain_http: false,
             tokens_file: String::new(),
             cluster_secret_file: String::new(),
             max_request_bytes: 4 << 20,
@@ -821,6 +826,8 @@ mod tests {
         let e = parse("[security]\nmax_request_bytes = 10\n").unwrap_err();
         assert!(e.to_string().contains("max_request_bytes"), "{e}");
         assert!(parse("[security]\ntls_cert = \"c\"\ntls_key = \"k\"\ntls_ca = \"ca\"\nrequire_client_cert = true\n").is_ok());
+        assert!(!Config::default().security.web_plain_http, "the web UI follows tls_cert unless told otherwise");
+        assert!(parse("[security]\ntls_cert = \"c\"\ntls_key = \"k\"\ntls_ca = \"ca\"\nweb_plain_http = true\n").unwrap().security.web_plain_http);
     }
 
     #[test]

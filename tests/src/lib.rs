@@ -226,10 +226,12 @@ impl Tls {
     }
 
     /// The `[security]` lines of a node: TLS with its node certificate,
-    /// client certificates required.
+    /// client certificates required. The web UI port stays plain HTTP
+    /// (`web_plain_http`): the web tests use a plain HTTP client, and
+    /// `tests/tests/web_tls.rs` covers the web UI over HTTPS.
     pub fn node_lines(&self) -> String {
         format!(
-            "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\nrequire_client_cert = true\n",
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\nrequire_client_cert = true\nweb_plain_http = true\n",
             self.path("node.pem"),
             self.path("node.key"),
             self.path("ca.pem")

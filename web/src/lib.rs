@@ -1,7 +1,8 @@
 //! The web page and the HTTP/JSON API of a coordinator.
 //!
 //! Every coordinator serves them on its own port (its gRPC port + 20000, or
-//! a free one). The server is a gRPC client of the coordinators, its own
+//! a free one), over HTTPS with the coordinator's `security.tls_cert` and
+//! `tls_key` when set (unless `security.web_plain_http`). The server is a gRPC client of the coordinators, its own
 //! first and then the others (`panoptes_proto::failover::Coordinators`), so
 //! every route means exactly what the gRPC call it wraps means: same
 //! validation, same forwarding to the leader. gRPC errors become JSON
@@ -31,7 +32,7 @@ use panoptes_proto::status::{is_finished, state_name, status_json};
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 use tonic::Code;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
@@ -60,11 +61,20 @@ fn dial_addr(listen: &SocketAddr) -> SocketAddr {
     a
 }
 
+/// The certificate chain and private key (PEM files) the web port serves
+/// HTTPS with: the coordinator's `security.tls_cert` and `security.tls_key`.
+#[derive(Clone, Debug)]
+pub struct WebTls {
+    pub cert: String,
+    pub key: String,
+}
+
 /// Start the web UI of the coordinator that listens on `listen` (gRPC),
-/// with `peers` (the other coordinators' addresses) to fail over to. Logs
-/// "web UI on http://…/" and returns the bound address; a failure is logged,
-/// not fatal: the coordinator runs on without its web page.
-pub async fn start(listen: &str, peers: Vec<String>) -> Option<SocketAddr> {
+/// with `peers` (the other coordinators' addresses) to fail over to, over
+/// HTTPS with `tls` when given. Logs "web UI on http://…/" (or https) and
+/// returns the bound address; a failure is logged, not fatal: the
+/// coordinator runs on without its web page.
+pub async fn start(listen: &str, peers: Vec<String>, tls: Option<WebTls>) -> Option<SocketAddr> {
     let grpc: SocketAddr = match listen.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -82,9 +92,13 @@ pub async fn start(listen: &str, peers: Vec<String>) -> Option<SocketAddr> {
         warn!(%listen, "web UI not started: the coordinator listens on port 0 and has no peers to reach; give --listen HOST:PORT");
         return None;
     }
-    match serve(derived_http_addr(&grpc), coords).await {
+    let (served, scheme) = match &tls {
+        Some(t) => (serve_tls(derived_http_addr(&grpc), coords, t).await, "https"),
+        None => (serve(derived_http_addr(&grpc), coords).await, "http"),
+    };
+    match served {
         Ok(a) => {
-            info!(addr = %a, "web UI on http://{a}/ (API: http://{a}/api/openapi.json)");
+            info!(addr = %a, "web UI on {scheme}://{a}/ (API: {scheme}://{a}/api/openapi.json)");
             Some(a)
         }
         Err(e) => {
@@ -94,10 +108,34 @@ pub async fn start(listen: &str, peers: Vec<String>) -> Option<SocketAddr> {
     }
 }
 
-/// Serve the page and the API on `http` (a free port on the same host when
-/// it is taken), calling the coordinators at `coordinators` (`HOST:PORT`,
-/// tried in order). Returns the bound address; serves until the process ends.
+/// Serve the page and the API over plain HTTP on `http` (a free port on the
+/// same host when it is taken), calling the coordinators at `coordinators`
+/// (`HOST:PORT`, tried in order). Returns the bound address; serves until
+/// the process ends.
 pub async fn serve(http: SocketAddr, coordinators: Vec<String>) -> std::io::Result<SocketAddr> {
+    let (listener, app) = bind(http, coordinators).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(error = %e, "web server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// [`serve`] over HTTPS with the certificate chain and key in `tls` (no
+/// client certificate asked for: browsers have none, tokens do the auth).
+/// A bad certificate or key file is an error naming the file and its key.
+pub async fn serve_tls(http: SocketAddr, coordinators: Vec<String>, tls: &WebTls) -> std::io::Result<SocketAddr> {
+    let acceptor = tls_acceptor(tls).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let (listener, app) = bind(http, coordinators).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(accept_tls(listener, app, acceptor));
+    Ok(bound)
+}
+
+/// The listener on `http` (or a free port on the same host) and the routes.
+async fn bind(http: SocketAddr, coordinators: Vec<String>) -> std::io::Result<(tokio::net::TcpListener, Router)> {
     let coords = Coordinators::new(&coordinators).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = match tokio::net::TcpListener::bind(http).await {
         Ok(l) => l,
@@ -108,16 +146,77 @@ pub async fn serve(http: SocketAddr, coordinators: Vec<String>) -> std::io::Resu
             tokio::net::TcpListener::bind(any).await?
         }
     };
-    let bound = listener.local_addr()?;
     let web = Web { coords, seq: Arc::new(AtomicU64::new(0)), relays: Arc::default() };
     tokio::spawn(relay::end_abandoned(web.relays.clone()));
-    let app = router(web);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            warn!(error = %e, "web server stopped");
-        }
-    });
-    Ok(bound)
+    Ok((listener, router(web)))
+}
+
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The rustls server (ring provider, TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1
+/// by ALPN, no client certificates) for the PEM files in `tls`.
+fn tls_acceptor(tls: &WebTls) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read the certificate {} (security.tls_cert): {e}", tls.cert))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {} (security.tls_cert): expected PEM `CERTIFICATE` blocks", tls.cert));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| format!("cannot read the private key {} (security.tls_key): {e}", tls.key))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup for the web UI: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("invalid TLS certificate or key for the web UI ({} / {}; security.tls_cert, tls_key): {e}", tls.cert, tls.key))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Accept connections forever; each is handshaken (bounded) and served in
+/// its own task, so a slow or plain-text client only ends its own connection.
+async fn accept_tls(listener: tokio::net::TcpListener, app: Router, acceptor: tokio_rustls::TlsAcceptor) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // A connection reset before it was accepted is the client's
+                // business; anything else (e.g. out of file descriptors):
+                // wait a moment, as axum::serve does.
+                if !matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset) {
+                    warn!(error = %e, "web UI: accept failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "web UI: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "web UI: TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = Builder::new(TokioExecutor::new());
+            if let Err(e) = conn.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app)).await {
+                debug!(%peer, error = %e, "web UI: connection ended with an error");
+            }
+        });
+    }
 }
 
 /// The routes. Paths follow `assets/openapi.json`.

@@ -1032,7 +1032,10 @@ fn certs(a: CertsArgs) -> Result<ExitCode> {
 
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca = CertificateParams::new(Vec::new()).map_err(err)?;
-    validity(&mut ca, "Panoptes development CA");
+    // A name of its own: two CAs made by this command are told apart by
+    // TLS stacks that pick the issuer by name (OpenSSL, in curl).
+    let made = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    validity(&mut ca, &format!("Panoptes development CA {:x}{:08x}", made.as_secs(), made.subsec_nanos()));
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![Ku::KeyCertSign, Ku::CrlSign, Ku::DigitalSignature];
     let ca_cert = ca.self_signed(&ca_key).map_err(err)?;

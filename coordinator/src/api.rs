@@ -710,12 +710,7 @@ pub fn choose_live_worker(
         if port == 0 || port as u32 + w.capacity > 65536 {
             continue;
         }
-        let used: Vec<u32> = state
-            .jobs
-            .values()
-            .filter(|j| !j.state.is_finished())
-            .filter_map(|j| j.live.as_ref().filter(|l| l.worker == w.name).map(|l| l.slot))
-            .collect();
+        let used: Vec<u32> = state.live_streams_on(&w.name, None).map(|l| l.slot).collect();
         // Streams resumed on its lobby (LOBBY_SLOT) take capacity too.
         let free = w.capacity.saturating_sub(used.len() as u32);
         if free == 0 {

@@ -14,6 +14,7 @@ use tracing::{debug, info};
 use crate::metrics::{refusal_kind, LEASES_GRANTED, REPORTS_ACCEPTED, REPORTS_REFUSED, REPORT_COMMIT_SECONDS, RESULTS_STORED, WORK_STOLEN};
 use crate::node::{Coordinator, MAX_MESSAGE_BYTES};
 use crate::scheduling::{choose_shards, choose_split};
+use crate::state::apply::MoveLiveRefusal;
 use crate::state::command::{FrameImage, FrameOutputs, ModelOutput, Report, Request, Response};
 use crate::state::model::{JobState, ShardState, StageTimes};
 
@@ -210,49 +211,23 @@ impl WorkerApi for WorkerService {
         self.node.require_leader()?;
         let key = r.key.as_str();
         let found = self.node.reader.read(|a| {
-            match a.state.workers.get(&r.name) {
-                None => return Err(Status::failed_precondition(format!("unknown worker '{}': register first", r.name))),
-                Some(w) if w.draining => {
-                    return Err(Status::failed_precondition(format!(
-                        "worker '{}' is draining: push to another worker's ingest lobby (`panoptes cluster status` lists them)",
-                        r.name
-                    )))
-                }
-                Some(_) => {}
-            }
             let Some(j) = (!key.is_empty()).then(|| a.state.jobs.values().find(|j| j.live.as_ref().is_some_and(|l| l.key == key))).flatten() else {
                 return Err(Status::not_found(format!("no live stream has the key '{key}': push to the URL `panoptes live` printed")));
             };
-            if j.state.is_finished() {
-                return Err(Status::failed_precondition(format!(
-                    "the live stream with this key has ended (job {} {}); create a new endpoint with `panoptes live`",
-                    JobId(j.id),
-                    j.state.as_str()
-                )));
+            // The state machine's own check: the lobby retries what may change.
+            match a.state.check_move_live(j.id, &r.name, &r.url) {
+                Ok(()) => Ok(j.id),
+                Err(MoveLiveRefusal::NotNow(m)) => Err(Status::unavailable(m)),
+                Err(MoveLiveRefusal::Never(m)) => Err(Status::failed_precondition(m)),
             }
-            let l = j.live.as_ref().expect("found by its live key");
-            for s in &j.shards {
-                if let ShardState::Leased { worker, .. } = &s.state {
-                    if *worker != r.name || l.url != r.url {
-                        return Err(Status::unavailable(format!(
-                            "worker '{worker}' still holds the live stream of job {} (at {}); it resumes here once that lease expires",
-                            JobId(j.id),
-                            l.url
-                        )));
-                    }
-                }
-            }
-            Ok(j.id)
         })?;
         match self.node.write(Request::MoveLive { job: found, worker: r.name.clone(), url: r.url.clone() }).await? {
             Response::Ok => {
                 info!(job_id = found, worker = %r.name, url = %r.url, "live stream resumes on another worker's ingest lobby");
                 Ok(Resp::new(pb::ResumeLiveResponse { job_id: JobId(found).to_string() }))
             }
-            // Changed since the check above: retry while another worker holds
-            // it or this one is full; anything else will not change.
-            Response::Rejected(m) if m.contains("is held by") || m.contains("is full") => Err(Status::unavailable(m)),
-            Response::Rejected(m) => Err(Status::failed_precondition(m)),
+            // Changed since the check above: retried, the check says whether it may yet.
+            Response::Rejected(m) => Err(Status::unavailable(m)),
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
     }

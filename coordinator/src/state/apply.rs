@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::command::{FrameImage, Freed, Granted, Report, Request, Response};
-use super::model::{analysed_in, Job, JobCounters, JobState, Shard, ShardState, WorkerRec};
+use super::model::{analysed_in, Job, JobCounters, JobState, LiveSpec, Shard, ShardState, WorkerRec};
 
 /// Where results live: keyed by (job, frame, model index), written once.
 pub trait ResultSink {
@@ -54,7 +54,71 @@ fn refused(reason: impl Into<String>) -> Response {
     Response::Reported { accepted: false, reason: reason.into(), stored: 0 }
 }
 
+/// Why a live push cannot move to a worker now ([`State::check_move_live`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MoveLiveRefusal {
+    /// It may later: another worker still holds the stream, or this one is full.
+    NotNow(String),
+    /// It never will: an unknown or draining worker, a stream that ended.
+    Never(String),
+}
+
+impl MoveLiveRefusal {
+    pub fn message(&self) -> &str {
+        match self {
+            MoveLiveRefusal::NotNow(m) | MoveLiveRefusal::Never(m) => m,
+        }
+    }
+}
+
 impl State {
+    /// The unfinished live pushes `worker` ingests (other than job
+    /// `except`): each takes one of its capacity's slots.
+    pub fn live_streams_on<'a>(&'a self, worker: &'a str, except: Option<u64>) -> impl Iterator<Item = &'a LiveSpec> + 'a {
+        self.jobs
+            .values()
+            .filter(move |j| Some(j.id) != except && !j.state.is_finished())
+            .filter_map(move |j| j.live.as_ref().filter(|l| l.worker == worker))
+    }
+
+    /// Whether live push `job` may move to `worker`, pushed to its lobby at
+    /// `url` ([`Request::MoveLive`]): the worker is registered, not draining
+    /// and not full; the job runs; no other worker holds its lease (a move
+    /// already made, retried, is accepted). Both the leader's check before
+    /// writing and the state machine use it.
+    pub fn check_move_live(&self, job: u64, worker: &str, url: &str) -> Result<(), MoveLiveRefusal> {
+        use panoptes_common::ids::JobId;
+        let never = |m: String| Err(MoveLiveRefusal::Never(m));
+        let capacity = match self.workers.get(worker) {
+            None => return never(format!("unknown worker '{worker}': register first")),
+            // It would never be granted the shard.
+            Some(w) if w.draining => {
+                return never(format!("worker '{worker}' is draining: push to another worker's ingest lobby (`panoptes cluster status` lists them)"))
+            }
+            Some(w) => w.capacity,
+        };
+        let Some(j) = self.jobs.get(&job) else { return never(format!("unknown job {}", JobId(job))) };
+        if j.state != JobState::Running {
+            return never(format!("the live stream has ended (job {} {}); create a new endpoint with `panoptes live`", JobId(job), j.state.as_str()));
+        }
+        let Some(l) = &j.live else { return never(format!("job {} is not a live push", JobId(job))) };
+        for s in &j.shards {
+            if let ShardState::Leased { worker: holder, .. } = &s.state {
+                if holder != worker || l.url != url {
+                    return Err(MoveLiveRefusal::NotNow(format!(
+                        "the stream is held by worker '{holder}' at {}; it resumes here once that lease expires",
+                        l.url
+                    )));
+                }
+            }
+        }
+        let streams = self.live_streams_on(worker, Some(job)).count() as u32;
+        if streams >= capacity {
+            return Err(MoveLiveRefusal::NotNow(format!("worker '{worker}' is full: {streams} live streams, capacity {capacity}")));
+        }
+        Ok(())
+    }
+
     pub fn apply(&mut self, req: &Request, sink: &mut dyn ResultSink, ch: &mut Changes) -> Response {
         match req {
             Request::Submit { spec, now_ms } => {
@@ -131,36 +195,10 @@ impl State {
                 Response::JobCreated { job: id, existing: false }
             }
             Request::MoveLive { job, worker, url } => {
-                let capacity = match self.workers.get(worker) {
-                    None => return rejected(format!("unknown worker {worker}: register first")),
-                    // It would never be granted the shard.
-                    Some(w) if w.draining => return rejected(format!("worker '{worker}' is draining")),
-                    Some(w) => w.capacity,
-                };
-                // Its live streams (other than this one) take its capacity, as in `choose_live_worker`.
-                let streams = self
-                    .jobs
-                    .values()
-                    .filter(|j| j.id != *job && !j.state.is_finished() && j.live.as_ref().is_some_and(|l| l.worker == *worker))
-                    .count() as u32;
-                if streams >= capacity {
-                    return rejected(format!("worker '{worker}' is full: {streams} live streams, capacity {capacity}"));
+                if let Err(r) = self.check_move_live(*job, worker, url) {
+                    return rejected(r.message());
                 }
-                let Some(j) = self.jobs.get_mut(job) else { return rejected(format!("unknown job {job}")) };
-                if j.state != JobState::Running {
-                    return rejected(format!("job {job} is {}", j.state.as_str()));
-                }
-                let Some(l) = j.live.as_mut() else { return rejected(format!("job {job} is not a live push")) };
-                let Some(s) = j.shards.iter().find(|s| s.state != ShardState::Done) else { return rejected(format!("job {job} has ended")) };
-                match &s.state {
-                    ShardState::Pending => {}
-                    // A retried request: already moved here (and maybe granted).
-                    ShardState::Leased { worker: w, .. } if w == worker && l.url == *url => {}
-                    ShardState::Leased { worker: w, .. } => {
-                        return rejected(format!("the stream is held by worker '{w}' at {}", l.url));
-                    }
-                    ShardState::Done => unreachable!("filtered above"),
-                }
+                let l = self.jobs.get_mut(job).and_then(|j| j.live.as_mut()).expect("checked: a running live push");
                 tracing::info!(job_id = job, from = %l.worker, to = %worker, %url, "live stream moved");
                 l.worker = worker.clone();
                 l.url = url.clone();

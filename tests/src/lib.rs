@@ -48,6 +48,19 @@ pub fn models_dir() -> PathBuf {
     }
 }
 
+/// `panoptes token --role ROLE --name NAME`: (token, tokens-file line).
+pub fn make_token(role: &str, name: &str) -> (String, String) {
+    let out = Command::new(bin()).args(["token", "--role", role, "--name", name]).output().expect("run panoptes token");
+    assert!(out.status.success(), "panoptes token: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let token = lines.next().and_then(|l| l.strip_prefix("token: ")).expect("a `token: ...` line").to_string();
+    let line = lines.next().expect("a tokens-file line").to_string();
+    assert!(line.starts_with(&format!("{role} {name} ")), "{line}");
+    assert!(!line.contains(&token), "the tokens-file line holds the hash, not the token");
+    (token, line)
+}
+
 /// Make a test video with the FFmpeg CLI: `frames` frames of testsrc at 25 fps, a keyframe every `gop`.
 pub fn make_video(path: &Path, frames: u32, size: &str, gop: u32) {
     let st = Command::new("ffmpeg")

@@ -6,20 +6,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use panoptes_proto::api::{self as pb, panoptes_client::PanoptesClient};
-use panoptes_tests::{bin, client_command, http_get, http_get_with, make_video, wait_for, web_addr, Cluster};
-
-/// `panoptes token --role ROLE --name NAME`: (token, tokens-file line).
-fn make_token(role: &str, name: &str) -> (String, String) {
-    let out = Command::new(bin()).args(["token", "--role", role, "--name", name]).output().expect("run panoptes token");
-    assert!(out.status.success(), "panoptes token: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines = text.lines();
-    let token = lines.next().and_then(|l| l.strip_prefix("token: ")).expect("a `token: ...` line").to_string();
-    let line = lines.next().expect("a tokens-file line").to_string();
-    assert!(line.starts_with(&format!("{role} {name} ")), "{line}");
-    assert!(!line.contains(&token), "the tokens-file line holds the hash, not the token");
-    (token, line)
-}
+use panoptes_tests::{bin, client_command, make_token, http_get, http_get_with, make_video, wait_for, web_addr, Cluster};
 
 /// The CLI against `c` with exactly `token` (or none).
 fn run(c: &Cluster, token: Option<&str>, args: &[&str]) -> Output {

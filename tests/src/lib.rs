@@ -30,22 +30,24 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The shared folder with fixtures and models (env `PANOPTES_SHARED_DIR`, default `../shared`).
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("PANOPTES_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().parent().unwrap().join("shared"))
+/// A file of the repository's `fixtures/` (lossless clips and the reference's
+/// expected results); a missing one fails the test.
+pub fn fixture(name: &str) -> PathBuf {
+    let p = workspace().join("fixtures").join(name);
+    assert!(p.is_file(), "{} is missing: the fixtures are part of the repository", p.display());
+    p
 }
 
-/// The models directory (env `PANOPTES_MODELS_DIR`, else `models/`, else the shared one).
+/// The models directory (env `PANOPTES_MODELS_DIR`, else the repository's
+/// `models/`, which `scripts/setup.sh` makes); missing models fail the test.
 pub fn models_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("PANOPTES_MODELS_DIR") {
-        return PathBuf::from(d);
-    }
-    let local = workspace().join("models");
-    if local.join("nanodet_m_416_coco.onnx").exists() {
-        local
-    } else {
-        shared_dir().join("models")
-    }
+    let d = std::env::var_os("PANOPTES_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("models"));
+    assert!(
+        d.join("nanodet_m_416_coco.onnx").is_file(),
+        "no models in {}: run `bash scripts/setup.sh` (or set PANOPTES_MODELS_DIR)",
+        d.display()
+    );
+    d
 }
 
 /// `panoptes token --role ROLE --name NAME`: (token, tokens-file line).

@@ -180,7 +180,7 @@ fn t04_worker_killed_mid_shard_loses_nothing() {
 #[test]
 fn t05_analyze_and_cluster_give_identical_results() {
     let c = Cluster::start(&["w1", "w2"]);
-    let clip = panoptes_tests::shared_dir().join("fixtures/astronaut_zoom.mkv");
+    let clip = panoptes_tests::fixture("astronaut_zoom.mkv");
     let clip = clip.to_str().unwrap();
     let models = "objects,joy,colors";
 

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use panoptes_render::{decode_png, face_color, object_color, to_px, Image, LINE};
-use panoptes_tests::{make_video, shared_dir, Cluster};
+use panoptes_tests::{fixture, make_video, Cluster};
 use serde_json::Value;
 
 /// The share of pixels along a vertical edge (inside the box's line) that
@@ -33,7 +33,7 @@ fn edge_share(img: &Image, x: i64, y0: i64, y1: i64, c: [u8; 3]) -> f64 {
 #[test]
 fn u01_frame_is_drawn_with_its_results() {
     let c = Cluster::start(&["w1", "w2"]);
-    let clip = shared_dir().join("fixtures/astronaut_zoom.mkv");
+    let clip = fixture("astronaut_zoom.mkv");
     let s = c.cli_json(&["submit", clip.to_str().unwrap(), "--models", "objects,joy,colors", "--frame-step", "6", "--wait", "--json"]);
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
     let job = s["job_id"].as_str().unwrap();

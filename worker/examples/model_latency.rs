@@ -59,9 +59,8 @@ fn main() -> TractResult<()> {
         return Ok(());
     }
     // Whole analyses on a real 640x480 frame (the fixture's astronaut still).
-    let shared = std::env::var("PANOPTES_SHARED_DIR").unwrap_or_else(|_| "../shared".into());
-    let clip = format!("{shared}/fixtures/stills.mkv");
-    if let Ok(frames) = panoptes_media::decode_rgb(&clip, 1, 0, 1, 720) {
+    let clip = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/stills.mkv");
+    if let Ok(frames) = panoptes_media::decode_rgb(clip, 1, 0, 1, 720) {
         let frame = &frames[0].2;
         for name in ["objects", "joy", "colors"] {
             let a = analysis::load(name, &dir).map_err(|e| anyhow::anyhow!("{e}"))?;

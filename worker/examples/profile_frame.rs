@@ -17,8 +17,7 @@ fn main() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "models".into()));
     let name = args.next().unwrap_or_else(|| "objects".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let shared = std::env::var("PANOPTES_SHARED_DIR").unwrap_or_else(|_| "../shared".into());
-    let frames = panoptes_media::decode_rgb(&format!("{shared}/fixtures/stills.mkv"), 1, 0, 1, 720)?;
+    let frames = panoptes_media::decode_rgb(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/stills.mkv"), 1, 0, 1, 720)?;
     let frame = &frames[0].2;
     let a = analysis::load(&name, &dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     a.analyze(frame)?; // warm-up: plans P-Net pyramid levels, first allocations

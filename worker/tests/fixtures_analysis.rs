@@ -1,5 +1,5 @@
-//! The built-in analyses against the reference fixtures in
-//! `shared/fixtures` (real models from `shared/models`), judged by the spec's
+//! The built-in analyses against the reference fixtures in the repository's
+//! `fixtures/` (real models from `models/`, made by `scripts/setup.sh`), judged by the spec's
 //! Equality rule. Every disagreement is printed; agreement must be 100%.
 //!
 //! Frames come from the worker's own decoder and converter (panoptes-media).
@@ -12,16 +12,25 @@ use std::time::{Duration, Instant};
 use panoptes_worker::analysis::{self, equality, Analysis, RgbFrame};
 use serde_json::Value;
 
-fn shared_dir() -> PathBuf {
-    std::env::var_os("PANOPTES_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+/// The repository's `fixtures/`: clips and the reference's expected results.
+fn fixtures_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    assert!(d.join("stills.mkv").is_file(), "{} has no stills.mkv: the fixtures are part of the repository", d.display());
+    d
 }
 
-/// The models: `PANOPTES_MODELS_DIR` (e.g. models rebuilt by `cargo xtask
-/// models`), else the shared pre-built ones.
+/// The models: `PANOPTES_MODELS_DIR`, else the repository's `models/`
+/// (`scripts/setup.sh` makes it). Missing models fail the test.
 fn models_dir() -> PathBuf {
-    std::env::var_os("PANOPTES_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| shared_dir().join("models"))
+    let d = std::env::var_os("PANOPTES_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"));
+    assert!(
+        d.join("nanodet_m_416_coco.onnx").is_file(),
+        "no models in {}: run `bash scripts/setup.sh` (or set PANOPTES_MODELS_DIR)",
+        d.display()
+    );
+    d
 }
 
 /// Every frame of the clip as packed RGB24, through the worker's own decoder
@@ -60,7 +69,7 @@ struct Tally {
 /// Runs `models` over both clips; prints every disagreement and the
 /// per-model agreement and speed; returns the disagreements.
 fn check(models: &[&str]) -> Vec<String> {
-    let shared = shared_dir();
+    let fixtures = fixtures_dir();
     let models_dir = models_dir();
     let loaded: Vec<(String, Arc<dyn Analysis>)> = models
         .iter()
@@ -73,7 +82,6 @@ fn check(models: &[&str]) -> Vec<String> {
         .collect();
     let mut failures = Vec::new();
     for clip in ["stills", "astronaut_zoom"] {
-        let fixtures = shared.join("fixtures");
         let frames = decode_rgb(&fixtures.join(format!("{clip}.mkv")));
         let want = expected(&fixtures.join(format!("{clip}.expected.jsonl")));
         let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
@@ -144,8 +152,7 @@ fn joy_agrees_with_reference() {
 fn analyses_are_shareable_across_threads() {
     // One loaded analysis, called from two threads at once, gives the same
     // answers as one thread.
-    let shared = shared_dir();
-    let frames = decode_rgb(&shared.join("fixtures/stills.mkv"));
+    let frames = decode_rgb(&fixtures_dir().join("stills.mkv"));
     for name in ["colors", "objects", "joy"] {
         let a = analysis::load(name, &models_dir()).unwrap();
         let serial: Vec<Value> = frames.iter().map(|f| a.analyze(f).unwrap()).collect();

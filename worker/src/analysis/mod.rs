@@ -1,4 +1,4 @@
-//! Per-frame analyses, exactly as `shared/ANALYSIS_SPEC.md` defines them.
+//! Per-frame analyses, exactly as `docs/ANALYSIS_SPEC.md` defines them.
 //!
 //! Every analysis reads one packed RGB24 frame and returns the JSON array the
 //! spec defines for it. Models are loaded and optimised once in [`load`]; the

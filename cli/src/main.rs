@@ -694,6 +694,7 @@ async fn results(a: ResultsArgs) -> Result<ExitCode> {
         frame: a.frame.unwrap_or(0),
         model: a.model.clone().unwrap_or_default(),
         follow: a.follow,
+        ..Default::default()
     };
     let mut stream = coords.call(coords.addrs().len() * 2, |ch| { let r = req.clone(); async move { api(ch).stream_results(r).await } }).await.map_err(|s| explain(s, &coords))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -74,6 +74,12 @@ pub struct CoordinatorSection {
     pub snapshot_logs: u64,
     /// Raft heartbeat interval; elections time out after 3–6 of these.
     pub raft_heartbeat_ms: u64,
+    /// sled's page cache, MiB: with the snapshot buffers, what bounds a
+    /// coordinator's memory however much it stores.
+    pub cache_mb: u64,
+    /// How long sending one snapshot chunk, or the last chunk and installing
+    /// the whole snapshot, may take before the leader starts it again.
+    pub snapshot_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -296,7 +302,7 @@ impl Default for ClusterSection {
 
 impl Default for CoordinatorSection {
     fn default() -> Self {
-        Self { data_dir: "./data/coordinator-{id}".into(), listen: None, snapshot_logs: 5_000, raft_heartbeat_ms: 250 }
+        Self { data_dir: "./data/coordinator-{id}".into(), listen: None, snapshot_logs: 5_000, raft_heartbeat_ms: 250, cache_mb: 64, snapshot_timeout_s: 120 }
     }
 }
 
@@ -410,6 +416,9 @@ impl Config {
         }
         self.live.validate().map_err(ConfigError::Invalid)?;
         self.security.validate().map_err(ConfigError::Invalid)?;
+        if self.coordinator.cache_mb == 0 || self.coordinator.snapshot_timeout_s == 0 {
+            return bad("coordinator.cache_mb and coordinator.snapshot_timeout_s must be at least 1".into());
+        }
         let w = &self.worker;
         if w.capacity == 0 || w.pipeline_depth == 0 || w.report_batch == 0 {
             return bad("worker.capacity, worker.pipeline_depth and worker.report_batch must be at least 1".into());

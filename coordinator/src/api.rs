@@ -303,8 +303,18 @@ impl Panoptes for ApiService {
         let job = self.job(&r.job_id)?;
         Self::check_model(&job, &r.model)?;
         let frame = if r.has_frame { Some(r.frame) } else { None };
-        let (rows, _) = self.node.reader.results(job.id, frame, None, usize::MAX);
-        Ok(Resp::new(pb::ResultsResponse { results: Self::rows_pb(&job, rows, &r.model) }))
+        let limit = match r.page_size {
+            0 => RESULTS_PAGE_DEFAULT,
+            n => (n as usize).min(RESULTS_PAGE_MAX),
+        };
+        let after = match r.page_token.as_str() {
+            "" => None,
+            t => Some(decode_page_token(t).ok_or_else(|| Status::invalid_argument(format!("page_token '{t}' is not one this API gave: start again with an empty one")))?),
+        };
+        let (rows, last) = self.node.reader.results(job.id, frame, after.as_deref(), limit);
+        // A full page may have more behind it; the token is the last key read.
+        let next_page_token = if rows.len() >= limit { last.map(|k| encode_page_token(&k)).unwrap_or_default() } else { String::new() };
+        Ok(Resp::new(pb::ResultsResponse { results: Self::rows_pb(&job, rows, &r.model), next_page_token }))
     }
 
     type StreamResultsStream = ResultStream;
@@ -339,13 +349,18 @@ impl Panoptes for ApiService {
                 let finished = reader.read(|a| a.state.jobs.get(&job.id).map(|j| j.state.is_finished()).unwrap_or(true));
                 if !r.follow || finished {
                     // One more pass after the job finished, so nothing committed just before is missed.
-                    let (rows, _) = reader.results(job.id, frame, after.as_deref(), usize::MAX);
-                    for fr in Self::rows_pb(&job, rows, &r.model) {
-                        if tx.send(Ok(fr)).await.is_err() {
+                    loop {
+                        let (rows, last) = reader.results(job.id, frame, after.as_deref(), 512);
+                        if rows.is_empty() {
                             return;
                         }
+                        after = last;
+                        for fr in Self::rows_pb(&job, rows, &r.model) {
+                            if tx.send(Ok(fr)).await.is_err() {
+                                return;
+                            }
+                        }
                     }
-                    return;
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), reader.changed()).await;
             }
@@ -360,7 +375,7 @@ impl Panoptes for ApiService {
         if rows.is_empty() {
             return Err(Status::not_found(format!("job {} has no results for frame {}", JobId(job.id), r.frame)));
         }
-        Ok(Resp::new(pb::ResultsResponse { results: Self::rows_pb(&job, rows, "") }))
+        Ok(Resp::new(pb::ResultsResponse { results: Self::rows_pb(&job, rows, ""), next_page_token: String::new() }))
     }
 
     async fn get_annotated_frame(&self, req: Req<pb::FrameRef>) -> Result<Resp<pb::AnnotatedFrame>, Status> {
@@ -368,7 +383,7 @@ impl Panoptes for ApiService {
         let job = self.job(&r.job_id)?;
         let id = JobId(job.id);
         let (rows, _) = self.node.reader.results(job.id, Some(r.frame), None, usize::MAX);
-        let Some(image) = self.node.reader.frame_image(job.id, r.frame) else {
+        let Some(image) = self.node.pictures.picture(&self.node.reader, job.id, r.frame).await else {
             let why = if job.spec.frames_height == 0 {
                 format!("job {id} keeps no frame pictures (submitted with --no-frames, or frames.store is off)")
             } else if rows.is_empty() {
@@ -653,6 +668,22 @@ const FORWARD_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long add-member waits for a new member to catch up, by default.
 const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
+
+/// GetResults pages: the default and the largest page, in results.
+const RESULTS_PAGE_DEFAULT: usize = 10_000;
+const RESULTS_PAGE_MAX: usize = 100_000;
+
+/// A page token is the last store key of the previous page, in hex.
+fn encode_page_token(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_page_token(t: &str) -> Option<Vec<u8>> {
+    if t.len() % 2 != 0 || t.len() > 128 {
+        return None;
+    }
+    (0..t.len()).step_by(2).map(|i| u8::from_str_radix(t.get(i..i + 2)?, 16).ok()).collect()
+}
 
 /// A failure of a call forwarded to the leader: transport trouble means "retry".
 fn sub_name_empty(r: &pb::SubmitRequest) -> bool {

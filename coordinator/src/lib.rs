@@ -1,5 +1,7 @@
 //! The Panoptes coordinator: a Raft-replicated state machine (openraft + sled)
 //! holding jobs, shards, leases and results, and the gRPC services in front of it.
+pub mod crash;
+pub mod pictures;
 pub mod raft;
 pub mod scheduling;
 pub mod state;

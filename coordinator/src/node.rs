@@ -17,12 +17,14 @@ use panoptes_proto::credentials::ClusterSecret;
 use tonic::Status;
 use tracing::{info, warn};
 
-use crate::raft::log_store::{open_db, LogStore};
+use crate::raft::log_store::{open_db_with_cache, LogStore};
 use crate::raft::network::Network;
 use crate::raft::types::Raft;
 use crate::scheduling::split_shards;
 use crate::state::command::{Request, Response};
 use crate::state::model::{JobState, Plan, ShardState};
+use crate::pictures::store::PictureStore;
+use crate::pictures::Pictures;
 use crate::state::store::{StateMachineStore, StateReader};
 
 /// Limits for gRPC messages (reports carry batches of results).
@@ -49,6 +51,8 @@ pub struct Coordinator {
     pub id: u64,
     pub addr: String,
     pub raft: Raft,
+    /// Stored pictures: put on a majority beside the log, fetched from peers.
+    pub pictures: Arc<Pictures>,
     pub reader: StateReader,
     pub cfg: Config,
     pub peers: BTreeMap<u64, String>,
@@ -326,11 +330,15 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     peers.insert(opts.id, addr.clone());
 
     let db_path = opts.data_dir.join("raft.sled");
-    let db = tokio::task::spawn_blocking(move || open_db(&db_path))
+    let cache_bytes = cfg.coordinator.cache_mb << 20;
+    let db = tokio::task::spawn_blocking(move || open_db_with_cache(&db_path, cache_bytes))
         .await?
         .with_context(|| format!("failed to open the store in {}", opts.data_dir.display()))?;
     let log_store = LogStore::open(&db).context("failed to open the Raft log")?;
-    let sm = StateMachineStore::open(&db, opts.data_dir.join("snapshots")).context("failed to open the state machine")?;
+    let picture_store = Arc::new(
+        PictureStore::open(opts.data_dir.join("pictures"), &db).with_context(|| format!("failed to open the picture store in {}", opts.data_dir.display()))?,
+    );
+    let sm = StateMachineStore::open(&db, opts.data_dir.join("snapshots"), picture_store.clone()).context("failed to open the state machine")?;
     let reader = sm.reader();
 
     let hb = cfg.coordinator.raft_heartbeat_ms.max(20);
@@ -341,6 +349,9 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
         election_timeout_max: hb * 6,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.coordinator.snapshot_logs.max(10)),
         max_in_snapshot_log_to_keep: 100,
+        install_snapshot_timeout: cfg.coordinator.snapshot_timeout_s * 1000,
+        // Snapshot chunks (streamed from the file) well below the transport's message limit.
+        snapshot_max_chunk_size: 4 << 20,
         ..Default::default()
     }
     .validate()
@@ -350,10 +361,12 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     let network = Network::new(opts.id).with_secret(secret.clone());
     let raft = Raft::new(opts.id, Arc::new(raft_cfg), network, log_store, sm).await.context("failed to start Raft")?;
 
+    let pictures = Arc::new(Pictures::new(opts.id, picture_store.clone(), raft.clone(), secret.clone()));
     let node = Arc::new(Coordinator {
         id: opts.id,
         addr: addr.clone(),
         raft: raft.clone(),
+        pictures: pictures.clone(),
         reader,
         cfg,
         peers: peers.clone(),
@@ -400,6 +413,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     println!("coordinator {} listening on {addr}", opts.id);
 
     let leader_loop = tokio::spawn(leader_loop(node.clone()));
+    let repair = tokio::spawn(pictures.clone().repair_loop(node.reader.clone()));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     // Authentication and rate limiting (docs/SECURITY.md): on when a tokens
     // file or a cluster secret is configured; plain development mode keeps
@@ -416,7 +430,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     let max_request = usize::try_from(sec.max_request_bytes).unwrap_or(usize::MAX);
     let served = server_builder(sec)?
         .layer(crate::auth::GateLayer(gate))
-        .add_service(crate::raft::service::server(raft.clone()))
+        .add_service(crate::raft::service::server(raft.clone(), picture_store))
         .add_service(crate::api::server(node.clone()).max_decoding_message_size(max_request))
         .add_service(crate::worker_api::server(node.clone()))
         .add_service(health_service)
@@ -425,6 +439,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     leader_loop.abort();
+    repair.abort();
     let _ = raft.shutdown().await;
     crate::raft::log_store::flush(&db).await.ok();
     served.context("gRPC server failed")?;

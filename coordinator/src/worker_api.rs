@@ -250,21 +250,40 @@ impl WorkerApi for WorkerService {
             reconnects: t.reconnects,
             gap_ms: t.gap_ms,
         });
+        // Pictures go to a majority of the coordinators beside the log; the
+        // report proposes their references (coordinator/src/pictures). Not
+        // for a report whose lease has already gone: it will be refused.
+        let mut frames = Vec::with_capacity(r.frames.len());
+        let mut images = Vec::new();
+        for f in r.frames {
+            if !f.jpeg.is_empty() {
+                images.push((f.frame, r.epoch, FrameImage { jpeg: f.jpeg, width: f.width, height: f.height }));
+            }
+            frames.push(FrameOutputs {
+                frame: f.frame,
+                timestamp: f.timestamp,
+                outputs: f.outputs.into_iter().map(|o| ModelOutput { model: o.model, results_json: o.results_json }).collect(),
+                image: None,
+            });
+        }
+        let holds_lease = self.node.reader.read(|a| {
+            a.state.jobs.get(&job).and_then(|j| j.shards.get(r.shard as usize)).is_some_and(|s| matches!(&s.state, ShardState::Leased { epoch, .. } if *epoch == r.epoch))
+        });
+        if holds_lease && !images.is_empty() {
+            let with: Vec<u64> = images.iter().map(|(f, _, _)| *f).collect();
+            let refs = self.node.pictures.replicate(job, images).await?;
+            for (frame, pr) in with.into_iter().zip(refs) {
+                if let Some(fo) = frames.iter_mut().find(|fo| fo.frame == frame) {
+                    fo.image = Some(pr);
+                }
+            }
+        }
         let report = Report {
             worker: r.name.clone(),
             job,
             shard: r.shard,
             epoch: r.epoch,
-            frames: r
-                .frames
-                .into_iter()
-                .map(|f| FrameOutputs {
-                    frame: f.frame,
-                    timestamp: f.timestamp,
-                    outputs: f.outputs.into_iter().map(|o| ModelOutput { model: o.model, results_json: o.results_json }).collect(),
-                    image: (!f.jpeg.is_empty()).then(|| FrameImage { jpeg: f.jpeg, width: f.width, height: f.height }),
-                })
-                .collect(),
+            frames,
             next_frame: r.next_frame,
             done: r.done,
             error: if r.error.is_empty() { None } else { Some(r.error) },

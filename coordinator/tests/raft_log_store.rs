@@ -21,6 +21,7 @@ use panoptes_coordinator::raft::service;
 use panoptes_coordinator::raft::types::{Entry, LogId, NodeId, Raft, StorageError, TypeConfig};
 use panoptes_coordinator::state::command::{Request, Response};
 use panoptes_coordinator::state::store::{StateMachineStore, StateReader};
+use panoptes_coordinator::pictures::store::PictureStore;
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------------------------
@@ -323,7 +324,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStor
         let dir = TempDir::new().map_err(io_err)?;
         let db = open_db(&dir.path().join("db")).map_err(io_err)?;
         let ls = LogStore::open(&db)?;
-        let sm = StateMachineStore::open(&db, dir.path().join("snapshots"))?;
+        let pics = Arc::new(PictureStore::open(dir.path().join("pictures"), &db).map_err(io_err)?);
+        let sm = StateMachineStore::open(&db, dir.path().join("snapshots"), pics)?;
         Ok((dir, ls, sm))
     }
 }
@@ -353,7 +355,8 @@ impl TestNode {
         let dir = TempDir::new().unwrap();
         let db = open_db(&dir.path().join("db")).unwrap();
         let ls = LogStore::open(&db).unwrap();
-        let sm = StateMachineStore::open(&db, dir.path().join("snapshots")).unwrap();
+        let pics = Arc::new(PictureStore::open(dir.path().join("pictures"), &db).unwrap());
+        let sm = StateMachineStore::open(&db, dir.path().join("snapshots"), pics.clone()).unwrap();
         let reader = sm.reader();
         let config = openraft::Config {
             cluster_name: "test".into(),
@@ -375,7 +378,7 @@ impl TestNode {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(service::server(raft.clone()))
+                .add_service(service::server(raft.clone(), pics))
                 .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
                     let _ = stopped.await;
                 }),

@@ -53,7 +53,15 @@ def main():
                 time.sleep(0.3)
             if st.state != pb.JOB_STATE_COMPLETED:
                 raise SystemExit(f"job {job} ended {pb.JobState.Name(st.state)}: {st.error}")
-            rows = api.GetResults(pb.ResultsRequest(job_id=job), timeout=30).results
+            # GetResults page by page (7 a page, so 30 results take 5 pages).
+            rows, token, pages = [], "", 0
+            while True:
+                page = api.GetResults(pb.ResultsRequest(job_id=job, page_size=7, page_token=token), timeout=30)
+                rows.extend(page.results)
+                pages += 1
+                token = page.next_page_token
+                if not token or pages > 1000:
+                    break
             streamed = list(api.StreamResults(pb.ResultsRequest(job_id=job), timeout=30))
             # A call the server must refuse, with the gRPC status it documents.
             try:
@@ -67,6 +75,7 @@ def main():
                 "frames_done": st.frames_done,
                 "rows": [{"frame": r.frame, "model": r.model, "results": json.loads(r.results_json)} for r in rows],
                 "streamed": len(streamed),
+                "pages": pages,
                 "unknown_job": unknown,
             }))
 

@@ -339,6 +339,11 @@ impl Cluster {
         Self::start_in(dir, n, workers, &extra, Some(token.to_string()))
     }
 
+    /// `n` coordinators and the named workers, `extra` appended to the test config.
+    pub fn start_configured(n: u64, workers: &[&str], extra: &str) -> Cluster {
+        Self::start_with(n, workers, extra, None)
+    }
+
     fn start_with(n: u64, workers: &[&str], extra: &str, token: Option<String>) -> Cluster {
         Self::start_in(tempfile::tempdir().expect("tempdir"), n, workers, extra, token)
     }
@@ -371,6 +376,12 @@ impl Cluster {
     }
 
     pub fn start_coordinator(&mut self, id: u64) {
+        self.start_coordinator_env(id, &[]);
+    }
+
+    /// Start coordinator `id` with these extra environment variables (e.g.
+    /// `PANOPTES_CRASH_AT`, coordinator/src/crash.rs).
+    pub fn start_coordinator_env(&mut self, id: u64, env: &[(&str, &str)]) {
         let peers: Vec<String> = self.coordinator_addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
         let listen = self.coordinator_addrs[id as usize - 1].clone();
         let args: Vec<String> = vec![
@@ -386,8 +397,23 @@ impl Cluster {
             "--data-dir".into(),
             self.dir.path().join(format!("c{id}")).display().to_string(),
         ];
-        let n = Node::spawn(&format!("coordinator-{id}"), &args, &self.dir.path().join(format!("coordinator-{id}-{}.log", now_id())));
+        let mut cmd = Command::new(bin());
+        cmd.args(&args).envs(env.iter().copied());
+        let n = Node::spawn_command(&format!("coordinator-{id}"), cmd, &self.dir.path().join(format!("coordinator-{id}-{}.log", now_id())));
         self.coordinators[id as usize - 1] = Some(n);
+    }
+
+    /// Wait (bounded) for coordinator `id` to exit by itself; returns its log.
+    pub fn wait_coordinator_exit(&mut self, id: u64, limit: Duration) -> String {
+        let node = self.coordinators[id as usize - 1].as_mut().expect("coordinator running");
+        let deadline = Instant::now() + limit;
+        while node.child.try_wait().expect("try_wait").is_none() {
+            assert!(Instant::now() < deadline, "coordinator {id} did not exit within {limit:?}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = node.log_text();
+        self.coordinators[id as usize - 1] = None;
+        log
     }
 
     /// `kill -9` coordinator `id`.

@@ -44,6 +44,8 @@ fn a_python_grpc_client_submits_and_reads_results() {
     assert_eq!(v["state"], "JOB_STATE_COMPLETED");
     assert_eq!(v["frames_done"], 30);
     assert_eq!(v["streamed"], 30);
+    // 30 results, 7 a page: 4 full pages and one of 2 (GetResults reads page by page).
+    assert_eq!(v["pages"], 5, "{v}");
     assert_eq!(v["unknown_job"], "NOT_FOUND");
     let job = v["job_id"].as_str().unwrap();
     let rust: Vec<serde_json::Value> = c.results(job);

@@ -455,7 +455,7 @@ async fn status(State(web): State<Web>, caller: Caller, Path(id): Path<String>) 
 /// lines (`application/x-ndjson`, one `{frame,timestamp,model,results}` per
 /// line, ordered by frame then model), streamed as they are read.
 async fn results(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
-    let req = pb::ResultsRequest { job_id: id, has_frame: false, frame: 0, model: String::new(), follow: false };
+    let req = pb::ResultsRequest { job_id: id, has_frame: false, frame: 0, model: String::new(), follow: false, ..Default::default() };
     let stream = rpc!(web, caller, stream_results, req)?;
     let lines = stream.map(|r| match r {
         Ok(fr) => Ok(Bytes::from(format!("{}\n", result_json(&fr)))),
@@ -472,7 +472,7 @@ async fn results(State(web): State<Web>, caller: Caller, Path(id): Path<String>)
 async fn stream(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
     // Unknown ids answer 404 here, before any event.
     let first = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
-    let req = pb::ResultsRequest { job_id: id.clone(), has_frame: false, frame: 0, model: String::new(), follow: true };
+    let req = pb::ResultsRequest { job_id: id.clone(), has_frame: false, frame: 0, model: String::new(), follow: true, ..Default::default() };
     let mut results = rpc!(web, caller, stream_results, req)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {

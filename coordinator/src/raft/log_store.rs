@@ -65,10 +65,19 @@ const OPEN_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// that case is retried (up to 50 × 100 ms). Any other error is returned at once. This blocks the
 /// calling thread while retrying: from async code prefer `tokio::task::spawn_blocking`.
 pub fn open_db(path: &Path) -> io::Result<sled::Db> {
+    open_db_with_cache(path, DEFAULT_CACHE_BYTES)
+}
+
+/// sled's page cache when the config does not say (`coordinator.cache_mb`);
+/// sled's own default is 1 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
+/// [`open_db`] with sled's page cache bounded to `cache_bytes`.
+pub fn open_db_with_cache(path: &Path, cache_bytes: u64) -> io::Result<sled::Db> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match sled::Config::new().path(path).open() {
+        match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
             Ok(db) => return Ok(db),
             Err(e) => {
                 let e = io::Error::from(e);

@@ -32,6 +32,11 @@ use crate::raft::types::{NodeId, TypeConfig};
 /// server (snapshot chunks and large append batches).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
+/// An AppendEntries batch is cut to about this many bytes: it must travel and
+/// be flushed within one heartbeat interval (openraft's timeout for it), or a
+/// lagging follower is sent the same oversized batch again and again.
+pub const MAX_APPEND_BYTES: u64 = 4 * 1024 * 1024;
+
 /// How long establishing a TCP connection to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -204,14 +209,14 @@ impl RaftNetwork<TypeConfig> for NetworkConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        // Ask openraft to split a batch that would exceed the message limit instead of failing it
-        // over and over. (A single oversized entry cannot be split; it is sent and fails.)
+        // Ask openraft to cut a batch over MAX_APPEND_BYTES to what fits, instead of sending it
+        // and timing out over and over. (A single entry cannot be cut; it is sent as it is.)
         let n = rpc.entries.len() as u64;
         if n > 1 {
             let size = bincode::serialized_size(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-            // Leave headroom for protobuf/gRPC framing.
-            if size > (MAX_MESSAGE_SIZE - 64 * 1024) as u64 {
-                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((n / 2).max(1))));
+            if size > MAX_APPEND_BYTES {
+                let fit = (n as u128 * MAX_APPEND_BYTES as u128 / size as u128) as u64;
+                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit.clamp(1, n - 1))));
             }
         }
         self.call(RPCTypes::AppendEntries, &rpc, &option).await

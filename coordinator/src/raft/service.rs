@@ -9,25 +9,30 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
+use crate::pictures::store::PictureStore;
+use crate::pictures::{GetPictures, Pictures, PutPictures};
 use crate::raft::network::MAX_MESSAGE_SIZE;
 use crate::raft::types::{NodeId, Raft, TypeConfig};
 
-/// The gRPC `RaftService` backed by a local openraft node.
+/// The gRPC `RaftService` backed by a local openraft node and this node's pictures.
 #[derive(Clone)]
 pub struct RaftGrpc {
     raft: Raft,
+    pictures: Arc<PictureStore>,
 }
 
 impl RaftGrpc {
-    pub fn new(raft: Raft) -> RaftGrpc {
-        RaftGrpc { raft }
+    pub fn new(raft: Raft, pictures: Arc<PictureStore>) -> RaftGrpc {
+        RaftGrpc { raft, pictures }
     }
 }
 
 /// The tonic service for `raft`, with the transport's message size limits
 /// ([`MAX_MESSAGE_SIZE`] in both directions).
-pub fn server(raft: Raft) -> RaftServiceServer<RaftGrpc> {
-    RaftServiceServer::new(RaftGrpc::new(raft))
+pub fn server(raft: Raft, pictures: Arc<PictureStore>) -> RaftServiceServer<RaftGrpc> {
+    RaftServiceServer::new(RaftGrpc::new(raft, pictures))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
@@ -69,5 +74,23 @@ impl RaftService for RaftGrpc {
         let reply: Result<crate::state::command::Response, String> =
             self.raft.client_write(req).await.map(|r| r.data).map_err(|e| e.to_string());
         encode("forward", &reply)
+    }
+
+    async fn put_pictures(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let msg: PutPictures = decode("put_pictures", request)?;
+        let store = self.pictures.clone();
+        let reply = tokio::task::spawn_blocking(move || Pictures::serve_put(&store, msg))
+            .await
+            .unwrap_or_else(|e| Err(format!("the store task failed: {e}")));
+        encode("put_pictures", &reply)
+    }
+
+    async fn get_pictures(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let msg: GetPictures = decode("get_pictures", request)?;
+        let store = self.pictures.clone();
+        let reply = tokio::task::spawn_blocking(move || Pictures::serve_get(&store, msg))
+            .await
+            .unwrap_or_else(|e| Err(format!("the store task failed: {e}")));
+        encode("get_pictures", &reply)
     }
 }

@@ -1,6 +1,4 @@
 //! Raft type declarations, in one place.
-use std::io::Cursor;
-
 use crate::state::command::{Request, Response};
 
 pub type NodeId = u64;
@@ -13,7 +11,8 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        // A file: snapshots are streamed from and to disk (state/snapfile.rs).
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

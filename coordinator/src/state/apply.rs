@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{FrameImage, Freed, Granted, Report, Request, Response};
+use super::command::{Freed, PictureRef, Granted, Report, Request, Response};
 use super::model::{analysed_in, Job, JobCounters, JobState, LiveSpec, Shard, ShardState, WorkerRec};
 
 /// Where results live: keyed by (job, frame, model index), written once.
@@ -12,7 +12,7 @@ pub trait ResultSink {
     fn contains(&self, job: u64, frame: u64, model: u8) -> bool;
     fn put(&mut self, job: u64, frame: u64, model: u8, timestamp: f64, results_json: &str);
     /// Keep a frame's picture (written with its results, once).
-    fn put_frame(&mut self, _job: u64, _frame: u64, _image: &FrameImage) {}
+    fn put_frame(&mut self, _job: u64, _frame: u64, _image: &PictureRef) {}
     /// Delete a job's results and pictures; what was freed.
     fn delete_job(&mut self, _job: u64) -> Freed {
         Freed::default()
@@ -558,11 +558,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::state::command::{FrameImage, FrameOutputs, ModelOutput};
+    use crate::state::command::{FrameOutputs, PictureRef, ModelOutput};
     use crate::state::model::{JobSpec, Plan, StageTimes, LOBBY_SLOT};
 
     #[derive(Default)]
-    struct MemSink(BTreeMap<(u64, u64, u8), String>, BTreeMap<(u64, u64), FrameImage>);
+    struct MemSink(BTreeMap<(u64, u64, u8), String>, BTreeMap<(u64, u64), PictureRef>);
 
     impl ResultSink for MemSink {
         fn contains(&self, job: u64, frame: u64, model: u8) -> bool {
@@ -571,7 +571,7 @@ mod tests {
         fn put(&mut self, job: u64, frame: u64, model: u8, _ts: f64, json: &str) {
             assert!(self.0.insert((job, frame, model), json.to_string()).is_none(), "a result was written twice");
         }
-        fn put_frame(&mut self, job: u64, frame: u64, image: &FrameImage) {
+        fn put_frame(&mut self, job: u64, frame: u64, image: &PictureRef) {
             assert!(self.1.insert((job, frame), image.clone()).is_none(), "a frame was stored twice");
         }
         fn delete_job(&mut self, job: u64) -> Freed {
@@ -1036,7 +1036,7 @@ mod tests {
         let e = w.grant("w1", 0);
         let mut r = report("w1", 0, e, &[0, 2], 3, false);
         if let Request::Report(r) = &mut r {
-            r.frames[0].image = Some(FrameImage { jpeg: vec![1, 2, 3], width: 64, height: 48 });
+            r.frames[0].image = Some(PictureRef { epoch: e, len: 3, crc: 7, width: 64, height: 48 });
         }
         stored(w.apply(r));
         assert_eq!(w.sink.1.len(), 1, "the frame's picture is stored with its results");

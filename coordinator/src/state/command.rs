@@ -21,13 +21,28 @@ pub struct FrameImage {
     pub height: u32,
 }
 
+/// What Raft carries of a stored picture: the picture itself is kept by
+/// each coordinator outside the log (`pictures::PictureStore`), put on a
+/// majority of them before its reference is proposed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PictureRef {
+    /// The lease epoch of the report that carried it (two analyses of one
+    /// frame under different leases never overwrite each other's picture).
+    pub epoch: u64,
+    pub len: u32,
+    /// CRC-32 of the JPEG bytes: a copy fetched from a peer is checked against it.
+    pub crc: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FrameOutputs {
     pub frame: u64,
     pub timestamp: f64,
     pub outputs: Vec<ModelOutput>,
     /// The frame's picture, when the job stores frames.
-    pub image: Option<FrameImage>,
+    pub image: Option<PictureRef>,
 }
 
 /// A worker's delivery for a leased shard.

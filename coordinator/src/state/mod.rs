@@ -2,4 +2,5 @@
 pub mod apply;
 pub mod command;
 pub mod model;
+pub mod snapfile;
 pub mod store;

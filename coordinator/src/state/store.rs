@@ -6,11 +6,15 @@
 //! Layout of the `sm` tree (ids big-endian so scans run in order):
 //! `m/applied`, `m/membership`, `m/counters` · `j/<job>` · `w/<name>` ·
 //! `q/<request id>` · `r/<job><frame><model index>` → (timestamp, JSON) ·
-//! `f/<job><frame>` → the frame's stored picture ([`FrameImage`]).
+//! `f/<job><frame>` → the reference of the frame's stored picture ([`PictureRef`]; the
+//! picture itself is in this node's [`PictureStore`], outside Raft).
+//!
+//! Snapshots are files ([`snapfile`]) written, sent, received and installed
+//! as streams: memory does not grow with the state. Installing fills a new
+//! tree (`sm.N`) and switches to it with one durable write (`sm_meta/active`).
 use std::collections::HashSet;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
@@ -18,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::apply::{Changes, ResultSink, State};
-use super::command::{FrameImage, Freed, Response};
+use super::command::{Freed, PictureRef, Response};
+use crate::pictures::store::PictureStore;
+use super::snapfile;
 use crate::raft::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const K_APPLIED: &[u8] = b"m/applied";
@@ -110,12 +116,17 @@ pub struct Applied {
     pub membership: StoredMembership,
 }
 
+/// The sled tree that holds the state machine now. Installing a snapshot
+/// fills a fresh tree and then switches to it, so readers ask for the
+/// current one each time.
+type ActiveTree = Arc<RwLock<sled::Tree>>;
+
 /// A cheap handle for reading the applied state and results.
 #[derive(Clone)]
 pub struct StateReader {
     applied: Arc<RwLock<Applied>>,
     db: sled::Db,
-    tree: sled::Tree,
+    tree: ActiveTree,
     notify: watch::Receiver<u64>,
 }
 
@@ -125,8 +136,13 @@ impl StateReader {
         f(&self.applied.read().expect("state lock poisoned"))
     }
 
+    fn tree(&self) -> sled::Tree {
+        self.tree.read().expect("tree lock poisoned").clone()
+    }
+
     /// Results of `job` in (frame, model) order, optionally one frame only,
-    /// starting after `after` (a key from a previous call).
+    /// starting after `after` (a key from a previous call), at most `limit`
+    /// rows; also the key to continue after. Reads only what it returns.
     pub fn results(&self, job: u64, frame: Option<u64>, after: Option<&[u8]>, limit: usize) -> (Vec<ResultRow>, Option<Vec<u8>>) {
         let prefix = match frame {
             Some(f) => {
@@ -136,18 +152,19 @@ impl StateReader {
             }
             None => results_prefix(job),
         };
+        let tree = self.tree();
         let mut rows = Vec::new();
         let mut last = None;
         let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match after {
             Some(a) => {
                 let mut start = a.to_vec();
                 start.push(0);
-                Box::new(self.tree.range(start..).take_while({
+                Box::new(tree.range(start..).take_while({
                     let prefix = prefix.clone();
                     move |r| r.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true)
                 }))
             }
-            None => Box::new(self.tree.scan_prefix(&prefix)),
+            None => Box::new(tree.scan_prefix(&prefix)),
         };
         for item in iter {
             let Ok((k, v)) = item else { break };
@@ -167,24 +184,37 @@ impl StateReader {
         if end <= start {
             return Vec::new();
         }
-        self.tree.range(result_key(job, start, 0)..result_key(job, end, 0)).flatten().filter_map(|(k, v)| decode_result(&k, &v)).collect()
+        self.tree().range(result_key(job, start, 0)..result_key(job, end, 0)).flatten().filter_map(|(k, v)| decode_result(&k, &v)).collect()
     }
 
-    /// The stored picture of a frame, if the job kept one.
-    pub fn frame_image(&self, job: u64, frame: u64) -> Option<FrameImage> {
-        let v = self.tree.get(frame_key(job, frame)).ok()??;
+    /// The reference of a frame's stored picture, if the job kept one.
+    pub fn picture_ref(&self, job: u64, frame: u64) -> Option<PictureRef> {
+        let v = self.tree().get(frame_key(job, frame)).ok()??;
         bincode::deserialize(&v).ok()
     }
 
-    /// How many pictures a job has stored, and their bytes.
-    pub fn frame_images_size(&self, job: u64) -> (u64, u64) {
-        let mut n = 0;
-        let mut bytes = 0;
-        for (_, v) in self.tree.scan_prefix(frames_prefix(job)).flatten() {
-            n += 1;
-            bytes += v.len() as u64;
-        }
-        (n, bytes)
+    /// Picture references in key order (job, frame), starting after `after`
+    /// (job, frame), at most `limit`: what `pictures::repair` walks.
+    pub fn picture_refs(&self, after: Option<(u64, u64)>, limit: usize) -> Vec<(u64, u64, PictureRef)> {
+        let start = match after {
+            Some((j, f)) => {
+                let mut k = frame_key(j, f);
+                k.push(0);
+                k
+            }
+            None => b"f/".to_vec(),
+        };
+        self.tree()
+            .range(start..)
+            .take_while(|r| r.as_ref().map(|(k, _)| k.starts_with(b"f/")).unwrap_or(false))
+            .flatten()
+            .filter_map(|(k, v)| {
+                let job = u64::from_be_bytes(k.get(2..10)?.try_into().ok()?);
+                let frame = u64::from_be_bytes(k.get(10..18)?.try_into().ok()?);
+                Some((job, frame, bincode::deserialize(&v).ok()?))
+            })
+            .take(limit)
+            .collect()
     }
 
     /// Bytes sled holds on disk for this node's whole database (log and state).
@@ -198,27 +228,104 @@ impl StateReader {
     }
 }
 
+/// Names the tree that holds the state machine (key [`K_ACTIVE`]); switching
+/// it is the one durable write that makes an installed snapshot current.
+const META_TREE: &str = "sm_meta";
+const K_ACTIVE: &[u8] = b"active";
+/// In a state tree filled from a snapshot: that snapshot's last log id.
+const K_INSTALLED: &[u8] = b"m/installed";
+/// The current snapshot, meta and data in one file ([`snapfile`]).
+const CURRENT_SNAPSHOT: &str = "current.snap";
+/// A received snapshot is written to the new tree in batches of about this many bytes.
+const INSTALL_BATCH_BYTES: usize = 8 << 20;
+
 pub struct StateMachineStore {
     db: sled::Db,
-    tree: sled::Tree,
+    tree: ActiveTree,
     applied: Arc<RwLock<Applied>>,
     notify: watch::Sender<u64>,
     snapshot_dir: PathBuf,
+    /// Serialises replacing `current.snap` (a build and an install may finish together).
+    publish: Arc<Mutex<()>>,
+    /// The file the snapshot being received is written to.
+    receiving: Option<PathBuf>,
+    /// This node's pictures: a deleted job's go with it.
+    pictures: Arc<PictureStore>,
+}
+
+/// The generation of a state tree's name: `sm` is 0, `sm.N` is N.
+fn generation(name: &[u8]) -> u64 {
+    std::str::from_utf8(name).ok().and_then(|n| n.strip_prefix("sm.")).and_then(|g| g.parse().ok()).unwrap_or(0)
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
 impl StateMachineStore {
-    pub fn open(db: &sled::Db, snapshot_dir: PathBuf) -> Result<Self, StorageError> {
+    pub fn open(db: &sled::Db, snapshot_dir: PathBuf, pictures: Arc<PictureStore>) -> Result<Self, StorageError> {
         std::fs::create_dir_all(&snapshot_dir).map_err(sm_read)?;
-        let tree = db.open_tree("sm").map_err(sm_read)?;
+        let meta = db.open_tree(META_TREE).map_err(sm_read)?;
+        let active = meta.get(K_ACTIVE).map_err(sm_read)?.map(|v| v.to_vec()).unwrap_or_else(|| b"sm".to_vec());
+        // Trees of installs that a crash interrupted before their switch.
+        for name in db.tree_names() {
+            if name.starts_with(b"sm.") && name.as_ref() != active.as_slice() {
+                tracing::info!(tree = %String::from_utf8_lossy(&name), "dropping a state tree left by an interrupted snapshot install");
+                db.drop_tree(&name).map_err(sm_write)?;
+            }
+        }
+        let tree = db.open_tree(&active).map_err(sm_read)?;
+        clean_snapshot_dir(&snapshot_dir, &tree)?;
         let applied = load(&tree)?;
         let idx = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let (notify, _) = watch::channel(idx);
-        Ok(Self { db: db.clone(), tree, applied: Arc::new(RwLock::new(applied)), notify, snapshot_dir })
+        Ok(Self {
+            db: db.clone(),
+            tree: Arc::new(RwLock::new(tree)),
+            applied: Arc::new(RwLock::new(applied)),
+            notify,
+            snapshot_dir,
+            publish: Arc::default(),
+            receiving: None,
+            pictures,
+        })
     }
 
     pub fn reader(&self) -> StateReader {
         StateReader { applied: self.applied.clone(), db: self.db.clone(), tree: self.tree.clone(), notify: self.notify.subscribe() }
     }
+}
+
+/// Remove what a crash left in the snapshot directory (partial builds and
+/// receptions), and a current snapshot older than the snapshot this state
+/// was installed from (a crash between the switch and keeping the received
+/// file): openraft then builds a new one from the state.
+fn clean_snapshot_dir(dir: &Path, tree: &sled::Tree) -> Result<(), StorageError> {
+    for entry in std::fs::read_dir(dir).map_err(sm_read)?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".tmp") || name.ends_with(".part") || name == "current.meta" {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let current = dir.join(CURRENT_SNAPSHOT);
+    if !current.exists() {
+        return Ok(());
+    }
+    let installed: Option<LogId> = match tree.get(K_INSTALLED).map_err(sm_read)? {
+        Some(v) => bincode::deserialize(&v).map_err(sm_read)?,
+        None => None,
+    };
+    let keep = match std::fs::File::open(&current).and_then(snapfile::read_meta) {
+        Ok(m) => m.last_log_id >= installed,
+        Err(e) => {
+            tracing::warn!(error = %e, "the current snapshot file is unreadable; a new one is built from the state");
+            false
+        }
+    };
+    if !keep {
+        std::fs::remove_file(&current).map_err(sm_write)?;
+    }
+    Ok(())
 }
 
 fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
@@ -251,7 +358,6 @@ fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
     }
     Ok(a)
 }
-
 /// Results written during one apply call, checked against the tree and the
 /// not-yet-written batch.
 struct SledSink<'a> {
@@ -282,7 +388,7 @@ impl ResultSink for SledSink<'_> {
         self.pending.insert(k);
     }
 
-    fn put_frame(&mut self, job: u64, frame: u64, image: &FrameImage) {
+    fn put_frame(&mut self, job: u64, frame: u64, image: &PictureRef) {
         match bincode::serialize(image) {
             Ok(v) => self.batch.insert(frame_key(job, frame), v),
             Err(e) => self.error = Some(sled::Error::Unsupported(e.to_string())),
@@ -303,6 +409,8 @@ impl ResultSink for SledSink<'_> {
                 freed.bytes += (k.len() + v.len()) as u64;
                 if is_frame {
                     freed.frames += 1;
+                    // The picture itself, kept outside the tree.
+                    freed.bytes += bincode::deserialize::<PictureRef>(&v).map(|r| r.len as u64).unwrap_or(0);
                 } else {
                     freed.results += 1;
                 }
@@ -328,11 +436,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: Send,
     {
         let mut guard = self.applied.write().expect("state lock poisoned");
+        let tree = self.tree.read().expect("tree lock poisoned").clone();
         let a = &mut *guard;
         let mut batch = sled::Batch::default();
         let mut ch = Changes::default();
         let mut out = Vec::new();
-        let mut sink = SledSink { tree: &self.tree, batch: &mut batch, pending: HashSet::new(), error: None };
+        let mut sink = SledSink { tree: &tree, batch: &mut batch, pending: HashSet::new(), error: None };
         for entry in entries {
             a.last_applied = Some(entry.log_id);
             match entry.payload {
@@ -371,9 +480,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         batch.insert(K_COUNTERS, bincode::serialize(&counters).map_err(sm_write)?);
         batch.insert(K_APPLIED, bincode::serialize(&a.last_applied).map_err(sm_write)?);
         batch.insert(K_MEMBERSHIP, bincode::serialize(&a.membership).map_err(sm_write)?);
-        self.tree.apply_batch(batch).map_err(sm_write)?;
+        tree.apply_batch(batch).map_err(sm_write)?;
         let idx = a.last_applied.map(|l| l.index).unwrap_or(0);
         drop(guard);
+        // A deleted job's pictures (this node's own copies; a crash before
+        // this leaves them for `pictures::repair` to collect).
+        for (id, _) in &ch.removed_jobs {
+            if let Err(e) = self.pictures.delete_job(*id) {
+                tracing::warn!(job_id = id, error = %e, "deleting a job's pictures failed; repair collects them later");
+            }
+        }
         self.notify.send_replace(idx);
         Ok(out)
     }
@@ -384,100 +500,231 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             tree: self.tree.clone(),
             applied: self.applied.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
+            publish: self.publish.clone(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// A received snapshot is streamed to a file of its own in the snapshot
+    /// directory, chunk by chunk, never held in memory.
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        if let Some(old) = self.receiving.take() {
+            let _ = tokio::fs::remove_file(old).await;
+        }
+        let path = self.snapshot_dir.join(format!("recv-{}.part", unique()));
+        let f = tokio::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).await.map_err(sm_write)?;
+        self.receiving = Some(path);
+        Ok(Box::new(f))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = bincode::deserialize(&data).map_err(sm_read)?;
-        {
-            let mut guard = self.applied.write().expect("state lock poisoned");
-            self.tree.clear().map_err(sm_write)?;
-            let mut batch = sled::Batch::default();
-            for (k, v) in rows {
-                batch.insert(k, v);
-            }
-            batch.insert(K_APPLIED, bincode::serialize(&meta.last_log_id).map_err(sm_write)?);
-            batch.insert(K_MEMBERSHIP, bincode::serialize(&meta.last_membership).map_err(sm_write)?);
-            self.tree.apply_batch(batch).map_err(sm_write)?;
-            *guard = load(&self.tree)?;
-        }
-        crate::raft::log_store::flush(&self.db).await.map_err(sm_write)?;
-        save_snapshot_files(&self.snapshot_dir, meta, &data)?;
-        self.notify.send_replace(meta.last_log_id.map(|l| l.index).unwrap_or(0));
+    /// Install a received snapshot, atomically with respect to a crash at
+    /// any point: its records are streamed into a fresh tree (checked
+    /// against the file's checksum), made durable, and only then does one
+    /// durable write name that tree the state machine. A crash before the
+    /// switch leaves the old state (the new tree is dropped at start-up); a
+    /// crash after it leaves the new one.
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, mut snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        use tokio::io::AsyncWriteExt;
+        snapshot.flush().await.map_err(sm_write)?;
+        snapshot.sync_all().await.map_err(sm_write)?;
+        let file = snapshot.into_std().await;
+        let received = self.receiving.take();
+        let (db, tree, applied, dir, publish, meta) =
+            (self.db.clone(), self.tree.clone(), self.applied.clone(), self.snapshot_dir.clone(), self.publish.clone(), meta.clone());
+        let idx = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        tokio::task::spawn_blocking(move || install_from_file(&db, &tree, &applied, &dir, &publish, &meta, file, received))
+            .await
+            .map_err(sm_write)??;
+        self.notify.send_replace(idx);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let meta_path = self.snapshot_dir.join("current.meta");
-        if !meta_path.exists() {
-            return Ok(None);
-        }
-        let meta: SnapshotMeta = bincode::deserialize(&std::fs::read(&meta_path).map_err(sm_read)?).map_err(sm_read)?;
-        let data = std::fs::read(self.snapshot_dir.join("current.snap")).map_err(sm_read)?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        let path = self.snapshot_dir.join(CURRENT_SNAPSHOT);
+        let _guard = self.publish.lock().expect("publish lock poisoned");
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(sm_read(e)),
+        };
+        let meta = snapfile::read_meta(&file).map_err(sm_read)?;
+        // Reopen: openraft reads the file from its start.
+        let file = std::fs::File::open(&path).map_err(sm_read)?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }))
     }
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+#[allow(clippy::too_many_arguments)]
+fn install_from_file(
+    db: &sled::Db,
+    tree: &ActiveTree,
+    applied: &RwLock<Applied>,
+    dir: &Path,
+    publish: &Mutex<()>,
+    meta: &SnapshotMeta,
+    mut file: std::fs::File,
+    received: Option<PathBuf>,
+) -> Result<(), StorageError> {
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0)).map_err(sm_read)?;
+    let (mut reader, file_meta) = snapfile::Reader::new(&file).map_err(sm_read)?;
+    if file_meta.last_log_id != meta.last_log_id || file_meta.snapshot_id != meta.snapshot_id {
+        return Err(sm_read(std::io::Error::other(format!(
+            "the received snapshot file is {} at {:?}, openraft installs {} at {:?}",
+            file_meta.snapshot_id, file_meta.last_log_id, meta.snapshot_id, meta.last_log_id
+        ))));
     }
+    let old_name = tree.read().expect("tree lock poisoned").name();
+    let new_name = format!("sm.{}", generation(&old_name) + 1);
+    let _ = db.drop_tree(new_name.as_bytes());
+    let new = db.open_tree(new_name.as_bytes()).map_err(sm_write)?;
+    let mut fill = || -> Result<u64, StorageError> {
+        let (mut batch, mut bytes, mut records) = (sled::Batch::default(), 0usize, 0u64);
+        while let Some((k, v)) = reader.next_record().map_err(sm_read)? {
+            bytes += k.len() + v.len();
+            records += 1;
+            batch.insert(k, v);
+            if bytes >= INSTALL_BATCH_BYTES {
+                new.apply_batch(std::mem::take(&mut batch)).map_err(sm_write)?;
+                bytes = 0;
+            }
+            crate::crash::point("snapshot-install:record");
+        }
+        batch.insert(K_APPLIED, bincode::serialize(&meta.last_log_id).map_err(sm_write)?);
+        batch.insert(K_MEMBERSHIP, bincode::serialize(&meta.last_membership).map_err(sm_write)?);
+        batch.insert(K_INSTALLED, bincode::serialize(&meta.last_log_id).map_err(sm_write)?);
+        new.apply_batch(batch).map_err(sm_write)?;
+        db.flush().map_err(sm_write)?;
+        Ok(records)
+    };
+    let records = match fill() {
+        Ok(n) => n,
+        Err(e) => {
+            drop(new);
+            let _ = db.drop_tree(new_name.as_bytes());
+            return Err(e);
+        }
+    };
+    crate::crash::point("snapshot-install:before-switch");
+    // The switch: one key, made durable.
+    db.open_tree(META_TREE).and_then(|m| m.insert(K_ACTIVE, new_name.as_bytes())).map_err(sm_write)?;
+    db.flush().map_err(sm_write)?;
+    crate::crash::point("snapshot-install:after-switch");
+    {
+        let mut a = applied.write().expect("state lock poisoned");
+        let state = load(&new)?;
+        *tree.write().expect("tree lock poisoned") = new;
+        *a = state;
+    }
+    if let Err(e) = db.drop_tree(&old_name) {
+        tracing::warn!(error = %e, "dropping the replaced state tree failed; it is dropped at the next start");
+    }
+    tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, records, "snapshot installed");
+    // Keep the received file as this node's current snapshot: renamed when
+    // it is the file begun for this reception, else (openraft may hand over
+    // another file) streamed into a new one.
+    use std::os::unix::fs::MetadataExt;
+    let same = |p: &Path| -> bool {
+        match (std::fs::metadata(p), file.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    };
+    let keep = match received {
+        Some(p) if same(&p) => p,
+        other => {
+            if let Some(p) = other {
+                let _ = std::fs::remove_file(p);
+            }
+            let copy = dir.join(format!("copy-{}.tmp", unique()));
+            let mut out = std::fs::File::create(&copy).map_err(sm_write)?;
+            file.seek(std::io::SeekFrom::Start(0)).map_err(sm_read)?;
+            std::io::copy(&mut file, &mut out).map_err(sm_write)?;
+            out.sync_all().map_err(sm_write)?;
+            copy
+        }
+    };
+    publish_snapshot(dir, publish, &keep, meta)?;
     Ok(())
 }
 
-fn save_snapshot_files(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+/// Make `path` (a complete, synced snapshot file) the current snapshot by
+/// one rename, unless the current one is newer.
+fn publish_snapshot(dir: &Path, publish: &Mutex<()>, path: &Path, meta: &SnapshotMeta) -> Result<(), StorageError> {
     let sig = Some(meta.signature());
     let w = |e: std::io::Error| -> StorageError { StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)).into() };
-    write_durably(&dir.join("current.snap"), data).map_err(w)?;
-    let m = bincode::serialize(meta).map_err(sm_write)?;
-    write_durably(&dir.join("current.meta"), &m).map_err(w)?;
+    let _guard = publish.lock().expect("publish lock poisoned");
+    let current = dir.join(CURRENT_SNAPSHOT);
+    if let Ok(m) = std::fs::File::open(&current).and_then(snapfile::read_meta) {
+        if m.last_log_id > meta.last_log_id {
+            let _ = std::fs::remove_file(path);
+            return Ok(());
+        }
+    }
+    std::fs::rename(path, &current).map_err(w)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(w)?;
     Ok(())
 }
 
 pub struct SnapshotBuilder {
     db: sled::Db,
-    tree: sled::Tree,
+    tree: ActiveTree,
     applied: Arc<RwLock<Applied>>,
     snapshot_dir: PathBuf,
+    publish: Arc<Mutex<()>>,
+}
+
+impl SnapshotBuilder {
+    /// Stream the state tree into a new snapshot file; returns its meta and path.
+    fn write(&self) -> Result<(SnapshotMeta, PathBuf), StorageError> {
+        // Hold the read lock so no apply runs while the tree is written out:
+        // the file and its last_applied agree. One record at a time.
+        let a = self.applied.read().expect("state lock poisoned");
+        let tree = self.tree.read().expect("tree lock poisoned").clone();
+        let snapshot_id = match a.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, crate::now_ms()),
+            None => format!("none-{}", crate::now_ms()),
+        };
+        let meta = SnapshotMeta { last_log_id: a.last_applied, last_membership: a.membership.clone(), snapshot_id };
+        let path = self.snapshot_dir.join(format!("build-{}.tmp", unique()));
+        let sig = Some(meta.signature());
+        let w = |e: std::io::Error| -> StorageError { StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)).into() };
+        let file = std::fs::File::create(&path).map_err(w)?;
+        let mut out = snapfile::Writer::new(file, &meta).map_err(w)?;
+        for item in tree.iter() {
+            let (k, v) = item.map_err(sm_read)?;
+            if [K_APPLIED, K_MEMBERSHIP, K_INSTALLED].contains(&k.as_ref()) {
+                continue;
+            }
+            out.record(&k, &v).map_err(w)?;
+        }
+        let (file, _) = out.finish().map_err(w)?;
+        drop(a);
+        file.sync_all().map_err(w)?;
+        Ok((meta, path))
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        // Hold the read lock so no apply runs while the tree is copied: the
-        // copy and its last_applied agree.
-        let (rows, last_applied, membership) = {
-            let a = self.applied.read().expect("state lock poisoned");
-            let mut rows = Vec::new();
-            for item in self.tree.iter() {
-                let (k, v) = item.map_err(sm_read)?;
-                if k.as_ref() == K_APPLIED || k.as_ref() == K_MEMBERSHIP {
-                    continue;
-                }
-                rows.push((k.to_vec(), v.to_vec()));
-            }
-            (rows, a.last_applied, a.membership.clone())
+        let this = SnapshotBuilder {
+            db: self.db.clone(),
+            tree: self.tree.clone(),
+            applied: self.applied.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+            publish: self.publish.clone(),
         };
-        // The state machine is written without fsync; make it durable before
-        // openraft may purge the log entries this snapshot covers.
-        crate::raft::log_store::flush(&self.db).await.map_err(sm_write)?;
-        let data = bincode::serialize(&rows).map_err(sm_write)?;
-        let snapshot_id = match last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, crate::now_ms()),
-            None => format!("none-{}", crate::now_ms()),
-        };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        save_snapshot_files(&self.snapshot_dir, &meta, &data)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let (meta, path) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+            let (meta, path) = this.write()?;
+            // The state machine is written without fsync; make it durable
+            // before openraft may purge the log entries this snapshot covers.
+            this.db.flush().map_err(sm_write)?;
+            publish_snapshot(&this.snapshot_dir, &this.publish, &path, &meta)?;
+            Ok((meta, path))
+        })
+        .await
+        .map_err(sm_write)??;
+        let _ = path;
+        let file = tokio::fs::File::open(self.snapshot_dir.join(CURRENT_SNAPSHOT)).await.map_err(sm_read)?;
+        Ok(Snapshot { meta, snapshot: Box::new(file) })
     }
 }

@@ -121,11 +121,34 @@ struct LiveArgs {
     /// A name for the job (default: live-<key prefix>).
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    keep: KeepOpts,
     /// Print {"job_id","rtmp_url"}.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     client: ClientOpts,
+}
+
+/// Retention while a job runs.
+#[derive(Args)]
+struct KeepOpts {
+    /// Keep only the newest AGE of stream time (e.g. 1h, 30m, 7d), deleting
+    /// older results and/or pictures as the job goes and giving their disk
+    /// back. Default: the cluster's retention.keep (none: keep everything).
+    #[arg(long, value_name = "AGE", value_parser = parse_keep)]
+    keep: Option<String>,
+    /// What --keep deletes: both (default), results or pictures.
+    #[arg(long, value_name = "WHAT", value_parser = ["both", "results", "pictures"])]
+    keep_what: Option<String>,
+}
+
+/// `--keep`: checked here for a quick, clear error; the coordinator checks it again.
+fn parse_keep(s: &str) -> std::result::Result<String, String> {
+    match parse_age(s)? {
+        d if d.is_zero() => Err("--keep 0 would keep nothing: give a duration such as 1h, or leave --keep out".into()),
+        _ => Ok(s.trim().to_string()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -266,6 +289,8 @@ struct SubmitArgs {
     /// Keep no pictures of the analysed frames (`panoptes frame` then has nothing to draw on).
     #[arg(long)]
     no_frames: bool,
+    #[command(flatten)]
+    keep: KeepOpts,
     /// Wait for the job to end (progress on a terminal); exit 1 if it failed.
     #[arg(long)]
     wait: bool,
@@ -357,22 +382,7 @@ struct PruneArgs {
     client: ClientOpts,
 }
 
-/// `30s`, `15m`, `12h`, `7d`, `2w` (a bare number is seconds).
-fn parse_age(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("'{s}' is not an age: use a number and a unit, e.g. 7d, 12h, 30m"))?;
-    let secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        u => return Err(format!("unknown unit '{u}' in '{s}': use s, m, h, d or w")),
-    };
-    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(|| format!("'{s}' is too long"))
-}
+use panoptes_common::parse_age;
 
 #[derive(Args)]
 struct ListArgs {
@@ -625,6 +635,8 @@ async fn submit(a: SubmitArgs) -> Result<ExitCode> {
         request_id: a.request_id.clone().unwrap_or_else(|| format!("cli-{}-{}", std::process::id(), panoptes_common::now_ms())),
         target_height: 0,
         no_frames: a.no_frames,
+        keep: a.keep.keep.clone().unwrap_or_default(),
+        keep_what: a.keep.keep_what.clone().unwrap_or_default(),
     };
     let resp = coords.call(coords.addrs().len() * 3, |ch| { let r = req.clone(); async move { api(ch).submit(r).await } }).await.map_err(|s| explain(s, &coords))?;
     let job = resp.job_id;
@@ -732,7 +744,13 @@ async fn cancel(a: JobArgs) -> Result<ExitCode> {
 
 async fn live(a: LiveArgs) -> Result<ExitCode> {
     let coords = connect(&a.client)?;
-    let req = pb::LiveRequest { models: a.models.clone(), name: a.name.clone().unwrap_or_default(), frame_step: a.frame_step };
+    let req = pb::LiveRequest {
+        models: a.models.clone(),
+        name: a.name.clone().unwrap_or_default(),
+        frame_step: a.frame_step,
+        keep: a.keep.keep.clone().unwrap_or_default(),
+        keep_what: a.keep.keep_what.clone().unwrap_or_default(),
+    };
     let e = coords
         .call(coords.addrs().len() * 2, |ch| {
             let r = req.clone();

@@ -31,6 +31,7 @@ pub struct Config {
     pub sources: SourcesSection,
     pub security: SecuritySection,
     pub log: LogSection,
+    pub retention: RetentionSection,
     /// The model registry: every analysis a worker can load, by name. The
     /// built-ins (`objects`, `joy`, `colors`) are always present; a file's
     /// `[models.NAME]` tables override their keys or add new models.
@@ -321,6 +322,41 @@ impl Default for WorkerSection {
     }
 }
 
+/// Retention while a job runs (`submit --keep`): a job keeps the results
+/// and/or pictures of its newest `keep` of stream time; older ones are
+/// deleted as it goes, and their disk given back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// For jobs submitted without `--keep`: e.g. "24h"; "" keeps everything.
+    pub keep: String,
+    /// What `keep` applies to: "both", "results" or "pictures".
+    pub what: String,
+    /// How often the leader trims, seconds.
+    pub every_s: u64,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        Self { keep: String::new(), what: "both".into(), every_s: 5 }
+    }
+}
+
+impl RetentionSection {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.keep.is_empty() {
+            crate::parse_age(&self.keep).map_err(|e| format!("retention.keep: {e}"))?;
+        }
+        if !["both", "results", "pictures"].contains(&self.what.as_str()) {
+            return Err(format!("retention.what is '{}': use both, results or pictures", self.what));
+        }
+        if self.every_s == 0 {
+            return Err("retention.every_s must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for LogSection {
     fn default() -> Self {
         Self { format: "text".into(), level: "info".into() }
@@ -338,6 +374,7 @@ impl Default for Config {
             sources: SourcesSection::default(),
             security: SecuritySection::default(),
             log: LogSection::default(),
+            retention: RetentionSection::default(),
             models: builtin_models(),
         }
     }
@@ -416,6 +453,7 @@ impl Config {
         }
         self.live.validate().map_err(ConfigError::Invalid)?;
         self.security.validate().map_err(ConfigError::Invalid)?;
+        self.retention.validate().map_err(ConfigError::Invalid)?;
         if self.coordinator.cache_mb == 0 || self.coordinator.snapshot_timeout_s == 0 {
             return bad("coordinator.cache_mb and coordinator.snapshot_timeout_s must be at least 1".into());
         }

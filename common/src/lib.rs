@@ -19,6 +19,24 @@ pub fn lobby_port(base: u16, capacity: u32) -> Option<u16> {
     u16::try_from(base as u32 + capacity.max(1)).ok()
 }
 
+/// A duration as people write one: `30s`, `15m`, `12h`, `7d`, `2w` (a bare
+/// number is seconds). The error says what is wrong and what is meant.
+pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("'{s}' is not a duration: use a number and a unit, e.g. 30s, 15m, 12h, 7d"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        u => return Err(format!("unknown unit '{u}' in '{s}': use s, m, h, d or w")),
+    };
+    n.checked_mul(secs).map(std::time::Duration::from_secs).ok_or_else(|| format!("'{s}' is too long"))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

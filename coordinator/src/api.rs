@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::node::{known_leader, Coordinator, MembershipChange, MAX_MESSAGE_BYTES};
 use crate::state::command::{Request, Response};
-use crate::state::model::{Job, JobSpec, JobState, ShardState};
+use crate::state::model::{is_pull_source, Job, JobSpec, JobState, KeepWhat, ShardState};
 use crate::state::store::{ResultRow, StateReader};
 
 pub struct ApiService {
@@ -65,6 +65,8 @@ pub fn status_pb(j: &Job) -> pb::JobStatus {
         shards_done: j.shards_done(),
         live: j.is_live(),
         push_url: j.live.as_ref().map(|l| l.url.clone()).unwrap_or_default(),
+        keep_s: j.spec.keep_s,
+        retained_from_frame: j.trimmed_before,
     }
 }
 
@@ -163,7 +165,27 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
     if !(16..=4320).contains(&target_height) {
         return Err(Status::invalid_argument("target_height must be between 16 and 4320"));
     }
+    let keep = if r.keep.trim().is_empty() { cfg.retention.keep.as_str() } else { r.keep.as_str() };
+    let keep_s = match keep.trim() {
+        "" => 0,
+        k => panoptes_common::parse_age(k).map_err(|e| Status::invalid_argument(format!("--keep: {e}")))?.as_secs(),
+    };
+    if !keep.trim().is_empty() && keep_s == 0 {
+        return Err(Status::invalid_argument("--keep 0 would keep nothing: give a duration such as 1h, or leave it out to keep everything"));
+    }
+    let keep_what = if r.keep_what.trim().is_empty() { cfg.retention.what.as_str() } else { r.keep_what.trim() };
+    let keep_what = KeepWhat::parse(keep_what)
+        .ok_or_else(|| Status::invalid_argument(format!("--keep-what is '{}': use both, results or pictures", echo(keep_what))))?;
+    if keep_s > 0 && is_pull_source(&source) && keep_s.saturating_mul(1000) < cfg.live.max_lag_ms {
+        return Err(Status::invalid_argument(format!(
+            "--keep {keep} is shorter than a live frame may lag (live.max_lag_ms = {} ms): results would be deleted before they are seen; keep at least {}s",
+            cfg.live.max_lag_ms,
+            cfg.live.max_lag_ms.div_ceil(1000)
+        )));
+    }
     Ok(JobSpec {
+        keep_s,
+        keep_what,
         name,
         source,
         models,
@@ -494,7 +516,15 @@ impl Panoptes for ApiService {
         }
         let r = req.into_inner();
         // The same checks as a submission: models, frame step, name.
-        let sub = pb::SubmitRequest { source: "rtmp://live".into(), models: r.models, frame_step: r.frame_step, name: r.name, ..Default::default() };
+        let sub = pb::SubmitRequest {
+            source: "rtmp://live".into(),
+            models: r.models,
+            frame_step: r.frame_step,
+            name: r.name,
+            keep: r.keep,
+            keep_what: r.keep_what,
+            ..Default::default()
+        };
         let mut spec = validate_submit(&sub, &self.node.cfg)?;
         let key = stream_key();
         if sub_name_empty(&sub) {
@@ -986,6 +1016,31 @@ mod tests {
         // The defaults allow any local file.
         let cfg = Config::from_toml("", Path::new("c.toml")).unwrap();
         assert!(check_source_policy("/etc/passwd", &cfg).await.is_ok());
+    }
+
+    #[test]
+    fn retention_is_parsed_defaulted_and_refused_when_it_makes_no_sense() {
+        let mut cfg = Config::from_toml("[live]\nmax_lag_ms = 5000\n[retention]\nkeep = \"2h\"\nwhat = \"pictures\"\n", Path::new("c.toml")).unwrap();
+        let with = |keep: &str, what: &str, source: &str| {
+            let mut r = req(&["colors"]);
+            (r.keep, r.keep_what, r.source) = (keep.into(), what.into(), source.into());
+            r
+        };
+        let s = validate_submit(&with("90m", "results", "/v.mp4"), &cfg).unwrap();
+        assert_eq!((s.keep_s, s.keep_what), (5400, KeepWhat::Results));
+        let s = validate_submit(&with("", "", "/v.mp4"), &cfg).unwrap();
+        assert_eq!((s.keep_s, s.keep_what), (7200, KeepWhat::Pictures), "the cluster's retention is the default");
+        let msg = |r| validate_submit(&r, &cfg).unwrap_err().message().to_string();
+        assert!(msg(with("soon", "", "/v.mp4")).contains("--keep: 'soon' is not a duration"));
+        assert!(msg(with("5y", "", "/v.mp4")).contains("unknown unit 'y'"));
+        assert!(msg(with("0s", "", "/v.mp4")).contains("would keep nothing"));
+        assert!(msg(with("1h", "frames", "/v.mp4")).contains("--keep-what is 'frames'"));
+        let m = msg(with("2s", "", "rtmp://live"));
+        assert!(m.contains("shorter than a live frame may lag") && m.contains("keep at least 5s"), "{m}");
+        // A file job has no lag: 2s is fine there.
+        assert_eq!(validate_submit(&with("2s", "", "/v.mp4"), &cfg).unwrap().keep_s, 2);
+        cfg.retention.keep.clear();
+        assert_eq!(validate_submit(&with("", "", "/v.mp4"), &cfg).unwrap().keep_s, 0, "no retention: keep everything");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod crash;
 pub mod pictures;
 pub mod raft;
+pub mod retention;
 pub mod scheduling;
 pub mod state;
 

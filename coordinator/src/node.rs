@@ -414,6 +414,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
 
     let leader_loop = tokio::spawn(leader_loop(node.clone()));
     let repair = tokio::spawn(pictures.clone().repair_loop(node.reader.clone()));
+    let retention = tokio::spawn(crate::retention::retention_loop(node.clone()));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     // Authentication and rate limiting (docs/SECURITY.md): on when a tokens
     // file or a cluster secret is configured; plain development mode keeps
@@ -440,6 +441,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
         .await;
     leader_loop.abort();
     repair.abort();
+    retention.abort();
     let _ = raft.shutdown().await;
     crate::raft::log_store::flush(&db).await.ok();
     served.context("gRPC server failed")?;

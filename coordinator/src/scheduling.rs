@@ -279,7 +279,7 @@ mod properties {
     use super::*;
     use crate::state::apply::{Changes, ResultSink};
     use crate::state::command::{Granted, Request, Response};
-    use crate::state::model::{Job, JobCounters, JobSpec, Plan, Shard, WorkerRec};
+    use crate::state::model::{Job, JobSpec, Plan, Shard, WorkerRec};
 
     const MODELS: [&str; 3] = ["a", "b", "c"];
 
@@ -374,22 +374,13 @@ mod properties {
                 max_attempts: 3,
                 frames_height: 0,
                 frames_quality: 0,
+                keep_s: 0,
+                keep_what: Default::default(),
             };
             let plan = Plan { frames: *frames, width: 1, height: 1, time_base: (1, 25), pts0: 0, fps: 25.0, keyframes };
-            let job = Job {
-                id,
-                spec,
-                state: state_of_job,
-                error: None,
-                submitted_at_ms: 0,
-                started_at_ms: 0,
-                finished_at_ms: 0,
-                plan: (state_of_job != JobState::Queued).then_some(plan),
-                shards,
-                frames_done: 0,
-                counters: JobCounters::default(),
-                live: None,
-            };
+            let mut job = Job::new(id, spec, state_of_job, 0, shards, None);
+            job.started_at_ms = 0;
+            job.plan = (state_of_job != JobState::Queued).then_some(plan);
             state.jobs.insert(id, job);
         }
         state.next_epoch = epoch + 1;

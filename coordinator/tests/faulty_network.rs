@@ -946,6 +946,8 @@ async fn workload(c: &Cluster) -> u64 {
         max_attempts: 3,
         frames_height: 0,
         frames_quality: 0,
+        keep_s: 0,
+        keep_what: Default::default(),
     };
     let job = match c.write(&Request::Submit { spec, now_ms: NOW }).await.resp {
         Response::JobCreated { job, .. } => job,

@@ -440,6 +440,8 @@ async fn submit(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResul
         request_id,
         target_height: 0,
         no_frames,
+        keep: opt_string(&m, "keep")?,
+        keep_what: opt_string(&m, "keep_what")?,
     };
     let r = rpc!(web, caller, submit, req)?;
     Ok(json_response(StatusCode::CREATED, &json!({ "job_id": r.job_id })))
@@ -583,7 +585,13 @@ async fn models(State(web): State<Web>, caller: Caller) -> ApiResult {
 /// `POST /api/live` `{models, name?, frame_step?}` → 201 `{job_id, rtmp_url}`.
 async fn live(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult {
     let m = parse_object(&body)?;
-    let req = pb::LiveRequest { models: models_of(&m)?, name: opt_string(&m, "name")?, frame_step: frame_step_of(&m)? };
+    let req = pb::LiveRequest {
+        models: models_of(&m)?,
+        name: opt_string(&m, "name")?,
+        frame_step: frame_step_of(&m)?,
+        keep: opt_string(&m, "keep")?,
+        keep_what: opt_string(&m, "keep_what")?,
+    };
     let r = rpc!(web, caller, create_live_endpoint, req)?;
     Ok(json_response(StatusCode::CREATED, &json!({ "job_id": r.job_id, "rtmp_url": r.rtmp_url })))
 }

@@ -138,6 +138,7 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadResult> {
                 request_id: String::new(),
                 target_height: 0,
                 no_frames: true,
+                ..Default::default()
             };
             async move { PanoptesClient::new(ch).submit(r).await }
         })

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::command::{Freed, PictureRef, Granted, Report, Request, Response};
-use super::model::{analysed_in, Job, JobCounters, JobState, LiveSpec, Shard, ShardState, WorkerRec};
+use super::model::{analysed_in, Job, JobState, LiveSpec, Shard, ShardState, WorkerRec};
 
 /// Where results live: keyed by (job, frame, model index), written once.
 pub trait ResultSink {
@@ -15,6 +15,10 @@ pub trait ResultSink {
     fn put_frame(&mut self, _job: u64, _frame: u64, _image: &PictureRef) {}
     /// Delete a job's results and pictures; what was freed.
     fn delete_job(&mut self, _job: u64) -> Freed {
+        Freed::default()
+    }
+    /// Retention: delete a job's results and/or pictures of frames in `[from, before)`.
+    fn trim(&mut self, _job: u64, _from: u64, _before: u64, _results: bool, _pictures: bool) -> Freed {
         Freed::default()
     }
 }
@@ -44,6 +48,8 @@ pub struct Changes {
     pub removed_jobs: Vec<(u64, Option<String>)>,
     pub workers: BTreeSet<String>,
     pub counters: bool,
+    /// Retention: jobs whose pictures below a frame were deleted.
+    pub trimmed_pictures: Vec<(u64, u64)>,
 }
 
 fn rejected(msg: impl Into<String>) -> Response {
@@ -141,23 +147,8 @@ impl State {
                 } else {
                     Vec::new()
                 };
-                self.jobs.insert(
-                    id,
-                    Job {
-                        id,
-                        spec: spec.clone(),
-                        state: if pull { JobState::Running } else { JobState::Queued },
-                        error: None,
-                        submitted_at_ms: *now_ms,
-                        started_at_ms: if pull { *now_ms } else { 0 },
-                        finished_at_ms: 0,
-                        plan: None,
-                        shards,
-                        frames_done: 0,
-                        counters: JobCounters::default(),
-                        live: None,
-                    },
-                );
+                let state = if pull { JobState::Running } else { JobState::Queued };
+                self.jobs.insert(id, Job::new(id, spec.clone(), state, *now_ms, shards, None));
                 ch.jobs.insert(id);
                 Response::JobCreated { job: id, existing: false }
             }
@@ -174,23 +165,7 @@ impl State {
                 // Running at once: nothing to probe. The one shard is open-ended;
                 // it ends where the publisher stops (see `apply_report`).
                 let shard = Shard { index: 0, start: 0, end: u64::MAX, cursor: 0, state: ShardState::Pending, attempts: 0, last_error: None };
-                self.jobs.insert(
-                    id,
-                    Job {
-                        id,
-                        spec: spec.clone(),
-                        state: JobState::Running,
-                        error: None,
-                        submitted_at_ms: *now_ms,
-                        started_at_ms: *now_ms,
-                        finished_at_ms: 0,
-                        plan: None,
-                        shards: vec![shard],
-                        frames_done: 0,
-                        counters: JobCounters::default(),
-                        live: Some(live.clone()),
-                    },
-                );
+                self.jobs.insert(id, Job::new(id, spec.clone(), JobState::Running, *now_ms, vec![shard], Some(live.clone())));
                 ch.jobs.insert(id);
                 Response::JobCreated { job: id, existing: false }
             }
@@ -353,6 +328,20 @@ impl State {
             }
             Request::Split { job, shard, epoch, at, worker, now_ms } => self.apply_split(*job, *shard, *epoch, *at, worker, *now_ms, ch),
             Request::Report(r) => self.apply_report(r, sink, ch),
+            Request::Trim { job, before_frame } => {
+                let Some(j) = self.jobs.get_mut(job) else { return rejected(format!("no job {job}")) };
+                if *before_frame <= j.trimmed_before {
+                    return Response::Trimmed { freed: Freed::default() };
+                }
+                let what = j.spec.keep_what;
+                let freed = sink.trim(*job, j.trimmed_before, *before_frame, what.results(), what.pictures());
+                j.trimmed_before = *before_frame;
+                ch.jobs.insert(*job);
+                if what.pictures() {
+                    ch.trimmed_pictures.push((*job, *before_frame));
+                }
+                Response::Trimmed { freed }
+            }
             Request::Prune { finished_before_ms } => {
                 let old: Vec<u64> = self
                     .jobs
@@ -468,7 +457,11 @@ impl State {
         let mut stored = 0u32;
         // Frames at or beyond `end` were split off to another shard (work
         // stealing): that shard's holder stores them; here they are dropped.
-        for f in r.frames.iter().filter(|f| f.frame < s.end) {
+        // Frames below the retention cut are not stored: they are older than
+        // what the job keeps (a slow shard's frames, or a retried delivery of
+        // frames since deleted).
+        let trimmed_before = j.trimmed_before;
+        for f in r.frames.iter().filter(|f| f.frame < s.end && f.frame >= trimmed_before) {
             if sink.contains(r.job, f.frame, 0) {
                 continue; // a retried or duplicated delivery: already committed
             }
@@ -482,7 +475,9 @@ impl State {
             if let Some(img) = &f.image {
                 sink.put_frame(r.job, f.frame, img);
             }
-            if live && f.timestamp >= j.counters.last_timestamp {
+            // The newest committed timestamp: a live stream resumed elsewhere
+            // goes on from it, and retention counts back from it.
+            if f.timestamp >= j.counters.last_timestamp {
                 j.counters.last_timestamp = f.timestamp;
                 j.counters.last_timestamp_at_ms = r.now_ms;
             }
@@ -559,7 +554,7 @@ mod tests {
 
     use super::*;
     use crate::state::command::{FrameOutputs, PictureRef, ModelOutput};
-    use crate::state::model::{JobSpec, Plan, StageTimes, LOBBY_SLOT};
+    use crate::state::model::{JobSpec, KeepWhat, Plan, StageTimes, LOBBY_SLOT};
 
     #[derive(Default)]
     struct MemSink(BTreeMap<(u64, u64, u8), String>, BTreeMap<(u64, u64), PictureRef>);
@@ -573,6 +568,17 @@ mod tests {
         }
         fn put_frame(&mut self, job: u64, frame: u64, image: &PictureRef) {
             assert!(self.1.insert((job, frame), image.clone()).is_none(), "a frame was stored twice");
+        }
+        fn trim(&mut self, job: u64, from: u64, below: u64, results: bool, pictures: bool) -> Freed {
+            let before = (self.0.len(), self.1.len());
+            let cut = |j: u64, f: u64| j == job && (from..below).contains(&f);
+            if results {
+                self.0.retain(|k, _| !cut(k.0, k.1));
+            }
+            if pictures {
+                self.1.retain(|k, _| !cut(k.0, k.1));
+            }
+            Freed { results: (before.0 - self.0.len()) as u64, frames: (before.1 - self.1.len()) as u64, bytes: 0 }
         }
         fn delete_job(&mut self, job: u64) -> Freed {
             let before = (self.0.len(), self.1.len());
@@ -593,6 +599,8 @@ mod tests {
             max_attempts: 2,
             frames_height: 0,
             frames_quality: 0,
+            keep_s: 0,
+            keep_what: Default::default(),
         }
     }
 
@@ -1027,6 +1035,36 @@ mod tests {
         assert!(matches!(w.apply(report("w1", 0, e3, &[6], 7, false)), Response::Reported { accepted: false, .. }));
         assert_eq!(stored(w.apply(report("w1", 0, e3, &[0, 2, 4], 6, true))), 3);
         assert_eq!(w.job().shards[0].state, ShardState::Done);
+    }
+
+    #[test]
+    fn trim_deletes_below_the_cut_once_and_later_frames_below_it_are_not_stored() {
+        let mut w = World::new();
+        let e = w.grant("w1", 0);
+        let mut r = report("w1", 0, e, &[0, 2, 4], 5, false);
+        if let Request::Report(r) = &mut r {
+            for f in &mut r.frames {
+                f.image = Some(PictureRef { epoch: e, len: 10, crc: 1, width: 4, height: 4 });
+            }
+        }
+        assert_eq!(stored(w.apply(r)), 3);
+        assert_eq!(w.job().counters.last_timestamp, 4.0 / 25.0, "the newest committed timestamp, file jobs too");
+        match w.apply(Request::Trim { job: 1, before_frame: 3 }) {
+            Response::Trimmed { freed } => assert_eq!((freed.results, freed.frames), (4, 2), "frames 0 and 2: 2 models, 2 pictures"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.job().trimmed_before, 3);
+        assert!(w.sink.0.keys().all(|k| k.1 == 4) && w.sink.1.keys().all(|k| k.1 == 4), "only frame 4 is left");
+        // Trimming again, or lower, changes nothing.
+        assert_eq!(w.apply(Request::Trim { job: 1, before_frame: 2 }), Response::Trimmed { freed: Freed::default() });
+        // A retried delivery of frame 2 (now deleted) is not stored again; frame 6 is.
+        assert_eq!(stored(w.apply(report("w1", 0, e, &[2, 6], 7, false))), 1);
+        assert!(!w.sink.0.contains_key(&(1, 2, 0)) && w.sink.0.contains_key(&(1, 6, 0)));
+        // Results only: pictures stay.
+        w.st.jobs.get_mut(&1).unwrap().spec.keep_what = KeepWhat::Results;
+        w.apply(Request::Trim { job: 1, before_frame: 5 });
+        assert!(!w.sink.0.contains_key(&(1, 4, 0)) && w.sink.1.contains_key(&(1, 4)), "results gone, the picture kept");
+        assert!(matches!(w.apply(Request::Trim { job: 9, before_frame: 5 }), Response::Rejected(_)));
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub enum Request {
     /// Delete every job that finished before `finished_before_ms`, with its
     /// results and stored frames.
     Prune { finished_before_ms: u64 },
+    /// Retention: delete what the job's `keep_what` names of its frames
+    /// below `before_frame` (the leader picks it from the job's `keep_s`);
+    /// frames reported later below it are not stored.
+    Trim { job: u64, before_frame: u64 },
     /// Create a live RTMP push job: running at once, with one unbounded
     /// shard `[0, u64::MAX)` that only `live.worker` is granted (no probing).
     CreateLive { spec: JobSpec, live: LiveSpec, now_ms: u64 },
@@ -137,4 +141,5 @@ pub enum Response {
     Reported { accepted: bool, reason: String, stored: u32 },
     Drained { leases_returned: u32 },
     Pruned { jobs: Vec<u64>, freed: Freed },
+    Trimmed { freed: Freed },
 }

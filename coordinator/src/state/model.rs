@@ -42,6 +42,38 @@ pub struct JobSpec {
     /// Stored pictures: at most this tall (0: the job keeps none), JPEG quality.
     pub frames_height: u32,
     pub frames_quality: u32,
+    /// Retention while the job runs: keep the newest `keep_s` seconds of
+    /// stream time (0: everything) of what `keep_what` says.
+    pub keep_s: u64,
+    pub keep_what: KeepWhat,
+}
+
+/// What a job's retention deletes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum KeepWhat {
+    #[default]
+    Both,
+    Results,
+    Pictures,
+}
+
+impl KeepWhat {
+    pub fn parse(s: &str) -> Option<KeepWhat> {
+        match s {
+            "" | "both" => Some(KeepWhat::Both),
+            "results" => Some(KeepWhat::Results),
+            "pictures" => Some(KeepWhat::Pictures),
+            _ => None,
+        }
+    }
+
+    pub fn results(self) -> bool {
+        self != KeepWhat::Pictures
+    }
+
+    pub fn pictures(self) -> bool {
+        self != KeepWhat::Results
+    }
 }
 
 /// A pull source (`rtsp://`, `rtmp://`, `rtmps://` given to submit, or a
@@ -205,9 +237,32 @@ pub struct Job {
     /// A live RTMP push job (one unbounded shard, no plan).
     #[serde(default)]
     pub live: Option<LiveSpec>,
+    /// Retention: what `spec.keep_what` names of frames below this was
+    /// deleted (frames reported later below it are not stored).
+    #[serde(default)]
+    pub trimmed_before: u64,
 }
 
 impl Job {
+    /// A new job (`Submit`, `CreateLive`).
+    pub fn new(id: u64, spec: JobSpec, state: JobState, now_ms: u64, shards: Vec<Shard>, live: Option<LiveSpec>) -> Job {
+        Job {
+            id,
+            spec,
+            state,
+            error: None,
+            submitted_at_ms: now_ms,
+            started_at_ms: if state == JobState::Running { now_ms } else { 0 },
+            finished_at_ms: 0,
+            plan: None,
+            shards,
+            frames_done: 0,
+            counters: JobCounters::default(),
+            live,
+            trimmed_before: 0,
+        }
+    }
+
     /// A live job: pushed to a worker (`live`) or pulled from a stream URL.
     /// Its one shard is open-ended and cannot be replayed or split.
     pub fn is_live(&self) -> bool {

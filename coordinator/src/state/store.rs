@@ -179,6 +179,21 @@ impl StateReader {
         (rows, last)
     }
 
+    /// Retention: the first frame at or after `from` whose results are
+    /// stamped `cutoff` or later, scanning at most `max_rows` rows (then the
+    /// frame reached so far); `None` when nothing before it is older.
+    pub fn retention_cut(&self, job: u64, from: u64, cutoff: f64, max_rows: usize) -> Option<u64> {
+        let mut cut = from;
+        for (n, (k, v)) in self.tree().range(result_key(job, from, 0)..results_prefix(job.saturating_add(1))).flatten().enumerate() {
+            let row = decode_result(&k, &v)?;
+            if row.timestamp >= cutoff || n >= max_rows {
+                break;
+            }
+            cut = row.frame + 1;
+        }
+        (cut > from).then_some(cut)
+    }
+
     /// Results of `job` for frames in `[start, end)`, in (frame, model) order.
     pub fn results_between(&self, job: u64, start: u64, end: u64) -> Vec<ResultRow> {
         if end <= start {
@@ -395,6 +410,17 @@ impl ResultSink for SledSink<'_> {
         }
     }
 
+    fn trim(&mut self, job: u64, from: u64, before: u64, results: bool, pictures: bool) -> Freed {
+        let mut freed = Freed::default();
+        if results {
+            self.remove_range(result_key(job, from, 0), result_key(job, before, 0), false, &mut freed);
+        }
+        if pictures {
+            self.remove_range(frame_key(job, from), frame_key(job, before), true, &mut freed);
+        }
+        freed
+    }
+
     fn delete_job(&mut self, job: u64) -> Freed {
         let mut freed = Freed::default();
         for (prefix, is_frame) in [(results_prefix(job), false), (frames_prefix(job), true)] {
@@ -419,6 +445,30 @@ impl ResultSink for SledSink<'_> {
             }
         }
         freed
+    }
+}
+
+impl SledSink<'_> {
+    /// Remove the keys in `[from, to)`; what they were.
+    fn remove_range(&mut self, from: Vec<u8>, to: Vec<u8>, is_frame: bool, freed: &mut Freed) {
+        for item in self.tree.range(from..to) {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    self.error = Some(e);
+                    return;
+                }
+            };
+            freed.bytes += (k.len() + v.len()) as u64;
+            if is_frame {
+                freed.frames += 1;
+                freed.bytes += bincode::deserialize::<PictureRef>(&v).map(|r| r.len as u64).unwrap_or(0);
+            } else {
+                freed.results += 1;
+            }
+            self.batch.remove(k.clone());
+            self.pending.remove(k.as_ref());
+        }
     }
 }
 
@@ -488,6 +538,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for (id, _) in &ch.removed_jobs {
             if let Err(e) = self.pictures.delete_job(*id) {
                 tracing::warn!(job_id = id, error = %e, "deleting a job's pictures failed; repair collects them later");
+            }
+        }
+        for (id, before) in &ch.trimmed_pictures {
+            if let Err(e) = self.pictures.trim(*id, *before) {
+                tracing::warn!(job_id = id, error = %e, "trimming a job's pictures failed");
             }
         }
         self.notify.send_replace(idx);

@@ -1,0 +1,51 @@
+//! Retention while jobs run (`submit --keep 1h`, `retention.keep`): the
+//! leader, every `retention.every_s`, finds for each job with a `keep_s` the
+//! first frame still inside its window (stream time counted back from the
+//! newest committed frame) and commits `Trim` below it. Every member then
+//! deletes those results and/or picture references, and its own pictures by
+//! whole segments (`pictures::store`), so the disk is given back as it goes.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use crate::node::Coordinator;
+use crate::state::command::{Request, Response};
+
+/// One pass scans at most this many result rows per job.
+const SCAN_ROWS: usize = 50_000;
+
+pub async fn retention_loop(node: Arc<Coordinator>) {
+    let every = Duration::from_secs(node.cfg.retention.every_s.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if node.is_leader() {
+            trim_pass(&node).await;
+        }
+    }
+}
+
+/// One pass over every job with retention.
+pub async fn trim_pass(node: &Coordinator) {
+    let jobs: Vec<(u64, u64, f64)> = node.reader.read(|a| {
+        a.state
+            .jobs
+            .values()
+            .filter(|j| j.spec.keep_s > 0 && j.frames_done > 0)
+            .map(|j| (j.id, j.trimmed_before, j.counters.last_timestamp - j.spec.keep_s as f64))
+            .collect()
+    });
+    for (job, from, cutoff) in jobs {
+        if cutoff <= 0.0 {
+            continue;
+        }
+        let Some(before) = node.reader.retention_cut(job, from, cutoff, SCAN_ROWS) else { continue };
+        match node.write(Request::Trim { job, before_frame: before }).await {
+            Ok(Response::Trimmed { freed }) => {
+                debug!(job_id = job, before_frame = before, results = freed.results, pictures = freed.frames, bytes = freed.bytes, "retention trimmed")
+            }
+            Ok(other) => debug!(job_id = job, ?other, "retention trim not applied"),
+            Err(e) => warn!(job_id = job, error = %e, "retention trim failed; retried on the next pass"),
+        }
+    }
+}

@@ -713,7 +713,7 @@ pub(crate) fn live_measure(panoptes: &Path, models_dir: &Path, work: &Path, mode
 }
 
 /// Wait (at most 120 s: workers load their models first) until `n` workers are registered and active.
-fn wait_for_workers(bin: &Path, addr: &str, n: usize) -> Result<()> {
+pub(crate) fn wait_for_workers(bin: &Path, addr: &str, n: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let out = Command::new(bin).args(["cluster", "status", "--json", "--coordinator", addr]).output()?;

@@ -11,6 +11,7 @@ use serde_json::Value;
 mod bench;
 mod chaos;
 mod load;
+mod longjob;
 mod models;
 mod soak;
 
@@ -120,6 +121,23 @@ enum Cmd {
         /// target/debug/panoptes is used as it is; its build time is printed).
         #[arg(long)]
         build: bool,
+    },
+    /// What a long recording costs a coordinator: a 640x360 25 fps clip of
+    /// --minutes, `colors` on every frame, 1 worker, on each number of
+    /// coordinators given, with and without stored pictures; prints each
+    /// coordinator's peak RSS, data directory against the bytes it holds, and
+    /// the frame rate with pictures / without. Uses target/debug/panoptes.
+    LongJob {
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        minutes: u64,
+        /// Cluster sizes to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        coordinators: Vec<usize>,
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        /// Print the result as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Start a local cluster (1 coordinator, 2 workers), analyse the sample video, print what was found, stop.
     Demo {
@@ -470,5 +488,6 @@ fn main() -> Result<()> {
         Cmd::Demo { models_dir, video, models, frame_step } => demo(models_dir, video, models, frame_step),
         Cmd::Chaos { seeds, seed, faults } => chaos::run(seeds, seed, faults),
         Cmd::Soak { minutes, models, models_dir, json, build } => soak::run(minutes, &models, root().join(models_dir), json, build),
+        Cmd::LongJob { minutes, coordinators, models_dir, json } => longjob::run(minutes, &coordinators, root().join(models_dir), json),
     }
 }

@@ -136,7 +136,8 @@ impl Pictures {
         let store = self.store.clone();
         let local = tokio::task::spawn_blocking(move || {
             let refs: Vec<(u64, u64, &FrameImage)> = msg.pictures.iter().map(|(f, e, i)| (*f, *e, i)).collect();
-            store.put(msg.job, &refs)
+            // The index is made durable by the Raft append of the report.
+            store.put(msg.job, &refs, false)
         });
         let refs = local
             .await
@@ -210,7 +211,7 @@ impl Pictures {
             let kept: Vec<(u64, u64)> = fits.iter().map(|(f, e, _)| (*f, *e)).collect();
             let put = tokio::task::spawn_blocking(move || {
                 let refs: Vec<(u64, u64, &FrameImage)> = fits.iter().map(|(f, e, i)| (*f, *e, i)).collect();
-                store.put(job, &refs)
+                store.put(job, &refs, true)
             })
             .await;
             if matches!(put, Ok(Ok(_))) {
@@ -224,7 +225,7 @@ impl Pictures {
     /// Answer a peer's `PutPictures`.
     pub fn serve_put(store: &PictureStore, msg: PutPictures) -> Result<(), String> {
         let refs: Vec<(u64, u64, &FrameImage)> = msg.pictures.iter().map(|(f, e, i)| (*f, *e, i)).collect();
-        store.put(msg.job, &refs).map(|_| ()).map_err(|e| format!("cannot store pictures: {e}"))
+        store.put(msg.job, &refs, true).map(|_| ()).map_err(|e| format!("cannot store pictures: {e}"))
     }
 
     /// Answer a peer's `GetPictures`: the wanted pictures this node holds.

@@ -101,10 +101,15 @@ impl PictureStore {
         self.job_dir(job).join(format!("{seg}.pics"))
     }
 
-    /// Keep `pictures` (frame, lease epoch, picture) of `job`, durably; the
-    /// references Raft carries for them. Putting a picture again (a retried
-    /// report) is harmless: the index then names the newer copy.
-    pub fn put(&self, job: u64, pictures: &[(u64, u64, &FrameImage)]) -> io::Result<Vec<PictureRef>> {
+    /// Keep `pictures` (frame, lease epoch, picture) of `job`; the
+    /// references Raft carries for them. The segment is synced before this
+    /// returns; the index is flushed too with `flush_index`, else it becomes
+    /// durable with the next flush of this node's sled database: on the
+    /// leader that is the Raft log append of the report that references the
+    /// pictures (sled recovers a prefix of its writes, and the index was
+    /// written first), which saves an fsync per report. Putting a picture
+    /// again (a retried report) is harmless: the index then names the newer copy.
+    pub fn put(&self, job: u64, pictures: &[(u64, u64, &FrameImage)], flush_index: bool) -> io::Result<Vec<PictureRef>> {
         if pictures.is_empty() {
             return Ok(Vec::new());
         }
@@ -147,7 +152,9 @@ impl PictureStore {
         seg.len += buf.len() as u64;
         self.segments.insert(seg_key(job, seg.id), bincode::serialize(&meta).map_err(other)?).map_err(other)?;
         self.index.apply_batch(batch).map_err(other)?;
-        self.db.flush().map_err(other)?;
+        if flush_index {
+            self.db.flush().map_err(other)?;
+        }
         Ok(refs)
     }
 
@@ -284,12 +291,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (_db, s) = store(tmp.path());
         let (a, b) = (img(1, 1000), img(2, 2000));
-        let refs = s.put(7, &[(0, 5, &a), (1, 5, &b)]).unwrap();
+        let refs = s.put(7, &[(0, 5, &a), (1, 5, &b)], true).unwrap();
         assert_eq!(refs[1], PictureRef { epoch: 5, len: 2000, crc: crc32fast::hash(&b.jpeg), width: 64, height: 48 });
         assert_eq!(s.get(7, 1, &refs[1]).unwrap(), Some(b.clone()));
         assert!(s.has(7, 0, 5) && !s.has(7, 0, 6) && !s.has(8, 0, 5));
         // Another epoch's picture of the same frame does not replace this one.
-        let other = s.put(7, &[(0, 6, &img(9, 10))]).unwrap();
+        let other = s.put(7, &[(0, 6, &img(9, 10))], true).unwrap();
         assert_eq!(s.get(7, 0, &refs[0]).unwrap(), Some(a));
         assert_eq!(s.get(7, 0, &other[0]).unwrap().unwrap().jpeg, vec![9; 10]);
         assert_eq!(s.disk_bytes(), 3010);
@@ -306,7 +313,7 @@ mod tests {
         let (_db, s) = store(tmp.path());
         let big = img(3, (SEGMENT_BYTES / 2 + 1) as usize);
         // Frames 0 and 1 fill segment 0; frame 2 starts segment 1, frame 3 too.
-        let r: Vec<PictureRef> = (0..4).map(|f| s.put(1, &[(f, 1, &big)]).unwrap()[0].clone()).collect();
+        let r: Vec<PictureRef> = (0..4).map(|f| s.put(1, &[(f, 1, &big)], true).unwrap()[0].clone()).collect();
         assert_eq!(s.segments.len(), 2);
         let before = s.disk_bytes();
         // Below frame 1: segment 0 still holds frame 1, nothing is deleted.
@@ -324,7 +331,7 @@ mod tests {
     fn a_damaged_picture_counts_as_missing() {
         let tmp = tempfile::tempdir().unwrap();
         let (_db, s) = store(tmp.path());
-        let r = s.put(2, &[(0, 1, &img(5, 100))]).unwrap();
+        let r = s.put(2, &[(0, 1, &img(5, 100))], true).unwrap();
         let f = OpenOptions::new().write(true).open(s.seg_path(2, 0)).unwrap();
         f.write_all_at(&[6], 10).unwrap();
         assert_eq!(s.get(2, 0, &r[0]).unwrap(), None);
@@ -336,12 +343,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let r = {
             let (_db, s) = store(tmp.path());
-            s.put(3, &[(10, 2, &img(4, 50))]).unwrap()
+            s.put(3, &[(10, 2, &img(4, 50))], true).unwrap()
         };
         let (_db, s) = store(tmp.path());
         assert_eq!(s.get(3, 10, &r[0]).unwrap().unwrap().jpeg, vec![4; 50]);
         // Appends go on in the last segment.
-        s.put(3, &[(11, 2, &img(5, 50))]).unwrap();
+        s.put(3, &[(11, 2, &img(5, 50))], true).unwrap();
         assert_eq!(s.segments.len(), 1);
         assert_eq!(s.disk_bytes(), 100);
     }

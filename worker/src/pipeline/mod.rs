@@ -210,10 +210,12 @@ pub enum ModelMsg {
 }
 
 pub enum ReporterMsg {
-    /// A frame entered the pipeline.
-    /// A frame entered the pipeline; `picture` is its stored JPEG (when the
-    /// job keeps pictures) with the size of the frame the models read.
-    Decoded { frame: u64, timestamp: f64, decode_s: f64, resize_s: f64, picture: Option<Picture>, arrived: std::time::Instant },
+    /// A frame entered the pipeline; with `picture`, its stored JPEG follows
+    /// in a [`ReporterMsg::Picture`] (encoded beside the analysis, not before it).
+    Decoded { frame: u64, timestamp: f64, decode_s: f64, resize_s: f64, picture: bool, arrived: std::time::Instant },
+    /// A frame's stored picture (JPEG and the size of the frame the models
+    /// read); `None` when it could not be encoded (the frame goes without).
+    Picture { frame: u64, picture: Option<Picture> },
     Output { frame: u64, model: usize, results_json: String, secs: f64 },
     End { next_frame: u64 },
 }

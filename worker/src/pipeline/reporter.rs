@@ -25,6 +25,8 @@ struct Pending {
     timestamp: f64,
     arrived: Instant,
     picture: Option<super::Picture>,
+    /// The picture is still being encoded.
+    awaiting_picture: bool,
     outputs: Vec<Option<String>>,
 }
 
@@ -37,6 +39,9 @@ pub struct ReporterState {
     arrivals: Vec<Instant>,
     times: pb::StageTimes,
     ends: usize,
+    /// Every model ended at this frame, but pictures were still being
+    /// encoded: the final report waits for them.
+    end_at: Option<u64>,
     metrics: ReporterMetrics,
 }
 
@@ -61,6 +66,7 @@ impl Actor for ReporterActor {
             arrivals: Vec::new(),
             times: Default::default(),
             ends: 0,
+            end_at: None,
             metrics: ReporterMetrics::new(),
         })
     }
@@ -81,7 +87,18 @@ async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), Acto
             st.times.decode_s += decode_s;
             st.times.resize_s += resize_s;
             st.times.frames_decoded += 1;
-            st.pending.insert(frame, Pending { timestamp, arrived, picture, outputs: vec![None; n_models] });
+            st.pending.insert(frame, Pending { timestamp, arrived, picture: None, awaiting_picture: picture, outputs: vec![None; n_models] });
+        }
+        ReporterMsg::Picture { frame, picture } => {
+            if let Some(p) = st.pending.get_mut(&frame) {
+                p.picture = picture;
+                p.awaiting_picture = false;
+            }
+            complete(st).await?;
+            if let Some(next_frame) = st.end_at.filter(|_| st.pending.is_empty()) {
+                st.end_at = None;
+                finish(st, next_frame).await?;
+            }
         }
         ReporterMsg::Output { frame, model, results_json, secs } => {
             let name = st.job.assignment.models[model].clone();
@@ -89,40 +106,58 @@ async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), Acto
             if let Some(p) = st.pending.get_mut(&frame) {
                 p.outputs[model] = Some(results_json);
             }
-            // Frames complete in order (each model handles frames in order).
-            while let Some(entry) = st.pending.first_entry() {
-                if entry.get().outputs.iter().any(|o| o.is_none()) {
-                    break;
-                }
-                let (frame, p) = entry.remove_entry();
-                let outputs = p
-                    .outputs
-                    .into_iter()
-                    .zip(&st.job.assignment.models)
-                    .map(|(o, m)| pb::ModelOutput { model: m.clone(), results_json: o.unwrap_or_default() })
-                    .collect();
-                let (jpeg, width, height) = p.picture.map(|x| (x.jpeg, x.width, x.height)).unwrap_or_default();
-                st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs, jpeg, width, height });
-                st.arrivals.push(p.arrived);
-            }
-            if st.ready.len() >= st.job.batch as usize {
-                let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
-                flush(st, next, false).await?;
-            }
+            complete(st).await?;
         }
         ReporterMsg::End { next_frame } => {
             st.ends += 1;
             if st.ends == n_models {
-                if st.job.assignment.live && !st.ready.is_empty() {
-                    // Live: commit the last frames first, so that the final
-                    // (done) report carries their latencies too.
-                    if !flush(st, next_frame, false).await? {
-                        return Ok(());
-                    }
+                if st.pending.is_empty() {
+                    finish(st, next_frame).await?;
+                } else {
+                    // Pictures of the last frames are still being encoded.
+                    st.end_at = Some(next_frame);
                 }
-                flush(st, next_frame, true).await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The final report: every frame before `next_frame` is ready.
+async fn finish(st: &mut ReporterState, next_frame: u64) -> Result<(), ActorProcessingErr> {
+    if st.job.assignment.live && !st.ready.is_empty() {
+        // Live: commit the last frames first, so that the final
+        // (done) report carries their latencies too.
+        if !flush(st, next_frame, false).await? {
+            return Ok(());
+        }
+    }
+    flush(st, next_frame, true).await?;
+    Ok(())
+}
+
+/// Move the frames that have every model's output and their picture to
+/// `ready`, in frame order (each model handles frames in order), and send a
+/// batch when one is full.
+async fn complete(st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
+    while let Some(entry) = st.pending.first_entry() {
+        if entry.get().awaiting_picture || entry.get().outputs.iter().any(|o| o.is_none()) {
+            break;
+        }
+        let (frame, p) = entry.remove_entry();
+        let outputs = p
+            .outputs
+            .into_iter()
+            .zip(&st.job.assignment.models)
+            .map(|(o, m)| pb::ModelOutput { model: m.clone(), results_json: o.unwrap_or_default() })
+            .collect();
+        let (jpeg, width, height) = p.picture.map(|x| (x.jpeg, x.width, x.height)).unwrap_or_default();
+        st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs, jpeg, width, height });
+        st.arrivals.push(p.arrived);
+    }
+    if st.ready.len() >= st.job.batch as usize {
+        let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
+        flush(st, next, false).await?;
     }
     Ok(())
 }

@@ -101,31 +101,7 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadResult> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     std::fs::write(work.join("cluster.toml"), CONFIG)?;
-    let ports: Vec<u16> = (0..opts.coordinators).map(|_| free_port()).collect();
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-    let mut procs: Vec<Proc> = Vec::new();
-    for (i, a) in addrs.iter().enumerate() {
-        let id = (i + 1).to_string();
-        let args: Vec<String> = [
-            "coordinator",
-            "--config",
-            &work.join("cluster.toml").display().to_string(),
-            "--id",
-            &id,
-            "--listen",
-            a,
-            "--peers",
-            &peers.join(","),
-            "--data-dir",
-            &work.join(format!("c{id}")).display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let (p, _) = spawn(&format!("coordinator-{id}"), &bin, &args, &work.join(format!("c{id}.log")))?;
-        procs.push(p);
-    }
+    let (procs, addrs) = start_coordinators(&bin, &work, opts.coordinators, Some(&work.join("cluster.toml")))?;
     let coords = Coordinators::new(&addrs).map_err(anyhow::Error::msg)?;
 
     let job = coords
@@ -288,4 +264,23 @@ async fn sim_worker(name: String, coords: Coordinators, shared: Arc<Shared>, bat
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `n` coordinators forming one Raft cluster on free loopback ports, data in
+/// `work/c{id}`, logs in `work/c{id}.log`; their processes and addresses.
+pub(crate) fn start_coordinators(bin: &Path, work: &Path, n: usize, config: Option<&Path>) -> Result<(Vec<Proc>, Vec<String>)> {
+    let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+    let mut procs: Vec<Proc> = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        let id = (i + 1).to_string();
+        let mut args: Vec<String> = ["coordinator", "--id", &id, "--listen", a, "--peers", &peers.join(",")].iter().map(|s| s.to_string()).collect();
+        args.extend(["--data-dir".into(), work.join(format!("c{id}")).display().to_string()]);
+        if let Some(c) = config {
+            args.extend(["--config".into(), c.display().to_string()]);
+        }
+        let (p, _) = spawn(&format!("coordinator-{id}"), bin, &args, &work.join(format!("c{id}.log")))?;
+        procs.push(p);
+    }
+    Ok((procs, addrs))
 }

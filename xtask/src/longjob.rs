@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::bench::{json_line, output, proc_memory, wait_for_workers};
-use crate::{root, spawn, Proc};
+use crate::{root, spawn};
 
 struct Run {
     coordinators: usize,
@@ -137,11 +137,6 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 fn dir_bytes(p: &Path) -> u64 {
     std::fs::read_dir(p)
@@ -171,42 +166,7 @@ fn one(
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let addrs: Vec<String> = (0..n)
-        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-        .collect::<Result<_>>()?;
-    let peers: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect();
-    let mut coords: Vec<Proc> = Vec::new();
-    for (i, a) in addrs.iter().enumerate() {
-        let id = (i + 1).to_string();
-        let data = dir.join(format!("c{id}")).display().to_string();
-        let args: Vec<String> = [
-            "coordinator",
-            "--id",
-            &id,
-            "--listen",
-            a,
-            "--peers",
-            &peers.join(","),
-            "--data-dir",
-            &data,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        coords.push(
-            spawn(
-                &format!("coordinator-{id}"),
-                panoptes,
-                &args,
-                &dir.join(format!("coordinator-{id}.log")),
-            )?
-            .0,
-        );
-    }
+    let (coords, addrs) = crate::load::start_coordinators(panoptes, &dir, n, None)?;
     let addr = addrs.join(",");
     let wargs: Vec<String> = [
         "worker",

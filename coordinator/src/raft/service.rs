@@ -29,6 +29,22 @@ impl RaftGrpc {
     }
 }
 
+impl RaftGrpc {
+    /// A pictures call: decode it, answer it on the blocking pool (the store
+    /// reads and syncs files), encode the `Result<T, String>`.
+    async fn on_pictures<M: DeserializeOwned + Send + 'static, T: Serialize + Send + 'static>(
+        &self,
+        what: &str,
+        request: Request<RaftPayload>,
+        serve: fn(&PictureStore, M) -> Result<T, String>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let msg: M = decode(what, request)?;
+        let store = self.pictures.clone();
+        let reply = tokio::task::spawn_blocking(move || serve(&store, msg)).await.unwrap_or_else(|e| Err(format!("the store task failed: {e}")));
+        encode(what, &reply)
+    }
+}
+
 /// The tonic service for `raft`, with the transport's message size limits
 /// ([`MAX_MESSAGE_SIZE`] in both directions).
 pub fn server(raft: Raft, pictures: Arc<PictureStore>) -> RaftServiceServer<RaftGrpc> {
@@ -77,20 +93,10 @@ impl RaftService for RaftGrpc {
     }
 
     async fn put_pictures(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let msg: PutPictures = decode("put_pictures", request)?;
-        let store = self.pictures.clone();
-        let reply = tokio::task::spawn_blocking(move || Pictures::serve_put(&store, msg))
-            .await
-            .unwrap_or_else(|e| Err(format!("the store task failed: {e}")));
-        encode("put_pictures", &reply)
+        self.on_pictures::<PutPictures, _>("put_pictures", request, Pictures::serve_put).await
     }
 
     async fn get_pictures(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let msg: GetPictures = decode("get_pictures", request)?;
-        let store = self.pictures.clone();
-        let reply = tokio::task::spawn_blocking(move || Pictures::serve_get(&store, msg))
-            .await
-            .unwrap_or_else(|e| Err(format!("the store task failed: {e}")));
-        encode("get_pictures", &reply)
+        self.on_pictures::<GetPictures, _>("get_pictures", request, Pictures::serve_get).await
     }
 }

@@ -424,25 +424,10 @@ impl ResultSink for SledSink<'_> {
     fn delete_job(&mut self, job: u64) -> Freed {
         let mut freed = Freed::default();
         for (prefix, is_frame) in [(results_prefix(job), false), (frames_prefix(job), true)] {
-            for item in self.tree.scan_prefix(&prefix) {
-                let (k, v) = match item {
-                    Ok(kv) => kv,
-                    Err(e) => {
-                        self.error = Some(e);
-                        return freed;
-                    }
-                };
-                freed.bytes += (k.len() + v.len()) as u64;
-                if is_frame {
-                    freed.frames += 1;
-                    // The picture itself, kept outside the tree.
-                    freed.bytes += bincode::deserialize::<PictureRef>(&v).map(|r| r.len as u64).unwrap_or(0);
-                } else {
-                    freed.results += 1;
-                }
-                self.batch.remove(k.clone());
-                self.pending.remove(k.as_ref());
-            }
+            // Every key of the job: the prefix, then a frame number (and a model).
+            let mut end = prefix.clone();
+            end.extend_from_slice(&[0xff; 16]);
+            self.remove_range(prefix, end, is_frame, &mut freed);
         }
         freed
     }
@@ -462,6 +447,7 @@ impl SledSink<'_> {
             freed.bytes += (k.len() + v.len()) as u64;
             if is_frame {
                 freed.frames += 1;
+                // The picture itself, kept outside the tree.
                 freed.bytes += bincode::deserialize::<PictureRef>(&v).map(|r| r.len as u64).unwrap_or(0);
             } else {
                 freed.results += 1;

@@ -878,6 +878,7 @@ fn cluster_json(r: &pb::ClusterStatusResponse) -> Value {
         "term": r.term,
         "members": r.members.iter().map(|m| json!({
             "id": m.id, "addr": m.addr, "role": m.role, "last_log_index": m.last_log_index, "healthy": m.healthy,
+            "behind": m.behind, "snapshot_sent_bytes": m.snapshot_sent_bytes, "snapshot_bytes": m.snapshot_bytes,
         })).collect::<Vec<_>>(),
         "workers": r.workers.iter().map(|w| json!({
             "name": w.name, "addr": w.addr, "state": w.state, "capacity": w.capacity,

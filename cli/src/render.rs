@@ -145,10 +145,19 @@ pub fn cluster_text(r: &pb::ClusterStatusResponse) -> String {
         out.push_str(&format!("  (answered by coordinator {}: the leader could not be reached)", r.answered_by));
     }
     out.push_str("\n\nMEMBERS\n");
-    out.push_str(&format!("  {:<4} {:<22} {:<10} {:>10}  {}\n", "ID", "ADDR", "ROLE", "LAST LOG", "HEALTH"));
+    out.push_str(&format!("  {:<4} {:<22} {:<10} {:>10} {:>8}  {}\n", "ID", "ADDR", "ROLE", "LAST LOG", "BEHIND", "HEALTH"));
     for m in &r.members {
         let health = if m.healthy { "healthy" } else { "UNHEALTHY" };
-        out.push_str(&format!("  {:<4} {:<22} {:<10} {:>10}  {health}\n", m.id, m.addr, m.role, m.last_log_index));
+        let behind = if r.answered_by == r.leader && m.id != r.leader { m.behind.to_string() } else { "-".into() };
+        out.push_str(&format!("  {:<4} {:<22} {:<10} {:>10} {behind:>8}  {health}\n", m.id, m.addr, m.role, m.last_log_index));
+    }
+    for m in r.members.iter().filter(|m| m.snapshot_bytes > 0) {
+        let pct = m.snapshot_sent_bytes as f64 * 100.0 / m.snapshot_bytes as f64;
+        out.push_str(&if m.snapshot_sent_bytes >= m.snapshot_bytes {
+            format!("  coordinator {} is installing a snapshot of {}\n", m.id, bytes(m.snapshot_bytes))
+        } else {
+            format!("  coordinator {} is catching up by a snapshot: {} of {} sent ({pct:.0}%)\n", m.id, bytes(m.snapshot_sent_bytes), bytes(m.snapshot_bytes))
+        });
     }
     out.push_str("\nWORKERS\n");
     if r.workers.is_empty() {
@@ -194,7 +203,7 @@ mod tests {
             leader: 1,
             term: 3,
             answered_by: 2,
-            members: vec![pb::MemberStatus { id: 1, addr: "127.0.0.1:7400".into(), role: "leader".into(), last_log_index: 42, healthy: true }],
+            members: vec![pb::MemberStatus { id: 1, addr: "127.0.0.1:7400".into(), role: "leader".into(), last_log_index: 42, healthy: true, ..Default::default() }],
             workers: vec![
                 pb::WorkerStatus { name: "w1".into(), state: "draining".into(), capacity: 2, active_shards: 1, last_heartbeat_ms: Some(1500), ..Default::default() },
                 pb::WorkerStatus { name: "w2".into(), state: "active".into(), capacity: 1, ingest: "rtmp://10.0.0.2:7502/live/".into(), ..Default::default() },
@@ -208,6 +217,35 @@ mod tests {
         // Only workers with live ingest have a lobby line.
         assert!(t.contains("INGEST LOBBIES") && t.contains("  w2           rtmp://10.0.0.2:7502/live/KEY\n"), "{t}");
         assert!(!t.lines().any(|l| l.contains("w1") && l.contains("rtmp://")), "{t}");
+    }
+
+    #[test]
+    fn cluster_table_shows_how_far_behind_a_member_is_and_its_snapshot() {
+        let member = |id, behind, sent, size| pb::MemberStatus {
+            id,
+            addr: format!("127.0.0.1:740{id}"),
+            role: if id == 1 { "leader" } else { "follower" }.into(),
+            healthy: id != 3,
+            behind,
+            snapshot_sent_bytes: sent,
+            snapshot_bytes: size,
+            ..Default::default()
+        };
+        let mut r = pb::ClusterStatusResponse {
+            leader: 1,
+            answered_by: 1,
+            members: vec![member(1, 0, 0, 0), member(2, 12, 3 << 20, 12 << 20), member(3, 4000, 8 << 20, 8 << 20)],
+            ..Default::default()
+        };
+        let t = cluster_text(&r);
+        let line = |id: &str| t.lines().find(|l| l.trim_start().starts_with(id)).unwrap_or_default().to_string();
+        assert!(line("2 ").contains(" 12  healthy"), "{t}");
+        assert!(line("3 ").contains(" 4000  UNHEALTHY"), "{t}");
+        assert!(t.contains("coordinator 2 is catching up by a snapshot: 3.0 MiB of 12.0 MiB sent (25%)"), "{t}");
+        assert!(t.contains("coordinator 3 is installing a snapshot of 8.0 MiB"), "{t}");
+        // Answered by a follower: it does not know who is behind.
+        r.answered_by = 2;
+        assert!(cluster_text(&r).lines().filter(|l| l.contains("127.0.0.1:740")).all(|l| l.contains(" -  ")), "{}", cluster_text(&r));
     }
 
     #[test]

@@ -853,6 +853,7 @@ impl ApiService {
             role: role_name(m.state).into(),
             last_log_index: m.last_log_index.unwrap_or(0),
             healthy: m.running_state.is_ok() && known_leader(&m).is_some(),
+            ..Default::default()
         };
         pb::ClusterStatusResponse {
             leader: known_leader(&m).unwrap_or(0),
@@ -908,7 +909,22 @@ impl ApiService {
                 Some((their_leader, me)) => (me.last_log_index, me.healthy && leader != 0 && their_leader == leader),
                 None => (replicated, false),
             };
-            members.push(pb::MemberStatus { id: *id, addr: addr.clone(), role: role.into(), last_log_index, healthy });
+            // Catching up: only the leader knows what it has replicated and sends.
+            let (behind, (snapshot_sent_bytes, snapshot_bytes)) = if leader == self.node.id && *id != leader {
+                (m.last_log_index.unwrap_or(0).saturating_sub(replicated), self.node.snapshot_sends.get(*id).unwrap_or_default())
+            } else {
+                (0, (0, 0))
+            };
+            members.push(pb::MemberStatus {
+                id: *id,
+                addr: addr.clone(),
+                role: role.into(),
+                last_log_index,
+                healthy,
+                behind,
+                snapshot_sent_bytes,
+                snapshot_bytes,
+            });
         }
 
         let (heartbeats, leader_since) = {

@@ -53,6 +53,8 @@ pub struct Coordinator {
     pub raft: Raft,
     /// Stored pictures: put on a majority beside the log, fetched from peers.
     pub pictures: Arc<Pictures>,
+    /// Snapshots this member sends to its peers now (leader): `cluster status`.
+    pub snapshot_sends: crate::raft::network::SnapshotSends,
     pub reader: StateReader,
     pub cfg: Config,
     pub peers: BTreeMap<u64, String>,
@@ -359,6 +361,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     // Read once at start-up: what this node presents to its peers.
     let secret = ClusterSecret::from_file(&cfg.security.cluster_secret_file).map_err(anyhow::Error::msg)?;
     let network = Network::new(opts.id).with_secret(secret.clone());
+    let snapshot_sends = network.snapshot_sends();
     let raft = Raft::new(opts.id, Arc::new(raft_cfg), network, log_store, sm).await.context("failed to start Raft")?;
 
     let pictures = Arc::new(Pictures::new(opts.id, picture_store.clone(), raft.clone(), secret.clone()));
@@ -367,6 +370,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
         addr: addr.clone(),
         raft: raft.clone(),
         pictures: pictures.clone(),
+        snapshot_sends,
         reader,
         cfg,
         peers: peers.clone(),

@@ -12,8 +12,13 @@ use tracing::{debug, warn};
 use crate::node::Coordinator;
 use crate::state::command::{Request, Response};
 
-/// One pass scans at most this many result rows per job.
-const SCAN_ROWS: usize = 50_000;
+/// One `Trim` deletes at most this many result rows (and their pictures'
+/// references): each is applied in one sled batch on every member, so its
+/// size bounds the apply's memory and time.
+const TRIM_ROWS: usize = 2_000;
+
+/// One pass trims at most this many rows per job (then the next pass goes on).
+const PASS_ROWS: usize = 200_000;
 
 pub async fn retention_loop(node: Arc<Coordinator>) {
     let every = Duration::from_secs(node.cfg.retention.every_s.max(1));
@@ -35,17 +40,26 @@ pub async fn trim_pass(node: &Coordinator) {
             .map(|j| (j.id, j.trimmed_before, j.counters.last_timestamp - j.spec.keep_s as f64))
             .collect()
     });
-    for (job, from, cutoff) in jobs {
+    for (job, mut from, cutoff) in jobs {
         if cutoff <= 0.0 {
             continue;
         }
-        let Some(before) = node.reader.retention_cut(job, from, cutoff, SCAN_ROWS) else { continue };
-        match node.write(Request::Trim { job, before_frame: before }).await {
-            Ok(Response::Trimmed { freed }) => {
-                debug!(job_id = job, before_frame = before, results = freed.results, pictures = freed.frames, bytes = freed.bytes, "retention trimmed")
+        for _ in 0..PASS_ROWS / TRIM_ROWS {
+            let Some(before) = node.reader.retention_cut(job, from, cutoff, TRIM_ROWS) else { break };
+            match node.write(Request::Trim { job, before_frame: before }).await {
+                Ok(Response::Trimmed { freed }) => {
+                    debug!(job_id = job, before_frame = before, results = freed.results, pictures = freed.frames, bytes = freed.bytes, "retention trimmed");
+                    from = before;
+                }
+                Ok(other) => {
+                    debug!(job_id = job, ?other, "retention trim not applied");
+                    break;
+                }
+                Err(e) => {
+                    warn!(job_id = job, error = %e, "retention trim failed; retried on the next pass");
+                    break;
+                }
             }
-            Ok(other) => debug!(job_id = job, ?other, "retention trim not applied"),
-            Err(e) => warn!(job_id = job, error = %e, "retention trim failed; retried on the next pass"),
         }
     }
 }

@@ -130,11 +130,19 @@ pub fn downscale(img: &Image, max_height: u32) -> Image {
 }
 
 pub fn encode_jpeg(img: &Image, quality: u8) -> Result<Vec<u8>, RenderError> {
+    encode_rgb_jpeg(&img.rgb, img.width, img.height, quality)
+}
+
+/// Packed RGB24 pixels (`width * height * 3` bytes) as JPEG, without copying them first.
+pub fn encode_rgb_jpeg(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>, RenderError> {
     let mut out = Vec::new();
     let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
-    let (w, h) = (u16::try_from(img.width), u16::try_from(img.height));
-    let (Ok(w), Ok(h)) = (w, h) else { return Err(RenderError::JpegEncode(format!("{}x{} is too large", img.width, img.height))) };
-    enc.encode(&img.rgb, w, h, jpeg_encoder::ColorType::Rgb).map_err(|e| RenderError::JpegEncode(e.to_string()))?;
+    let (w, h) = (u16::try_from(width), u16::try_from(height));
+    let (Ok(w), Ok(h)) = (w, h) else { return Err(RenderError::JpegEncode(format!("{width}x{height} is too large"))) };
+    if rgb.len() != width as usize * height as usize * 3 {
+        return Err(RenderError::Size(width, height, rgb.len()));
+    }
+    enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb).map_err(|e| RenderError::JpegEncode(e.to_string()))?;
     Ok(out)
 }
 

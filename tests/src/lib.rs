@@ -580,6 +580,18 @@ impl Cluster {
         }
         cmd.output().expect("run panoptes")
     }
+
+    /// A job's results (JSON lines) and status as coordinator `addr` itself
+    /// holds them; `None` while it cannot answer.
+    pub fn held_by(&self, addr: &str, job: &str) -> Option<(Vec<Value>, Value)> {
+        let out = self.cli_at(addr, &["results", job, "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+        let s: Value = serde_json::from_slice(&self.cli_at(addr, &["status", job, "--json"]).stdout).ok()?;
+        Some((rows, s))
+    }
 }
 
 // ---- HTTP and metrics helpers (plain TCP, no HTTP client crate) ----

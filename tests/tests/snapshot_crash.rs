@@ -9,21 +9,8 @@
 use std::time::Duration;
 
 use panoptes_tests::{make_video, wait_for, Cluster};
-use serde_json::Value;
-
 fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// A job's results and status as coordinator `addr` itself holds them.
-fn held_by(c: &Cluster, addr: &str, job: &str) -> Option<(Vec<Value>, Value)> {
-    let out = c.cli_at(addr, &["results", job, "--json"]);
-    if !out.status.success() {
-        return None;
-    }
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
-    let s: Value = serde_json::from_slice(&c.cli_at(addr, &["status", job, "--json"]).stdout).ok()?;
-    Some((rows, s))
 }
 
 fn picture(c: &Cluster, addr: &str, job: &str, frame: u64) -> Vec<u8> {
@@ -50,7 +37,7 @@ fn a_follower_killed_during_a_snapshot_install_restarts_and_ends_equal() {
     let s = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "colors", "--wait", "--json"]);
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
     let job = s["job_id"].as_str().unwrap().to_string();
-    let (want_rows, want_status) = held_by(&c, &l_addr, &job).expect("the leader's results");
+    let (want_rows, want_status) = c.held_by(&l_addr, &job).expect("the leader's results");
     assert_eq!(want_rows.len(), 600, "one result per frame");
     let want_pic = picture(&c, &l_addr, &job, 599);
 
@@ -69,7 +56,7 @@ fn a_follower_killed_during_a_snapshot_install_restarts_and_ends_equal() {
 
     c.start_coordinator(f);
     let (rows, status) = wait_for("the restarted follower to hold what the leader holds", Duration::from_secs(90), || {
-        held_by(&c, &f_addr, &job).filter(|(rows, _)| *rows == want_rows)
+        c.held_by(&f_addr, &job).filter(|(rows, _)| *rows == want_rows)
     });
     assert_eq!(rows.len(), 600);
     for k in ["state", "frames_done", "frames_total"] {

@@ -74,7 +74,7 @@ snapshot_logs = 5000
 "#;
 
 /// A colors-like result (about the size of the real one).
-fn row_json(frame: u64) -> String {
+pub(crate) fn row_json(frame: u64) -> String {
     format!(
         r#"[{{"rgb":[{},{},{}],"fraction":0.41}},{{"rgb":[12,200,37],"fraction":0.33}},{{"rgb":[250,250,250],"fraction":0.26}}]"#,
         frame % 256,

@@ -137,8 +137,8 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-
-fn dir_bytes(p: &Path) -> u64 {
+/// Bytes of the files under `p`, recursively.
+pub(crate) fn dir_bytes(p: &Path) -> u64 {
     std::fs::read_dir(p)
         .map(|d| {
             d.flatten()

@@ -1,4 +1,4 @@
-//! Project chores as subcommands: `cargo xtask <models|sample|demo|bench|bench-models|bench-coordinator|chaos|soak>`.
+//! Project chores as subcommands: `cargo xtask <models|sample|demo|bench|bench-models|bench-coordinator|chaos|soak|long-job|camera>`.
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 mod bench;
+mod camera;
 mod chaos;
 mod load;
 mod longjob;
@@ -135,6 +136,31 @@ enum Cmd {
         coordinators: Vec<usize>,
         #[arg(long, default_value = "models")]
         models_dir: PathBuf,
+        /// Print the result as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A simulated camera streaming for --hours at 25 fps into a live job with
+    /// --keep, as fast as the coordinators commit (the worker is simulated:
+    /// one result row and one stored JPEG a frame); prints each coordinator's
+    /// RSS and data directory per simulated hour and their spread once the
+    /// retention window is full. Uses target/debug/panoptes.
+    Camera {
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..))]
+        hours: u64,
+        #[arg(long, default_value = "1h")]
+        keep: String,
+        #[arg(long, default_value_t = 1)]
+        coordinators: usize,
+        /// Frames a report (25 = a second of stream).
+        #[arg(long, default_value_t = 25)]
+        batch: u64,
+        /// Read RSS and disk every this many simulated minutes.
+        #[arg(long, default_value_t = 15)]
+        sample_min: u64,
+        /// Results only, no stored pictures.
+        #[arg(long)]
+        no_pictures: bool,
         /// Print the result as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -489,5 +515,8 @@ fn main() -> Result<()> {
         Cmd::Chaos { seeds, seed, faults } => chaos::run(seeds, seed, faults),
         Cmd::Soak { minutes, models, models_dir, json, build } => soak::run(minutes, &models, root().join(models_dir), json, build),
         Cmd::LongJob { minutes, coordinators, models_dir, json } => longjob::run(minutes, &coordinators, root().join(models_dir), json),
+        Cmd::Camera { hours, keep, coordinators, batch, sample_min, no_pictures, json } => {
+            camera::run(camera::Options { hours, keep, coordinators, batch: batch.max(1), sample_min: sample_min.max(1), no_pictures, json })
+        }
     }
 }

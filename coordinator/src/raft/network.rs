@@ -7,18 +7,23 @@
 //! connection). A channel is only replaced if the peer's address changes.
 use std::collections::HashMap;
 use std::error::Error;
+use std::future::Future;
+use std::io::SeekFrom;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotResponse,
+    VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, RPCTypes};
+use openraft::{BasicNode, OptionalSend, RPCTypes, Snapshot, Vote};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use panoptes_proto::credentials::ClusterSecret;
 use panoptes_proto::raft::raft_service_client::RaftServiceClient;
 use panoptes_proto::raft::RaftPayload;
@@ -36,6 +41,17 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 /// be flushed within one heartbeat interval (openraft's timeout for it), or a
 /// lagging follower is sent the same oversized batch again and again.
 pub const MAX_APPEND_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The last chunk of a snapshot is answered once the receiver has installed
+/// it, which takes time in proportion to its size: its deadline is the
+/// configured snapshot timeout plus the size at this (slow disk) rate, so a
+/// large snapshot is not abandoned and sent again forever.
+const MIN_INSTALL_BYTES_PER_S: u64 = 8 << 20;
+
+/// A chunk that fails (timeout, connection lost) is sent again this many
+/// times, with a doubling pause, before the transfer is given up (openraft
+/// then starts a new one when the peer answers again).
+const SNAPSHOT_CHUNK_TRIES: u32 = 5;
 
 /// How long establishing a TCP connection to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -57,12 +73,46 @@ pub struct Network {
     peers: Arc<Mutex<HashMap<NodeId, Peer>>>,
     /// Presented on every Raft RPC (peers refuse them without it when one is configured).
     secret: ClusterSecret,
+    sends: SnapshotSends,
+}
+
+/// The snapshots this member is sending to its peers now (as the leader),
+/// for `cluster status`: per peer, bytes sent and the snapshot's size.
+#[derive(Clone, Default)]
+pub struct SnapshotSends(Arc<Mutex<HashMap<NodeId, (u64, u64)>>>);
+
+impl SnapshotSends {
+    /// (bytes sent, snapshot size) of the transfer to `peer`, if one runs.
+    pub fn get(&self, peer: NodeId) -> Option<(u64, u64)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&peer).copied()
+    }
+
+    fn set(&self, peer: NodeId, sent: u64, size: u64) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(peer, (sent, size));
+    }
+}
+
+/// Clears a peer's entry in [`SnapshotSends`] when its transfer ends, however it ends.
+struct SendEntry {
+    sends: SnapshotSends,
+    peer: NodeId,
+}
+
+impl Drop for SendEntry {
+    fn drop(&mut self) {
+        self.sends.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.peer);
+    }
 }
 
 impl Network {
     /// A network for the node `self_id` (the id is used in timeout reports only).
     pub fn new(self_id: NodeId) -> Network {
-        Network { self_id, peers: Arc::new(Mutex::new(HashMap::new())), secret: ClusterSecret::default() }
+        Network { self_id, peers: Arc::new(Mutex::new(HashMap::new())), secret: ClusterSecret::default(), sends: SnapshotSends::default() }
+    }
+
+    /// The snapshot transfers this member runs (shared with its clones).
+    pub fn snapshot_sends(&self) -> SnapshotSends {
+        self.sends.clone()
     }
 
     /// The same network, presenting the cluster secret on every RPC.
@@ -110,7 +160,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 Err(format!("bad address {:?} for raft node {target}: {e}", node.addr))
             }
         };
-        NetworkConnection { self_id: self.self_id, target, node: node.clone(), client, secret: self.secret.clone() }
+        NetworkConnection {
+            self_id: self.self_id,
+            target,
+            node: node.clone(),
+            client,
+            secret: self.secret.clone(),
+            sends: self.sends.clone(),
+        }
     }
 }
 
@@ -122,6 +179,7 @@ pub struct NetworkConnection {
     /// `Err` if the peer's address could not be parsed; every RPC then reports it unreachable.
     client: Result<RaftServiceClient<Channel>, String>,
     secret: ClusterSecret,
+    sends: SnapshotSends,
 }
 
 #[derive(Debug)]
@@ -149,6 +207,21 @@ impl NetworkConnection {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
+        self.call_within(action, req, option.hard_ttl()).await
+    }
+
+    /// [`Self::call`] with its own deadline.
+    async fn call_within<Req, Resp, E>(
+        &mut self,
+        action: RPCTypes,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(msg) => return Err(RPCError::Unreachable(Unreachable::new(&BadAddress(msg.clone())))),
@@ -159,7 +232,7 @@ impl NetworkConnection {
         }
         let mut request = tonic::Request::new(RaftPayload { data });
         // The grpc-timeout header: tonic enforces it on the client side, and the server sees it.
-        request.set_timeout(option.hard_ttl());
+        request.set_timeout(ttl);
         self.secret.apply(&mut request);
 
         let result = match action {
@@ -169,7 +242,7 @@ impl NetworkConnection {
         };
         let reply = match result {
             Ok(r) => r.into_inner(),
-            Err(status) => return Err(self.status_to_rpc_error(action, status, option)),
+            Err(status) => return Err(self.status_to_rpc_error(action, status, ttl)),
         };
         let decoded: Result<Resp, E> =
             bincode::deserialize(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -180,7 +253,7 @@ impl NetworkConnection {
         &self,
         action: RPCTypes,
         status: tonic::Status,
-        option: &RPCOption,
+        ttl: Duration,
     ) -> RPCError<NodeId, BasicNode, E> {
         use tonic::Code;
         tracing::debug!(target_node = self.target, %action, code = ?status.code(), message = status.message(), "raft rpc failed");
@@ -189,17 +262,17 @@ impl NetworkConnection {
             Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
             // Our own deadline (the grpc-timeout we set from hard_ttl): tonic reports it as
             // Cancelled("Timeout expired"), a server as DeadlineExceeded.
-            Code::DeadlineExceeded => RPCError::Timeout(self.timeout(action, option)),
+            Code::DeadlineExceeded => RPCError::Timeout(self.timeout(action, ttl)),
             Code::Cancelled if status.message().to_ascii_lowercase().contains("timeout") => {
-                RPCError::Timeout(self.timeout(action, option))
+                RPCError::Timeout(self.timeout(action, ttl))
             }
             // Anything else (reset mid-call, protocol error, …): openraft retries.
             _ => RPCError::Network(NetworkError::new(&status)),
         }
     }
 
-    fn timeout(&self, action: RPCTypes, option: &RPCOption) -> Timeout<NodeId> {
-        Timeout { action, id: self.self_id, target: self.target, timeout: option.hard_ttl() }
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<NodeId> {
+        Timeout { action, id: self.self_id, target: self.target, timeout: ttl }
     }
 }
 
@@ -239,7 +312,76 @@ impl RaftNetwork<TypeConfig> for NetworkConnection {
         self.call(RPCTypes::Vote, &rpc, &option).await
     }
 
-    // `full_snapshot` uses openraft's default: the snapshot is sent as a series of
-    // `install_snapshot` chunks (size from `Config::snapshot_max_chunk_size`, keep it below
-    // MAX_MESSAGE_SIZE).
+    /// The snapshot file, sent as `install_snapshot` chunks (of
+    /// `Config::snapshot_max_chunk_size`, below MAX_MESSAGE_SIZE), read from
+    /// disk one at a time. Unlike openraft's default sender, the last chunk's
+    /// deadline grows with the snapshot's size (its answer waits for the
+    /// install), and the progress is kept for `cluster status`.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        mut snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let io = |e: std::io::Error| StreamingError::Network(NetworkError::new(&e));
+        let chunk = option.snapshot_chunk_size().unwrap_or(4 << 20);
+        let size = snapshot.snapshot.seek(SeekFrom::End(0)).await.map_err(io)?;
+        let last_ttl = option.hard_ttl() + Duration::from_secs(size / MIN_INSTALL_BYTES_PER_S);
+        let _entry = SendEntry { sends: self.sends.clone(), peer: self.target };
+        tracing::info!(target_node = self.target, snapshot = %snapshot.meta.snapshot_id, bytes = size, "sending a snapshot");
+        let mut cancel = std::pin::pin!(cancel);
+        let mut offset = 0u64;
+        let mut failures = 0u32;
+        loop {
+            if let Some(closed) = cancel.as_mut().now_or_never() {
+                return Err(closed.into());
+            }
+            snapshot.snapshot.seek(SeekFrom::Start(offset)).await.map_err(io)?;
+            let mut data = Vec::with_capacity(chunk);
+            (&mut snapshot.snapshot).take(chunk as u64).read_to_end(&mut data).await.map_err(io)?;
+            let n = data.len() as u64;
+            let done = offset + n >= size;
+            // With the last chunk in flight, the peer is (about to be) installing.
+            self.sends.set(self.target, if done { size } else { offset }, size);
+            let req: InstallSnapshotRequest<TypeConfig> = InstallSnapshotRequest { vote, meta: snapshot.meta.clone(), offset, data, done };
+            let ttl = if done { last_ttl } else { option.hard_ttl() };
+            let r: Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> =
+                self.call_within(RPCTypes::InstallSnapshot, &req, ttl).await;
+            let err = match r {
+                Ok(resp) => {
+                    if resp.vote > vote || done {
+                        if done {
+                            tracing::info!(target_node = self.target, bytes = size, "snapshot sent and installed");
+                        }
+                        return Ok(SnapshotResponse::new(resp.vote));
+                    }
+                    failures = 0;
+                    offset += n;
+                    continue;
+                }
+                Err(RPCError::RemoteError(RemoteError { source: RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m)), .. })) => {
+                    // The receiver lost the transfer (it restarted): from the start.
+                    tracing::warn!(target_node = self.target, mismatch = %m, "the peer lost the snapshot transfer; sending it from the start");
+                    offset = 0;
+                    continue;
+                }
+                Err(RPCError::RemoteError(RemoteError { target, target_node, source: RaftError::Fatal(f) })) => {
+                    return Err(RemoteError { target, target_node, source: f }.into());
+                }
+                Err(e) => e,
+            };
+            failures += 1;
+            tracing::warn!(target_node = self.target, offset, error = %err, failures, "a snapshot chunk was not delivered");
+            if failures >= SNAPSHOT_CHUNK_TRIES {
+                return Err(match err {
+                    RPCError::Timeout(t) => t.into(),
+                    RPCError::Unreachable(u) => u.into(),
+                    RPCError::Network(n) => n.into(),
+                    other => NetworkError::new(&other).into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100) * (1 << failures.min(5))).await;
+        }
+    }
 }

@@ -83,8 +83,12 @@ impl Actor for ResizerActor {
 
 /// The frame's stored picture: reduced to at most `max_height` rows, as JPEG.
 fn picture(rgb: &panoptes_media::RgbFrame, max_height: u32, quality: u32) -> anyhow::Result<Picture> {
-    let img = panoptes_render::Image::new(rgb.width, rgb.height, rgb.data.clone())?;
-    let small = panoptes_render::downscale(&img, max_height);
-    let jpeg = panoptes_render::encode_jpeg(&small, quality.clamp(1, 100) as u8)?;
+    let quality = quality.clamp(1, 100) as u8;
+    let jpeg = if rgb.height <= max_height {
+        panoptes_render::encode_rgb_jpeg(&rgb.data, rgb.width, rgb.height, quality)?
+    } else {
+        let img = panoptes_render::Image::new(rgb.width, rgb.height, rgb.data.clone())?;
+        panoptes_render::encode_jpeg(&panoptes_render::downscale(&img, max_height), quality)?
+    };
     Ok(Picture { jpeg, width: rgb.width, height: rgb.height })
 }

@@ -731,14 +731,14 @@ pub(crate) fn wait_for_workers(bin: &Path, addr: &str, n: usize) -> Result<()> {
 }
 
 /// CPU time (user + system) of a process so far, in clock ticks.
-fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, nearly always 100).
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
 }
 

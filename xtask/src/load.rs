@@ -64,9 +64,10 @@ pub fn make_clip(dir: &Path, frames: u64) -> Result<PathBuf> {
     Ok(out)
 }
 
+// 2,000 shards of the 100,000-frame clip: work for up to 1,000 simulated workers.
 const CONFIG: &str = r#"
 [cluster]
-shard_frames = 200
+shard_frames = 50
 lease_timeout_ms = 20000
 heartbeat_interval_ms = 1000
 [coordinator]

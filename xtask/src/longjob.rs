@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{json_line, output, proc_memory, wait_for_workers};
+use crate::bench::{clock_ticks, json_line, output, proc_cpu_ticks, proc_memory, wait_for_workers};
 use crate::{root, spawn};
 
 struct Run {
@@ -23,6 +23,10 @@ struct Run {
     fps: f64,
     /// Per coordinator: peak RSS KiB, data dir bytes, held bytes (results + pictures).
     members: Vec<(u64, u64, u64)>,
+    /// CPU time a frame (ms): the worker's, and all coordinators' together.
+    cpu_ms: (f64, f64),
+    /// The worker's stage times a frame (ms): decode, resize, inference.
+    stages_ms: (f64, f64, f64),
 }
 
 pub fn run(
@@ -104,7 +108,10 @@ pub fn run(
                     *disk as f64 / (*held).max(1) as f64
                 ));
             }
-            say(format!("    {} frames at {:.0} frames/s", r.frames, r.fps));
+            say(format!(
+                "    {} frames at {:.0} frames/s; CPU a frame: worker {:.2} ms, coordinators {:.2} ms; stages a frame: decode {:.2} ms, resize {:.2} ms, colors {:.2} ms",
+                r.frames, r.fps, r.cpu_ms.0, r.cpu_ms.1, r.stages_ms.0, r.stages_ms.1, r.stages_ms.2
+            ));
             runs.push(r);
         }
     }
@@ -121,6 +128,7 @@ pub fn run(
     for r in &runs {
         out.push(json!({
             "coordinators": r.coordinators, "pictures": r.pictures, "frames": r.frames, "frames_per_s": r.fps,
+            "worker_cpu_ms_per_frame": r.cpu_ms.0, "coordinators_cpu_ms_per_frame": r.cpu_ms.1,
             "members": r.members.iter().map(|(rss, disk, held)| json!({"peak_rss_mib": *rss as f64 / 1024.0, "data_dir_mib": mib(*disk), "held_mib": mib(*held)})).collect::<Vec<_>>(),
         }));
     }
@@ -225,6 +233,16 @@ fn one(
     )?;
     let frames = status["frames_done"].as_u64().unwrap_or(0);
     let secs = m["wall_time_s"].as_f64().unwrap_or(0.0) - m["queue_wait_s"].as_f64().unwrap_or(0.0);
+    let per = |k: f64| k * 1000.0 / frames.max(1) as f64;
+    let inference: f64 = m["inference_time_s"].as_object().map(|o| o.values().filter_map(|v| v.as_f64()).sum()).unwrap_or(0.0);
+    let stages_ms = (per(m["ingest_time_s"].as_f64().unwrap_or(0.0)), per(m["resize_time_s"].as_f64().unwrap_or(0.0)), per(inference));
+    // CPU so far (start-up included), before the reads below add to it.
+    let tick_ms = 1000.0 / clock_ticks();
+    let per_frame = |ticks: u64| ticks as f64 * tick_ms / frames.max(1) as f64;
+    let cpu_ms = (
+        per_frame(proc_cpu_ticks(worker.pid()).unwrap_or(0)),
+        per_frame(coords.iter().filter_map(|c| proc_cpu_ticks(c.pid())).sum()),
+    );
     // Let followers apply the last entries and repair fetch what they lack.
     std::thread::sleep(Duration::from_secs(if n > 1 { 8 } else { 1 }));
     let mut members = Vec::new();
@@ -259,5 +277,7 @@ fn one(
             0.0
         },
         members,
+        cpu_ms,
+        stages_ms,
     })
 }

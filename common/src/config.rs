@@ -263,6 +263,15 @@ impl SecuritySection {
         if self.require_client_cert && (self.tls_ca.is_empty() || self.tls_cert.is_empty()) {
             return Err("security.require_client_cert needs security.tls_ca, tls_cert and tls_key (make them with `panoptes certs`)".into());
         }
+        if !self.tokens_file.is_empty() && self.cluster_secret_file.is_empty() {
+            // Workers and coordinators call each other with the secret, not
+            // with tokens: without it, anyone could register a worker,
+            // report results or have a follower forward any command.
+            return Err("security.tokens_file needs security.cluster_secret_file too: without it the worker and Raft services, which take no tokens, \
+                        accept anyone (a forged Register, Report or Prune). Make one with `head -c 32 /dev/urandom | base64 > cluster.secret` \
+                        and set cluster_secret_file to it on every coordinator and worker"
+                .into());
+        }
         if self.max_request_bytes < 1024 || self.max_request_bytes > u32::MAX as u64 {
             return Err(format!("security.max_request_bytes is {}: use 1024 to 4294967295", self.max_request_bytes));
         }
@@ -874,6 +883,11 @@ mod tests {
         assert!(e.to_string().contains("max_request_bytes"), "{e}");
         assert!(parse("[security]\ntls_cert = \"c\"\ntls_key = \"k\"\ntls_ca = \"ca\"\nrequire_client_cert = true\n").is_ok());
         assert!(!Config::default().security.web_plain_http, "the web UI follows tls_cert unless told otherwise");
+        // Tokens protect the user-facing calls only; the internal ones need the secret.
+        let e = parse("[security]\ntokens_file = \"tokens\"\n").unwrap_err();
+        assert!(e.to_string().contains("cluster_secret_file") && e.to_string().contains("accept anyone"), "{e}");
+        assert!(parse("[security]\ntokens_file = \"tokens\"\ncluster_secret_file = \"secret\"\n").is_ok());
+        assert!(parse("[security]\ncluster_secret_file = \"secret\"\n").is_ok(), "a secret alone is fine");
         assert!(parse("[security]\ntls_cert = \"c\"\ntls_key = \"k\"\ntls_ca = \"ca\"\nweb_plain_http = true\n").unwrap().security.web_plain_http);
     }
 

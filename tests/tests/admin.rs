@@ -78,8 +78,9 @@ fn a01_cluster_status_has_the_documented_shape() {
     });
     assert_eq!(keys(&s), set(&["leader", "term", "members", "workers", "jobs"]), "{s}");
     for m in s["members"].as_array().unwrap() {
-        assert_eq!(keys(m), set(&["id", "addr", "role", "last_log_index", "healthy"]), "{m}");
+        assert_eq!(keys(m), set(&["id", "addr", "role", "last_log_index", "healthy", "behind", "snapshot_sent_bytes", "snapshot_bytes"]), "{m}");
         assert!(m["last_log_index"].as_u64().unwrap() > 0, "{m}");
+        assert!(["behind", "snapshot_sent_bytes", "snapshot_bytes"].iter().all(|k| m[k].is_u64()), "{m}");
     }
     for w in s["workers"].as_array().unwrap() {
         assert_eq!(keys(w), set(&["name", "addr", "state", "capacity", "active_shards", "last_heartbeat_ms", "ingest"]), "{w}");

@@ -28,7 +28,9 @@ fn tokens_cluster(extra: &str) -> (Cluster, String, String) {
         let file = dir.join("tokens");
         // A comment line too: the file format allows them.
         std::fs::write(&file, format!("# made by panoptes token\n{user_line}\n{admin_line}\n")).unwrap();
-        format!("\n[security]\ntokens_file = \"{}\"\n{extra}", file.display())
+        let secret = dir.join("cluster.secret");
+        std::fs::write(&secret, "tokens-cluster-secret\n").unwrap();
+        format!("\n[security]\ntokens_file = \"{}\"\ncluster_secret_file = \"{}\"\n{extra}", file.display(), secret.display())
     });
     (c, user, admin)
 }

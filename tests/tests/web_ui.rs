@@ -140,7 +140,9 @@ fn w11_the_page_with_a_tokens_file() {
     let c = Cluster::start_secure(&["w1"], &admin, |dir| {
         let file = dir.join("tokens");
         std::fs::write(&file, format!("{user_line}\n{admin_line}\n")).unwrap();
-        format!("\n[security]\ntokens_file = \"{}\"\n", file.display())
+        let secret = dir.join("cluster.secret");
+        std::fs::write(&secret, "ui-cluster-secret\n").unwrap();
+        format!("\n[security]\ntokens_file = \"{}\"\ncluster_secret_file = \"{}\"\n", file.display(), secret.display())
     });
     let clip = c.dir.path().join("ui-token-clip.mp4");
     make_video(&clip, 40, "320x240", 25);

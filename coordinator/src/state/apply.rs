@@ -491,7 +491,7 @@ impl State {
             j.counters.times.add(&r.times);
         }
         j.counters.reports += 1;
-        j.counters.report_bytes += r.bytes;
+        j.counters.report_bytes = j.counters.report_bytes.saturating_add(r.bytes);
         let mut outcome = None;
         if let Some(err) = &r.error {
             j.counters.errors += 1;
@@ -834,6 +834,36 @@ mod tests {
         assert_eq!(w.job().frames_done, 4);
         assert_eq!(w.sink.0.len(), 8);
         assert_eq!(w.job().shards[0].cursor, 7);
+    }
+
+    #[test]
+    fn counters_a_worker_sends_cannot_overflow_the_apply() {
+        let mut w = World::new();
+        let e = w.grant("w1", 0);
+        let huge = |frames: &[u64], next: u64| match report("w1", 0, e, frames, next, false) {
+            Request::Report(mut r) => {
+                r.bytes = u64::MAX;
+                r.times = StageTimes {
+                    decode_s: f64::NAN,
+                    resize_s: f64::INFINITY,
+                    inference_s: [("colors".to_string(), -1.0)].into_iter().collect(),
+                    frames_decoded: u64::MAX,
+                    frames_dropped: u64::MAX,
+                    latency_ms: [(10, u64::MAX), (20, u64::MAX)].into_iter().collect(),
+                    reconnects: u64::MAX,
+                    gap_ms: u64::MAX,
+                };
+                Request::Report(r)
+            }
+            _ => unreachable!(),
+        };
+        // Twice: the second would overflow every counter.
+        assert_eq!(stored(w.apply(huge(&[0], 1))), 1);
+        assert_eq!(stored(w.apply(huge(&[2], 3))), 1);
+        let c = &w.job().counters;
+        assert_eq!((c.report_bytes, c.times.frames_dropped, c.times.frames_decoded, c.times.reconnects, c.times.gap_ms), (u64::MAX, u64::MAX, u64::MAX, u64::MAX, u64::MAX));
+        assert_eq!((c.times.decode_s, c.times.resize_s, c.times.inference_s["colors"]), (0.0, 0.0, 0.0), "non-finite and negative seconds are left out");
+        assert_eq!(c.times.latency_quantile(0.5), 10.0);
     }
 
     #[test]

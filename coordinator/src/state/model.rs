@@ -175,31 +175,43 @@ pub struct StageTimes {
 }
 
 impl StageTimes {
+    /// Add a report's times. They come from a worker, so nothing is
+    /// trusted: counts saturate (an overflow would panic the apply on every
+    /// member, at every replay of the entry), and seconds that are not
+    /// finite and positive are left out.
     pub fn add(&mut self, o: &StageTimes) {
-        self.decode_s += o.decode_s;
-        self.resize_s += o.resize_s;
+        fn secs(total: &mut f64, s: f64) {
+            if s.is_finite() && s > 0.0 {
+                *total += s;
+            }
+        }
+        fn count(total: &mut u64, n: u64) {
+            *total = total.saturating_add(n);
+        }
+        secs(&mut self.decode_s, o.decode_s);
+        secs(&mut self.resize_s, o.resize_s);
         for (k, v) in &o.inference_s {
-            *self.inference_s.entry(k.clone()).or_default() += v;
+            secs(self.inference_s.entry(k.clone()).or_default(), *v);
         }
-        self.frames_decoded += o.frames_decoded;
-        self.frames_dropped += o.frames_dropped;
+        count(&mut self.frames_decoded, o.frames_decoded);
+        count(&mut self.frames_dropped, o.frames_dropped);
         for (k, v) in &o.latency_ms {
-            *self.latency_ms.entry(*k).or_default() += v;
+            count(self.latency_ms.entry(*k).or_default(), *v);
         }
-        self.reconnects += o.reconnects;
-        self.gap_ms += o.gap_ms;
+        count(&mut self.reconnects, o.reconnects);
+        count(&mut self.gap_ms, o.gap_ms);
     }
 
     /// The `q`-quantile (0..=1) of the latency histogram, ms; 0 when empty.
     pub fn latency_quantile(&self, q: f64) -> f64 {
-        let total: u64 = self.latency_ms.values().sum();
+        let total: u64 = self.latency_ms.values().fold(0u64, |a, v| a.saturating_add(*v));
         if total == 0 {
             return 0.0;
         }
         let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
+        let mut seen = 0u64;
         for (ms, n) in &self.latency_ms {
-            seen += n;
+            seen = seen.saturating_add(*n);
             if seen >= rank {
                 return *ms as f64;
             }

@@ -271,3 +271,38 @@ fn colon_in_local_name() {
     let e = probe("concat:a.mp4|b.mp4").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
 }
+
+/// `fails`, but bounded: a FIFO's open blocked (waiting for a writer) until
+/// something wrote to it, so the call must answer within 10 s.
+fn fails_quickly(source: &str) -> MediaError {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = source.to_string();
+    std::thread::spawn(move || {
+        let _ = tx.send(fails(&s));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or_else(|_| panic!("opening {source} did not return within 10 s"))
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let dir = workdir();
+    let fifo = dir.path().join("video.mp4");
+    let st = std::process::Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(st.success());
+    let e = fails_quickly(fifo.to_str().unwrap());
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("is a FIFO (named pipe), not a regular file"), "{e}");
+    // Through a symlink too: what is checked is what was opened.
+    let link = dir.path().join("link.mp4");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let e = fails_quickly(link.to_str().unwrap());
+    assert!(e.to_string().contains("is a FIFO (named pipe), not a regular file"), "{e}");
+}
+
+#[test]
+fn a_device_is_refused() {
+    for dev in ["/dev/zero", "/dev/null"] {
+        let e = fails_quickly(dev);
+        assert!(e.to_string().contains(&format!("'{dev}'")) && e.to_string().contains("is a character device, not a regular file"), "{e}");
+    }
+}

@@ -285,6 +285,9 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
     let cover = ["-map", "0", "-map", "1", "-c:a", "libmp3lame", "-c:v", "png", "-id3v2_version", "3", "-disposition:v", "attached_pic"];
     ffmpeg(&[&["-i", &p("sine.wav"), "-i", &p("still.png")][..], &cover, &[&p("cover.mp3")]].concat());
     std::fs::create_dir(d.join("a-directory")).unwrap();
+    // A FIFO: opening it for reading waited for a writer, pinning a thread.
+    assert!(std::process::Command::new("mkfifo").arg(d.join("fifo.mp4")).status().unwrap().success());
+    std::os::unix::fs::symlink(d.join("fifo.mp4"), d.join("link-to-fifo.mp4")).unwrap();
     let closed_port = free_port(); // bound, then released: nothing listens there
     let long_name = "n".repeat(10_000);
     let long_model = "m".repeat(10_000);
@@ -314,6 +317,10 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
         case("image-only file (PNG): a 1-frame video", colors(&png, &[]), Completes(1), &[]),
         case("missing path", colors(&missing, &[]), Failed, &[&missing, "No such file or directory"]),
         case("a directory", colors(&dir, &[]), Failed, &[&dir, "is a directory, not a video file"]),
+        case("a FIFO (named pipe)", colors(&p("fifo.mp4"), &[]), Failed, &[&p("fifo.mp4"), "is a FIFO (named pipe), not a regular file"]),
+        // (The job's source is the path the link resolves to at submit.)
+        case("a symlink to a FIFO", colors(&p("link-to-fifo.mp4"), &[]), Failed, &[&p("fifo.mp4"), "is a FIFO (named pipe), not a regular file"]),
+        case("a device (/dev/zero)", colors("/dev/zero", &[]), Failed, &["'/dev/zero'", "is a character device, not a regular file"]),
         case("file:///etc/passwd (a local path, not a video)", colors("file:///etc/passwd", &[]), Failed, &["'/etc/passwd'"]),
         // Network sources.
         case("HTTP 404", colors(&url404, &[]), Failed, &[&url404, "404 Not Found"]),

@@ -484,7 +484,29 @@ impl State {
             stored += 1;
         }
         j.frames_done += stored as u64;
-        s.cursor = s.cursor.max(r.next_frame.min(s.end));
+        let reported_to = r.next_frame.min(s.end);
+        if live {
+            // Frames a live stream dropped are never reported: its cursor
+            // follows the worker.
+            s.cursor = s.cursor.max(reported_to);
+        } else {
+            // A file's cursor moves only over frames that are stored (or
+            // were trimmed by retention), whatever the worker says.
+            s.cursor = s.cursor.max(first_missing(sink, r.job, s.cursor, reported_to, step, trimmed_before));
+        }
+        // A file shard reported done with frames missing (the decoder met
+        // the end of the stream early): a failed attempt, not a completion.
+        let missing = if !live && r.done && r.error.is_none() { missing_in(sink, r.job, s.cursor, s.end, step, trimmed_before) } else { None };
+        let error = r.error.clone().or_else(|| {
+            missing.map(|(n, first)| {
+                format!(
+                    "the source ended early: {n} analysed frame(s) of shard {} (frames {}–{}) were never reported, the first is frame {first}; the file may be truncated or corrupt there",
+                    s.index,
+                    s.start,
+                    s.end.saturating_sub(1)
+                )
+            })
+        });
         // A retried or duplicated delivery (its frames all stored already)
         // carries the times of the first: counted once.
         if stored > 0 || r.frames.is_empty() {
@@ -493,7 +515,7 @@ impl State {
         j.counters.reports += 1;
         j.counters.report_bytes = j.counters.report_bytes.saturating_add(r.bytes);
         let mut outcome = None;
-        if let Some(err) = &r.error {
+        if let Some(err) = &error {
             j.counters.errors += 1;
             if live {
                 // A live stream cannot be replayed: no further attempt.
@@ -535,6 +557,29 @@ impl State {
             .map(|j| j.shards.iter().filter(|s| s.state != ShardState::Done).map(|s| analysed_in(s.cursor, s.end, j.spec.frame_step)).sum())
             .unwrap_or(0)
     }
+}
+
+/// The first analysed frame in `[from, to)` that is not stored (frames below
+/// `trimmed_before` count as stored: retention deleted them), else `to`.
+fn first_missing(sink: &dyn ResultSink, job: u64, from: u64, to: u64, step: u64, trimmed_before: u64) -> u64 {
+    let mut f = from.div_ceil(step) * step;
+    while f < to {
+        if f >= trimmed_before && !sink.contains(job, f, 0) {
+            return f;
+        }
+        f += step;
+    }
+    to.max(from)
+}
+
+/// How many analysed frames in `[from, to)` are not stored, and the first; `None` when all are.
+fn missing_in(sink: &dyn ResultSink, job: u64, from: u64, to: u64, step: u64, trimmed_before: u64) -> Option<(u64, u64)> {
+    let first = first_missing(sink, job, from, to, step, trimmed_before);
+    if first >= to {
+        return None;
+    }
+    let n = (first..to).step_by(step as usize).filter(|f| *f >= trimmed_before && !sink.contains(job, *f, 0)).count() as u64;
+    Some((n, first))
 }
 
 fn finish(j: &mut Job, state: JobState, error: Option<String>, now_ms: u64) {
@@ -834,6 +879,27 @@ mod tests {
         assert_eq!(w.job().frames_done, 4);
         assert_eq!(w.sink.0.len(), 8);
         assert_eq!(w.job().shards[0].cursor, 7);
+    }
+
+    #[test]
+    fn the_cursor_moves_only_over_stored_frames_and_done_with_frames_missing_is_a_failed_attempt() {
+        let mut w = World::new();
+        let e = w.grant("w1", 0);
+        // Shard 0 is [0, 10) at step 2. Frames 0 and 4 reported with next_frame 7: 2 and 6 missing.
+        assert_eq!(stored(w.apply(report("w1", 0, e, &[0, 4], 7, false))), 2);
+        assert_eq!(w.job().shards[0].cursor, 2, "the cursor stops at the first frame not stored");
+        // "Done" (an early end of stream) with 2, 6 and 8 never reported.
+        assert_eq!(stored(w.apply(report("w1", 0, e, &[], 10, true))), 0);
+        let s = &w.job().shards[0];
+        assert_eq!((s.state.clone(), s.attempts, s.cursor), (ShardState::Pending, 1, 2), "not done: a failed attempt");
+        let err = s.last_error.clone().unwrap_or_default();
+        assert!(err.contains("3 analysed frame(s) of shard 0 (frames 0–9) were never reported, the first is frame 2"), "{err}");
+        assert_ne!(w.job().state, JobState::Completed);
+        // Leased again, from frame 2; every frame reported: done.
+        let e2 = w.grant("w2", 0);
+        assert_eq!(stored(w.apply(report("w2", 0, e2, &[2, 6, 8], 10, true))), 3);
+        assert_eq!(w.job().shards[0].state, ShardState::Done);
+        assert_eq!(w.job().frames_done, 5);
     }
 
     #[test]

@@ -146,8 +146,10 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
     }
     let frame_step = if r.frame_step == 0 { 1 } else { r.frame_step as u64 };
     let name = if r.name.trim().is_empty() {
-        // The default name, from a source of up to MAX_SOURCE bytes, is cut to fit.
-        let n = Path::new(&source).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| source.clone());
+        // The default name, from a source of up to MAX_SOURCE bytes, is cut to
+        // fit; from the redacted source (no credentials, query or stream key).
+        let shown = panoptes_media::policy::redact(&source);
+        let n = Path::new(shown.split(['?', '#']).next().unwrap_or_default()).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| shown.clone());
         n.chars().take(MAX_NAME).collect()
     } else {
         r.name.trim().to_string()
@@ -548,7 +550,7 @@ impl Panoptes for ApiService {
         let lspec = crate::state::model::LiveSpec { key, worker: worker.clone(), slot, url: url.clone() };
         match self.node.write(Request::CreateLive { spec, live: lspec, now_ms: now_ms() }).await? {
             Response::JobCreated { job, .. } => {
-                info!(job_id = job, %worker, %url, "live endpoint created");
+                info!(job_id = job, %worker, url = %panoptes_media::policy::redact(&url), "live endpoint created");
                 Ok(Resp::new(pb::LiveEndpoint { job_id: JobId(job).to_string(), rtmp_url: url }))
             }
             Response::Rejected(m) => Err(Status::unavailable(format!("{m}; retry"))),

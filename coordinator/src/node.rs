@@ -577,7 +577,7 @@ async fn leader_loop(node: Arc<Coordinator>) {
                 // waits, pending: for the publisher to push its key to any
                 // worker's lobby (ResumeLive) or to this URL again, if the
                 // worker comes back, within live.connect_timeout_s.
-                warn!(job_id = job, %worker, %url, "live stream lost its worker (lease expired); waiting for its publisher to resume it on a worker's ingest lobby");
+                warn!(job_id = job, %worker, url = %panoptes_media::policy::redact(&url), "live stream lost its worker (lease expired); waiting for its publisher to resume it on a worker's ingest lobby");
             } else {
                 warn!(job_id = job, shard, epoch, %worker, "lease expired; its unacknowledged frames go back to pending");
             }

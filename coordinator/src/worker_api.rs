@@ -223,7 +223,7 @@ impl WorkerApi for WorkerService {
         })?;
         match self.node.write(Request::MoveLive { job: found, worker: r.name.clone(), url: r.url.clone() }).await? {
             Response::Ok => {
-                info!(job_id = found, worker = %r.name, url = %r.url, "live stream resumes on another worker's ingest lobby");
+                info!(job_id = found, worker = %r.name, url = %panoptes_media::policy::redact(&r.url), "live stream resumes on another worker's ingest lobby");
                 Ok(Resp::new(pb::ResumeLiveResponse { job_id: JobId(found).to_string() }))
             }
             // Changed since the check above: retried, the check says whether it may yet.

@@ -192,12 +192,13 @@ impl Source {
     pub fn new(source: &str) -> Result<Self, MediaError> {
         let name = normalize(source)?;
         match url_scheme(&name) {
+            // Errors and logs name a URL without its credentials or stream key.
             Some(scheme) => Ok(Source {
                 network: NETWORK_SCHEMES.contains(&scheme.as_str()),
                 protocols: (scheme == "http" || scheme == "https").then_some(HTTP_PROTOCOLS),
                 scheme: Some(scheme),
                 url: name.clone(),
-                name,
+                name: crate::policy::redact(&name),
             }),
             // A local path always goes to FFmpeg as `file:PATH`, so that no
             // part of the name is ever read as a protocol (`concat:…`, `pipe:…`).

@@ -326,6 +326,8 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
         case("HTTP 404", colors(&url404, &[]), Failed, &[&url404, "404 Not Found"]),
         case("HTTP 200 with Content-Type text/html", colors(&html, &[]), Failed, &[&html, "the server sent Content-Type 'text/html; charset=utf-8', not a video"]),
         case("unreachable host (a closed port)", colors(&refused_url, &[]), Failed, &[&refused_url, "connection refused"]),
+        // Credentials in a URL (user:password@, a signed query) are not echoed.
+        case("credentials in an unreachable URL", colors(&format!("http://viewer:hunter2@127.0.0.1:{closed_port}/clip.mp4?sig=s3cr3t"), &[]), Failed, &[&format!("'http://***@127.0.0.1:{closed_port}/clip.mp4?***'"), "connection refused"]),
         case("unreachable host (port 1)", colors("http://127.0.0.1:1/clip.mp4", &[]), Failed, &["'http://127.0.0.1:1/clip.mp4'", "connection refused"]),
         case("unresolvable host name", colors("http://no-such-host.invalid/clip.mp4", &[]), Failed, &["'http://no-such-host.invalid/clip.mp4'", "host name 'no-such-host.invalid' not found"]),
         // Schemes and FFmpeg protocols.
@@ -487,6 +489,8 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
     for n in c.coordinators.iter().flatten().chain(c.workers.iter()) {
         let log = n.log_text();
         assert!(!log.contains("panicked"), "{} panicked:\n{log}", n.name);
+        // The credentials of the URL case are in no log either.
+        assert!(!log.contains("hunter2") && !log.contains("s3cr3t"), "{} logged a URL's credentials:\n{log}", n.name);
     }
 
     // ---- the corpus, as a table

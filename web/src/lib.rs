@@ -712,7 +712,8 @@ mod relay {
     impl Relay {
         pub fn start(job: &str, url: &str) -> Result<Relay, String> {
             let (child, stdin) = spawn(job, url)?;
-            info!(job_id = %job, %url, "relaying a browser stream to its live job");
+            // Not the URL: it carries the stream key.
+            info!(job_id = %job, "relaying a browser stream to its live job");
             Ok(Relay { job: job.into(), url: url.into(), child, stdin: Some(stdin), kept: Vec::new(), kept_bytes: 0, total: 0, starts: 1, last_push: Instant::now() })
         }
 

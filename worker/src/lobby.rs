@@ -158,12 +158,12 @@ impl Lobby {
             {
                 let mut p = parked().lock().unwrap();
                 if p.contains_key(&key) {
-                    warn!(%url, "live lobby: refused a second publisher of the same stream key");
+                    warn!(url = %panoptes_media::policy::redact(&url), "live lobby: refused a second publisher of the same stream key");
                     continue;
                 }
                 p.insert(key.clone(), (dec, link));
             }
-            info!(%url, "live lobby: a publisher pushed a stream key; asking the coordinator to resume its stream here");
+            info!(url = %panoptes_media::policy::redact(&url), "live lobby: a publisher pushed a stream key; asking the coordinator to resume its stream here");
             let me2 = me.clone();
             let spawned = std::thread::Builder::new().name("live-resume".into()).spawn(move || me2.resume(key, url));
             if let Err(e) = spawned {
@@ -178,7 +178,7 @@ impl Lobby {
         let deadline = Instant::now() + Duration::from_secs(self.connect_timeout_s.max(1));
         match (self.claim)(&key, &url, deadline) {
             Claim::Moved(job) => {
-                info!(job_id = %job, %url, "live lobby: the stream resumes on this worker");
+                info!(job_id = %job, url = %panoptes_media::policy::redact(&url), "live lobby: the stream resumes on this worker");
                 (self.lease_now)();
                 let until = Instant::now() + PARK_LIMIT;
                 while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
@@ -188,12 +188,12 @@ impl Lobby {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 if parked().lock().unwrap().remove(&key).is_some() {
-                    warn!(job_id = %job, %url, "live lobby: the resumed stream's shard did not start here; closing its publisher");
+                    warn!(job_id = %job, url = %panoptes_media::policy::redact(&url), "live lobby: the resumed stream's shard did not start here; closing its publisher");
                 }
             }
             Claim::Refused(why) => {
                 parked().lock().unwrap().remove(&key);
-                warn!(%url, reason = %why, "live lobby: refused a publisher");
+                warn!(url = %panoptes_media::policy::redact(&url), reason = %why, "live lobby: refused a publisher");
             }
         }
     }

@@ -288,7 +288,7 @@ impl Actor for WorkerActor {
                     let live_port = if a.live && !a.pull && !crate::lobby::is_lobby_url(&a.source) { url_port(&a.source) } else { None };
                     if let Some(p) = live_port {
                         st.ingest.release(p);
-                        info!(job_id = %a.job_id, url = %a.source, port = p, "live stream leased: listening for its publisher");
+                        info!(job_id = %a.job_id, url = %panoptes_media::policy::redact(&a.source), port = p, "live stream leased: listening for its publisher");
                     }
                     let job = ShardJob {
                         worker: st.opts.name.clone(),
@@ -419,7 +419,7 @@ fn start_lobby(st: &mut WorkerState, myself: ActorRef<WorkerMsg>) -> anyhow::Res
             if std::time::Instant::now() >= deadline {
                 return crate::lobby::Claim::Refused(format!("{why} (gave up after live.connect_timeout_s)"));
             }
-            info!(%url, reason = %why, "live lobby: cannot resume the stream yet; retrying");
+            info!(url = %panoptes_media::policy::redact(&url), reason = %why, "live lobby: cannot resume the stream yet; retrying");
             std::thread::sleep(Duration::from_millis(500));
         }
     });

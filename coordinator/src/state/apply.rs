@@ -174,7 +174,7 @@ impl State {
                     return rejected(r.message());
                 }
                 let l = self.jobs.get_mut(job).and_then(|j| j.live.as_mut()).expect("checked: a running live push");
-                tracing::info!(job_id = job, from = %l.worker, to = %worker, %url, "live stream moved");
+                tracing::info!(job_id = job, from = %l.worker, to = %worker, url = %panoptes_media::policy::redact(&url), "live stream moved");
                 l.worker = worker.clone();
                 l.url = url.clone();
                 l.slot = super::model::LOBBY_SLOT;

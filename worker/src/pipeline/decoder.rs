@@ -271,7 +271,7 @@ impl LiveIngest {
         if crate::lobby::is_lobby_url(&self.url) {
             // Resumed on this worker's ingest lobby: its publisher's
             // connection is parked there (see crate::lobby).
-            info!(url = %self.url, resume_frame = self.resume, "live: taking the publisher's connection from the ingest lobby");
+            info!(url = %panoptes_media::policy::redact(&self.url), resume_frame = self.resume, "live: taking the publisher's connection from the ingest lobby");
             let limit = std::time::Duration::from_secs(self.opts.connect_timeout_s.max(1));
             let got = crate::lobby::take(crate::lobby::url_key(&self.url), limit, &self.stop);
             if got.is_none() {
@@ -284,7 +284,7 @@ impl LiveIngest {
         }
         let deadline = Instant::now() + std::time::Duration::from_secs(self.opts.connect_timeout_s.max(1));
         let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
-        info!(url = %self.url, connect_timeout_s = self.opts.connect_timeout_s, "live: waiting for the publisher");
+        info!(url = %panoptes_media::policy::redact(&self.url), connect_timeout_s = self.opts.connect_timeout_s, "live: waiting for the publisher");
         loop {
             let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1).to_string();
             // `listen`: FFmpeg's RTMP server mode (one publisher, on this
@@ -307,7 +307,7 @@ impl LiveIngest {
                 (Ok(dec), None) => return Some(dec),
                 (opened, Some(why)) if Instant::now() < deadline && !self.stop.load(Ordering::Relaxed) => {
                     drop(opened); // closes the publisher's connection
-                    warn!(url = %self.url, ffmpeg = %why, "live: refused a publisher that pushed to another stream key; still waiting for this stream's publisher");
+                    warn!(url = %panoptes_media::policy::redact(&self.url), ffmpeg = %why, "live: refused a publisher that pushed to another stream key; still waiting for this stream's publisher");
                 }
                 (Ok(_), Some(why)) | (Err(_), Some(why)) => {
                     self.fail(format!("only publishers with another stream key pushed to {} (ffmpeg: {why}); push to the URL `panoptes live` printed", self.url));
@@ -377,7 +377,7 @@ impl LiveIngest {
             }
         } else {
             let Some(mut dec) = self.accept() else { return };
-            info!(url = %self.url, "live: publisher connected");
+            info!(url = %panoptes_media::policy::redact(&self.url), "live: publisher connected");
             // A publisher that stops, however, ends its stream: the job completes.
             if !matches!(self.read(&mut dec, &mut out, &mut next, &mut clock), StreamEnd::Clean | StreamEnd::Dropped | StreamEnd::Silent) {
                 return;
@@ -423,7 +423,7 @@ impl LiveIngest {
             if self.stop.load(Ordering::Relaxed) {
                 return false;
             }
-            info!(url = %self.url, next_frame = *next, attempt = failures + 1, "live: opening the pull source");
+            info!(url = %panoptes_media::policy::redact(&self.url), next_frame = *next, attempt = failures + 1, "live: opening the pull source");
             match MediaDecoder::open_live(&self.url, &options, self.stop.clone()) {
                 Ok(mut dec) => {
                     failures = 0;
@@ -434,12 +434,12 @@ impl LiveIngest {
                         // And the job's own metrics (`panoptes metrics`), with the next report.
                         self.opts.reconnects.fetch_add(1, Ordering::Relaxed);
                         self.opts.gap_ms.fetch_add(ms, Ordering::Relaxed);
-                        info!(url = %self.url, gap_ms = ms, next_frame = *next, "live: pull source reopened; frames continue");
+                        info!(url = %panoptes_media::policy::redact(&self.url), gap_ms = ms, next_frame = *next, "live: pull source reopened; frames continue");
                     }
                     let end = self.read(&mut dec, out, next, clock);
                     match end {
                         StreamEnd::Clean | StreamEnd::Dropped | StreamEnd::Silent => {
-                            info!(url = %self.url, ?end, next_frame = *next, "live: the pull source ended; reopening it");
+                            info!(url = %panoptes_media::policy::redact(&self.url), ?end, next_frame = *next, "live: the pull source ended; reopening it");
                             gone_since = Some(Instant::now());
                             last_end = Some(end);
                         }
@@ -467,7 +467,7 @@ impl LiveIngest {
                             // player (the connection closes), so a source that
                             // was read, closed and does not come back is over.
                             Some(end) => {
-                                info!(url = %self.url, ?end, attempts = r.attempts, error = %e, "live: the pull source stopped and did not come back; the stream is over");
+                                info!(url = %panoptes_media::policy::redact(&self.url), ?end, attempts = r.attempts, error = %e, "live: the pull source stopped and did not come back; the stream is over");
                                 true
                             }
                             None => {
@@ -486,7 +486,7 @@ impl LiveIngest {
                         };
                     }
                     let wait = r.delay(failures);
-                    debug!(url = %self.url, error = %e, wait_ms = wait.as_millis() as u64, "live: pull source not available; retrying");
+                    debug!(url = %panoptes_media::policy::redact(&self.url), error = %e, wait_ms = wait.as_millis() as u64, "live: pull source not available; retrying");
                     // Sleep in short steps: a stopped shard does not wait out the backoff.
                     let until = Instant::now() + wait;
                     while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {

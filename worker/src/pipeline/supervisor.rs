@@ -307,7 +307,7 @@ impl Actor for ShardSupervisor {
         let span = st.span.clone();
         async move {
             let a = &st.job.assignment;
-            info!(epoch = a.epoch, from = a.resume_frame, to = a.end_frame, source = %a.source, models = ?a.models, "shard started");
+            info!(epoch = a.epoch, from = a.resume_frame, to = a.end_frame, source = %panoptes_media::policy::redact(&a.source), models = ?a.models, "shard started");
             if let Err(e) = Self::start_pipeline(&myself, st).await {
                 Self::on_failure(&myself, st, spawn_error_text(&e)).await?;
             }

@@ -528,7 +528,7 @@ impl Panoptes for ApiService {
             ..Default::default()
         };
         let mut spec = validate_submit(&sub, &self.node.cfg)?;
-        let key = stream_key();
+        let key = stream_key()?;
         if sub_name_empty(&sub) {
             spec.name = format!("live-{}", &key[..8]);
         }
@@ -741,17 +741,17 @@ fn with_auth<T>(rq: &mut tonic::Request<T>, auth: &CallerAuth) {
 /// gRPC metadata marking a live endpoint request a follower forwarded.
 const LIVE_FORWARDED: &str = "x-panoptes-forwarded";
 
-fn stream_key() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    for i in 0..2u64 {
-        // RandomState is seeded from the OS per instance.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(i);
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+/// A live stream's key: 128 bits from the OS's CSPRNG (`/dev/urandom`), as
+/// 32 hex digits. Whoever has it may publish into the job. (It was a
+/// `RandomState` hash of the clock: std seeds those keys once per thread
+/// and then increments them, so one key told much about the next.)
+fn stream_key() -> Result<String, Status> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Status::internal(format!("cannot draw a stream key from /dev/urandom: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// The worker to ingest a new live stream: alive (in `live`), not draining,
@@ -982,6 +982,16 @@ impl ApiService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_keys_are_128_random_bits_in_hex() {
+        let keys: std::collections::BTreeSet<String> = (0..1000).map(|_| stream_key().unwrap()).collect();
+        assert_eq!(keys.len(), 1000, "keys repeat");
+        assert!(keys.iter().all(|k| k.len() == 32 && k.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())));
+        // Every bit position takes both values across the keys.
+        let ones: Vec<usize> = (0..128).map(|bit| keys.iter().filter(|k| u128::from_str_radix(k, 16).unwrap() >> bit & 1 == 1).count()).collect();
+        assert!(ones.iter().all(|n| (300..=700).contains(n)), "{ones:?}");
+    }
 
     fn req(models: &[&str]) -> pb::SubmitRequest {
         pb::SubmitRequest { source: "clip.mp4".into(), models: models.iter().map(|s| s.to_string()).collect(), ..Default::default() }

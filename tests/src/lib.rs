@@ -594,6 +594,36 @@ impl Cluster {
     }
 }
 
+/// A 3-coordinator cluster (worker `w1`) whose follower was killed while a
+/// job of `frames` 96x64 frames, each with its stored picture, committed
+/// (~frames/4 reports). With the test config's `snapshot_logs = 10` the
+/// leader compacts what the follower lacks: it can catch up only by a
+/// snapshot. The follower stays down.
+pub struct FollowerAway {
+    pub c: Cluster,
+    pub leader: u64,
+    pub follower: u64,
+    pub leader_addr: String,
+    pub follower_addr: String,
+    /// The completed job's id.
+    pub job: String,
+}
+
+pub fn follower_away_during_a_job(frames: u32) -> FollowerAway {
+    let mut c = Cluster::start_replicated(3, &["w1"]);
+    let leader = c.leader();
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let follower_addr = c.coordinator_addrs[follower as usize - 1].clone();
+    let leader_addr = c.coordinator_addrs[leader as usize - 1].clone();
+    c.kill_coordinator(follower);
+    let video = c.dir.path().join("while-away.mp4");
+    make_video(&video, frames, "96x64", 25);
+    let s = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "colors", "--wait", "--json"]);
+    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
+    let job = s["job_id"].as_str().unwrap().to_string();
+    FollowerAway { c, leader, follower, leader_addr, follower_addr, job }
+}
+
 // ---- HTTP and metrics helpers (plain TCP, no HTTP client crate) ----
 
 /// `GET path` over HTTP/1.1 on a plain TCP stream: (status code, body).

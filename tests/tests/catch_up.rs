@@ -5,7 +5,7 @@
 //! what the leader holds, read from it alone.
 use std::time::Duration;
 
-use panoptes_tests::{make_video, wait_for, Cluster};
+use panoptes_tests::{follower_away_during_a_job, make_video, wait_for, Cluster, FollowerAway};
 use serde_json::Value;
 
 /// Member `id`'s entry in `cluster status --json` asked of `addr`.
@@ -17,20 +17,8 @@ fn member(c: &Cluster, addr: &str, id: u64) -> Option<Value> {
 
 #[test]
 fn a_follower_that_was_down_under_load_catches_up_and_status_shows_how_far_behind_it_is() {
-    let mut c = Cluster::start_replicated(3, &["w1"]);
-    let leader = c.leader();
-    let f = (1..=3).find(|i| *i != leader).unwrap();
-    let f_addr = c.coordinator_addrs[f as usize - 1].clone();
-    let l_addr = c.coordinator_addrs[leader as usize - 1].clone();
-    c.kill_coordinator(f);
-
     // While it is down: 600 frames with pictures, ~150 reports.
-    let a = c.dir.path().join("a.mp4");
-    make_video(&a, 600, "96x64", 25);
-    let s = c.cli_json(&["submit", a.to_str().unwrap(), "--models", "colors", "--wait", "--json"]);
-    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
-    let job_a = s["job_id"].as_str().unwrap().to_string();
-
+    let FollowerAway { mut c, leader, follower: f, leader_addr: l_addr, follower_addr: f_addr, job: job_a } = follower_away_during_a_job(600);
     let m = member(&c, &l_addr, f).expect("the leader's status");
     assert_eq!(m["healthy"], false, "{m}");
     let behind = m["behind"].as_u64().expect("behind is a number");

@@ -8,7 +8,7 @@
 //! and at the end it holds exactly what the leader holds, read from it alone.
 use std::time::Duration;
 
-use panoptes_tests::{make_video, wait_for, Cluster};
+use panoptes_tests::{follower_away_during_a_job, wait_for, Cluster, FollowerAway};
 fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -22,21 +22,10 @@ fn picture(c: &Cluster, addr: &str, job: &str, frame: u64) -> Vec<u8> {
 
 #[test]
 fn a_follower_killed_during_a_snapshot_install_restarts_and_ends_equal() {
-    let mut c = Cluster::start_replicated(3, &["w1"]);
-    let leader = c.leader();
-    let f = (1..=3).find(|i| *i != leader).unwrap();
-    let f_addr = c.coordinator_addrs[f as usize - 1].clone();
-    let l_addr = c.coordinator_addrs[leader as usize - 1].clone();
-    c.kill_coordinator(f);
-
     // While it is away: ~150 reports of 4 frames, each with its picture; the
     // leader snapshots every 10 entries and keeps 100, so the follower can
     // only catch up by a snapshot.
-    let video = c.dir.path().join("long.mp4");
-    make_video(&video, 600, "96x64", 25);
-    let s = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "colors", "--wait", "--json"]);
-    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
-    let job = s["job_id"].as_str().unwrap().to_string();
+    let FollowerAway { mut c, follower: f, leader_addr: l_addr, follower_addr: f_addr, job, .. } = follower_away_during_a_job(600);
     let (want_rows, want_status) = c.held_by(&l_addr, &job).expect("the leader's results");
     assert_eq!(want_rows.len(), 600, "one result per frame");
     let want_pic = picture(&c, &l_addr, &job, 599);

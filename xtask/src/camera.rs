@@ -20,15 +20,15 @@ use panoptes_proto::api::panoptes_client::PanoptesClient;
 use panoptes_proto::api::{JobRef, LiveRequest};
 use panoptes_proto::failover::Coordinators;
 use panoptes_proto::worker::worker_api_client::WorkerApiClient;
-use panoptes_proto::worker::{FrameReport, HeartbeatRequest, LeaseRef, LeaseRequest, ModelOutput, RegisterRequest, ReportRequest};
+use panoptes_proto::worker::{HeartbeatRequest, LeaseRef, LeaseRequest, RegisterRequest};
 use serde_json::json;
 
 use crate::bench::proc_memory;
-use crate::load::{row_json, start_coordinators};
+use crate::load::{sim_report, start_coordinators};
 use crate::longjob::dir_bytes;
 use crate::root;
 
-const FPS: u64 = 25;
+const FPS: u64 = crate::load::SIM_FPS;
 
 pub struct Options {
     pub hours: u64,
@@ -236,27 +236,8 @@ async fn stream(o: &Options, addrs: &[String], pids: &[u32], work: &Path, total:
     let mut next_sample = every;
     while next < total {
         let upto = (next + o.batch).min(total);
-        let frames: Vec<FrameReport> = (next..upto)
-            .map(|f| FrameReport {
-                frame: f,
-                timestamp: f as f64 / FPS as f64,
-                outputs: vec![ModelOutput { model: "colors".into(), results_json: row_json(f) }],
-                jpeg: jpeg.to_vec(),
-                width: if jpeg.is_empty() { 0 } else { 320 },
-                height: if jpeg.is_empty() { 0 } else { 180 },
-            })
-            .collect();
-        let req = ReportRequest {
-            name: name.clone(),
-            job_id: a.job_id.clone(),
-            shard: a.shard,
-            epoch: a.epoch,
-            frames,
-            next_frame: upto,
-            done: false,
-            error: String::new(),
-            times: None,
-        };
+        let picture = (!jpeg.is_empty()).then_some((jpeg, 320, 180));
+        let req = sim_report(&name, &a, next..upto, false, picture);
         let r = coords
             .call(5, |ch| {
                 let r = req.clone();

@@ -17,7 +17,7 @@ use panoptes_proto::api::panoptes_client::PanoptesClient;
 use panoptes_proto::api::{JobRef, SubmitRequest};
 use panoptes_proto::failover::Coordinators;
 use panoptes_proto::worker::worker_api_client::WorkerApiClient;
-use panoptes_proto::worker::{FrameReport, HeartbeatRequest, LeaseRef, LeaseRequest, ModelOutput, RegisterRequest, ReportRequest};
+use panoptes_proto::worker::{FrameReport, HeartbeatRequest, LeaseRef, LeaseRequest, ModelOutput, RegisterRequest, ReportRequest, ShardAssignment};
 
 use crate::{root, spawn, Proc};
 
@@ -75,7 +75,7 @@ snapshot_logs = 5000
 "#;
 
 /// A colors-like result (about the size of the real one).
-pub(crate) fn row_json(frame: u64) -> String {
+fn row_json(frame: u64) -> String {
     format!(
         r#"[{{"rgb":[{},{},{}],"fraction":0.41}},{{"rgb":[12,200,37],"fraction":0.33}},{{"rgb":[250,250,250],"fraction":0.26}}]"#,
         frame % 256,
@@ -187,6 +187,37 @@ pub async fn run(opts: &LoadOptions) -> Result<LoadResult> {
     })
 }
 
+/// The frame rate of the simulated streams.
+pub(crate) const SIM_FPS: u64 = 25;
+
+/// A simulated worker's report of `frames` under lease `a`: [`SIM_FPS`]
+/// timestamps, one `colors`-sized row a frame and, with `picture` (a JPEG
+/// and its width and height), that picture for every frame.
+pub(crate) fn sim_report(name: &str, a: &ShardAssignment, frames: std::ops::Range<u64>, done: bool, picture: Option<(&[u8], u32, u32)>) -> ReportRequest {
+    let next_frame = frames.end;
+    let (jpeg, width, height) = picture.unwrap_or_default();
+    ReportRequest {
+        name: name.to_string(),
+        job_id: a.job_id.clone(),
+        shard: a.shard,
+        epoch: a.epoch,
+        frames: frames
+            .map(|f| FrameReport {
+                frame: f,
+                timestamp: f as f64 / SIM_FPS as f64,
+                outputs: vec![ModelOutput { model: "colors".into(), results_json: row_json(f) }],
+                jpeg: jpeg.to_vec(),
+                width,
+                height,
+            })
+            .collect(),
+        next_frame,
+        done,
+        error: String::new(),
+        times: None,
+    }
+}
+
 /// One simulated worker: capacity 1, leases a shard, reports it in batches.
 async fn sim_worker(name: String, coords: Coordinators, shared: Arc<Shared>, batch: u64) -> Result<()> {
     coords
@@ -223,20 +254,7 @@ async fn sim_worker(name: String, coords: Coordinators, shared: Arc<Shared>, bat
         let mut next = a.resume_frame;
         while next < a.end_frame && !shared.stop.load(Ordering::Relaxed) {
             let upto = (next + batch).min(a.end_frame);
-            let frames: Vec<FrameReport> = (next..upto)
-                .map(|f| FrameReport { frame: f, timestamp: f as f64 / 25.0, outputs: vec![ModelOutput { model: "colors".into(), results_json: row_json(f) }], ..Default::default() })
-                .collect();
-            let req = ReportRequest {
-                name: name.clone(),
-                job_id: a.job_id.clone(),
-                shard: a.shard,
-                epoch: a.epoch,
-                frames,
-                next_frame: upto,
-                done: upto == a.end_frame,
-                error: String::new(),
-                times: None,
-            };
+            let req = sim_report(&name, &a, next..upto, upto == a.end_frame, None);
             let t = Instant::now();
             let r = coords.call(3, |ch| {
                 let r = req.clone();

@@ -84,11 +84,15 @@ pub struct SnapshotSends(Arc<Mutex<HashMap<NodeId, (u64, u64)>>>);
 impl SnapshotSends {
     /// (bytes sent, snapshot size) of the transfer to `peer`, if one runs.
     pub fn get(&self, peer: NodeId) -> Option<(u64, u64)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&peer).copied()
+        self.map().get(&peer).copied()
     }
 
     fn set(&self, peer: NodeId, sent: u64, size: u64) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(peer, (sent, size));
+        self.map().insert(peer, (sent, size));
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (u64, u64)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -100,7 +104,7 @@ struct SendEntry {
 
 impl Drop for SendEntry {
     fn drop(&mut self) {
-        self.sends.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.peer);
+        self.sends.map().remove(&self.peer);
     }
 }
 

@@ -559,27 +559,22 @@ impl State {
     }
 }
 
-/// The first analysed frame in `[from, to)` that is not stored (frames below
-/// `trimmed_before` count as stored: retention deleted them), else `to`.
+/// The analysed frames in `[from, to)` that are not stored, in order (frames
+/// below `trimmed_before` count as stored: retention deleted them).
+fn unstored<'a>(sink: &'a dyn ResultSink, job: u64, from: u64, to: u64, step: u64, trimmed_before: u64) -> impl Iterator<Item = u64> + 'a {
+    (from.div_ceil(step) * step..to).step_by(step as usize).filter(move |f| *f >= trimmed_before && !sink.contains(job, *f, 0))
+}
+
+/// The first analysed frame in `[from, to)` that is not stored, else `to`.
 fn first_missing(sink: &dyn ResultSink, job: u64, from: u64, to: u64, step: u64, trimmed_before: u64) -> u64 {
-    let mut f = from.div_ceil(step) * step;
-    while f < to {
-        if f >= trimmed_before && !sink.contains(job, f, 0) {
-            return f;
-        }
-        f += step;
-    }
-    to.max(from)
+    unstored(sink, job, from, to, step, trimmed_before).next().unwrap_or(to.max(from))
 }
 
 /// How many analysed frames in `[from, to)` are not stored, and the first; `None` when all are.
 fn missing_in(sink: &dyn ResultSink, job: u64, from: u64, to: u64, step: u64, trimmed_before: u64) -> Option<(u64, u64)> {
-    let first = first_missing(sink, job, from, to, step, trimmed_before);
-    if first >= to {
-        return None;
-    }
-    let n = (first..to).step_by(step as usize).filter(|f| *f >= trimmed_before && !sink.contains(job, *f, 0)).count() as u64;
-    Some((n, first))
+    let mut missing = unstored(sink, job, from, to, step, trimmed_before);
+    let first = missing.next()?;
+    Some((1 + missing.count() as u64, first))
 }
 
 fn finish(j: &mut Job, state: JobState, error: Option<String>, now_ms: u64) {

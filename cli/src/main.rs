@@ -122,12 +122,35 @@ struct LiveArgs {
     #[arg(long)]
     name: Option<String>,
     #[command(flatten)]
+    pictures: PictureOpts,
+    #[command(flatten)]
     keep: KeepOpts,
     /// Print {"job_id","rtmp_url"}.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     client: ClientOpts,
+}
+
+/// Stored pictures of analysed frames (`panoptes frame`, the web page).
+#[derive(Args)]
+struct PictureOpts {
+    /// Keep at most one picture per INTERVAL of stream time: the first
+    /// analysed frame at or after each multiple of it (e.g. 200ms, 1s, 10s;
+    /// 0: every analysed frame). Default: the cluster's frames.every (1s).
+    /// Each picture costs the worker a JPEG encode and the coordinators
+    /// ~20 KB of disk.
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_pictures_every)]
+    pictures_every: Option<String>,
+    /// Keep no pictures (`panoptes frame` then has nothing to draw on).
+    #[arg(long, conflicts_with = "pictures_every")]
+    no_frames: bool,
+}
+
+/// `--pictures-every`: checked here for a quick, clear error; the coordinator checks it again.
+fn parse_pictures_every(s: &str) -> std::result::Result<String, String> {
+    panoptes_common::parse_interval_ms(s)?;
+    Ok(s.trim().to_string())
 }
 
 /// Retention while a job runs.
@@ -286,9 +309,8 @@ struct SubmitArgs {
     /// A name for the job (default: the file name).
     #[arg(long)]
     name: Option<String>,
-    /// Keep no pictures of the analysed frames (`panoptes frame` then has nothing to draw on).
-    #[arg(long)]
-    no_frames: bool,
+    #[command(flatten)]
+    pictures: PictureOpts,
     #[command(flatten)]
     keep: KeepOpts,
     /// Wait for the job to end (progress on a terminal); exit 1 if it failed.
@@ -360,9 +382,14 @@ struct FrameArgs {
     job: String,
     /// Frame number (an analysed frame: with --frame-step N, a multiple of N).
     frame: u64,
-    /// Where to write the PNG (default: JOB-frame-N.png).
+    /// Where to write the PNG (default: JOB-frame-N.png, N the frame drawn).
     #[arg(short, long, value_name = "FILE.png")]
     output: Option<PathBuf>,
+    /// When the frame has no stored picture (a job keeps one per
+    /// --pictures-every of stream time), draw the nearest frame that has
+    /// one instead; the output says which.
+    #[arg(long)]
+    nearest: bool,
     /// Print {"job_id","frame","path","width","height","analysed_width","analysed_height","bytes"}.
     #[arg(long)]
     json: bool,
@@ -634,7 +661,8 @@ async fn submit(a: SubmitArgs) -> Result<ExitCode> {
         name: a.name.clone().unwrap_or_default(),
         request_id: a.request_id.clone().unwrap_or_else(|| format!("cli-{}-{}", std::process::id(), panoptes_common::now_ms())),
         target_height: 0,
-        no_frames: a.no_frames,
+        no_frames: a.pictures.no_frames,
+        pictures_every: a.pictures.pictures_every.clone().unwrap_or_default(),
         keep: a.keep.keep.clone().unwrap_or_default(),
         keep_what: a.keep.keep_what.clone().unwrap_or_default(),
     };
@@ -750,6 +778,8 @@ async fn live(a: LiveArgs) -> Result<ExitCode> {
         frame_step: a.frame_step,
         keep: a.keep.keep.clone().unwrap_or_default(),
         keep_what: a.keep.keep_what.clone().unwrap_or_default(),
+        no_frames: a.pictures.no_frames,
+        pictures_every: a.pictures.pictures_every.clone().unwrap_or_default(),
     };
     let e = coords
         .call(coords.addrs().len() * 2, |ch| {
@@ -791,7 +821,7 @@ async fn metrics(a: JobArgs) -> Result<ExitCode> {
 
 async fn frame(a: FrameArgs) -> Result<ExitCode> {
     let coords = connect(&a.client)?;
-    let r = pb::FrameRef { job_id: a.job.clone(), frame: a.frame };
+    let r = pb::FrameRef { job_id: a.job.clone(), frame: a.frame, nearest: a.nearest };
     let f = coords
         .call(coords.addrs().len() * 2, |ch| {
             let r = r.clone();
@@ -799,7 +829,7 @@ async fn frame(a: FrameArgs) -> Result<ExitCode> {
         })
         .await
         .map_err(|s| explain(s, &coords))?;
-    let path = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("{}-frame-{}.png", a.job, a.frame)));
+    let path = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("{}-frame-{}.png", a.job, f.frame)));
     std::fs::write(&path, &f.png).with_context(|| format!("cannot write {}", path.display()))?;
     if a.json {
         println!(
@@ -808,7 +838,8 @@ async fn frame(a: FrameArgs) -> Result<ExitCode> {
                    "analysed_width": f.analysed_width, "analysed_height": f.analysed_height, "bytes": f.png.len()})
         );
     } else {
-        println!("{}: frame {} of {} drawn with its results ({}x{}, {} bytes)", path.display(), f.frame, a.job, f.width, f.height, f.png.len());
+        let instead = if f.frame != a.frame { format!(" (the nearest frame to {} with a stored picture)", a.frame) } else { String::new() };
+        println!("{}: frame {}{instead} of {} drawn with its results ({}x{}, {} bytes)", path.display(), f.frame, a.job, f.width, f.height, f.png.len());
     }
     Ok(ExitCode::SUCCESS)
 }

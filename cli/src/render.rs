@@ -46,6 +46,15 @@ pub fn status_text(s: &pb::JobStatus, state: &str) -> String {
         s.shards_done,
         s.shards_total
     );
+    let every = panoptes_common::format_interval_ms(s.pictures_every_ms);
+    out.push_str(&match (s.pictures, s.pictures_every_ms) {
+        (false, _) => "pictures: none\n".to_string(),
+        (true, 0) => "pictures: every analysed frame\n".to_string(),
+        (true, _) => format!("pictures: one per {every} of stream time\n"),
+    });
+    if s.keep_s > 0 {
+        out.push_str(&format!("keep:    the newest {} (kept from frame {})\n", age(Duration::from_secs(s.keep_s)), s.retained_from_frame));
+    }
     if !s.push_url.is_empty() && state == "running" {
         out.push_str(&format!("push to: {}\n", s.push_url));
     }

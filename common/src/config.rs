@@ -114,6 +114,10 @@ pub struct FramesSection {
     pub max_height: u32,
     /// JPEG quality, 1-100.
     pub quality: u32,
+    /// At most one picture per this much stream time (`1s`, `500ms`; `0`:
+    /// every analysed frame), by default; `submit --pictures-every` sets it
+    /// per job.
+    pub every: String,
 }
 
 /// Live RTMP push streams (`panoptes live`), as the ingesting worker runs them.
@@ -284,7 +288,7 @@ impl SecuritySection {
 
 impl Default for FramesSection {
     fn default() -> Self {
-        Self { store: true, max_height: 360, quality: 75 }
+        Self { store: true, max_height: 360, quality: 75, every: "1s".into() }
     }
 }
 
@@ -460,6 +464,7 @@ impl Config {
                 self.frames.max_height, self.frames.quality
             ));
         }
+        crate::parse_interval_ms(&self.frames.every).map_err(|e| ConfigError::Invalid(format!("frames.every: {e}")))?;
         self.live.validate().map_err(ConfigError::Invalid)?;
         self.security.validate().map_err(ConfigError::Invalid)?;
         self.retention.validate().map_err(ConfigError::Invalid)?;

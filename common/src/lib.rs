@@ -37,6 +37,35 @@ pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     n.checked_mul(secs).map(std::time::Duration::from_secs).ok_or_else(|| format!("'{s}' is too long"))
 }
 
+/// A picture interval as people write one: `500ms`, `1s`, `2m`, `1h` (a bare
+/// number is seconds; `0` means every analysed frame). Milliseconds.
+pub fn parse_interval_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("'{s}' is not an interval: use a number and a unit, e.g. 500ms, 1s, 10s, 1m (0: every frame)"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        u => return Err(format!("unknown unit '{u}' in '{s}': use ms, s, m or h")),
+    };
+    n.checked_mul(ms).ok_or_else(|| format!("'{s}' is too long"))
+}
+
+/// An interval in milliseconds as [`parse_interval_ms`] reads it: `0`,
+/// `500ms`, `1s`, `2m`, `1h`.
+pub fn format_interval_ms(ms: u64) -> String {
+    match ms {
+        0 => "0".into(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

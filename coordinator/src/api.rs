@@ -67,6 +67,8 @@ pub fn status_pb(j: &Job) -> pb::JobStatus {
         push_url: j.live.as_ref().map(|l| l.url.clone()).unwrap_or_default(),
         keep_s: j.spec.keep_s,
         retained_from_frame: j.trimmed_before,
+        pictures: j.spec.frames_height > 0,
+        pictures_every_ms: j.spec.frames_every_ms,
     }
 }
 
@@ -178,6 +180,11 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
     let keep_what = if r.keep_what.trim().is_empty() { cfg.retention.what.as_str() } else { r.keep_what.trim() };
     let keep_what = KeepWhat::parse(keep_what)
         .ok_or_else(|| Status::invalid_argument(format!("--keep-what is '{}': use both, results or pictures", echo(keep_what))))?;
+    let every = if r.pictures_every.trim().is_empty() { cfg.frames.every.as_str() } else { r.pictures_every.as_str() };
+    let frames_every_ms = panoptes_common::parse_interval_ms(every).map_err(|e| Status::invalid_argument(format!("--pictures-every: {}", echo(&e))))?;
+    if frames_every_ms > 86_400_000 {
+        return Err(Status::invalid_argument("--pictures-every is longer than a day: give at most 24h (or --no-frames to keep no pictures)"));
+    }
     if keep_s > 0 && is_pull_source(&source) && keep_s.saturating_mul(1000) < cfg.live.max_lag_ms {
         return Err(Status::invalid_argument(format!(
             "--keep {keep} is shorter than a live frame may lag (live.max_lag_ms = {} ms): results would be deleted before they are seen; keep at least {}s",
@@ -197,6 +204,7 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
         max_attempts,
         frames_height: if r.no_frames || !cfg.frames.store { 0 } else { cfg.frames.max_height },
         frames_quality: cfg.frames.quality,
+        frames_every_ms,
     })
 }
 
@@ -406,17 +414,41 @@ impl Panoptes for ApiService {
         let r = req.into_inner();
         let job = self.job(&r.job_id)?;
         let id = JobId(job.id);
-        let (rows, _) = self.node.reader.results(job.id, Some(r.frame), None, usize::MAX);
-        let Some(image) = self.node.pictures.picture(&self.node.reader, job.id, r.frame).await else {
-            let why = if job.spec.frames_height == 0 {
-                format!("job {id} keeps no frame pictures (submitted with --no-frames, or frames.store is off)")
-            } else if rows.is_empty() {
-                let step = job.spec.frame_step;
-                format!("job {id} has no analysed frame {} (frames analysed: every {step}th from 0; committed so far: {})", r.frame, job.frames_done)
-            } else {
-                format!("job {id} has no stored picture of frame {}", r.frame)
-            };
-            return Err(Status::not_found(why));
+        if job.spec.frames_height == 0 {
+            return Err(Status::not_found(format!("job {id} keeps no frame pictures (submitted with --no-frames, or frames.store is off)")));
+        }
+        let (before, after) = self.node.reader.pictured_near(job.id, r.frame);
+        let frame = match (r.nearest, before, after) {
+            (_, Some(b), _) if b == r.frame => r.frame,
+            (true, Some(b), _) => b,
+            (true, None, Some(a)) => a,
+            _ => {
+                let (rows, _) = self.node.reader.results(job.id, Some(r.frame), None, usize::MAX);
+                let near = match (before, after) {
+                    (Some(b), Some(a)) => format!("; the nearest with one are frames {b} and {a}"),
+                    (Some(f), None) | (None, Some(f)) => format!("; the nearest with one is frame {f}"),
+                    (None, None) => "; it has none yet".into(),
+                };
+                let why = if rows.is_empty() {
+                    let step = job.spec.frame_step;
+                    format!("job {id} has no analysed frame {} (frames analysed: every {step}th from 0; committed so far: {})", r.frame, job.frames_done)
+                } else if job.spec.frames_every_ms > 0 {
+                    let every = panoptes_common::format_interval_ms(job.spec.frames_every_ms);
+                    format!(
+                        "job {id} has no stored picture of frame {}: it keeps one per {every} of stream time (--pictures-every){near}; `panoptes frame --nearest` (?nearest=1 on the web API) draws the nearest",
+                        r.frame
+                    )
+                } else {
+                    format!("job {id} has no stored picture of frame {}{near}", r.frame)
+                };
+                return Err(Status::not_found(why));
+            }
+        };
+        let (rows, _) = self.node.reader.results(job.id, Some(frame), None, usize::MAX);
+        let Some(image) = self.node.pictures.picture(&self.node.reader, job.id, frame).await else {
+            return Err(Status::unavailable(format!(
+                "the picture of job {id} frame {frame} is not on this coordinator and no peer answered for it; try again, or ask another coordinator"
+            )));
         };
         let results: Vec<(String, serde_json::Value)> = Self::rows_pb(&job, rows, "")
             .into_iter()
@@ -432,7 +464,7 @@ impl Panoptes for ApiService {
         .map_err(|e| Status::internal(format!("drawing the frame crashed: {e}")))?
         .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Resp::new(pb::AnnotatedFrame {
-            frame: r.frame,
+            frame,
             png,
             width: w,
             height: h,
@@ -525,6 +557,8 @@ impl Panoptes for ApiService {
             name: r.name,
             keep: r.keep,
             keep_what: r.keep_what,
+            pictures_every: r.pictures_every,
+            no_frames: r.no_frames,
             ..Default::default()
         };
         let mut spec = validate_submit(&sub, &self.node.cfg)?;

@@ -374,6 +374,7 @@ mod properties {
                 max_attempts: 3,
                 frames_height: 0,
                 frames_quality: 0,
+            frames_every_ms: 0,
                 keep_s: 0,
                 keep_what: Default::default(),
             };

@@ -169,6 +169,8 @@ impl WorkerApi for WorkerService {
                         frames_height: j.spec.frames_height,
                         frames_quality: j.spec.frames_quality,
                         resume_timestamp,
+                        frames_every_ms: j.spec.frames_every_ms,
+                        fps: 0.0,
                     });
                 }
                 let plan = j.plan.as_ref()?;
@@ -195,6 +197,8 @@ impl WorkerApi for WorkerService {
                     frames_height: j.spec.frames_height,
                     frames_quality: j.spec.frames_quality,
                     resume_timestamp: 0.0,
+                    frames_every_ms: j.spec.frames_every_ms,
+                    fps: plan.fps,
                 })
             });
             if let Some(a) = a {

@@ -946,6 +946,7 @@ async fn workload(c: &Cluster) -> u64 {
         max_attempts: 3,
         frames_height: 0,
         frames_quality: 0,
+            frames_every_ms: 0,
         keep_s: 0,
         keep_what: Default::default(),
     };

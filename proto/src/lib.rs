@@ -46,6 +46,7 @@ pub mod status {
             "submitted_at_ms": s.submitted_at_ms, "finished_at_ms": s.finished_at_ms, "live": s.live,
             "push_url": if s.push_url.is_empty() { Value::Null } else { Value::String(s.push_url.clone()) },
             "keep_s": s.keep_s, "retained_from_frame": s.retained_from_frame,
+            "pictures": s.pictures, "pictures_every_ms": s.pictures_every_ms,
         })
     }
 }

@@ -618,7 +618,8 @@ pub fn follower_away_during_a_job(frames: u32) -> FollowerAway {
     c.kill_coordinator(follower);
     let video = c.dir.path().join("while-away.mp4");
     make_video(&video, frames, "96x64", 25);
-    let s = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "colors", "--wait", "--json"]);
+    // A picture of every frame: the snapshot the follower needs is large.
+    let s = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "colors", "--pictures-every", "0", "--wait", "--json"]);
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
     let job = s["job_id"].as_str().unwrap().to_string();
     FollowerAway { c, leader, follower, leader_addr, follower_addr, job }

@@ -30,7 +30,7 @@ fn a_follower_that_was_down_under_load_catches_up_and_status_shows_how_far_behin
     // Back while another job commits.
     let b = c.dir.path().join("b.mp4");
     make_video(&b, 400, "96x64", 25);
-    let s = c.cli_json(&["submit", b.to_str().unwrap(), "--models", "colors", "--json"]);
+    let s = c.cli_json(&["submit", b.to_str().unwrap(), "--models", "colors", "--pictures-every", "0", "--json"]);
     let job_b = s["job_id"].as_str().expect("job id").to_string();
     c.start_coordinator(f);
     let done = c.wait_finished(&job_b, Duration::from_secs(180));

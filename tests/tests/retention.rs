@@ -16,7 +16,7 @@ fn keep_trims_results_and_pictures_older_than_the_window_on_every_member() {
     // 600 frames at 25 fps: 24 s of stream time; keep the newest 4 s.
     let video = c.dir.path().join("clip.mp4");
     make_video(&video, 600, "96x64", 25);
-    let s = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "colors", "--keep", "4s", "--wait", "--json"]);
+    let s = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "colors", "--keep", "4s", "--pictures-every", "0", "--wait", "--json"]);
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
     assert_eq!(s["keep_s"], 4, "{s}");
     let job = s["job_id"].as_str().unwrap().to_string();

@@ -34,7 +34,7 @@ fn edge_share(img: &Image, x: i64, y0: i64, y1: i64, c: [u8; 3]) -> f64 {
 fn u01_frame_is_drawn_with_its_results() {
     let c = Cluster::start(&["w1", "w2"]);
     let clip = fixture("astronaut_zoom.mkv");
-    let s = c.cli_json(&["submit", clip.to_str().unwrap(), "--models", "objects,joy,colors", "--frame-step", "6", "--wait", "--json"]);
+    let s = c.cli_json(&["submit", clip.to_str().unwrap(), "--models", "objects,joy,colors", "--frame-step", "6", "--pictures-every", "0", "--wait", "--json"]);
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
     let job = s["job_id"].as_str().unwrap();
 
@@ -87,9 +87,67 @@ fn u01_frame_is_drawn_with_its_results() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("keeps no frame pictures"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The analysed frames of `job` (frames `0..frames` step `step`) that have a
+/// stored picture, asked frame by frame.
+fn pictured(c: &Cluster, job: &str, frames: u64, step: u64) -> Vec<u64> {
+    let png = c.dir.path().join("pictured.png");
+    (0..frames).step_by(step as usize).filter(|n| c.cli(&["frame", job, &n.to_string(), "-o", png.to_str().unwrap()]).status.success()).collect()
+}
+
+/// A job keeps a picture per `--pictures-every` of stream time (the
+/// cluster's frames.every, 1 s, by default): the first analysed frame at or
+/// after each multiple, the same however the clip is cut into shards (here
+/// at keyframes 21, 42, ...: mid-second). Another frame's picture is refused
+/// with the nearest that have one; `--nearest` draws one of those.
+#[test]
+fn u07_pictures_are_kept_at_a_rate() {
+    let c = Cluster::start(&["w1", "w2"]);
+    let clip = c.dir.path().join("rate.mp4");
+    make_video(&clip, 150, "160x120", 7);
+    let v = clip.to_str().unwrap();
+
+    let s = c.cli_json(&["submit", v, "--models", "colors", "--frame-step", "2", "--wait", "--json"]);
+    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
+    assert!(s["shards_total"].as_u64().unwrap() >= 4, "the clip is cut into shards: {s}");
+    assert_eq!((s["pictures"].as_bool(), s["pictures_every_ms"].as_u64()), (Some(true), Some(1000)), "{s}");
+    let job = s["job_id"].as_str().unwrap();
+    assert_eq!(pictured(&c, job, 150, 2), [0, 26, 50, 76, 100, 126], "one a second, 25 fps, every 2nd frame analysed");
+    let text = String::from_utf8_lossy(&c.cli(&["status", job]).stdout).to_string();
+    assert!(text.contains("pictures: one per 1s of stream time"), "{text}");
+
+    let png = c.dir.path().join("near.png");
+    let out = c.cli(&["frame", job, "60", "-o", png.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("keeps one per 1s") && err.contains("the nearest with one are frames 50 and 76") && err.contains("--nearest"), "{err}");
+    let f = c.cli_json(&["frame", job, "60", "--nearest", "-o", png.to_str().unwrap(), "--json"]);
+    assert_eq!(f["frame"], 50, "{f}");
+    assert!(decode_png(&std::fs::read(&png).unwrap()).is_ok());
+    let out = c.cli(&["frame", job, "140", "--nearest", "-o", png.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("frame 126 (the nearest frame to 140 with a stored picture)"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // Five a second; every frame.
+    let s = c.cli_json(&["submit", v, "--models", "colors", "--frame-step", "2", "--pictures-every", "200ms", "--wait", "--json"]);
+    assert_eq!(s["pictures_every_ms"], 200, "{s}");
+    assert_eq!(pictured(&c, s["job_id"].as_str().unwrap(), 50, 2), [0, 6, 10, 16, 20, 26, 30, 36, 40, 46]);
+    let s = c.cli_json(&["submit", v, "--models", "colors", "--pictures-every", "0", "--wait", "--json"]);
+    assert_eq!(pictured(&c, s["job_id"].as_str().unwrap(), 40, 1), (0..40).collect::<Vec<u64>>());
+    let text = String::from_utf8_lossy(&c.cli(&["status", s["job_id"].as_str().unwrap()]).stdout).to_string();
+    assert!(text.contains("pictures: every analysed frame"), "{text}");
+
+    // Bad values say what is meant.
+    for (bad, says) in [("5x", "unknown unit 'x'"), ("soon", "not an interval")] {
+        let out = c.cli(&["submit", v, "--models", "colors", "--pictures-every", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "--pictures-every {bad}: {err}");
+    }
+    let out = c.cli(&["submit", v, "--models", "colors", "--pictures-every", "1s", "--no-frames"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be used with"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn u02_metrics_videos_follow_cancel_and_prune() {
-    let c = Cluster::start(&["w1", "w2"]);
+    // A picture of every frame, so that prune's count of them is known.
+    let c = Cluster::start_configured(1, &["w1", "w2"], "\n[frames]\nevery = \"0\"\n");
     let short = c.dir.path().join("short.mp4");
     make_video(&short, 40, "160x120", 10);
     let long = c.dir.path().join("long.mp4");

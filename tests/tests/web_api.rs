@@ -157,6 +157,7 @@ fn w01_every_route_against_a_real_cluster() {
     submit(json!({"source": src, "models": ["colors"], "frame_step": "two"})).assert_error(400, "frame_step");
     submit(json!({"source": "", "models": ["colors"]})).assert_error(400, "source is empty");
     submit(json!({"source": src})).assert_error(400, "no models");
+    submit(json!({"source": src, "models": ["colors"], "pictures_every": "2 fortnights"})).assert_error(400, "--pictures-every");
     request(web, "POST", "/api/jobs", Some("{not json")).assert_error(400, "not valid JSON");
 
     let r = submit(json!({"source": src, "name": "web clip", "models": ["colors"], "frame_step": 2}));
@@ -181,6 +182,7 @@ fn w01_every_route_against_a_real_cluster() {
     assert_eq!(s.status, 200);
     let s = s.json();
     assert_eq!((s["state"].as_str(), s["name"].as_str(), s["frames_done"].as_u64()), (Some("completed"), Some("web clip"), Some(25)), "{s}");
+    assert_eq!((s["pictures"].as_bool(), s["pictures_every_ms"].as_u64()), (Some(true), Some(1000)), "the default: a picture per second: {s}");
     request(web, "GET", "/api/jobs/job-999999", None).assert_error(404, "job-999999");
     request(web, "GET", "/api/jobs/nonsense", None).assert_error(400, "nonsense");
 
@@ -205,14 +207,23 @@ fn w01_every_route_against_a_real_cluster() {
     request(web, "GET", &format!("/api/jobs/{job}/frames/four"), None).assert_error(400, "frame 'four'");
     request(web, "GET", "/api/jobs/job-999999/frames/4", None).assert_error(404, "job-999999");
 
-    // The frame drawn with its results, as PNG.
-    let png = request(web, "GET", &format!("/api/jobs/{job}/frames/4.png"), None);
+    // The frame drawn with its results, as PNG. The job keeps a picture per
+    // second of stream time (frames.every): of these analysed frames (every
+    // 2nd at 25 fps), 0 and 26.
+    let png = request(web, "GET", &format!("/api/jobs/{job}/frames/26.png"), None);
     assert_eq!(png.status, 200, "{}", png.text());
     assert_eq!(png.header("content-type"), Some("image/png"));
+    assert_eq!(png.header("x-frame"), Some("26"));
     let img = panoptes_render::decode_png(&png.body).expect("a PNG");
     assert_eq!(img.width.to_string(), png.header("x-frame-width").unwrap());
     assert_eq!(img.height.to_string(), png.header("x-frame-height").unwrap());
     assert_eq!(png.header("x-analysed-width"), Some("320"));
+    request(web, "GET", &format!("/api/jobs/{job}/frames/4.png"), None).assert_error(404, "the nearest with one are frames 0 and 26");
+    for (asked, drawn) in [(4, "0"), (24, "0"), (26, "26"), (48, "26"), (9999, "26")] {
+        let near = request(web, "GET", &format!("/api/jobs/{job}/frames/{asked}.png?nearest=1"), None);
+        assert_eq!((near.status, near.header("x-frame")), (200, Some(drawn)), "frame {asked} with nearest=1: {}", near.text());
+    }
+    request(web, "GET", &format!("/api/jobs/{job}/frames/4.png?nearest=maybe"), None).assert_error(400, "nearest=1");
     request(web, "GET", &format!("/api/jobs/{job}/frames/5.png"), None).assert_error(404, "");
     request(web, "GET", &format!("/api/jobs/{job}/frames/x.png"), None).assert_error(400, "frame 'x'");
     request(web, "GET", "/api/jobs/job-999999/frames/4.png", None).assert_error(404, "job-999999");

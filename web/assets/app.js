@@ -159,22 +159,25 @@ function openEvents(path, handlers, onError = () => {}) {
 /** Show the API picture at `url` in `img`. Without a token the browser loads
  *  it itself; with one it is fetched with the header and shown from a blob:
  *  URL (an <img> cannot send headers). A failure fires the img's "error". */
+/**
+ * Load a picture through fetch (with the token, when one is set) and show it.
+ * A frame asked for with ?nearest=1 may be drawn from another frame: the
+ * answer's x-frame header says which, and img.onframe(n) hears it.
+ */
 async function setImage(img, url) {
   const seq = (img.loadSeq = (img.loadSeq || 0) + 1);
-  if (!getToken()) {
-    img.src = url;
-    return;
-  }
   const failed = () => { if (seq === img.loadSeq) img.dispatchEvent(new Event("error")); };
-  let blob;
+  let blob, drawn;
   try {
     const resp = await authFetch(url);
     if (!resp.ok) return failed();
+    drawn = resp.headers.get("x-frame");
     blob = await resp.blob();
   } catch (_) {
     return failed();
   }
   if (seq !== img.loadSeq) return; // a newer picture was asked for meanwhile
+  if (drawn !== null && img.onframe) img.onframe(Number(drawn));
   const obj = URL.createObjectURL(blob);
   const done = () => URL.revokeObjectURL(obj); // the decoded picture stays
   img.addEventListener("load", done, { once: true });
@@ -193,11 +196,6 @@ const lazyImages = "IntersectionObserver" in window
   }, { rootMargin: "200px" })
   : null;
 function setImageLazy(img, url) {
-  if (!getToken()) {
-    img.loading = "lazy";
-    img.src = url;
-    return;
-  }
   img.dataset.src = url;
   if (lazyImages) lazyImages.observe(img); else setImage(img, url);
 }
@@ -214,7 +212,9 @@ function el(tag, props = {}, ...children) {
   return e;
 }
 
-const frameUrl = (job, n) => `/api/jobs/${encodeURIComponent(job)}/frames/${n}.png`;
+// A job keeps a picture per --pictures-every of stream time (1 s by default),
+// not of every frame: `nearest` draws the nearest frame that has one.
+const frameUrl = (job, n, nearest = false) => `/api/jobs/${encodeURIComponent(job)}/frames/${n}.png${nearest ? "?nearest=1" : ""}`;
 
 // ---------------------------------------------------------------- tabs
 const tabs = ["submit", "webcam", "history"];
@@ -340,7 +340,7 @@ function watchJob(job) {
       const now = Date.now();
       if (now - lastPreview > 1000) {
         lastPreview = now;
-        setImage($("#preview"), frameUrl(job, r.frame));
+        setImage($("#preview"), frameUrl(job, r.frame, true));
         $("#preview").hidden = false;
       }
     },
@@ -543,7 +543,7 @@ async function openVideo(job) {
   }
   $("#video-detail").hidden = false;
   $("#detail-title").textContent = `${s.name} (${job}): ${s.state}`;
-  $("#detail-source").textContent = `${s.source} · models ${s.models.join(", ")} · every ${s.frame_step} frame(s)${s.error ? " · " + s.error : ""}`;
+  $("#detail-source").textContent = `${s.source} · models ${s.models.join(", ")} · every ${s.frame_step} frame(s) · ${!s.pictures ? "no pictures" : s.pictures_every_ms ? `a picture per ${s.pictures_every_ms / 1000} s` : "a picture per frame"}${s.error ? " · " + s.error : ""}`;
   const rows = [
     ["frames analysed", `${s.frames_done} of ${s.frames_total}`],
     ["frames extracted", m.frames_extracted],
@@ -559,7 +559,8 @@ async function openVideo(job) {
   const table = $("#metrics");
   table.textContent = "";
   for (const [k, v] of rows) table.append(el("tr", {}, el("th", {}, k), el("td", {}, String(v))));
-  // The strip: up to 24 of the analysed frames (n % frame_step == 0), evenly spread.
+  // The strip: up to 24 frames evenly spread, each drawn from the nearest
+  // frame with a stored picture (captioned with that frame).
   const strip = $("#strip");
   strip.textContent = "";
   const count = s.frames_done;
@@ -568,11 +569,17 @@ async function openVideo(job) {
   for (let i = 0; i < shown; i++) {
     const n = Math.floor((i * count) / shown) * step;
     const img = el("img", { className: "thumb", alt: `frame ${n}` });
+    const caption = el("figcaption", {}, `#${n}`);
     img.dataset.frame = String(n);
-    img.addEventListener("click", () => viewFrame(job, n));
-    img.addEventListener("error", () => { img.title = "no stored picture of this frame"; });
-    setImageLazy(img, frameUrl(job, n));
-    strip.append(el("figure", {}, img, el("figcaption", {}, `#${n}`)));
+    img.onframe = (drawn) => {
+      img.dataset.frame = String(drawn);
+      img.alt = `frame ${drawn}`;
+      caption.textContent = `#${drawn}`;
+    };
+    img.addEventListener("click", () => viewFrame(job, Number(img.dataset.frame)));
+    img.addEventListener("error", () => { img.title = s.pictures ? "no stored picture near this frame" : "this job keeps no pictures"; });
+    setImageLazy(img, frameUrl(job, n, true));
+    strip.append(el("figure", {}, img, caption));
   }
 }
 

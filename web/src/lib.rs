@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -418,13 +418,18 @@ fn frame_step_of(m: &serde_json::Map<String, Value>) -> Result<i64, ApiError> {
     }
 }
 
-/// `POST /api/jobs` `{source, name?, models, frame_step?, no_frames?, request_id?}` → 201 `{job_id}`.
+/// A boolean member of a request body; false when absent.
+fn opt_bool(m: &serde_json::Map<String, Value>, key: &str) -> Result<bool, ApiError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(v) => v.as_bool().ok_or_else(|| ApiError::bad_request(format!("'{key}' must be true or false, not {v}"))),
+    }
+}
+
+/// `POST /api/jobs` `{source, name?, models, frame_step?, no_frames?, pictures_every?, keep?, keep_what?, request_id?}` → 201 `{job_id}`.
 async fn submit(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult {
     let m = parse_object(&body)?;
-    let no_frames = match m.get("no_frames") {
-        None | Some(Value::Null) => false,
-        Some(v) => v.as_bool().ok_or_else(|| ApiError::bad_request(format!("'no_frames' must be true or false, not {v}")))?,
-    };
+    let no_frames = opt_bool(&m, "no_frames")?;
     let mut request_id = opt_string(&m, "request_id")?;
     if request_id.is_empty() {
         // Unique per submission: failover retries of this one call reuse it.
@@ -442,6 +447,7 @@ async fn submit(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResul
         no_frames,
         keep: opt_string(&m, "keep")?,
         keep_what: opt_string(&m, "keep_what")?,
+        pictures_every: opt_string(&m, "pictures_every")?,
     };
     let r = rpc!(web, caller, submit, req)?;
     Ok(json_response(StatusCode::CREATED, &json!({ "job_id": r.job_id })))
@@ -525,20 +531,28 @@ async fn stream(State(web): State<Web>, caller: Caller, Path(id): Path<String>) 
 
 /// `GET /api/jobs/{id}/frames/{n}`: one frame's results (a JSON array, one
 /// entry per model); `GET /api/jobs/{id}/frames/{n}.png`: the stored frame
-/// drawn with its results.
-async fn frame(State(web): State<Web>, caller: Caller, Path((id, n)): Path<(String, String)>) -> ApiResult {
+/// drawn with its results; `?nearest=1`: the nearest frame with a stored
+/// picture when frame n has none (header `x-frame` says which was drawn).
+async fn frame(State(web): State<Web>, caller: Caller, Path((id, n)): Path<(String, String)>, RawQuery(query): RawQuery) -> ApiResult {
     let (num, png) = match n.strip_suffix(".png") {
         Some(x) => (x, true),
         None => (n.as_str(), false),
     };
     let frame: u64 = num.parse().map_err(|_| ApiError::bad_request(format!("frame '{num}' is not a frame number (0, 1, 2, ...)")))?;
-    let req = pb::FrameRef { job_id: id, frame };
+    let nearest = match query.as_deref().unwrap_or("") {
+        "" => false,
+        "nearest=1" | "nearest=true" => true,
+        "nearest=0" | "nearest=false" => false,
+        q => return Err(ApiError::bad_request(format!("unknown query '{}': the only one is nearest=1", q.chars().take(64).collect::<String>()))),
+    };
+    let req = pb::FrameRef { job_id: id, frame, nearest };
     if png {
         let f = rpc!(web, caller, get_annotated_frame, req)?;
         let mut resp = ([(header::CONTENT_TYPE, "image/png")], f.png).into_response();
         let h = resp.headers_mut();
         // Committed frames never change (until pruned).
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+        h.insert("x-frame", HeaderValue::from(f.frame));
         for (k, v) in [("x-frame-width", f.width), ("x-frame-height", f.height), ("x-analysed-width", f.analysed_width), ("x-analysed-height", f.analysed_height)] {
             h.insert(k, HeaderValue::from(v));
         }
@@ -582,7 +596,7 @@ async fn models(State(web): State<Web>, caller: Caller) -> ApiResult {
     Ok(json_response(StatusCode::OK, &Value::Array(v)))
 }
 
-/// `POST /api/live` `{models, name?, frame_step?}` → 201 `{job_id, rtmp_url}`.
+/// `POST /api/live` `{models, name?, frame_step?, keep?, keep_what?, pictures_every?, no_frames?}` → 201 `{job_id, rtmp_url}`.
 async fn live(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult {
     let m = parse_object(&body)?;
     let req = pb::LiveRequest {
@@ -591,6 +605,8 @@ async fn live(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult 
         frame_step: frame_step_of(&m)?,
         keep: opt_string(&m, "keep")?,
         keep_what: opt_string(&m, "keep_what")?,
+        pictures_every: opt_string(&m, "pictures_every")?,
+        no_frames: opt_bool(&m, "no_frames")?,
     };
     let r = rpc!(web, caller, create_live_endpoint, req)?;
     Ok(json_response(StatusCode::CREATED, &json!({ "job_id": r.job_id, "rtmp_url": r.rtmp_url })))

@@ -56,6 +56,8 @@ pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Res
         frames_height: 0,
         frames_quality: 0,
         resume_timestamp: 0.0,
+        frames_every_ms: 0,
+        fps: info.fps,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let depth = run.depth.max(1);

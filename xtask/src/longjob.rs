@@ -1,11 +1,14 @@
 //! `cargo xtask long-job [--minutes 20] [--coordinators 1,3]`: what a long
 //! recording costs a coordinator. A 640×360 25 fps H.264 clip of the given
 //! length (made once with the FFmpeg CLI, `testsrc2`), analysed with
-//! `colors` on every frame by 1 worker, on 1 and on 3 coordinators, once
-//! with stored pictures and once `--no-frames`. For each run: every
+//! `colors` on every frame by 1 worker, on 1 and on 3 coordinators, three
+//! times: `--no-frames`, with the default picture rate (`--pictures-every
+//! 1s`) and with a picture of every frame (`--pictures-every 0`). For each
+//! run: every
 //! coordinator's peak RSS (VmHWM), its data directory's bytes against the
 //! bytes of results + pictures it holds, and the frame rate (first lease to
-//! completion); and the ratio of the frame rate with pictures to without.
+//! completion); and the ratio of the frame rate with pictures to without,
+//! for each picture rate.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -16,9 +19,20 @@ use serde_json::{json, Value};
 use crate::bench::{clock_ticks, json_line, output, proc_cpu_ticks, proc_memory, wait_for_workers};
 use crate::{root, spawn};
 
+/// The picture rates measured: none (`--no-frames`), then `--pictures-every` these.
+const PICTURES: [Option<&str>; 3] = [None, Some("1s"), Some("0")];
+
+fn pictures_label(p: Option<&str>) -> String {
+    match p {
+        None => "--no-frames".into(),
+        Some("0") => "a picture of every frame (--pictures-every 0)".into(),
+        Some(e) => format!("a picture per {e} (--pictures-every {e}, the default)"),
+    }
+}
+
 struct Run {
     coordinators: usize,
-    pictures: bool,
+    pictures: Option<&'static str>,
     frames: u64,
     fps: f64,
     /// Per coordinator: peak RSS KiB, data dir bytes, held bytes (results + pictures).
@@ -88,14 +102,10 @@ pub fn run(
     }
     let mut runs = Vec::new();
     for &n in coordinators {
-        for pictures in [false, true] {
+        for pictures in PICTURES {
             say(format!(
                 "==> {n} coordinator(s), 1 worker, colors on every frame, {}",
-                if pictures {
-                    "pictures stored"
-                } else {
-                    "--no-frames"
-                }
+                pictures_label(pictures)
             ));
             let r = one(&panoptes, &models_dir, &work, &clip, n, pictures)?;
             for (i, (rss, disk, held)) in r.members.iter().enumerate() {
@@ -117,17 +127,20 @@ pub fn run(
     }
     let mut out = Vec::new();
     for &n in coordinators {
-        let of = |p: bool| runs.iter().find(|r| r.coordinators == n && r.pictures == p);
-        if let (Some(with), Some(without)) = (of(true), of(false)) {
-            say(format!(
-                "==> {n} coordinator(s): frame rate with pictures / without = {:.2}",
-                with.fps / without.fps
-            ));
+        let of = |p: Option<&str>| runs.iter().find(|r| r.coordinators == n && r.pictures == p);
+        for p in PICTURES.into_iter().skip(1) {
+            if let (Some(with), Some(without)) = (of(p), of(None)) {
+                say(format!(
+                    "==> {n} coordinator(s): frame rate with {} / with --no-frames = {:.2}",
+                    pictures_label(p),
+                    with.fps / without.fps
+                ));
+            }
         }
     }
     for r in &runs {
         out.push(json!({
-            "coordinators": r.coordinators, "pictures": r.pictures, "frames": r.frames, "frames_per_s": r.fps,
+            "coordinators": r.coordinators, "pictures": r.pictures.is_some(), "pictures_every": r.pictures, "frames": r.frames, "frames_per_s": r.fps,
             "worker_cpu_ms_per_frame": r.cpu_ms.0, "coordinators_cpu_ms_per_frame": r.cpu_ms.1,
             "members": r.members.iter().map(|(rss, disk, held)| json!({"peak_rss_mib": *rss as f64 / 1024.0, "data_dir_mib": mib(*disk), "held_mib": mib(*held)})).collect::<Vec<_>>(),
         }));
@@ -166,11 +179,14 @@ fn one(
     work: &Path,
     clip: &Path,
     n: usize,
-    pictures: bool,
+    pictures: Option<&'static str>,
 ) -> Result<Run> {
     let dir = work.join(format!(
         "c{n}-{}",
-        if pictures { "pictures" } else { "no-frames" }
+        match pictures {
+            None => "no-frames".to_string(),
+            Some(e) => format!("pictures-every-{e}"),
+        }
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -205,9 +221,10 @@ fn one(
         "--coordinator",
         &addr,
     ]);
-    if !pictures {
-        submit.arg("--no-frames");
-    }
+    match pictures {
+        None => submit.arg("--no-frames"),
+        Some(e) => submit.args(["--pictures-every", e]),
+    };
     let status = json_line(
         &output(
             &mut submit,

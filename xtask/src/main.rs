@@ -125,7 +125,8 @@ enum Cmd {
     },
     /// What a long recording costs a coordinator: a 640x360 25 fps clip of
     /// --minutes, `colors` on every frame, 1 worker, on each number of
-    /// coordinators given, with and without stored pictures; prints each
+    /// coordinators given, with --no-frames, a picture a second (the default)
+    /// and a picture of every frame; prints each
     /// coordinator's peak RSS, data directory against the bytes it holds, and
     /// the frame rate with pictures / without. Uses target/debug/panoptes.
     LongJob {

@@ -639,6 +639,7 @@ mod tests {
             max_attempts: 2,
             frames_height: 0,
             frames_quality: 0,
+            frames_every_ms: 0,
             keep_s: 0,
             keep_what: Default::default(),
         }

@@ -42,6 +42,9 @@ pub struct JobSpec {
     /// Stored pictures: at most this tall (0: the job keeps none), JPEG quality.
     pub frames_height: u32,
     pub frames_quality: u32,
+    /// At most one stored picture per this many ms of stream time (0:
+    /// every analysed frame).
+    pub frames_every_ms: u64,
     /// Retention while the job runs: keep the newest `keep_s` seconds of
     /// stream time (0: everything) of what `keep_what` says.
     pub keep_s: u64,

@@ -208,6 +208,22 @@ impl StateReader {
         bincode::deserialize(&v).ok()
     }
 
+    /// The frames of `job` nearest `frame` that have a stored picture: the
+    /// last at or before it, and the first after it.
+    pub fn pictured_near(&self, job: u64, frame: u64) -> (Option<u64>, Option<u64>) {
+        let tree = self.tree();
+        let frame_of = |r: sled::Result<(sled::IVec, sled::IVec)>| -> Option<u64> {
+            let (k, _) = r.ok()?;
+            Some(u64::from_be_bytes(k.get(10..18)?.try_into().ok()?))
+        };
+        let before = tree.range(frame_key(job, 0)..=frame_key(job, frame)).next_back().and_then(frame_of);
+        let after = match frame.checked_add(1) {
+            Some(next) => tree.range(frame_key(job, next)..).next().filter(|r| r.as_ref().map(|(k, _)| k.starts_with(&frames_prefix(job))).unwrap_or(false)).and_then(frame_of),
+            None => None,
+        };
+        (before, after)
+    }
+
     /// Picture references in key order (job, frame), starting after `after`
     /// (job, frame), at most `limit`: what `pictures::repair` walks.
     pub fn picture_refs(&self, after: Option<(u64, u64)>, limit: usize) -> Vec<(u64, u64, PictureRef)> {

@@ -42,7 +42,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::decoder::{DecoderActor, DecoderArgs};
 use super::model::{ModelActor, ModelArgs};
 use super::reporter::{send_report, ReporterActor, ReporterArgs};
-use super::resizer::{ResizerActor, ResizerArgs};
+use super::resizer::{PictureRate, ResizerActor, ResizerArgs};
 use super::{DecoderMsg, Gen, Links, ModelMsg, ReporterMsg, ShardJob, ShardMsg};
 use crate::metrics::{shard_ended, SupervisedModelMetrics, LEASES_LOST, PIPELINE_RESTARTS};
 
@@ -122,8 +122,10 @@ impl ShardSupervisor {
             st.models.push(ModelSlot { actor: Some(actor), unanswered: VecDeque::new(), end_sent: false, crashes_in_a_row: 0 });
         }
         let target_height = st.job.assignment.target_height;
-        let picture = (st.job.assignment.frames_height, st.job.assignment.frames_quality);
-        let (resizer, _) = Actor::spawn_linked(None, ResizerActor, ResizerArgs { target_height, picture, links, reporter }, cell.clone()).await?;
+        let a = &st.job.assignment;
+        let picture = (a.frames_height, a.frames_quality);
+        let rate = PictureRate::new(a.frames_every_ms, a.frame_step, a.fps);
+        let (resizer, _) = Actor::spawn_linked(None, ResizerActor, ResizerArgs { target_height, picture, rate, links, reporter }, cell.clone()).await?;
         st.stages.insert(resizer.get_id());
         let (decoder, _) =
             Actor::spawn_linked(None, DecoderActor, DecoderArgs { job: st.job.clone(), resume: st.committed, resizer, span: st.span.clone() }, cell)

@@ -12,7 +12,7 @@
 //! Snapshots are files ([`snapfile`]) written, sent, received and installed
 //! as streams: memory does not grow with the state. Installing fills a new
 //! tree (`sm.N`) and switches to it with one durable write (`sm_meta/active`).
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -33,6 +33,30 @@ const K_COUNTERS: &[u8] = b"m/counters";
 
 fn job_key(job: u64) -> Vec<u8> {
     let mut k = b"j/".to_vec();
+    k.extend_from_slice(&job.to_be_bytes());
+    k
+}
+
+/// `s/<job>` — the prefix of a job's shards, each under its own key so that
+/// a report rewrites the one shard it moved, not all of them (a 20-minute
+/// clip has 300 shards: rewriting them with every report made sled write
+/// ~20 KB an apply, most of the data directory's size).
+fn shards_prefix(job: u64) -> Vec<u8> {
+    let mut k = b"s/".to_vec();
+    k.extend_from_slice(&job.to_be_bytes());
+    k
+}
+
+fn shard_key(job: u64, shard: u32) -> Vec<u8> {
+    let mut k = shards_prefix(job);
+    k.extend_from_slice(&shard.to_be_bytes());
+    k
+}
+
+/// `p/<job>` — a job's plan (its keyframes: 2 KB for a 20-minute clip),
+/// written once, not with every change of the job.
+fn plan_key(job: u64) -> Vec<u8> {
+    let mut k = b"p/".to_vec();
     k.extend_from_slice(&job.to_be_bytes());
     k
 }
@@ -114,6 +138,15 @@ pub struct Applied {
     pub state: State,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// What of each job's plan and shards is in the tree: an apply writes
+    /// the ones that differ.
+    persisted: HashMap<u64, Persisted>,
+}
+
+#[derive(Debug, Default)]
+struct Persisted {
+    plan: bool,
+    shards: Vec<super::model::Shard>,
 }
 
 /// The sled tree that holds the state machine now. Installing a snapshot
@@ -377,6 +410,29 @@ fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
         let job: super::model::Job = bincode::deserialize(&v).map_err(sm_read)?;
         a.state.jobs.insert(job.id, job);
     }
+    // Shards in key order: (job, index). A job written before shards had
+    // keys of their own keeps the ones in its record.
+    let mut shards: HashMap<u64, Vec<super::model::Shard>> = HashMap::new();
+    for item in tree.scan_prefix(b"s/") {
+        let (k, v) = item.map_err(sm_read)?;
+        let job = k.get(2..10).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| sm_read(std::io::Error::other(format!("bad shard key {k:?}"))))?;
+        shards.entry(job).or_default().push(bincode::deserialize(&v).map_err(sm_read)?);
+    }
+    for (id, s) in shards {
+        if let Some(j) = a.state.jobs.get_mut(&id) {
+            j.shards = s;
+        }
+    }
+    for item in tree.scan_prefix(b"p/") {
+        let (k, v) = item.map_err(sm_read)?;
+        let job = k.get(2..10).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| sm_read(std::io::Error::other(format!("bad plan key {k:?}"))))?;
+        if let Some(j) = a.state.jobs.get_mut(&job) {
+            j.plan = Some(bincode::deserialize(&v).map_err(sm_read)?);
+        }
+    }
+    // A job whose plan is still in its record has it written under its key at its next change.
+    let planned: HashSet<Vec<u8>> = tree.scan_prefix(b"p/").keys().filter_map(|k| k.ok()).map(|k| k.to_vec()).collect();
+    a.persisted = a.state.jobs.iter().map(|(id, j)| (*id, Persisted { plan: planned.contains(&plan_key(*id)), shards: j.shards.clone() })).collect();
     for item in tree.scan_prefix(b"w/") {
         let (_, v) = item.map_err(sm_read)?;
         let w: super::model::WorkerRec = bincode::deserialize(&v).map_err(sm_read)?;
@@ -510,10 +566,36 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         drop(sink);
         for id in &ch.jobs {
-            if let Some(j) = a.state.jobs.get(id) {
-                batch.insert(job_key(*id), bincode::serialize(j).map_err(sm_write)?);
+            if let Some(j) = a.state.jobs.get_mut(id) {
+                // The record without its plan and shards; then those that moved.
+                let (shards, plan) = (std::mem::take(&mut j.shards), j.plan.take());
+                let record = bincode::serialize(&*j);
+                (j.shards, j.plan) = (shards, plan);
+                batch.insert(job_key(*id), record.map_err(sm_write)?);
+                let persisted = a.persisted.entry(*id).or_default();
+                if let (Some(plan), false) = (&j.plan, persisted.plan) {
+                    batch.insert(plan_key(*id), bincode::serialize(plan).map_err(sm_write)?);
+                    persisted.plan = true;
+                }
+                let persisted = &mut persisted.shards;
                 if let Some(rid) = &j.spec.request_id {
                     batch.insert(request_key(rid), bincode::serialize(id).map_err(sm_write)?);
+                }
+                for (i, s) in j.shards.iter().enumerate() {
+                    if persisted.get(i) != Some(s) {
+                        batch.insert(shard_key(*id, s.index), bincode::serialize(s).map_err(sm_write)?);
+                        match persisted.get_mut(i) {
+                            Some(p) => p.clone_from(s),
+                            None => persisted.push(s.clone()),
+                        }
+                    }
+                }
+                if persisted.len() > j.shards.len() {
+                    for gone in persisted.drain(j.shards.len()..) {
+                        if !j.shards.iter().any(|s| s.index == gone.index) {
+                            batch.remove(shard_key(*id, gone.index));
+                        }
+                    }
                 }
             }
         }
@@ -521,6 +603,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             batch.remove(job_key(*id));
             if let Some(rid) = rid {
                 batch.remove(request_key(rid));
+            }
+            batch.remove(plan_key(*id));
+            for s in a.persisted.remove(id).unwrap_or_default().shards {
+                batch.remove(shard_key(*id, s.index));
+            }
+            for k in tree.scan_prefix(shards_prefix(*id)).keys() {
+                batch.remove(k.map_err(sm_read)?);
             }
         }
         for name in &ch.workers {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building and running Panoptes needs on Debian 12, when missing:
 # FFmpeg's development libraries and CLI, clang (bindgen), pkg-config, protoc,
-# Python's venv (models, gRPC client tests), Chromium (the web UI test).
+# Python's venv (models, gRPC client tests), Chromium (the web UI test),
+# and s3s-fs, an S3-compatible server (the object-store test).
 # Then prepare the models directory (not with --no-models). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,14 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "error: cargo is missing. Install Rust (>= 1.91) with rustup: https://rustup.rs" >&2
   exit 1
+fi
+
+# The object-store test starts a real S3-compatible server: s3s-fs from
+# crates.io, built once into target/tools (a few minutes).
+S3S_FS_VERSION=0.14.1
+if [ ! -x target/tools/bin/s3s-fs ]; then
+  echo "==> building s3s-fs $S3S_FS_VERSION (the S3 server tests/tests/object_store.rs starts) into target/tools"
+  cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --root target/tools --quiet
 fi
 
 [ "${1:-}" = "--no-models" ] && exit 0

@@ -27,6 +27,7 @@ pub struct Config {
     pub coordinator: CoordinatorSection,
     pub worker: WorkerSection,
     pub frames: FramesSection,
+    pub object_store: ObjectStoreSection,
     pub live: LiveSection,
     pub sources: SourcesSection,
     pub security: SecuritySection,
@@ -118,6 +119,61 @@ pub struct FramesSection {
     /// every analysed frame), by default; `submit --pictures-every` sets it
     /// per job.
     pub every: String,
+}
+
+/// Stored pictures in an S3-compatible object store instead of on every
+/// coordinator's disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreSection {
+    /// `s3://BUCKET[/PREFIX]`; empty: pictures stay on the coordinators.
+    pub url: String,
+    /// An S3-compatible server, e.g. `http://127.0.0.1:9000`; empty: AWS.
+    pub endpoint: String,
+    /// The bucket's region (default us-east-1).
+    pub region: String,
+    /// A file of two lines: the access key id, then the secret key; empty:
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment.
+    pub credentials_file: String,
+    /// Allow a plain-HTTP endpoint (a server on this machine or a private network).
+    pub allow_http: bool,
+}
+
+impl ObjectStoreSection {
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    /// The bucket and the key prefix `url` names.
+    pub fn bucket_and_prefix(&self) -> Result<(String, String), String> {
+        let rest = self
+            .url
+            .trim()
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("object_store.url '{}' must be s3://BUCKET or s3://BUCKET/PREFIX", self.url))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("object_store.url '{}' names no bucket: use s3://BUCKET[/PREFIX]", self.url));
+        }
+        Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.bucket_and_prefix()?;
+        if self.endpoint.starts_with("http://") && !self.allow_http {
+            return Err(format!(
+                "object_store.endpoint {} is plain HTTP: set object_store.allow_http = true if that is meant (a server on this machine or a private network)",
+                self.endpoint
+            ));
+        }
+        if !self.endpoint.is_empty() && !self.endpoint.starts_with("http://") && !self.endpoint.starts_with("https://") {
+            return Err(format!("object_store.endpoint '{}' must be an http:// or https:// URL", self.endpoint));
+        }
+        Ok(())
+    }
 }
 
 /// Live RTMP push streams (`panoptes live`), as the ingesting worker runs them.
@@ -383,6 +439,7 @@ impl Default for Config {
             coordinator: CoordinatorSection::default(),
             worker: WorkerSection::default(),
             frames: FramesSection::default(),
+            object_store: ObjectStoreSection::default(),
             live: LiveSection::default(),
             sources: SourcesSection::default(),
             security: SecuritySection::default(),
@@ -465,6 +522,7 @@ impl Config {
             ));
         }
         crate::parse_interval_ms(&self.frames.every).map_err(|e| ConfigError::Invalid(format!("frames.every: {e}")))?;
+        self.object_store.validate().map_err(ConfigError::Invalid)?;
         self.live.validate().map_err(ConfigError::Invalid)?;
         self.security.validate().map_err(ConfigError::Invalid)?;
         self.retention.validate().map_err(ConfigError::Invalid)?;
@@ -961,6 +1019,30 @@ mod tests {
         let c = parse("[models.objects]\nfamily = \"yolov8\"\nfiles = [\"yolov8n.onnx\"]\n").unwrap();
         assert_eq!(c.models["objects"].family, ModelFamily::Yolov8);
         assert_eq!(c.models["objects"].score_threshold, Some(0.25));
+    }
+
+    #[test]
+    fn the_object_store_and_picture_rate_are_checked() {
+        let err = |t: &str| parse(t).unwrap_err().to_string();
+        let c = parse("[object_store]\nurl = \"s3://pics/a/b/\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\n").unwrap();
+        assert_eq!(c.object_store.bucket_and_prefix().unwrap(), ("pics".to_string(), "a/b".to_string()));
+        assert!(!parse("").unwrap().object_store.enabled());
+        let e = err("[object_store]\nurl = \"s3://pics\"\nendpoint = \"http://127.0.0.1:9000\"\n");
+        assert!(e.contains("allow_http = true"), "{e}");
+        let e = err("[object_store]\nurl = \"gs://pics\"\n");
+        assert!(e.contains("s3://BUCKET"), "{e}");
+        let e = err("[object_store]\nurl = \"s3:///x\"\n");
+        assert!(e.contains("names no bucket"), "{e}");
+        let e = err("[object_store]\nurl = \"s3://p\"\nendpoint = \"ftp://h\"\n");
+        assert!(e.contains("http:// or https://"), "{e}");
+        let e = err("[frames]\nevery = \"1 fortnight\"\n");
+        assert!(e.contains("frames.every"), "{e}");
+        assert_eq!(parse("[frames]\nevery = \"250ms\"\n").unwrap().frames.every, "250ms");
+        assert_eq!(crate::parse_interval_ms("250ms"), Ok(250));
+        assert_eq!(crate::parse_interval_ms("2"), Ok(2000));
+        assert_eq!(crate::parse_interval_ms("0"), Ok(0));
+        assert_eq!(crate::format_interval_ms(1500), "1500ms");
+        assert_eq!(crate::format_interval_ms(60_000), "1m");
     }
 
     #[test]

@@ -445,11 +445,7 @@ impl Panoptes for ApiService {
             }
         };
         let (rows, _) = self.node.reader.results(job.id, Some(frame), None, usize::MAX);
-        let Some(image) = self.node.pictures.picture(&self.node.reader, job.id, frame).await else {
-            return Err(Status::unavailable(format!(
-                "the picture of job {id} frame {frame} is not on this coordinator and no peer answered for it; try again, or ask another coordinator"
-            )));
-        };
+        let image = self.node.pictures.picture(&self.node.reader, job.id, frame).await.map_err(|e| Status::unavailable(format!("job {id}: {e}")))?;
         let results: Vec<(String, serde_json::Value)> = Self::rows_pb(&job, rows, "")
             .into_iter()
             .map(|f| (f.model, serde_json::from_str(&f.results_json).unwrap_or(serde_json::Value::Null)))

@@ -24,7 +24,8 @@ use crate::scheduling::split_shards;
 use crate::state::command::{Request, Response};
 use crate::state::model::{JobState, Plan, ShardState};
 use crate::pictures::store::PictureStore;
-use crate::pictures::Pictures;
+use crate::pictures::object::ObjectPictures;
+use crate::pictures::{PictureHome, Pictures};
 use crate::state::store::{StateMachineStore, StateReader};
 
 /// Limits for gRPC messages (reports carry batches of results).
@@ -340,7 +341,14 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     let picture_store = Arc::new(
         PictureStore::open(opts.data_dir.join("pictures"), &db).with_context(|| format!("failed to open the picture store in {}", opts.data_dir.display()))?,
     );
-    let sm = StateMachineStore::open(&db, opts.data_dir.join("snapshots"), picture_store.clone()).context("failed to open the state machine")?;
+    let home = if cfg.object_store.enabled() {
+        let o = ObjectPictures::open(&cfg.object_store).map_err(anyhow::Error::msg)?;
+        info!(object_store = %o.url(), "stored pictures go to the object store");
+        PictureHome::Object(Arc::new(o))
+    } else {
+        PictureHome::Local(picture_store.clone())
+    };
+    let sm = StateMachineStore::open(&db, opts.data_dir.join("snapshots"), home.clone()).context("failed to open the state machine")?;
     let reader = sm.reader();
 
     let hb = cfg.coordinator.raft_heartbeat_ms.max(20);
@@ -364,7 +372,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     let snapshot_sends = network.snapshot_sends();
     let raft = Raft::new(opts.id, Arc::new(raft_cfg), network, log_store, sm).await.context("failed to start Raft")?;
 
-    let pictures = Arc::new(Pictures::new(opts.id, picture_store.clone(), raft.clone(), secret.clone()));
+    let pictures = Arc::new(Pictures::new(opts.id, &home, picture_store.clone(), raft.clone(), secret.clone()));
     let node = Arc::new(Coordinator {
         id: opts.id,
         addr: addr.clone(),

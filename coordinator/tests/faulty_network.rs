@@ -37,6 +37,7 @@ use panoptes_coordinator::state::command::{FrameOutputs, ModelOutput, Report, Re
 use panoptes_coordinator::state::model::{Job, JobSpec, JobState, Plan, ShardState, StageTimes};
 use panoptes_coordinator::state::store::{StateMachineStore, StateReader};
 use panoptes_coordinator::pictures::store::PictureStore;
+use panoptes_coordinator::pictures::PictureHome;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tempfile::TempDir;
@@ -485,7 +486,7 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("member {id}: cannot open its sled db: {e}"));
         let log_store = LogStore::open(&db).expect("open log store");
         let pics = Arc::new(PictureStore::open(dir.join("pictures"), &db).expect("open picture store"));
-        let sm = StateMachineStore::open(&db, dir.join("snapshots"), pics).expect("open state machine");
+        let sm = StateMachineStore::open(&db, dir.join("snapshots"), PictureHome::Local(pics)).expect("open state machine");
         let reader = sm.reader();
         let net = RouterNet { from: id, router: self.router.clone() };
         let raft = Raft::new(id, self.config.clone(), net, log_store, sm).await.expect("start raft");

@@ -22,6 +22,7 @@ use panoptes_coordinator::raft::types::{Entry, LogId, NodeId, Raft, StorageError
 use panoptes_coordinator::state::command::{Request, Response};
 use panoptes_coordinator::state::store::{StateMachineStore, StateReader};
 use panoptes_coordinator::pictures::store::PictureStore;
+use panoptes_coordinator::pictures::PictureHome;
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStor
         let db = open_db(&dir.path().join("db")).map_err(io_err)?;
         let ls = LogStore::open(&db)?;
         let pics = Arc::new(PictureStore::open(dir.path().join("pictures"), &db).map_err(io_err)?);
-        let sm = StateMachineStore::open(&db, dir.path().join("snapshots"), pics)?;
+        let sm = StateMachineStore::open(&db, dir.path().join("snapshots"), PictureHome::Local(pics))?;
         Ok((dir, ls, sm))
     }
 }
@@ -356,7 +357,7 @@ impl TestNode {
         let db = open_db(&dir.path().join("db")).unwrap();
         let ls = LogStore::open(&db).unwrap();
         let pics = Arc::new(PictureStore::open(dir.path().join("pictures"), &db).unwrap());
-        let sm = StateMachineStore::open(&db, dir.path().join("snapshots"), pics.clone()).unwrap();
+        let sm = StateMachineStore::open(&db, dir.path().join("snapshots"), PictureHome::Local(pics.clone())).unwrap();
         let reader = sm.reader();
         let config = openraft::Config {
             cluster_name: "test".into(),

@@ -14,6 +14,12 @@
 //! from its peers (`RaftService/GetPictures`): at once when it is asked for
 //! it, and in the background ([`Pictures::repair_loop`]), which also deletes
 //! the pictures of jobs that no longer exist.
+//!
+//! With `[object_store]` configured, pictures go to an S3-compatible object
+//! store instead ([`object::ObjectPictures`]): the leader puts them there
+//! before it proposes the report, every member reads them from there, and
+//! nothing is sent between coordinators.
+pub mod object;
 pub mod store;
 
 use std::collections::HashMap;
@@ -31,7 +37,48 @@ use crate::raft::network::MAX_MESSAGE_SIZE;
 use crate::raft::types::{NodeId, Raft};
 use crate::state::command::{FrameImage, PictureRef};
 use crate::state::store::StateReader;
+use object::ObjectPictures;
 use store::PictureStore;
+
+/// Where the pictures are, as applying a deletion or a trim sees it: this
+/// node's own copies, or the object store's (deleted in the background; a
+/// failure leaves objects that the next trim, or the repair sweep of deleted
+/// jobs, deletes).
+#[derive(Clone)]
+pub enum PictureHome {
+    Local(Arc<PictureStore>),
+    Object(Arc<ObjectPictures>),
+}
+
+impl PictureHome {
+    pub fn delete_job(&self, job: u64) {
+        self.delete_below(job, u64::MAX)
+    }
+
+    pub fn trim(&self, job: u64, before: u64) {
+        self.delete_below(job, before)
+    }
+
+    fn delete_below(&self, job: u64, before: u64) {
+        match self {
+            PictureHome::Local(store) => {
+                let r = if before == u64::MAX { store.delete_job(job) } else { store.trim(job, before) };
+                if let Err(e) = r {
+                    tracing::warn!(job_id = job, error = %e, "deleting pictures failed; repair collects them later");
+                }
+            }
+            PictureHome::Object(o) => {
+                let o = o.clone();
+                tokio::spawn(async move {
+                    match o.delete_below(job, before).await {
+                        Ok(n) => tracing::debug!(job_id = job, objects = n, "pictures deleted from the object store"),
+                        Err(e) => tracing::warn!(job_id = job, error = %e, "deleting pictures from the object store failed; the next trim or sweep tries again"),
+                    }
+                });
+            }
+        }
+    }
+}
 
 /// How long the leader waits for a majority to hold a report's pictures.
 const PUT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,14 +105,20 @@ pub struct GetPictures {
 pub struct Pictures {
     id: NodeId,
     pub store: Arc<PictureStore>,
+    /// Pictures in an object store instead of on the coordinators.
+    pub object: Option<Arc<ObjectPictures>>,
     raft: Raft,
     secret: ClusterSecret,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Pictures {
-    pub fn new(id: NodeId, store: Arc<PictureStore>, raft: Raft, secret: ClusterSecret) -> Pictures {
-        Pictures { id, store, raft, secret, channels: Mutex::default() }
+    pub fn new(id: NodeId, home: &PictureHome, store: Arc<PictureStore>, raft: Raft, secret: ClusterSecret) -> Pictures {
+        let object = match home {
+            PictureHome::Object(o) => Some(o.clone()),
+            PictureHome::Local(_) => None,
+        };
+        Pictures { id, store, object, raft, secret, channels: Mutex::default() }
     }
 
     /// The other members: (id, address, voter?).
@@ -105,6 +158,9 @@ impl Pictures {
     pub async fn replicate(&self, job: u64, pictures: Vec<(u64, u64, FrameImage)>) -> Result<Vec<PictureRef>, Status> {
         if pictures.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(o) = &self.object {
+            return o.put(job, &pictures).await.map_err(|e| Status::unavailable(format!("{e}; the report is retried")));
         }
         let msg = PutPictures { job, pictures };
         let data = bincode::serialize(&msg).map_err(|e| Status::internal(format!("cannot encode pictures: {e}")))?;
@@ -165,14 +221,20 @@ impl Pictures {
         Ok(refs)
     }
 
-    /// A frame's stored picture: this node's copy, else one fetched from a peer.
-    pub async fn picture(&self, reader: &StateReader, job: u64, frame: u64) -> Option<FrameImage> {
-        let r = reader.picture_ref(job, frame)?;
+    /// A frame's stored picture: the object store's, or this node's copy,
+    /// else one fetched from a peer. The error says why there is none.
+    pub async fn picture(&self, reader: &StateReader, job: u64, frame: u64) -> Result<FrameImage, String> {
+        let Some(r) = reader.picture_ref(job, frame) else { return Err(format!("frame {frame} has no stored picture")) };
+        if let Some(o) = &self.object {
+            return o.get(job, frame, &r).await?.ok_or_else(|| format!("the picture of frame {frame} is missing from {} (or differs from what was stored)", o.url()));
+        }
         if let Some(img) = self.get_local(job, frame, &r).await {
-            return Some(img);
+            return Ok(img);
         }
         self.fetch(job, vec![(frame, r.clone())]).await;
-        self.get_local(job, frame, &r).await
+        self.get_local(job, frame, &r)
+            .await
+            .ok_or_else(|| format!("the picture of frame {frame} is not on this coordinator and no peer answered for it; try again, or ask another coordinator"))
     }
 
     async fn get_local(&self, job: u64, frame: u64, r: &PictureRef) -> Option<FrameImage> {
@@ -252,6 +314,22 @@ impl Pictures {
 
     /// One pass; where the next one starts.
     pub async fn repair_pass(&self, reader: &StateReader, after: Option<(u64, u64)>) -> Option<(u64, u64)> {
+        if let Some(o) = &self.object {
+            // Nothing to copy between members; the objects of deleted jobs go.
+            let (live, next_job): (Vec<u64>, u64) = reader.read(|a| (a.state.jobs.keys().copied().collect(), a.state.next_job));
+            match o.jobs().await {
+                Ok(jobs) => {
+                    for job in jobs.into_iter().filter(|j| *j < next_job && !live.contains(j)) {
+                        match o.delete_below(job, u64::MAX).await {
+                            Ok(n) => tracing::info!(job_id = job, objects = n, "pictures of a deleted job removed from the object store"),
+                            Err(e) => tracing::warn!(job_id = job, error = %e, "removing a deleted job's pictures from the object store failed"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the object store"),
+            }
+            return None;
+        }
         let refs = reader.picture_refs(after, REPAIR_CHECKS);
         let next = if refs.len() < REPAIR_CHECKS { None } else { refs.last().map(|(j, f, _)| (*j, *f)) };
         let mut missing: HashMap<u64, Vec<(u64, PictureRef)>> = HashMap::new();

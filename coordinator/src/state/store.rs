@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use super::apply::{Changes, ResultSink, State};
 use super::command::{Freed, PictureRef, Response};
-use crate::pictures::store::PictureStore;
+use crate::pictures::PictureHome;
 use super::snapfile;
 use crate::raft::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
@@ -313,8 +313,8 @@ pub struct StateMachineStore {
     publish: Arc<Mutex<()>>,
     /// The file the snapshot being received is written to.
     receiving: Option<PathBuf>,
-    /// This node's pictures: a deleted job's go with it.
-    pictures: Arc<PictureStore>,
+    /// Where the pictures are: a deleted job's go with it.
+    pictures: PictureHome,
 }
 
 /// The generation of a state tree's name: `sm` is 0, `sm.N` is N.
@@ -327,7 +327,7 @@ fn unique() -> u128 {
 }
 
 impl StateMachineStore {
-    pub fn open(db: &sled::Db, snapshot_dir: PathBuf, pictures: Arc<PictureStore>) -> Result<Self, StorageError> {
+    pub fn open(db: &sled::Db, snapshot_dir: PathBuf, pictures: PictureHome) -> Result<Self, StorageError> {
         std::fs::create_dir_all(&snapshot_dir).map_err(sm_read)?;
         let meta = db.open_tree(META_TREE).map_err(sm_read)?;
         let active = meta.get(K_ACTIVE).map_err(sm_read)?.map(|v| v.to_vec()).unwrap_or_else(|| b"sm".to_vec());
@@ -627,14 +627,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // A deleted job's pictures (this node's own copies; a crash before
         // this leaves them for `pictures::repair` to collect).
         for (id, _) in &ch.removed_jobs {
-            if let Err(e) = self.pictures.delete_job(*id) {
-                tracing::warn!(job_id = id, error = %e, "deleting a job's pictures failed; repair collects them later");
-            }
+            self.pictures.delete_job(*id);
         }
         for (id, before) in &ch.trimmed_pictures {
-            if let Err(e) = self.pictures.trim(*id, *before) {
-                tracing::warn!(job_id = id, error = %e, "trimming a job's pictures failed");
-            }
+            self.pictures.trim(*id, *before);
         }
         self.notify.send_replace(idx);
         Ok(out)

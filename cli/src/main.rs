@@ -467,7 +467,7 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
     // HTTPS with the node certificate when TLS is on, unless security.web_plain_http (a TLS proxy in front).
     let web_tls = (!cfg.security.tls_cert.is_empty() && !cfg.security.web_plain_http)
         .then(|| panoptes_web::WebTls { cert: cfg.security.tls_cert.clone(), key: cfg.security.tls_key.clone() });
-    panoptes_web::start(&opts.listen, opts.peers.values().cloned().collect(), web_tls).await;
+    panoptes_web::start(&opts.listen, opts.peers.values().cloned().collect(), web_tls, cfg.security.web_hosts.clone()).await;
     panoptes_coordinator::node::run(cfg, opts, shutdown_signal()).await
 }
 

@@ -279,6 +279,10 @@ pub struct SecuritySection {
     /// `tls_cert`/`tls_key` set, which otherwise make it serve HTTPS with
     /// them: for a TLS-terminating reverse proxy in front of it.
     pub web_plain_http: bool,
+    /// Host names the web UI answers to besides IP addresses, `localhost`
+    /// and this machine's host name (others are refused: a page elsewhere
+    /// could otherwise reach it by DNS rebinding), e.g. ["panoptes.example"].
+    pub web_hosts: Vec<String>,
     /// A file of bearer tokens, one per line: `ROLE NAME SHA256-HEX` where
     /// ROLE is `user` (submit and read) or `admin` (everything). With it
     /// set, every user or admin call needs `authorization: Bearer TOKEN`.
@@ -302,6 +306,7 @@ impl Default for SecuritySection {
             tls_ca: String::new(),
             require_client_cert: false,
             web_plain_http: false,
+            web_hosts: Vec::new(),
             tokens_file: String::new(),
             cluster_secret_file: String::new(),
             max_request_bytes: 4 << 20,

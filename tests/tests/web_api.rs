@@ -38,13 +38,16 @@ impl Http {
 /// `method path` with an optional JSON body; reads until the server closes
 /// (`Connection: close`), for at most `limit`.
 fn request_within(addr: &str, method: &str, path: &str, body: Option<&str>, limit: Duration) -> Http {
+    request_with(addr, method, path, &[("Host", addr), ("Content-Type", "application/json")], body, limit)
+}
+
+/// `method path` with these headers (and `Connection: close`).
+fn request_with(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>, limit: Duration) -> Http {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to the web UI at {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let body = body.unwrap_or("");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let head = format!("{method} {path} HTTP/1.1\r\n{extra}Connection: close\r\nContent-Length: {}\r\n\r\n", body.len());
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body.as_bytes()).unwrap();
     let deadline = Instant::now() + limit;
@@ -159,6 +162,23 @@ fn w01_every_route_against_a_real_cluster() {
     submit(json!({"source": src})).assert_error(400, "no models");
     submit(json!({"source": src, "models": ["colors"], "pictures_every": "2 fortnights"})).assert_error(400, "--pictures-every");
     request(web, "POST", "/api/jobs", Some("{not json")).assert_error(400, "not valid JSON");
+    // Before any route: a host this server does not answer for (a page
+    // elsewhere that made its name resolve here: DNS rebinding) and a POST
+    // that does not say it is JSON (a form on another site posts text/plain
+    // without asking the browser first) are refused.
+    let t = Duration::from_secs(30);
+    let job = json!({"source": src, "models": ["colors"]}).to_string();
+    let port = web.rsplit(':').next().unwrap();
+    request_with(web, "GET", "/api/videos", &[("Host", &format!("rebind.example:{port}"))], None, t).assert_error(421, "security.web_hosts");
+    request_with(web, "POST", "/api/jobs", &[("Host", "attacker.example"), ("Content-Type", "application/json")], Some(&job), t).assert_error(421, "attacker.example");
+    for ctype in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        request_with(web, "POST", "/api/jobs", &[("Host", web), ("Content-Type", ctype)], Some(&job), t).assert_error(415, "Content-Type: application/json");
+    }
+    request_with(web, "POST", "/api/live", &[("Host", web)], Some("{}"), t).assert_error(415, "application/json");
+    for host in [format!("localhost:{port}"), format!("[::1]:{port}"), "127.0.0.1".to_string()] {
+        let r = request_with(web, "GET", "/api/videos", &[("Host", &host)], None, t);
+        assert_eq!(r.status, 200, "Host: {host}: {}", r.text());
+    }
 
     let r = submit(json!({"source": src, "name": "web clip", "models": ["colors"], "frame_step": 2}));
     assert_eq!(r.status, 201, "{}", r.text());

@@ -74,7 +74,7 @@ pub struct WebTls {
 /// HTTPS with `tls` when given. Logs "web UI on http://…/" (or https) and
 /// returns the bound address; a failure is logged, not fatal: the
 /// coordinator runs on without its web page.
-pub async fn start(listen: &str, peers: Vec<String>, tls: Option<WebTls>) -> Option<SocketAddr> {
+pub async fn start(listen: &str, peers: Vec<String>, tls: Option<WebTls>, hosts: Vec<String>) -> Option<SocketAddr> {
     let grpc: SocketAddr = match listen.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -93,8 +93,8 @@ pub async fn start(listen: &str, peers: Vec<String>, tls: Option<WebTls>) -> Opt
         return None;
     }
     let (served, scheme) = match &tls {
-        Some(t) => (serve_tls(derived_http_addr(&grpc), coords, t).await, "https"),
-        None => (serve(derived_http_addr(&grpc), coords).await, "http"),
+        Some(t) => (serve_tls(derived_http_addr(&grpc), coords, t, hosts).await, "https"),
+        None => (serve(derived_http_addr(&grpc), coords, hosts).await, "http"),
     };
     match served {
         Ok(a) => {
@@ -111,9 +111,10 @@ pub async fn start(listen: &str, peers: Vec<String>, tls: Option<WebTls>) -> Opt
 /// Serve the page and the API over plain HTTP on `http` (a free port on the
 /// same host when it is taken), calling the coordinators at `coordinators`
 /// (`HOST:PORT`, tried in order). Returns the bound address; serves until
-/// the process ends.
-pub async fn serve(http: SocketAddr, coordinators: Vec<String>) -> std::io::Result<SocketAddr> {
-    let (listener, app) = bind(http, coordinators).await?;
+/// the process ends. It answers requests for IP addresses, `localhost`,
+/// this machine's host name and `hosts` ([`guard`]).
+pub async fn serve(http: SocketAddr, coordinators: Vec<String>, hosts: Vec<String>) -> std::io::Result<SocketAddr> {
+    let (listener, app) = bind(http, coordinators, hosts).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -126,16 +127,16 @@ pub async fn serve(http: SocketAddr, coordinators: Vec<String>) -> std::io::Resu
 /// [`serve`] over HTTPS with the certificate chain and key in `tls` (no
 /// client certificate asked for: browsers have none, tokens do the auth).
 /// A bad certificate or key file is an error naming the file and its key.
-pub async fn serve_tls(http: SocketAddr, coordinators: Vec<String>, tls: &WebTls) -> std::io::Result<SocketAddr> {
+pub async fn serve_tls(http: SocketAddr, coordinators: Vec<String>, tls: &WebTls, hosts: Vec<String>) -> std::io::Result<SocketAddr> {
     let acceptor = tls_acceptor(tls).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let (listener, app) = bind(http, coordinators).await?;
+    let (listener, app) = bind(http, coordinators, hosts).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(accept_tls(listener, app, acceptor));
     Ok(bound)
 }
 
 /// The listener on `http` (or a free port on the same host) and the routes.
-async fn bind(http: SocketAddr, coordinators: Vec<String>) -> std::io::Result<(tokio::net::TcpListener, Router)> {
+async fn bind(http: SocketAddr, coordinators: Vec<String>, hosts: Vec<String>) -> std::io::Result<(tokio::net::TcpListener, Router)> {
     let coords = Coordinators::new(&coordinators).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = match tokio::net::TcpListener::bind(http).await {
         Ok(l) => l,
@@ -146,7 +147,11 @@ async fn bind(http: SocketAddr, coordinators: Vec<String>) -> std::io::Result<(t
             tokio::net::TcpListener::bind(any).await?
         }
     };
-    let web = Web { coords, seq: Arc::new(AtomicU64::new(0)), relays: Arc::default() };
+    let mut hosts: Vec<String> = hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        hosts.push(h.trim().to_ascii_lowercase());
+    }
+    let web = Web { coords, seq: Arc::new(AtomicU64::new(0)), relays: Arc::default(), hosts: Arc::new(hosts) };
     tokio::spawn(relay::end_abandoned(web.relays.clone()));
     Ok((listener, router(web)))
 }
@@ -237,7 +242,61 @@ pub fn router(web: Web) -> Router {
         .route("/api/live", post(live))
         .route("/api/live/{id}/media", post(live_media).delete(live_media_end))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; the API is described at /api/openapi.json") })
+        .layer(axum::middleware::from_fn_with_state(web.clone(), guard))
         .with_state(web)
+}
+
+/// The host a request names (`Host`, or the URI's authority over HTTP/2),
+/// without its port.
+fn request_host(req: &axum::extract::Request) -> Option<String> {
+    let raw = match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok()?.to_string(),
+        None => req.uri().authority()?.as_str().to_string(),
+    };
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        rest.split(']').next()?.to_string()
+    } else {
+        raw.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or(raw)
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// May a request for `host` be answered? IP addresses, `localhost` (and
+/// names under it), and the names in `allowed`.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok() || host == "localhost" || host.ends_with(".localhost") || allowed.iter().any(|a| a == host)
+}
+
+/// Before any route: a request must name a host this server answers to (a
+/// page on another site that made its name resolve to this machine, DNS
+/// rebinding, names its own), and a POST with a JSON body must say it is
+/// JSON (a form on another site can post `text/plain` without asking; it
+/// cannot post `application/json`). Browser recordings (`/media`) are
+/// exempt from the second: they are not JSON.
+async fn guard(State(web): State<Web>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = request_host(&req).unwrap_or_default();
+    if !host_allowed(&host, &web.hosts) {
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this server does not answer for the host '{}': use its IP address or localhost, or add the name to security.web_hosts",
+                host.chars().take(64).collect::<String>()
+            ),
+        )
+        .into_response();
+    }
+    if req.method() == axum::http::Method::POST && !req.uri().path().ends_with("/media") {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+            .unwrap_or(false);
+        if !json {
+            return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be JSON sent with Content-Type: application/json").into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// The server's state: the coordinators to call.
@@ -248,6 +307,8 @@ pub struct Web {
     seq: Arc<AtomicU64>,
     /// Browser streams being relayed to their live job's RTMP URL, by job id.
     relays: Arc<tokio::sync::Mutex<std::collections::HashMap<String, relay::Relay>>>,
+    /// Host names answered besides IP addresses and localhost ([`guard`]).
+    hosts: Arc<Vec<String>>,
 }
 
 impl Web {

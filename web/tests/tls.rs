@@ -5,7 +5,7 @@ use panoptes_web::{serve_tls, WebTls};
 async fn error(cert: &str, key: &str) -> String {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let tls = WebTls { cert: cert.into(), key: key.into() };
-    serve_tls("127.0.0.1:0".parse().unwrap(), vec![dead.to_string()], &tls).await.expect_err("bad TLS files must be refused").to_string()
+    serve_tls("127.0.0.1:0".parse().unwrap(), vec![dead.to_string()], &tls, Vec::new()).await.expect_err("bad TLS files must be refused").to_string()
 }
 
 #[tokio::test]

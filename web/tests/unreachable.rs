@@ -4,7 +4,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the web server");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut raw)).await.expect("an answer within 60 s").unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -17,7 +17,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 async fn no_coordinator_reachable_is_503() {
     // A port that was free a moment ago: connections are refused.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let web = panoptes_web::serve("127.0.0.1:0".parse().unwrap(), vec![dead.to_string()]).await.unwrap();
+    let web = panoptes_web::serve("127.0.0.1:0".parse().unwrap(), vec![dead.to_string()], Vec::new()).await.unwrap();
     for path in ["/api/models", "/api/videos", "/api/jobs/job-1"] {
         let (status, body) = get(web, path).await;
         assert_eq!(status, 503, "{path}: {body}");

@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use tonic::{Request as Req, Response as Resp, Status};
 use tracing::{info, warn};
 
+use crate::metrics::RESULT_STREAMS;
 use crate::node::{known_leader, Coordinator, MembershipChange, MAX_MESSAGE_BYTES};
 use crate::state::command::{Request, Response};
 use crate::state::model::{is_pull_source, Job, JobSpec, JobState, KeepWhat, ShardState};
@@ -269,6 +270,7 @@ impl ApiService {
     /// shard's committed cursor instead (a report stores its frames and moves
     /// the cursor in one apply, so every frame below a cursor is readable).
     async fn follow(mut reader: StateReader, job: Job, model: String, tx: tokio::sync::mpsc::Sender<Result<pb::FrameResult, Status>>) {
+        let _open = open_stream();
         // Per shard index: frames below this were sent.
         let mut sent: HashMap<u32, u64> = HashMap::new();
         loop {
@@ -295,7 +297,9 @@ impl ApiService {
             if finished {
                 return;
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), reader.changed()).await;
+            if !wait_for_change(&mut reader, &tx).await {
+                return;
+            }
         }
     }
 
@@ -308,6 +312,23 @@ impl ApiService {
 }
 
 type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::FrameResult, Status>> + Send>>;
+
+/// A result stream being served: counted in [`RESULT_STREAMS`] until dropped.
+fn open_stream() -> panoptes_common::metrics::GaugeShare {
+    let mut g = panoptes_common::metrics::GaugeShare::new(panoptes_common::metrics::gauge(RESULT_STREAMS, &[]));
+    g.set(1.0);
+    g
+}
+
+/// Wait (at most a second) for the state to change; false when the client
+/// went away meanwhile, so that a stream that has nothing to send does not
+/// go on polling for a job that may run for days.
+async fn wait_for_change(reader: &mut StateReader, tx: &tokio::sync::mpsc::Sender<Result<pb::FrameResult, Status>>) -> bool {
+    tokio::select! {
+        _ = tx.closed() => false,
+        _ = tokio::time::timeout(Duration::from_secs(1), reader.changed()) => true,
+    }
+}
 
 #[tonic::async_trait]
 impl Panoptes for ApiService {
@@ -362,6 +383,7 @@ impl Panoptes for ApiService {
             return Ok(Resp::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as ResultStream));
         }
         tokio::spawn(async move {
+            let _open = open_stream();
             let frame = if r.has_frame { Some(r.frame) } else { None };
             let mut after: Option<Vec<u8>> = None;
             loop {
@@ -394,7 +416,9 @@ impl Panoptes for ApiService {
                         }
                     }
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(1), reader.changed()).await;
+                if !wait_for_change(&mut reader, &tx).await {
+                    return;
+                }
             }
         });
         Ok(Resp::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as ResultStream))

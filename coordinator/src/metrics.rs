@@ -27,6 +27,7 @@ pub const LEASES_EXPIRED: &str = "panoptes_coordinator_leases_expired_total";
 pub const WORK_STOLEN: &str = "panoptes_coordinator_work_stolen_total";
 pub const FORWARDED_WRITES: &str = "panoptes_coordinator_forwarded_writes_total";
 pub const WRITE_ERRORS: &str = "panoptes_coordinator_write_errors_total";
+pub const RESULT_STREAMS: &str = "panoptes_coordinator_result_streams";
 
 /// The kinds of refused reports (label `reason` of [`REPORTS_REFUSED`]).
 pub const REFUSAL_KINDS: [&str; 3] = ["stale", "done", "invalid"];
@@ -50,7 +51,9 @@ pub fn describe() {
         d(WORK_STOLEN, "counter", "Work-stealing splits: a slow worker's shard cut and its tail leased to an idle worker.");
         d(FORWARDED_WRITES, "counter", "Commands this coordinator forwarded to the leader (it was a follower).");
         d(WRITE_ERRORS, "counter", "Commands that could not be committed (no leader, leader unreachable, Raft stopped).");
+        d(RESULT_STREAMS, "gauge", "StreamResults streams being served: each ends with its job or when its client goes away.");
     });
+    metrics::gauge(RESULT_STREAMS, &[]);
     for name in [REPORTS_ACCEPTED, RESULTS_STORED, LEASES_GRANTED, LEASES_EXPIRED, WORK_STOLEN, FORWARDED_WRITES, WRITE_ERRORS] {
         counter(name, &[]);
     }

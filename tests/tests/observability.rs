@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use panoptes_tests::{bin, free_port, http_get, make_video, metrics_addr, models_dir, sample, wait_for, Cluster, Node};
+use panoptes_tests::{bin, client_command, free_port, http_get, make_video, metrics_addr, models_dir, sample, wait_for, web_addr, Cluster, Node};
 use serde_json::Value;
 
 /// Scrape `addr` until every series in `want` has its value (bounded); the last scrape.
@@ -139,4 +139,50 @@ fn worker_serves_metrics_and_health_and_logs_job_shard_and_frame_as_json() {
     logged.sort();
     logged.dedup();
     assert_eq!(logged.len() as f64, frames2, "{logged:?}");
+}
+
+/// A result stream whose client went away ends on the coordinator even when
+/// it has nothing to send. A job that cannot end (no worker runs it) is
+/// followed over gRPC (`results --follow`), then over the web API's event
+/// stream; the coordinator counts each open stream, and the count goes back
+/// to 0 when the client is gone (before, it stayed until the job ended).
+#[test]
+fn result_streams_end_when_their_client_goes_away() {
+    use std::io::{Read, Write};
+    const OPEN: &str = "panoptes_coordinator_result_streams";
+    let c = Cluster::start(&[]);
+    let clip = c.dir.path().join("never-run.mp4");
+    make_video(&clip, 30, "96x64", 25);
+    let job = c.cli_json(&["submit", clip.to_str().unwrap(), "--models", "colors", "--json"])["job_id"].as_str().unwrap().to_string();
+    let m = metrics_addr(c.coordinators[0].as_ref().unwrap());
+    scrape_until(&m, &[(OPEN, 0.0)]);
+
+    let mut follow = client_command()
+        .args(["results", &job, "--follow", "--coordinator", &c.coordinator_addrs[0]])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start results --follow");
+    scrape_until(&m, &[(OPEN, 1.0)]);
+    // Several rounds of the stream's wait later, it is still open.
+    std::thread::sleep(Duration::from_secs(3));
+    scrape_until(&m, &[(OPEN, 1.0)]);
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    scrape_until(&m, &[(OPEN, 0.0)]);
+
+    let web = web_addr(&c);
+    let mut s = std::net::TcpStream::connect(&web).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET /api/jobs/{job}/results/stream HTTP/1.1\r\nHost: {web}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("event: status") {
+        let n = s.read(&mut buf).expect("the event stream's first event");
+        assert!(n > 0, "the event stream ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    scrape_until(&m, &[(OPEN, 1.0)]);
+    drop(s);
+    scrape_until(&m, &[(OPEN, 0.0)]);
 }

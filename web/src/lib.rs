@@ -553,6 +553,9 @@ async fn stream(State(web): State<Web>, caller: Caller, Path(id): Path<String>) 
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
+                // The browser went away: stop, and end the results stream
+                // (dropped with this task) on the coordinator.
+                _ = tx.closed() => return,
                 m = results.message() => match m {
                     Ok(Some(fr)) => {
                         if tx.send(ev("result", &result_json(&fr))).await.is_err() {

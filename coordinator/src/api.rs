@@ -333,12 +333,13 @@ async fn wait_for_change(reader: &mut StateReader, tx: &tokio::sync::mpsc::Sende
 #[tonic::async_trait]
 impl Panoptes for ApiService {
     async fn submit(&self, req: Req<pb::SubmitRequest>) -> Result<Resp<pb::SubmitResponse>, Status> {
+        let auth = caller_auth(req.metadata());
         let r = req.into_inner();
         let spec = validate_submit(&r, &self.node.cfg)?;
         check_source_policy(&spec.source, &self.node.cfg).await?;
         self.check_device(&spec.source)?;
         let (name, source) = (spec.name.clone(), spec.source.clone());
-        match self.node.write(Request::Submit { spec, now_ms: now_ms() }).await? {
+        match self.node.write_as(Request::Submit { spec, now_ms: now_ms() }, &auth).await? {
             Response::JobCreated { job, existing } => {
                 info!(job_id = job, %name, source = %panoptes_media::policy::redact(&source), existing, "job submitted");
                 Ok(Resp::new(pb::SubmitResponse { job_id: JobId(job).to_string() }))
@@ -543,8 +544,9 @@ impl Panoptes for ApiService {
     }
 
     async fn cancel(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobStatus>, Status> {
+        let auth = caller_auth(req.metadata());
         let j = self.job(&req.into_inner().job_id)?;
-        match self.node.write(Request::Cancel { job: j.id, now_ms: now_ms() }).await? {
+        match self.node.write_as(Request::Cancel { job: j.id, now_ms: now_ms() }, &auth).await? {
             Response::Ok => {}
             Response::Rejected(m) => return Err(Status::failed_precondition(m)),
             other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
@@ -568,6 +570,7 @@ impl Panoptes for ApiService {
             info!(%leader, "forwarding a live endpoint request to the leader");
             return self.client(&leader)?.create_live_endpoint(rq).await;
         }
+        let auth = caller_auth(req.metadata());
         let r = req.into_inner();
         // The same checks as a submission: models, frame step, name.
         let sub = pb::SubmitRequest {
@@ -602,7 +605,7 @@ impl Panoptes for ApiService {
         let url = format!("rtmp://{host}:{}/live/{key}", port as u32 + slot);
         spec.source = url.clone();
         let lspec = crate::state::model::LiveSpec { key, worker: worker.clone(), slot, url: url.clone() };
-        match self.node.write(Request::CreateLive { spec, live: lspec, now_ms: now_ms() }).await? {
+        match self.node.write_as(Request::CreateLive { spec, live: lspec, now_ms: now_ms() }, &auth).await? {
             Response::JobCreated { job, .. } => {
                 info!(job_id = job, %worker, url = %panoptes_media::policy::redact(&url), "live endpoint created");
                 Ok(Resp::new(pb::LiveEndpoint { job_id: JobId(job).to_string(), rtmp_url: url }))
@@ -613,10 +616,11 @@ impl Panoptes for ApiService {
     }
 
     async fn prune(&self, req: Req<pb::PruneRequest>) -> Result<Resp<pb::PruneResponse>, Status> {
+        let auth = caller_auth(req.metadata());
         let r = req.into_inner();
         let before = self.node.reader.disk_size();
         let cutoff = now_ms().saturating_sub(r.older_than_ms);
-        match self.node.write(Request::Prune { finished_before_ms: cutoff }).await? {
+        match self.node.write_as(Request::Prune { finished_before_ms: cutoff }, &auth).await? {
             Response::Pruned { jobs, freed } => {
                 let after = self.node.reader.disk_size();
                 info!(jobs = jobs.len(), results = freed.results, frames = freed.frames, bytes = freed.bytes, "pruned finished jobs");
@@ -667,12 +671,13 @@ impl Panoptes for ApiService {
     }
 
     async fn drain_worker(&self, req: Req<pb::DrainWorkerRequest>) -> Result<Resp<pb::DrainWorkerResponse>, Status> {
+        let auth = caller_auth(req.metadata());
         let r = req.into_inner();
         if r.undo && r.hand_back {
             return Err(Status::invalid_argument("undo (take shards again) and hand_back (return leases) do not go together"));
         }
         let draining = !r.undo;
-        match self.node.write(Request::Drain { worker: r.name.clone(), draining, hand_back: r.hand_back }).await? {
+        match self.node.write_as(Request::Drain { worker: r.name.clone(), draining, hand_back: r.hand_back }, &auth).await? {
             Response::Drained { leases_returned } => {
                 info!(worker = %r.name, draining, leases_returned, "worker drain changed");
                 Ok(Resp::new(pb::DrainWorkerResponse { leases_returned, draining }))
@@ -780,7 +785,7 @@ fn sub_name_empty(r: &pb::SubmitRequest) -> bool {
 /// The caller's `authorization` metadata, carried onto the calls a member
 /// makes on its behalf (forwarding to the leader, probing the other
 /// members), so that they pass the same token check the caller passed here.
-type CallerAuth = Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>;
+pub type CallerAuth = Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>;
 
 fn caller_auth(m: &tonic::metadata::MetadataMap) -> CallerAuth {
     m.get("authorization").cloned()

@@ -208,28 +208,32 @@ impl Auth {
                     )),
                 }
             }
-            need @ (Access::User | Access::Admin) => {
-                let Some(tokens) = &self.tokens else { return Ok(Caller::Anonymous) };
-                let bearer = metadata
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                    .map(str::trim);
-                let Some(token) = bearer else {
-                    return Err(Status::new(
-                        Code::Unauthenticated,
-                        "no token: pass `authorization: Bearer TOKEN` (CLI: --token or PANOPTES_TOKEN)",
-                    ));
-                };
-                let Some((role, name)) = tokens.lookup(token) else {
-                    return Err(Status::new(Code::Unauthenticated, "unknown token: ask an admin for one (`panoptes token`)"));
-                };
-                if need == Access::Admin && role != Role::Admin {
-                    return Err(Status::new(Code::PermissionDenied, format!("token '{name}' has role user; this call needs an admin token")));
-                }
-                Ok(Caller::Token { role, name: name.to_string() })
-            }
+            need @ (Access::User | Access::Admin) => self.check_token(metadata, need),
         }
+    }
+
+    /// The bearer token in `metadata`, checked for `need` (User or Admin).
+    /// Without a tokens file every caller passes.
+    pub fn check_token(&self, metadata: &MetadataMap, need: Access) -> Result<Caller, Status> {
+        let Some(tokens) = &self.tokens else { return Ok(Caller::Anonymous) };
+        let bearer = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let Some(token) = bearer else {
+            return Err(Status::new(
+                Code::Unauthenticated,
+                "no token: pass `authorization: Bearer TOKEN` (CLI: --token or PANOPTES_TOKEN)",
+            ));
+        };
+        let Some((role, name)) = tokens.lookup(token) else {
+            return Err(Status::new(Code::Unauthenticated, "unknown token: ask an admin for one (`panoptes token`)"));
+        };
+        if need == Access::Admin && role != Role::Admin {
+            return Err(Status::new(Code::PermissionDenied, format!("token '{name}' has role user; this call needs an admin token")));
+        }
+        Ok(Caller::Token { role, name: name.to_string() })
     }
 }
 

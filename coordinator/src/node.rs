@@ -72,6 +72,13 @@ impl Coordinator {
     /// follower the command is forwarded to the leader, so any member accepts
     /// any call.
     pub async fn write(&self, req: Request) -> Result<Response, Status> {
+        self.write_as(req, &None).await
+    }
+
+    /// [`write`](Self::write) for a user's or an admin's call: forwarded to
+    /// the leader with the caller's `authorization`, which the leader checks
+    /// again (`RaftService/Forward`).
+    pub async fn write_as(&self, req: Request, auth: &crate::api::CallerAuth) -> Result<Response, Status> {
         let fwd = req.clone();
         let out = match self.raft.client_write(req).await {
             Ok(r) => Ok(r.data),
@@ -80,7 +87,7 @@ impl Coordinator {
                 match leader {
                     Some(addr) if addr != self.addr => {
                         metrics::inc(crate::metrics::FORWARDED_WRITES, &[], 1);
-                        self.forward(&addr, fwd).await
+                        self.forward(&addr, fwd, auth).await
                     }
                     _ => Err(Status::unavailable(format!("coordinator {} is not the leader and no leader is known yet (election in progress)", self.id))),
                 }
@@ -110,7 +117,7 @@ impl Coordinator {
     }
 
     /// Hand a command to the leader at `addr` and return its outcome.
-    async fn forward(&self, addr: &str, req: Request) -> Result<Response, Status> {
+    async fn forward(&self, addr: &str, req: Request, auth: &crate::api::CallerAuth) -> Result<Response, Status> {
         let channel = self.channel_to(addr)?;
         let data = bincode::serialize(&req).map_err(|e| Status::internal(format!("cannot encode command: {e}")))?;
         let mut client = panoptes_proto::raft::raft_service_client::RaftServiceClient::new(channel)
@@ -119,6 +126,9 @@ impl Coordinator {
         let mut rq = tonic::Request::new(panoptes_proto::raft::RaftPayload { data });
         rq.set_timeout(Duration::from_secs(30));
         self.secret.apply(&mut rq);
+        if let Some(a) = auth {
+            rq.metadata_mut().insert("authorization", a.clone());
+        }
         let reply = client
             .forward(rq)
             .await
@@ -446,8 +456,8 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     };
     let max_request = usize::try_from(sec.max_request_bytes).unwrap_or(usize::MAX);
     let served = server_builder(sec)?
-        .layer(crate::auth::GateLayer(gate))
-        .add_service(crate::raft::service::server(raft.clone(), picture_store))
+        .layer(crate::auth::GateLayer(gate.clone()))
+        .add_service(crate::raft::service::server(raft.clone(), picture_store, gate.clone()))
         .add_service(crate::api::server(node.clone()).max_decoding_message_size(max_request))
         .add_service(crate::worker_api::server(node.clone()))
         .add_service(health_service)

@@ -234,3 +234,67 @@ fn tls_refuses_plain_text_and_wrong_certificates() {
     let s = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "colors", "--wait", "--json"]);
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
 }
+
+/// `RaftService/Forward` takes only what a member legitimately forwards,
+/// even from a caller holding the cluster secret (as every worker does): a
+/// user's or admin's command only with its caller's token and the role it
+/// needs, never a leader's own duty (a retention trim, a plan). Through a
+/// follower, the CLI's calls still go through: the follower forwards its
+/// caller's token.
+#[test]
+fn forward_takes_only_what_a_member_forwards_with_the_callers_role() {
+    use panoptes_coordinator::state::command::Request;
+    use panoptes_proto::raft::{raft_service_client::RaftServiceClient, RaftPayload};
+    let (user, user_line) = make_token("user", "alice");
+    let (admin, admin_line) = make_token("admin", "root");
+    let secret = "forward-test-secret-5e1d";
+    let c = Cluster::start_secure_replicated(3, &["w1"], &admin, |dir| {
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, format!("{user_line}\n{admin_line}\n")).unwrap();
+        let secret_file = dir.join("secret");
+        std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+        format!("\n[security]\ntokens_file = \"{}\"\ncluster_secret_file = \"{}\"\n", tokens.display(), secret_file.display())
+    });
+    let leader = c.coordinator_addrs[c.leader() as usize - 1].clone();
+    let follower = c.coordinator_addrs.iter().find(|a| **a != leader).unwrap().clone();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let forward = |req: &Request, token: Option<&str>| -> Result<(), tonic::Status> {
+        rt.block_on(async {
+            let ch = panoptes_tests::grpc_endpoint(&leader).connect().await.expect("connect to the leader");
+            let mut client = RaftServiceClient::new(ch);
+            let mut rq = tonic::Request::new(RaftPayload { data: bincode::serialize(req).unwrap() });
+            rq.metadata_mut().insert("x-panoptes-cluster-secret", secret.parse().unwrap());
+            if let Some(t) = token {
+                rq.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            let reply = client.forward(rq).await?.into_inner();
+            let out: Result<panoptes_coordinator::state::command::Response, String> = bincode::deserialize(&reply.data).unwrap();
+            out.map(|_| ()).map_err(tonic::Status::unavailable)
+        })
+    };
+    let prune = Request::Prune { finished_before_ms: 0 };
+    let e = forward(&prune, None).unwrap_err();
+    assert!(e.code() == tonic::Code::Unauthenticated && e.message().contains("forwarded Prune"), "{e:?}");
+    let e = forward(&prune, Some(&user)).unwrap_err();
+    assert!(e.code() == tonic::Code::PermissionDenied && e.message().contains("admin"), "{e:?}");
+    forward(&prune, Some(&admin)).expect("an admin's prune, forwarded with the admin's token");
+    for duty in [Request::Trim { job: 1, before_frame: 1_000 }, Request::Expire { job: 1, shard: 0, epoch: 1 }] {
+        let e = forward(&duty, Some(&admin)).unwrap_err();
+        assert!(e.code() == tonic::Code::PermissionDenied && e.message().contains("leader's own duty"), "{e:?}");
+    }
+
+    // Through a follower: submit (user), cancel (user) and prune (admin) go on.
+    let video = c.dir.path().join("clip.mp4");
+    make_video(&video, 40, "160x120", 10);
+    let at = |token: &str, args: &[&str]| {
+        let mut cmd = client_command();
+        cmd.args(args).args(["--coordinator", &follower]).env_remove("PANOPTES_TOKEN").env("PANOPTES_TOKEN", token);
+        cmd.output().expect("run panoptes")
+    };
+    let out = at(&user, &["submit", video.to_str().unwrap(), "--models", "colors", "--wait", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("submit via a follower: {}\n{}", stderr(&out), c.logs()));
+    assert_eq!(s["state"], "completed", "{s}");
+    let out = at(&admin, &["prune", "--older-than", "1s", "--json"]);
+    assert!(out.status.success(), "prune via a follower: {}", stderr(&out));
+}

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use std::sync::Arc;
 
+use crate::auth::{Access, Gate};
 use crate::pictures::store::PictureStore;
 use crate::pictures::{GetPictures, Pictures, PutPictures};
 use crate::raft::network::MAX_MESSAGE_SIZE;
@@ -21,11 +22,35 @@ use crate::raft::types::{NodeId, Raft, TypeConfig};
 pub struct RaftGrpc {
     raft: Raft,
     pictures: Arc<PictureStore>,
+    /// The access rules, to check the token a forwarded user or admin
+    /// command carries (None: no tokens or secret configured).
+    gate: Option<Arc<Gate>>,
 }
 
 impl RaftGrpc {
-    pub fn new(raft: Raft, pictures: Arc<PictureStore>) -> RaftGrpc {
-        RaftGrpc { raft, pictures }
+    pub fn new(raft: Raft, pictures: Arc<PictureStore>, gate: Option<Arc<Gate>>) -> RaftGrpc {
+        RaftGrpc { raft, pictures, gate }
+    }
+
+    /// May another member have this node commit `req`? Workers' commands
+    /// (the gate checked the cluster secret), and users' and admins'
+    /// commands that carry their caller's token with the role they need;
+    /// never the leader's own duties, which a member that is not the leader
+    /// has no business proposing.
+    fn may_forward(&self, req: &crate::state::command::Request, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        use crate::state::command::Origin;
+        let need = match req.origin() {
+            Origin::Worker => return Ok(()),
+            Origin::Leader => {
+                return Err(Status::permission_denied(format!("{} is the leader's own duty: it is not taken from another member", req.kind())));
+            }
+            Origin::User => Access::User,
+            Origin::Admin => Access::Admin,
+        };
+        match &self.gate {
+            Some(g) => g.auth.check_token(metadata, need).map(|_| ()).map_err(|s| Status::new(s.code(), format!("forwarded {}: {}", req.kind(), s.message()))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -47,8 +72,8 @@ impl RaftGrpc {
 
 /// The tonic service for `raft`, with the transport's message size limits
 /// ([`MAX_MESSAGE_SIZE`] in both directions).
-pub fn server(raft: Raft, pictures: Arc<PictureStore>) -> RaftServiceServer<RaftGrpc> {
-    RaftServiceServer::new(RaftGrpc::new(raft, pictures))
+pub fn server(raft: Raft, pictures: Arc<PictureStore>, gate: Option<Arc<Gate>>) -> RaftServiceServer<RaftGrpc> {
+    RaftServiceServer::new(RaftGrpc::new(raft, pictures, gate))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
@@ -85,7 +110,9 @@ impl RaftService for RaftGrpc {
     }
 
     async fn forward(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let metadata = request.metadata().clone();
         let req: crate::state::command::Request = decode("forward", request)?;
+        self.may_forward(&req, &metadata)?;
         // Commit here only if this node leads; never forward twice.
         let reply: Result<crate::state::command::Response, String> =
             self.raft.client_write(req).await.map(|r| r.data).map_err(|e| e.to_string());

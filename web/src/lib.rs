@@ -114,13 +114,30 @@ pub async fn start(listen: &str, peers: Vec<String>, tls: Option<WebTls>, hosts:
 /// the process ends. It answers requests for IP addresses, `localhost`,
 /// this machine's host name and `hosts` ([`guard`]).
 pub async fn serve(http: SocketAddr, coordinators: Vec<String>, hosts: Vec<String>) -> std::io::Result<SocketAddr> {
+    serve_limited(http, coordinators, hosts, Limits::default()).await
+}
+
+/// What the web server gives slow, silent or many clients.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections held at once; one more is closed as it arrives.
+    pub max_connections: usize,
+    /// Time a client has to send a request's head (and, over TLS, to finish
+    /// the handshake); then its connection is closed.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_connections: 1024, header_read_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// [`serve`] with other [`Limits`].
+pub async fn serve_limited(http: SocketAddr, coordinators: Vec<String>, hosts: Vec<String>, limits: Limits) -> std::io::Result<SocketAddr> {
     let (listener, app) = bind(http, coordinators, hosts).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            warn!(error = %e, "web server stopped");
-        }
-    });
+    tokio::spawn(accept_loop(listener, app, None, limits));
     Ok(bound)
 }
 
@@ -131,7 +148,7 @@ pub async fn serve_tls(http: SocketAddr, coordinators: Vec<String>, tls: &WebTls
     let acceptor = tls_acceptor(tls).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let (listener, app) = bind(http, coordinators, hosts).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(accept_tls(listener, app, acceptor));
+    tokio::spawn(accept_loop(listener, app, Some(acceptor), Limits::default()));
     Ok(bound)
 }
 
@@ -156,9 +173,6 @@ async fn bind(http: SocketAddr, coordinators: Vec<String>, hosts: Vec<String>) -
     Ok((listener, router(web)))
 }
 
-/// How long a client has to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The rustls server (ring provider, TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1
 /// by ALPN, no client certificates) for the PEM files in `tls`.
 fn tls_acceptor(tls: &WebTls) -> Result<tokio_rustls::TlsAcceptor, String> {
@@ -181,12 +195,17 @@ fn tls_acceptor(tls: &WebTls) -> Result<tokio_rustls::TlsAcceptor, String> {
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-/// Accept connections forever; each is handshaken (bounded) and served in
-/// its own task, so a slow or plain-text client only ends its own connection.
-async fn accept_tls(listener: tokio::net::TcpListener, app: Router, acceptor: tokio_rustls::TlsAcceptor) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+/// Accept connections forever, each served in its own task (handshaken
+/// first over TLS, bounded), so a slow or plain-text client only ends its
+/// own connection. At most `limits.max_connections` are held (one more is
+/// closed at once), and a client that does not send a request's head within
+/// `limits.header_read_timeout` is disconnected: a few thousand idle or
+/// slow connections cannot use up the process.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, acceptor: Option<tokio_rustls::TlsAcceptor>, limits: Limits) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -201,23 +220,36 @@ async fn accept_tls(listener: tokio::net::TcpListener, app: Router, acceptor: to
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, max = limits.max_connections, "web UI: connection limit reached; closing a new connection");
+            drop(tcp);
+            continue;
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = tcp.set_nodelay(true);
-            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "web UI: TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "web UI: TLS handshake timed out");
-                    return;
+            let mut conn = Builder::new(TokioExecutor::new());
+            conn.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+            let service = TowerToHyperService::new(app);
+            let served = match acceptor {
+                None => conn.serve_connection_with_upgrades(TokioIo::new(tcp), service).await,
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "web UI: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%peer, "web UI: TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    conn.serve_connection_with_upgrades(TokioIo::new(stream), service).await
                 }
             };
-            let conn = Builder::new(TokioExecutor::new());
-            if let Err(e) = conn.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app)).await {
+            if let Err(e) = served {
                 debug!(%peer, error = %e, "web UI: connection ended with an error");
             }
         });

@@ -292,6 +292,9 @@ pub struct SecuritySection {
     pub cluster_secret_file: String,
     /// The largest gRPC request accepted, in bytes.
     pub max_request_bytes: u64,
+    /// gRPC connections a coordinator holds at once; one more is closed as
+    /// it arrives (workers, peers and clients together).
+    pub max_connections: usize,
     /// Per-client request rate (token bucket): sustained requests per second
     /// and burst. 0 turns the limit off.
     pub rate_limit_per_s: u32,
@@ -310,6 +313,7 @@ impl Default for SecuritySection {
             tokens_file: String::new(),
             cluster_secret_file: String::new(),
             max_request_bytes: 4 << 20,
+            max_connections: 4096,
             rate_limit_per_s: 200,
             rate_limit_burst: 400,
         }
@@ -319,6 +323,12 @@ impl Default for SecuritySection {
 impl SecuritySection {
     /// Settings that cannot work together, named with what to change.
     pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections < 8 {
+            return Err(format!(
+                "security.max_connections is {}: a coordinator needs at least 8 (its peers, workers and clients each hold one)",
+                self.max_connections
+            ));
+        }
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return Err("security.tls_cert and security.tls_key go together: set both or neither".into());
         }

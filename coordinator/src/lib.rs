@@ -10,6 +10,7 @@ pub mod state;
 pub use panoptes_common::now_ms;
 pub mod api;
 pub mod auth;
+pub mod conn_limit;
 pub mod metrics;
 pub mod node;
 pub mod worker_api;

@@ -441,11 +441,12 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     // listeners it binds itself): with Nagle on, the server's small HTTP/2
     // frames (WINDOW_UPDATE for a report over 64 KiB, a reply's trailers)
     // waited for delayed ACKs, ~12 ms a report with pictures.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // At most security.max_connections at once (crate::conn_limit).
+    let sec = &node.cfg.security;
+    let incoming = crate::conn_limit::capped(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), sec.max_connections);
     // Authentication and rate limiting (docs/SECURITY.md): on when a tokens
     // file or a cluster secret is configured; plain development mode keeps
     // every call open as before.
-    let sec = &node.cfg.security;
     let gate = if sec.tokens_file.is_empty() && sec.cluster_secret_file.is_empty() {
         None
     } else {
@@ -482,12 +483,20 @@ fn server_builder(sec: &panoptes_common::config::SecuritySection) -> anyhow::Res
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
     // HTTP/2 windows large enough that a report with its pictures (or a
     // snapshot chunk) is not held back by flow control (the default is 64 KiB).
-    let builder = tonic::transport::Server::builder().initial_stream_window_size(Some(4 << 20)).initial_connection_window_size(Some(16 << 20));
+    let builder = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        // A client that stops answering (gone without closing) is dropped.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if sec.tls_cert.is_empty() {
         return Ok(builder);
     }
     let read = |what: &str, p: &str| std::fs::read(p).with_context(|| format!("cannot read the {what} {p} (security.tls_*; make them with `panoptes certs`)"));
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read("certificate", &sec.tls_cert)?, read("private key", &sec.tls_key)?));
+    // A client that does not finish its TLS handshake in 10 s is dropped.
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read("certificate", &sec.tls_cert)?, read("private key", &sec.tls_key)?))
+        .timeout(Duration::from_secs(10));
     if !sec.tls_ca.is_empty() {
         tls = tls.client_ca_root(Certificate::from_pem(read("CA certificate", &sec.tls_ca)?)).client_auth_optional(!sec.require_client_cert);
     }

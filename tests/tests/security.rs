@@ -298,3 +298,41 @@ fn forward_takes_only_what_a_member_forwards_with_the_callers_role() {
     let out = at(&admin, &["prune", "--older-than", "1s", "--json"]);
     assert!(out.status.success(), "prune via a follower: {}", stderr(&out));
 }
+
+/// The gRPC port holds at most `security.max_connections` connections: one
+/// more is closed at once. A client that never finishes its TLS handshake
+/// is closed after 10 s (with the harness's TLS, the default). Then calls
+/// are served again.
+#[test]
+fn grpc_closes_excess_and_silent_connections() {
+    use std::io::Read;
+    let c = Cluster::start_configured(1, &[], "\n[security]\nmax_connections = 8\n");
+    let addr = c.coordinator_addrs[0].clone();
+    let closed_within = |s: &mut std::net::TcpStream, limit: Duration| -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let mut buf = [0u8; 256];
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return true,
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+        }
+    };
+    let mut silent: Vec<std::net::TcpStream> = (0..8).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+    assert!(closed_within(&mut extra, Duration::from_secs(5)), "a connection past max_connections was kept open");
+    if panoptes_tests::tls_on() {
+        for (i, s) in silent.iter_mut().enumerate() {
+            assert!(closed_within(s, Duration::from_secs(30)), "silent connection {i} (no TLS handshake) was never closed");
+        }
+    }
+    drop(silent);
+    wait_for("calls to be served again", Duration::from_secs(30), || run(&c, None, &["models", "--json"]).status.success().then_some(()));
+}

@@ -559,10 +559,10 @@ impl Panoptes for ApiService {
         // Worker heartbeats (who is alive) live on the leader: a follower
         // hands the call to it (once: a forwarded call is not forwarded again,
         // so two members with stale views cannot bounce it between them).
+        let auth = caller_auth(req.metadata());
         if !self.node.is_leader() {
             let forwarded = req.metadata().get(LIVE_FORWARDED).is_some();
             let leader = self.leader_addr(forwarded)?;
-            let auth = caller_auth(req.metadata());
             let mut rq = tonic::Request::new(req.into_inner());
             with_auth(&mut rq, &auth);
             rq.metadata_mut().insert(LIVE_FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
@@ -570,7 +570,6 @@ impl Panoptes for ApiService {
             info!(%leader, "forwarding a live endpoint request to the leader");
             return self.client(&leader)?.create_live_endpoint(rq).await;
         }
-        let auth = caller_auth(req.metadata());
         let r = req.into_inner();
         // The same checks as a submission: models, frame step, name.
         let sub = pb::SubmitRequest {
@@ -791,7 +790,7 @@ fn caller_auth(m: &tonic::metadata::MetadataMap) -> CallerAuth {
     m.get("authorization").cloned()
 }
 
-fn with_auth<T>(rq: &mut tonic::Request<T>, auth: &CallerAuth) {
+pub(crate) fn with_auth<T>(rq: &mut tonic::Request<T>, auth: &CallerAuth) {
     if let Some(v) = auth {
         rq.metadata_mut().insert("authorization", v.clone());
     }

@@ -126,9 +126,7 @@ impl Coordinator {
         let mut rq = tonic::Request::new(panoptes_proto::raft::RaftPayload { data });
         rq.set_timeout(Duration::from_secs(30));
         self.secret.apply(&mut rq);
-        if let Some(a) = auth {
-            rq.metadata_mut().insert("authorization", a.clone());
-        }
+        crate::api::with_auth(&mut rq, auth);
         let reply = client
             .forward(rq)
             .await

@@ -52,31 +52,34 @@ pub enum PictureHome {
 
 impl PictureHome {
     pub fn delete_job(&self, job: u64) {
-        self.delete_below(job, u64::MAX)
+        match self {
+            PictureHome::Local(store) => Self::warn_on(job, store.delete_job(job)),
+            PictureHome::Object(o) => Self::delete_objects(o, job, u64::MAX),
+        }
     }
 
     pub fn trim(&self, job: u64, before: u64) {
-        self.delete_below(job, before)
+        match self {
+            PictureHome::Local(store) => Self::warn_on(job, store.trim(job, before)),
+            PictureHome::Object(o) => Self::delete_objects(o, job, before),
+        }
     }
 
-    fn delete_below(&self, job: u64, before: u64) {
-        match self {
-            PictureHome::Local(store) => {
-                let r = if before == u64::MAX { store.delete_job(job) } else { store.trim(job, before) };
-                if let Err(e) = r {
-                    tracing::warn!(job_id = job, error = %e, "deleting pictures failed; repair collects them later");
-                }
-            }
-            PictureHome::Object(o) => {
-                let o = o.clone();
-                tokio::spawn(async move {
-                    match o.delete_below(job, before).await {
-                        Ok(n) => tracing::debug!(job_id = job, objects = n, "pictures deleted from the object store"),
-                        Err(e) => tracing::warn!(job_id = job, error = %e, "deleting pictures from the object store failed; the next trim or sweep tries again"),
-                    }
-                });
-            }
+    fn warn_on(job: u64, r: std::io::Result<u64>) {
+        if let Err(e) = r {
+            tracing::warn!(job_id = job, error = %e, "deleting pictures failed; repair collects them later");
         }
+    }
+
+    /// In the background: an apply does not wait on the network.
+    fn delete_objects(o: &Arc<ObjectPictures>, job: u64, before: u64) {
+        let o = o.clone();
+        tokio::spawn(async move {
+            match o.delete_below(job, before).await {
+                Ok(n) => tracing::debug!(job_id = job, objects = n, "pictures deleted from the object store"),
+                Err(e) => tracing::warn!(job_id = job, error = %e, "deleting pictures from the object store failed; the next trim or sweep tries again"),
+            }
+        });
     }
 }
 
@@ -316,10 +319,9 @@ impl Pictures {
     pub async fn repair_pass(&self, reader: &StateReader, after: Option<(u64, u64)>) -> Option<(u64, u64)> {
         if let Some(o) = &self.object {
             // Nothing to copy between members; the objects of deleted jobs go.
-            let (live, next_job): (Vec<u64>, u64) = reader.read(|a| (a.state.jobs.keys().copied().collect(), a.state.next_job));
             match o.jobs().await {
                 Ok(jobs) => {
-                    for job in jobs.into_iter().filter(|j| *j < next_job && !live.contains(j)) {
+                    for job in deleted_jobs(reader, jobs) {
                         match o.delete_below(job, u64::MAX).await {
                             Ok(n) => tracing::info!(job_id = job, objects = n, "pictures of a deleted job removed from the object store"),
                             Err(e) => tracing::warn!(job_id = job, error = %e, "removing a deleted job's pictures from the object store failed"),
@@ -347,18 +349,20 @@ impl Pictures {
             tracing::info!(job_id = job, missing = total, fetched, "pictures repaired from peers");
         }
         if next.is_none() {
-            // A whole sweep: the pictures of jobs deleted (a job id below
-            // next_job that no longer exists; a lagging member never deletes
-            // a job it has not seen created).
-            let (live, next_job): (Vec<u64>, u64) = reader.read(|a| (a.state.jobs.keys().copied().collect(), a.state.next_job));
-            for job in self.store.jobs() {
-                if job < next_job && !live.contains(&job) {
-                    let store = self.store.clone();
-                    let _ = tokio::task::spawn_blocking(move || store.delete_job(job)).await;
-                    tracing::info!(job_id = job, "pictures of a deleted job removed");
-                }
+            // A whole sweep: the pictures of jobs deleted.
+            for job in deleted_jobs(reader, self.store.jobs()) {
+                let store = self.store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.delete_job(job)).await;
+                tracing::info!(job_id = job, "pictures of a deleted job removed");
             }
         }
         next
     }
+}
+
+/// Of the jobs that have pictures (`held`), those deleted: an id below
+/// `next_job` that no longer exists (a lagging member never deletes a job it
+/// has not seen created).
+fn deleted_jobs(reader: &StateReader, held: Vec<u64>) -> Vec<u64> {
+    reader.read(|a| held.into_iter().filter(|j| *j < a.state.next_job && !a.state.jobs.contains_key(j)).collect())
 }

@@ -412,27 +412,32 @@ fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
     }
     // Shards in key order: (job, index). A job written before shards had
     // keys of their own keeps the ones in its record.
+    // `s/<job>…` and `p/<job>`: the job id after the two-byte prefix.
+    let job_of = |k: &[u8]| -> Result<u64, StorageError> {
+        k.get(2..10).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| sm_read(std::io::Error::other(format!("bad key {k:?}"))))
+    };
     let mut shards: HashMap<u64, Vec<super::model::Shard>> = HashMap::new();
     for item in tree.scan_prefix(b"s/") {
         let (k, v) = item.map_err(sm_read)?;
-        let job = k.get(2..10).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| sm_read(std::io::Error::other(format!("bad shard key {k:?}"))))?;
-        shards.entry(job).or_default().push(bincode::deserialize(&v).map_err(sm_read)?);
+        shards.entry(job_of(&k)?).or_default().push(bincode::deserialize(&v).map_err(sm_read)?);
     }
     for (id, s) in shards {
         if let Some(j) = a.state.jobs.get_mut(&id) {
             j.shards = s;
         }
     }
+    // A job whose plan is still in its record has it written under its key
+    // at its next change.
+    let mut planned: HashSet<u64> = HashSet::new();
     for item in tree.scan_prefix(b"p/") {
         let (k, v) = item.map_err(sm_read)?;
-        let job = k.get(2..10).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| sm_read(std::io::Error::other(format!("bad plan key {k:?}"))))?;
+        let job = job_of(&k)?;
+        planned.insert(job);
         if let Some(j) = a.state.jobs.get_mut(&job) {
             j.plan = Some(bincode::deserialize(&v).map_err(sm_read)?);
         }
     }
-    // A job whose plan is still in its record has it written under its key at its next change.
-    let planned: HashSet<Vec<u8>> = tree.scan_prefix(b"p/").keys().filter_map(|k| k.ok()).map(|k| k.to_vec()).collect();
-    a.persisted = a.state.jobs.iter().map(|(id, j)| (*id, Persisted { plan: planned.contains(&plan_key(*id)), shards: j.shards.clone() })).collect();
+    a.persisted = a.state.jobs.iter().map(|(id, j)| (*id, Persisted { plan: planned.contains(id), shards: j.shards.clone() })).collect();
     for item in tree.scan_prefix(b"w/") {
         let (_, v) = item.map_err(sm_read)?;
         let w: super::model::WorkerRec = bincode::deserialize(&v).map_err(sm_read)?;

@@ -292,8 +292,15 @@ fn forward_takes_only_what_a_member_forwards_with_the_callers_role() {
         cmd.args(args).args(["--coordinator", &follower]).env_remove("PANOPTES_TOKEN").env("PANOPTES_TOKEN", token);
         cmd.output().expect("run panoptes")
     };
-    let out = at(&user, &["submit", video.to_str().unwrap(), "--models", "colors", "--wait", "--json"]);
+    // Not `--wait` here: the follower's own status read may not have applied
+    // the new job yet ("no job job-1"; follower reads lag, docs/ARCHITECTURE.md).
+    let out = at(&user, &["submit", video.to_str().unwrap(), "--models", "colors", "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("submit via a follower: {}\n{}", stderr(&out), c.logs()));
+    let job = s["job_id"].as_str().expect("a job id").to_string();
+    let s: serde_json::Value = wait_for("the job to finish, read at the leader", Duration::from_secs(120), || {
+        let o = c.cli_at(&leader, &["status", &job, "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).ok().filter(|s| matches!(s["state"].as_str(), Some("completed" | "failed" | "cancelled")))
+    });
     assert_eq!(s["state"], "completed", "{s}");
     let out = at(&admin, &["prune", "--older-than", "1s", "--json"]);
     assert!(out.status.success(), "prune via a follower: {}", stderr(&out));

@@ -146,6 +146,13 @@ pub struct Clip {
 }
 
 pub const CLIPS: [Clip; 2] = [Clip { name: "a", frames: 240, size: "320x240", gop: 10 }, Clip { name: "b", frames: 160, size: "256x192", gop: 8 }];
+/// The long job of [`Options::long`]: 8 minutes of 25 fps video, 600 shards
+/// of the tests' 20 frames, analysed with `colors` only (its reference is
+/// quick to compute). It is submitted first and runs through every fault, so
+/// the faults meet a job whose log is compacted into snapshots many times
+/// over, and snapshots that members install while it runs.
+pub const LONG_CLIP: Clip = Clip { name: "long", frames: 12_000, size: "160x120", gop: 25 };
+const LONG_MODELS: &str = "colors";
 const MODEL_SETS: [&str; 3] = ["objects,colors", "colors", "objects"];
 
 #[derive(Clone, Debug)]
@@ -163,9 +170,11 @@ pub fn jobs(seed: u64, n: usize) -> Vec<JobSpec> {
 
 type Key = (u64, String);
 
-/// The clip file and its fault-free results for every model at step 1, cached
-/// under `target/chaos-ref/` and recomputed when the `panoptes` binary is newer.
+/// The clip file and its fault-free results for every model at step 1
+/// (`objects,colors`; `colors` for [`LONG_CLIP`]), cached under
+/// `target/chaos-ref/` and recomputed when the `panoptes` binary is newer.
 fn reference(clip: &Clip) -> (PathBuf, BTreeMap<Key, Value>) {
+    let models = if clip.name == LONG_CLIP.name { LONG_MODELS } else { "objects,colors" };
     let dir = workspace().join("target").join("chaos-ref");
     std::fs::create_dir_all(&dir).expect("create target/chaos-ref");
     let tag = format!("{}-{}-{}-g{}", clip.name, clip.frames, clip.size, clip.gop);
@@ -177,7 +186,7 @@ fn reference(clip: &Clip) -> (PathBuf, BTreeMap<Key, Value>) {
     }
     if mtime(&refs).is_none() || mtime(&refs) < mtime(&bin()) {
         let out = Command::new(bin())
-            .args(["analyze", video.to_str().unwrap(), "--models", "objects,colors", "--json", "--models-dir"])
+            .args(["analyze", video.to_str().unwrap(), "--models", models, "--json", "--models-dir"])
             .arg(models_dir())
             .output()
             .expect("run panoptes analyze");
@@ -186,7 +195,7 @@ fn reference(clip: &Clip) -> (PathBuf, BTreeMap<Key, Value>) {
     }
     let text = std::fs::read_to_string(&refs).expect("read reference");
     let map: BTreeMap<Key, Value> = text.lines().map(|l| serde_json::from_str::<Value>(l).expect("reference line")).map(|v| (key(&v), v)).collect();
-    assert_eq!(map.len() as u64, clip.frames * 2, "reference {} is incomplete: delete it and rerun", refs.display());
+    assert_eq!(map.len() as u64, clip.frames * models.split(',').count() as u64, "reference {} is incomplete: delete it and rerun", refs.display());
     (video, map)
 }
 
@@ -592,6 +601,8 @@ pub struct Options {
     pub jobs: usize,
     /// The test name, for the replay command.
     pub test: &'static str,
+    /// Also run [`LONG_CLIP`] from the start to the end of the schedule.
+    pub long: bool,
 }
 
 #[derive(Debug, Default)]
@@ -662,9 +673,16 @@ pub fn run(opts: &Options) -> Outcome {
     let plan = schedule(seed, opts.faults, 3);
     // `opts.jobs` at the start, then one more right before each fault, so
     // that every fault meets work in progress however fast the machine is.
-    let specs = jobs(seed, opts.jobs + opts.faults);
-    let refs: Vec<(PathBuf, BTreeMap<Key, Value>)> = CLIPS.iter().map(reference).collect();
-    let clip_ref = |c: &Clip| &refs[CLIPS.iter().position(|x| x.name == c.name).unwrap()];
+    let mut specs = jobs(seed, opts.jobs + opts.faults);
+    let mut clips = CLIPS.to_vec();
+    if opts.long {
+        specs.insert(0, JobSpec { clip: LONG_CLIP, models: LONG_MODELS, step: 1 });
+        clips.push(LONG_CLIP);
+    }
+    // Jobs submitted before the first fault; one more right before each fault.
+    let initial = opts.jobs + opts.long as usize;
+    let refs: Vec<(PathBuf, BTreeMap<Key, Value>)> = clips.iter().map(reference).collect();
+    let clip_ref = |c: &Clip| &refs[clips.iter().position(|x| x.name == c.name).unwrap()];
 
     let mut out = Outcome { seed, jobs: specs.len(), ..Default::default() };
     let net = match Net::create() {
@@ -698,7 +716,7 @@ pub fn run(opts: &Options) -> Outcome {
         say(seed, t0, &format!("job {id}: clip {} ({} frames), models {}, every {} frame(s)", j.clip.name, j.clip.frames, j.models, j.step));
         submitted.lock().unwrap().push(id);
     };
-    for i in 0..opts.jobs {
+    for i in 0..initial {
         submit(i);
     }
 
@@ -724,7 +742,7 @@ pub fn run(opts: &Options) -> Outcome {
     // The schedule.
     let mut rng = Rng::new(seed ^ 0xBB67_AE85_84CA_A73B);
     for (n, f) in plan.iter().enumerate() {
-        submit(opts.jobs + n);
+        submit(initial + n);
         std::thread::sleep(Duration::from_millis(f.delay_ms));
         // Did the fault meet work in progress? (Reported, not required.)
         let ids = submitted.lock().unwrap().clone();

@@ -26,13 +26,14 @@ fn check(opts: Options) {
 /// The short version in the normal test run: 2 jobs, 3 faults.
 #[test]
 fn chaos_short() {
-    check(Options { seed: env_u64("PANOPTES_CHAOS_SEED").unwrap_or(20261121), faults: env_u64("PANOPTES_CHAOS_FAULTS").unwrap_or(3) as usize, jobs: 2, test: "chaos_short" });
+    check(Options { seed: env_u64("PANOPTES_CHAOS_SEED").unwrap_or(20261121), faults: env_u64("PANOPTES_CHAOS_FAULTS").unwrap_or(3) as usize, jobs: 2, test: "chaos_short", long: false });
 }
 
-/// The long version: 3 jobs and 8 faults by default (`cargo xtask chaos`).
+/// The long version: 3 jobs and 8 faults by default (`cargo xtask chaos`),
+/// and a job of 12,000 frames that runs through all of them.
 #[test]
 #[ignore = "long (minutes): run by `cargo xtask chaos`"]
 fn chaos_long() {
     let seed = env_u64("PANOPTES_CHAOS_SEED").unwrap_or(1);
-    check(Options { seed, faults: env_u64("PANOPTES_CHAOS_FAULTS").unwrap_or(8) as usize, jobs: 3, test: "chaos_long" });
+    check(Options { seed, faults: env_u64("PANOPTES_CHAOS_FAULTS").unwrap_or(8) as usize, jobs: 3, test: "chaos_long", long: true });
 }

@@ -9,6 +9,12 @@
 //! 24 hours of stream take far less. Every simulated `--sample-min` minutes
 //! each coordinator's RSS and data directory are read; at the end, per
 //! simulated hour, and the spread after the first hour (flat = close to 1).
+//!
+//! `--join`: when the stream ends, a new coordinator joins the cluster that
+//! holds it all (`cluster add-member`). It is timed to a voter (snapshot
+//! installed, log caught up) and to holding every picture the others hold
+//! (the repair pass), with its peak RSS and the leader's view of the snapshot
+//! transfer (`cluster status`: `behind`, `snapshot_sent_bytes`).
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +43,7 @@ pub struct Options {
     pub batch: u64,
     pub sample_min: u64,
     pub no_pictures: bool,
+    pub join: bool,
     pub json: bool,
 }
 
@@ -79,6 +86,7 @@ pub fn run(o: Options) -> Result<()> {
 
     let rt = tokio::runtime::Runtime::new()?;
     let samples = rt.block_on(stream(&o, &addrs, &pids, &work, total, &jpeg, &say))?;
+    let joined = if o.join { Some(join(&bin, &work, &addrs, &say)?) } else { None };
     drop(procs);
 
     // Per simulated hour: the last sample in it.
@@ -140,10 +148,104 @@ pub fn run(o: Options) -> Result<()> {
                 "frames": last.map_or(0, |s| s.frame), "wall_s": wall, "picture_bytes": jpeg.len(),
                 "hours": table.iter().map(|(h, s)| json!({"hour": h, "frames": s.frame, "members": s.members.iter().map(|(r, d)| json!({"rss_mib": *r as f64 / 1024.0, "data_dir_mib": mib(*d)})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
                 "after_first_hour": out_members,
+                "join": joined,
             })
         );
     }
     Ok(())
+}
+
+/// `--join`: start coordinator n+1 with `--join`, add it with `cluster
+/// add-member`, and follow it until it is a voter and its picture store holds
+/// as many bytes as coordinator 1's. Its process stops when this returns.
+fn join(bin: &Path, work: &Path, addrs: &[String], say: &dyn Fn(String)) -> Result<serde_json::Value> {
+    use crate::bench::proc_memory;
+    let id = addrs.len() + 1;
+    let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    let peers: Vec<String> = addrs.iter().chain(std::iter::once(&addr)).enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+    let dir = work.join(format!("c{id}"));
+    let args: Vec<String> = ["coordinator", "--id", &id.to_string(), "--listen", &addr, "--peers", &peers.join(","), "--join", "--config"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([work.join("cluster.toml").display().to_string(), "--data-dir".into(), dir.display().to_string()])
+        .collect();
+    let held_by_1 = dir_bytes(&work.join("c1"));
+    let pictures_1 = dir_bytes(&work.join("c1").join("pictures"));
+    say(format!(
+        "==> coordinator {id} joins a cluster holding {:.0} MiB ({:.0} MiB of pictures) on coordinator 1",
+        held_by_1 as f64 / 1048576.0,
+        pictures_1 as f64 / 1048576.0
+    ));
+    let (node, _) = crate::spawn(&format!("coordinator-{id}"), bin, &args, &work.join(format!("c{id}.log")))?;
+    let t0 = Instant::now();
+    let mut add = Command::new(bin)
+        .args(["cluster", "add-member", &id.to_string(), &addr, "--timeout", "3600", "--json", "--coordinator", &addrs.join(",")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("run panoptes cluster add-member")?;
+    let status = |addrs: &str| -> Option<serde_json::Value> {
+        let out = Command::new(bin).args(["cluster", "status", "--json", "--coordinator", addrs]).output().ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let (mut snapshot_bytes, mut voter_s, mut max_behind) = (0u64, None, 0u64);
+    let deadline = t0 + Duration::from_secs(3600);
+    let pictures_s = loop {
+        std::thread::sleep(Duration::from_secs(2));
+        if voter_s.is_none() {
+            if let Some(st) = add.try_wait()? {
+                let mut out = String::new();
+                if let Some(mut e) = add.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut out);
+                }
+                if !st.success() {
+                    bail!("cluster add-member {id} failed after {:.0} s: {out}; logs in {}", t0.elapsed().as_secs_f64(), work.display());
+                }
+                voter_s = Some(t0.elapsed().as_secs_f64());
+                say(format!("    coordinator {id} is a voter after {:.1} s", t0.elapsed().as_secs_f64()));
+            }
+        }
+        let me = status(&addrs.join(",")).and_then(|s| s["members"].as_array()?.iter().find(|m| m["id"] == id as u64).cloned());
+        let behind = me.as_ref().and_then(|m| m["behind"].as_u64()).unwrap_or(0);
+        max_behind = max_behind.max(behind);
+        snapshot_bytes = snapshot_bytes.max(me.as_ref().and_then(|m| m["snapshot_bytes"].as_u64()).unwrap_or(0));
+        let pictures = dir_bytes(&dir.join("pictures"));
+        let (rss, hwm) = proc_memory(node.pid()).unwrap_or((0, 0));
+        say(format!(
+            "    [{:>6.1} s] behind {behind}, snapshot {} of {} bytes sent; its pictures {:.0} of {:.0} MiB; RSS {:.0} MiB (peak {:.0})",
+            t0.elapsed().as_secs_f64(),
+            me.as_ref().map_or("-".to_string(), |m| m["snapshot_sent_bytes"].to_string()),
+            me.as_ref().map_or("-".to_string(), |m| m["snapshot_bytes"].to_string()),
+            pictures as f64 / 1048576.0,
+            pictures_1 as f64 / 1048576.0,
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        ));
+        if voter_s.is_some() && pictures >= pictures_1 {
+            break t0.elapsed().as_secs_f64();
+        }
+        if Instant::now() > deadline {
+            bail!("coordinator {id} did not catch up within an hour; logs in {}", work.display());
+        }
+    };
+    let peak = proc_memory(node.pid()).map_or(0, |(_, hwm)| hwm);
+    let voter_s = voter_s.unwrap_or(pictures_s);
+    let disk = dir_bytes(&dir);
+    say(format!(
+        "==> coordinator {id}: a voter after {voter_s:.1} s (snapshot of {:.1} MiB, {max_behind} entries behind at most), every picture after {pictures_s:.1} s ({:.0} MiB/s of pictures); peak RSS {:.0} MiB; data dir {:.0} MiB (coordinator 1: {:.0} MiB)",
+        snapshot_bytes as f64 / 1048576.0,
+        pictures_1 as f64 / 1048576.0 / pictures_s.max(1e-9),
+        peak as f64 / 1024.0,
+        disk as f64 / 1048576.0,
+        held_by_1 as f64 / 1048576.0
+    ));
+    drop(node);
+    Ok(json!({
+        "id": id, "voter_s": voter_s, "pictures_s": pictures_s, "snapshot_bytes": snapshot_bytes, "max_behind": max_behind,
+        "pictures_mib": pictures_1 as f64 / 1048576.0, "peak_rss_mib": peak as f64 / 1024.0,
+        "data_dir_mib": disk as f64 / 1048576.0, "data_dir_mib_coordinator_1": held_by_1 as f64 / 1048576.0,
+    }))
 }
 
 /// "90s", "30m", "1h", "2d" in seconds (the coordinator checks --keep itself).

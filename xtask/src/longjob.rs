@@ -47,6 +47,8 @@ pub fn run(
     minutes: u64,
     coordinators: &[usize],
     models_dir: PathBuf,
+    only: &[String],
+    config: Option<&Path>,
     json_out: bool,
 ) -> Result<()> {
     let say = |s: String| {
@@ -102,12 +104,12 @@ pub fn run(
     }
     let mut runs = Vec::new();
     for &n in coordinators {
-        for pictures in PICTURES {
+        for pictures in PICTURES.into_iter().filter(|p| only.is_empty() || only.iter().any(|o| o == p.unwrap_or("none"))) {
             say(format!(
                 "==> {n} coordinator(s), 1 worker, colors on every frame, {}",
                 pictures_label(pictures)
             ));
-            let r = one(&panoptes, &models_dir, &work, &clip, n, pictures)?;
+            let r = one(&panoptes, &models_dir, &work, &clip, n, pictures, config)?;
             for (i, (rss, disk, held)) in r.members.iter().enumerate() {
                 say(format!(
                     "    coordinator {}: peak RSS {:.0} MiB, data dir {:.1} MiB for {:.1} MiB held ({:.2}x)",
@@ -180,6 +182,7 @@ fn one(
     clip: &Path,
     n: usize,
     pictures: Option<&'static str>,
+    config: Option<&Path>,
 ) -> Result<Run> {
     let dir = work.join(format!(
         "c{n}-{}",
@@ -190,7 +193,7 @@ fn one(
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let (coords, addrs) = crate::load::start_coordinators(panoptes, &dir, n, None)?;
+    let (coords, addrs) = crate::load::start_coordinators(panoptes, &dir, n, config)?;
     let addr = addrs.join(",");
     let wargs: Vec<String> = [
         "worker",

@@ -137,6 +137,13 @@ enum Cmd {
         coordinators: Vec<usize>,
         #[arg(long, default_value = "models")]
         models_dir: PathBuf,
+        /// Only these picture settings, comma-separated: none, 1s, 0 (every
+        /// frame). Default: all three.
+        #[arg(long, value_delimiter = ',')]
+        pictures: Vec<String>,
+        /// A cluster config for the coordinators (default: none, the defaults).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Print the result as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -162,6 +169,11 @@ enum Cmd {
         /// Results only, no stored pictures.
         #[arg(long)]
         no_pictures: bool,
+        /// When the stream ends, start one more coordinator and add it with
+        /// `cluster add-member`: how long it takes to install the snapshot,
+        /// become a voter and repair every picture, and its peak RSS.
+        #[arg(long)]
+        join: bool,
         /// Print the result as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -515,9 +527,11 @@ fn main() -> Result<()> {
         Cmd::Demo { models_dir, video, models, frame_step } => demo(models_dir, video, models, frame_step),
         Cmd::Chaos { seeds, seed, faults } => chaos::run(seeds, seed, faults),
         Cmd::Soak { minutes, models, models_dir, json, build } => soak::run(minutes, &models, root().join(models_dir), json, build),
-        Cmd::LongJob { minutes, coordinators, models_dir, json } => longjob::run(minutes, &coordinators, root().join(models_dir), json),
-        Cmd::Camera { hours, keep, coordinators, batch, sample_min, no_pictures, json } => {
-            camera::run(camera::Options { hours, keep, coordinators, batch: batch.max(1), sample_min: sample_min.max(1), no_pictures, json })
+        Cmd::LongJob { minutes, coordinators, models_dir, pictures, config, json } => {
+            longjob::run(minutes, &coordinators, root().join(models_dir), &pictures, config.as_deref(), json)
+        }
+        Cmd::Camera { hours, keep, coordinators, batch, sample_min, no_pictures, join, json } => {
+            camera::run(camera::Options { hours, keep, coordinators, batch: batch.max(1), sample_min: sample_min.max(1), no_pictures, join, json })
         }
     }
 }

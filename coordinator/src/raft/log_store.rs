@@ -47,6 +47,9 @@ use crate::raft::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// Name of the sled tree holding log entries.
 pub const LOG_TREE: &str = "raft_log";
+/// Entries a purge removes in one sled batch.
+const PURGE_BATCH: usize = 1000;
+
 /// Name of the sled tree holding the vote, last purged log id and committed log id.
 pub const META_TREE: &str = "raft_meta";
 
@@ -202,7 +205,12 @@ impl LogStore {
     }
 
     /// Remove every entry with index in `range` atomically (one sled batch).
-    fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<(), StorageError> {
+    /// Remove the entries in `range`, in one batch, or with `chunked` in
+    /// batches of [`PURGE_BATCH`] from the lowest index up (sled's memory
+    /// grows with the size of a batch, and a purge removes up to
+    /// `snapshot_logs` entries): a crash midway then leaves the entries
+    /// above a point, never a hole.
+    fn remove_range(&self, range: impl RangeBounds<u64>, chunked: bool) -> Result<(), StorageError> {
         let (start, end) = half_open(&range);
         if start >= end || start > u64::MAX as u128 {
             return Ok(());
@@ -210,8 +218,14 @@ impl LogStore {
         let lo = Bound::Included(index_key(start as u64));
         let hi = if end > u64::MAX as u128 { Bound::Unbounded } else { Bound::Excluded(index_key(end as u64)) };
         let mut batch = sled::Batch::default();
+        let mut n = 0;
         for key in self.logs.range::<[u8; 8], _>((lo, hi)).keys() {
             batch.remove(key.map_err(write_logs_err)?);
+            n += 1;
+            if chunked && n == PURGE_BATCH {
+                self.logs.apply_batch(std::mem::take(&mut batch)).map_err(write_logs_err)?;
+                n = 0;
+            }
         }
         self.logs.apply_batch(batch).map_err(write_logs_err)
     }
@@ -308,7 +322,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "truncate raft log since (inclusive)");
-        self.remove_range(log_id.index..)?;
+        self.remove_range(log_id.index.., false)?;
         self.flush_logs().await
     }
 
@@ -318,7 +332,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // still reports a consistent state and the next purge removes the leftovers.
         let bytes = encode(&log_id).map_err(write_logs_err)?;
         self.meta.insert(KEY_LAST_PURGED, bytes).map_err(write_logs_err)?;
-        self.remove_range(..=log_id.index)?;
+        self.remove_range(..=log_id.index, true)?;
         self.flush_logs().await
     }
 }

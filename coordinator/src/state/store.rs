@@ -300,8 +300,15 @@ const K_ACTIVE: &[u8] = b"active";
 const K_INSTALLED: &[u8] = b"m/installed";
 /// The current snapshot, meta and data in one file ([`snapfile`]).
 const CURRENT_SNAPSHOT: &str = "current.snap";
-/// A received snapshot is written to the new tree in batches of about this many bytes.
-const INSTALL_BATCH_BYTES: usize = 8 << 20;
+/// A received snapshot is written to the new tree in batches of about this
+/// many bytes (and at most [`MAX_BATCH_OPS`] records).
+const INSTALL_BATCH_BYTES: usize = 64 << 10;
+/// The most writes in one sled batch, where we choose. sled's memory grows
+/// with the size of a batch and is not given back: 500,000 small records
+/// inserted in 8 MiB batches took a process to 1.6 GiB, in 64 KiB batches to
+/// 125 MiB; removing them in one batch, 1.7 GiB, in batches of 500, 124 MiB
+/// (sled 0.34.7, measured in session 9; `coordinator/tests/install_memory.rs`).
+const MAX_BATCH_OPS: usize = 1000;
 
 pub struct StateMachineStore {
     db: sled::Db,
@@ -457,6 +464,8 @@ struct SledSink<'a> {
     batch: &'a mut sled::Batch,
     pending: HashSet<Vec<u8>>,
     error: Option<sled::Error>,
+    /// Writes in `batch` so far.
+    ops: usize,
 }
 
 impl ResultSink for SledSink<'_> {
@@ -477,6 +486,7 @@ impl ResultSink for SledSink<'_> {
             Ok(v) => self.batch.insert(k.clone(), v),
             Err(e) => self.error = Some(sled::Error::Unsupported(e.to_string())),
         }
+        self.ops += 1;
         self.pending.insert(k);
     }
 
@@ -485,6 +495,7 @@ impl ResultSink for SledSink<'_> {
             Ok(v) => self.batch.insert(frame_key(job, frame), v),
             Err(e) => self.error = Some(sled::Error::Unsupported(e.to_string())),
         }
+        self.ops += 1;
     }
 
     fn trim(&mut self, job: u64, from: u64, before: u64, results: bool, pictures: bool) -> Freed {
@@ -512,7 +523,17 @@ impl ResultSink for SledSink<'_> {
 
 impl SledSink<'_> {
     /// Remove the keys in `[from, to)`; what they were.
+    ///
+    /// A job's deletion removes every key it has (hundreds of thousands for
+    /// a long job), and sled's memory grows with the size of a batch: the
+    /// removals go to the tree in batches of [`MAX_BATCH_OPS`] ahead of the
+    /// apply's own batch. A crash in between leaves some keys removed and
+    /// the entry not applied; it is applied again at restart, which removes
+    /// the rest (a removal is idempotent). Keys this apply wrote itself are
+    /// also removed from its own batch, where they were inserted.
     fn remove_range(&mut self, from: Vec<u8>, to: Vec<u8>, is_frame: bool, freed: &mut Freed) {
+        let mut early = sled::Batch::default();
+        let mut n = 0;
         for item in self.tree.range(from..to) {
             let (k, v) = match item {
                 Ok(kv) => kv,
@@ -529,33 +550,40 @@ impl SledSink<'_> {
             } else {
                 freed.results += 1;
             }
-            self.batch.remove(k.clone());
-            self.pending.remove(k.as_ref());
+            if self.pending.remove(k.as_ref()) {
+                self.batch.remove(k.clone());
+                self.ops += 1;
+            }
+            early.remove(k);
+            n += 1;
+            if n == MAX_BATCH_OPS {
+                if let Err(e) = self.tree.apply_batch(std::mem::take(&mut early)) {
+                    self.error = Some(e);
+                    return;
+                }
+                n = 0;
+            }
+        }
+        if n > 0 {
+            if let Err(e) = self.tree.apply_batch(early) {
+                self.error = Some(e);
+            }
         }
     }
 }
 
-impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = SnapshotBuilder;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let a = self.applied.read().expect("state lock poisoned");
-        Ok((a.last_applied, a.membership.clone()))
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
-    where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
-    {
+impl StateMachineStore {
+    /// Apply entries from `entries` (at least one) until the batch holds
+    /// about [`MAX_BATCH_OPS`] writes, then write that batch with the last
+    /// applied entry's id: a crash leaves every group whole or absent.
+    fn apply_group(&mut self, entries: &mut impl Iterator<Item = Entry>, out: &mut Vec<Response>) -> Result<(), StorageError> {
         let mut guard = self.applied.write().expect("state lock poisoned");
         let tree = self.tree.read().expect("tree lock poisoned").clone();
         let a = &mut *guard;
         let mut batch = sled::Batch::default();
         let mut ch = Changes::default();
-        let mut out = Vec::new();
-        let mut sink = SledSink { tree: &tree, batch: &mut batch, pending: HashSet::new(), error: None };
-        for entry in entries {
+        let mut sink = SledSink { tree: &tree, batch: &mut batch, pending: HashSet::new(), error: None, ops: 0 };
+        for entry in entries.by_ref() {
             a.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => out.push(Response::Ok),
@@ -564,6 +592,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     a.membership = StoredMembership::new(Some(entry.log_id), m);
                     out.push(Response::Ok);
                 }
+            }
+            if sink.ops >= MAX_BATCH_OPS {
+                break;
             }
         }
         if let Some(e) = sink.error.take() {
@@ -638,6 +669,32 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             self.pictures.trim(*id, *before);
         }
         self.notify.send_replace(idx);
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let a = self.applied.read().expect("state lock poisoned");
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    /// Entries are applied in groups, each one sled batch that ends with
+    /// the group's last log id: a group closes once its batch holds
+    /// [`MAX_BATCH_OPS`] writes (a follower catching up is handed hundreds
+    /// of entries at once, and sled's memory grows with the size of a batch).
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            self.apply_group(&mut entries, &mut out)?;
+        }
         Ok(out)
     }
 
@@ -730,7 +787,7 @@ fn install_from_file(
             bytes += k.len() + v.len();
             records += 1;
             batch.insert(k, v);
-            if bytes >= INSTALL_BATCH_BYTES {
+            if bytes >= INSTALL_BATCH_BYTES || records % MAX_BATCH_OPS as u64 == 0 {
                 new.apply_batch(std::mem::take(&mut batch)).map_err(sm_write)?;
                 bytes = 0;
             }

@@ -285,6 +285,7 @@ impl LiveIngest {
         let deadline = Instant::now() + std::time::Duration::from_secs(self.opts.connect_timeout_s.max(1));
         let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
         info!(url = %panoptes_media::policy::redact(&self.url), connect_timeout_s = self.opts.connect_timeout_s, "live: waiting for the publisher");
+        let mut last_error: Option<String> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1).to_string();
             // `listen`: FFmpeg's RTMP server mode (one publisher, on this
@@ -313,9 +314,19 @@ impl LiveIngest {
                     self.fail(format!("only publishers with another stream key pushed to {} (ffmpeg: {why}); push to the URL `panoptes live` printed", self.url));
                     return None;
                 }
+                // A connection that was not a stream FFmpeg could open (a
+                // port scan, a bare TCP connection, garbage, a handshake cut
+                // short): it costs the job nothing; wait on for the publisher.
+                (Err(e), None) if Instant::now() < deadline && !self.stop.load(Ordering::Relaxed) => {
+                    warn!(url = %panoptes_media::policy::redact(&self.url), error = %e, "live: closed a connection that sent no stream this worker could read; still waiting for this stream's publisher");
+                    last_error = Some(e.to_string());
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
                 (Err(e), None) => {
+                    let e = e.to_string();
+                    let also = last_error.filter(|l| *l != e).map(|l| format!(" (earlier connections: {l})")).unwrap_or_default();
                     self.fail(format!(
-                        "no publisher pushed a stream to {} within {} s (live.connect_timeout_s), or it could not be read: {e}",
+                        "no publisher pushed a stream to {} within {} s (live.connect_timeout_s), or it could not be read: {e}{also}",
                         self.url, self.opts.connect_timeout_s
                     ));
                     return None;

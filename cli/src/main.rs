@@ -431,7 +431,7 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
 /// coordinator also checks at submit; a worker checks again right before
 /// FFmpeg opens it).
 fn install_source_policy(cfg: &Config) -> Result<()> {
-    let policy = panoptes_media::policy::SourcePolicy::new(&cfg.sources.file_dirs, &cfg.sources.allow_networks)
+    let policy = panoptes_media::policy::SourcePolicy::new(&cfg.sources.file_dirs(), &cfg.sources.allow_networks)
         .map_err(|e| anyhow::anyhow!("invalid [sources] config: {e}"))?;
     panoptes_media::policy::install(policy);
     Ok(())

@@ -247,17 +247,53 @@ impl LiveSection {
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesSection {
     /// Local files may be analysed only inside these directories, after `..`
-    /// and symlinks are resolved; `[]` refuses every local file.
-    pub file_dirs: Vec<String>,
+    /// and symlinks are resolved; `[]` refuses every local file. Not set:
+    /// `["/"]` (any file the coordinator and workers can read), which is
+    /// what a single-user cluster without tokens wants; a config that sets
+    /// `security.tokens_file` must set it explicitly (see
+    /// [`SourcesSection::file_dirs`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_dirs: Option<Vec<String>>,
     /// Network sources (http, https, rtsp, rtmp) may not reach loopback,
     /// private, link-local, multicast or unspecified addresses unless the
     /// address falls in one of these (an IP, or a CIDR such as "10.0.0.0/8").
     pub allow_networks: Vec<String>,
+    /// Probing a file source (the leader reads it whole to plan the job)
+    /// must finish within this many seconds, or the job fails saying the
+    /// source sent too little data; this also stops a server that trickles
+    /// bytes slowly enough to defeat every read timeout.
+    pub probe_timeout_s: u64,
 }
 
 impl Default for SourcesSection {
     fn default() -> Self {
-        Self { file_dirs: vec!["/".into()], allow_networks: Vec::new() }
+        Self { file_dirs: None, allow_networks: Vec::new(), probe_timeout_s: 120 }
+    }
+}
+
+impl SourcesSection {
+    /// The directories local sources may be read from: `file_dirs` as set,
+    /// `["/"]` when not set.
+    pub fn file_dirs(&self) -> Vec<String> {
+        self.file_dirs.clone().unwrap_or_else(|| vec!["/".into()])
+    }
+
+    /// `[sources]` values no node may run with, named with what to use.
+    /// `security` is the same config's `[security]`: with tokens, local
+    /// files must be confined explicitly.
+    pub fn validate(&self, security: &SecuritySection) -> Result<(), String> {
+        if self.probe_timeout_s == 0 {
+            return Err("sources.probe_timeout_s must be at least 1 (seconds a probe of a source may take)".into());
+        }
+        if !security.tokens_file.is_empty() && self.file_dirs.is_none() {
+            // The default, "/", is for a single user: with tokens, every
+            // holder of a user token could read any file the coordinator can.
+            return Err("security.tokens_file is set but sources.file_dirs is not: without it, every holder of a token could analyse \
+                        any file the coordinators and workers can read (the default is [\"/\"]). Set sources.file_dirs to the directories \
+                        videos may be read from, e.g. file_dirs = [\"/srv/videos\"], or to [] to allow no local files (network sources only)"
+                .into());
+        }
+        Ok(())
     }
 }
 
@@ -540,6 +576,7 @@ impl Config {
         self.object_store.validate().map_err(ConfigError::Invalid)?;
         self.live.validate().map_err(ConfigError::Invalid)?;
         self.security.validate().map_err(ConfigError::Invalid)?;
+        self.sources.validate(&self.security).map_err(ConfigError::Invalid)?;
         self.retention.validate().map_err(ConfigError::Invalid)?;
         if self.coordinator.cache_mb == 0 || self.coordinator.snapshot_timeout_s == 0 {
             return bad("coordinator.cache_mb and coordinator.snapshot_timeout_s must be at least 1".into());
@@ -964,9 +1001,33 @@ mod tests {
         // Tokens protect the user-facing calls only; the internal ones need the secret.
         let e = parse("[security]\ntokens_file = \"tokens\"\n").unwrap_err();
         assert!(e.to_string().contains("cluster_secret_file") && e.to_string().contains("accept anyone"), "{e}");
-        assert!(parse("[security]\ntokens_file = \"tokens\"\ncluster_secret_file = \"secret\"\n").is_ok());
+        assert!(parse("[sources]\nfile_dirs = []\n[security]\ntokens_file = \"tokens\"\ncluster_secret_file = \"secret\"\n").is_ok());
         assert!(parse("[security]\ncluster_secret_file = \"secret\"\n").is_ok(), "a secret alone is fine");
         assert!(parse("[security]\ntls_cert = \"c\"\ntls_key = \"k\"\ntls_ca = \"ca\"\nweb_plain_http = true\n").unwrap().security.web_plain_http);
+    }
+
+    /// The default `sources.file_dirs`, `["/"]`, lets whoever submits read
+    /// any file the nodes can: fine for one user without tokens; with
+    /// tokens the config must name the directories (or `[]`).
+    #[test]
+    fn tokens_need_file_dirs_set_explicitly() {
+        let secure = "[security]\ntokens_file = \"tokens\"\ncluster_secret_file = \"secret\"\n";
+        let e = parse(secure).unwrap_err().to_string();
+        assert!(e.contains("security.tokens_file is set but sources.file_dirs is not"), "{e}");
+        assert!(e.contains("e.g. file_dirs = [\"/srv/videos\"], or to [] to allow no local files"), "{e}");
+        for dirs in ["[]", "[\"/srv/videos\"]", "[\"/\"]"] {
+            let c = parse(&format!("[sources]\nfile_dirs = {dirs}\n{secure}")).unwrap_or_else(|e| panic!("{dirs}: {e}"));
+            assert!(c.sources.file_dirs.is_some(), "{dirs}");
+        }
+        // Without tokens (one user), no file at all and an empty [sources] keep allowing any file.
+        assert_eq!(Config::default().sources.file_dirs(), vec!["/".to_string()]);
+        assert_eq!(parse("[sources]\nallow_networks = []\n").unwrap().sources.file_dirs(), vec!["/".to_string()]);
+        assert_eq!(parse("[sources]\nfile_dirs = [\"/v\"]\n").unwrap().sources.file_dirs(), vec!["/v".to_string()]);
+        // The probe deadline.
+        assert_eq!(Config::default().sources.probe_timeout_s, 120);
+        assert_eq!(parse("[sources]\nprobe_timeout_s = 5\n").unwrap().sources.probe_timeout_s, 5);
+        let e = parse("[sources]\nprobe_timeout_s = 0\n").unwrap_err().to_string();
+        assert!(e.contains("sources.probe_timeout_s must be at least 1"), "{e}");
     }
 
     #[test]

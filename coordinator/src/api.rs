@@ -216,7 +216,7 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
 /// the check runs on the blocking pool.
 pub async fn check_source_policy(source: &str, cfg: &Config) -> Result<(), Status> {
     use panoptes_media::{policy::SourcePolicy, ErrorKind};
-    let policy = SourcePolicy::new(&cfg.sources.file_dirs, &cfg.sources.allow_networks)
+    let policy = SourcePolicy::new(&cfg.sources.file_dirs(), &cfg.sources.allow_networks)
         .map_err(|e| Status::failed_precondition(format!("this coordinator's config is invalid: {e}; fix [sources] and restart it")))?;
     let src = source.to_string();
     match tokio::task::spawn_blocking(move || policy.check(&src)).await {

@@ -13,4 +13,5 @@ pub mod auth;
 pub mod conn_limit;
 pub mod metrics;
 pub mod node;
+pub mod probes;
 pub mod worker_api;

@@ -65,6 +65,8 @@ pub struct Coordinator {
     /// The cluster secret this node presents to its peers (forwarded writes,
     /// Raft RPCs); empty when none is configured.
     pub secret: ClusterSecret,
+    /// The threads queued jobs are probed on (not tokio's blocking pool).
+    pub probes: crate::probes::ProbePool,
 }
 
 impl Coordinator {
@@ -393,6 +395,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
         mem: Mutex::default(),
         forward_channels: Mutex::default(),
         secret,
+        probes: crate::probes::ProbePool::new(crate::probes::PROBE_THREADS).context("cannot start the probe threads")?,
     });
 
     // Bootstrap: the lowest-numbered member initialises a brand-new cluster with
@@ -617,10 +620,9 @@ async fn leader_loop(node: Arc<Coordinator>) {
 
 /// Probe a queued job's source and commit its plan (or its failure).
 async fn probe_job(node: Arc<Coordinator>, job: u64, source: String) {
-    let src = source.clone();
-    let probed = tokio::time::timeout(Duration::from_secs(120), tokio::task::spawn_blocking(move || panoptes_media::probe(&src))).await;
-    let req = match probed {
-        Ok(Ok(Ok(info))) => {
+    let limit = Duration::from_secs(node.cfg.sources.probe_timeout_s.max(1));
+    let req = match node.probes.probe(&source, limit).await {
+        Ok(info) => {
             let shards = split_shards(info.frames, &info.keyframes, node.cfg.cluster.shard_frames);
             info!(job_id = job, frames = info.frames, shards = shards.len(), width = info.width, height = info.height, "job planned");
             let plan = Plan {
@@ -634,9 +636,7 @@ async fn probe_job(node: Arc<Coordinator>, job: u64, source: String) {
             };
             Request::Plan { job, plan, shards, now_ms: now_ms() }
         }
-        Ok(Ok(Err(e))) => Request::Fail { job, error: e.to_string(), now_ms: now_ms() },
-        Ok(Err(e)) => Request::Fail { job, error: format!("probing '{source}' crashed: {e}"), now_ms: now_ms() },
-        Err(_) => Request::Fail { job, error: format!("probing '{source}' took longer than 120 s"), now_ms: now_ms() },
+        Err(error) => Request::Fail { job, error, now_ms: now_ms() },
     };
     if let Request::Fail { error, .. } = &req {
         warn!(job_id = job, %error, "job failed");

@@ -167,7 +167,39 @@ pub fn probe(source: &str) -> Result<ProbeInfo, MediaError> {
 /// [`probe`] with extra libavformat options (e.g. `("analyzeduration", "500000")`).
 pub fn probe_with_options(source: &str, options: &[(&str, &str)]) -> Result<ProbeInfo, MediaError> {
     let src = Source::new(source)?;
-    let mut input = src.open(options)?;
+    probe_source(&src, options, None)
+}
+
+/// [`probe_with_options`] that must finish within `limit`: at the deadline
+/// FFmpeg's interrupt callback stops whatever it is waiting for (the open,
+/// a read), so a source that sends too little data, such as a server that
+/// trickles a byte a second past every read timeout, ends the probe with
+/// an error saying so rather than holding the thread. A probe that ends
+/// after the deadline, however it ends, is that error: its demux pass may
+/// have been cut short.
+pub fn probe_within(source: &str, options: &[(&str, &str)], limit: Duration) -> Result<ProbeInfo, MediaError> {
+    let src = Source::new(source)?;
+    let deadline = std::time::Instant::now() + limit;
+    let probed = probe_source(&src, options, Some(deadline));
+    if std::time::Instant::now() < deadline {
+        return probed;
+    }
+    let secs = if limit.subsec_millis() == 0 { limit.as_secs().to_string() } else { format!("{:.1}", limit.as_secs_f64()) };
+    let reason = format!(
+        "the source sent too little data in {secs} s: probing, which reads the whole video before the job is planned, \
+         was stopped at its deadline (sources.probe_timeout_s); check that the source serves the video at a normal speed, \
+         or raise sources.probe_timeout_s in the cluster config"
+    );
+    Err(if src.network {
+        MediaError::Network { input: src.name.clone(), reason }
+    } else {
+        MediaError::Io { input: src.name.clone(), reason }
+    })
+}
+
+/// The probe of an opened [`Source`]; FFmpeg is interrupted at `deadline`.
+fn probe_source(src: &Source, options: &[(&str, &str)], deadline: Option<std::time::Instant>) -> Result<ProbeInfo, MediaError> {
+    let mut input = src.open_until(options, deadline)?;
     let index = first_video_stream(&input, &src.name)?;
     let (time_base, codec, fps_stream, par_w, par_h, declared_frames) = {
         let st = input.stream(index).unwrap();

@@ -190,7 +190,7 @@ pub(crate) fn from_ffmpeg(
         }
         E::Other { errno } if errno == ffmpeg::error::EISDIR => MediaError::Io {
             input: input_s,
-            reason: "is a directory, not a video file".into(),
+            reason: "is a directory, not a regular file; give the path of a video file".into(),
         },
         E::Other { errno } if errno_reason(errno).is_some() => MediaError::Network {
             input: input_s,

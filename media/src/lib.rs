@@ -16,7 +16,7 @@ mod error;
 mod source;
 
 pub use convert::{output_size, Converter};
-pub use decode::{probe, probe_with_options, DecodedFrame, Decoder, ProbeInfo};
+pub use decode::{probe, probe_with_options, probe_within, DecodedFrame, Decoder, ProbeInfo};
 pub use error::{ErrorKind, MediaError};
 pub use ffmpeg_next;
 pub use source::{check_device_path, device_source, normalize_source};

@@ -233,7 +233,7 @@ impl Source {
             }),
             Ok(m) if m.is_dir() => Err(MediaError::Io {
                 input: self.name.clone(),
-                reason: "is a directory, not a video file".into(),
+                reason: "is a directory, not a regular file; give the path of a video file".into(),
             }),
             Ok(m) if m.is_file() && m.len() == 0 => {
                 Err(MediaError::corrupt(&self.name, "empty file, 0 bytes"))
@@ -248,6 +248,20 @@ impl Source {
         &self,
         extra: &[(&str, &str)],
     ) -> Result<ffmpeg::format::context::Input, MediaError> {
+        self.open_until(extra, None)
+    }
+
+    /// [`Source::open`] whose every blocking wait inside FFmpeg (the open,
+    /// and every later read of the returned input) ends with an error once
+    /// `deadline` has passed: FFmpeg's interrupt callback, which it checks
+    /// before every read and, while waiting on a socket, every 100 ms. The
+    /// read/write timeout of HTTP sources ends a server that goes silent,
+    /// but not one that keeps sending a byte now and then; this does.
+    pub fn open_until(
+        &self,
+        extra: &[(&str, &str)],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<ffmpeg::format::context::Input, MediaError> {
         crate::init();
         if self.scheme.as_deref() == Some("v4l2") {
             return self.open_device(extra, || false);
@@ -256,6 +270,12 @@ impl Source {
         self.precheck()?;
         // Kept open until FFmpeg has opened the same file through it.
         let pinned = self.pin_local()?;
+        #[cfg(test)]
+        tests::AFTER_CHECK.with(|hook| {
+            if let Some(f) = hook.take() {
+                f()
+            }
+        });
         let alias = pinned.as_ref().filter(|_| cfg!(target_os = "linux")).map(|f| Alias::new(f, &self.name));
         let url = match &alias {
             Some(a) => format!("file:{}", a.path),
@@ -272,8 +292,12 @@ impl Source {
             }
         }
         self.set_extra(&mut opts, extra);
-        let input = ffmpeg::format::input_with_dictionary(&url, opts)
-            .map_err(|e| self.explain(from_ffmpeg(&self.name, self.network, Stage::Open, e)));
+        let past = move || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+        let input = ffmpeg::format::input_with_interrupt_and_dictionary(&url, past, opts).map_err(|e| {
+            let e = from_ffmpeg(&self.name, self.network, Stage::Open, e);
+            // Past the deadline, no further request to explain it.
+            if past() { e } else { self.explain(e) }
+        });
         drop(alias);
         drop(pinned);
         input
@@ -292,7 +316,7 @@ impl Source {
             return Ok(None);
         }
         let io = |e: std::io::Error| MediaError::Io { input: self.name.clone(), reason: format!("cannot open: {e}") };
-        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(&self.name).map_err(io)?;
+        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC).open(&self.name).map_err(io)?;
         let t = f.metadata().map_err(io)?.file_type();
         let kind = if t.is_file() {
             None
@@ -312,7 +336,7 @@ impl Source {
         if let Some(kind) = kind {
             return Err(MediaError::invalid(
                 &self.name,
-                format!("is {kind}, not a regular file: only video files (or http(s), rtsp, rtmp URLs; v4l2:// for cameras) can be analysed"),
+                format!("is {kind}, not a regular file; give the path of a video file (or an http(s), rtsp or rtmp URL; v4l2:// for a camera)"),
             ));
         }
         if cfg!(target_os = "linux") {
@@ -596,6 +620,45 @@ pub(crate) fn first_video_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Run by [`Source::open_until`] on this thread once the local file
+        /// is checked and opened, right before FFmpeg opens it.
+        pub(super) static AFTER_CHECK: std::cell::Cell<Option<Box<dyn FnOnce()>>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// A path swapped for a symlink to another file after it was checked
+    /// and before FFmpeg opens it changes nothing: FFmpeg reads the file
+    /// that was checked (through the handle), not what the path names now.
+    /// (Opening the path again, as FFmpeg did before, read the other file.)
+    #[test]
+    fn a_path_swapped_after_the_check_is_not_what_ffmpeg_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str, size: &str| {
+            let path = dir.path().join(name);
+            let st = std::process::Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc=size={size}:rate=10"), "-frames:v", "5", "-c:v", "mpeg4"])
+                .arg(&path)
+                .status()
+                .expect("run ffmpeg");
+            assert!(st.success());
+            path
+        };
+        let checked = make("clip.mp4", "64x48");
+        let other = make("other.mp4", "32x24");
+        let (path, target) = (checked.clone(), other.clone());
+        AFTER_CHECK.with(|hook| {
+            hook.set(Some(Box::new(move || {
+                std::fs::remove_file(&path).unwrap();
+                std::os::unix::fs::symlink(&target, &path).unwrap();
+            })))
+        });
+        let info = crate::probe(checked.to_str().unwrap()).unwrap();
+        assert!(std::fs::symlink_metadata(&checked).unwrap().file_type().is_symlink(), "the hook did not run");
+        assert_eq!((info.width, info.height), (64, 48), "FFmpeg read the file swapped in");
+        // The path itself now leads to the other file.
+        assert_eq!(crate::probe(checked.to_str().unwrap()).unwrap().width, 32);
+    }
 
     #[test]
     fn normalise() {

@@ -223,7 +223,7 @@ fn directory() {
     assert_eq!(e.kind(), ErrorKind::Io);
     assert_eq!(
         e.to_string(),
-        format!("'{s}': is a directory, not a video file")
+        format!("'{s}': is a directory, not a regular file; give the path of a video file")
     );
 }
 

@@ -54,3 +54,37 @@ fn http_404() {
         format!("cannot open '{url}': Server returned 404 Not Found")
     );
 }
+
+/// A server that sends its headers, then a byte a second: every byte comes
+/// well within the read timeout, so only the probe's deadline stops it
+/// (before, nothing did: the probe ran for as long as the server went on).
+#[test]
+fn a_trickling_server_is_stopped_at_the_probe_deadline() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/slow.mp4", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else { return };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.read(&mut [0u8; 4096]);
+        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 100000000\r\n\r\n");
+        for _ in 0..60 {
+            if s.write_all(b"\0").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t0 = Instant::now();
+    let u = url.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(panoptes_media::probe_within(&u, &[], Duration::from_secs(2)));
+    });
+    let e = rx.recv_timeout(Duration::from_secs(15)).expect("the probe went on past its deadline").unwrap_err();
+    let took = t0.elapsed();
+    assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+    assert!(e.to_string().starts_with(&format!("'{url}': the source sent too little data in 2 s: ")), "{e}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "{took:?}");
+}

@@ -204,6 +204,9 @@ pipeline_depth = 8
 [sources]
 # Test sources are served from this machine's loopback.
 allow_networks = ["127.0.0.1", "::1"]
+# Test videos are made in temporary directories; clusters with tokens must
+# name the directories explicitly (this is the default without tokens).
+file_dirs = ["/"]
 "#;
 
 // ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use panoptes_proto::api as api_pb;
 use panoptes_proto::worker as worker_pb;
-use panoptes_tests::{free_port, make_video, Cluster};
+use panoptes_tests::{free_port, make_video, Cluster, TEST_CONFIG};
 use prost::bytes::{Buf, BufMut};
 use serde_json::Value;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -94,8 +94,9 @@ fn truncate_copy(src: &Path, dst: &Path, fraction: f64) {
 
 // ---------------------------------------------------------------------------
 // A tiny HTTP server on 127.0.0.1: 404 for everything but /page.html, which
-// is a 200 with Content-Type text/html. It stops when dropped, and in any
-// case after 10 minutes.
+// is a 200 with Content-Type text/html, and /trickle.mp4, which sends its
+// headers and then a byte a second. It stops when dropped, and in any case
+// after 10 minutes.
 
 struct HttpServer {
     addr: String,
@@ -139,6 +140,21 @@ impl HttpServer {
         }
         let head = String::from_utf8_lossy(&head);
         let path = head.split_whitespace().nth(1).unwrap_or("/");
+        if path == "/trickle.mp4" {
+            // Headers, then a byte a second (each well within any read
+            // timeout) for up to 2 minutes, or until the client goes away;
+            // on a thread of its own, so the other paths are still served.
+            std::thread::spawn(move || {
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 100000000\r\n\r\n");
+                for _ in 0..120 {
+                    if s.write_all(b"\0").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+            return;
+        }
         let (status, ctype, body) = if path == "/page.html" {
             ("200 OK", "text/html; charset=utf-8", "<!doctype html><html><head><title>Hello</title></head><body><p>Not a video.</p></body></html>\n".repeat(20))
         } else {
@@ -256,9 +272,15 @@ fn wait_status(c: &Cluster, job: &str, what: &str, f: impl Fn(&Value) -> bool) -
     }
 }
 
+/// `sources.probe_timeout_s` of the corpus cluster: the trickling source
+/// must fail within it (the default is 120 s).
+const PROBE_TIMEOUT_S: u64 = 8;
+
 #[test]
 fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
-    let mut c = Cluster::start(&["w1"]);
+    // Appended to the harness config, whose last table is [sources].
+    assert!(TEST_CONFIG.rsplit("\n[").next().unwrap().starts_with("sources]"), "the harness config changed; update this test");
+    let mut c = Cluster::start_configured(1, &["w1"], &format!("probe_timeout_s = {PROBE_TIMEOUT_S}\n"));
     let d = c.dir.path().to_path_buf();
     let p = |name: &str| d.join(name).display().to_string();
     let http = HttpServer::start();
@@ -296,7 +318,8 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
     let (missing, empty) = (p("no-such-video.mp4"), p("empty.mp4"));
     let (truncated, truncated_fast, garbage) = (p("truncated.mp4"), p("truncated-fast.mp4"), p("garbage-video.mp4"));
     let (random, random_bin, good) = (p("random.mp4"), p("random.bin"), p("good.mp4"));
-    let (url404, html) = (http.url("missing.mp4"), http.url("page.html"));
+    let (url404, html, trickle) = (http.url("missing.mp4"), http.url("page.html"), http.url("trickle.mp4"));
+    let too_slow = format!("the source sent too little data in {PROBE_TIMEOUT_S} s: ");
     let refused_url = format!("http://127.0.0.1:{closed_port}/clip.mp4");
 
     let colors = |src: &str, more: &[&str]| -> Vec<String> {
@@ -316,15 +339,18 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
         case("audio with only a cover image", colors(&mp3, &[]), Failed, &[&mp3, "is not a video: no video stream (only an attached cover picture)"]),
         case("image-only file (PNG): a 1-frame video", colors(&png, &[]), Completes(1), &[]),
         case("missing path", colors(&missing, &[]), Failed, &[&missing, "No such file or directory"]),
-        case("a directory", colors(&dir, &[]), Failed, &[&dir, "is a directory, not a video file"]),
-        case("a FIFO (named pipe)", colors(&p("fifo.mp4"), &[]), Failed, &[&p("fifo.mp4"), "is a FIFO (named pipe), not a regular file"]),
+        case("a directory", colors(&dir, &[]), Failed, &[&dir, "is a directory, not a regular file; give the path of a video file"]),
+        case("a FIFO (named pipe)", colors(&p("fifo.mp4"), &[]), Failed, &[&p("fifo.mp4"), "is a FIFO (named pipe), not a regular file; give the path of a video file"]),
         // (The job's source is the path the link resolves to at submit.)
         case("a symlink to a FIFO", colors(&p("link-to-fifo.mp4"), &[]), Failed, &[&p("fifo.mp4"), "is a FIFO (named pipe), not a regular file"]),
-        case("a device (/dev/zero)", colors("/dev/zero", &[]), Failed, &["'/dev/zero'", "is a character device, not a regular file"]),
+        case("a device (/dev/zero)", colors("/dev/zero", &[]), Failed, &["'/dev/zero'", "is a character device, not a regular file; give the path of a video file"]),
+        case("a device (/dev/urandom)", colors("/dev/urandom", &[]), Failed, &["'/dev/urandom'", "is a character device, not a regular file"]),
         case("file:///etc/passwd (a local path, not a video)", colors("file:///etc/passwd", &[]), Failed, &["'/etc/passwd'"]),
         // Network sources.
         case("HTTP 404", colors(&url404, &[]), Failed, &[&url404, "404 Not Found"]),
         case("HTTP 200 with Content-Type text/html", colors(&html, &[]), Failed, &[&html, "the server sent Content-Type 'text/html; charset=utf-8', not a video"]),
+        // Within every read timeout, but too slow: stopped at sources.probe_timeout_s.
+        case("HTTP server sending a byte a second", colors(&trickle, &[]), Failed, &[&trickle, &too_slow, "sources.probe_timeout_s"]),
         case("unreachable host (a closed port)", colors(&refused_url, &[]), Failed, &[&refused_url, "connection refused"]),
         // Credentials in a URL (user:password@, a signed query) are not echoed.
         case("credentials in an unreachable URL", colors(&format!("http://viewer:hunter2@127.0.0.1:{closed_port}/clip.mp4?sig=s3cr3t"), &[]), Failed, &[&format!("'http://***@127.0.0.1:{closed_port}/clip.mp4?***'"), "connection refused"]),
@@ -390,6 +416,18 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
         let k = &cases[*i];
         let s = c.wait_finished(job, Duration::from_secs(180));
         let error = s["error"].as_str().unwrap_or_default().to_string();
+        // How long the job took from submit to its end, and how long it may:
+        // a FIFO or a device fails at once (before, opening a FIFO waited for
+        // a writer), a trickling source at the probe deadline.
+        let took = Duration::from_millis(s["finished_at_ms"].as_u64().unwrap_or(0).saturating_sub(s["submitted_at_ms"].as_u64().unwrap_or(0)));
+        let limit = match k.what {
+            w if w.contains("FIFO") || w.starts_with("a device") => Some(Duration::from_secs(10)),
+            w if w.contains("a byte a second") => Some(Duration::from_secs(PROBE_TIMEOUT_S + 15)),
+            _ => None,
+        };
+        if let Some(limit) = limit {
+            check(k.what, "ended in time", format!("in {took:?}"), took <= limit, &format!("to end within {limit:?}"));
+        }
         match k.expect {
             Failed => {
                 let ok = s["state"] == "failed" && k.must.iter().all(|m| error.contains(m.as_str()));

@@ -71,9 +71,11 @@ fn sources_are_confined_by_the_policy() {
     };
 
     // The harness config, with the policy under test instead of its loopback allowance.
-    let allowance = r#"allow_networks = ["127.0.0.1", "::1"]"#;
-    assert!(TEST_CONFIG.contains(allowance), "the harness config changed; update this test");
-    let config = panoptes_tests::test_config("").replace(allowance, &format!("allow_networks = []\nfile_dirs = [{:?}]", videos.display().to_string()));
+    let (allowance, any_file) = (r#"allow_networks = ["127.0.0.1", "::1"]"#, r#"file_dirs = ["/"]"#);
+    assert!(TEST_CONFIG.contains(allowance) && TEST_CONFIG.contains(any_file), "the harness config changed; update this test");
+    let config = panoptes_tests::test_config("")
+        .replace(allowance, "allow_networks = []")
+        .replace(any_file, &format!("file_dirs = [{:?}]", videos.display().to_string()));
     let mut c = Cluster::start(&[]);
     std::fs::write(c.dir.path().join("cluster.toml"), config).unwrap();
     c.restart_coordinator();
@@ -143,4 +145,45 @@ fn sources_are_confined_by_the_policy() {
         assert_eq!(c.results(&job).len(), 30, "{source}: one colors result per frame");
     }
     assert!(Path::new(&link).exists());
+}
+
+/// The default `sources.file_dirs`, `["/"]`, lets whoever may submit read
+/// any file the nodes can read: right for one user without tokens, not for
+/// a cluster with tokens. A coordinator and a worker whose config sets
+/// `security.tokens_file` without `sources.file_dirs` refuse to start, and
+/// say what to set (before, both started and any token holder could read
+/// any file on the coordinator's and workers' hosts).
+#[test]
+fn tokens_without_file_dirs_refuse_to_start() {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, secret) = (dir.path().join("tokens"), dir.path().join("secret"));
+    std::fs::write(&tokens, format!("user alice {}\n", "ab".repeat(32))).unwrap();
+    std::fs::write(&secret, "a-cluster-secret\n").unwrap();
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!("[cluster]\ncoordinators = [{{ id = 1, addr = \"127.0.0.1:{}\" }}]\n\n[security]\ntokens_file = {:?}\ncluster_secret_file = {:?}\n", panoptes_tests::free_port(), tokens.display().to_string(), secret.display().to_string()),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let data = dir.path().join("data").display().to_string();
+    for args in [vec!["coordinator", "--id", "1", "--config", &cfg, "--data-dir", &data], vec!["worker", "--name", "w1", "--config", &cfg, "--data-dir", &data]] {
+        let mut child = Command::new(panoptes_tests::bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("`panoptes {}` started with tokens and the default file_dirs:\n{}", args[0], text(&out.stderr));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{}: {stderr}", args[0]);
+        assert!(stderr.contains("security.tokens_file is set but sources.file_dirs is not"), "{}: {stderr}", args[0]);
+        assert!(stderr.contains("Set sources.file_dirs to the directories videos may be read from"), "{}: {stderr}", args[0]);
+    }
 }

@@ -159,9 +159,8 @@ pub fn run(o: Options) -> Result<()> {
 /// add-member`, and follow it until it is a voter and its picture store holds
 /// as many bytes as coordinator 1's. Its process stops when this returns.
 fn join(bin: &Path, work: &Path, addrs: &[String], say: &dyn Fn(String)) -> Result<serde_json::Value> {
-    use crate::bench::proc_memory;
     let id = addrs.len() + 1;
-    let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    let addr = format!("127.0.0.1:{}", crate::load::free_port());
     let peers: Vec<String> = addrs.iter().chain(std::iter::once(&addr)).enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
     let dir = work.join(format!("c{id}"));
     let args: Vec<String> = ["coordinator", "--id", &id.to_string(), "--listen", &addr, "--peers", &peers.join(","), "--join", "--config"]

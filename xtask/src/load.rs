@@ -281,7 +281,7 @@ async fn sim_worker(name: String, coords: Coordinators, shared: Arc<Shared>, bat
     Ok(())
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -47,9 +47,6 @@ use crate::raft::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// Name of the sled tree holding log entries.
 pub const LOG_TREE: &str = "raft_log";
-/// Entries a purge removes in one sled batch.
-const PURGE_BATCH: usize = 1000;
-
 /// Name of the sled tree holding the vote, last purged log id and committed log id.
 pub const META_TREE: &str = "raft_meta";
 
@@ -69,6 +66,34 @@ const OPEN_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// calling thread while retrying: from async code prefer `tokio::task::spawn_blocking`.
 pub fn open_db(path: &Path) -> io::Result<sled::Db> {
     open_db_with_cache(path, DEFAULT_CACHE_BYTES)
+}
+
+/// The most writes in one sled batch, where we choose (a purge here; the
+/// state machine's applies, deletions and snapshot installs). sled's memory
+/// grows with the size of a batch and is not given back: 500,000 small
+/// records inserted in 8 MiB batches took a process to 1.6 GiB, in 64 KiB
+/// batches to 125 MiB; removing them in one batch, 1.7 GiB, in batches of
+/// 500, 124 MiB (sled 0.34.7, measured in session 9;
+/// `coordinator/tests/install_memory.rs`).
+pub const MAX_BATCH_OPS: usize = 1000;
+
+/// Remove `keys` from `tree` in order, in batches of [`MAX_BATCH_OPS`]: a
+/// crash midway leaves the keys after some point, never a gap before it.
+pub fn remove_in_batches(tree: &sled::Tree, keys: impl IntoIterator<Item = sled::Result<sled::IVec>>) -> sled::Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for key in keys {
+        batch.remove(key?);
+        n += 1;
+        if n == MAX_BATCH_OPS {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            n = 0;
+        }
+    }
+    if n > 0 {
+        tree.apply_batch(batch)?;
+    }
+    Ok(())
 }
 
 /// sled's page cache when the config does not say (`coordinator.cache_mb`);
@@ -204,12 +229,10 @@ impl LogStore {
         }
     }
 
-    /// Remove every entry with index in `range` atomically (one sled batch).
-    /// Remove the entries in `range`, in one batch, or with `chunked` in
-    /// batches of [`PURGE_BATCH`] from the lowest index up (sled's memory
-    /// grows with the size of a batch, and a purge removes up to
-    /// `snapshot_logs` entries): a crash midway then leaves the entries
-    /// above a point, never a hole.
+    /// Remove every entry with index in `range`: in one sled batch, or with
+    /// `chunked` (a purge removes up to `snapshot_logs` entries) by
+    /// [`remove_in_batches`] from the lowest index up, so a crash midway
+    /// leaves the entries above a point, never a hole.
     fn remove_range(&self, range: impl RangeBounds<u64>, chunked: bool) -> Result<(), StorageError> {
         let (start, end) = half_open(&range);
         if start >= end || start > u64::MAX as u128 {
@@ -217,15 +240,13 @@ impl LogStore {
         }
         let lo = Bound::Included(index_key(start as u64));
         let hi = if end > u64::MAX as u128 { Bound::Unbounded } else { Bound::Excluded(index_key(end as u64)) };
+        let keys = self.logs.range::<[u8; 8], _>((lo, hi)).keys();
+        if chunked {
+            return remove_in_batches(&self.logs, keys).map_err(write_logs_err);
+        }
         let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for key in self.logs.range::<[u8; 8], _>((lo, hi)).keys() {
+        for key in keys {
             batch.remove(key.map_err(write_logs_err)?);
-            n += 1;
-            if chunked && n == PURGE_BATCH {
-                self.logs.apply_batch(std::mem::take(&mut batch)).map_err(write_logs_err)?;
-                n = 0;
-            }
         }
         self.logs.apply_batch(batch).map_err(write_logs_err)
     }

@@ -26,6 +26,7 @@ use super::command::{Freed, PictureRef, Response};
 use crate::pictures::PictureHome;
 use super::snapfile;
 use crate::raft::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::raft::log_store::{remove_in_batches, MAX_BATCH_OPS};
 
 const K_APPLIED: &[u8] = b"m/applied";
 const K_MEMBERSHIP: &[u8] = b"m/membership";
@@ -303,12 +304,6 @@ const CURRENT_SNAPSHOT: &str = "current.snap";
 /// A received snapshot is written to the new tree in batches of about this
 /// many bytes (and at most [`MAX_BATCH_OPS`] records).
 const INSTALL_BATCH_BYTES: usize = 64 << 10;
-/// The most writes in one sled batch, where we choose. sled's memory grows
-/// with the size of a batch and is not given back: 500,000 small records
-/// inserted in 8 MiB batches took a process to 1.6 GiB, in 64 KiB batches to
-/// 125 MiB; removing them in one batch, 1.7 GiB, in batches of 500, 124 MiB
-/// (sled 0.34.7, measured in session 9; `coordinator/tests/install_memory.rs`).
-const MAX_BATCH_OPS: usize = 1000;
 
 pub struct StateMachineStore {
     db: sled::Db,
@@ -532,16 +527,9 @@ impl SledSink<'_> {
     /// the rest (a removal is idempotent). Keys this apply wrote itself are
     /// also removed from its own batch, where they were inserted.
     fn remove_range(&mut self, from: Vec<u8>, to: Vec<u8>, is_frame: bool, freed: &mut Freed) {
-        let mut early = sled::Batch::default();
-        let mut n = 0;
-        for item in self.tree.range(from..to) {
-            let (k, v) = match item {
-                Ok(kv) => kv,
-                Err(e) => {
-                    self.error = Some(e);
-                    return;
-                }
-            };
+        let SledSink { tree, batch, pending, ops, .. } = self;
+        let keys = tree.range(from..to).map(|item| {
+            let (k, v) = item?;
             freed.bytes += (k.len() + v.len()) as u64;
             if is_frame {
                 freed.frames += 1;
@@ -550,24 +538,14 @@ impl SledSink<'_> {
             } else {
                 freed.results += 1;
             }
-            if self.pending.remove(k.as_ref()) {
-                self.batch.remove(k.clone());
-                self.ops += 1;
+            if pending.remove(k.as_ref()) {
+                batch.remove(k.clone());
+                *ops += 1;
             }
-            early.remove(k);
-            n += 1;
-            if n == MAX_BATCH_OPS {
-                if let Err(e) = self.tree.apply_batch(std::mem::take(&mut early)) {
-                    self.error = Some(e);
-                    return;
-                }
-                n = 0;
-            }
-        }
-        if n > 0 {
-            if let Err(e) = self.tree.apply_batch(early) {
-                self.error = Some(e);
-            }
+            Ok(k)
+        });
+        if let Err(e) = remove_in_batches(tree, keys) {
+            self.error = Some(e);
         }
     }
 }

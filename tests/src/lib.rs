@@ -500,6 +500,24 @@ impl Cluster {
         })
     }
 
+    /// Wait (bounded) until `cluster status` lists `n` workers.
+    pub fn wait_workers(&self, n: usize) {
+        wait_for(&format!("{n} worker(s) to register"), Duration::from_secs(30), || {
+            let s = self.cli_json(&["cluster", "status", "--json"]);
+            (s["workers"].as_array().map_or(0, |w| w.len()) == n).then_some(())
+        });
+    }
+
+    /// Wait (bounded) until worker `i` listens for the publisher of the
+    /// live push URL `url` (its lease started); the URL's port.
+    pub fn wait_push_listening(&self, i: usize, url: &str) -> u16 {
+        let port: u16 = url.rsplit_once(':').and_then(|(_, r)| r.split('/').next()?.parse().ok()).unwrap_or_else(|| panic!("no port in {url}"));
+        wait_for("the worker to listen for the publisher", Duration::from_secs(30), || {
+            self.workers[i].log_text().contains(&format!(":{port}/live/")).then_some(())
+        });
+        port
+    }
+
     /// Poll `status --json` until the job is finished (bounded).
     pub fn wait_finished(&self, job: &str, limit: Duration) -> Value {
         let deadline = Instant::now() + limit;

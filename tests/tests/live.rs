@@ -88,10 +88,7 @@ fn two_live_streams_are_analysed_while_they_run_and_complete_when_the_pushes_end
 fn two_live_streams_run_at_once_on_one_worker() {
     let mut c = Cluster::start(&[]);
     c.start_worker_with_capacity("w1", 2);
-    wait_for("a worker", Duration::from_secs(30), || {
-        let s = c.cli_json(&["cluster", "status", "--json"]);
-        (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())
-    });
+    c.wait_workers(1);
     let (a, url_a) = create(&c, "colors", 1);
     let (b, url_b) = create(&c, "colors", 1);
     // Both on w1, each on its own slot port with its own key.
@@ -119,10 +116,7 @@ fn two_live_streams_run_at_once_on_one_worker() {
 #[test]
 fn a_stream_faster_than_its_analysis_drops_frames_and_keeps_lag_bounded() {
     let c = Cluster::start(&["w1"]);
-    wait_for("a worker", Duration::from_secs(30), || {
-        let s = c.cli_json(&["cluster", "status", "--json"]);
-        (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())
-    });
+    c.wait_workers(1);
     let (job, url) = create(&c, "objects", 1);
     wait_listening(&c, &url);
     let p = push_stream(&url, "640x480", 10);

@@ -11,10 +11,7 @@ use serde_json::Value;
 fn a_follower_forwards_a_live_endpoint_request_to_the_leader() {
     let c = Cluster::start_replicated(3, &["w1"]);
     let leader = c.leader();
-    wait_for("the worker to register", Duration::from_secs(30), || {
-        let s = c.cli_json(&["cluster", "status", "--json"]);
-        (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())
-    });
+    c.wait_workers(1);
     let follower = (1..=3u64).find(|id| *id != leader).unwrap();
     let addr = &c.coordinator_addrs[follower as usize - 1];
     // Only the follower's address: the client cannot fail over to the leader itself.
@@ -29,10 +26,7 @@ fn a_follower_forwards_a_live_endpoint_request_to_the_leader() {
     assert!(c.coordinator_log(follower).contains("forwarding a live endpoint request to the leader"), "{}", c.coordinator_log(follower));
 
     // The endpoint is real: a push to it is analysed and the job completes.
-    let port = url.rsplit_once(':').unwrap().1.split('/').next().unwrap().to_string();
-    wait_for("the worker to listen for the publisher", Duration::from_secs(30), || {
-        c.workers[0].log_text().contains(&format!(":{port}/live/")).then_some(())
-    });
+    c.wait_push_listening(0, &url);
     let st = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "2"])
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-f", "flv", &url])

@@ -18,17 +18,11 @@ const FAILED: &str = "or it could not be read";
 #[test]
 fn connections_that_are_not_a_stream_do_not_cost_a_live_job() {
     let c = Cluster::start(&["w1"]);
-    wait_for("a worker", Duration::from_secs(30), || {
-        let s = c.cli_json(&["cluster", "status", "--json"]);
-        (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())
-    });
+    c.wait_workers(1);
     let v = c.cli_json(&["live", "--models", "colors", "--json"]);
     let job = v["job_id"].as_str().unwrap().to_string();
     let url = v["rtmp_url"].as_str().unwrap().to_string();
-    let port: u16 = url.rsplit_once(':').unwrap().1.split('/').next().unwrap().parse().unwrap();
-    wait_for("the worker to listen for the publisher", Duration::from_secs(30), || {
-        c.workers[0].log_text().contains(&format!(":{port}/live/")).then_some(())
-    });
+    let port = c.wait_push_listening(0, &url);
 
     let mut rtmp_cut_short = vec![3u8]; // C0: RTMP version 3, then half of C1
     rtmp_cut_short.extend(std::iter::repeat_n(0u8, 700));

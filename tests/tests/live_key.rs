@@ -3,22 +3,16 @@
 //! for its own publisher. Real processes; every wait is bounded.
 use std::time::Duration;
 
-use panoptes_tests::{finish_push, push_stream, wait_for, Cluster};
+use panoptes_tests::{finish_push, push_stream, Cluster};
 
 #[test]
 fn a_push_with_a_wrong_stream_key_is_refused_and_the_right_one_is_analysed() {
     let c = Cluster::start(&["w1"]);
-    wait_for("a worker", Duration::from_secs(30), || {
-        let s = c.cli_json(&["cluster", "status", "--json"]);
-        (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())
-    });
+    c.wait_workers(1);
     let v = c.cli_json(&["live", "--models", "colors", "--json"]);
     let job = v["job_id"].as_str().unwrap().to_string();
     let url = v["rtmp_url"].as_str().unwrap().to_string();
-    let port = url.rsplit_once(':').unwrap().1.split('/').next().unwrap().to_string();
-    wait_for("the worker to listen for the publisher", Duration::from_secs(30), || {
-        c.workers[0].log_text().contains(&format!(":{port}/live/")).then_some(())
-    });
+    let port = c.wait_push_listening(0, &url);
 
     let wrong = format!("rtmp://127.0.0.1:{port}/live/not-the-key");
     assert!(!finish_push(push_stream(&wrong, "160x120", 3), Duration::from_secs(30)), "a push with a wrong stream key was accepted");

@@ -288,6 +288,11 @@ struct WorkerArgs {
     /// Shards to work on at once (default: worker.capacity).
     #[arg(long)]
     capacity: Option<u32>,
+    /// Frames analysed at once over all shards (default: worker.threads; 0:
+    /// one per core this process may use). Several workers on one host: give
+    /// each a share, or pin them (taskset), so they do not fight over cores.
+    #[arg(long)]
+    threads: Option<u32>,
 }
 
 #[derive(Args)]
@@ -339,6 +344,10 @@ struct AnalyzeArgs {
     /// One JSON object per line: {"frame","timestamp","model","results"}.
     #[arg(long)]
     json: bool,
+    /// Frames analysed at once (default: worker.threads; 0: one per core
+    /// this process may use).
+    #[arg(long)]
+    threads: Option<u32>,
     /// Directory with the ONNX models (env PANOPTES_MODELS_DIR; default: worker.models_dir).
     #[arg(long, value_name = "DIR")]
     models_dir: Option<PathBuf>,
@@ -483,6 +492,9 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
     if let Some(m) = &a.models {
         cfg.worker.models = m.clone();
     }
+    if let Some(t) = a.threads {
+        cfg.worker.threads = t;
+    }
     if let Some(c) = a.capacity {
         cfg.worker.capacity = c;
     }
@@ -600,8 +612,11 @@ async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     cfg.validate()?;
     panoptes_common::logging::init(&cfg.log.format, "warn");
     let opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, "local", Vec::new());
+    let load_started = std::time::Instant::now();
     let loaded = panoptes_worker::node::load_analyses(&opts)?;
+    let load_s = load_started.elapsed().as_secs_f64();
     let analyses = names.iter().map(|n| (n.clone(), loaded[n].clone())).collect();
+    let threads = panoptes_worker::pipeline::Compute::new(a.threads.unwrap_or(cfg.worker.threads)).threads;
     let run = panoptes_worker::local::LocalRun {
         source: resolve_source(&a.source),
         analyses,
@@ -610,10 +625,14 @@ async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         depth: cfg.worker.pipeline_depth,
         batch: cfg.worker.report_batch,
         max_restarts: cfg.worker.max_restarts,
+        threads: threads as u32,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let json_out = a.json;
+    let started = std::time::Instant::now();
+    let mut frames = 0u64;
     panoptes_worker::local::analyze(run, |f| {
+        frames += 1;
         for o in f.outputs {
             let results: Value = serde_json::from_str(&o.results_json)?;
             if json_out {
@@ -626,6 +645,14 @@ async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     })
     .await?;
     out.flush()?;
+    // The summary goes to stderr: stdout holds only results.
+    let secs = started.elapsed().as_secs_f64();
+    let fps = frames as f64 / secs.max(1e-9);
+    if json_out {
+        eprintln!("{}", json!({"summary": {"frames": frames, "seconds": secs, "fps": fps, "load_seconds": load_s, "threads": threads}}));
+    } else {
+        eprintln!("analysed {frames} frames in {secs:.1} s ({fps:.1} frames/s) on {threads} threads; models loaded in {load_s:.1} s");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

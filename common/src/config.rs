@@ -97,6 +97,10 @@ pub struct WorkerSection {
     pub models: Vec<String>,
     /// Shards worked on at once.
     pub capacity: u32,
+    /// Frames analysed at once, over all of this worker's shards and models
+    /// (frames of one shard run in parallel); 0: one per core this process
+    /// may use. Give several workers on one host a share each, or pin them.
+    pub threads: u32,
     /// Frames in flight per shard (decoded but not yet acknowledged).
     pub pipeline_depth: u32,
     /// Frames per report to the coordinator.
@@ -188,6 +192,8 @@ pub struct LiveSection {
     /// the job completes with what was analysed.
     pub idle_timeout_s: u64,
     /// What a live job does when analysis is slower than the stream:
+    /// `latest` (the default) analyses the freshest frame as soon as the
+    /// models are free, at most one frame waits and a newer one replaces it;
     /// `lag` drops the oldest waiting frames once they are older than
     /// `max_lag_ms`; `every_nth` analyses only every `keep_every`-th frame
     /// (and still drops when the pipeline is full).
@@ -209,7 +215,7 @@ impl Default for LiveSection {
         Self {
             connect_timeout_s: 60,
             idle_timeout_s: 10,
-            drop_policy: "lag".into(),
+            drop_policy: "latest".into(),
             max_lag_ms: 1000,
             keep_every: 2,
             reconnect_attempts: 5,
@@ -222,8 +228,8 @@ impl Default for LiveSection {
 impl LiveSection {
     /// The `[live]` values a worker cannot run with, named with what to use.
     pub fn validate(&self) -> Result<(), String> {
-        if !["lag", "every_nth"].contains(&self.drop_policy.as_str()) {
-            return Err(format!("live.drop_policy is '{}': use lag or every_nth", self.drop_policy));
+        if !["latest", "lag", "every_nth"].contains(&self.drop_policy.as_str()) {
+            return Err(format!("live.drop_policy is '{}': use latest, lag or every_nth", self.drop_policy));
         }
         if self.max_lag_ms == 0 || self.keep_every == 0 {
             return Err(format!("live.max_lag_ms ({}) and live.keep_every ({}) must be at least 1", self.max_lag_ms, self.keep_every));
@@ -435,6 +441,7 @@ impl Default for WorkerSection {
             models_dir: "./models".into(),
             models: vec!["objects".into(), "joy".into(), "colors".into()],
             capacity: 1,
+            threads: 0,
             pipeline_depth: 8,
             report_batch: 4,
             max_restarts: 3,

@@ -307,7 +307,14 @@ impl WorkerApi for WorkerService {
                     metrics::inc(REPORTS_REFUSED, &[("reason", refusal_kind(&reason))], 1);
                 }
                 debug!(job_id = job, shard = r.shard, frames = n, stored, accepted, %reason, "report");
-                Ok(Resp::new(pb::ReportResponse { accepted, reason, stored }))
+                // The shard's end as applied here (a split may have moved it):
+                // the holder stops decoding there.
+                let end_frame = if accepted {
+                    self.node.reader.read(|a| a.state.jobs.get(&job).and_then(|j| j.shards.get(r.shard as usize)).map_or(0, |s| s.end))
+                } else {
+                    0
+                };
+                Ok(Resp::new(pb::ReportResponse { accepted, reason, stored, end_frame }))
             }
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }

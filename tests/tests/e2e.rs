@@ -3,7 +3,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use panoptes_tests::{make_video, Cluster};
+use panoptes_tests::{http_get, make_video, metrics_addr, sample, Cluster};
+
+/// Frames analysed for `model`, summed over the cluster's workers (their
+/// Prometheus counters).
+fn analysed_by_workers(c: &Cluster, model: &str) -> f64 {
+    c.workers
+        .iter()
+        .map(|w| {
+            let (code, text) = http_get(&metrics_addr(w), "/metrics");
+            assert_eq!(code, 200);
+            sample(&text, &format!("panoptes_worker_frames_analysed_total{{model=\"{model}\"}}")).unwrap_or_else(|| panic!("no {model} series:\n{text}"))
+        })
+        .sum()
+}
 
 /// 1. Every analysed (frame, model) is stored exactly once, both workers take
 ///    part, and a coordinator killed with -9 comes back with the same results.
@@ -254,5 +267,26 @@ fn t06_leader_killed_mid_job_three_coordinators() {
         }
         assert!(std::time::Instant::now() < deadline, "restarted member never caught up: {v}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// 7. Work stealing wastes no analysis: a job of one shard (one keyframe,
+///    fewer than 2 × shard_frames frames) is split for the idle second
+///    worker, and the holder, told of the cut in its report's answer, stops
+///    decoding there. Every frame is analysed exactly once over both workers.
+#[test]
+fn t07_a_stolen_tail_is_analysed_once() {
+    let c = Cluster::start(&["w1", "w2"]);
+    let video = c.dir.path().join("one-shard.mp4");
+    make_video(&video, 39, "640x480", 250);
+    let status = c.cli_json(&["submit", video.to_str().unwrap(), "--models", "objects,joy", "--no-frames", "--wait", "--json"]);
+    assert_eq!(status["state"], "completed", "{status}\n{}", c.logs());
+    assert_eq!(status["frames_done"], 39, "{status}");
+    let job = status["job_id"].as_str().unwrap();
+    assert_eq!(c.results(job).len(), 78, "one result per frame and model");
+    let splits: usize = c.coordinators.iter().flatten().map(|n| n.log_text().matches("lease-audit split").count()).sum();
+    assert!(splits >= 1, "the idle worker stole nothing from a 6-second shard, so this test shows nothing:\n{}", c.logs());
+    for m in ["objects", "joy"] {
+        assert_eq!(analysed_by_workers(&c, m), 39.0, "{m}: frames analysed by the workers for 39 frames in the job ({splits} splits)\n{}", c.logs());
     }
 }

@@ -1,5 +1,5 @@
 //! Live drop policies (`[live] drop_policy`), end to end with real processes:
-//! a worker configured with `lag` or `every_nth`, the FFmpeg CLI pushing a
+//! a worker configured with `latest` (the default), `lag` or `every_nth`, the FFmpeg CLI pushing a
 //! generated stream in real time. Every wait is bounded; the only bounds on
 //! measured values (latency, memory) are generous ones that an unbounded
 //! queue would break on a stream this long.
@@ -21,9 +21,9 @@ fn create(c: &Cluster, models: &str) -> (String, String) {
     (job, url)
 }
 
-/// The analysed frames of a job, each once and in order.
-fn frames(c: &Cluster, job: &str) -> Vec<u64> {
-    let frames: Vec<u64> = c.results(job).iter().map(|r| r["frame"].as_u64().unwrap()).collect();
+/// The frames of a job that `model` analysed, each once and in order.
+fn frames(c: &Cluster, job: &str, model: &str) -> Vec<u64> {
+    let frames: Vec<u64> = c.results(job).iter().filter(|r| r["model"] == model).map(|r| r["frame"].as_u64().unwrap()).collect();
     let unique: BTreeSet<u64> = frames.iter().copied().collect();
     assert_eq!(unique.len(), frames.len(), "a frame of {job} has two results: {frames:?}");
     frames
@@ -47,7 +47,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn lag_policy_keeps_latency_and_memory_bounded_when_analysis_is_slower_than_the_stream() {
     let c = Cluster::start_with_live("drop_policy = \"lag\"\nmax_lag_ms = 500");
-    let (job, url) = create(&c, "objects");
+    let (job, url) = create(&c, "objects,joy");
     let pid = c.workers[0].child.id();
     let seconds = 16u32;
     let p = push_stream(&url, "1280x720", seconds);
@@ -59,11 +59,11 @@ fn lag_policy_keeps_latency_and_memory_bounded_when_analysis_is_slower_than_the_
     let s = c.wait_finished(&job, Duration::from_secs(60));
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
 
-    let got = frames(&c, &job);
+    let got = frames(&c, &job, "joy");
     let m = c.cli_json(&["metrics", &job, "--json"]);
     let dropped = m["frames_dropped"].as_u64().unwrap();
     let pushed = u64::from(seconds) * 25;
-    assert!(dropped > 0, "objects on 1280x720 at 25 fps kept up with the stream? {m}");
+    assert!(dropped > 0, "objects,joy on 1280x720 at 25 fps kept up with the stream? {m}");
     // Every frame pushed was analysed exactly once or counted as dropped.
     assert_eq!(got.len() as u64 + dropped, pushed, "{} analysed + {dropped} dropped; metrics {m}", got.len());
     assert!(dropped_for(&c, "lag") + dropped_for(&c, "full") >= 1.0);
@@ -80,13 +80,39 @@ fn lag_policy_keeps_latency_and_memory_bounded_when_analysis_is_slower_than_the_
 }
 
 #[test]
+fn latest_policy_analyses_the_freshest_frame_and_replaces_the_waiting_one() {
+    // No drop_policy set: `latest` is the default.
+    let c = Cluster::start_with_live("");
+    let (job, url) = create(&c, "objects,joy");
+    let seconds = 12u32;
+    assert!(finish_push(push_stream(&url, "1280x720", seconds), Duration::from_secs(120)), "push to {url} failed");
+    let s = c.wait_finished(&job, Duration::from_secs(60));
+    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
+    let got = frames(&c, &job, "joy");
+    let m = c.cli_json(&["metrics", &job, "--json"]);
+    let dropped = m["frames_dropped"].as_u64().unwrap();
+    let pushed = u64::from(seconds) * 25;
+    assert!(dropped > 0, "objects,joy on 1280x720 at 25 fps kept up with the stream? {m}");
+    assert_eq!(got.len() as u64 + dropped, pushed, "{} analysed + {dropped} dropped; metrics {m}", got.len());
+    // Every drop was a waiting frame replaced by a newer one: none queued, none aged out.
+    assert_eq!(dropped_for(&c, "replaced"), dropped as f64, "{m}");
+    assert_eq!(dropped_for(&c, "lag") + dropped_for(&c, "full") + dropped_for(&c, "every_nth"), 0.0);
+    // The last frame pushed is analysed: it waits for a free lane, nothing replaces it.
+    assert_eq!(got.last().copied(), Some(pushed - 1), "{got:?}");
+    // Not a timing check: a queue would make a frame's wait grow with the stream (12 s).
+    let p99 = m["latency_ms"]["p99"].as_f64().unwrap();
+    assert!(p99 < f64::from(seconds) * 1000.0 / 2.0, "latency p99 {p99} ms grows with the stream: {m}");
+    eprintln!("{job}: {} analysed, {dropped} dropped, latency {}", got.len(), m["latency_ms"]);
+}
+
+#[test]
 fn every_nth_policy_analyses_one_frame_in_keep_every() {
     let c = Cluster::start_with_live("drop_policy = \"every_nth\"\nkeep_every = 3");
     let (job, url) = create(&c, "colors");
     assert!(finish_push(push_stream(&url, "320x240", 4), Duration::from_secs(60)), "push to {url} failed");
     let s = c.wait_finished(&job, Duration::from_secs(60));
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
-    let got = frames(&c, &job);
+    let got = frames(&c, &job, "colors");
     assert!(!got.is_empty());
     assert!(got.iter().all(|f| f % 3 == 0), "a frame not kept by keep_every = 3 was analysed: {got:?}");
     let m: Value = c.cli_json(&["metrics", &job, "--json"]);

@@ -21,6 +21,8 @@ pub struct LocalRun {
     pub depth: u32,
     pub batch: u32,
     pub max_restarts: u32,
+    /// Frames analysed at once (0: one per core).
+    pub threads: u32,
 }
 
 /// Analyse `run.source`, calling `on_frame` for every analysed frame in
@@ -69,6 +71,7 @@ pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Res
         depth,
         batch: run.batch.clamp(1, depth),
         max_restarts: run.max_restarts,
+        compute: crate::pipeline::Compute::new(run.threads),
         live: Default::default(),
     };
     let (actor, handle) = Actor::spawn(None, ShardSupervisor, job).await.context("failed to start the pipeline")?;

@@ -67,7 +67,7 @@ pub fn describe(models: &[String]) {
         d(
             LIVE_FRAMES_DROPPED,
             "counter",
-            "Live-stream frames not analysed, by reason: lag (waited longer than live.max_lag_ms), full (the pipeline had no room) or every_nth (left out by live.keep_every).",
+            "Live-stream frames not analysed, by reason: replaced (a newer frame took its place while it waited, the latest policy), lag (waited longer than live.max_lag_ms), full (the pipeline had no room) or every_nth (left out by live.keep_every).",
         );
     });
     for name in [FRAMES_DECODED, RESULTS_REPORTED, RESULTS_ACKNOWLEDGED, REPORT_RETRIES, PIPELINE_RESTARTS, LEASES_GRANTED, LEASES_LOST, LEASES_REVOKED] {
@@ -82,7 +82,7 @@ pub fn describe(models: &[String]) {
     for outcome in ["finished", "failed", "lease_lost"] {
         counter(SHARDS_ENDED, &[("outcome", outcome)]);
     }
-    for reason in ["lag", "full", "every_nth"] {
+    for reason in ["replaced", "lag", "full", "every_nth"] {
         counter(LIVE_FRAMES_DROPPED, &[("reason", reason)]);
     }
     for call in ["register", "lease", "heartbeat"] {

@@ -37,6 +37,8 @@ pub struct WorkerOptions {
     /// `models` is loaded.
     pub registry: BTreeMap<String, ModelConfig>,
     pub capacity: u32,
+    /// `worker.threads` (0: one per core).
+    pub threads: u32,
     pub depth: u32,
     pub batch: u32,
     pub max_restarts: u32,
@@ -60,6 +62,7 @@ impl WorkerOptions {
             models: cfg.worker.models.clone(),
             registry: cfg.models.clone(),
             capacity: cfg.worker.capacity,
+            threads: cfg.worker.threads,
             depth: cfg.worker.pipeline_depth,
             batch: cfg.worker.report_batch,
             max_restarts: cfg.worker.max_restarts,
@@ -172,6 +175,8 @@ use crate::lobby::url_port;
 pub struct WorkerState {
     opts: WorkerOptions,
     analyses: HashMap<String, Arc<dyn Analysis>>,
+    /// Analysis permits shared by every shard ([`crate::pipeline::Compute`]).
+    compute: crate::pipeline::Compute,
     coords: Coordinators,
     active: HashMap<ActorId, Active>,
     /// Registered with a coordinator (what /healthz answers).
@@ -230,7 +235,9 @@ impl Actor for WorkerActor {
         // The live slots, and the ingest lobby right after them.
         let ingest = IngestPorts::reserve(&opts.advertise, opts.capacity.max(1) + 1)?;
         info!(worker = %opts.name, host = %ingest.host, ports = ?(ingest.base..ingest.base + opts.capacity.max(1) as u16), "live ingest ports (RTMP) reserved");
-        let mut st = WorkerState { opts, analyses, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new(), ingest, lobby_stop: Arc::default() };
+        let compute = crate::pipeline::Compute::new(opts.threads);
+        info!(worker = %opts.name, threads = compute.threads, "frames analysed at once (worker.threads)");
+        let mut st = WorkerState { opts, analyses, compute, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new(), ingest, lobby_stop: Arc::default() };
         st.set_registered(false);
         // Register, waiting (with backoff) for a coordinator to answer.
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -299,6 +306,7 @@ impl Actor for WorkerActor {
                         batch: st.opts.batch.clamp(1, st.opts.depth.max(1)),
                         // A live stream cannot be replayed: a failed stage fails it.
                         max_restarts: if a.live { 0 } else { st.opts.max_restarts },
+                        compute: st.compute.clone(),
                         live: crate::pipeline::LiveOpts {
                             connect_timeout_s: st.opts.live_connect_timeout_s,
                             idle_timeout_s: st.opts.live_idle_timeout_s,

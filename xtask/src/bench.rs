@@ -41,14 +41,16 @@ struct Plan {
     coord_seconds: u64,
     /// Seconds of the live RTMP push.
     live_seconds: u32,
+    /// Frames of the clips run against the Python loop.
+    python_frames: u32,
 }
 
 impl Plan {
     fn new(quick: bool) -> Self {
         if quick {
-            Plan { hd_frames: 250, decode_runs: 3, model_iterations: 10, e2e_step: 5, coord_workers: vec![16, 64], coord_seconds: 4, live_seconds: 10 }
+            Plan { hd_frames: 250, decode_runs: 3, model_iterations: 10, e2e_step: 5, coord_workers: vec![16, 64], coord_seconds: 4, live_seconds: 10, python_frames: 60 }
         } else {
-            Plan { hd_frames: 750, decode_runs: 5, model_iterations: 20, e2e_step: 1, coord_workers: vec![16, 64, 256], coord_seconds: 10, live_seconds: 30 }
+            Plan { hd_frames: 750, decode_runs: 5, model_iterations: 20, e2e_step: 1, coord_workers: vec![16, 64, 256], coord_seconds: 10, live_seconds: 30, python_frames: 250 }
         }
     }
 }
@@ -114,6 +116,15 @@ Because the wall clock moves with whatever else runs, the CPU row compares
 CPU time instead: the coordinator's and the worker's user + system time from
 submit to completion per analysed frame, against the one process's over its
 loop.
+vs Python: `xtask/bench/python_loop.py`, the loop a user would write
+instead (PyAV decoding, onnxruntime with 2 intra-op threads, numpy and
+Pillow, the same ONNX files and contract; it matches the fixtures' expected
+results), against `panoptes analyze` and a 1-coordinator + 1-worker cluster
+(`worker.threads` = all cores) on the sample video scaled to 640×272 and
+1280×720; frames/s from the first decode to the last result (Python,
+`analyze`: model loading excluded) or from the first lease to completion
+(cluster). The `colors` rows store a picture a second, as a cluster job does
+by default.
 Coordinator: simulated workers (in the bench process, on the same machine)
 lease shards and report 8 frames per report as fast as they are
 acknowledged; rows/s counts committed (frame, model) rows, latency is report
@@ -126,7 +137,7 @@ Memory: the worker's VmHWM (peak) and median VmRSS while its job ran
 (steady), from /proc.";
 
 pub fn run(quick: bool, models_dir: PathBuf, only: &[String]) -> Result<()> {
-    const SECTIONS: [&str; 5] = ["decode", "inference", "e2e", "coordinator", "live"];
+    const SECTIONS: [&str; 6] = ["decode", "inference", "python", "e2e", "coordinator", "live"];
     if let Some(bad) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
         bail!("unknown section '{bad}': use {}", SECTIONS.join(", "));
     }
@@ -146,6 +157,9 @@ pub fn run(quick: bool, models_dir: PathBuf, only: &[String]) -> Result<()> {
     }
     if want("inference") {
         rows.extend(inference(&plan, &bins, &models_dir));
+    }
+    if want("python") {
+        rows.extend(versus_python(&plan, &bins, &models_dir, &work));
     }
     let (e2e, memory) = if want("e2e") { end_to_end(&plan, &bins, &models_dir, &work, cores) } else { (Vec::new(), Vec::new()) };
     rows.extend(e2e);
@@ -409,7 +423,7 @@ fn end_to_end(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path, cores: u
     let mut runs: Vec<(String, Result<ClusterRun>)> = Vec::new();
     for (models, workers) in [(ALL, 1usize), (ALL, 2), ("colors", 1), ("objects", 1)] {
         println!("==> end to end: 1 coordinator, {workers} worker(s), {models}, frame step {step}");
-        let r = cluster_run(bins, models_dir, work, &clip, models, step, workers, pin.then_some(cores));
+        let r = cluster_run(bins, models_dir, work, &clip, models, step, workers, pin.then_some(cores), false);
         match &r {
             Ok(r) => println!("    {} at {:.2} frames/s, {:.1} CPU ms/frame; worker RSS (peak, steady) KiB: {:?}", r.frames_text(), r.fps, r.cpu_ms.unwrap_or(f64::NAN), r.rss),
             Err(e) => println!("    failed: {e:#}"),
@@ -492,7 +506,7 @@ fn end_to_end(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path, cores: u
 /// when `pin_cores` is given), wait until they are registered, run one job
 /// on `clip` and measure it; stop everything.
 #[allow(clippy::too_many_arguments)]
-fn cluster_run(bins: &Bins, models_dir: &Path, work: &Path, clip: &Path, models: &str, step: u32, workers: usize, pin_cores: Option<usize>) -> Result<ClusterRun> {
+fn cluster_run(bins: &Bins, models_dir: &Path, work: &Path, clip: &Path, models: &str, step: u32, workers: usize, pin_cores: Option<usize>, pictures: bool) -> Result<ClusterRun> {
     let dir = work.join(format!("e2e-{}-w{workers}", models.replace(',', "-")));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -555,7 +569,8 @@ fn cluster_run(bins: &Bins, models_dir: &Path, work: &Path, clip: &Path, models:
         .collect();
     let status = output(
         Command::new(&bins.panoptes)
-            .args(["submit", &clip.display().to_string(), "--models", models, "--frame-step", &step.to_string(), "--no-frames", "--wait", "--json"])
+            .args(["submit", &clip.display().to_string(), "--models", models, "--frame-step", &step.to_string(), "--wait", "--json"])
+            .args(if pictures { &[][..] } else { &["--no-frames"][..] })
             .args(["--coordinator", &addr]),
         "panoptes submit --wait",
         Duration::from_secs(1800),
@@ -581,6 +596,99 @@ fn cluster_run(bins: &Bins, models_dir: &Path, work: &Path, clip: &Path, models:
     drop(coord);
     let errors = m["errors"].as_u64().unwrap_or(0);
     Ok(ClusterRun { frames, fps: frames as f64 / secs, rss, cpu_ms, errors })
+}
+
+// ---------------------------------------------------------------- versus the Python loop
+
+/// What a user would write instead: one Python process, PyAV decoding,
+/// onnxruntime with 2 intra-op threads, the same ONNX files and the same
+/// contract (`xtask/bench/python_loop.py`, checked against the fixtures'
+/// expected results), against `panoptes analyze` and a 1-coordinator +
+/// 1-worker cluster on the same clips: the sample video scaled to 640×272
+/// and to 1280×720. Nothing is pinned: each side uses the machine's cores as
+/// it would by default.
+fn versus_python(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path) -> Vec<Row> {
+    const ALL: &str = "objects,joy,colors";
+    let section = "vs Python";
+    let py = match crate::python_with_onnxruntime() {
+        Ok(p) => p,
+        Err(e) => return vec![Row::not_measured(section, "the Python onnxruntime loop", &e)],
+    };
+    let sample = root().join("target/panoptes-sample/sample.mp4");
+    if let Err(e) = crate::sample(sample.clone()) {
+        return vec![Row::not_measured(section, "the Python onnxruntime loop", &e)];
+    }
+    let script = root().join("xtask/bench/python_loop.py");
+    let mut rows = Vec::new();
+    for size in ["640x272", "1280x720"] {
+        let clip = work.join(format!("python-{size}-{}.mp4", plan.python_frames));
+        if !clip.exists() {
+            let made = Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+                .arg(&sample)
+                .args(["-frames:v", &plan.python_frames.to_string(), "-vf", &format!("scale={}", size.replace('x', ":")), "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+                .arg(&clip)
+                .status();
+            if !made.is_ok_and(|s| s.success()) {
+                rows.push(Row::not_measured(section, size, &anyhow::anyhow!("ffmpeg could not make the {size} clip from {}", sample.display())));
+                continue;
+            }
+        }
+        let on = format!("{}, {} frames", size.replace('x', "×"), plan.python_frames);
+        for (models, goal, pictures) in [(ALL, "≥ 1.0", false), ("colors", "≥ 2.0", true)] {
+            println!("==> vs Python: {on}, {models}: the Python loop (onnxruntime, 2 threads)");
+            let python = output(
+                Command::new(&py).arg(&script).arg(&clip).args(["--models", models, "--threads", "2", "--models-dir"]).arg(models_dir),
+                "python_loop.py",
+                Duration::from_secs(1800),
+            )
+            .and_then(|o| json_line(&o, "python_loop.py"))
+            .and_then(|v| v["fps"].as_f64().context("no fps"));
+            let python = match python {
+                Ok(f) => f,
+                Err(e) => {
+                    rows.push(Row::not_measured(section, format!("{on}, {models}: the Python loop"), &e));
+                    continue;
+                }
+            };
+            println!("    {python:.2} frames/s");
+            let baseline = format!("{python:.2} frames/s (Python loop, onnxruntime 2 threads)");
+            if !pictures {
+                println!("==> vs Python: {on}, {models}: panoptes analyze");
+                // The summary is on stderr (stdout holds the results): swap them.
+                let analyze = output(
+                    Command::new("sh")
+                        .args(["-c", "exec \"$0\" \"$@\" 2>&1 >/dev/null"])
+                        .arg(&bins.panoptes)
+                        .arg("analyze")
+                        .arg(&clip)
+                        .args(["--models", models, "--json", "--models-dir"])
+                        .arg(models_dir),
+                    "panoptes analyze",
+                    Duration::from_secs(1800),
+                )
+                .and_then(|o| json_line(&o, "panoptes analyze"))
+                .and_then(|v| v["summary"]["fps"].as_f64().context("no summary"));
+                rows.push(match analyze {
+                    Ok(f) => {
+                        println!("    {f:.2} frames/s");
+                        Row::new(section, format!("{on}, {models}: panoptes analyze"), format!("{f:.2} frames/s")).baseline(baseline.clone(), f / python).goal(goal)
+                    }
+                    Err(e) => Row::not_measured(section, format!("{on}, {models}: panoptes analyze"), &e),
+                });
+            }
+            let what = if pictures { "1 coordinator + 1 worker, pictures stored" } else { "1 coordinator + 1 worker" };
+            println!("==> vs Python: {on}, {models}: {what}");
+            rows.push(match cluster_run(bins, models_dir, work, &clip, models, 1, 1, None, pictures) {
+                Ok(r) => {
+                    println!("    {:.2} frames/s", r.fps);
+                    Row::new(section, format!("{on}, {models}: {what}"), format!("{:.2} frames/s ({})", r.fps, r.frames_text())).baseline(baseline, r.fps / python).goal(goal)
+                }
+                Err(e) => Row::not_measured(section, format!("{on}, {models}: {what}"), &e),
+            });
+        }
+    }
+    rows
 }
 
 // ---------------------------------------------------------------- live

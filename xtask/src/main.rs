@@ -430,9 +430,11 @@ fn demo(models_dir: PathBuf, video: PathBuf, models: String, frame_step: u32) ->
     Ok(())
 }
 
-/// A Python with onnxruntime: the models venv if it has it, else a small bench venv.
+/// A Python with onnxruntime, numpy, Pillow and PyAV (what the bench's
+/// Python loop, `xtask/bench/python_loop.py`, imports): the models venv if it
+/// has them, else a small bench venv.
 fn python_with_onnxruntime() -> Result<PathBuf> {
-    let has_ort = |py: &Path| Command::new(py).args(["-c", "import onnxruntime, numpy"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let has_ort = |py: &Path| Command::new(py).args(["-c", "import onnxruntime, numpy, PIL, av"]).output().map(|o| o.status.success()).unwrap_or(false);
     for cand in ["target/xtask-models/venv/bin/python", "target/xtask-bench/venv/bin/python"] {
         let p = root().join(cand);
         if p.exists() && has_ort(&p) {
@@ -440,13 +442,13 @@ fn python_with_onnxruntime() -> Result<PathBuf> {
         }
     }
     let venv = root().join("target/xtask-bench/venv");
-    println!("==> creating a Python venv with onnxruntime in {}", venv.display());
+    println!("==> creating a Python venv with onnxruntime, numpy, pillow and av in {}", venv.display());
     let st = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("python3 -m venv")?;
     if !st.success() {
         bail!("python3 -m venv failed: install python3-venv");
     }
     let py = venv.join("bin/python");
-    let st = Command::new(&py).args(["-m", "pip", "install", "--quiet", "onnxruntime", "numpy"]).status()?;
+    let st = Command::new(&py).args(["-m", "pip", "install", "--quiet", "onnxruntime", "numpy", "pillow", "av"]).status()?;
     if !st.success() || !has_ort(&py) {
         bail!("could not install onnxruntime into {}", venv.display());
     }

@@ -4,7 +4,10 @@
 //! A live shard (an RTMP push) is read by its own thread instead, which
 //! listens for the publisher (FFmpeg's RTMP listen mode) and decodes every
 //! frame as it arrives. What happens when the pipeline has no credit is the
-//! `[live] drop_policy` ([`DropPolicy`]): `lag` holds frames until they are
+//! `[live] drop_policy` ([`DropPolicy`]): `latest` (the default) passes each
+//! frame to this actor, which keeps at most one waiting and sends it on as
+//! soon as a lane of every model is free (a newer frame replaces the waiting
+//! one: [`LatestGate`]); `lag` holds frames until they are
 //! `max_lag_ms` old and then drops them oldest first; `every_nth` analyses
 //! one frame in `keep_every` and drops a kept frame that finds no credit.
 //! Dropped frames are counted (per job, and per reason in the worker's
@@ -48,6 +51,65 @@ pub struct DecoderState {
     span: tracing::Span,
     decoded: Arc<AtomicU64>,
     latency: Arc<Histogram>,
+    /// Live, `latest` policy: the frame waiting for a free lane.
+    latest: Option<LatestGate>,
+}
+
+/// `latest` policy: the live frames between the ingest thread and analysis.
+/// A frame is sent on when fewer than `lanes` frames are being analysed and
+/// the shard has credit (frames not yet acknowledged, `pipeline_depth`); at
+/// most one frame waits, and a newer one replaces it.
+struct LatestGate {
+    waiting: Option<(DecodedFrame, f64, Instant)>,
+    /// Frames sent on whose every model has not answered yet.
+    busy: usize,
+    lanes: usize,
+    credit: u64,
+    /// The stream ended at this frame: `End` follows the waiting frame.
+    ended: Option<u64>,
+    live: super::LiveOpts,
+    forwarded: u64,
+    dropped: u64,
+}
+
+impl LatestGate {
+    /// Send the waiting frame on if a lane is free, then the end of the
+    /// stream once nothing waits.
+    fn pump(&mut self, st: &mut GateOut) -> Result<(), ActorProcessingErr> {
+        if self.busy < self.lanes && self.credit > 0 {
+            if let Some((frame, decode_s, arrived)) = self.waiting.take() {
+                self.credit -= 1;
+                self.busy += 1;
+                self.forwarded += 1;
+                st.latency.observe(decode_s);
+                st.decoded.fetch_add(1, Ordering::Relaxed);
+                st.resizer.send_message(ResizerMsg::Frame { frame, decode_s, arrived })?;
+            }
+        }
+        if self.waiting.is_none() {
+            if let Some(next_frame) = self.ended.take() {
+                info!(next_frame, forwarded = self.forwarded, dropped = self.dropped, "live: the stream ended; ending the shard after its last frames");
+                st.resizer.send_message(ResizerMsg::End { next_frame })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn arrived(&mut self, frame: DecodedFrame, decode_s: f64, arrived: Instant) {
+        if let Some((old, _, _)) = self.waiting.replace((frame, decode_s, arrived)) {
+            self.dropped += 1;
+            self.live.dropped.fetch_add(1, Ordering::Relaxed);
+            panoptes_common::metrics::counter(LIVE_FRAMES_DROPPED, &[("reason", "replaced")]).fetch_add(1, Ordering::Relaxed);
+            debug!(frame = old.index, "live: frame replaced by a newer one before analysis");
+        }
+    }
+}
+
+/// What [`LatestGate::pump`] sends through.
+struct GateOut<'a> {
+    resizer: &'a ActorRef<ResizerMsg>,
+    decoded: &'a AtomicU64,
+    latency: &'a Histogram,
 }
 
 impl Actor for DecoderActor {
@@ -95,7 +157,18 @@ impl Actor for DecoderActor {
             debug!(resume = args.resume, ?seek, "decoder opened");
             Some(dec)
         };
+        let latest = (a.live && args.job.live.policy == DropPolicy::Latest).then(|| LatestGate {
+            waiting: None,
+            busy: 0,
+            lanes: args.job.compute.lanes_for(args.job.depth),
+            credit: 0,
+            ended: None,
+            live: args.job.live.clone(),
+            forwarded: 0,
+            dropped: 0,
+        });
         Ok(DecoderState {
+            latest,
             dec,
             live_credit,
             live_stop,
@@ -115,8 +188,28 @@ impl Actor for DecoderActor {
         async move {
             let mut credit = match msg {
                 DecoderMsg::Pull(n) => n,
+                DecoderMsg::Cut(end) => {
+                    if end < st.end && st.dec.is_some() {
+                        debug!(end, was = st.end, "the shard was cut short (work stealing): decoding stops there");
+                        st.end = end;
+                    }
+                    return Ok(());
+                }
                 DecoderMsg::Failed(e) => return Err(e.into()),
+                DecoderMsg::Arrived { .. } | DecoderMsg::StreamEnded { .. } | DecoderMsg::Analysed => {
+                    let Some(gate) = st.latest.as_mut() else { return Ok(()) };
+                    match msg {
+                        DecoderMsg::Arrived { frame, decode_s, arrived } => gate.arrived(frame, decode_s, arrived),
+                        DecoderMsg::StreamEnded { next_frame } => gate.ended = Some(next_frame),
+                        _ => gate.busy = gate.busy.saturating_sub(1),
+                    }
+                    return gate.pump(&mut GateOut { resizer: &st.resizer, decoded: &st.decoded, latency: &st.latency });
+                }
             };
+            if let Some(gate) = st.latest.as_mut() {
+                gate.credit += u64::from(credit);
+                return gate.pump(&mut GateOut { resizer: &st.resizer, decoded: &st.decoded, latency: &st.latency });
+            }
             let Some(dec) = st.dec.as_mut() else {
                 // Live: the ingest thread decodes; it may forward this many more.
                 st.live_credit.fetch_add(credit as u64, Ordering::SeqCst);
@@ -406,6 +499,11 @@ impl LiveIngest {
         if self.stop.load(Ordering::Relaxed) {
             return;
         }
+        if self.opts.policy == DropPolicy::Latest {
+            // The decoder actor sends the end after the frame that waits there.
+            let _ = self.decoder.send_message(DecoderMsg::StreamEnded { next_frame: next });
+            return;
+        }
         info!(next_frame = next, forwarded, dropped, "live: the stream ended; ending the shard after its last frames");
         let _ = self.resizer.send_message(ResizerMsg::End { next_frame: next });
     }
@@ -545,6 +643,11 @@ impl LiveIngest {
                                 }
                             } else {
                                 out.drop_frame(n, "full");
+                            }
+                        }
+                        DropPolicy::Latest => {
+                            if self.decoder.send_message(DecoderMsg::Arrived { frame: f, decode_s, arrived: Instant::now() }).is_err() {
+                                return StreamEnd::Gone;
                             }
                         }
                         DropPolicy::Lag { .. } => {

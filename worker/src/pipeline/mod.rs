@@ -55,8 +55,38 @@ pub struct ShardJob {
     pub depth: u32,
     pub batch: u32,
     pub max_restarts: u32,
+    /// How many frames are analysed at once (shared by all of a worker's shards).
+    pub compute: Compute,
     /// Live shards (`assignment.live`): timeouts and the dropped-frame count.
     pub live: LiveOpts,
+}
+
+/// `worker.threads`: how many analyses a worker runs at once, over all its
+/// shards and models. Each model of a shard gets up to `threads` lanes (model
+/// actors over the model's one shared plan), and every inference holds one of
+/// the `threads` permits while it runs, so a worker never has more analyses
+/// running than threads, whatever its capacity and the job's models.
+#[derive(Clone, Debug)]
+pub struct Compute {
+    pub threads: usize,
+    pub permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Compute {
+    /// `threads` analyses at once; 0: as many as the cores this process may
+    /// run on (CPU affinity and cgroup quota included).
+    pub fn new(threads: u32) -> Self {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        };
+        Compute { threads, permits: Arc::new(tokio::sync::Semaphore::new(threads)) }
+    }
+
+    /// Lanes per model for a shard with `depth` frames in flight.
+    pub fn lanes_for(&self, depth: u32) -> usize {
+        self.threads.clamp(1, depth.max(1) as usize)
+    }
 }
 
 /// How a live shard's ingest runs.
@@ -120,6 +150,10 @@ impl Reconnect {
 /// analysis is slower than the stream. Either way memory and lag stay bounded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropPolicy {
+    /// The freshest frame first (the default): a frame goes to analysis as
+    /// soon as a lane of every model is free; at most one frame waits, and a
+    /// newer frame replaces it (the replaced one is dropped).
+    Latest,
     /// Frames wait (decoded, in arrival order) for pipeline credit; a frame
     /// that has waited longer than `max_lag` is dropped, oldest first.
     Lag { max_lag: std::time::Duration },
@@ -130,7 +164,7 @@ pub enum DropPolicy {
 
 impl Default for DropPolicy {
     fn default() -> Self {
-        DropPolicy::Lag { max_lag: std::time::Duration::from_millis(1000) }
+        DropPolicy::Latest
     }
 }
 
@@ -139,6 +173,7 @@ impl DropPolicy {
     pub fn from_config(l: &panoptes_common::config::LiveSection) -> Self {
         match l.drop_policy.as_str() {
             "every_nth" => DropPolicy::EveryNth { keep_every: u64::from(l.keep_every.max(1)) },
+            "latest" => DropPolicy::Latest,
             _ => DropPolicy::Lag { max_lag: std::time::Duration::from_millis(l.max_lag_ms.max(1)) },
         }
     }
@@ -192,8 +227,19 @@ pub type Gen = u32;
 pub enum DecoderMsg {
     /// Decode this many more analysed frames.
     Pull(u32),
+    /// The shard now ends at this frame (work stealing cut its tail off for
+    /// another worker): decode nothing at or after it.
+    Cut(u64),
     /// From the live ingest thread: it failed (the decoder fails with it).
     Failed(String),
+    /// From the live ingest thread (`latest` policy): a frame arrived.
+    Arrived { frame: DecodedFrame, decode_s: f64, arrived: std::time::Instant },
+    /// From the live ingest thread (`latest`): the stream ended; every frame
+    /// before `next_frame` was sent as `Arrived` (or skipped).
+    StreamEnded { next_frame: u64 },
+    /// From the supervisor (live): every model answered a frame, so a lane
+    /// of each is free again.
+    Analysed,
 }
 
 pub enum ResizerMsg {
@@ -222,7 +268,9 @@ pub enum ReporterMsg {
 
 pub enum ShardMsg {
     /// Results up to `next_frame` are committed; `frames` of them were in this batch.
-    Acked { gen: Gen, next_frame: u64, frames: u32 },
+    /// `end_frame`: the shard's end as the coordinator has it (0: unknown);
+    /// work stealing may have cut the shard short.
+    Acked { gen: Gen, next_frame: u64, frames: u32, end_frame: u64 },
     /// The last report (done) was acknowledged.
     Finished { gen: Gen },
     /// The coordinator refused a report: the lease is gone.
@@ -233,14 +281,15 @@ pub enum ShardMsg {
     Frame { gen: Gen, frame: u64, rgb: Arc<RgbFrame> },
     /// From the resizer: no more frames; everything before `next_frame` was sent.
     FramesEnd { gen: Gen, next_frame: u64 },
-    /// From a model actor: its result for a frame, to pass on to the reporter.
-    Output { gen: Gen, frame: u64, model: usize, results_json: String, secs: f64 },
+    /// From a model actor (lane `lane` of model `model`): its result for a
+    /// frame, to pass on to the reporter.
+    Output { gen: Gen, frame: u64, model: usize, lane: usize, results_json: String, secs: f64 },
     /// The supervisor to itself: model actor `model` crashed with `error`;
     /// start a new one. Sent as a message, not handled at once, so that the
     /// results the dead actor sent before crashing (already queued in the
     /// supervisor's mailbox, which supervision events overtake) are handled
     /// first and are not analysed twice.
-    RestartModel { gen: Gen, model: usize, error: String },
+    RestartModel { gen: Gen, model: usize, lane: usize, error: String },
 }
 
 /// Handles the stages use to reach each other.

@@ -1,4 +1,4 @@
-//! Model actor: runs one analysis (tract inference or k-means) per frame and
+//! Model actor (one lane of one model; see [`super::supervisor`]): runs one analysis (tract inference or k-means) per frame and
 //! sends the result to the shard supervisor, which passes it on to the reporter.
 //!
 //! The actor does not catch failures: a panic in `analyze` (or an error it
@@ -22,6 +22,11 @@ pub struct ModelActor;
 pub struct ModelArgs {
     /// The model's position in the job's model order.
     pub index: usize,
+    /// Which of the model's lanes this actor is (see [`super::supervisor`]).
+    pub lane: usize,
+    /// The worker's analysis permits ([`super::Compute`]): one is held while
+    /// a frame is analysed.
+    pub permits: Arc<tokio::sync::Semaphore>,
     /// The model's name in the job (metric label and log field).
     pub name: String,
     pub analysis: Arc<dyn Analysis>,
@@ -52,6 +57,7 @@ impl Actor for ModelActor {
             if retry {
                 info!(model = %a.name, frame, "retrying the frame the previous actor for this model crashed on");
             }
+            let _permit = a.permits.acquire().await?;
             let t = Instant::now();
             // A panic here unwinds out of the handler: ractor turns it into this
             // actor's failure, which the supervisor handles.
@@ -61,7 +67,7 @@ impl Actor for ModelActor {
             st.metrics.analysed.fetch_add(1, Ordering::Relaxed);
             debug!(model = %a.name, frame, seconds = secs, "frame analysed");
             let results_json = serde_json::to_string(&value)?;
-            a.links.supervisor.send_message(ShardMsg::Output { gen: a.links.gen, frame, model: a.index, results_json, secs })?;
+            a.links.supervisor.send_message(ShardMsg::Output { gen: a.links.gen, frame, model: a.index, lane: a.lane, results_json, secs })?;
             Ok(())
         }
         .instrument(span)

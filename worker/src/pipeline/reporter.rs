@@ -137,8 +137,10 @@ async fn finish(st: &mut ReporterState, next_frame: u64) -> Result<(), ActorProc
 }
 
 /// Move the frames that have every model's output and their picture to
-/// `ready`, in frame order (each model handles frames in order), and send a
-/// batch when one is full.
+/// `ready`, in frame order (lanes answer out of order: `pending` is ordered
+/// by frame and only its complete head moves), and send a batch when one is
+/// full; a live shard sends at once, without waiting to fill a batch (frames
+/// completed while a report is in flight go together in the next).
 async fn complete(st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
     while let Some(entry) = st.pending.first_entry() {
         if entry.get().awaiting_picture || entry.get().outputs.iter().any(|o| o.is_none()) {
@@ -155,7 +157,7 @@ async fn complete(st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
         st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs, jpeg, width, height });
         st.arrivals.push(p.arrived);
     }
-    if st.ready.len() >= st.job.batch as usize {
+    if st.ready.len() >= st.job.batch as usize || (st.job.assignment.live && !st.ready.is_empty()) {
         let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
         flush(st, next, false).await?;
     }
@@ -202,7 +204,7 @@ async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<bo
                     *st.times.latency_ms.entry(latency_bucket(ms)).or_default() += 1;
                 }
             }
-            st.links.supervisor.send_message(ShardMsg::Acked { gen, next_frame, frames: count })?;
+            st.links.supervisor.send_message(ShardMsg::Acked { gen, next_frame, frames: count, end_frame: resp.end_frame })?;
             if done {
                 st.links.supervisor.send_message(ShardMsg::Finished { gen })?;
             }
@@ -228,8 +230,8 @@ pub async fn send_report(job: &ShardJob, req: pb::ReportRequest) -> Result<pb::R
         ReportSink::Local(tx) => {
             let stored = req.frames.len() as u32;
             return match tx.send(req) {
-                Ok(()) => Ok(pb::ReportResponse { accepted: true, reason: String::new(), stored }),
-                Err(_) => Ok(pb::ReportResponse { accepted: false, reason: "the local run was stopped".into(), stored: 0 }),
+                Ok(()) => Ok(pb::ReportResponse { accepted: true, reason: String::new(), stored, end_frame: 0 }),
+                Err(_) => Ok(pb::ReportResponse { accepted: false, reason: "the local run was stopped".into(), stored: 0, end_frame: 0 }),
             };
         }
     };

@@ -1,12 +1,22 @@
 //! Shard supervisor: owns one shard's pipeline and restarts what crashes.
 //!
+//! Each model has one or more *lanes* (`Compute::lanes`, at most
+//! `pipeline_depth`): one model actor each, all sharing the model's one
+//! optimised plan, so that frames of a shard are analysed in parallel. A frame
+//! goes to the lane of each model with the fewest frames waiting; the reporter
+//! puts results back in frame order. Inference itself takes one of the
+//! worker's `worker.threads` permits ([`super::Compute`]), so lanes, models
+//! and shards together never run more analyses at once than the worker has
+//! threads.
+//!
 //! Model actors are supervised one by one. Every frame reaches the model
-//! actors through the supervisor, which keeps, per model, the frames sent to
-//! that model's actor whose result it has not yet passed on to the reporter
-//! (at most `pipeline_depth` frames, by the credit flow control). When a model
-//! actor crashes (its analysis panicked or returned an error; the actor does
-//! not catch either), ractor reports the failure here and the supervisor:
-//! - starts a fresh actor for that model (same index, same analysis) and
+//! actors through the supervisor, which keeps, per lane, the frames sent to
+//! that lane's actor whose result it has not yet passed on to the reporter
+//! (at most `pipeline_depth` frames per model, by the credit flow control).
+//! When a model actor crashes (its analysis panicked or returned an error; the
+//! actor does not catch either), ractor reports the failure here and the
+//! supervisor:
+//! - starts a fresh actor for that lane (same model, same analysis) and
 //!   re-sends it those frames in order, the first (the one the dead actor was
 //!   working on) marked as a retry; frames that were waiting in the dead
 //!   actor's mailbox are therefore not lost;
@@ -55,7 +65,7 @@ pub struct SupervisorState {
     stages: HashSet<ActorId>,
     decoder: Option<ActorRef<DecoderMsg>>,
     reporter: Option<ActorRef<ReporterMsg>>,
-    /// The current pipeline's model actors, in the job's model order.
+    /// The current pipeline's model lanes, in the job's model order.
     models: Vec<ModelSlot>,
     /// The resizer has sent every frame before this one.
     frames_end: Option<u64>,
@@ -82,22 +92,40 @@ impl SupervisorState {
     /// Publish this shard's per-model queue depths.
     fn update_queues(&mut self) {
         for (i, m) in self.model_metrics.iter_mut().enumerate() {
-            m.queue.set(self.models.get(i).map_or(0, |s| s.unanswered.len()) as f64);
+            m.queue.set(self.models.get(i).map_or(0, ModelSlot::waiting) as f64);
         }
     }
 }
 
-/// One model's actor and the frames it has not answered yet.
+/// One model's lanes.
 struct ModelSlot {
-    /// `None` from the actor's crash until its replacement is started.
-    actor: Option<ActorRef<ModelMsg>>,
-    /// Frames sent to this model's actor whose result has not been passed to
-    /// the reporter, oldest first (a model actor answers in order).
-    unanswered: VecDeque<Unanswered>,
+    lanes: Vec<Lane>,
     /// The reporter was told this model has no more results.
     end_sent: bool,
-    /// Crashes of this model since its last successful result.
+    /// Crashes of this model (any lane) since its last successful result.
     crashes_in_a_row: u32,
+}
+
+impl ModelSlot {
+    /// Frames sent to this model and not answered yet.
+    fn waiting(&self) -> usize {
+        self.lanes.iter().map(|l| l.unanswered.len()).sum()
+    }
+
+    /// The lane with the fewest frames waiting (the first of equals).
+    fn least_busy(&mut self) -> &mut Lane {
+        let i = (0..self.lanes.len()).min_by_key(|&i| self.lanes[i].unanswered.len()).unwrap_or(0);
+        &mut self.lanes[i]
+    }
+}
+
+/// One model actor and the frames it has not answered yet.
+struct Lane {
+    /// `None` from the actor's crash until its replacement is started.
+    actor: Option<ActorRef<ModelMsg>>,
+    /// Frames sent to this lane's actor whose result has not been passed to
+    /// the reporter, oldest first (a model actor answers in order).
+    unanswered: VecDeque<Unanswered>,
 }
 
 struct Unanswered {
@@ -117,9 +145,14 @@ impl ShardSupervisor {
             Actor::spawn_linked(None, ReporterActor, ReporterArgs { job: st.job.clone(), links: links.clone() }, cell.clone()).await?;
         st.stages.insert(reporter.get_id());
         st.reporter = Some(reporter.clone());
+        let lanes = st.job.compute.lanes_for(st.job.depth);
         for index in 0..st.job.analyses.len() {
-            let actor = Self::spawn_model(myself, st, index).await?;
-            st.models.push(ModelSlot { actor: Some(actor), unanswered: VecDeque::new(), end_sent: false, crashes_in_a_row: 0 });
+            let mut slot = ModelSlot { lanes: Vec::with_capacity(lanes), end_sent: false, crashes_in_a_row: 0 };
+            for lane in 0..lanes {
+                let actor = Self::spawn_model(myself, st, index, lane).await?;
+                slot.lanes.push(Lane { actor: Some(actor), unanswered: VecDeque::new() });
+            }
+            st.models.push(slot);
         }
         let target_height = st.job.assignment.target_height;
         let a = &st.job.assignment;
@@ -136,9 +169,11 @@ impl ShardSupervisor {
         Ok(())
     }
 
-    async fn spawn_model(myself: &ActorRef<ShardMsg>, st: &SupervisorState, index: usize) -> Result<ActorRef<ModelMsg>, ActorProcessingErr> {
+    async fn spawn_model(myself: &ActorRef<ShardMsg>, st: &SupervisorState, index: usize, lane: usize) -> Result<ActorRef<ModelMsg>, ActorProcessingErr> {
         let args = ModelArgs {
             index,
+            lane,
+            permits: st.job.compute.permits.clone(),
             name: st.model_name(index),
             analysis: st.job.analyses[index].clone(),
             links: Links { gen: st.gen, supervisor: myself.clone(), span: st.span.clone() },
@@ -179,15 +214,17 @@ impl ShardSupervisor {
         }
     }
 
-    /// Model actor `index` crashed with `error`: replace it (see the module doc).
+    /// Lane `lane` of model `index` crashed with `error`: replace its actor
+    /// (see the module doc).
     async fn restart_model(
         myself: &ActorRef<ShardMsg>,
         st: &mut SupervisorState,
         index: usize,
+        lane: usize,
         error: String,
     ) -> Result<(), ActorProcessingErr> {
         let name = st.model_name(index);
-        let crash = match st.models[index].unanswered.front() {
+        let crash = match st.models[index].lanes[lane].unanswered.front() {
             Some(first) => format!("{name} failed on frame {}: {error}", first.frame),
             None => format!("{name} failed: {error}"),
         };
@@ -207,7 +244,7 @@ impl ShardSupervisor {
         st.models[index].crashes_in_a_row += 1;
         st.model_metrics[index].restarts.fetch_add(1, Ordering::Relaxed);
 
-        let slot = &mut st.models[index];
+        let slot = &mut st.models[index].lanes[lane];
         match slot.unanswered.front_mut() {
             Some(first) if first.crashed => {
                 // The second crash on this frame: it gets an error result and
@@ -221,6 +258,7 @@ impl ShardSupervisor {
                     // If the reporter is gone its own failure rebuilds the pipeline.
                     let _ = r.send_message(ReporterMsg::Output { frame, model: index, results_json, secs: 0.0 });
                 }
+                Self::frame_answered(st, frame);
             }
             Some(first) => {
                 first.crashed = true;
@@ -229,14 +267,14 @@ impl ShardSupervisor {
             None => warn!(model = %name, error = %error, restart = st.model_restarts, "model actor crashed between frames; restarting it"),
         }
 
-        let actor = match Self::spawn_model(myself, st, index).await {
+        let actor = match Self::spawn_model(myself, st, index, lane).await {
             Ok(a) => a,
             Err(e) => {
                 let error = format!("could not restart the actor of model {name}: {}", spawn_error_text(&e));
                 return Self::on_failure(myself, st, error).await;
             }
         };
-        let slot = &mut st.models[index];
+        let slot = &mut st.models[index].lanes[lane];
         for u in &slot.unanswered {
             // A send fails only if the new actor already died; its failure comes here too.
             let _ = actor.send_message(ModelMsg::Analyze { frame: u.frame, rgb: u.rgb.clone(), retry: u.crashed });
@@ -246,12 +284,23 @@ impl ShardSupervisor {
         Ok(())
     }
 
+    /// Model results for `frame` were passed on: once every model answered
+    /// it, a live shard's decoder may send the next frame (`latest` policy).
+    fn frame_answered(st: &SupervisorState, frame: u64) {
+        if !st.job.assignment.live || st.models.iter().any(|m| m.lanes.iter().any(|l| l.unanswered.iter().any(|u| u.frame == frame))) {
+            return;
+        }
+        if let Some(d) = &st.decoder {
+            let _ = d.send_message(DecoderMsg::Analysed);
+        }
+    }
+
     /// Once the resizer has sent its last frame and model `index` answered
     /// every frame, tell the reporter this model is done.
     fn end_model_if_done(st: &mut SupervisorState, index: usize) {
         let (Some(next_frame), Some(reporter)) = (st.frames_end, &st.reporter) else { return };
         let slot = &mut st.models[index];
-        if slot.unanswered.is_empty() && !slot.end_sent {
+        if slot.waiting() == 0 && !slot.end_sent {
             slot.end_sent = true;
             let _ = reporter.send_message(ReporterMsg::End { next_frame });
         }
@@ -344,12 +393,13 @@ impl ShardSupervisor {
         match msg {
             ShardMsg::Frame { gen, frame, rgb } if gen == st.gen => {
                 for slot in &mut st.models {
-                    if let Some(actor) = &slot.actor {
+                    let lane = slot.least_busy();
+                    if let Some(actor) = &lane.actor {
                         // Sent to an actor that has just crashed, the frame is
                         // lost from its mailbox but kept below for its replacement.
                         let _ = actor.send_message(ModelMsg::Analyze { frame, rgb: rgb.clone(), retry: false });
                     }
-                    slot.unanswered.push_back(Unanswered { frame, rgb: rgb.clone(), crashed: false });
+                    lane.unanswered.push_back(Unanswered { frame, rgb: rgb.clone(), crashed: false });
                 }
             }
             ShardMsg::FramesEnd { gen, next_frame } if gen == st.gen => {
@@ -358,23 +408,39 @@ impl ShardSupervisor {
                     Self::end_model_if_done(st, index);
                 }
             }
-            ShardMsg::Output { gen, frame, model, results_json, secs } if gen == st.gen => {
+            ShardMsg::Output { gen, frame, model, lane, results_json, secs } if gen == st.gen => {
                 let Some(slot) = st.models.get_mut(model) else { return Ok(()) };
-                let Some(pos) = slot.unanswered.iter().position(|u| u.frame == frame) else {
-                    debug!(model, frame, "result for a frame already answered; ignored");
+                let Some(l) = slot.lanes.get_mut(lane) else { return Ok(()) };
+                let Some(pos) = l.unanswered.iter().position(|u| u.frame == frame) else {
+                    debug!(model, lane, frame, "result for a frame already answered; ignored");
                     return Ok(());
                 };
-                slot.unanswered.remove(pos);
+                l.unanswered.remove(pos);
                 slot.crashes_in_a_row = 0;
                 if let Some(r) = &st.reporter {
                     let _ = r.send_message(ReporterMsg::Output { frame, model, results_json, secs });
                 }
+                Self::frame_answered(st, frame);
                 Self::end_model_if_done(st, model);
             }
-            ShardMsg::RestartModel { gen, model, error } if gen == st.gen => Self::restart_model(myself, st, model, error).await?,
-            ShardMsg::Acked { gen, next_frame, frames } if gen == st.gen => {
+            ShardMsg::RestartModel { gen, model, lane, error } if gen == st.gen => Self::restart_model(myself, st, model, lane, error).await?,
+            ShardMsg::Acked { gen, next_frame, frames, end_frame } if gen == st.gen => {
                 st.committed = st.committed.max(next_frame);
+                let cut = end_frame > 0 && end_frame < st.job.assignment.end_frame && !st.job.assignment.live;
+                let step = st.job.assignment.frame_step.max(1);
+                if cut && st.committed.div_ceil(step) * step >= end_frame {
+                    // Work stealing cut the shard at `end_frame` and every
+                    // analysed frame before it is committed: the coordinator
+                    // has marked it done; the rest is another worker's.
+                    shard_ended("finished");
+                    info!(end_frame, "shard finished: cut short by work stealing, the frames after it went to another worker");
+                    myself.stop(Some("finished".into()));
+                    return Ok(());
+                }
                 if let Some(d) = &st.decoder {
+                    if cut {
+                        let _ = d.send_message(DecoderMsg::Cut(end_frame));
+                    }
                     let _ = d.send_message(DecoderMsg::Pull(frames));
                 }
             }
@@ -398,12 +464,14 @@ impl ShardSupervisor {
     async fn on_supervision(myself: &ActorRef<ShardMsg>, evt: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
             let id = cell.get_id();
-            let model = st.models.iter().position(|m| m.actor.as_ref().is_some_and(|a| a.get_id() == id));
-            if let Some(index) = model {
-                st.models[index].actor = None;
+            let found = st.models.iter().enumerate().find_map(|(m, slot)| {
+                slot.lanes.iter().position(|l| l.actor.as_ref().is_some_and(|a| a.get_id() == id)).map(|lane| (m, lane))
+            });
+            if let Some((index, lane)) = found {
+                st.models[index].lanes[lane].actor = None;
                 // Restart it from a message, so that the results the dead actor
                 // sent before crashing (queued before that message) come first.
-                let _ = myself.send_message(ShardMsg::RestartModel { gen: st.gen, model: index, error: err.to_string() });
+                let _ = myself.send_message(ShardMsg::RestartModel { gen: st.gen, model: index, lane, error: err.to_string() });
             } else if st.stages.contains(&id) {
                 Self::on_failure(myself, st, err.to_string()).await?;
             }

@@ -75,6 +75,11 @@ impl Analysis for Crashy {
 
 /// Runs the local pipeline over the clip with these analyses; the frames reported, in order.
 async fn run(analyses: Vec<Arc<dyn Analysis>>, max_restarts: u32) -> anyhow::Result<Vec<FrameReport>> {
+    run_with(analyses, max_restarts, 1).await
+}
+
+/// [`run`] with `threads` frames analysed at once (lanes per model: `threads`, at most the depth, 3).
+async fn run_with(analyses: Vec<Arc<dyn Analysis>>, max_restarts: u32, threads: u32) -> anyhow::Result<Vec<FrameReport>> {
     let dir = tempfile::tempdir()?;
     let clip = make_clip(dir.path());
     let run = LocalRun {
@@ -85,6 +90,7 @@ async fn run(analyses: Vec<Arc<dyn Analysis>>, max_restarts: u32) -> anyhow::Res
         depth: 3,
         batch: 2,
         max_restarts,
+        threads,
     };
     let mut frames = Vec::new();
     let done = analyze(run, |f| {
@@ -220,4 +226,81 @@ async fn sporadic_bad_frames_never_fail_the_shard() {
         }
     });
     assert_eq!(actors_started("bad-3-6-9").len(), 7);
+}
+
+/// Counts the analyses running at once, over every instance sharing `inside`
+/// and `most`; each call waits (at most 20 s) until `want` run at once, so a
+/// pipeline that runs frames one at a time shows `most == 1`, not a race.
+struct Overlapping {
+    name: String,
+    want: usize,
+    inside: Arc<std::sync::Mutex<usize>>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+    seen: std::sync::Mutex<Vec<u64>>,
+}
+
+impl Analysis for Overlapping {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn analyze(&self, rgb: &RgbFrame) -> anyhow::Result<Value> {
+        let frame = frame_number(rgb);
+        self.seen.lock().unwrap().push(frame);
+        let now = {
+            let mut n = self.inside.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        self.most.fetch_max(now, Ordering::SeqCst);
+        for _ in 0..2000 {
+            if self.most.load(Ordering::SeqCst) >= self.want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Stay inside a little, so that an oversubscribing pipeline would show more than `want`.
+        std::thread::sleep(Duration::from_millis(20));
+        *self.inside.lock().unwrap() -= 1;
+        Ok(json!([frame]))
+    }
+}
+
+fn overlapping(name: &str, want: usize, inside: &Arc<std::sync::Mutex<usize>>, most: &Arc<std::sync::atomic::AtomicUsize>) -> Arc<Overlapping> {
+    Arc::new(Overlapping { name: name.into(), want, inside: inside.clone(), most: most.clone(), seen: Default::default() })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_of_one_shard_are_analysed_in_parallel_and_reported_in_order() {
+    let (inside, most) = (Arc::default(), Arc::default());
+    let par = overlapping("lanes-3", 3, &inside, &most);
+    let frames = run_with(vec![par.clone()], 3, 3).await.unwrap();
+    check_frames(&frames, &["lanes-3"], |_, f| json!([f]));
+    assert_eq!(most.load(Ordering::SeqCst), 3, "three lanes of one model ran at once");
+    // Each frame analysed once: lanes split the frames, they do not repeat them.
+    let mut seen = par.seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, (0..FRAMES).collect::<Vec<_>>());
+    assert_eq!(actors_started("lanes-3").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_bound_the_analyses_running_at_once_over_all_models() {
+    // Two models with up to two lanes each would run four frames at once;
+    // two threads allow two.
+    let (inside, most) = (Arc::default(), Arc::default());
+    let a = overlapping("threads-a", 2, &inside, &most);
+    let b = overlapping("threads-b", 2, &inside, &most);
+    let frames = run_with(vec![a, b], 3, 2).await.unwrap();
+    check_frames(&frames, &["threads-a", "threads-b"], |_, f| json!([f]));
+    assert_eq!(most.load(Ordering::SeqCst), 2, "never more analyses at once than worker.threads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_one_lane_is_retried_there_and_the_other_lanes_go_on() {
+    let crashy = Crashy::new("lane-crash-once", Some(5), 1);
+    let frames = run_with(vec![crashy.clone()], 3, 3).await.unwrap();
+    check_frames(&frames, &["lane-crash-once"], |_, f| json!([f]));
+    assert_eq!(crashy.crashes.load(Ordering::SeqCst), 1);
+    // Three lanes, and one replacement for the lane that crashed.
+    assert_eq!(actors_started("lane-crash-once").len(), 4);
 }

@@ -95,6 +95,10 @@ pub struct WorkerSection {
     pub models_dir: String,
     /// Analyses this worker loads at start-up and offers.
     pub models: Vec<String>,
+    /// The onnxruntime shared library for models with `engine =
+    /// "onnxruntime"` (empty: `libonnxruntime.so` in `models_dir`, where
+    /// `cargo xtask models` puts the one the onnxruntime wheel ships).
+    pub onnxruntime_library: String,
     /// Shards worked on at once.
     pub capacity: u32,
     /// Frames analysed at once, over all of this worker's shards and models
@@ -440,6 +444,7 @@ impl Default for WorkerSection {
             listen: "127.0.0.1:0".into(),
             models_dir: "./models".into(),
             models: vec!["objects".into(), "joy".into(), "colors".into()],
+            onnxruntime_library: String::new(),
             capacity: 1,
             threads: 0,
             pipeline_depth: 8,
@@ -750,6 +755,7 @@ impl ModelFamily {
             score_threshold: Some(score),
             nms_threshold: Some(nms),
             max_detections: Some(max),
+            engine: ModelEngine::Tract,
         };
         match self {
             ModelFamily::Nanodet => detector(416, 0.35, 0.6, 100),
@@ -762,6 +768,7 @@ impl ModelFamily {
                 score_threshold: None,
                 nms_threshold: None,
                 max_detections: None,
+                engine: ModelEngine::Tract,
             },
         }
     }
@@ -798,6 +805,25 @@ pub struct ModelConfig {
     /// At most this many boxes per frame (detectors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_detections: Option<u32>,
+    /// Which engine runs the model's ONNX files: `tract` (default) or
+    /// `onnxruntime` (from `worker.onnxruntime_library`).
+    #[serde(default, skip_serializing_if = "ModelEngine::is_tract")]
+    pub engine: ModelEngine,
+}
+
+/// `engine` of a registry entry.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelEngine {
+    #[default]
+    Tract,
+    Onnxruntime,
+}
+
+impl ModelEngine {
+    pub fn is_tract(&self) -> bool {
+        *self == ModelEngine::Tract
+    }
 }
 
 /// A `[models.NAME]` table as written: every key optional, merged onto the
@@ -812,6 +838,7 @@ struct ModelEntry {
     score_threshold: Option<f64>,
     nms_threshold: Option<f64>,
     max_detections: Option<u32>,
+    engine: Option<ModelEngine>,
 }
 
 /// The built-in registry: `objects` (NanoDet-m), `joy` (MTCNN + classifiers)
@@ -869,6 +896,9 @@ fn resolve_entry(name: &str, e: ModelEntry) -> Result<ModelConfig, String> {
     if e.max_detections.is_some() {
         m.max_detections = e.max_detections;
     }
+    if let Some(v) = e.engine {
+        m.engine = v;
+    }
     Ok(m)
 }
 
@@ -903,6 +933,9 @@ impl ModelConfig {
         }
         if let Some(f) = self.files.iter().find(|f| f.trim().is_empty()) {
             return Err(format!("{at}: `files` has an empty name {f:?}"));
+        }
+        if fam == ModelFamily::Kmeans && self.engine != ModelEngine::Tract {
+            return Err(format!("{at}: `engine` applies to ONNX models; k-means runs no model"));
         }
         if !fam.is_detector() {
             let extra = [

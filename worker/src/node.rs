@@ -33,6 +33,8 @@ pub struct WorkerOptions {
     pub coordinators: Vec<String>,
     pub models_dir: PathBuf,
     pub models: Vec<String>,
+    /// `worker.onnxruntime_library`, resolved (default: in `models_dir`).
+    pub onnxruntime_library: PathBuf,
     /// The model registry (`[models]` of the config): how each name in
     /// `models` is loaded.
     pub registry: BTreeMap<String, ModelConfig>,
@@ -60,6 +62,10 @@ impl WorkerOptions {
             coordinators,
             models_dir: PathBuf::from(&cfg.worker.models_dir),
             models: cfg.worker.models.clone(),
+            onnxruntime_library: match cfg.worker.onnxruntime_library.as_str() {
+                "" => PathBuf::from(&cfg.worker.models_dir).join(analysis::ONNXRUNTIME_LIBRARY),
+                l => PathBuf::from(l),
+            },
             registry: cfg.models.clone(),
             capacity: cfg.worker.capacity,
             threads: cfg.worker.threads,
@@ -85,7 +91,7 @@ pub fn load_analyses(opts: &WorkerOptions) -> anyhow::Result<HashMap<String, Arc
             let known: Vec<&str> = opts.registry.keys().map(String::as_str).collect();
             anyhow::bail!("cannot load analysis '{m}': it is not in the model registry; known models: {}", known.join(", "));
         };
-        let a = analysis::load_model(m, entry, &opts.models_dir)
+        let a = analysis::load_model(m, entry, &opts.models_dir, &opts.onnxruntime_library)
             .with_context(|| format!("cannot load analysis '{m}' (family {}) from {}", entry.family, opts.models_dir.display()))?;
         out.insert(m.clone(), a);
     }

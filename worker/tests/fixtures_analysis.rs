@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use panoptes_worker::analysis::{self, equality, Analysis, RgbFrame};
+use panoptes_worker::analysis::{self, equality, Analysis, Engine, RgbFrame};
 use serde_json::Value;
 
 /// The repository's `fixtures/`: clips and the reference's expected results.
@@ -31,6 +31,15 @@ fn models_dir() -> PathBuf {
         d.display()
     );
     d
+}
+
+/// The onnxruntime engine, from `libonnxruntime.so` in the models directory
+/// (`cargo xtask models` puts it there). Missing, the test fails: the
+/// fixtures must pass on both engines.
+fn onnxruntime() -> Engine {
+    let library = models_dir().join(analysis::ONNXRUNTIME_LIBRARY);
+    assert!(library.is_file(), "no {}: run `bash scripts/setup.sh` (cargo xtask models fetches it)", library.display());
+    Engine::Onnxruntime { library }
 }
 
 /// Every frame of the clip as packed RGB24, through the worker's own decoder
@@ -68,15 +77,15 @@ struct Tally {
 
 /// Runs `models` over both clips; prints every disagreement and the
 /// per-model agreement and speed; returns the disagreements.
-fn check(models: &[&str]) -> Vec<String> {
+fn check(models: &[&str], engine: &Engine) -> Vec<String> {
     let fixtures = fixtures_dir();
     let models_dir = models_dir();
     let loaded: Vec<(String, Arc<dyn Analysis>)> = models
         .iter()
         .map(|&m| {
             let t = Instant::now();
-            let a = analysis::load(m, &models_dir).unwrap_or_else(|e| panic!("load {m}: {e}"));
-            eprintln!("loaded {m} in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+            let a = analysis::load_on(m, &models_dir, engine).unwrap_or_else(|e| panic!("load {m} on {engine:?}: {e}"));
+            eprintln!("loaded {m} on {engine:?} in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
             (m.to_owned(), a)
         })
         .collect();
@@ -128,7 +137,7 @@ fn check(models: &[&str]) -> Vec<String> {
 
 #[test]
 fn colors_and_objects_agree_with_reference() {
-    let failures = check(&["colors", "objects"]);
+    let failures = check(&["colors", "objects"], &Engine::Tract);
     assert!(
         failures.is_empty(),
         "{} disagreement(s):\n{}",
@@ -138,8 +147,38 @@ fn colors_and_objects_agree_with_reference() {
 }
 
 #[test]
+fn objects_on_onnxruntime_agrees_with_reference() {
+    let failures = check(&["objects"], &onnxruntime());
+    assert!(failures.is_empty(), "{} disagreement(s):\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn joy_on_onnxruntime_agrees_with_reference() {
+    let failures = check(&["joy"], &onnxruntime());
+    assert!(failures.is_empty(), "{} disagreement(s):\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn a_missing_onnxruntime_library_names_the_key_and_the_fix() {
+    let engine = Engine::Onnxruntime { library: PathBuf::from("/nonexistent/libonnxruntime.so") };
+    // Only the first load in a process tries the library; this test's own
+    // process may have loaded the real one already, so it runs in a child.
+    if std::env::var_os("PANOPTES_TEST_ORT_MISSING").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "a_missing_onnxruntime_library_names_the_key_and_the_fix", "--nocapture"])
+            .env("PANOPTES_TEST_ORT_MISSING", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    let err = analysis::load_on("objects", &models_dir(), &engine).err().expect("loaded without a library").to_string();
+    assert!(err.contains("/nonexistent/libonnxruntime.so") && err.contains("worker.onnxruntime_library") && err.contains("cargo xtask models"), "{err}");
+}
+
+#[test]
 fn joy_agrees_with_reference() {
-    let failures = check(&["joy"]);
+    let failures = check(&["joy"], &Engine::Tract);
     assert!(
         failures.is_empty(),
         "{} disagreement(s):\n{}",

@@ -117,7 +117,8 @@ CPU time instead: the coordinator's and the worker's user + system time from
 submit to completion per analysed frame, against the one process's over its
 loop.
 vs Python: `xtask/bench/python_loop.py`, the loop a user would write
-instead (PyAV decoding, onnxruntime with 2 intra-op threads, numpy and
+instead (PyAV decoding, onnxruntime with the better of 1 and 2 intra-op
+threads: on 2 cores its spinning pool threads made 2 slower than 1; numpy and
 Pillow, the same ONNX files and contract; it matches the fixtures' expected
 results), against `panoptes analyze` and a 1-coordinator + 1-worker cluster
 (`worker.threads` = all cores) on the sample video scaled to 640×272 and
@@ -201,14 +202,8 @@ struct Bins {
 }
 
 fn build() -> Result<Bins> {
-    println!("==> building (debug profile): panoptes, examples decode_resize, stage_costs, model_latency");
-    for args in [
-        &["-p", "panoptes", "--bin", "panoptes"][..],
-        &["-p", "panoptes-media", "--example", "decode_resize"],
-        &["-p", "panoptes-worker", "--example", "stage_costs", "--example", "model_latency"],
-    ] {
-        cargo_build(args)?;
-    }
+    println!("==> building (debug profile): the workspace's binaries, tests and examples");
+    cargo_build(WORKSPACE_BUILD)?;
     let d = root().join("target/debug");
     Ok(Bins {
         panoptes: d.join("panoptes"),
@@ -217,6 +212,12 @@ fn build() -> Result<Bins> {
         model_latency: d.join("examples/model_latency"),
     })
 }
+
+/// What xtask builds: the whole workspace with its tests and examples, so
+/// that features unify as in `cargo test --workspace` and nothing built for
+/// the suite is rebuilt (`-p panoptes` alone selects fewer features of
+/// tonic, rustls and others, and rebuilds them and the binary).
+pub(crate) const WORKSPACE_BUILD: &[&str] = &["--workspace", "--bins", "--tests", "--examples"];
 
 /// `cargo build --quiet ARGS` in the workspace (debug profile).
 pub(crate) fn cargo_build(args: &[&str]) -> Result<()> {
@@ -423,7 +424,7 @@ fn end_to_end(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path, cores: u
     let mut runs: Vec<(String, Result<ClusterRun>)> = Vec::new();
     for (models, workers) in [(ALL, 1usize), (ALL, 2), ("colors", 1), ("objects", 1)] {
         println!("==> end to end: 1 coordinator, {workers} worker(s), {models}, frame step {step}");
-        let r = cluster_run(bins, models_dir, work, &clip, models, step, workers, pin.then_some(cores), false);
+        let r = cluster_run(bins, models_dir, work, &clip, models, step, workers, pin.then_some(cores), false, None);
         match &r {
             Ok(r) => println!("    {} at {:.2} frames/s, {:.1} CPU ms/frame; worker RSS (peak, steady) KiB: {:?}", r.frames_text(), r.fps, r.cpu_ms.unwrap_or(f64::NAN), r.rss),
             Err(e) => println!("    failed: {e:#}"),
@@ -506,7 +507,18 @@ fn end_to_end(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path, cores: u
 /// when `pin_cores` is given), wait until they are registered, run one job
 /// on `clip` and measure it; stop everything.
 #[allow(clippy::too_many_arguments)]
-fn cluster_run(bins: &Bins, models_dir: &Path, work: &Path, clip: &Path, models: &str, step: u32, workers: usize, pin_cores: Option<usize>, pictures: bool) -> Result<ClusterRun> {
+fn cluster_run(
+    bins: &Bins,
+    models_dir: &Path,
+    work: &Path,
+    clip: &Path,
+    models: &str,
+    step: u32,
+    workers: usize,
+    pin_cores: Option<usize>,
+    pictures: bool,
+    worker_config: Option<&Path>,
+) -> Result<ClusterRun> {
     let dir = work.join(format!("e2e-{}-w{workers}", models.replace(',', "-")));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -529,6 +541,9 @@ fn cluster_run(bins: &Bins, models_dir: &Path, work: &Path, clip: &Path, models:
             s("--data-dir"),
             dir.join(&name).display().to_string(),
         ];
+        if let Some(c) = worker_config {
+            args.extend([s("--config"), c.display().to_string()]);
+        }
         // taskset execs the worker, so the child's pid is the worker's.
         let prog = match pin_cores {
             Some(cores) => {
@@ -601,7 +616,7 @@ fn cluster_run(bins: &Bins, models_dir: &Path, work: &Path, clip: &Path, models:
 // ---------------------------------------------------------------- versus the Python loop
 
 /// What a user would write instead: one Python process, PyAV decoding,
-/// onnxruntime with 2 intra-op threads, the same ONNX files and the same
+/// onnxruntime (the better of 1 and 2 intra-op threads), the same ONNX files and the same
 /// contract (`xtask/bench/python_loop.py`, checked against the fixtures'
 /// expected results), against `panoptes analyze` and a 1-coordinator +
 /// 1-worker cluster on the same clips: the sample video scaled to 640×272
@@ -619,6 +634,11 @@ fn versus_python(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path) -> Ve
         return vec![Row::not_measured(section, "the Python onnxruntime loop", &e)];
     }
     let script = root().join("xtask/bench/python_loop.py");
+    // The onnxruntime engine for the ONNX models (colors runs none).
+    let ort_config = work.join("onnxruntime.toml");
+    if let Err(e) = std::fs::write(&ort_config, "[models.objects]\nengine = \"onnxruntime\"\n\n[models.joy]\nengine = \"onnxruntime\"\n") {
+        return vec![Row::not_measured(section, "onnxruntime engine config", &e.into())];
+    }
     let mut rows = Vec::new();
     for size in ["640x272", "1280x720"] {
         let clip = work.join(format!("python-{size}-{}.mp4", plan.python_frames));
@@ -636,56 +656,72 @@ fn versus_python(plan: &Plan, bins: &Bins, models_dir: &Path, work: &Path) -> Ve
         }
         let on = format!("{}, {} frames", size.replace('x', "×"), plan.python_frames);
         for (models, goal, pictures) in [(ALL, "≥ 1.0", false), ("colors", "≥ 2.0", true)] {
-            println!("==> vs Python: {on}, {models}: the Python loop (onnxruntime, 2 threads)");
-            let python = output(
-                Command::new(&py).arg(&script).arg(&clip).args(["--models", models, "--threads", "2", "--models-dir"]).arg(models_dir),
-                "python_loop.py",
-                Duration::from_secs(1800),
-            )
-            .and_then(|o| json_line(&o, "python_loop.py"))
-            .and_then(|v| v["fps"].as_f64().context("no fps"));
-            let python = match python {
-                Ok(f) => f,
-                Err(e) => {
-                    rows.push(Row::not_measured(section, format!("{on}, {models}: the Python loop"), &e));
-                    continue;
-                }
-            };
-            println!("    {python:.2} frames/s");
-            let baseline = format!("{python:.2} frames/s (Python loop, onnxruntime 2 threads)");
-            if !pictures {
-                println!("==> vs Python: {on}, {models}: panoptes analyze");
-                // The summary is on stderr (stdout holds the results): swap them.
-                let analyze = output(
-                    Command::new("sh")
-                        .args(["-c", "exec \"$0\" \"$@\" 2>&1 >/dev/null"])
-                        .arg(&bins.panoptes)
-                        .arg("analyze")
-                        .arg(&clip)
-                        .args(["--models", models, "--json", "--models-dir"])
-                        .arg(models_dir),
-                    "panoptes analyze",
+            // onnxruntime's 2 intra-op threads are what the issue names, but its
+            // spinning pool threads fight the loop's own decode and numpy on 2
+            // cores (measured: 2 threads at half the speed of 1): the baseline
+            // is the better of 1 and 2 threads.
+            let mut best: Option<(f64, u32)> = None;
+            let mut failed = None;
+            for threads in [1u32, 2] {
+                println!("==> vs Python: {on}, {models}: the Python loop (onnxruntime, {threads} thread(s))");
+                let fps = output(
+                    Command::new(&py).arg(&script).arg(&clip).args(["--models", models, "--threads", &threads.to_string(), "--models-dir"]).arg(models_dir),
+                    "python_loop.py",
                     Duration::from_secs(1800),
                 )
-                .and_then(|o| json_line(&o, "panoptes analyze"))
-                .and_then(|v| v["summary"]["fps"].as_f64().context("no summary"));
-                rows.push(match analyze {
+                .and_then(|o| json_line(&o, "python_loop.py"))
+                .and_then(|v| v["fps"].as_f64().context("no fps"));
+                match fps {
                     Ok(f) => {
                         println!("    {f:.2} frames/s");
-                        Row::new(section, format!("{on}, {models}: panoptes analyze"), format!("{f:.2} frames/s")).baseline(baseline.clone(), f / python).goal(goal)
+                        if best.is_none_or(|(b, _)| f > b) {
+                            best = Some((f, threads));
+                        }
                     }
-                    Err(e) => Row::not_measured(section, format!("{on}, {models}: panoptes analyze"), &e),
+                    Err(e) => failed = Some(e),
+                }
+            }
+            let Some((python, threads)) = best else {
+                let e = failed.unwrap_or_else(|| anyhow::anyhow!("no run"));
+                rows.push(Row::not_measured(section, format!("{on}, {models}: the Python loop"), &e));
+                continue;
+            };
+            let baseline = format!("{python:.2} frames/s (Python loop, onnxruntime, best of 1 and 2 threads: {threads})");
+            // Per engine: tract (the default), then onnxruntime for the ONNX models.
+            let engines: &[(&str, Option<&Path>, &str)] =
+                if pictures { &[("", None, goal)] } else { &[("", None, goal), (", onnxruntime engine", Some(&ort_config), "≥ 1.5")] };
+            for &(engine, config, goal) in engines {
+                if !pictures {
+                    let what = format!("{on}, {models}: panoptes analyze{engine}");
+                    println!("==> vs Python: {what}");
+                    // The summary is on stderr (stdout holds the results): swap them.
+                    let mut cmd = Command::new("sh");
+                    cmd.args(["-c", "exec \"$0\" \"$@\" 2>&1 >/dev/null"]).arg(&bins.panoptes).arg("analyze").arg(&clip);
+                    cmd.args(["--models", models, "--json", "--models-dir"]).arg(models_dir);
+                    if let Some(c) = config {
+                        cmd.arg("--config").arg(c);
+                    }
+                    let analyze = output(&mut cmd, "panoptes analyze", Duration::from_secs(1800))
+                        .and_then(|o| json_line(&o, "panoptes analyze"))
+                        .and_then(|v| v["summary"]["fps"].as_f64().context("no summary"));
+                    rows.push(match analyze {
+                        Ok(f) => {
+                            println!("    {f:.2} frames/s");
+                            Row::new(section, what, format!("{f:.2} frames/s")).baseline(baseline.clone(), f / python).goal(goal)
+                        }
+                        Err(e) => Row::not_measured(section, what, &e),
+                    });
+                }
+                let what = format!("{on}, {models}: 1 coordinator + 1 worker{}{engine}", if pictures { ", pictures stored" } else { "" });
+                println!("==> vs Python: {what}");
+                rows.push(match cluster_run(bins, models_dir, work, &clip, models, 1, 1, None, pictures, config) {
+                    Ok(r) => {
+                        println!("    {:.2} frames/s", r.fps);
+                        Row::new(section, what, format!("{:.2} frames/s ({})", r.fps, r.frames_text())).baseline(baseline.clone(), r.fps / python).goal(goal)
+                    }
+                    Err(e) => Row::not_measured(section, what, &e),
                 });
             }
-            let what = if pictures { "1 coordinator + 1 worker, pictures stored" } else { "1 coordinator + 1 worker" };
-            println!("==> vs Python: {on}, {models}: {what}");
-            rows.push(match cluster_run(bins, models_dir, work, &clip, models, 1, 1, None, pictures) {
-                Ok(r) => {
-                    println!("    {:.2} frames/s", r.fps);
-                    Row::new(section, format!("{on}, {models}: {what}"), format!("{:.2} frames/s ({})", r.fps, r.frames_text())).baseline(baseline, r.fps / python).goal(goal)
-                }
-                Err(e) => Row::not_measured(section, format!("{on}, {models}: {what}"), &e),
-            });
         }
     }
     rows

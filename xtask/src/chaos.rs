@@ -8,10 +8,10 @@ use crate::root;
 
 /// Run `chaos_long` for `seed` (or `seeds` seeds from 1), `faults` faults each.
 pub fn run(seeds: u64, seed: Option<u64>, faults: usize) -> Result<()> {
-    let st = Command::new("cargo").args(["build", "-p", "panoptes"]).current_dir(root()).status().context("run cargo build")?;
-    if !st.success() {
-        bail!("cargo build -p panoptes failed: fix the build, then rerun");
-    }
+    // The workspace's feature set, as `cargo test --workspace` builds it: with
+    // `-p` alone cargo unifies features over fewer crates and rebuilds
+    // tonic, rustls and the binary (minutes), then again for the suite.
+    crate::bench::cargo_build(crate::bench::WORKSPACE_BUILD).context("fix the build, then rerun")?;
     let list: Vec<u64> = match seed {
         Some(s) => vec![s],
         None => (1..=seeds).collect(),
@@ -20,7 +20,7 @@ pub fn run(seeds: u64, seed: Option<u64>, faults: usize) -> Result<()> {
     for s in &list {
         println!("=== chaos seed {s} ({faults} faults)");
         let out = Command::new("cargo")
-            .args(["test", "-p", "panoptes-tests", "--test", "chaos", "--", "--ignored", "--nocapture", "--exact", "chaos_long"])
+            .args(["test", "--workspace", "-p", "panoptes-tests", "--test", "chaos", "--", "--ignored", "--nocapture", "--exact", "chaos_long"])
             .env("PANOPTES_CHAOS_SEED", s.to_string())
             .env("PANOPTES_CHAOS_FAULTS", faults.to_string())
             .current_dir(root())

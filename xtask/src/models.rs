@@ -67,9 +67,52 @@ fn sha256(path: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string())
 }
 
-/// Prepare `out`: copy from `from` (checksums verified) or rebuild from the registry packages.
+/// The onnxruntime the optional engine loads (`engine = "onnxruntime"`):
+/// the shared library from this wheel on PyPI, checked by its sha256.
+const ONNXRUNTIME_WHEEL: &str = "onnxruntime==1.32.0";
+const ONNXRUNTIME_SO: &str = "onnxruntime/capi/libonnxruntime.so.1.32.0";
+const ONNXRUNTIME_SHA256: &str = "6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f";
+
+/// Put `libonnxruntime.so` in `out` (from the onnxruntime wheel, downloaded
+/// with pip for CPython 3.11 on manylinux x86_64, whatever Python runs it).
+fn fetch_onnxruntime(out: &Path) -> Result<()> {
+    let dst = out.join("libonnxruntime.so");
+    if dst.exists() && sha256(&dst)? == ONNXRUNTIME_SHA256 {
+        return Ok(());
+    }
+    step(&format!("fetching libonnxruntime.so from the {ONNXRUNTIME_WHEEL} wheel (PyPI, ~17 MB) for engine = \"onnxruntime\""));
+    let dir = target_dir().join("xtask-onnxruntime");
+    std::fs::create_dir_all(&dir)?;
+    run_cmd(
+        Command::new("python3")
+            .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:", "--python-version", "3.11"])
+            .args(["--platform", "manylinux_2_27_x86_64", "--platform", "manylinux_2_28_x86_64", "-d"])
+            .arg(&dir)
+            .arg(ONNXRUNTIME_WHEEL),
+        "pip download onnxruntime",
+        "Is PyPI reachable? (python3 -m pip is needed)",
+    )?;
+    let wheel = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("onnxruntime-1.32.0") && n.ends_with(".whl")))
+        .context("pip downloaded no onnxruntime 1.32.0 wheel")?;
+    let script = "import zipfile,sys\nopen(sys.argv[3],'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))\n";
+    let tmp = out.join("libonnxruntime.so.tmp");
+    run_cmd(Command::new("python3").args(["-c", script]).arg(&wheel).arg(ONNXRUNTIME_SO).arg(&tmp), "extracting libonnxruntime.so", "")?;
+    let got = sha256(&tmp)?;
+    if got != ONNXRUNTIME_SHA256 {
+        bail!("{ONNXRUNTIME_SO} in {}: sha256 {got} does not match the expected {ONNXRUNTIME_SHA256}", wheel.display());
+    }
+    std::fs::rename(&tmp, &dst)?;
+    Ok(())
+}
+
+/// Prepare `out`: copy from `from` (checksums verified) or rebuild from the
+/// registry packages; either way also the onnxruntime library.
 pub fn run(from: Option<PathBuf>, out: PathBuf) -> Result<()> {
     std::fs::create_dir_all(&out)?;
+    fetch_onnxruntime(&out)?;
     let Some(from) = from else {
         return rebuild(&out);
     };
@@ -85,7 +128,7 @@ pub fn run(from: Option<PathBuf>, out: PathBuf) -> Result<()> {
             bail!("{}: sha256 {got} does not match the expected {sum}", src.display());
         }
     }
-    println!("models ready in {} ({} files, checksums verified)", out.display(), MODELS.len());
+    println!("models ready in {} ({} files and libonnxruntime.so, checksums verified)", out.display(), MODELS.len());
     Ok(())
 }
 

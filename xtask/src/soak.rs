@@ -31,7 +31,7 @@ pub fn run(minutes: u64, models: &str, models_dir: PathBuf, json_out: bool, buil
     say(format!("==> cargo xtask soak: {minutes} min live RTMP push (640x480, 25 fps), models {models}; {cores} cores, load average {load_before}"));
     if build {
         say("==> building (debug profile): panoptes".into());
-        bench::cargo_build(&["-p", "panoptes", "--bin", "panoptes"])?;
+        bench::cargo_build(bench::WORKSPACE_BUILD)?;
     }
     let panoptes = root().join("target/debug/panoptes");
     if !panoptes.exists() {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tract_onnx::prelude::{InferenceModel, TValue};
 
 use super::geometry::{nms, round_half_up, round_to, BBox, Overlap};
-use super::model::{self, Plan};
+use super::model::{self, Engine, Plan};
 use super::resize::{resize_region, Region};
 use super::{check_frame, gray_px, Analysis, ModelError, RgbFrame};
 
@@ -46,7 +46,9 @@ struct Net {
 /// The `joy` analysis.
 pub struct Joy {
     pnet_path: PathBuf,
-    pnet_model: InferenceModel,
+    /// tract: the parsed P-Net, planned per pyramid level below; `None` with
+    /// onnxruntime, whose one P-Net plan (under (12, 12)) takes every shape.
+    pnet_model: Option<InferenceModel>,
     /// P-Net plans fixed to each pyramid level's concrete input shape
     /// (symbolic shapes run several times slower), keyed by (height, width).
     pnet_plans: Mutex<HashMap<(usize, usize), Arc<Net>>>,
@@ -83,12 +85,8 @@ fn locate(path: &Path, plan: Plan, expected: &str) -> Result<Net, ModelError> {
 }
 
 /// Loads a softmax classifier on `[1,64,64,1]` and checks it has `classes` outputs.
-fn classifier(path: &Path, classes: usize) -> Result<Plan, ModelError> {
-    let plan = model::plan(
-        path,
-        model::read(path)?,
-        &[1, CLASSIFIER_SIZE, CLASSIFIER_SIZE, 1],
-    )?;
+fn classifier(engine: &Engine, path: &Path, classes: usize) -> Result<Plan, ModelError> {
+    let plan = model::load(engine, path, &[1, CLASSIFIER_SIZE, CLASSIFIER_SIZE, 1])?;
     let shapes = model::output_shapes(&plan);
     if shapes.len() != 1 || shapes[0] != [Some(1), Some(classes)] {
         return Err(ModelError::Layout {
@@ -106,16 +104,22 @@ pub(crate) const FILES: [&str; 5] = [PNET_FILE, RNET_FILE, ONET_FILE, EMOTION_FI
 impl Joy {
     /// Loads the default files from `dir`.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        Self::load_files(&FILES.map(|f| dir.join(f)))
+        Self::load_files(&Engine::Tract, &FILES.map(|f| dir.join(f)))
     }
 
     /// Loads P-Net, R-Net, O-Net, the emotion and the gender classifier from
     /// these files, in that order.
-    pub fn load_files(files: &[PathBuf; 5]) -> Result<Self, ModelError> {
+    pub fn load_files(engine: &Engine, files: &[PathBuf; 5]) -> Result<Self, ModelError> {
         let [pnet_path, rnet_path, onet_path, emotion_path, gender_path] = files.clone();
-        let pnet_model = model::read(&pnet_path)?;
+        let pnet_model = match engine {
+            Engine::Tract => Some(model::read(&pnet_path)?),
+            Engine::Onnxruntime { .. } => None,
+        };
         // Check the layout now on the smallest level (one 12×12 cell).
-        let probe = model::plan(&pnet_path, pnet_model.clone(), &[1, 12, 12, 3])?;
+        let probe = match &pnet_model {
+            Some(m) => model::plan(&pnet_path, m.clone(), &[1, 12, 12, 3])?,
+            None => model::load(engine, &pnet_path, &[1, 12, 12, 3])?,
+        };
         let probe = locate(
             &pnet_path,
             probe,
@@ -126,13 +130,13 @@ impl Joy {
 
         // R-/O-Net run one crop at a time: a concrete batch of 1 is faster
         // per crop in tract than any larger or symbolic batch.
-        let rnet = model::plan(&rnet_path, model::read(&rnet_path)?, &[1, 24, 24, 3])?;
+        let rnet = model::load(engine, &rnet_path, &[1, 24, 24, 3])?;
         let rnet = locate(
             &rnet_path,
             rnet,
             "outputs bbox_reg [1,4] and prob [1,2] for input [1,24,24,3]",
         )?;
-        let onet = model::plan(&onet_path, model::read(&onet_path)?, &[1, 48, 48, 3])?;
+        let onet = model::load(engine, &onet_path, &[1, 48, 48, 3])?;
         let onet = locate(
             &onet_path,
             onet,
@@ -145,19 +149,23 @@ impl Joy {
             pnet_plans: Mutex::new(plans),
             rnet,
             onet,
-            emotion: classifier(&emotion_path, EMOTIONS.len())?,
-            gender: classifier(&gender_path, GENDERS.len())?,
+            emotion: classifier(engine, &emotion_path, EMOTIONS.len())?,
+            gender: classifier(engine, &gender_path, GENDERS.len())?,
             mtcnn_lut: std::array::from_fn(|v| (v as f32 - 127.5) / 128.0),
             gray_lut: std::array::from_fn(|v| (v as f32 / 255.0 - 0.5) * 2.0),
         })
     }
 
     fn pnet(&self, h: usize, w: usize) -> anyhow::Result<Arc<Net>> {
+        let Some(pnet_model) = &self.pnet_model else {
+            // onnxruntime: one plan for every shape.
+            return Ok(self.pnet_plans.lock().unwrap()[&(12, 12)].clone());
+        };
         if let Some(net) = self.pnet_plans.lock().unwrap().get(&(h, w)) {
             return Ok(net.clone());
         }
         // Plan outside the lock; two threads may both plan the same shape.
-        let plan = model::plan(&self.pnet_path, self.pnet_model.clone(), &[1, h, w, 3])?;
+        let plan = model::plan(&self.pnet_path, pnet_model.clone(), &[1, h, w, 3])?;
         let net = Arc::new(locate(
             &self.pnet_path,
             plan,

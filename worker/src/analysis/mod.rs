@@ -20,6 +20,7 @@ pub mod resize;
 mod yolo;
 
 pub use colors::Colors;
+pub use model::Engine;
 pub use joy::Joy;
 pub use objects::{DetectorParams, Objects};
 pub use panoptes_common::config::{ModelConfig, ModelFamily};
@@ -61,6 +62,8 @@ pub enum ModelError {
     },
     #[error("model {name:?}: {reason}")]
     Config { name: String, reason: String },
+    #[error("{reason}")]
+    Engine { reason: String },
 }
 
 /// Names of the built-in analyses available.
@@ -71,8 +74,13 @@ pub fn builtin_names() -> &'static [&'static str] {
 /// Loads a built-in analysis by name with its default settings, reading
 /// model files from `models_dir`.
 pub fn load(name: &str, models_dir: &Path) -> Result<Arc<dyn Analysis>, ModelError> {
+    load_on(name, models_dir, &Engine::Tract)
+}
+
+/// [`load`] with the given engine.
+pub fn load_on(name: &str, models_dir: &Path, engine: &Engine) -> Result<Arc<dyn Analysis>, ModelError> {
     match panoptes_common::config::builtin_models().get(name) {
-        Some(m) => load_model(name, m, models_dir),
+        Some(m) => load_with(name, m, models_dir, engine),
         None => Err(ModelError::UnknownAnalysis {
             name: name.to_owned(),
         }),
@@ -82,10 +90,32 @@ pub fn load(name: &str, models_dir: &Path) -> Result<Arc<dyn Analysis>, ModelErr
 /// Loads the registry entry `m` under `name`, its files relative to
 /// `models_dir` (absolute file names are used as they are). A missing,
 /// unreadable or wrongly shaped file is an error naming it.
+///
+/// `onnxruntime_library` is the library for an entry with `engine =
+/// "onnxruntime"` (`worker.onnxruntime_library`).
 pub fn load_model(
     name: &str,
     m: &ModelConfig,
     models_dir: &Path,
+    onnxruntime_library: &Path,
+) -> Result<Arc<dyn Analysis>, ModelError> {
+    let engine = match m.engine {
+        panoptes_common::config::ModelEngine::Tract => Engine::Tract,
+        panoptes_common::config::ModelEngine::Onnxruntime => Engine::Onnxruntime { library: onnxruntime_library.to_path_buf() },
+    };
+    load_with(name, m, models_dir, &engine)
+}
+
+/// The name of the onnxruntime library in the models directory, where
+/// `cargo xtask models` puts it.
+pub const ONNXRUNTIME_LIBRARY: &str = "libonnxruntime.so";
+
+/// [`load_model`] with the engine given (the entry's `engine` is not read).
+pub fn load_with(
+    name: &str,
+    m: &ModelConfig,
+    models_dir: &Path,
+    engine: &Engine,
 ) -> Result<Arc<dyn Analysis>, ModelError> {
     let files: Vec<PathBuf> = m.files.iter().map(|f| models_dir.join(f)).collect();
     let (want, what) = m.family.files_expected();
@@ -108,12 +138,13 @@ pub fn load_model(
     let size = || m.input_size.unwrap_or(640) as usize;
     let a: Arc<dyn Analysis> = match m.family {
         ModelFamily::Kmeans => Arc::new(Colors),
-        ModelFamily::Nanodet => Arc::new(Objects::load_with(&files[0], size(), detector())?),
+        ModelFamily::Nanodet => Arc::new(Objects::load_with(engine, &files[0], size(), detector())?),
         ModelFamily::Mtcnn => {
             let files: [PathBuf; 5] = files.try_into().expect("five files checked above");
-            Arc::new(Joy::load_files(&files)?)
+            Arc::new(Joy::load_files(engine, &files)?)
         }
         ModelFamily::Yolov8 => Arc::new(Yolo::load(
+            engine,
             name,
             YoloVersion::V8,
             &files[0],
@@ -121,6 +152,7 @@ pub fn load_model(
             detector(),
         )?),
         ModelFamily::Yolov5 => Arc::new(Yolo::load(
+            engine,
             name,
             YoloVersion::V5,
             &files[0],

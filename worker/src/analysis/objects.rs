@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::geometry::{nms, round_to, BBox, Overlap};
-use super::model::{self, Plan};
+use super::model::{self, Engine, Plan};
 use super::resize::resize_bilinear;
 use super::{check_frame, Analysis, ModelError, RgbFrame};
 
@@ -74,14 +74,14 @@ pub(crate) struct Candidate {
 impl Objects {
     /// NanoDet-m 416 with the spec's labels and thresholds.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        Self::load_with(path, SIZE, DetectorParams::nanodet_defaults())
+        Self::load_with(&Engine::Tract, path, SIZE, DetectorParams::nanodet_defaults())
     }
 
     /// A NanoDet model on a `size`×`size` input (a multiple of 32) with
     /// `params.labels.len()` classes.
-    pub fn load_with(path: &Path, size: usize, params: DetectorParams) -> Result<Self, ModelError> {
+    pub fn load_with(engine: &Engine, path: &Path, size: usize, params: DetectorParams) -> Result<Self, ModelError> {
         let classes = params.labels.len();
-        let plan = model::plan(path, model::read(path)?, &[1, 3, size, size])?;
+        let plan = model::load(engine, path, &[1, 3, size, size])?;
         let shapes = model::output_shapes(&plan);
         let find = |n: usize, last: usize| {
             let want = [Some(1), Some(n), Some(last)];

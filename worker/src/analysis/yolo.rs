@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::geometry::{round_half_up, BBox};
-use super::model::{self, Plan};
+use super::model::{self, Engine, Plan};
 use super::objects::{detections_json, Candidate, DetectorParams};
 use super::resize::resize_bilinear;
 use super::{check_frame, Analysis, ModelError, RgbFrame};
@@ -117,6 +117,7 @@ impl Yolo {
     /// Loads `path` on a `size`×`size` input and checks its output is the
     /// `version`'s layout for `params.labels.len()` classes.
     pub fn load(
+        engine: &Engine,
         name: &str,
         version: YoloVersion,
         path: &Path,
@@ -124,7 +125,7 @@ impl Yolo {
         params: DetectorParams,
     ) -> Result<Self, ModelError> {
         let nc = params.labels.len();
-        let plan = model::plan(path, model::read(path)?, &[1, 3, size, size])?;
+        let plan = model::load(engine, path, &[1, 3, size, size])?;
         let shapes = model::output_shapes(&plan);
         let anchors = match (version, shapes.first().map(Vec::as_slice)) {
             (YoloVersion::V8, Some(&[Some(1), Some(c), Some(n)])) if c == 4 + nc && n > 0 => n,

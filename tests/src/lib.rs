@@ -735,12 +735,18 @@ pub fn finish_push(mut c: Child, limit: Duration) -> bool {
 impl Cluster {
     /// One coordinator and worker `w1`, whose config has this `[live]` section.
     pub fn start_with_live(live: &str) -> Cluster {
+        Self::start_with_live_worker(live, &[])
+    }
+
+    /// [`Cluster::start_with_live`], the worker started with these extra flags.
+    pub fn start_with_live_worker(live: &str, worker_args: &[&str]) -> Cluster {
         let mut c = Cluster::start(&[]);
         let cfg = c.dir.path().join("cluster.toml");
         let mut text = std::fs::read_to_string(&cfg).unwrap();
         text.push_str(&format!("\n[live]\n{live}\n"));
         std::fs::write(&cfg, text).unwrap();
-        c.start_worker("w1");
+        let worker_cfg = c.cfg();
+        c.start_worker_args("w1", &worker_cfg, worker_args);
         wait_for("a worker", Duration::from_secs(30), || {
             let s = c.cli_json(&["cluster", "status", "--json"]);
             (s["workers"].as_array().map_or(0, |w| w.len()) == 1).then_some(())

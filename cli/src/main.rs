@@ -626,6 +626,7 @@ async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         batch: cfg.worker.report_batch,
         max_restarts: cfg.worker.max_restarts,
         threads: threads as u32,
+        probe_timeout: std::time::Duration::from_secs(cfg.sources.probe_timeout_s),
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let json_out = a.json;

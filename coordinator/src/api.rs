@@ -248,9 +248,24 @@ impl ApiService {
         Ok(())
     }
 
-    fn job(&self, id: &str) -> Result<Job, Status> {
+    /// A job by id. Read your writes through a follower: a job created on the
+    /// leader a moment ago may not be applied on this member yet. An id this
+    /// member has not reached (`next_job`) is waited for, at most
+    /// [`REPLICATION_WAIT`], when this member is not the leader (the leader
+    /// applies a job before it answers its creation).
+    async fn job(&self, id: &str) -> Result<Job, Status> {
         let id = parse_job(id)?;
-        self.node.reader.read(|a| a.state.jobs.get(&id).cloned()).ok_or_else(|| Status::not_found(format!("no job {}", JobId(id))))
+        let deadline = tokio::time::Instant::now() + REPLICATION_WAIT;
+        loop {
+            let (job, ahead) = self.node.reader.read(|a| (a.state.jobs.get(&id).cloned(), id >= a.state.next_job));
+            match job {
+                Some(j) => return Ok(j),
+                None if ahead && !self.node.is_leader() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                None => return Err(Status::not_found(format!("no job {}", JobId(id)))),
+            }
+        }
     }
 
     fn rows_pb(job: &Job, rows: Vec<ResultRow>, model: &str) -> Vec<pb::FrameResult> {
@@ -349,12 +364,12 @@ impl Panoptes for ApiService {
     }
 
     async fn get_status(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobStatus>, Status> {
-        Ok(Resp::new(status_pb(&self.job(&req.into_inner().job_id)?)))
+        Ok(Resp::new(status_pb(&self.job(&req.into_inner().job_id).await?)))
     }
 
     async fn get_results(&self, req: Req<pb::ResultsRequest>) -> Result<Resp<pb::ResultsResponse>, Status> {
         let r = req.into_inner();
-        let job = self.job(&r.job_id)?;
+        let job = self.job(&r.job_id).await?;
         Self::check_model(&job, &r.model)?;
         let frame = if r.has_frame { Some(r.frame) } else { None };
         let limit = match r.page_size {
@@ -375,7 +390,7 @@ impl Panoptes for ApiService {
 
     async fn stream_results(&self, req: Req<pb::ResultsRequest>) -> Result<Resp<ResultStream>, Status> {
         let r = req.into_inner();
-        let job = self.job(&r.job_id)?;
+        let job = self.job(&r.job_id).await?;
         Self::check_model(&job, &r.model)?;
         let mut reader = self.node.reader.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -427,7 +442,7 @@ impl Panoptes for ApiService {
 
     async fn get_frame_results(&self, req: Req<pb::FrameRef>) -> Result<Resp<pb::ResultsResponse>, Status> {
         let r = req.into_inner();
-        let job = self.job(&r.job_id)?;
+        let job = self.job(&r.job_id).await?;
         let (rows, _) = self.node.reader.results(job.id, Some(r.frame), None, usize::MAX);
         if rows.is_empty() {
             return Err(Status::not_found(format!("job {} has no results for frame {}", JobId(job.id), r.frame)));
@@ -437,7 +452,7 @@ impl Panoptes for ApiService {
 
     async fn get_annotated_frame(&self, req: Req<pb::FrameRef>) -> Result<Resp<pb::AnnotatedFrame>, Status> {
         let r = req.into_inner();
-        let job = self.job(&r.job_id)?;
+        let job = self.job(&r.job_id).await?;
         let id = JobId(job.id);
         if job.spec.frames_height == 0 {
             return Err(Status::not_found(format!("job {id} keeps no frame pictures (submitted with --no-frames, or frames.store is off)")));
@@ -495,7 +510,7 @@ impl Panoptes for ApiService {
     }
 
     async fn get_metrics(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobMetrics>, Status> {
-        let j = self.job(&req.into_inner().job_id)?;
+        let j = self.job(&req.into_inner().job_id).await?;
         let c = &j.counters;
         let end = if j.finished_at_ms > 0 { j.finished_at_ms } else { now_ms() };
         let wall = end.saturating_sub(j.submitted_at_ms) as f64 / 1000.0;
@@ -545,14 +560,14 @@ impl Panoptes for ApiService {
 
     async fn cancel(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobStatus>, Status> {
         let auth = caller_auth(req.metadata());
-        let j = self.job(&req.into_inner().job_id)?;
+        let j = self.job(&req.into_inner().job_id).await?;
         match self.node.write_as(Request::Cancel { job: j.id, now_ms: now_ms() }, &auth).await? {
             Response::Ok => {}
             Response::Rejected(m) => return Err(Status::failed_precondition(m)),
             other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
         info!(job_id = j.id, "job cancelled");
-        Ok(Resp::new(status_pb(&self.job(&JobId(j.id).to_string())?)))
+        Ok(Resp::new(status_pb(&self.job(&JobId(j.id).to_string()).await?)))
     }
 
     async fn create_live_endpoint(&self, req: Req<pb::LiveRequest>) -> Result<Resp<pb::LiveEndpoint>, Status> {
@@ -753,6 +768,8 @@ impl Panoptes for ApiService {
 }
 
 /// How long a follower waits for the leader's cluster status.
+/// How long a follower waits for a job id it has not applied yet (see `job`).
+const REPLICATION_WAIT: Duration = Duration::from_secs(3);
 const FORWARD_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a member waits for another member's answer to a health probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);

@@ -430,6 +430,20 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
             Refused => unreachable!(),
         }
     }
+    // ---- `panoptes analyze` (no cluster) on the trickling server: its probe
+    // has the same deadline (before, it waited as long as the server trickled).
+    {
+        let what = "panoptes analyze of an HTTP server sending a byte a second";
+        let cfg = d.join("cluster.toml");
+        let out = panoptes_tests::client_command()
+            .args(["analyze", &trickle, "--models", "colors", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("run panoptes analyze");
+        let stderr = text(&out.stderr);
+        let ok = !out.status.success() && stderr.contains(&too_slow) && stderr.contains("sources.probe_timeout_s");
+        check(what, "analyze exits with an error", format!("{:?}: {stderr}", out.status.code()), ok, &format!("{too_slow:?} and sources.probe_timeout_s"));
+    }
     drop(check);
     assert!(wrong.is_empty(), "{} of {} cases went wrong:\n{}\n{}", wrong.len(), cases.len(), wrong.join("\n"), c.logs());
     let failed_job = jobs.iter().find(|(i, _)| matches!(cases[*i].expect, Failed)).map(|(_, j)| j.clone()).unwrap();

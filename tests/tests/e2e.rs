@@ -290,3 +290,29 @@ fn t07_a_stolen_tail_is_analysed_once() {
         assert_eq!(analysed_by_workers(&c, m), 39.0, "{m}: frames analysed by the workers for 39 frames in the job ({splits} splits)\n{}", c.logs());
     }
 }
+
+/// 8. Read your writes through a follower: a job submitted through a
+///    follower and read back through the same connection at once is found
+///    (the follower waits for a job id it has not applied yet instead of
+///    answering "no job"; `submit --wait` through a follower polls exactly
+///    like this and could fail that way).
+#[test]
+fn t08_a_job_submitted_through_a_follower_is_found_there_at_once() {
+    use panoptes_proto::api::{self as pb, panoptes_client::PanoptesClient};
+    let c = Cluster::start_replicated(3, &["w1"]);
+    let leader = c.leader();
+    let follower = c.coordinator_addrs.iter().enumerate().find(|(i, _)| *i as u64 + 1 != leader).map(|(_, a)| a.clone()).unwrap();
+    let video = c.dir.path().join("clip.mp4");
+    make_video(&video, 10, "160x120", 10);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ch = panoptes_tests::grpc_endpoint(&follower).connect().await.expect("connect to the follower");
+        let mut client = PanoptesClient::new(ch);
+        for round in 0..30 {
+            let req = pb::SubmitRequest { source: video.display().to_string(), models: vec!["colors".into()], no_frames: true, ..Default::default() };
+            let job = client.submit(req).await.unwrap_or_else(|e| panic!("round {round}: submit: {e:?}")).into_inner().job_id;
+            let st = client.get_status(pb::JobRef { job_id: job.clone() }).await;
+            assert!(st.is_ok(), "round {round}: status of {job} through the follower {follower}: {st:?}");
+        }
+    });
+}

@@ -23,6 +23,9 @@ pub struct LocalRun {
     pub max_restarts: u32,
     /// Frames analysed at once (0: one per core).
     pub threads: u32,
+    /// The probe (which reads the whole source) stops here
+    /// (`sources.probe_timeout_s`): a source that trickles bytes fails.
+    pub probe_timeout: std::time::Duration,
 }
 
 /// Analyse `run.source`, calling `on_frame` for every analysed frame in
@@ -31,7 +34,8 @@ pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Res
     panoptes_media::init();
     let source = panoptes_media::normalize_source(&run.source)?;
     let src = source.clone();
-    let info = tokio::task::spawn_blocking(move || panoptes_media::probe(&src)).await??;
+    let limit = run.probe_timeout;
+    let info = tokio::task::spawn_blocking(move || panoptes_media::probe_within(&src, &[], limit)).await??;
     if info.frames == 0 {
         bail!("'{source}' has no video frames to analyse");
     }

@@ -91,6 +91,7 @@ async fn run_with(analyses: Vec<Arc<dyn Analysis>>, max_restarts: u32, threads: 
         batch: 2,
         max_restarts,
         threads,
+        probe_timeout: Duration::from_secs(120),
     };
     let mut frames = Vec::new();
     let done = analyze(run, |f| {

@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use panoptes_worker::analysis::{self, equality, Analysis, Engine, RgbFrame};
+use panoptes_worker::analysis::{self, Analysis, Engine, RgbFrame};
+
+/// The spec's Equality rule (test support; its own unit tests run here too).
+#[path = "support/equality.rs"]
+mod equality;
 use serde_json::Value;
 
 /// The repository's `fixtures/`: clips and the reference's expected results.

@@ -11,7 +11,6 @@ use std::sync::Arc;
 pub use panoptes_media::RgbFrame;
 
 mod colors;
-pub mod equality;
 pub mod geometry;
 mod joy;
 mod model;

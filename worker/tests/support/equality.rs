@@ -1,4 +1,5 @@
-//! The spec's "Equality" rule: runs A (reference) and B agree on a (frame,
+//! Test support, not product code (included by `fixtures_analysis.rs`):
+//! the spec's "Equality" rule: runs A (reference) and B agree on a (frame,
 //! model) when a one-to-one matching pairs A's and B's results within the
 //! allowances, every unpaired result being one that may be missing.
 //!
@@ -8,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::geometry::BBox;
+use panoptes_worker::analysis::geometry::BBox;
 
 /// Whether `ours` agrees with `reference` for `model` ("objects", "joy",
 /// "colors"). The error names every result that found no partner and why

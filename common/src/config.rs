@@ -271,7 +271,9 @@ pub struct SourcesSection {
     /// Probing a file source (the leader reads it whole to plan the job)
     /// must finish within this many seconds, or the job fails saying the
     /// source sent too little data; this also stops a server that trickles
-    /// bytes slowly enough to defeat every read timeout.
+    /// bytes slowly enough to defeat every read timeout. The same bound
+    /// applies to a worker's decode of a file shard (and to `panoptes
+    /// analyze`): a source that yields no frame for this long fails it.
     pub probe_timeout_s: u64,
 }
 

@@ -423,6 +423,61 @@ pub struct Decoder {
     pts0_made_up: bool,
     /// When the last packet (of any stream) was read.
     last_packet: std::time::Instant,
+    /// [`Decoder::open_with_stall_limit`]: FFmpeg gives up once no frame
+    /// came for this long.
+    stall: Option<std::sync::Arc<StallLimit>>,
+}
+
+/// The error of a decode stopped by its [`StallLimit`].
+fn stalled(stall: &StallLimit, input: &str, network: bool) -> MediaError {
+    let secs = stall.limit.as_secs_f64();
+    let reason = format!(
+        "no frame came from the source in {secs:.0} s: it sends too little data, and decoding was stopped \
+         (sources.probe_timeout_s); check that the source serves the video at a normal speed"
+    );
+    if network {
+        MediaError::Network { input: input.to_string(), reason }
+    } else {
+        MediaError::Io { input: input.to_string(), reason }
+    }
+}
+
+/// A deadline that moves with progress: a frame must come at least every
+/// `limit`; FFmpeg's interrupt callback reads it.
+#[derive(Debug)]
+struct StallLimit {
+    limit: std::time::Duration,
+    start: std::time::Instant,
+    /// Milliseconds after `start`.
+    deadline_ms: std::sync::atomic::AtomicU64,
+    /// The deadline passed once: FFmpeg was interrupted, and frames it still
+    /// held (drained after the failed read) do not undo that.
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl StallLimit {
+    fn new(limit: std::time::Duration) -> Self {
+        let s = StallLimit { limit, start: std::time::Instant::now(), deadline_ms: Default::default(), fired: Default::default() };
+        s.renew();
+        s
+    }
+
+    fn renew(&self) {
+        let ms = (self.start.elapsed() + self.limit).as_millis() as u64;
+        self.deadline_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn past(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.fired.load(Relaxed) {
+            return true;
+        }
+        let past = self.start.elapsed().as_millis() as u64 >= self.deadline_ms.load(Relaxed);
+        if past {
+            self.fired.store(true, Relaxed);
+        }
+        past
+    }
 }
 
 const _: () = {
@@ -460,10 +515,29 @@ impl Decoder {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut dec = Self::open_plain(src, options, pts0)?;
+        let mut dec = Self::open_plain(src, options, pts0, None)?;
         if let Some((index, pts)) = seek {
             if index > 0 {
                 dec.seek_to(index, pts, 0)?;
+            }
+        }
+        Ok(dec)
+    }
+
+    /// [`Decoder::open`] that must make progress: once no frame has come for
+    /// `limit` (opening included), FFmpeg's blocking reads give up and
+    /// [`Decoder::next_frame`] fails saying so. HTTP's read timeout ends a
+    /// server that goes silent; this ends one that trickles a byte now and
+    /// then, which would otherwise hold the shard for as long as it goes on.
+    pub fn open_with_stall_limit(source: &str, seek: Option<(u64, i64)>, pts0: i64, limit: std::time::Duration) -> Result<Self, MediaError> {
+        let src = Source::new(source)?;
+        let (name, network) = (src.name.clone(), src.network);
+        let stall = std::sync::Arc::new(StallLimit::new(limit));
+        let explain = |e: MediaError| if stall.past() { stalled(&stall, &name, network) } else { e };
+        let mut dec = Self::open_plain(src, Vec::new(), pts0, Some(stall.clone())).map_err(explain)?;
+        if let Some((index, pts)) = seek {
+            if index > 0 {
+                dec.seek_to(index, pts, 0).map_err(explain)?;
             }
         }
         Ok(dec)
@@ -511,13 +585,22 @@ impl Decoder {
         src: Source,
         options: Vec<(String, String)>,
         pts0: i64,
+        stall: Option<std::sync::Arc<StallLimit>>,
     ) -> Result<Self, MediaError> {
         let opts: Vec<(&str, &str)> = options
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let input = src.open(&opts)?;
-        Self::from_input(src, options, input, pts0)
+        let input = match &stall {
+            Some(s) => {
+                let s = s.clone();
+                src.open_checked(&opts, move || s.past())?
+            }
+            None => src.open(&opts)?,
+        };
+        let mut dec = Self::from_input(src, options, input, pts0)?;
+        dec.stall = stall;
+        Ok(dec)
     }
 
     fn from_input(
@@ -566,6 +649,7 @@ impl Decoder {
             pts0_from_first: false,
             pts0_made_up: false,
             last_packet: std::time::Instant::now(),
+            stall: None,
         })
     }
 
@@ -624,6 +708,7 @@ impl Decoder {
             self.src.clone(),
             std::mem::take(&mut self.options),
             self.pts0,
+            self.stall.clone(),
         )?;
         fresh.skip_before = index;
         fresh.fell_back = true;
@@ -652,6 +737,22 @@ impl Decoder {
     /// stream. Read and decode errors are returned (calling again continues
     /// with the following packets).
     pub fn next_frame(&mut self) -> Result<Option<DecodedFrame>, MediaError> {
+        let next = self.next_frame_unchecked();
+        let Some(stall) = &self.stall else { return next };
+        match next {
+            Ok(Some(f)) => {
+                stall.renew();
+                Ok(Some(f))
+            }
+            Err(_) if stall.past() => {
+                self.finished = true;
+                Err(stalled(stall, &self.src.name, self.src.network))
+            }
+            other => other,
+        }
+    }
+
+    fn next_frame_unchecked(&mut self) -> Result<Option<DecodedFrame>, MediaError> {
         loop {
             if self.finished {
                 return Ok(None);

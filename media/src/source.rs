@@ -262,6 +262,16 @@ impl Source {
         extra: &[(&str, &str)],
         deadline: Option<std::time::Instant>,
     ) -> Result<ffmpeg::format::context::Input, MediaError> {
+        self.open_checked(extra, move || deadline.is_some_and(|d| std::time::Instant::now() >= d))
+    }
+
+    /// [`Source::open_until`] with any test for "past the deadline" (a
+    /// deadline that moves: see `Decoder::open_with_stall_limit`).
+    pub fn open_checked(
+        &self,
+        extra: &[(&str, &str)],
+        past: impl Fn() -> bool + Clone + Send + 'static,
+    ) -> Result<ffmpeg::format::context::Input, MediaError> {
         crate::init();
         if self.scheme.as_deref() == Some("v4l2") {
             return self.open_device(extra, || false);
@@ -292,8 +302,7 @@ impl Source {
             }
         }
         self.set_extra(&mut opts, extra);
-        let past = move || deadline.is_some_and(|d| std::time::Instant::now() >= d);
-        let input = ffmpeg::format::input_with_interrupt_and_dictionary(&url, past, opts).map_err(|e| {
+        let input = ffmpeg::format::input_with_interrupt_and_dictionary(&url, past.clone(), opts).map_err(|e| {
             let e = from_ffmpeg(&self.name, self.network, Stage::Open, e);
             // Past the deadline, no further request to explain it.
             if past() { e } else { self.explain(e) }

@@ -90,3 +90,68 @@ fn a_trickling_server_is_stopped_at_the_probe_deadline() {
     assert!(e.to_string().starts_with(&format!("'{url}': the source sent too little data in 2 s: ")), "{e}");
     assert!(t0.elapsed() >= Duration::from_secs(2), "the probe gave up before its deadline");
 }
+
+/// A server that sends the first half of an MPEG-TS clip at once, then a
+/// byte a second. A decoder with a stall limit returns the frames of the
+/// first half, then fails saying no frame came within the limit (before,
+/// decoding a file shard had no deadline: only HTTP's read timeout, which
+/// a byte a second never meets). A local clip decodes whole under the same
+/// limit.
+#[test]
+fn a_decode_whose_source_stalls_stops_at_the_stall_limit() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let dir = workdir();
+    let ts = clip(dir.path(), "clip.ts", &["-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-frames:v", "100", "-c:v", "libx264", "-g", "10", "-f", "mpegts"]);
+    let mut whole = Decoder::open_with_stall_limit(path_str(&ts), None, 0, Duration::from_secs(2)).unwrap();
+    let mut n = 0;
+    while whole.next_frame().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 100, "a source that keeps up decodes whole under the limit");
+
+    let data = std::fs::read(&ts).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/stalls.ts", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else { return };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.read(&mut [0u8; 4096]);
+        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nContent-Length: {}\r\n\r\n", data.len());
+        let half = data.len() / 2;
+        if s.write_all(&data[..half]).is_err() {
+            return;
+        }
+        for b in &data[half..half + 60] {
+            if s.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let u = url.clone();
+    std::thread::spawn(move || {
+        let r = (|| {
+            let mut dec = Decoder::open_with_stall_limit(&u, None, 0, Duration::from_secs(3))?;
+            let mut frames = 0;
+            loop {
+                match dec.next_frame() {
+                    Ok(Some(_)) => frames += 1,
+                    Ok(None) => return Ok((frames, None)),
+                    Err(e) => return Ok((frames, Some(e))),
+                }
+            }
+        })();
+        let _ = tx.send(r);
+    });
+    // Bounded by the server's minute of trickling: an answer after it would
+    // be the server giving up, not the limit.
+    let r: Result<(u32, Option<panoptes_media::MediaError>), panoptes_media::MediaError> =
+        rx.recv_timeout(Duration::from_secs(50)).expect("the decode went on past its stall limit");
+    let (frames, err) = r.unwrap();
+    assert!(frames > 0 && frames < 100, "{frames} frames before the stall");
+    let e = err.expect("the stalled decode ended without an error");
+    assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+    assert!(e.to_string().contains("no frame came from the source in 3 s"), "{e}");
+}

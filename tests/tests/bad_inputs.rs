@@ -94,12 +94,16 @@ fn truncate_copy(src: &Path, dst: &Path, fraction: f64) {
 
 // ---------------------------------------------------------------------------
 // A tiny HTTP server on 127.0.0.1: 404 for everything but /page.html, which
-// is a 200 with Content-Type text/html, and /trickle.mp4, which sends its
-// headers and then a byte a second. It stops when dropped, and in any case
-// after 10 minutes.
+// is a 200 with Content-Type text/html, /trickle.mp4, which sends its
+// headers and then a byte a second, and /stalls.ts, which serves its clip
+// whole to the first request (the coordinator's probe) and to later ones
+// (the worker's decode) the first half, then a byte a second. It stops when
+// dropped, and in any case after 10 minutes.
 
 struct HttpServer {
     addr: String,
+    /// The clip of /stalls.ts, and how many requests it has had.
+    stall_clip: Arc<std::sync::Mutex<(Vec<u8>, u32)>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -111,23 +115,30 @@ impl HttpServer {
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let stall_clip: Arc<std::sync::Mutex<(Vec<u8>, u32)>> = Arc::default();
+        let clip = stall_clip.clone();
         let thread = std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(600);
             while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
-                    Ok((s, _)) => Self::answer(s),
+                    Ok((s, _)) => Self::answer(s, &clip),
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
             }
         });
-        HttpServer { addr, stop, thread: Some(thread) }
+        HttpServer { addr, stall_clip, stop, thread: Some(thread) }
+    }
+
+    /// The clip /stalls.ts serves.
+    fn set_stall_clip(&self, data: Vec<u8>) {
+        self.stall_clip.lock().unwrap().0 = data;
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}/{path}", self.addr)
     }
 
-    fn answer(mut s: TcpStream) {
+    fn answer(mut s: TcpStream, stall_clip: &std::sync::Mutex<(Vec<u8>, u32)>) {
         let _ = s.set_nonblocking(false);
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
         let mut head = Vec::new();
@@ -140,6 +151,31 @@ impl HttpServer {
         }
         let head = String::from_utf8_lossy(&head);
         let path = head.split_whitespace().nth(1).unwrap_or("/");
+        if path == "/stalls.ts" {
+            let (data, first) = {
+                let mut g = stall_clip.lock().unwrap();
+                g.1 += 1;
+                (g.0.clone(), g.1 == 1)
+            };
+            std::thread::spawn(move || {
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nContent-Length: {}\r\n\r\n", data.len());
+                if first {
+                    let _ = s.write_all(&data);
+                    return;
+                }
+                let half = data.len() / 2;
+                if s.write_all(&data[..half]).is_err() {
+                    return;
+                }
+                for b in data[half..].iter().take(120) {
+                    if s.write_all(&[*b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+            return;
+        }
         if path == "/trickle.mp4" {
             // Headers, then a byte a second (each well within any read
             // timeout) for up to 2 minutes, or until the client goes away;
@@ -318,7 +354,10 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
     let (missing, empty) = (p("no-such-video.mp4"), p("empty.mp4"));
     let (truncated, truncated_fast, garbage) = (p("truncated.mp4"), p("truncated-fast.mp4"), p("garbage-video.mp4"));
     let (random, random_bin, good) = (p("random.mp4"), p("random.bin"), p("good.mp4"));
-    let (url404, html, trickle) = (http.url("missing.mp4"), http.url("page.html"), http.url("trickle.mp4"));
+    let (url404, html, trickle, stalls) = (http.url("missing.mp4"), http.url("page.html"), http.url("trickle.mp4"), http.url("stalls.ts"));
+    ffmpeg(&["-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-frames:v", "30", "-c:v", "libx264", "-g", "30", "-f", "mpegts", &p("stalls.ts")]);
+    http.set_stall_clip(std::fs::read(d.join("stalls.ts")).unwrap());
+    let stalled = format!("no frame came from the source in {PROBE_TIMEOUT_S} s");
     let too_slow = format!("the source sent too little data in {PROBE_TIMEOUT_S} s: ");
     let refused_url = format!("http://127.0.0.1:{closed_port}/clip.mp4");
 
@@ -351,6 +390,7 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
         case("HTTP 200 with Content-Type text/html", colors(&html, &[]), Failed, &[&html, "the server sent Content-Type 'text/html; charset=utf-8', not a video"]),
         // Within every read timeout, but too slow: stopped at sources.probe_timeout_s.
         case("HTTP server sending a byte a second", colors(&trickle, &[]), Failed, &[&trickle, &too_slow, "sources.probe_timeout_s"]),
+        case("HTTP server that stalls after the probe (the worker's decode)", colors(&stalls, &[]), Failed, &[&stalls, &stalled, "sources.probe_timeout_s"]),
         case("unreachable host (a closed port)", colors(&refused_url, &[]), Failed, &[&refused_url, "connection refused"]),
         // Credentials in a URL (user:password@, a signed query) are not echoed.
         case("credentials in an unreachable URL", colors(&format!("http://viewer:hunter2@127.0.0.1:{closed_port}/clip.mp4?sig=s3cr3t"), &[]), Failed, &[&format!("'http://***@127.0.0.1:{closed_port}/clip.mp4?***'"), "connection refused"]),

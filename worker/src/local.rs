@@ -76,6 +76,7 @@ pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Res
         batch: run.batch.clamp(1, depth),
         max_restarts: run.max_restarts,
         compute: crate::pipeline::Compute::new(run.threads),
+        stall_limit: run.probe_timeout,
         live: Default::default(),
     };
     let (actor, handle) = Actor::spawn(None, ShardSupervisor, job).await.context("failed to start the pipeline")?;

@@ -41,6 +41,9 @@ pub struct WorkerOptions {
     pub capacity: u32,
     /// `worker.threads` (0: one per core).
     pub threads: u32,
+    /// `sources.probe_timeout_s`: a file shard's source must yield a frame
+    /// at least this often.
+    pub stall_limit: std::time::Duration,
     pub depth: u32,
     pub batch: u32,
     pub max_restarts: u32,
@@ -69,6 +72,7 @@ impl WorkerOptions {
             registry: cfg.models.clone(),
             capacity: cfg.worker.capacity,
             threads: cfg.worker.threads,
+            stall_limit: Duration::from_secs(cfg.sources.probe_timeout_s),
             depth: cfg.worker.pipeline_depth,
             batch: cfg.worker.report_batch,
             max_restarts: cfg.worker.max_restarts,
@@ -313,6 +317,7 @@ impl Actor for WorkerActor {
                         // A live stream cannot be replayed: a failed stage fails it.
                         max_restarts: if a.live { 0 } else { st.opts.max_restarts },
                         compute: st.compute.clone(),
+                        stall_limit: st.opts.stall_limit,
                         live: crate::pipeline::LiveOpts {
                             connect_timeout_s: st.opts.live_connect_timeout_s,
                             idle_timeout_s: st.opts.live_idle_timeout_s,

@@ -153,7 +153,8 @@ impl Actor for DecoderActor {
             let seek = if a.seek_pts == i64::MIN { None } else { Some((a.seek_frame, a.seek_pts)) };
             let source = a.source.clone();
             let pts0 = a.pts0;
-            let dec = blocking(|| MediaDecoder::open(&source, seek, pts0))?;
+            let limit = args.job.stall_limit;
+            let dec = blocking(|| MediaDecoder::open_with_stall_limit(&source, seek, pts0, limit))?;
             debug!(resume = args.resume, ?seek, "decoder opened");
             Some(dec)
         };

@@ -57,6 +57,9 @@ pub struct ShardJob {
     pub max_restarts: u32,
     /// How many frames are analysed at once (shared by all of a worker's shards).
     pub compute: Compute,
+    /// A file shard's source must yield a frame at least this often
+    /// (`sources.probe_timeout_s`), or its decode fails saying so.
+    pub stall_limit: std::time::Duration,
     /// Live shards (`assignment.live`): timeouts and the dropped-frame count.
     pub live: LiveOpts,
 }

@@ -767,9 +767,9 @@ impl Panoptes for ApiService {
     }
 }
 
-/// How long a follower waits for the leader's cluster status.
 /// How long a follower waits for a job id it has not applied yet (see `job`).
 const REPLICATION_WAIT: Duration = Duration::from_secs(3);
+/// How long a follower waits for the leader's cluster status.
 const FORWARD_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a member waits for another member's answer to a health probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);

@@ -67,7 +67,8 @@ struct LatestGate {
     credit: u64,
     /// The stream ended at this frame: `End` follows the waiting frame.
     ended: Option<u64>,
-    live: super::LiveOpts,
+    /// The job's dropped-frame count (`LiveOpts::dropped`).
+    job_dropped: Arc<AtomicU64>,
     forwarded: u64,
     dropped: u64,
 }
@@ -98,7 +99,7 @@ impl LatestGate {
     fn arrived(&mut self, frame: DecodedFrame, decode_s: f64, arrived: Instant) {
         if let Some((old, _, _)) = self.waiting.replace((frame, decode_s, arrived)) {
             self.dropped += 1;
-            self.live.dropped.fetch_add(1, Ordering::Relaxed);
+            self.job_dropped.fetch_add(1, Ordering::Relaxed);
             panoptes_common::metrics::counter(LIVE_FRAMES_DROPPED, &[("reason", "replaced")]).fetch_add(1, Ordering::Relaxed);
             debug!(frame = old.index, "live: frame replaced by a newer one before analysis");
         }
@@ -164,7 +165,7 @@ impl Actor for DecoderActor {
             lanes: args.job.compute.lanes_for(args.job.depth),
             credit: 0,
             ended: None,
-            live: args.job.live.clone(),
+            job_dropped: args.job.live.dropped.clone(),
             forwarded: 0,
             dropped: 0,
         });

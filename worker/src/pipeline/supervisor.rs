@@ -1,6 +1,6 @@
 //! Shard supervisor: owns one shard's pipeline and restarts what crashes.
 //!
-//! Each model has one or more *lanes* (`Compute::lanes`, at most
+//! Each model has one or more *lanes* (`Compute::lanes_for`: `worker.threads`, at most
 //! `pipeline_depth`): one model actor each, all sharing the model's one
 //! optimised plan, so that frames of a shard are analysed in parallel. A frame
 //! goes to the lane of each model with the fewest frames waiting; the reporter

@@ -82,6 +82,11 @@ pub struct CoordinatorSection {
     /// How long sending one snapshot chunk, or the last chunk and installing
     /// the whole snapshot, may take before the leader starts it again.
     pub snapshot_timeout_s: u64,
+    /// Compress the store (zstd) when a data directory is created: about a
+    /// third of the disk for results and the Raft log, for ~40% of the
+    /// highest commit rate one coordinator reaches (docs/SCALING.md). An
+    /// existing data directory keeps the setting it was created with.
+    pub compress_store: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -435,7 +440,7 @@ impl Default for ClusterSection {
 
 impl Default for CoordinatorSection {
     fn default() -> Self {
-        Self { data_dir: "./data/coordinator-{id}".into(), listen: None, snapshot_logs: 5_000, raft_heartbeat_ms: 250, cache_mb: 64, snapshot_timeout_s: 120 }
+        Self { data_dir: "./data/coordinator-{id}".into(), listen: None, snapshot_logs: 5_000, raft_heartbeat_ms: 250, cache_mb: 64, snapshot_timeout_s: 120, compress_store: true }
     }
 }
 

@@ -311,6 +311,38 @@ fn open_db_retries_while_locked_and_reports_other_errors() {
     assert!(!err.to_string().contains("still locked"), "{err}");
 }
 
+/// A new store is compressed; a store an earlier build made uncompressed
+/// opens as it was made (sled refuses a setting other than the one a store
+/// was created with) and keeps its data.
+#[test]
+fn a_new_store_is_compressed_and_an_uncompressed_one_still_opens() {
+    let dir = TempDir::new().unwrap();
+    let conf = |p: &Path| String::from_utf8_lossy(&std::fs::read(p.join("conf")).unwrap()).to_string();
+
+    let fresh = dir.path().join("fresh");
+    let db = open_db(&fresh).unwrap();
+    db.insert(b"k", b"v").unwrap();
+    db.flush().unwrap();
+    drop(db);
+    assert!(conf(&fresh).contains("use_compression: true"), "{}", conf(&fresh));
+    assert_eq!(open_db(&fresh).unwrap().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+
+    // `coordinator.compress_store = false`: a new store that is not.
+    let plain = dir.path().join("plain");
+    drop(panoptes_coordinator::raft::log_store::open_db_with_cache(&plain, 8 << 20, false).unwrap());
+    assert!(conf(&plain).contains("use_compression: false"), "{}", conf(&plain));
+
+    let old = dir.path().join("old");
+    let db = sled::Config::new().path(&old).use_compression(false).open().unwrap();
+    db.insert(b"k", b"old").unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let db = open_db(&old).expect("an uncompressed store opens");
+    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"old"[..]));
+    drop(db);
+    assert!(conf(&old).contains("use_compression: false"), "{}", conf(&old));
+}
+
 // ---------------------------------------------------------------------------------------------
 // openraft's storage conformance suite, log store + the lead's state machine store
 

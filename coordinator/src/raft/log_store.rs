@@ -65,7 +65,7 @@ const OPEN_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// that case is retried (up to 50 × 100 ms). Any other error is returned at once. This blocks the
 /// calling thread while retrying: from async code prefer `tokio::task::spawn_blocking`.
 pub fn open_db(path: &Path) -> io::Result<sled::Db> {
-    open_db_with_cache(path, DEFAULT_CACHE_BYTES)
+    open_db_with_cache(path, DEFAULT_CACHE_BYTES, true)
 }
 
 /// The most writes in one sled batch, where we choose (a purge here; the
@@ -100,12 +100,47 @@ pub fn remove_in_batches(tree: &sled::Tree, keys: impl IntoIterator<Item = sled:
 /// sled's own default is 1 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
-/// [`open_db`] with sled's page cache bounded to `cache_bytes`.
-pub fn open_db_with_cache(path: &Path, cache_bytes: u64) -> io::Result<sled::Db> {
+/// The zstd level of sled's pages in a store this build creates. sled
+/// compresses each message it writes to its log-structured file; the
+/// results (JSON) and Raft log entries compress about 3.5×, and so does the
+/// garbage sled keeps between segment cleanings, which is what made a
+/// coordinator's data directory 1.6–1.7× the bytes it holds at a picture a
+/// second (1.03–1.09× with this and compressed snapshots;
+/// docs/BENCHMARKS.md). The price is CPU: none measurable a frame on a
+/// 20-minute clip, but one coordinator's highest commit rate (a simulated
+/// camera sent as fast as it commits) falls from ~8,200 to ~4,800 frames/s:
+/// sled compresses each small message on its own. `coordinator.compress_store
+/// = false` makes the other choice. Levels of 13 and above are avoided: the
+/// zstd 1.5.1 that sled 0.34's `zstd` 0.9 bundles had a rare corruption bug
+/// there (zstd PR 3517).
+pub const STORE_ZSTD_LEVEL: i32 = 3;
+
+/// Whether the sled store at `path` was created compressed, from its `conf`
+/// file; `None` for a new store. sled refuses to open a store with a setting
+/// other than the one it was created with, so a data directory made by an
+/// earlier build (uncompressed) stays uncompressed and keeps working.
+fn created_compressed(path: &Path) -> Option<bool> {
+    let conf = std::fs::read(path.join("conf")).ok()?;
+    let text = String::from_utf8_lossy(&conf);
+    let found = text.lines().find_map(|l| l.strip_prefix("use_compression:")).map(|v| v.trim() == "true");
+    found
+}
+
+/// [`open_db`] with sled's page cache bounded to `cache_bytes`, a new store
+/// compressed ([`STORE_ZSTD_LEVEL`]) or not as `compress` says
+/// (`coordinator.compress_store`); an existing one is opened as it was
+/// created.
+pub fn open_db_with_cache(path: &Path, cache_bytes: u64, compress: bool) -> io::Result<sled::Db> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
+        let compress = created_compressed(path).unwrap_or(compress);
+        let cfg = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .use_compression(compress)
+            .compression_factor(STORE_ZSTD_LEVEL);
+        match cfg.open() {
             Ok(db) => return Ok(db),
             Err(e) => {
                 let e = io::Error::from(e);

@@ -90,6 +90,20 @@ impl MediaError {
         }
     }
 
+    /// What went wrong, without the source's name.
+    pub fn reason(&self) -> &str {
+        match self {
+            MediaError::NotFound { reason, .. }
+            | MediaError::NotAVideo { reason, .. }
+            | MediaError::Corrupt { reason, .. }
+            | MediaError::Network { reason, .. }
+            | MediaError::Decode { reason, .. }
+            | MediaError::Unsupported { reason, .. }
+            | MediaError::Io { reason, .. }
+            | MediaError::InvalidArgument { reason, .. } => reason,
+        }
+    }
+
     /// Network errors may go away on retry; the others will not.
     pub fn is_transient(&self) -> bool {
         self.kind() == ErrorKind::Network
@@ -152,6 +166,12 @@ pub(crate) fn from_ffmpeg(
     e: ffmpeg::Error,
 ) -> MediaError {
     use ffmpeg::Error as E;
+    // A URL the source led to was refused by the source policy on this
+    // thread (a playlist's segment): that explains this error, whatever
+    // FFmpeg made of the refusal.
+    if let Some(refused) = crate::source::take_refused_url() {
+        return MediaError::invalid(input, refused);
+    }
     let input_s = input.to_string();
     let text = e.to_string();
     match e {

@@ -12,11 +12,14 @@
 //!   request forgery). Every address the host name resolves to is checked.
 //! - `v4l2://` devices are not checked here.
 //!
-//! What this does not cover, by itself: FFmpeg resolves the host again when
-//! it connects (a DNS answer that changes in between, "DNS rebinding", slips
-//! through; checking again right before each open narrows the window), and
-//! FFmpeg follows HTTP redirects on its own, which [`FFMPEG_HTTP_OPTIONS`]
-//! turns off.
+//! Every URL libavformat opens for a network source is checked again right
+//! before it is opened ([`enforce_nested`], called from `source.rs`'s
+//! `policy_io_open`): the source, and each playlist, key and segment an HLS
+//! or DASH playlist names. What this does not cover: FFmpeg resolves the
+//! host again when it connects (a DNS answer that changes in between, "DNS
+//! rebinding", slips through; the check right before the open narrows the
+//! window). FFmpeg follows HTTP redirects on its own, which
+//! [`FFMPEG_HTTP_OPTIONS`] turns off.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -216,6 +219,20 @@ pub fn enforce(source: &str) -> Result<(), MediaError> {
     match policy {
         Some(p) => p.check(source),
         None => Ok(()),
+    }
+}
+
+/// Check a URL that FFmpeg is about to open for a source: the source
+/// itself, or a playlist, key or segment that an HLS or DASH playlist
+/// names. `crypto+http://…` and `crypto:http://…` (HLS's AES segments) are
+/// checked as the URL they wrap. Other schemes are left to the protocol
+/// whitelist the source was opened with (an http(s) source's allows only
+/// http, https and what they are built on).
+pub fn enforce_nested(url: &str) -> Result<(), MediaError> {
+    let inner = url.strip_prefix("crypto+").or_else(|| url.strip_prefix("crypto:")).unwrap_or(url);
+    match scheme(inner) {
+        Some(s) if NETWORK_SCHEMES.contains(&s.as_str()) => enforce(inner),
+        _ => Ok(()),
     }
 }
 

@@ -173,6 +173,36 @@ fn v4l2_format() -> Option<ffmpeg::format::format::Input> {
     })
 }
 
+/// Demuxers that open URLs of their own without going through the
+/// context's `io_open`, so past [`policy_io_open`]: FFmpeg's DASH reader
+/// (`avio_open2` for each segment, in the FFmpeg this is built with). A
+/// network source may not be read with them.
+const UNCHECKED_DEMUXERS: &[&str] = &["dash"];
+
+/// The `format_whitelist` of a network source: every demuxer this FFmpeg
+/// has but [`UNCHECKED_DEMUXERS`] (computed once).
+fn network_formats() -> &'static str {
+    static LIST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        let mut names: Vec<String> = Vec::new();
+        let mut opaque: *mut std::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: av_demuxer_iterate walks libavformat's static table of
+        // demuxers; the names are static NUL-terminated strings.
+        unsafe {
+            loop {
+                let f = ffmpeg::ffi::av_demuxer_iterate(&mut opaque);
+                if f.is_null() {
+                    break;
+                }
+                let name = std::ffi::CStr::from_ptr((*f).name).to_string_lossy();
+                // A name may list several ("mov,mp4,m4a,3gp,3g2,mj2").
+                names.extend(name.split(',').filter(|n| !UNCHECKED_DEMUXERS.contains(n)).map(String::from));
+            }
+        }
+        names.join(",")
+    })
+}
+
 /// A normalised source, ready to hand to libavformat.
 #[derive(Debug, Clone)]
 pub(crate) struct Source {
@@ -295,6 +325,9 @@ impl Source {
         if let Some(p) = self.protocols {
             opts.set("protocol_whitelist", p);
         }
+        if self.network {
+            opts.set("format_whitelist", network_formats());
+        }
         if self.is_http() {
             opts.set("rw_timeout", HTTP_RW_TIMEOUT_US);
             for (k, v) in crate::policy::http_options() {
@@ -302,7 +335,19 @@ impl Source {
             }
         }
         self.set_extra(&mut opts, extra);
-        let input = ffmpeg::format::input_with_interrupt_and_dictionary(&url, past.clone(), opts).map_err(|e| {
+        let input = open_input(&url, None, opts, past.clone(), self.network).map_err(|e| {
+            if let Some(refused) = take_refused_url() {
+                return MediaError::invalid(&self.name, refused);
+            }
+            if self.network && matches!(e, ffmpeg::Error::Other { errno } if errno == libc::EINVAL) {
+                return MediaError::Unsupported {
+                    input: self.name.clone(),
+                    reason: format!(
+                        "FFmpeg would read it with a demuxer not allowed for network sources ({}: it fetches segments without the source policy's check, e.g. a DASH manifest); give the URL of a video file or an HLS playlist",
+                        UNCHECKED_DEMUXERS.join(", ")
+                    ),
+                };
+            }
             let e = from_ffmpeg(&self.name, self.network, Stage::Open, e);
             // Past the deadline, no further request to explain it.
             if past() { e } else { self.explain(e) }
@@ -431,7 +476,7 @@ impl Source {
         })?;
         let mut opts = ffmpeg::Dictionary::new();
         self.set_extra(&mut opts, extra);
-        open_input_format(&path, format, opts, interrupted)
+        open_input(&path, Some(format), opts, interrupted, false)
             .map_err(|e| from_ffmpeg(&self.name, false, Stage::Open, e))
             .map_err(|e| match e {
                 MediaError::Io { input, reason } | MediaError::Corrupt { input, reason } | MediaError::NotFound { input, reason } => {
@@ -488,27 +533,41 @@ impl Source {
                 opts.set(k, v);
             }
         }
+        let listen = extra.iter().any(|(k, v)| *k == "listen" && *v != "0");
+        if self.network && !listen {
+            opts.set("format_whitelist", network_formats());
+        }
         self.set_extra(&mut opts, extra);
-        ffmpeg::format::input_with_interrupt_and_dictionary(&self.url, interrupted, opts)
-            .map_err(|e| from_ffmpeg(&self.name, self.network, Stage::Open, e))
+        open_input(&self.url, None, opts, interrupted, self.network && !listen).map_err(|e| match take_refused_url() {
+            Some(refused) => MediaError::invalid(&self.name, refused),
+            None => from_ffmpeg(&self.name, self.network, Stage::Open, e),
+        })
     }
 }
 
-/// `avformat_open_input` with an explicit input format (a device's demuxer)
-/// and an interrupt callback, then stream info.
-fn open_input_format(
+/// `avformat_open_input` with an optional explicit input format (a
+/// device's demuxer) and an interrupt callback, then stream info. With
+/// `checked_urls`, every URL libavformat opens for this input goes through
+/// [`policy_io_open`] first: the source itself, right before it connects
+/// (a second check, moments after the first), and every playlist, key and
+/// segment an HLS or DASH playlist names, which the demuxer opens on its own.
+fn open_input(
     path: &str,
-    format: ffmpeg::format::format::Input,
+    format: Option<ffmpeg::format::format::Input>,
     options: ffmpeg::Dictionary,
     interrupted: impl FnMut() -> bool + Send + 'static,
+    checked_urls: bool,
 ) -> Result<ffmpeg::format::context::Input, ffmpeg::Error> {
     use ffmpeg::ffi;
     let cpath = std::ffi::CString::new(path).map_err(|_| ffmpeg::Error::InvalidData)?;
+    take_refused_url();
     // SAFETY: the context is allocated here and either handed to
     // `Input::wrap_with_interrupt` (which owns and closes it, and keeps the
     // callback's closure alive as long as the context) or freed by
     // avformat_open_input / avformat_close_input on failure; the options
-    // dictionary is disowned for the call and owned again after it.
+    // dictionary is disowned for the call and owned again after it. The
+    // `io_open` replaced is libavformat's default, kept in a static and
+    // called by `policy_io_open` with the same arguments.
     unsafe {
         let mut ps = ffi::avformat_alloc_context();
         if ps.is_null() {
@@ -516,8 +575,17 @@ fn open_input_format(
         }
         let interrupt = ffmpeg::util::interrupt::new(Box::new(interrupted));
         (*ps).interrupt_callback = interrupt.interrupt;
+        if checked_urls {
+            // A fresh context's io_open is libavformat's default, the same
+            // function for every context: the first one's is kept.
+            let default = *DEFAULT_IO_OPEN.get_or_init(|| (*ps).io_open);
+            if default.is_some() {
+                (*ps).io_open = Some(policy_io_open);
+            }
+        }
+        let fmt = format.map_or(std::ptr::null(), |f| f.as_ptr());
         let mut opts = options.disown();
-        let res = ffi::avformat_open_input(&mut ps, cpath.as_ptr(), format.as_ptr() as *mut _, &mut opts);
+        let res = ffi::avformat_open_input(&mut ps, cpath.as_ptr(), fmt as *mut _, &mut opts);
         ffmpeg::Dictionary::own(opts);
         if res < 0 {
             return Err(ffmpeg::Error::from(res));
@@ -528,6 +596,65 @@ fn open_input_format(
             return Err(ffmpeg::Error::from(r));
         }
         Ok(ffmpeg::format::context::Input::wrap_with_interrupt(ps, interrupt.guard))
+    }
+}
+
+type IoOpen = unsafe extern "C" fn(
+    *mut ffmpeg::ffi::AVFormatContext,
+    *mut *mut ffmpeg::ffi::AVIOContext,
+    *const std::os::raw::c_char,
+    std::os::raw::c_int,
+    *mut *mut ffmpeg::ffi::AVDictionary,
+) -> std::os::raw::c_int;
+
+/// libavformat's own `io_open` (the same for every context), which
+/// [`policy_io_open`] calls for every URL it lets through.
+static DEFAULT_IO_OPEN: std::sync::OnceLock<Option<IoOpen>> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// Why [`policy_io_open`] last refused a URL on this thread: the open
+    /// (or read) that failed on it reports this instead of FFmpeg's
+    /// "permission denied".
+    static REFUSED_URL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The reason the last URL refused on this thread was refused, once.
+pub(crate) fn take_refused_url() -> Option<String> {
+    REFUSED_URL.with(|r| r.borrow_mut().take())
+}
+
+/// The `io_open` of an input opened with `checked_urls`: a URL the source
+/// policy refuses is not opened (`EACCES`); any other goes to libavformat's
+/// own. A playlist on an allowed server can name segments anywhere; without
+/// this, a public playlist could make the cluster read its own network.
+unsafe extern "C" fn policy_io_open(
+    s: *mut ffmpeg::ffi::AVFormatContext,
+    pb: *mut *mut ffmpeg::ffi::AVIOContext,
+    url: *const std::os::raw::c_char,
+    flags: std::os::raw::c_int,
+    options: *mut *mut ffmpeg::ffi::AVDictionary,
+) -> std::os::raw::c_int {
+    // SAFETY: libavformat passes a NUL-terminated URL.
+    let u = unsafe { std::ffi::CStr::from_ptr(url) }.to_string_lossy().into_owned();
+    // Never unwind into C.
+    let verdict = std::panic::catch_unwind(|| crate::policy::enforce_nested(&u)).unwrap_or_else(|_| {
+        Err(MediaError::invalid(&u, "the source policy check failed"))
+    });
+    if let Err(e) = verdict {
+        let shown = crate::policy::redact(&u);
+        tracing::warn!(url = %shown, "not opened: {}", e.reason());
+        // The first refusal is kept: it is the one that explains the rest.
+        REFUSED_URL.with(|r| {
+            r.borrow_mut().get_or_insert_with(|| {
+                format!("the source names '{shown}' (a playlist entry, or where the source leads), which is not opened: {}", e.reason())
+            });
+        });
+        return -libc::EACCES;
+    }
+    match DEFAULT_IO_OPEN.get().copied().flatten() {
+        // SAFETY: libavformat's own io_open, with the arguments it gave us.
+        Some(open) => unsafe { open(s, pb, url, flags, options) },
+        None => -libc::ENOSYS,
     }
 }
 

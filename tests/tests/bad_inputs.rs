@@ -95,7 +95,9 @@ fn truncate_copy(src: &Path, dst: &Path, fraction: f64) {
 // ---------------------------------------------------------------------------
 // A tiny HTTP server on 127.0.0.1: 404 for everything but /page.html, which
 // is a 200 with Content-Type text/html, /trickle.mp4, which sends its
-// headers and then a byte a second, and /stalls.ts, which serves its clip
+// headers and then a byte a second, /moved.mp4, a redirect to 127.0.0.2,
+// /list.m3u8, an HLS playlist whose
+// segments are on 127.0.0.2 (refused by the policy), and /stalls.ts, which serves its clip
 // whole to the first request (the coordinator's probe) and to later ones
 // (the worker's decode) the first half, then a byte a second. It stops when
 // dropped, and in any case after 10 minutes.
@@ -174,6 +176,20 @@ impl HttpServer {
                     std::thread::sleep(Duration::from_secs(1));
                 }
             });
+            return;
+        }
+        if path == "/moved.mp4" {
+            // A redirect to an address the policy refuses: FFmpeg would
+            // follow it on its own, past the check of the submitted URL.
+            let _ = write!(s, "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:9/clip.mp4\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            return;
+        }
+        if path == "/list.m3u8" {
+            // An HLS playlist on this (allowed) server whose segments are on
+            // 127.0.0.2, an address the source policy refuses.
+            let body = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n\
+                        #EXTINF:1.0,\nhttp://127.0.0.2:9/seg0.ts\n#EXTINF:1.0,\nhttp://127.0.0.2:9/seg1.ts\n#EXT-X-ENDLIST\n";
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
             return;
         }
         if path == "/trickle.mp4" {
@@ -355,6 +371,7 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
     let (truncated, truncated_fast, garbage) = (p("truncated.mp4"), p("truncated-fast.mp4"), p("garbage-video.mp4"));
     let (random, random_bin, good) = (p("random.mp4"), p("random.bin"), p("good.mp4"));
     let (url404, html, trickle, stalls) = (http.url("missing.mp4"), http.url("page.html"), http.url("trickle.mp4"), http.url("stalls.ts"));
+    let (playlist, moved) = (http.url("list.m3u8"), http.url("moved.mp4"));
     ffmpeg(&["-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-frames:v", "30", "-c:v", "libx264", "-g", "30", "-f", "mpegts", &p("stalls.ts")]);
     http.set_stall_clip(std::fs::read(d.join("stalls.ts")).unwrap());
     let stalled = format!("no frame came from the source in {PROBE_TIMEOUT_S} s");
@@ -391,6 +408,8 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
         // Within every read timeout, but too slow: stopped at sources.probe_timeout_s.
         case("HTTP server sending a byte a second", colors(&trickle, &[]), Failed, &[&trickle, &too_slow, "sources.probe_timeout_s"]),
         case("HTTP server that stalls after the probe (the worker's decode)", colors(&stalls, &[]), Failed, &[&stalls, &stalled, "sources.probe_timeout_s"]),
+        case("HLS playlist whose segments are on a refused address", colors(&playlist, &[]), Failed, &[&playlist, "'http://127.0.0.2:9/seg0.ts'", "which is not opened", "sources.allow_networks"]),
+        case("HTTP redirect to a refused address", colors(&moved, &[]), Failed, &[&moved, "HTTP redirects are not followed: submit the URL the redirect points to"]),
         case("unreachable host (a closed port)", colors(&refused_url, &[]), Failed, &[&refused_url, "connection refused"]),
         // Credentials in a URL (user:password@, a signed query) are not echoed.
         case("credentials in an unreachable URL", colors(&format!("http://viewer:hunter2@127.0.0.1:{closed_port}/clip.mp4?sig=s3cr3t"), &[]), Failed, &[&format!("'http://***@127.0.0.1:{closed_port}/clip.mp4?***'"), "connection refused"]),

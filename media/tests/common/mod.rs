@@ -125,29 +125,49 @@ pub fn decode_from(
 pub struct HttpServer {
     pub port: u16,
     pub requests: Arc<AtomicUsize>,
+    host: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// Which file a request path names (`None`: 404).
+type Files = Arc<dyn Fn(&str) -> Option<PathBuf> + Send + Sync>;
+
 impl HttpServer {
     /// Serve `file` at `/<url_path>`; every other path is a 404.
     pub fn serve(file: PathBuf, url_path: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url_path = format!("/{}", url_path.trim_start_matches('/'));
+        Self::start("127.0.0.1", Arc::new(move |p: &str| (p == url_path).then(|| file.clone())))
+    }
+
+    /// Serve every file directly in `dir` at `/<name>`, on `host` (a
+    /// loopback address: 127.0.0.2 is a second host on the same machine).
+    pub fn serve_dir(host: &str, dir: PathBuf) -> Self {
+        Self::start(
+            host,
+            Arc::new(move |p: &str| {
+                let name = p.trim_start_matches('/');
+                (!name.is_empty() && !name.contains('/') && !name.contains("..")).then(|| dir.join(name)).filter(|f| f.is_file())
+            }),
+        )
+    }
+
+    fn start(host: &str, files: Files) -> Self {
+        let listener = TcpListener::bind((host, 0)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
         let (stop2, req2) = (stop.clone(), requests.clone());
-        let url_path = format!("/{}", url_path.trim_start_matches('/'));
         let thread = std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         req2.fetch_add(1, Ordering::SeqCst);
-                        let (file, url_path) = (file.clone(), url_path.clone());
+                        let files = files.clone();
                         std::thread::spawn(move || {
-                            let _ = handle(conn, &file, &url_path);
+                            let _ = handle(conn, &*files);
                         });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -160,6 +180,7 @@ impl HttpServer {
         HttpServer {
             port,
             requests,
+            host: host.to_string(),
             stop,
             thread: Some(thread),
         }
@@ -167,7 +188,8 @@ impl HttpServer {
 
     pub fn url(&self, path: &str) -> String {
         format!(
-            "http://127.0.0.1:{}/{}",
+            "http://{}:{}/{}",
+            self.host,
             self.port,
             path.trim_start_matches('/')
         )
@@ -183,7 +205,7 @@ impl Drop for HttpServer {
     }
 }
 
-fn handle(conn: TcpStream, file: &Path, url_path: &str) -> std::io::Result<()> {
+fn handle(conn: TcpStream, files: &(dyn Fn(&str) -> Option<PathBuf> + Send + Sync)) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -212,7 +234,8 @@ fn handle(conn: TcpStream, file: &Path, url_path: &str) -> std::io::Result<()> {
     let method = parts.next().unwrap_or("");
     let path = parts.next().unwrap_or("");
     let mut conn = conn;
-    if path != url_path || (method != "GET" && method != "HEAD") {
+    let file = files(path);
+    let Some(file) = file.filter(|_| method == "GET" || method == "HEAD") else {
         let body = b"not found\n";
         write!(
             conn,
@@ -221,8 +244,8 @@ fn handle(conn: TcpStream, file: &Path, url_path: &str) -> std::io::Result<()> {
         )?;
         conn.write_all(body)?;
         return Ok(());
-    }
-    let mut f = std::fs::File::open(file)?;
+    };
+    let mut f = std::fs::File::open(&file)?;
     let total = f.metadata()?.len();
     let (status, start, end) = match range {
         Some((a, _)) if a >= total => {

@@ -471,12 +471,19 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
     let listen = cfg.coordinator_listen(a.id)?;
     let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.coordinator_data_dir(a.id));
     let peers = cfg.cluster.coordinators.iter().filter(|p| p.id != a.id).map(|p| (p.id, p.addr.clone())).collect();
+    // addresses.json: emptied now, filled as each part binds.
+    if let Err(e) = panoptes_common::addresses::reset(&data_dir) {
+        anyhow::bail!("cannot write {} in the data directory {}: {e}", panoptes_common::addresses::FILE, data_dir.display());
+    }
     let opts = panoptes_coordinator::node::NodeOptions { id: a.id, listen, data_dir, peers, join: a.join };
     // The web page and HTTP API (gRPC port + 20000), a gRPC client of this coordinator, then of the others.
     // HTTPS with the node certificate when TLS is on, unless security.web_plain_http (a TLS proxy in front).
     let web_tls = (!cfg.security.tls_cert.is_empty() && !cfg.security.web_plain_http)
         .then(|| panoptes_web::WebTls { cert: cfg.security.tls_cert.clone(), key: cfg.security.tls_key.clone() });
-    panoptes_web::start(&opts.listen, opts.peers.values().cloned().collect(), web_tls, cfg.security.web_hosts.clone()).await;
+    let scheme = if web_tls.is_some() { "https" } else { "http" };
+    if let Some(web) = panoptes_web::start(&opts.listen, opts.peers.values().cloned().collect(), web_tls, cfg.security.web_hosts.clone()).await {
+        panoptes_common::addresses::note(&opts.data_dir, "web", &format!("{scheme}://{web}/"));
+    }
     panoptes_coordinator::node::run(cfg, opts, shutdown_signal()).await
 }
 
@@ -509,7 +516,10 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
     };
     let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.worker_data_dir(&name));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("failed to create {}", data_dir.display()))?;
-    let opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, &name, coordinators);
+    panoptes_common::addresses::reset(&data_dir)
+        .with_context(|| format!("cannot write {} in the data directory {}", panoptes_common::addresses::FILE, data_dir.display()))?;
+    let mut opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, &name, coordinators);
+    opts.data_dir = Some(data_dir);
     panoptes_worker::node::run(opts, shutdown_signal()).await
 }
 

@@ -1,5 +1,6 @@
 //! What coordinators, workers and the CLI share: configuration, identifiers,
 //! error kinds, retry helpers and tracing set-up.
+pub mod addresses;
 pub mod config;
 pub mod ids;
 pub mod logging;

@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use tonic::{Request as Req, Response as Resp, Status};
 use tracing::{info, warn};
 
+use crate::auth::Caller;
 use crate::metrics::RESULT_STREAMS;
 use crate::node::{known_leader, Coordinator, MembershipChange, MAX_MESSAGE_BYTES};
 use crate::state::command::{Request, Response};
@@ -49,11 +50,22 @@ pub fn state_pb(s: JobState) -> pb::JobState {
     }
 }
 
-pub fn status_pb(j: &Job) -> pb::JobStatus {
+/// A job's source as `caller` may see it: whole for its owner and admins
+/// (and on a cluster without tokens); for other users with credentials,
+/// query strings and a live job's stream key replaced by `***`.
+fn source_for(caller: &Caller, j: &Job, source: &str) -> String {
+    if caller.sees_secrets_of(&j.spec.owner) {
+        source.to_string()
+    } else {
+        panoptes_media::policy::redact(source)
+    }
+}
+
+pub fn status_pb(j: &Job, caller: &Caller) -> pb::JobStatus {
     pb::JobStatus {
         job_id: JobId(j.id).to_string(),
         name: j.spec.name.clone(),
-        source: j.spec.source.clone(),
+        source: source_for(caller, j, &j.spec.source),
         models: j.spec.models.clone(),
         frame_step: j.spec.frame_step,
         state: state_pb(j.state) as i32,
@@ -65,7 +77,7 @@ pub fn status_pb(j: &Job) -> pb::JobStatus {
         shards_total: j.shards.len() as u32,
         shards_done: j.shards_done(),
         live: j.is_live(),
-        push_url: j.live.as_ref().map(|l| l.url.clone()).unwrap_or_default(),
+        push_url: j.live.as_ref().map(|l| source_for(caller, j, &l.url)).unwrap_or_default(),
         keep_s: j.spec.keep_s,
         retained_from_frame: j.trimmed_before,
         pictures: j.spec.frames_height > 0,
@@ -206,6 +218,8 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
         frames_height: if r.no_frames || !cfg.frames.store { 0 } else { cfg.frames.max_height },
         frames_quality: cfg.frames.quality,
         frames_every_ms,
+        // Set by the caller of `validate_submit` from who is calling.
+        owner: String::new(),
     })
 }
 
@@ -349,8 +363,10 @@ async fn wait_for_change(reader: &mut StateReader, tx: &tokio::sync::mpsc::Sende
 impl Panoptes for ApiService {
     async fn submit(&self, req: Req<pb::SubmitRequest>) -> Result<Resp<pb::SubmitResponse>, Status> {
         let auth = caller_auth(req.metadata());
+        let caller = Caller::of(&req);
         let r = req.into_inner();
-        let spec = validate_submit(&r, &self.node.cfg)?;
+        let mut spec = validate_submit(&r, &self.node.cfg)?;
+        spec.owner = caller.owner().to_string();
         check_source_policy(&spec.source, &self.node.cfg).await?;
         self.check_device(&spec.source)?;
         let (name, source) = (spec.name.clone(), spec.source.clone());
@@ -364,7 +380,8 @@ impl Panoptes for ApiService {
     }
 
     async fn get_status(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobStatus>, Status> {
-        Ok(Resp::new(status_pb(&self.job(&req.into_inner().job_id).await?)))
+        let caller = Caller::of(&req);
+        Ok(Resp::new(status_pb(&self.job(&req.into_inner().job_id).await?, &caller)))
     }
 
     async fn get_results(&self, req: Req<pb::ResultsRequest>) -> Result<Resp<pb::ResultsResponse>, Status> {
@@ -537,6 +554,7 @@ impl Panoptes for ApiService {
     }
 
     async fn list_videos(&self, req: Req<pb::ListVideosRequest>) -> Result<Resp<pb::ListVideosResponse>, Status> {
+        let caller = Caller::of(&req);
         let limit = match req.into_inner().limit {
             0 => usize::MAX,
             n => n as usize,
@@ -549,7 +567,7 @@ impl Panoptes for ApiService {
             .map(|j| pb::VideoSummary {
                 job_id: JobId(j.id).to_string(),
                 name: j.spec.name.clone(),
-                source: j.spec.source.clone(),
+                source: source_for(&caller, &j, &j.spec.source),
                 state: state_pb(j.state) as i32,
                 frames: j.frames_done,
                 finished_at_ms: j.finished_at_ms,
@@ -560,6 +578,7 @@ impl Panoptes for ApiService {
 
     async fn cancel(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobStatus>, Status> {
         let auth = caller_auth(req.metadata());
+        let caller = Caller::of(&req);
         let j = self.job(&req.into_inner().job_id).await?;
         match self.node.write_as(Request::Cancel { job: j.id, now_ms: now_ms() }, &auth).await? {
             Response::Ok => {}
@@ -567,7 +586,7 @@ impl Panoptes for ApiService {
             other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
         info!(job_id = j.id, "job cancelled");
-        Ok(Resp::new(status_pb(&self.job(&JobId(j.id).to_string()).await?)))
+        Ok(Resp::new(status_pb(&self.job(&JobId(j.id).to_string()).await?, &caller)))
     }
 
     async fn create_live_endpoint(&self, req: Req<pb::LiveRequest>) -> Result<Resp<pb::LiveEndpoint>, Status> {
@@ -575,6 +594,7 @@ impl Panoptes for ApiService {
         // hands the call to it (once: a forwarded call is not forwarded again,
         // so two members with stale views cannot bounce it between them).
         let auth = caller_auth(req.metadata());
+        let owner = Caller::of(&req).owner().to_string();
         if !self.node.is_leader() {
             let forwarded = req.metadata().get(LIVE_FORWARDED).is_some();
             let leader = self.leader_addr(forwarded)?;
@@ -599,6 +619,7 @@ impl Panoptes for ApiService {
             ..Default::default()
         };
         let mut spec = validate_submit(&sub, &self.node.cfg)?;
+        spec.owner = owner;
         let key = stream_key()?;
         if sub_name_empty(&sub) {
             spec.name = format!("live-{}", &key[..8]);

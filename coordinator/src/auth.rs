@@ -51,6 +51,34 @@ pub enum Caller {
     Cluster,
 }
 
+impl Caller {
+    /// The owner a job submitted by this caller records: the token's name,
+    /// or "" on a cluster without tokens.
+    pub fn owner(&self) -> &str {
+        match self {
+            Caller::Token { name, .. } => name,
+            Caller::Anonymous | Caller::Cluster => "",
+        }
+    }
+
+    /// Whether this caller may see the secrets of a job owned by `owner`
+    /// (its source URL as given, a live job's push URL with its stream key):
+    /// admins, the owner, and anyone on a cluster without tokens (one user).
+    pub fn sees_secrets_of(&self, owner: &str) -> bool {
+        match self {
+            Caller::Token { role: Role::Admin, .. } => true,
+            Caller::Token { name, .. } => name == owner,
+            Caller::Anonymous | Caller::Cluster => true,
+        }
+    }
+
+    /// Who called, as the gate left it in the request (see [`GateService`]);
+    /// a server without a gate lets everyone through as `Anonymous`.
+    pub fn of<T>(req: &tonic::Request<T>) -> Caller {
+        req.extensions().get::<Caller>().cloned().unwrap_or(Caller::Anonymous)
+    }
+}
+
 /// The access a gRPC method path (`/package.Service/Method`) requires.
 pub fn required(path: &str) -> Access {
     let path = path.trim_start_matches('/');
@@ -284,17 +312,19 @@ pub struct Gate {
 }
 
 impl Gate {
-    fn admit(&self, path: &str, metadata: &MetadataMap, peer: Option<std::net::SocketAddr>) -> Result<(), Status> {
+    /// The caller, if it may make this call now.
+    fn admit(&self, path: &str, metadata: &MetadataMap, peer: Option<std::net::SocketAddr>) -> Result<Caller, Status> {
         let caller = self.auth.check(path, metadata).inspect_err(|s| {
             // The refusal reason only: never the presented token or secret.
             tracing::debug!(path, peer = ?peer, code = ?s.code(), "call refused");
         })?;
         let client = match &caller {
-            Caller::Cluster => return Ok(()),
+            Caller::Cluster => return Ok(caller),
             Caller::Token { name, .. } => format!("token:{name}"),
             Caller::Anonymous => peer.map(|p| format!("ip:{}", p.ip())).unwrap_or_else(|| "anonymous".into()),
         };
-        self.limiter.take(&client, Instant::now())
+        self.limiter.take(&client, Instant::now())?;
+        Ok(caller)
     }
 }
 
@@ -331,7 +361,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+    /// Admitted calls go on with their [`Caller`] in the request's
+    /// extensions, where handlers find it ([`Caller::of`]).
+    fn call(&mut self, mut req: tonic::codegen::http::Request<B>) -> Self::Future {
         let Some(gate) = &self.gate else { return Box::pin(self.inner.call(req)) };
         use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
         let ext = req.extensions();
@@ -341,7 +373,10 @@ where
             .or_else(|| ext.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()));
         let metadata = MetadataMap::from_headers(req.headers().clone());
         match gate.admit(req.uri().path(), &metadata, peer) {
-            Ok(()) => Box::pin(self.inner.call(req)),
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                Box::pin(self.inner.call(req))
+            }
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
     }

@@ -339,12 +339,14 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
         .with_context(|| format!("failed to listen on {} (is another node using it?)", opts.listen))?;
     let local: SocketAddr = listener.local_addr()?;
     let addr = local.to_string();
+    panoptes_common::addresses::note(&opts.data_dir, "grpc", &addr);
     let mut peers = opts.peers.clone();
     peers.insert(opts.id, addr.clone());
 
     let db_path = opts.data_dir.join("raft.sled");
     let cache_bytes = cfg.coordinator.cache_mb << 20;
-    let db = tokio::task::spawn_blocking(move || open_db_with_cache(&db_path, cache_bytes))
+    let compress = cfg.coordinator.compress_store;
+    let db = tokio::task::spawn_blocking(move || open_db_with_cache(&db_path, cache_bytes, compress))
         .await?
         .with_context(|| format!("failed to open the store in {}", opts.data_dir.display()))?;
     let log_store = LogStore::open(&db).context("failed to open the Raft log")?;
@@ -419,6 +421,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     // (a free port when that one is taken): printed in the log.
     let http = crate::metrics::serve(node.clone(), local).await.context("failed to serve metrics over HTTP")?;
     info!(id = opts.id, addr = %http, "metrics on http://{http}/metrics (health: http://{http}/healthz)");
+    panoptes_common::addresses::note(&opts.data_dir, "metrics", &http.to_string());
 
     // Standard gRPC tooling: health checking (SERVING while a leader is
     // known) and server reflection (v1, and v1alpha for older clients).

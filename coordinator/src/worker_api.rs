@@ -236,6 +236,22 @@ impl WorkerApi for WorkerService {
         }
     }
 
+    async fn leave(&self, req: Req<pb::LeaveRequest>) -> Result<Resp<pb::LeaveResponse>, Status> {
+        let r = req.into_inner();
+        // Leases (and the heartbeats that keep them) are the leader's.
+        self.node.require_leader()?;
+        match self.node.write(Request::Leave { worker: r.name.clone() }).await? {
+            Response::Drained { leases_returned } => {
+                // Gone: no live stream is placed on it until it heartbeats again.
+                self.node.mem.lock().unwrap().heartbeats.remove(&r.name);
+                info!(worker = %r.name, leases_returned, "worker left: its shards went back to pending");
+                Ok(Resp::new(pb::LeaveResponse { leases_returned }))
+            }
+            Response::Rejected(m) => Err(Status::not_found(m)),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
     async fn report(&self, req: Req<pb::ReportRequest>) -> Result<Resp<pb::ReportResponse>, Status> {
         let received = Instant::now();
         let r = req.into_inner();

@@ -950,6 +950,7 @@ async fn workload(c: &Cluster) -> u64 {
             frames_every_ms: 0,
         keep_s: 0,
         keep_what: Default::default(),
+        owner: String::new(),
     };
     let job = match c.write(&Request::Submit { spec, now_ms: NOW }).await.resp {
         Response::JobCreated { job, .. } => job,

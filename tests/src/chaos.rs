@@ -569,7 +569,7 @@ pub fn audit_leases(logs: &[PathBuf]) -> LeaseAudit {
                     let l = Lease { job: num(&f, "job"), shard: num(&f, "shard"), worker: f.get("worker").cloned().unwrap_or_default(), from, to };
                     add(&mut live, &mut a, num(&f, "epoch"), l, line);
                 }
-                "expire" => {
+                "expire" | "release" => {
                     live.remove(&num(&f, "epoch"));
                     a.expiries += 1;
                 }
@@ -628,11 +628,12 @@ impl Outcome {
         let faults: u32 = self.faults.values().sum();
         let kinds: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k}:{n}")).collect();
         format!(
-            "CHAOS-SUMMARY seed={} faults={} under_load={} kinds={} jobs={} results={} duplicates={} losses={} leases={} violations={} secs={:.0}",
+            "CHAOS-SUMMARY seed={} faults={} under_load={} kinds={} not_run={} jobs={} results={} duplicates={} losses={} leases={} violations={} secs={:.0}",
             self.seed,
             faults,
             self.faults_under_load,
             if kinds.is_empty() { "-".into() } else { kinds.join(",") },
+            if self.skipped.is_empty() { "-" } else { "partitions" },
             self.jobs,
             self.results_checked,
             self.duplicates,
@@ -685,10 +686,18 @@ pub fn run(opts: &Options) -> Outcome {
     let clip_ref = |c: &Clip| &refs[clips.iter().position(|x| x.name == c.name).unwrap()];
 
     let mut out = Outcome { seed, jobs: specs.len(), ..Default::default() };
+    // Partitions need network namespaces (root). Without them the run
+    // fails, unless PANOPTES_CHAOS_NETNS=0 said to run without them: then
+    // the summary line says that partitions were not run.
     let net = match Net::create() {
         Ok(n) => Some(n),
         Err(e) => {
             out.skipped.push(format!("partition-worker and partition-leader: no network namespaces ({e})"));
+            if std::env::var("PANOPTES_CHAOS_NETNS").as_deref() != Ok("0") {
+                out.violations.push(format!(
+                    "partition faults could not be injected: no network namespaces ({e}); run as root with `ip netns` working, or set PANOPTES_CHAOS_NETNS=0 to run without partitions (the summary then says `not_run=partitions`)"
+                ));
+            }
             None
         }
     };

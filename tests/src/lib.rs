@@ -80,6 +80,8 @@ pub struct Node {
     pub child: Child,
     pub log: PathBuf,
     pub first_line: String,
+    /// Its `--data-dir`, where it writes `addresses.json`.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Node {
@@ -93,6 +95,8 @@ impl Node {
     /// `ip netns exec`), stderr to `log`, and wait (bounded) for its first
     /// line on stdout.
     pub fn spawn_command(name: &str, mut cmd: Command, log: &Path) -> Node {
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let data_dir = args.iter().position(|a| a == "--data-dir").and_then(|i| args.get(i + 1)).map(PathBuf::from);
         let logf = std::fs::File::create(log).expect("create log");
         if !cmd.get_envs().any(|(k, _)| k == "PANOPTES_LOG_LEVEL") {
             cmd.env("PANOPTES_LOG_LEVEL", "info");
@@ -119,7 +123,7 @@ impl Node {
                 panic!("{name} did not start; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
             }
         };
-        Node { name: name.to_string(), child, log: log.to_path_buf(), first_line }
+        Node { name: name.to_string(), child, log: log.to_path_buf(), first_line, data_dir }
     }
 
     pub fn kill9(&mut self) {
@@ -655,13 +659,25 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
 
 /// [`http_get`] with extra request headers (`("authorization", "Bearer …")`).
 pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    http_request(addr, "GET", path, headers, None)
+}
+
+/// `METHOD path` with extra headers and an optional body (sent as
+/// `application/octet-stream`): (status code, body).
+pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").unwrap();
+    let mut extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    if let Some(b) = body {
+        extra.push_str(&format!("Content-Type: application/octet-stream\r\nContent-Length: {}\r\n", b.len()));
+    }
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").unwrap();
+    if let Some(b) = body {
+        s.write_all(b).unwrap();
+    }
     let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap_or_else(|e| panic!("read GET {path} from {addr}: {e}"));
+    s.read_to_string(&mut resp).unwrap_or_else(|e| panic!("read {method} {path} from {addr}: {e}"));
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP head in: {resp}"));
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad status line: {head}"));
     (status, body.to_string())
@@ -679,24 +695,26 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
-/// An address a node printed in its log as `MARK` + `HOST:PORT/…` (bounded wait).
-pub fn logged_addr(node: &Node, mark: &str, limit: Duration) -> String {
-    wait_for(&format!("{} to log '{mark}…'", node.name), limit, || {
-        let log = node.log_text();
-        let rest = &log[log.find(mark)? + mark.len()..];
-        Some(rest[..rest.find('/')?].to_string())
+/// The address `node` wrote under `name` in its `addresses.json` (its data
+/// directory; `panoptes_common::addresses`), bounded wait. Addresses are
+/// read from there, not from logs.
+pub fn node_address(node: &Node, name: &str, limit: Duration) -> String {
+    let dir = node.data_dir.as_ref().unwrap_or_else(|| panic!("{} was started without --data-dir", node.name));
+    wait_for(&format!("{} to write '{name}' in {}", node.name, dir.join(panoptes_common::addresses::FILE).display()), limit, || {
+        panoptes_common::addresses::read(dir).get(name).cloned()
     })
 }
 
-/// The metrics address a node printed in its log ("metrics on http://ADDR/metrics").
+/// A node's metrics address (HOST:PORT), from its `addresses.json`.
 pub fn metrics_addr(node: &Node) -> String {
-    logged_addr(node, "metrics on http://", Duration::from_secs(60))
+    node_address(node, "metrics", Duration::from_secs(60))
 }
 
 /// The web UI's address, from coordinator 1's log ("web UI on http://ADDR/").
 pub fn web_addr(c: &Cluster) -> String {
     let node = c.coordinators[0].as_ref().expect("coordinator 1 is running");
-    logged_addr(node, "web UI on http://", Duration::from_secs(30))
+    let url = node_address(node, "web", Duration::from_secs(30));
+    url.strip_prefix("http://").unwrap_or_else(|| panic!("the web page is not on plain http: {url}")).trim_end_matches('/').to_string()
 }
 
 /// The value of one Prometheus series, written exactly as rendered (name and labels).

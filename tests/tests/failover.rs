@@ -124,6 +124,43 @@ fn f01_worker_killed_mid_job_three_coordinators() {
     assert!(all_logs(&c).contains("lease expired"), "the killed worker's lease never expired");
 }
 
+/// A worker stopped with SIGTERM hands its shards back as it stops
+/// (`WorkerApi/Leave`): with leases of 10 minutes, the job completes on
+/// another worker within the bounded wait only because the stopped worker
+/// said it left; nothing is lost or doubled, and no attempt is counted.
+#[test]
+fn f06_a_worker_stopped_with_sigterm_hands_its_shards_back() {
+    let r = reference();
+    let mut c = Cluster::start(&[]);
+    let cfg_path = c.dir.path().join("cluster.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    assert!(cfg.contains("lease_timeout_ms = 4000\n"), "{cfg}");
+    std::fs::write(&cfg_path, cfg.replace("lease_timeout_ms = 4000\n", "lease_timeout_ms = 600000\n")).unwrap();
+    c.restart_coordinator();
+    c.leader();
+    c.start_worker("w1");
+    c.wait_workers(1);
+    let job = submit(&c, &r.clip);
+    wait_progress(&c, &job, 10);
+    // Stopped while it holds a lease, it cannot finish that shard before
+    // the SIGTERM is handled (at SIGCONT).
+    freeze_while_leased(&c, 0);
+    c.workers[0].signal("TERM");
+    c.workers[0].signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.workers[0].child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "w1 did not stop on SIGTERM:\n{}", c.workers[0].log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wlog = c.workers[0].log_text();
+    assert!(wlog.contains("left the cluster: shards handed back"), "{wlog}");
+    c.start_worker("w2");
+    check_exactly_once(&c, &job);
+    let log = c.coordinator_log(1);
+    assert!(log.contains("lease-audit release") && log.contains("reason=leave"), "no hand-back in the coordinator's log:\n{log}");
+    assert!(!log.contains("lease expired"), "a lease expired instead:\n{log}");
+}
+
 /// A worker stopped (SIGSTOP) past its lease and then resumed: its lease is
 /// given to the other worker under a new epoch, and when it wakes up its late
 /// reports carry the old epoch and are refused, so it stops that shard.

@@ -62,7 +62,7 @@ fn two_live_streams_are_analysed_while_they_run_and_complete_when_the_pushes_end
     for (job, step, pushed) in [(&a, 1u64, 200u64), (&b, 2, 100)] {
         let s = c.wait_finished(job, Duration::from_secs(60));
         assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
-        assert!(s["live"].as_bool().unwrap_or(true));
+        assert_eq!(s["live"], true, "a live job not marked live: {s}");
         let got = frames(&c, job, step);
         let m = metrics(&c, job);
         let dropped = m["frames_dropped"].as_u64().unwrap();

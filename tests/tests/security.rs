@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use panoptes_proto::api::{self as pb, panoptes_client::PanoptesClient};
-use panoptes_tests::{bin, client_command, make_token, http_get, http_get_with, make_video, wait_for, web_addr, Cluster};
+use panoptes_tests::{bin, client_command, make_token, http_get, http_get_with, http_request, make_video, wait_for, web_addr, Cluster};
 
 /// The CLI against `c` with exactly `token` (or none).
 fn run(c: &Cluster, token: Option<&str>, args: &[&str]) -> Output {
@@ -284,6 +284,26 @@ fn forward_takes_only_what_a_member_forwards_with_the_callers_role() {
         assert!(e.code() == tonic::Code::PermissionDenied && e.message().contains("leader's own duty"), "{e:?}");
     }
 
+    // A job records who submitted it: a forwarded Submit naming another
+    // owner than the caller's token is refused (before, any name went in).
+    let spec = panoptes_coordinator::state::model::JobSpec {
+        name: "forged".into(),
+        source: "/no-such-clip.mp4".into(),
+        models: vec!["colors".into()],
+        frame_step: 1,
+        target_height: 720,
+        request_id: None,
+        max_attempts: 1,
+        frames_height: 0,
+        frames_quality: 0,
+        frames_every_ms: 0,
+        keep_s: 0,
+        keep_what: Default::default(),
+        owner: "root".into(),
+    };
+    let e = forward(&Request::Submit { spec, now_ms: 0 }, Some(&user)).unwrap_err();
+    assert!(e.code() == tonic::Code::PermissionDenied && e.message().contains("names owner 'root'"), "{e:?}");
+
     // Through a follower: submit (user), cancel (user) and prune (admin) go on.
     let video = c.dir.path().join("clip.mp4");
     make_video(&video, 40, "160x120", 10);
@@ -342,4 +362,58 @@ fn grpc_closes_excess_and_silent_connections() {
     }
     drop(silent);
     wait_for("calls to be served again", Duration::from_secs(30), || run(&c, None, &["models", "--json"]).status.success().then_some(()));
+}
+
+/// A live job's push URL carries its stream key: whoever has it may publish
+/// into the job. With tokens on, `status` shows it whole to the job's owner
+/// and to admins only (others see `***` in its place), and the web page
+/// relays a browser's stream only for them. Before, every user saw the key
+/// and could publish into any live job through the web page.
+#[test]
+fn a_live_jobs_push_url_and_stream_belong_to_its_owner_and_admins() {
+    let (alice, alice_line) = make_token("user", "alice");
+    let (bob, bob_line) = make_token("user", "bob");
+    let (admin, admin_line) = make_token("admin", "root");
+    let c = Cluster::start_secure(&["w1"], &admin, |dir| {
+        let file = dir.join("tokens");
+        std::fs::write(&file, format!("{alice_line}\n{bob_line}\n{admin_line}\n")).unwrap();
+        let secret = dir.join("cluster.secret");
+        std::fs::write(&secret, "live-owner-cluster-secret\n").unwrap();
+        format!("\n[security]\ntokens_file = \"{}\"\ncluster_secret_file = \"{}\"\n", file.display(), secret.display())
+    });
+    c.wait_workers(1);
+    let json = |o: Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("not JSON: {}\n{}", stderr(&o), String::from_utf8_lossy(&o.stdout)))
+    };
+    let live = json(run(&c, Some(&alice), &["live", "--models", "colors", "--json"]));
+    let (job, url) = (live["job_id"].as_str().unwrap().to_string(), live["rtmp_url"].as_str().unwrap().to_string());
+    let key = url.rsplit('/').next().unwrap().to_string();
+    assert!(key.len() >= 16, "{url}");
+
+    for (who, token) in [("alice (the owner)", &alice), ("root (an admin)", &admin)] {
+        let s = json(run(&c, Some(token), &["status", &job, "--json"]));
+        assert_eq!(s["push_url"], url.as_str(), "{who}: {s}");
+        assert_eq!(s["source"], url.as_str(), "{who}: {s}");
+    }
+    let s = json(run(&c, Some(&bob), &["status", &job, "--json"]));
+    let shown = s.to_string();
+    assert!(!shown.contains(&key), "bob (another user) was shown the stream key: {s}");
+    assert!(s["push_url"].as_str().unwrap().ends_with("/live/***"), "{s}");
+
+    // The web page's relay: bob may neither publish nor end the stream.
+    let web = web_addr(&c);
+    let as_bob = format!("Bearer {bob}");
+    let (code, body) = http_request(&web, "POST", &format!("/api/live/{job}/media"), &[("authorization", &as_bob)], Some(b"webm bytes"));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("only the owner of live job"), "{body}");
+    let (code, body) = http_request(&web, "DELETE", &format!("/api/live/{job}/media"), &[("authorization", &as_bob)], None);
+    assert_eq!(code, 403, "{body}");
+    // Alice gets past the check (what follows is the relay's own answer).
+    let as_alice = format!("Bearer {alice}");
+    let (code, body) = http_request(&web, "DELETE", &format!("/api/live/{job}/media"), &[("authorization", &as_alice)], None);
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no browser stream is being relayed"), "{body}");
+
+    let logs = c.logs();
+    assert!(!logs.contains(&key), "the stream key is in a log");
 }

@@ -9,7 +9,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use panoptes_tests::{logged_addr, make_video, Cluster, Tls};
+use panoptes_tests::{make_video, node_address, Cluster, Tls};
 use serde_json::Value;
 
 /// `curl --silent --show-error ARGS`, every run bounded by its `--max-time`.
@@ -55,7 +55,8 @@ fn web_ui_serves_https_with_the_node_certificate() {
     c.leader();
     c.start_worker("w1");
     let node = c.coordinators[0].as_ref().expect("coordinator 1 is running");
-    let web = logged_addr(node, "web UI on https://", Duration::from_secs(30));
+    let url = node_address(node, "web", Duration::from_secs(30));
+    let web = url.strip_prefix("https://").unwrap_or_else(|| panic!("the web page is not on https: {url}")).trim_end_matches('/').to_string();
     assert!(!node.log_text().contains("web UI on http://"), "{}", node.log_text());
     let base = format!("https://{web}");
     let ca = tls.path("ca.pem");

@@ -338,7 +338,7 @@ pub struct Web {
     /// Makes each submission's idempotency key unique within this process.
     seq: Arc<AtomicU64>,
     /// Browser streams being relayed to their live job's RTMP URL, by job id.
-    relays: Arc<tokio::sync::Mutex<std::collections::HashMap<String, relay::Relay>>>,
+    relays: relay::Relays,
     /// Host names answered besides IP addresses and localhost ([`guard`]).
     hosts: Arc<Vec<String>>,
 }
@@ -711,35 +711,58 @@ async fn live(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult 
 /// `POST /api/live/{id}/media`: the next piece of a browser recording
 /// (MediaRecorder's WebM, pieces in order) for live job `id`, relayed to the
 /// job's RTMP URL by an FFmpeg publisher → 202 `{bytes}` (relayed so far).
+/// Only the job's owner (or an admin) may publish: every piece is checked
+/// with the caller's token, since the coordinators show the push URL whole
+/// to them only. Each relay has a lock of its own, held while a piece is
+/// written; the map of relays is locked only to find or add one.
 async fn live_media(State(web): State<Web>, caller: Caller, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    let mut relays = web.relays.lock().await;
-    if !relays.contains_key(&id) {
-        let s = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
-        if !s.live {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("job {id} is not a live job; create one with POST /api/live")));
-        }
+    let s = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
+    if !s.live {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("job {id} is not a live job; create one with POST /api/live")));
+    }
+    may_publish(&id, &s)?;
+    let slot = web.relays.lock().expect("relays lock").entry(id.clone()).or_default().clone();
+    let mut relay = slot.lock().await;
+    if relay.is_none() {
         if is_finished(&s) {
             return Err(ApiError::new(StatusCode::CONFLICT, format!("live job {id} is {}; create a new one with POST /api/live", state_name(s.state))));
         }
-        let r = relay::Relay::start(&id, &s.source).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        relays.insert(id.clone(), r);
+        *relay = Some(relay::Relay::start(&id, &s.source).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?);
     }
-    let r = relays.get_mut(&id).expect("inserted above");
-    match r.push(body).await {
+    match relay.as_mut().expect("started above").push(body).await {
         Ok(total) => Ok(json_response(StatusCode::ACCEPTED, &json!({ "bytes": total }))),
         Err(e) => {
-            relays.remove(&id);
+            relay.take();
+            drop(relay);
+            relay::forget(&web.relays, &id, &slot);
             Err(ApiError::new(StatusCode::BAD_GATEWAY, e))
         }
     }
 }
 
+/// Refuse a caller who may not publish into live job `id`: the coordinators
+/// showed it the job's push URL with the stream key hidden.
+fn may_publish(id: &str, s: &pb::JobStatus) -> Result<(), ApiError> {
+    if s.source.contains("***") || s.push_url.contains("***") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("only the owner of live job {id} (the token that created it) or an admin may publish into it"),
+        ));
+    }
+    Ok(())
+}
+
 /// `DELETE /api/live/{id}/media`: the recording ended; the publisher
 /// finishes sending and stops (the worker then ends the live job).
 async fn live_media_end(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
-    // Only a caller the coordinators accept may end a relay: ask them first.
-    rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
-    let r = web.relays.lock().await.remove(&id);
+    // Only a caller the coordinators accept, and who may publish, may end a relay.
+    let s = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
+    may_publish(&id, &s)?;
+    let slot = web.relays.lock().expect("relays lock").remove(&id);
+    let r = match slot {
+        Some(slot) => slot.lock().await.take(),
+        None => None,
+    };
     let Some(r) = r else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no browser stream is being relayed for job {id}")));
     };
@@ -768,18 +791,36 @@ mod relay {
     /// A browser that sent nothing for this long has gone (its recorder sends every 500 ms).
     const ABANDONED: Duration = Duration::from_secs(30);
 
-    /// End the relays of browsers that went away without saying so.
-    pub async fn end_abandoned(relays: Arc<Mutex<HashMap<String, Relay>>>) {
+    /// One relay's slot: its own lock, held while a piece is written
+    /// (`None` once it ended).
+    pub type Slot = Arc<Mutex<Option<Relay>>>;
+    /// The relays by job id. The map's lock is never held across an await.
+    pub type Relays = Arc<std::sync::Mutex<HashMap<String, Slot>>>;
+
+    /// Remove `id`'s entry if it is still `slot` (not a newer relay).
+    pub fn forget(relays: &Relays, id: &str, slot: &Slot) {
+        let mut map = relays.lock().expect("relays lock");
+        if map.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            map.remove(id);
+        }
+    }
+
+    /// End the relays of browsers that went away without saying so. A relay
+    /// busy writing a piece is not abandoned: it is skipped this round.
+    pub async fn end_abandoned(relays: Relays) {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            let gone: Vec<Relay> = {
-                let mut map = relays.lock().await;
-                let ids: Vec<String> = map.iter().filter(|(_, r)| r.last_push.elapsed() > ABANDONED).map(|(id, _)| id.clone()).collect();
-                ids.iter().filter_map(|id| map.remove(id)).collect()
-            };
-            for r in gone {
-                warn!(job_id = %r.job, "the browser stopped sending its live stream; ending it");
-                r.finish().await;
+            let slots: Vec<(String, Slot)> = relays.lock().expect("relays lock").iter().map(|(id, s)| (id.clone(), s.clone())).collect();
+            for (id, slot) in slots {
+                let gone = match slot.try_lock() {
+                    Ok(mut r) if r.as_ref().is_some_and(|r| r.last_push.elapsed() > ABANDONED) => r.take(),
+                    _ => None,
+                };
+                if let Some(r) = gone {
+                    forget(&relays, &id, &slot);
+                    warn!(job_id = %r.job, "the browser stopped sending its live stream; ending it");
+                    r.finish().await;
+                }
             }
         }
     }

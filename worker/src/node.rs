@@ -55,6 +55,10 @@ pub struct WorkerOptions {
     pub live_reconnect: crate::pipeline::Reconnect,
     /// `security.cluster_secret_file` (empty: none); read once when the worker starts.
     pub cluster_secret_file: String,
+    /// The worker's data directory (`--data-dir`, `worker.data_dir`), where
+    /// it writes `addresses.json` (what it serves on:
+    /// `panoptes_common::addresses`); `None`: nowhere.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl WorkerOptions {
@@ -82,6 +86,15 @@ impl WorkerOptions {
             live_drop_policy: crate::pipeline::DropPolicy::from_config(&cfg.live),
             live_reconnect: crate::pipeline::Reconnect::from_config(&cfg.live),
             cluster_secret_file: cfg.security.cluster_secret_file.clone(),
+            // Set by whoever runs the node (`panoptes worker` sets it).
+            data_dir: None,
+        }
+    }
+
+    /// Note an address this worker serves on in its `addresses.json`.
+    pub fn note_address(&self, name: &str, addr: &str) {
+        if let Some(d) = &self.data_dir {
+            panoptes_common::addresses::note(d, name, addr);
         }
     }
 }
@@ -376,8 +389,24 @@ impl Actor for WorkerActor {
         Ok(())
     }
 
+    /// Stopping (SIGTERM, or the root actor ended): the ingest lobby stops,
+    /// and the coordinators are told, so that the shards of file jobs this
+    /// worker holds go to other workers at once instead of when their leases
+    /// expire (`Leave`; a few seconds at most, then the leases expire as
+    /// after a crash).
     async fn post_stop(&self, _myself: ActorRef<WorkerMsg>, st: &mut WorkerState) -> Result<(), ActorProcessingErr> {
         st.lobby_stop.store(true, Ordering::Relaxed);
+        let req = pb::LeaveRequest { name: st.opts.name.clone() };
+        let leave = st.coords.call(st.coords.addrs().len(), |ch| {
+            let r = req.clone();
+            let secret = st.coords.secret();
+            async move { client(ch, secret).leave(r).await }
+        });
+        match tokio::time::timeout(Duration::from_secs(3), leave).await {
+            Ok(Ok(r)) => info!(worker = %st.opts.name, leases_returned = r.leases_returned, "left the cluster: shards handed back"),
+            Ok(Err(e)) => warn!(worker = %st.opts.name, error = %e.message(), "could not hand back shards; their leases expire instead"),
+            Err(_) => warn!(worker = %st.opts.name, "no coordinator answered the hand-back within 3 s; the leases expire instead"),
+        }
         Ok(())
     }
 
@@ -454,6 +483,7 @@ fn start_lobby(st: &mut WorkerState, myself: ActorRef<WorkerMsg>) -> anyhow::Res
         stop: st.lobby_stop.clone(),
     };
     info!(worker = %st.opts.name, url = %lobby.url(), "live ingest lobby: a publisher whose worker was lost resumes its stream here by pushing to this URL + its stream key");
+    st.opts.note_address("lobby", &lobby.url());
     lobby.spawn().context("cannot start the live ingest lobby")?;
     Ok(())
 }
@@ -467,6 +497,7 @@ pub async fn run(opts: WorkerOptions, shutdown: impl std::future::Future<Output 
     let registered = Arc::new(AtomicBool::new(false));
     let http = serve_metrics(&opts.advertise, registered.clone()).await?;
     info!(worker = %opts.name, addr = %http, "metrics on http://{http}/metrics (health: http://{http}/healthz)");
+    opts.note_address("metrics", &http.to_string());
     println!("worker {} started (models: {})", opts.name, opts.models.join(","));
     let (root, mut handle) =
         Actor::spawn(None, WorkerActor, (opts.clone(), analyses, registered)).await.context("worker failed to start")?;

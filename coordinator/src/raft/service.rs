@@ -47,9 +47,17 @@ impl RaftGrpc {
             Origin::User => Access::User,
             Origin::Admin => Access::Admin,
         };
-        match &self.gate {
-            Some(g) => g.auth.check_token(metadata, need).map(|_| ()).map_err(|s| Status::new(s.code(), format!("forwarded {}: {}", req.kind(), s.message()))),
-            None => Ok(()),
+        let Some(g) = &self.gate else { return Ok(()) };
+        let caller = g.auth.check_token(metadata, need).map_err(|s| Status::new(s.code(), format!("forwarded {}: {}", req.kind(), s.message())))?;
+        // A job records who submitted it: the token the follower forwards,
+        // not a name the forwarder chose.
+        match req.owner() {
+            Some(owner) if owner != caller.owner() => Err(Status::permission_denied(format!(
+                "forwarded {}: it names owner '{owner}', but the caller's token is '{}'",
+                req.kind(),
+                caller.owner()
+            ))),
+            _ => Ok(()),
         }
     }
 }

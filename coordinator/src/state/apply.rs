@@ -261,20 +261,14 @@ impl State {
                 let Some(w) = self.workers.get_mut(worker) else { return rejected(format!("unknown worker '{worker}'")) };
                 w.draining = *draining;
                 ch.workers.insert(worker.clone());
-                let mut returned = 0u32;
-                if *hand_back {
-                    // A live stream stays where its publisher pushes to.
-                    for j in self.jobs.values_mut().filter(|j| j.state == JobState::Running && j.live.is_none()) {
-                        for s in &mut j.shards {
-                            if matches!(&s.state, ShardState::Leased { worker: w, .. } if w == worker) {
-                                s.state = ShardState::Pending;
-                                returned += 1;
-                                ch.jobs.insert(j.id);
-                            }
-                        }
-                    }
-                }
+                let returned = if *hand_back { self.hand_back(worker, "drain", ch) } else { 0 };
                 Response::Drained { leases_returned: returned }
+            }
+            Request::Leave { worker } => {
+                if !self.workers.contains_key(worker) {
+                    return rejected(format!("unknown worker '{worker}'"));
+                }
+                Response::Drained { leases_returned: self.hand_back(worker, "leave", ch) }
             }
             Request::Grant { worker, shards, now_ms } => {
                 match self.workers.get(worker) {
@@ -417,6 +411,26 @@ impl State {
         s.end = at;
         j.shards.push(tail);
         Response::Granted(vec![Granted { job, shard: index, epoch: new_epoch }])
+    }
+
+    /// The shards of running file jobs leased to `worker` go back to pending
+    /// (attempts unchanged); a live stream stays where its publisher pushes
+    /// to. Returns how many.
+    fn hand_back(&mut self, worker: &str, reason: &str, ch: &mut Changes) -> u32 {
+        let mut returned = 0u32;
+        for j in self.jobs.values_mut().filter(|j| j.state == JobState::Running && j.live.is_none()) {
+            for s in &mut j.shards {
+                if let ShardState::Leased { worker: w, epoch, .. } = &s.state {
+                    if w == worker {
+                        tracing::info!("lease-audit release job={} shard={} epoch={epoch} reason={reason}", j.id, s.index);
+                        s.state = ShardState::Pending;
+                        returned += 1;
+                        ch.jobs.insert(j.id);
+                    }
+                }
+            }
+        }
+        returned
     }
 
     fn apply_report(&mut self, r: &Report, sink: &mut dyn ResultSink, ch: &mut Changes) -> Response {
@@ -642,6 +656,7 @@ mod tests {
             frames_every_ms: 0,
             keep_s: 0,
             keep_what: Default::default(),
+            owner: String::new(),
         }
     }
 
@@ -1032,6 +1047,21 @@ mod tests {
         assert_eq!(w.apply(Request::Drain { worker: "w1".into(), draining: false, hand_back: false }), Response::Drained { leases_returned: 0 });
         w.grant("w1", 1);
         assert!(matches!(w.apply(Request::Drain { worker: "nobody".into(), draining: true, hand_back: false }), Response::Rejected(_)));
+    }
+
+    #[test]
+    fn a_leaving_worker_hands_back_its_leases_without_failed_attempts() {
+        let mut w = World::new();
+        let e = w.grant("w1", 0);
+        stored(w.apply(report("w1", 0, e, &[0, 2], 3, false)));
+        assert_eq!(w.apply(Request::Leave { worker: "w1".into() }), Response::Drained { leases_returned: 1 });
+        let s = &w.job().shards[0];
+        assert_eq!((s.state.clone(), s.cursor, s.attempts), (ShardState::Pending, 3, 0), "resumes after what was committed, no attempt counted");
+        // Its old lease is fenced off; it is not draining: leases go on once it is back.
+        assert!(matches!(w.apply(report("w1", 0, e, &[4], 5, false)), Response::Reported { accepted: false, .. }));
+        w.grant("w2", 0);
+        w.grant("w1", 1);
+        assert!(matches!(w.apply(Request::Leave { worker: "nobody".into() }), Response::Rejected(_)));
     }
 
     fn split(w: &mut World, shard: u32, epoch: u64, at: u64, worker: &str) -> Response {

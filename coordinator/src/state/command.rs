@@ -77,6 +77,9 @@ pub enum Request {
     /// Stop (or resume) leasing new shards to a worker; with `hand_back`, its
     /// current leases become pending again at their committed cursors.
     Drain { worker: String, draining: bool, hand_back: bool },
+    /// A worker that is stopping hands back the shards of file jobs it holds
+    /// (they become pending at once, attempts unchanged).
+    Leave { worker: String },
     /// Lease these pending shards to `worker`, each under a fresh epoch.
     Grant { worker: String, shards: Vec<(u64, u32)>, now_ms: u64 },
     /// A lease ran out: the shard's unacknowledged frames become pending again.
@@ -131,8 +134,21 @@ impl Request {
         match self {
             Request::Submit { .. } | Request::Cancel { .. } | Request::CreateLive { .. } => Origin::User,
             Request::Prune { .. } | Request::Drain { .. } => Origin::Admin,
-            Request::RegisterWorker { .. } | Request::Grant { .. } | Request::Split { .. } | Request::Report(_) | Request::MoveLive { .. } => Origin::Worker,
+            Request::RegisterWorker { .. }
+            | Request::Grant { .. }
+            | Request::Split { .. }
+            | Request::Report(_)
+            | Request::MoveLive { .. }
+            | Request::Leave { .. } => Origin::Worker,
             Request::Plan { .. } | Request::Fail { .. } | Request::Expire { .. } | Request::Trim { .. } | Request::AbandonLive { .. } => Origin::Leader,
+        }
+    }
+
+    /// The owner a command that creates a job records (see `JobSpec::owner`).
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Request::Submit { spec, .. } | Request::CreateLive { spec, .. } => Some(&spec.owner),
+            _ => None,
         }
     }
 
@@ -145,6 +161,7 @@ impl Request {
             Request::Cancel { .. } => "Cancel",
             Request::RegisterWorker { .. } => "RegisterWorker",
             Request::Drain { .. } => "Drain",
+            Request::Leave { .. } => "Leave",
             Request::Grant { .. } => "Grant",
             Request::Expire { .. } => "Expire",
             Request::Split { .. } => "Split",

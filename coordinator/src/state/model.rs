@@ -49,6 +49,11 @@ pub struct JobSpec {
     /// stream time (0: everything) of what `keep_what` says.
     pub keep_s: u64,
     pub keep_what: KeepWhat,
+    /// The name of the token that submitted the job (`security.tokens_file`),
+    /// or "" on a cluster without tokens. Only the owner and admins see the
+    /// job's source and push URL unredacted, and only they may publish into
+    /// a live job from the web page.
+    pub owner: String,
 }
 
 /// What a job's retention deletes.

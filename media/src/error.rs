@@ -216,9 +216,15 @@ pub(crate) fn from_ffmpeg(
             input: input_s,
             reason: errno_reason(errno).unwrap().to_string(),
         },
-        E::Other { errno } if network && errno == ffmpeg::error::EIO => MediaError::Network {
+        E::Other { errno } if network && errno == ffmpeg::error::EIO && stage == Stage::Open => MediaError::Network {
             input: input_s,
             reason: "network I/O error (host name not resolved, or the connection failed)".into(),
+        },
+        // After the open: the transfer itself broke.
+        E::Other { errno } if network && errno == ffmpeg::error::EIO => MediaError::Network {
+            input: input_s,
+            reason: "network I/O error while reading: the connection broke before the end of the video (the server closed it or stopped sending); try again, or check the server"
+                .into(),
         },
         _ if network
             && stage != Stage::Open

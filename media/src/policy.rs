@@ -222,17 +222,20 @@ pub fn enforce(source: &str) -> Result<(), MediaError> {
     }
 }
 
-/// Check a URL that FFmpeg is about to open for a source: the source
-/// itself, or a playlist, key or segment that an HLS or DASH playlist
-/// names. `crypto+http://…` and `crypto:http://…` (HLS's AES segments) are
-/// checked as the URL they wrap. Other schemes are left to the protocol
-/// whitelist the source was opened with (an http(s) source's allows only
-/// http, https and what they are built on).
+/// Check a URL that FFmpeg is about to open for a network source: the
+/// source itself, or a playlist, key or segment that an HLS playlist names.
+/// `crypto+http://…` and `crypto:http://…` (HLS's AES segments) are checked
+/// as the URL they wrap. Anything but a network URL (`file:`, `data:`, a
+/// bare path) is refused: a network source leads only to the network, and
+/// only where the policy allows.
 pub fn enforce_nested(url: &str) -> Result<(), MediaError> {
     let inner = url.strip_prefix("crypto+").or_else(|| url.strip_prefix("crypto:")).unwrap_or(url);
     match scheme(inner) {
         Some(s) if NETWORK_SCHEMES.contains(&s.as_str()) => enforce(inner),
-        _ => Ok(()),
+        _ => Err(MediaError::InvalidArgument {
+            input: url.to_string(),
+            reason: format!("refused: a network source may lead only to network URLs ({}), not to this", NETWORK_SCHEMES.join(", ")),
+        }),
     }
 }
 

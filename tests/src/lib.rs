@@ -734,6 +734,20 @@ pub fn push_stream(url: &str, size: &str, seconds: u32) -> Child {
         .expect("run ffmpeg (is the FFmpeg CLI installed?)")
 }
 
+/// Push the encoded file `clip` (FLV, H.264) to `url` in real time
+/// (`-re`), its packets as they are (`-c copy`): the worker decodes exactly
+/// the frames `panoptes analyze` decodes from the file.
+pub fn push_file(url: &str, clip: &Path) -> Child {
+    Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-re", "-i"])
+        .arg(clip)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run ffmpeg (is the FFmpeg CLI installed?)")
+}
+
 /// Wait (bounded by `limit`, then killed) for a push to end; whether it succeeded.
 pub fn finish_push(mut c: Child, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;

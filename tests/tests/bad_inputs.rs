@@ -96,7 +96,9 @@ fn truncate_copy(src: &Path, dst: &Path, fraction: f64) {
 // A tiny HTTP server on 127.0.0.1: 404 for everything but /page.html, which
 // is a 200 with Content-Type text/html, /trickle.mp4, which sends its
 // headers and then a byte a second, /moved.mp4, a redirect to 127.0.0.2,
-// /list.m3u8, an HLS playlist whose
+// /local.m3u8 (a segment file:///srv/videos/private.ts), /master.m3u8, /keyed.m3u8 and
+// /manifest.mpd (a variant, an AES key and DASH segments on 127.0.0.2),
+// /cut.ts (a body cut off halfway), /list.m3u8, an HLS playlist whose
 // segments are on 127.0.0.2 (refused by the policy), and /stalls.ts, which serves its clip
 // whole to the first request (the coordinator's probe) and to later ones
 // (the worker's decode) the first half, then a byte a second. It stops when
@@ -153,6 +155,14 @@ impl HttpServer {
         }
         let head = String::from_utf8_lossy(&head);
         let path = head.split_whitespace().nth(1).unwrap_or("/");
+        if path == "/cut.ts" {
+            // The clip of /stalls.ts, announced whole, then cut off halfway:
+            // the connection closes with half the body sent.
+            let data = stall_clip.lock().unwrap().0.clone();
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len());
+            let _ = s.write_all(&data[..data.len() / 2]);
+            return;
+        }
         if path == "/stalls.ts" {
             let (data, first) = {
                 let mut g = stall_clip.lock().unwrap();
@@ -182,6 +192,34 @@ impl HttpServer {
             // A redirect to an address the policy refuses: FFmpeg would
             // follow it on its own, past the check of the submitted URL.
             let _ = write!(s, "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:9/clip.mp4\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            return;
+        }
+        // More playlists: a master playlist whose variant, and a media
+        // playlist whose AES key, are on 127.0.0.2; a DASH manifest.
+        let listed = match path {
+            "/local.m3u8" => Some((
+                "application/vnd.apple.mpegurl",
+                "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:1.0,\nfile:///srv/videos/private.ts\n#EXT-X-ENDLIST\n".to_string(),
+            )),
+            "/master.m3u8" => Some(("application/vnd.apple.mpegurl", "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000,RESOLUTION=160x120\nhttp://127.0.0.2:9/variant.m3u8\n".to_string())),
+            "/keyed.m3u8" => Some((
+                "application/vnd.apple.mpegurl",
+                "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n\
+                 #EXT-X-KEY:METHOD=AES-128,URI=\"http://127.0.0.2:9/key.bin\"\n#EXTINF:1.0,\nseg0.ts\n#EXT-X-ENDLIST\n"
+                    .to_string(),
+            )),
+            "/manifest.mpd" => Some((
+                "application/dash+xml",
+                "<?xml version=\"1.0\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" type=\"static\" mediaPresentationDuration=\"PT2S\" minBufferTime=\"PT1S\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\">\n\
+                 <BaseURL>http://127.0.0.2:9/</BaseURL>\n<Period><AdaptationSet mimeType=\"video/mp4\"><Representation id=\"0\" codecs=\"avc1.64000a\" bandwidth=\"96800\" width=\"160\" height=\"120\">\n\
+                 <SegmentTemplate timescale=\"1000\" duration=\"1000\" initialization=\"init.m4s\" media=\"chunk-$Number$.m4s\" startNumber=\"1\"/>\n\
+                 </Representation></AdaptationSet></Period>\n</MPD>\n"
+                    .to_string(),
+            )),
+            _ => None,
+        };
+        if let Some((ctype, body)) = listed {
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
             return;
         }
         if path == "/list.m3u8" {
@@ -372,6 +410,8 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
     let (random, random_bin, good) = (p("random.mp4"), p("random.bin"), p("good.mp4"));
     let (url404, html, trickle, stalls) = (http.url("missing.mp4"), http.url("page.html"), http.url("trickle.mp4"), http.url("stalls.ts"));
     let (playlist, moved) = (http.url("list.m3u8"), http.url("moved.mp4"));
+    let local_list = http.url("local.m3u8");
+    let (master, keyed, mpd, cut) = (http.url("master.m3u8"), http.url("keyed.m3u8"), http.url("manifest.mpd"), http.url("cut.ts"));
     ffmpeg(&["-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-frames:v", "30", "-c:v", "libx264", "-g", "30", "-f", "mpegts", &p("stalls.ts")]);
     http.set_stall_clip(std::fs::read(d.join("stalls.ts")).unwrap());
     let stalled = format!("no frame came from the source in {PROBE_TIMEOUT_S} s");
@@ -409,6 +449,11 @@ fn every_bad_input_gets_its_error_and_the_cluster_stays_healthy() {
         case("HTTP server sending a byte a second", colors(&trickle, &[]), Failed, &[&trickle, &too_slow, "sources.probe_timeout_s"]),
         case("HTTP server that stalls after the probe (the worker's decode)", colors(&stalls, &[]), Failed, &[&stalls, &stalled, "sources.probe_timeout_s"]),
         case("HLS playlist whose segments are on a refused address", colors(&playlist, &[]), Failed, &[&playlist, "'http://127.0.0.2:9/seg0.ts'", "which is not opened", "sources.allow_networks"]),
+        case("HLS playlist whose segment is a local file", colors(&local_list, &[]), Failed, &[&local_list, "'file:///srv/videos/private.ts'", "may lead only to network URLs"]),
+        case("HLS master playlist whose variant is on a refused address", colors(&master, &[]), Failed, &[&master, "'http://127.0.0.2:9/variant.m3u8'", "which is not opened", "sources.allow_networks"]),
+        case("HLS playlist whose AES key is on a refused address", colors(&keyed, &[]), Failed, &[&keyed, "'http://127.0.0.2:9/key.bin'", "which is not opened", "sources.allow_networks"]),
+        case("DASH manifest (its segments would be fetched past the policy)", colors(&mpd, &[]), Failed, &[&mpd, "not allowed for network sources", "DASH manifest"]),
+        case("HTTP body cut off halfway (the server closes the connection)", colors(&cut, &[]), Failed, &[&cut, "the connection broke before the end of the video"]),
         case("HTTP redirect to a refused address", colors(&moved, &[]), Failed, &[&moved, "HTTP redirects are not followed: submit the URL the redirect points to"]),
         case("unreachable host (a closed port)", colors(&refused_url, &[]), Failed, &[&refused_url, "connection refused"]),
         // Credentials in a URL (user:password@, a signed query) are not echoed.

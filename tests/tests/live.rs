@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use panoptes_tests::{finish_push, push_stream, free_port, wait_for, Cluster};
+use panoptes_tests::{finish_push, free_port, push_file, push_stream, wait_for, Cluster};
 use serde_json::Value;
 
 fn create(c: &Cluster, models: &str, step: u32) -> (String, String) {
@@ -35,6 +35,21 @@ fn frames(c: &Cluster, job: &str, step: u64) -> Vec<u64> {
     frames
 }
 
+/// `panoptes analyze` of `clip` with `colors`: frame → its results.
+fn analyse_file(clip: &std::path::Path) -> std::collections::BTreeMap<u64, Value> {
+    let out = std::process::Command::new(panoptes_tests::bin())
+        .args(["analyze", clip.to_str().unwrap(), "--models", "colors", "--json", "--models-dir"])
+        .arg(panoptes_tests::models_dir())
+        .output()
+        .expect("run panoptes analyze");
+    assert!(out.status.success(), "analyze: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["frame"].as_u64().unwrap(), v["results"].clone()))
+        .collect()
+}
+
 fn metrics(c: &Cluster, job: &str) -> Value {
     c.cli_json(&["metrics", job, "--json"])
 }
@@ -52,7 +67,24 @@ fn two_live_streams_are_analysed_while_they_run_and_complete_when_the_pushes_end
     wait_listening(&c, &url_a);
     wait_listening(&c, &url_b);
 
-    let (pa, pb) = (push_stream(&url_a, "320x240", 8), push_stream(&url_b, "320x240", 8));
+    // Both push the same encoded clip, packets as they are: every analysed
+    // frame can be checked against `panoptes analyze` of the file, so a
+    // frame is known to be the one pushed with that number, and the frames
+    // not analysed are known without the worker's own count of them.
+    let clip = c.dir.path().join("pushed.flv");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "8"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-f", "flv"])
+        .arg(&clip)
+        .status()
+        .expect("run ffmpeg");
+    assert!(made.success());
+    let reference = analyse_file(&clip);
+    assert_eq!(reference.len(), 200);
+    // testsrc2 moves: frames differ, so a frame given another number would not match.
+    let distinct: BTreeSet<String> = reference.values().map(|v| v.to_string()).collect();
+    assert!(distinct.len() > 150, "only {} distinct results in 200 frames", distinct.len());
+    let (pa, pb) = (push_file(&url_a, &clip), push_file(&url_b, &clip));
     // Results appear while the streams run.
     wait_for("results before the pushes end", Duration::from_secs(8), || (!c.results(&a).is_empty() && !c.results(&b).is_empty()).then_some(()));
     assert_eq!(c.cli_json(&["status", &a, "--json"])["state"], "running", "{a} ended before its push");
@@ -64,10 +96,18 @@ fn two_live_streams_are_analysed_while_they_run_and_complete_when_the_pushes_end
         assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
         assert_eq!(s["live"], true, "a live job not marked live: {s}");
         let got = frames(&c, job, step);
+        for r in c.results(job) {
+            let f = r["frame"].as_u64().unwrap();
+            assert_eq!(Some(&r["results"]), reference.get(&f), "{job}: frame {f} is not the frame pushed with that number");
+        }
         let m = metrics(&c, job);
         let dropped = m["frames_dropped"].as_u64().unwrap();
         assert_eq!(s["frames_done"].as_u64().unwrap(), got.len() as u64);
-        // Every frame pushed was analysed exactly once or counted as dropped.
+        // Every frame pushed was analysed exactly once (each checked above)
+        // or dropped: the frames not analysed, counted here, are what the
+        // worker says it dropped.
+        let missing = (0..pushed).map(|i| i * step).filter(|f| !got.contains(f)).count() as u64;
+        assert_eq!(missing, dropped, "{job}: {missing} pushed frames not analysed, but the worker counted {dropped} dropped; metrics {m}");
         assert_eq!(got.len() as u64 + dropped, pushed, "{job}: {} analysed + {dropped} dropped; metrics {m}", got.len());
         if dropped == 0 {
             let want: Vec<u64> = (0..pushed).map(|i| i * step).collect();

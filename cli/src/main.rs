@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 
 mod render;
+mod tracks;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -85,6 +86,11 @@ enum Cmd {
     Status(JobArgs),
     /// Print a job's results, one line per (frame, model), ordered by frame then model.
     Results(ResultsArgs),
+    /// A job's tracked objects: its detections (`objects`, or --model)
+    /// joined across frames into tracks with ids, first and last frame, best
+    /// score and box path (an IoU tracker; the same results give the same
+    /// tracks however the job was split).
+    Tracks(tracks::TracksArgs),
     /// Create a live job and print where to push its RTMP stream; results are
     /// committed while it runs (`results --follow`), and it completes when the
     /// publisher stops.
@@ -1202,6 +1208,7 @@ async fn main() -> ExitCode {
         Cmd::Submit(a) => submit(a).await,
         Cmd::Status(a) => status(a).await,
         Cmd::Results(a) => results(a).await,
+        Cmd::Tracks(a) => tracks::tracks(a).await,
         Cmd::Live(a) => live(a).await,
         Cmd::Cancel(a) => cancel(a).await,
         Cmd::Metrics(a) => metrics(a).await,

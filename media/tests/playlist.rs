@@ -3,8 +3,10 @@
 //! policy refuses.
 //!
 //! Its own test binary: the policy is installed process-wide. Two servers
-//! on the loopback interface: 127.0.0.1 (allowed by `allow_networks`) and
-//! 127.0.0.2 (a loopback address like any other, so refused).
+//! on this machine's loopback interface: 127.0.0.1 (allowed by
+//! `allow_networks`) and 127.0.0.2 (in 127.0.0.0/8 too, so nothing leaves
+//! the machine; not in `allow_networks`, so refused). The policy decides by
+//! address, so a refused server needs an address of its own.
 
 mod common;
 

@@ -30,6 +30,10 @@ pub struct TracksArgs {
     /// One JSON object per track: {"track_id","label","first_frame","last_frame","first_time","last_time","best_score","frames","path":[[frame,[x1,y1,x2,y2]],...]}.
     #[arg(long)]
     json: bool,
+    /// While the job runs (a live stream), print each track as it ends; the
+    /// tracks still open are printed when the job ends.
+    #[arg(long)]
+    follow: bool,
     #[command(flatten)]
     client: ClientOpts,
 }
@@ -54,7 +58,7 @@ pub async fn tracks(a: TracksArgs) -> Result<ExitCode> {
     }
     let max_gap_ms = panoptes_common::parse_interval_ms(&a.max_gap).map_err(|e| anyhow::anyhow!("--max-gap: {e}"))?;
     let coords = connect(&a.client)?;
-    let req = pb::ResultsRequest { job_id: a.job.clone(), model: a.model.clone(), ..Default::default() };
+    let req = pb::ResultsRequest { job_id: a.job.clone(), model: a.model.clone(), follow: a.follow, ..Default::default() };
     let mut stream = coords
         .call(coords.addrs().len() * 2, |ch| {
             let r = req.clone();
@@ -64,36 +68,54 @@ pub async fn tracks(a: TracksArgs) -> Result<ExitCode> {
         .map_err(|s| explain(s, &coords))?;
     let mut tracker = Tracker::new(TrackerConfig { min_iou: a.min_iou, max_gap_s: max_gap_ms as f64 / 1000.0 });
     let mut frames = 0u64;
+    let mut printed = 0usize;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     while let Some(r) = stream.message().await.map_err(|s| explain(s, &coords))? {
         let results: Value = serde_json::from_str(&r.results_json).context("coordinator sent invalid results JSON")?;
         tracker.update(r.frame, r.timestamp, &detections_of(&results)).map_err(anyhow::Error::msg)?;
         frames += 1;
+        if a.follow {
+            for t in tracker.take_ended() {
+                print_track(&mut out, &t, a.json)?;
+                printed += 1;
+            }
+            out.flush()?;
+        }
     }
-    let all = tracker.finish();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if a.json {
-        for t in &all {
-            writeln!(out, "{}", track_json(t))?;
-        }
+    let rest = if a.follow {
+        let mut rest = tracker.take_ended();
+        rest.extend(tracker.finish());
+        rest
     } else {
-        for t in &all {
-            writeln!(
-                out,
-                "track {:>4}  {:<14} frames {}–{} ({:.2}–{:.2} s), seen in {} frame(s), best score {:.2}",
-                t.id,
-                t.label,
-                t.first_frame,
-                t.last_frame,
-                t.first_time,
-                t.last_time,
-                t.path.len(),
-                t.best_score
-            )?;
-        }
-        if all.is_empty() {
-            writeln!(out, "no tracks: no '{}' detections in {frames} analysed frame(s) of {}", a.model, a.job)?;
-        }
+        tracker.finish()
+    };
+    for t in &rest {
+        print_track(&mut out, t, a.json)?;
+        printed += 1;
+    }
+    if printed == 0 && !a.json {
+        writeln!(out, "no tracks: no '{}' detections in {frames} analysed frame(s) of {}", a.model, a.job)?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_track(out: &mut impl Write, t: &Track, json: bool) -> Result<()> {
+    if json {
+        writeln!(out, "{}", track_json(t))?;
+    } else {
+        writeln!(
+            out,
+            "track {:>4}  {:<14} frames {}–{} ({:.2}–{:.2} s), seen in {} frame(s), best score {:.2}",
+            t.id,
+            t.label,
+            t.first_frame,
+            t.last_frame,
+            t.first_time,
+            t.last_time,
+            t.path.len(),
+            t.best_score
+        )?;
+    }
+    Ok(())
 }

@@ -151,6 +151,15 @@ impl Tracker {
         Ok(ids)
     }
 
+    /// The tracks that ended since the last call (not seen for longer than
+    /// `max_gap_s` by the last frame fed), in id order: for printing tracks
+    /// as they end while a live job runs.
+    pub fn take_ended(&mut self) -> Vec<Track> {
+        let mut out = std::mem::take(&mut self.ended);
+        out.sort_by_key(|t| t.id);
+        out
+    }
+
     /// Every track, ended or not, in id order.
     pub fn finish(self) -> Vec<Track> {
         let mut all = self.ended;
@@ -238,6 +247,18 @@ mod tests {
         let mut t = Tracker::new(TrackerConfig::default());
         t.update(5, 0.2, &[]).unwrap();
         assert!(t.update(5, 0.2, &[]).is_err(), "a frame given twice");
+    }
+
+    #[test]
+    fn ended_tracks_are_taken_once_and_finish_gives_the_rest() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.update(0, 0.0, &[det("cat", 0.0, 0.0)]).unwrap();
+        assert!(t.take_ended().is_empty());
+        t.update(50, 2.0, &[det("cat", 300.0, 300.0)]).unwrap(); // the first ended, a second began
+        let ended = t.take_ended();
+        assert_eq!(ended.iter().map(|t| t.id).collect::<Vec<_>>(), [1]);
+        assert!(t.take_ended().is_empty());
+        assert_eq!(t.finish().iter().map(|t| t.id).collect::<Vec<_>>(), [2]);
     }
 
     #[test]

@@ -598,12 +598,22 @@ impl Cluster {
 
     /// Run the CLI against one coordinator only.
     pub fn cli_at(&self, addr: &str, args: &[&str]) -> Output {
+        self.cli_command_at(addr, args).output().expect("run panoptes")
+    }
+
+    /// The CLI command [`Cluster::cli`] runs, to spawn it (a command that
+    /// runs on, such as `--follow`).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        self.cli_command_at(&self.addr, args)
+    }
+
+    fn cli_command_at(&self, addr: &str, args: &[&str]) -> Command {
         let mut cmd = client_command();
         cmd.args(args).args(["--coordinator", addr]);
         if let Some(t) = &self.token {
             cmd.env("PANOPTES_TOKEN", t);
         }
-        cmd.output().expect("run panoptes")
+        cmd
     }
 
     /// A job's results (JSON lines) and status as coordinator `addr` itself

@@ -3,8 +3,11 @@
 //! shards on three workers, gives the one track it should, and exactly the
 //! tracks that the same tracker computes from `panoptes analyze` of the
 //! clip in one process: how a job was split does not change its tracks.
+//! `--follow` on a live job prints the same tracks as a read afterwards.
 use panoptes_common::tracking::{detections_of, Tracker, TrackerConfig};
-use panoptes_tests::{bin, fixture, models_dir, Cluster};
+use std::time::Duration;
+
+use panoptes_tests::{bin, finish_push, fixture, models_dir, push_file, wait_for, Cluster};
 use serde_json::Value;
 
 #[test]
@@ -57,4 +60,40 @@ fn tracks_of_a_split_job_equal_those_of_one_process() {
     assert!(!out.status.success(), "tracks of a job without objects succeeded");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("objects"), "{err}");
+}
+
+/// `panoptes tracks --follow` started before a live push: it waits while
+/// the stream runs, prints tracks as they end, and exits when the job
+/// completes, having printed exactly the tracks a read afterwards gives.
+#[test]
+fn tracks_follow_a_live_job_to_its_end() {
+    let c = Cluster::start(&["w1"]);
+    c.wait_workers(1);
+    // The astronaut fixture (a person in every frame), as H.264 in FLV for an RTMP push.
+    let clip = c.dir.path().join("astronaut.flv");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(fixture("astronaut_zoom.mkv"))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "12", "-pix_fmt", "yuv420p", "-f", "flv"])
+        .arg(&clip)
+        .status()
+        .expect("run ffmpeg");
+    assert!(made.success());
+    let live = c.cli_json(&["live", "--models", "objects", "--json"]);
+    let (job, url) = (live["job_id"].as_str().unwrap().to_string(), live["rtmp_url"].as_str().unwrap().to_string());
+    let follow = c.cli_command(&["tracks", &job, "--follow", "--json"]).stdout(std::process::Stdio::piped()).spawn().expect("run panoptes tracks --follow");
+    wait_for("the worker to listen for the publisher", Duration::from_secs(30), || {
+        c.workers[0].log_text().contains("waiting for the publisher").then_some(())
+    });
+    assert!(finish_push(push_file(&url, &clip), Duration::from_secs(60)), "push to {url} failed");
+    let s = c.wait_finished(&job, Duration::from_secs(60));
+    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
+    let out = follow.wait_with_output().expect("tracks --follow ends with the job");
+    assert!(out.status.success(), "tracks --follow: {}", String::from_utf8_lossy(&out.stderr));
+    let mut followed: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    followed.sort_by_key(|t| t["track_id"].as_u64());
+    let after = c.cli(&["tracks", &job, "--json"]);
+    let read: Vec<Value> = String::from_utf8_lossy(&after.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(read.iter().any(|t| t["label"] == "person"), "no person track in the live job: {read:?}");
+    assert_eq!(followed, read, "--follow printed other tracks than a read afterwards");
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use panoptes_common::tracking::{detections_of, Track, Tracker, TrackerConfig};
 use panoptes_proto::api as pb;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{api, connect, explain, ClientOpts};
 
@@ -36,20 +36,6 @@ pub struct TracksArgs {
     follow: bool,
     #[command(flatten)]
     client: ClientOpts,
-}
-
-fn track_json(t: &Track) -> Value {
-    json!({
-        "track_id": t.id,
-        "label": t.label,
-        "first_frame": t.first_frame,
-        "last_frame": t.last_frame,
-        "first_time": t.first_time,
-        "last_time": t.last_time,
-        "best_score": t.best_score,
-        "frames": t.path.len(),
-        "path": t.path.iter().map(|(f, b)| json!([f, b])).collect::<Vec<_>>(),
-    })
 }
 
 pub async fn tracks(a: TracksArgs) -> Result<ExitCode> {
@@ -102,7 +88,7 @@ pub async fn tracks(a: TracksArgs) -> Result<ExitCode> {
 
 fn print_track(out: &mut impl Write, t: &Track, json: bool) -> Result<()> {
     if json {
-        writeln!(out, "{}", track_json(t))?;
+        writeln!(out, "{}", t.to_json())?;
     } else {
         writeln!(
             out,

@@ -43,6 +43,25 @@ pub struct Track {
     pub path: Vec<(u64, [f64; 4])>,
 }
 
+impl Track {
+    /// The track as `panoptes tracks --json` prints it: `{"track_id",
+    /// "label","first_frame","last_frame","first_time","last_time",
+    /// "best_score","frames","path":[[frame,[x1,y1,x2,y2]],…]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "track_id": self.id,
+            "label": self.label,
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "first_time": self.first_time,
+            "last_time": self.last_time,
+            "best_score": self.best_score,
+            "frames": self.path.len(),
+            "path": self.path.iter().map(|(f, b)| serde_json::json!([f, b])).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// How detections are joined into tracks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackerConfig {

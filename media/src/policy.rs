@@ -15,7 +15,8 @@
 //! Every URL libavformat opens for a network source is checked again right
 //! before it is opened ([`enforce_nested`], called from `source.rs`'s
 //! `policy_io_open`): the source, and each playlist, key and segment an HLS
-//! or DASH playlist names. What this does not cover: FFmpeg resolves the
+//! playlist names (a network source is never read as DASH, whose reader
+//! opens segments past that check). What this does not cover: FFmpeg resolves the
 //! host again when it connects (a DNS answer that changes in between, "DNS
 //! rebinding", slips through; the check right before the open narrows the
 //! window). FFmpeg follows HTTP redirects on its own, which

@@ -15,8 +15,8 @@ const ACCEPTED: &str =
 /// not hang a decode forever.
 const HTTP_RW_TIMEOUT_US: &str = "30000000";
 
-/// The only FFmpeg protocols a source may use, by kind. A playlist (HLS,
-/// DASH) or a `concat`/`ffconcat` list can name further URLs; FFmpeg checks
+/// The only FFmpeg protocols a source may use, by kind. A playlist (HLS) or
+/// a `concat`/`ffconcat` list can name further URLs; FFmpeg checks
 /// each against this list, so an HTTP playlist cannot make us read local
 /// files, nor a local one make us fetch URLs.
 const FILE_PROTOCOLS: &str = "file";
@@ -336,6 +336,8 @@ impl Source {
         }
         self.set_extra(&mut opts, extra);
         let input = open_input(&url, None, opts, past.clone(), self.network).map_err(|e| {
+            // A refused URL explains the error first: before the EINVAL
+            // below is read as a demuxer not allowed.
             if let Some(refused) = take_refused_url() {
                 return MediaError::invalid(&self.name, refused);
             }
@@ -520,7 +522,8 @@ impl Source {
             return self.open_device(extra, interrupted);
         }
         // A listening ingest (RTMP push) opens no connection of its own.
-        if !extra.iter().any(|(k, v)| *k == "listen" && *v != "0") {
+        let listen = extra.iter().any(|(k, v)| *k == "listen" && *v != "0");
+        if !listen {
             crate::policy::enforce(&self.name)?;
         }
         self.precheck()?;
@@ -533,15 +536,13 @@ impl Source {
                 opts.set(k, v);
             }
         }
-        let listen = extra.iter().any(|(k, v)| *k == "listen" && *v != "0");
         if self.network && !listen {
             opts.set("format_whitelist", network_formats());
         }
         self.set_extra(&mut opts, extra);
-        open_input(&self.url, None, opts, interrupted, self.network && !listen).map_err(|e| match take_refused_url() {
-            Some(refused) => MediaError::invalid(&self.name, refused),
-            None => from_ffmpeg(&self.name, self.network, Stage::Open, e),
-        })
+        // `from_ffmpeg` reports a URL the policy refused, if one was.
+        open_input(&self.url, None, opts, interrupted, self.network && !listen)
+            .map_err(|e| from_ffmpeg(&self.name, self.network, Stage::Open, e))
     }
 }
 
@@ -550,7 +551,8 @@ impl Source {
 /// `checked_urls`, every URL libavformat opens for this input goes through
 /// [`policy_io_open`] first: the source itself, right before it connects
 /// (a second check, moments after the first), and every playlist, key and
-/// segment an HLS or DASH playlist names, which the demuxer opens on its own.
+/// segment an HLS playlist names, which the demuxer opens on its own (DASH
+/// opens its segments past `io_open`: see [`UNCHECKED_DEMUXERS`]).
 fn open_input(
     path: &str,
     format: Option<ffmpeg::format::format::Input>,

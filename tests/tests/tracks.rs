@@ -41,17 +41,7 @@ fn tracks_of_a_split_job_equal_those_of_one_process() {
         let r: Value = serde_json::from_str(l).unwrap();
         tracker.update(r["frame"].as_u64().unwrap(), r["timestamp"].as_f64().unwrap(), &detections_of(&r["results"])).unwrap();
     }
-    let want: Vec<Value> = tracker
-        .finish()
-        .iter()
-        .map(|t| {
-            serde_json::json!({
-                "track_id": t.id, "label": t.label, "first_frame": t.first_frame, "last_frame": t.last_frame,
-                "first_time": t.first_time, "last_time": t.last_time, "best_score": t.best_score, "frames": t.path.len(),
-                "path": t.path.iter().map(|(f, b)| serde_json::json!([f, b])).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+    let want: Vec<Value> = tracker.finish().iter().map(|t| t.to_json()).collect();
     assert_eq!(got, want, "the cluster's tracks differ from one process's");
 
     // A job without the detector says so.

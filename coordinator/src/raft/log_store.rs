@@ -122,8 +122,7 @@ pub const STORE_ZSTD_LEVEL: i32 = 3;
 fn created_compressed(path: &Path) -> Option<bool> {
     let conf = std::fs::read(path.join("conf")).ok()?;
     let text = String::from_utf8_lossy(&conf);
-    let found = text.lines().find_map(|l| l.strip_prefix("use_compression:")).map(|v| v.trim() == "true");
-    found
+    text.lines().find_map(|l| l.strip_prefix("use_compression:")).map(|v| v.trim() == "true")
 }
 
 /// [`open_db`] with sled's page cache bounded to `cache_bytes`, a new store

@@ -2,14 +2,15 @@
 # Install what building and running Panoptes needs on Debian 12, when missing:
 # FFmpeg's development libraries and CLI, clang (bindgen), pkg-config, protoc,
 # Python's venv (models, gRPC client tests), Chromium (the web UI test),
-# systemd-analyze (to verify the units in deploy/), and s3s-fs, an
+# systemd-analyze (to verify the units in deploy/), iproute2 (network
+# namespaces: the chaos run and the DNS-rebinding test), and s3s-fs, an
 # S3-compatible server (the object-store test).
 # Then prepare the models directory (not with --no-models). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
-      libavdevice-dev libavfilter-dev libswresample-dev ffmpeg protobuf-compiler python3-pip python3-venv chromium curl systemd)
+      libavdevice-dev libavfilter-dev libswresample-dev ffmpeg protobuf-compiler python3-pip python3-venv chromium curl systemd iproute2)
 # The browser test drives Chromium with playwright-core from npm: Node.js
 # and npm from Debian only when the machine has none of its own.
 command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)

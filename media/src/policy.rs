@@ -16,11 +16,13 @@
 //! before it is opened ([`enforce_nested`], called from `source.rs`'s
 //! `policy_io_open`): the source, and each playlist, key and segment an HLS
 //! playlist names (a network source is never read as DASH, whose reader
-//! opens segments past that check). What this does not cover: FFmpeg resolves the
-//! host again when it connects (a DNS answer that changes in between, "DNS
-//! rebinding", slips through; the check right before the open narrows the
-//! window). FFmpeg follows HTTP redirects on its own, which
-//! [`FFMPEG_HTTP_OPTIONS`] turns off.
+//! opens segments past that check). The address checked there is the one
+//! FFmpeg connects to: [`pin_nested`] resolves the host name once and hands
+//! FFmpeg the URL with the checked address in place of the name (the name
+//! still goes where the protocol sends it: HTTP's `Host` header, TLS's
+//! server name and certificate check), so a DNS answer that changes after
+//! the check ("DNS rebinding") cannot move the connection. FFmpeg follows
+//! HTTP redirects on its own, which [`FFMPEG_HTTP_OPTIONS`] turns off.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -153,14 +155,21 @@ impl SourcePolicy {
     }
 
     fn check_url(&self, source: &str) -> Result<(), MediaError> {
+        self.checked_addresses(source).map(|_| ())
+    }
+
+    /// [`SourcePolicy::check_url`], giving what was checked: the addresses
+    /// the host name resolved to (`Some`, none refused), or `None` when the
+    /// host is an IP address as written or resolves to nothing.
+    fn checked_addresses(&self, source: &str) -> Result<Option<Vec<IpAddr>>, MediaError> {
         let refuse = |why: String| MediaError::InvalidArgument { input: source.to_string(), reason: why };
         let host = url_host(source).ok_or_else(|| refuse("the URL names no host".into()))?;
-        let addrs = match literal_ip(&host) {
-            Some(ip) => vec![ip],
+        let (addrs, resolved) = match literal_ip(&host) {
+            Some(ip) => (vec![ip], false),
             None => match resolve(&host) {
-                Resolved::Addrs(a) => a,
+                Resolved::Addrs(a) => (a, true),
                 // Nothing to reach: the open fails with "host name not found".
-                Resolved::NotFound => return Ok(()),
+                Resolved::NotFound => return Ok(None),
                 Resolved::TimedOut => {
                     return Err(MediaError::Network {
                         input: source.to_string(),
@@ -172,7 +181,7 @@ impl SourcePolicy {
                 }
             },
         };
-        for ip in addrs {
+        for &ip in &addrs {
             if let Some(kind) = forbidden(ip) {
                 if !self.allowed(ip) {
                     let named = if host == ip.to_string() {
@@ -190,7 +199,7 @@ impl SourcePolicy {
                 }
             }
         }
-        Ok(())
+        Ok(resolved.then_some(addrs))
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
@@ -210,6 +219,12 @@ static INSTALLED: RwLock<Option<SourcePolicy>> = RwLock::new(None);
 /// with the process's `[sources]` config).
 pub fn install(policy: SourcePolicy) {
     *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(policy);
+}
+
+/// Whether a policy is installed (a node of a cluster; `panoptes analyze`
+/// reads what its user names, with none).
+pub fn installed() -> bool {
+    INSTALLED.read().unwrap_or_else(|e| e.into_inner()).is_some()
 }
 
 /// Check `source` (normalised) against the installed policy, if any: what
@@ -240,11 +255,92 @@ pub fn enforce_nested(url: &str) -> Result<(), MediaError> {
     }
 }
 
+/// Where FFmpeg connects for a network URL, as [`pin_nested`] decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    /// As written: no policy is installed, or the host is an IP address.
+    AsWritten,
+    /// The host name resolves to no address: not opened (FFmpeg would
+    /// resolve it again, and might get an answer that was never checked).
+    NotFound,
+    /// The host name resolved to allowed addresses: connect to the first.
+    At(Pinned),
+}
+
+/// A network URL whose host name is replaced by the address it was checked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    /// The URL FFmpeg opens: the checked address in place of the host name
+    /// (user information, port, path and query as they were).
+    pub url: String,
+    /// The host and port as written: HTTP's `Host` header.
+    pub authority: String,
+    /// The host name (lower-cased): TLS's server name and the name its
+    /// certificate is checked against (`verifyhost`).
+    pub host: String,
+}
+
+/// [`enforce_nested`], resolving the host name once: the URL to hand FFmpeg
+/// is the one with the address that was checked, so FFmpeg never resolves
+/// the name itself. What a source leads to is refused as by
+/// [`enforce_nested`].
+pub fn pin_nested(url: &str) -> Result<Pin, MediaError> {
+    let (prefix, inner) = match url.strip_prefix("crypto+").or_else(|| url.strip_prefix("crypto:")) {
+        Some(inner) => (&url[..url.len() - inner.len()], inner),
+        None => ("", url),
+    };
+    if !scheme(inner).is_some_and(|s| NETWORK_SCHEMES.contains(&s.as_str())) {
+        return enforce_nested(url).map(|()| Pin::AsWritten);
+    }
+    let policy = INSTALLED.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(policy) = policy else { return Ok(Pin::AsWritten) };
+    if url_host(inner).is_some_and(|h| literal_ip(&h).is_some()) {
+        return policy.check(inner).map(|()| Pin::AsWritten);
+    }
+    match policy.checked_addresses(inner)? {
+        None => Ok(Pin::NotFound),
+        Some(addrs) => {
+            let (authority, host) = url_authority(inner).ok_or_else(|| MediaError::invalid(inner, "the URL names no host"))?;
+            let ip = addrs[0];
+            Ok(Pin::At(Pinned { url: format!("{prefix}{}", with_host(inner, ip)), authority, host }))
+        }
+    }
+}
+
+/// The host and port of a URL as written (no user information), and its
+/// host alone, lower-cased, without a trailing dot.
+fn url_authority(url: &str) -> Option<(String, String)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    Some((host_port.to_string(), url_host(url)?))
+}
+
+/// `url` with its host replaced by `ip` (IPv6 in brackets).
+fn with_host(url: &str, ip: IpAddr) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, host_port) = match authority.rfind('@') {
+        Some(i) => authority.split_at(i + 1),
+        None => ("", authority),
+    };
+    let port = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, p)| p),
+        None => host_port.find(':').map_or("", |i| &host_port[i..]),
+    };
+    let host = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    format!("{scheme}://{userinfo}{host}{port}{tail}")
+}
+
 /// The extra libavformat options an http(s) source is opened with in this
 /// process: [`FFMPEG_HTTP_OPTIONS`] (no redirects) once a policy is
 /// installed, none otherwise.
 pub fn http_options() -> &'static [(&'static str, &'static str)] {
-    if INSTALLED.read().unwrap_or_else(|e| e.into_inner()).is_some() {
+    if installed() {
         FFMPEG_HTTP_OPTIONS
     } else {
         &[]
@@ -453,6 +549,20 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_pinned_url_keeps_everything_but_the_host_name() {
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(with_host("http://cdn.example.com/a.mp4?x=1", v4), "http://203.0.113.7/a.mp4?x=1");
+        assert_eq!(with_host("https://u:p@cdn.example.com:8443/a@b", v4), "https://u:p@203.0.113.7:8443/a@b");
+        assert_eq!(with_host("rtsp://cam.example.com:554", v6), "rtsp://[2001:db8::1]:554");
+        assert_eq!(with_host("http://[::1]:80/x", v4), "http://203.0.113.7:80/x");
+        assert_eq!(
+            url_authority("https://u:p@CDN.example.com.:8443/a").unwrap(),
+            ("CDN.example.com.:8443".to_string(), "cdn.example.com".to_string())
+        );
+    }
 
     fn strict() -> SourcePolicy {
         SourcePolicy::new(&["/".into()], &[]).unwrap()

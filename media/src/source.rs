@@ -412,6 +412,15 @@ impl Source {
         for (k, v) in extra {
             opts.set(k, v);
         }
+        // Over UDP, FFmpeg sends RTP/RTCP to whatever address the server's
+        // SETUP reply names (`source=`), which no policy check sees: under a
+        // policy, a pulled RTSP stream is read over its TCP connection.
+        if self.scheme.as_deref() == Some("rtsp")
+            && crate::policy::installed()
+            && !extra.iter().any(|(k, _)| *k == "rtsp_transport" || *k == "rtsp_flags")
+        {
+            opts.set("rtsp_transport", "tcp");
+        }
         if self.scheme.as_deref() == Some("rtsp") && !extra.iter().any(|(k, _)| *k == "timeout") {
             if let Some((_, v)) = extra.iter().find(|(k, _)| *k == "rw_timeout") {
                 opts.set("timeout", v);
@@ -636,27 +645,135 @@ unsafe extern "C" fn policy_io_open(
     flags: std::os::raw::c_int,
     options: *mut *mut ffmpeg::ffi::AVDictionary,
 ) -> std::os::raw::c_int {
+    use crate::policy::Pin;
     // SAFETY: libavformat passes a NUL-terminated URL.
     let u = unsafe { std::ffi::CStr::from_ptr(url) }.to_string_lossy().into_owned();
     // Never unwind into C.
-    let verdict = std::panic::catch_unwind(|| crate::policy::enforce_nested(&u)).unwrap_or_else(|_| {
+    let verdict = std::panic::catch_unwind(|| crate::policy::pin_nested(&u)).unwrap_or_else(|_| {
         Err(MediaError::invalid(&u, "the source policy check failed"))
     });
-    if let Err(e) = verdict {
-        let shown = crate::policy::redact(&u);
-        tracing::warn!(url = %shown, "not opened: {}", e.reason());
-        // The first refusal is kept: it is the one that explains the rest.
-        REFUSED_URL.with(|r| {
-            r.borrow_mut().get_or_insert_with(|| {
-                format!("the source names '{shown}' (a playlist entry, or where the source leads), which is not opened: {}", e.reason())
+    let pin = match verdict {
+        Ok(pin) => pin,
+        Err(e) => {
+            let shown = crate::policy::redact(&u);
+            tracing::warn!(url = %shown, "not opened: {}", e.reason());
+            // The first refusal is kept: it is the one that explains the rest.
+            REFUSED_URL.with(|r| {
+                r.borrow_mut().get_or_insert_with(|| {
+                    format!("the source names '{shown}' (a playlist entry, or where the source leads), which is not opened: {}", e.reason())
+                });
             });
-        });
-        return -libc::EACCES;
+            return -libc::EACCES;
+        }
+    };
+    let Some(open) = DEFAULT_IO_OPEN.get().copied().flatten() else { return -libc::ENOSYS };
+    // SAFETY: `options` is libavformat's, a valid (possibly null) dictionary pointer.
+    let mut opts = unsafe { DictRef::new(options) };
+    for (k, v) in pinned_options(&u, &pin, opts.get("headers").as_deref(), opts.get("verifyhost").is_some()) {
+        opts.set(k, &v);
     }
-    match DEFAULT_IO_OPEN.get().copied().flatten() {
+    match pin {
+        // FFmpeg would resolve the name again: "host name not found", as its own.
+        Pin::NotFound => -libc::EIO,
         // SAFETY: libavformat's own io_open, with the arguments it gave us.
-        Some(open) => unsafe { open(s, pb, url, flags, options) },
-        None => -libc::ENOSYS,
+        Pin::AsWritten => unsafe { open(s, pb, url, flags, options) },
+        Pin::At(p) => match std::ffi::CString::new(p.url) {
+            // SAFETY: as above, with the URL of the checked address (copied
+            // by libavformat; ours lives past the call).
+            Ok(at) => unsafe { open(s, pb, at.as_ptr(), flags, options) },
+            Err(_) => -libc::EINVAL,
+        },
+    }
+}
+
+/// The options FFmpeg opens `url` with under the source policy, beside the
+/// URL [`crate::policy::pin_nested`] gave: redirects off for every http(s)
+/// URL (an HLS segment does not inherit the source's `max_redirects`, and a
+/// redirect is followed without asking `io_open`); for a URL whose host name
+/// was replaced by its address, the name where the protocol sends it: the
+/// `Host` header (replacing any, e.g. the one a segment inherits from its
+/// playlist) and TLS's server name and certificate name (`verifyhost`). An
+/// https URL written with an address (an HLS segment relative to a pinned
+/// playlist) takes its TLS name from the `Host` header it inherits, so a
+/// CDN that routes by server name still serves it.
+fn pinned_options(url: &str, pin: &crate::policy::Pin, headers: Option<&str>, has_verifyhost: bool) -> Vec<(&'static str, String)> {
+    use crate::policy::Pin;
+    let inner = url.strip_prefix("crypto+").or_else(|| url.strip_prefix("crypto:")).unwrap_or(url);
+    let scheme = url_scheme(inner).unwrap_or_default();
+    let http = scheme == "http" || scheme == "https";
+    let tls = scheme == "https" || scheme == "rtmps";
+    let mut out = Vec::new();
+    if http && !crate::policy::http_options().is_empty() {
+        out.extend(crate::policy::http_options().iter().map(|(k, v)| (*k, v.to_string())));
+    }
+    let host_line = |h: &str| h.split("\r\n").find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("host").then(|| value.trim().to_string())
+    });
+    match pin {
+        Pin::At(p) => {
+            if http {
+                let others: String = headers
+                    .unwrap_or("")
+                    .split("\r\n")
+                    .filter(|l| !l.is_empty() && !l.split_once(':').is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("host")))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                out.push(("headers", format!("Host: {}\r\n{others}", p.authority)));
+            }
+            if tls {
+                out.push(("verifyhost", p.host.clone()));
+            }
+        }
+        Pin::AsWritten if scheme == "https" && !has_verifyhost => {
+            if let Some(host) = headers.and_then(host_line) {
+                let name = match host.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next().unwrap_or("").to_string(),
+                    None => host.split(':').next().unwrap_or("").to_string(),
+                };
+                if !name.is_empty() {
+                    out.push(("verifyhost", name));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A libavformat dictionary owned by the caller (`AVDictionary **`).
+struct DictRef(*mut *mut ffmpeg::ffi::AVDictionary);
+
+impl DictRef {
+    /// # Safety
+    /// `p` is null or points to a valid (possibly null) dictionary pointer
+    /// that outlives the `DictRef`.
+    unsafe fn new(p: *mut *mut ffmpeg::ffi::AVDictionary) -> DictRef {
+        DictRef(p)
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        let k = std::ffi::CString::new(key).ok()?;
+        if self.0.is_null() {
+            return None;
+        }
+        // SAFETY: a valid dictionary pointer (null is an empty one); the
+        // value is copied before the dictionary can change.
+        unsafe {
+            let e = ffmpeg::ffi::av_dict_get(*self.0, k.as_ptr(), std::ptr::null(), 0);
+            (!e.is_null()).then(|| std::ffi::CStr::from_ptr((*e).value).to_string_lossy().into_owned())
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        let (Ok(k), Ok(v)) = (std::ffi::CString::new(key), std::ffi::CString::new(value)) else { return };
+        if self.0.is_null() {
+            return;
+        }
+        // SAFETY: av_dict_set copies key and value into the caller's dictionary.
+        unsafe {
+            ffmpeg::ffi::av_dict_set(self.0, k.as_ptr(), v.as_ptr(), 0);
+        }
     }
 }
 
@@ -666,10 +783,20 @@ unsafe extern "C" fn policy_io_open(
 fn http_content_type(url: &str) -> Option<String> {
     use std::ffi::{CStr, CString};
     use std::ptr;
-    let c_url = CString::new(url).ok()?;
+    // The same address and options as the open it explains: this request
+    // goes through no `io_open`.
+    let pin = crate::policy::pin_nested(url).ok()?;
+    let c_url = match &pin {
+        crate::policy::Pin::NotFound => return None,
+        crate::policy::Pin::AsWritten => CString::new(url).ok()?,
+        crate::policy::Pin::At(p) => CString::new(p.url.as_str()).ok()?,
+    };
     let mut opts = ffmpeg::Dictionary::new();
     opts.set("protocol_whitelist", HTTP_PROTOCOLS);
     opts.set("rw_timeout", "5000000");
+    for (k, v) in pinned_options(url, &pin, None, false) {
+        opts.set(k, &v);
+    }
     let mut opts = unsafe { opts.disown() };
     // SAFETY: plain libavformat calls; every pointer is either null or made
     // by libavformat, and freed here exactly once.

@@ -66,6 +66,40 @@ fn a_playlist_may_not_lead_to_segments_the_policy_refuses() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 }
 
+#[test]
+fn a_segment_may_not_redirect_to_an_address_the_policy_refuses() {
+    policy::install(policy::SourcePolicy::new(&[], &["127.0.0.1/32".into()]).unwrap());
+    let dir = workdir();
+    let refused = HttpServer::serve_dir("127.0.0.2", dir.path().to_path_buf());
+    let here = HttpServer::serve_dir("127.0.0.1", dir.path().to_path_buf());
+    hls(dir.path(), "made-here.m3u8", &here.url(""));
+    // The playlist on the allowed server names segments on the allowed
+    // server, each of which redirects to the same segment on 127.0.0.2.
+    let made = std::fs::read_to_string(dir.path().join("made.m3u8")).unwrap();
+    let mut listed = String::new();
+    for l in made.lines() {
+        if l.ends_with(".ts") && !l.starts_with('#') {
+            std::fs::write(dir.path().join(format!("moved-{l}")), format!("REDIRECT {}", refused.url(l))).unwrap();
+            listed.push_str(&here.url(&format!("moved-{l}")));
+        } else {
+            listed.push_str(l);
+        }
+        listed.push('\n');
+    }
+    std::fs::write(dir.path().join("moved.m3u8"), listed).unwrap();
+
+    // HLS skips a segment it cannot open; with every segment refused there
+    // is nothing to read.
+    let read = probe(&here.url("moved.m3u8"));
+    assert!(read.as_ref().map_or(true, |i| i.frames == 0), "frames read through refused redirects: {read:?}");
+    assert!(here.requests.load(std::sync::atomic::Ordering::SeqCst) >= 2, "the segments were never asked for");
+    assert_eq!(
+        refused.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a segment's redirect led FFmpeg to the refused server"
+    );
+}
+
 /// A 2-second DASH stream in `dir/dash/`; the manifest `name` (in `dir`)
 /// takes its segments from `base` (a `<BaseURL>`).
 fn dash(dir: &std::path::Path, name: &str, base: &str) {

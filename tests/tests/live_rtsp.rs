@@ -47,6 +47,8 @@ struct Shared {
     stop: AtomicBool,
     /// PLAY requests answered: players this server streamed to.
     plays: AtomicUsize,
+    /// SETUP requests asking for RTP over UDP (answered 461).
+    udp_setups: AtomicUsize,
     /// The stream's SDP once FFmpeg wrote it and sends packets.
     sdp: Mutex<Option<String>>,
     relay: Mutex<Relay>,
@@ -80,7 +82,7 @@ impl RtspServer {
             .spawn()
             .expect("run ffmpeg (is the FFmpeg CLI installed?)");
         let ffmpeg = Arc::new(Mutex::new(child));
-        let shared = Arc::new(Shared { stop: AtomicBool::new(false), plays: AtomicUsize::new(0), sdp: Mutex::new(None), relay: Mutex::new(Relay { backlog: Some(Vec::new()), players: Vec::new() }) });
+        let shared = Arc::new(Shared { stop: AtomicBool::new(false), plays: AtomicUsize::new(0), udp_setups: AtomicUsize::new(0), sdp: Mutex::new(None), relay: Mutex::new(Relay { backlog: Some(Vec::new()), players: Vec::new() }) });
         let mut threads = Vec::new();
         let got_packet = Arc::new(AtomicBool::new(false));
         for (channel, sock) in [(0u8, rtp), (1u8, rtcp)] {
@@ -319,6 +321,7 @@ fn reply(shared: &Shared, head: &str) -> (String, bool, bool) {
             if transport.contains("RTP/AVP/TCP") {
                 (ok(&format!("Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: {SESSION};timeout=60\r\n")), false, false)
             } else {
+                shared.udp_setups.fetch_add(1, Ordering::SeqCst);
                 (format!("RTSP/1.0 461 Unsupported Transport\r\nCSeq: {cseq}\r\n\r\n"), false, false)
             }
         }
@@ -373,6 +376,9 @@ fn an_rtsp_source_is_pulled_reopened_when_it_drops_and_completes_when_it_ends() 
     assert!(log.contains("opening the pull source") && log.contains(&url), "the worker did not open {url} itself:\n{}", c.logs());
 
     assert!(first.plays() >= 1, "the worker did not play the stream from the RTSP server");
+    // Over UDP, FFmpeg would send to whatever address the server's reply
+    // names, past the source policy: the worker asks for TCP only.
+    assert_eq!(first.shared.udp_setups.load(Ordering::SeqCst), 0, "the worker asked the RTSP server for RTP over UDP");
 
     // Drop the source mid-stream, then serve it again at the same URL.
     first.kill();

@@ -125,6 +125,8 @@ pub fn decode_from(
 pub struct HttpServer {
     pub port: u16,
     pub requests: Arc<AtomicUsize>,
+    /// The `Host` header of every request, in order.
+    pub hosts: Arc<std::sync::Mutex<Vec<String>>>,
     host: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -143,8 +145,18 @@ impl HttpServer {
     /// Serve every file directly in `dir` at `/<name>`, on `host` (a
     /// loopback address: 127.0.0.2 is a second host on the same machine).
     pub fn serve_dir(host: &str, dir: PathBuf) -> Self {
-        Self::start(
+        Self::serve_dir_at(host, 0, dir)
+    }
+
+    /// [`HttpServer::serve_dir`] on a given port (0: any free one).
+    pub fn serve_dir_on(host: &str, port: u16, dir: PathBuf) -> Self {
+        Self::serve_dir_at(host, port, dir)
+    }
+
+    fn serve_dir_at(host: &str, port: u16, dir: PathBuf) -> Self {
+        Self::start_on(
             host,
+            port,
             Arc::new(move |p: &str| {
                 let name = p.trim_start_matches('/');
                 (!name.is_empty() && !name.contains('/') && !name.contains("..")).then(|| dir.join(name)).filter(|f| f.is_file())
@@ -153,21 +165,26 @@ impl HttpServer {
     }
 
     fn start(host: &str, files: Files) -> Self {
-        let listener = TcpListener::bind((host, 0)).unwrap();
+        Self::start_on(host, 0, files)
+    }
+
+    fn start_on(host: &str, port: u16, files: Files) -> Self {
+        let listener = TcpListener::bind((host, port)).unwrap_or_else(|e| panic!("bind {host}:{port}: {e}"));
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (stop2, req2) = (stop.clone(), requests.clone());
+        let hosts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, req2, hosts2) = (stop.clone(), requests.clone(), hosts.clone());
         let thread = std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         req2.fetch_add(1, Ordering::SeqCst);
-                        let files = files.clone();
+                        let (files, hosts) = (files.clone(), hosts2.clone());
                         std::thread::spawn(move || {
-                            let _ = handle(conn, &*files);
+                            let _ = handle(conn, &*files, &hosts);
                         });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -180,6 +197,7 @@ impl HttpServer {
         HttpServer {
             port,
             requests,
+            hosts,
             host: host.to_string(),
             stop,
             thread: Some(thread),
@@ -205,7 +223,7 @@ impl Drop for HttpServer {
     }
 }
 
-fn handle(conn: TcpStream, files: &(dyn Fn(&str) -> Option<PathBuf> + Send + Sync)) -> std::io::Result<()> {
+fn handle(conn: TcpStream, files: &(dyn Fn(&str) -> Option<PathBuf> + Send + Sync), hosts: &std::sync::Mutex<Vec<String>>) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -219,6 +237,9 @@ fn handle(conn: TcpStream, files: &(dyn Fn(&str) -> Option<PathBuf> + Send + Syn
             break;
         }
         if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("host") {
+                hosts.lock().unwrap().push(value.trim().to_string());
+            }
             if name.trim().eq_ignore_ascii_case("range") {
                 if let Some(spec) = value.trim().strip_prefix("bytes=") {
                     if let Some((a, b)) = spec.split_once('-') {
@@ -245,6 +266,11 @@ fn handle(conn: TcpStream, files: &(dyn Fn(&str) -> Option<PathBuf> + Send + Syn
         conn.write_all(body)?;
         return Ok(());
     };
+    // A file that holds `REDIRECT <url>` is a redirect there.
+    if let Some(to) = std::fs::read(&file).ok().and_then(|b| b.strip_prefix(b"REDIRECT ").map(|u| String::from_utf8_lossy(u).trim().to_string())) {
+        write!(conn, "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        return Ok(());
+    }
     let mut f = std::fs::File::open(&file)?;
     let total = f.metadata()?.len();
     let (status, start, end) = match range {

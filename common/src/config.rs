@@ -200,6 +200,11 @@ pub struct LiveSection {
     /// A connected publisher that sends nothing for this long is taken as gone:
     /// the job completes with what was analysed.
     pub idle_timeout_s: u64,
+    /// A connection to a live stream's ingest port (or the ingest lobby)
+    /// that has not completed its RTMP handshake this long after it
+    /// connected is closed, and costs the stream nothing: a port scan, a
+    /// silent or trickling client never holds the port.
+    pub handshake_timeout_s: u64,
     /// What a live job does when analysis is slower than the stream:
     /// `latest` (the default) analyses the freshest frame as soon as the
     /// models are free, at most one frame waits and a newer one replaces it;
@@ -224,6 +229,7 @@ impl Default for LiveSection {
         Self {
             connect_timeout_s: 60,
             idle_timeout_s: 10,
+            handshake_timeout_s: 5,
             drop_policy: "latest".into(),
             max_lag_ms: 1000,
             keep_every: 2,
@@ -243,8 +249,8 @@ impl LiveSection {
         if self.max_lag_ms == 0 || self.keep_every == 0 {
             return Err(format!("live.max_lag_ms ({}) and live.keep_every ({}) must be at least 1", self.max_lag_ms, self.keep_every));
         }
-        if self.connect_timeout_s == 0 || self.idle_timeout_s == 0 {
-            return Err("live.connect_timeout_s and live.idle_timeout_s must be at least 1".into());
+        if self.connect_timeout_s == 0 || self.idle_timeout_s == 0 || self.handshake_timeout_s == 0 {
+            return Err("live.connect_timeout_s, live.idle_timeout_s and live.handshake_timeout_s must be at least 1".into());
         }
         if self.reconnect_backoff_ms == 0 || self.reconnect_max_backoff_ms < self.reconnect_backoff_ms {
             return Err(format!(

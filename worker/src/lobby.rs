@@ -104,6 +104,7 @@ pub struct Lobby {
     pub port: u16,
     pub connect_timeout_s: u64,
     pub idle_timeout_s: u64,
+    pub handshake_timeout_s: u64,
     pub claim: Claimer,
     /// Asks the worker to lease now (the moved stream's shard).
     pub lease_now: Arc<dyn Fn() + Send + Sync>,
@@ -125,7 +126,25 @@ impl Lobby {
     fn run(self) {
         let me = Arc::new(self);
         let idle_us = (me.idle_timeout_s.max(1) * 1_000_000).to_string();
-        let listen = format!("rtmp://{}:{}/live/{LOBBY_NAME}", me.host, me.port);
+        // The public port is the gate's (see crate::ingest_gate): FFmpeg
+        // listens behind it and sees only whole RTMP handshakes.
+        let handshake = Duration::from_secs(me.handshake_timeout_s.max(1));
+        let gate = loop {
+            match crate::ingest_gate::Gate::start(&me.host, me.port, handshake, "ingest lobby") {
+                Ok(g) => break g,
+                Err(e) => {
+                    warn!(url = %me.url(), error = %e, "live lobby: cannot listen; retrying in 1 s");
+                    for _ in 0..10 {
+                        if me.stop.load(Ordering::Relaxed) {
+                            PORT.store(0, Ordering::Relaxed);
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        };
+        let listen = gate.internal_url(&format!("live/{LOBBY_NAME}"));
         let mut failures = 0u32;
         while !me.stop.load(Ordering::Relaxed) {
             // As a live slot's listen (see pipeline/decoder.rs), without a

@@ -51,6 +51,7 @@ pub struct WorkerOptions {
     /// Live stream timeouts (`[live]`).
     pub live_connect_timeout_s: u64,
     pub live_idle_timeout_s: u64,
+    pub live_handshake_timeout_s: u64,
     pub live_drop_policy: crate::pipeline::DropPolicy,
     pub live_reconnect: crate::pipeline::Reconnect,
     /// `security.cluster_secret_file` (empty: none); read once when the worker starts.
@@ -83,6 +84,7 @@ impl WorkerOptions {
             advertise: cfg.worker.listen.clone(),
             live_connect_timeout_s: cfg.live.connect_timeout_s,
             live_idle_timeout_s: cfg.live.idle_timeout_s,
+            live_handshake_timeout_s: cfg.live.handshake_timeout_s,
             live_drop_policy: crate::pipeline::DropPolicy::from_config(&cfg.live),
             live_reconnect: crate::pipeline::Reconnect::from_config(&cfg.live),
             cluster_secret_file: cfg.security.cluster_secret_file.clone(),
@@ -334,6 +336,7 @@ impl Actor for WorkerActor {
                         live: crate::pipeline::LiveOpts {
                             connect_timeout_s: st.opts.live_connect_timeout_s,
                             idle_timeout_s: st.opts.live_idle_timeout_s,
+                            handshake_timeout_s: st.opts.live_handshake_timeout_s,
                             policy: st.opts.live_drop_policy,
                             reconnect: st.opts.live_reconnect,
                             dropped: Arc::default(),
@@ -476,6 +479,7 @@ fn start_lobby(st: &mut WorkerState, myself: ActorRef<WorkerMsg>) -> anyhow::Res
         port,
         connect_timeout_s: st.opts.live_connect_timeout_s,
         idle_timeout_s: st.opts.live_idle_timeout_s,
+        handshake_timeout_s: st.opts.live_handshake_timeout_s,
         claim,
         lease_now: Arc::new(move || {
             let _ = myself.send_message(WorkerMsg::Tick);

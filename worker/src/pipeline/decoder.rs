@@ -362,13 +362,13 @@ impl LiveIngest {
     /// naming another key is disconnected (its push fails) and listening goes
     /// on, within the one live.connect_timeout_s. `None` when the shard
     /// failed (reported to the decoder actor) or was stopped.
-    fn accept(&self) -> Option<MediaDecoder> {
+    fn accept(&self) -> Option<(MediaDecoder, Option<crate::ingest_gate::Gate>)> {
         if crate::lobby::is_lobby_url(&self.url) {
             // Resumed on this worker's ingest lobby: its publisher's
             // connection is parked there (see crate::lobby).
             info!(url = %panoptes_media::policy::redact(&self.url), resume_frame = self.resume, "live: taking the publisher's connection from the ingest lobby");
             let limit = std::time::Duration::from_secs(self.opts.connect_timeout_s.max(1));
-            let got = crate::lobby::take(crate::lobby::url_key(&self.url), limit, &self.stop);
+            let got = crate::lobby::take(crate::lobby::url_key(&self.url), limit, &self.stop).map(|d| (d, None));
             if got.is_none() {
                 self.fail(format!(
                     "no publisher pushed this stream's key to the ingest lobby {} within {} s (live.connect_timeout_s)",
@@ -379,7 +379,23 @@ impl LiveIngest {
         }
         let deadline = Instant::now() + std::time::Duration::from_secs(self.opts.connect_timeout_s.max(1));
         let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
-        info!(url = %panoptes_media::policy::redact(&self.url), connect_timeout_s = self.opts.connect_timeout_s, "live: waiting for the publisher");
+        // The public port is the gate's; FFmpeg listens behind it (see
+        // crate::ingest_gate): a connection that does not complete its RTMP
+        // handshake within live.handshake_timeout_s never reaches FFmpeg.
+        let Some((host, port)) = crate::ingest_gate::url_host_port(&self.url) else {
+            self.fail(format!("the live stream's ingest URL {} names no host and port", panoptes_media::policy::redact(&self.url)));
+            return None;
+        };
+        let handshake = std::time::Duration::from_secs(self.opts.handshake_timeout_s.max(1));
+        let gate = match crate::ingest_gate::Gate::start(&host, port, handshake, &format!("live slot {port}")) {
+            Ok(g) => g,
+            Err(e) => {
+                self.fail(format!("cannot listen for the publisher on {host}:{port}: {e} (another program holds the port? live slot ports follow the worker's --listen port)"));
+                return None;
+            }
+        };
+        let listen_url = gate.internal_url(crate::ingest_gate::url_path(&self.url));
+        info!(url = %panoptes_media::policy::redact(&self.url), connect_timeout_s = self.opts.connect_timeout_s, handshake_timeout_s = self.opts.handshake_timeout_s, "live: waiting for the publisher");
         let mut last_error: Option<String> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1).to_string();
@@ -396,11 +412,11 @@ impl LiveIngest {
                 ("analyzeduration", "500000"),
                 ("probesize", "500000"),
             ];
-            let opened = MediaDecoder::open_live(&self.url, &options, self.stop.clone());
+            let opened = MediaDecoder::open_live(&listen_url, &options, self.stop.clone());
             // FFmpeg accepts any key in listen mode and only logs it.
             let wrong_key = MediaDecoder::take_wrong_stream_key();
             match (opened, wrong_key) {
-                (Ok(dec), None) => return Some(dec),
+                (Ok(dec), None) => return Some((dec, Some(gate))),
                 (opened, Some(why)) if Instant::now() < deadline && !self.stop.load(Ordering::Relaxed) => {
                     drop(opened); // closes the publisher's connection
                     warn!(url = %panoptes_media::policy::redact(&self.url), ffmpeg = %why, "live: refused a publisher that pushed to another stream key; still waiting for this stream's publisher");
@@ -482,7 +498,8 @@ impl LiveIngest {
                 return;
             }
         } else {
-            let Some(mut dec) = self.accept() else { return };
+            // The gate lives as long as the stream is read.
+            let Some((mut dec, _gate)) = self.accept() else { return };
             info!(url = %panoptes_media::policy::redact(&self.url), "live: publisher connected");
             // A publisher that stops, however, ends its stream: the job completes.
             if !matches!(self.read(&mut dec, &mut out, &mut next, &mut clock), StreamEnd::Clean | StreamEnd::Dropped | StreamEnd::Silent) {

@@ -99,6 +99,9 @@ pub struct LiveOpts {
     pub connect_timeout_s: u64,
     /// A publisher silent this long is taken as gone (end of stream).
     pub idle_timeout_s: u64,
+    /// A connection to the ingest port must complete its RTMP handshake
+    /// this soon, or it is closed (see crate::ingest_gate).
+    pub handshake_timeout_s: u64,
     /// What to do with frames when analysis is slower than the stream.
     pub policy: DropPolicy,
     /// Pull sources: how a dropped source is reopened.
@@ -114,7 +117,7 @@ pub struct LiveOpts {
 
 impl Default for LiveOpts {
     fn default() -> Self {
-        Self { connect_timeout_s: 60, idle_timeout_s: 10, policy: DropPolicy::default(), reconnect: Reconnect::default(), dropped: Arc::default(), reconnects: Arc::default(), gap_ms: Arc::default() }
+        Self { connect_timeout_s: 60, idle_timeout_s: 10, handshake_timeout_s: 5, policy: DropPolicy::default(), reconnect: Reconnect::default(), dropped: Arc::default(), reconnects: Arc::default(), gap_ms: Arc::default() }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod ids;
 pub mod logging;
 pub mod metrics;
 pub mod retry;
+pub mod source_url;
 pub mod tracking;
 
 /// The built-in analyses, in their canonical order. They are always in the

@@ -582,7 +582,7 @@ impl Panoptes for ApiService {
         let j = self.job(&req.into_inner().job_id).await?;
         match self.node.write_as(Request::Cancel { job: j.id, now_ms: now_ms() }, &auth).await? {
             Response::Ok => {}
-            Response::Rejected(m) => return Err(Status::failed_precondition(m)),
+            Response::Rejected(r) => return Err(Status::failed_precondition(r.message)),
             other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
         info!(job_id = j.id, "job cancelled");
@@ -645,7 +645,7 @@ impl Panoptes for ApiService {
                 info!(job_id = job, %worker, url = %panoptes_media::policy::redact(&url), "live endpoint created");
                 Ok(Resp::new(pb::LiveEndpoint { job_id: JobId(job).to_string(), rtmp_url: url }))
             }
-            Response::Rejected(m) => Err(Status::unavailable(format!("{m}; retry"))),
+            Response::Rejected(r) => Err(Status::unavailable(format!("{r}; retry"))),
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
     }

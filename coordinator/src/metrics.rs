@@ -29,8 +29,6 @@ pub const FORWARDED_WRITES: &str = "panoptes_coordinator_forwarded_writes_total"
 pub const WRITE_ERRORS: &str = "panoptes_coordinator_write_errors_total";
 pub const RESULT_STREAMS: &str = "panoptes_coordinator_result_streams";
 
-/// The kinds of refused reports (label `reason` of [`REPORTS_REFUSED`]).
-pub const REFUSAL_KINDS: [&str; 3] = ["stale", "done", "invalid"];
 
 /// The gRPC services whose health is reported (besides "", the whole server).
 pub const HEALTH_SERVICES: [&str; 2] =
@@ -43,7 +41,7 @@ pub fn describe() {
     ONCE.call_once(|| {
         use metrics::describe as d;
         d(REPORTS_ACCEPTED, "counter", "Worker reports accepted and committed (this coordinator was the leader).");
-        d(REPORTS_REFUSED, "counter", "Worker reports refused, by reason: stale (the lease moved on), done (shard or job finished), invalid.");
+        d(REPORTS_REFUSED, "counter", "Worker reports refused, by reason: stale (the lease moved on), done (shard or job finished), invalid (frames or results a shard cannot have), unknown, busy.");
         d(RESULTS_STORED, "counter", "Result rows (one per frame and model) newly stored by accepted reports; duplicates are not counted.");
         d(REPORT_COMMIT_SECONDS, "histogram", "Time from receiving a Report call to its commit through Raft, in seconds.");
         d(LEASES_GRANTED, "counter", "Shard leases granted to workers (work-stealing splits included).");
@@ -57,22 +55,10 @@ pub fn describe() {
     for name in [REPORTS_ACCEPTED, RESULTS_STORED, LEASES_GRANTED, LEASES_EXPIRED, WORK_STOLEN, FORWARDED_WRITES, WRITE_ERRORS] {
         counter(name, &[]);
     }
-    for kind in REFUSAL_KINDS {
-        counter(REPORTS_REFUSED, &[("reason", kind)]);
+    for kind in crate::state::outcome::RejectionKind::ALL {
+        counter(REPORTS_REFUSED, &[("reason", kind.label())]);
     }
     histogram(REPORT_COMMIT_SECONDS, &[]);
-}
-
-/// The kind of a report refusal, from the state machine's reason text
-/// (`apply_report` in `state/apply.rs`).
-pub fn refusal_kind(reason: &str) -> &'static str {
-    if reason.contains("stale") {
-        "stale"
-    } else if reason.starts_with("job is ") || reason.contains("done") {
-        "done"
-    } else {
-        "invalid"
-    }
 }
 
 /// Healthy: Raft runs and a leader is known (so writes can commit).
@@ -216,23 +202,4 @@ pub async fn track_health(raft: Raft, reporter: HealthReporter) {
         }
         set(&reporter, false).await;
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_are_classified_by_the_state_machines_reasons() {
-        assert_eq!(refusal_kind("stale lease: epoch 3 is not the current lease 4"), "stale");
-        assert_eq!(refusal_kind("stale lease: the shard is not leased"), "stale");
-        assert_eq!(refusal_kind("job is completed"), "done");
-        assert_eq!(refusal_kind("job is cancelled"), "done");
-        assert_eq!(refusal_kind("the shard is already done"), "done");
-        assert_eq!(refusal_kind("the shard is done: it ends at frame 8, the frames after were handed to another worker"), "done");
-        assert_eq!(refusal_kind("unknown job 7"), "invalid");
-        assert_eq!(refusal_kind("no shard 9"), "invalid");
-        assert_eq!(refusal_kind("frame 3 is not an analysed frame of shard 0 [0, 10)"), "invalid");
-        assert_eq!(refusal_kind("frame 2 must carry exactly one result per model [\"colors\"]"), "invalid");
-    }
 }

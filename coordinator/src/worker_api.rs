@@ -11,10 +11,10 @@ use panoptes_proto::worker::worker_api_server::{WorkerApi, WorkerApiServer};
 use tonic::{Request as Req, Response as Resp, Status};
 use tracing::{debug, info};
 
-use crate::metrics::{refusal_kind, LEASES_GRANTED, REPORTS_ACCEPTED, REPORTS_REFUSED, REPORT_COMMIT_SECONDS, RESULTS_STORED, WORK_STOLEN};
+use crate::metrics::{LEASES_GRANTED, REPORTS_ACCEPTED, REPORTS_REFUSED, REPORT_COMMIT_SECONDS, RESULTS_STORED, WORK_STOLEN};
 use crate::node::{Coordinator, MAX_MESSAGE_BYTES};
 use crate::scheduling::{choose_shards, choose_split};
-use crate::state::apply::MoveLiveRefusal;
+use crate::state::apply::may_move_later;
 use crate::state::command::{FrameImage, FrameOutputs, ModelOutput, Report, Request, Response};
 use crate::state::model::{JobState, ShardState, StageTimes};
 
@@ -120,11 +120,11 @@ impl WorkerApi for WorkerService {
         let granted = match self.node.write(req.clone()).await? {
             Response::Granted(g) => g,
             // The victim's lease moved on (a report, an expiry) since we looked: no work this time.
-            Response::Rejected(m) if matches!(req, Request::Split { .. }) => {
-                debug!(worker = %r.name, reason = %m, "work stealing skipped");
+            Response::Rejected(rej) if matches!(req, Request::Split { .. }) => {
+                debug!(worker = %r.name, reason = %rej, "work stealing skipped");
                 Vec::new()
             }
-            Response::Rejected(m) => return Err(Status::failed_precondition(m)),
+            Response::Rejected(rej) => return Err(Status::failed_precondition(rej.message)),
             other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
         };
         metrics::inc(LEASES_GRANTED, &[], granted.len() as u64);
@@ -221,8 +221,8 @@ impl WorkerApi for WorkerService {
             // The state machine's own check: the lobby retries what may change.
             match a.state.check_move_live(j.id, &r.name, &r.url) {
                 Ok(()) => Ok(j.id),
-                Err(MoveLiveRefusal::NotNow(m)) => Err(Status::unavailable(m)),
-                Err(MoveLiveRefusal::Never(m)) => Err(Status::failed_precondition(m)),
+                Err(rej) if may_move_later(&rej) => Err(Status::unavailable(rej.message)),
+                Err(rej) => Err(Status::failed_precondition(rej.message)),
             }
         })?;
         match self.node.write(Request::MoveLive { job: found, worker: r.name.clone(), url: r.url.clone() }).await? {
@@ -231,7 +231,7 @@ impl WorkerApi for WorkerService {
                 Ok(Resp::new(pb::ResumeLiveResponse { job_id: JobId(found).to_string() }))
             }
             // Changed since the check above: retried, the check says whether it may yet.
-            Response::Rejected(m) => Err(Status::unavailable(m)),
+            Response::Rejected(rej) => Err(Status::unavailable(rej.message)),
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
     }
@@ -247,7 +247,7 @@ impl WorkerApi for WorkerService {
                 info!(worker = %r.name, leases_returned, "worker left: its shards went back to pending");
                 Ok(Resp::new(pb::LeaveResponse { leases_returned }))
             }
-            Response::Rejected(m) => Err(Status::not_found(m)),
+            Response::Rejected(rej) => Err(Status::not_found(rej.message)),
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
     }
@@ -282,7 +282,7 @@ impl WorkerApi for WorkerService {
             frames.push(FrameOutputs {
                 frame: f.frame,
                 timestamp: f.timestamp,
-                outputs: f.outputs.into_iter().map(|o| ModelOutput { model: o.model, results_json: o.results_json }).collect(),
+                outputs: f.outputs.into_iter().map(|o| ModelOutput { model: o.model, results_json: o.results_json, error: o.error }).collect(),
                 image: None,
             });
         }
@@ -312,25 +312,25 @@ impl WorkerApi for WorkerService {
             now_ms: now_ms(),
         };
         let n = report.frames.len();
-        match self.node.write(Request::Report(report)).await? {
-            Response::Reported { accepted, reason, stored } => {
-                metrics::observe(REPORT_COMMIT_SECONDS, &[], received.elapsed().as_secs_f64());
-                if accepted {
-                    self.node.renew(job, r.shard, r.epoch);
-                    metrics::inc(REPORTS_ACCEPTED, &[], 1);
-                    metrics::inc(RESULTS_STORED, &[], stored as u64 * models);
-                } else {
-                    metrics::inc(REPORTS_REFUSED, &[("reason", refusal_kind(&reason))], 1);
-                }
-                debug!(job_id = job, shard = r.shard, frames = n, stored, accepted, %reason, "report");
+        let outcome = self.node.write(Request::Report(report)).await?;
+        metrics::observe(REPORT_COMMIT_SECONDS, &[], received.elapsed().as_secs_f64());
+        match outcome {
+            Response::Reported { stored } => {
+                self.node.renew(job, r.shard, r.epoch);
+                metrics::inc(REPORTS_ACCEPTED, &[], 1);
+                metrics::inc(RESULTS_STORED, &[], stored as u64 * models);
+                debug!(job_id = job, shard = r.shard, frames = n, stored, "report accepted");
                 // The shard's end as applied here (a split may have moved it):
                 // the holder stops decoding there.
-                let end_frame = if accepted {
-                    self.node.reader.read(|a| a.state.jobs.get(&job).and_then(|j| j.shards.get(r.shard as usize)).map_or(0, |s| s.end))
-                } else {
-                    0
-                };
-                Ok(Resp::new(pb::ReportResponse { accepted, reason, stored, end_frame }))
+                let end_frame =
+                    self.node.reader.read(|a| a.state.jobs.get(&job).and_then(|j| j.shards.get(r.shard as usize)).map_or(0, |s| s.end));
+                Ok(Resp::new(pb::ReportResponse { accepted: true, reason: String::new(), stored, end_frame }))
+            }
+            // Refused (nothing stored): the worker stops this shard.
+            Response::Rejected(rej) => {
+                metrics::inc(REPORTS_REFUSED, &[("reason", rej.kind.label())], 1);
+                debug!(job_id = job, shard = r.shard, frames = n, reason = %rej, "report refused");
+                Ok(Resp::new(pb::ReportResponse { accepted: false, reason: rej.message, stored: 0, end_frame: 0 }))
             }
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }

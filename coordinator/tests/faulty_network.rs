@@ -35,6 +35,7 @@ use panoptes_coordinator::raft::log_store::{open_db, LogStore};
 use panoptes_coordinator::raft::types::{NodeId, Raft, TypeConfig};
 use panoptes_coordinator::state::command::{FrameOutputs, ModelOutput, Report, Request, Response};
 use panoptes_coordinator::state::model::{Job, JobSpec, JobState, Plan, ShardState, StageTimes};
+use panoptes_coordinator::state::outcome::RejectionKind;
 use panoptes_coordinator::state::store::{StateMachineStore, StateReader};
 use panoptes_coordinator::pictures::store::PictureStore;
 use panoptes_coordinator::pictures::PictureHome;
@@ -861,7 +862,7 @@ fn report(worker: &str, job: u64, shard: u32, epoch: u64, frames: &[u64], next_f
                 timestamp: timestamp(f),
                 outputs: MODELS
                     .iter()
-                    .map(|m| ModelOutput { model: m.to_string(), results_json: result_json(f, m) })
+                    .map(|m| ModelOutput { model: m.to_string(), results_json: result_json(f, m), error: false })
                     .collect(),
                 image: None,
             })
@@ -899,12 +900,12 @@ impl Cluster {
     async fn report(&self, r: Report, duplicate: bool) {
         let w = self.write(&Request::Report(r.clone())).await;
         match &w.resp {
-            Response::Reported { accepted: true, stored, .. } => {
+            Response::Reported { stored } => {
                 assert!(!duplicate || *stored == 0, "a duplicated report stored {stored} frames again");
             }
             // An earlier attempt of this final report committed (reply lost, or the attempt timed
             // out but went through): the shard is done, so the retry is refused.
-            Response::Reported { accepted: false, reason, .. }
+            Response::Rejected(reason)
                 if r.done && shard_of(&self.state_after(&w).await, r.job, r.shard).state == ShardState::Done =>
             {
                 self.log(format!("final report of shard {} was already committed ({reason})", r.shard));
@@ -1009,7 +1010,7 @@ async fn workload(c: &Cluster) -> u64 {
     let stale = report("w1", job, 2, e1, &stale_frames, STALL_AT + 2 * BATCH as u64, false);
     let w = c.write(&Request::Report(stale)).await;
     match &w.resp {
-        Response::Reported { accepted: false, reason, .. } if reason.contains("stale") => {}
+        Response::Rejected(r) if r.kind == RejectionKind::Stale && r.message.contains("stale") => {}
         other => panic!("a report under the expired epoch {e1} was not refused as stale: {other:?}"),
     }
     let reader = c.state_after(&w).await;

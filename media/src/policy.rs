@@ -347,35 +347,7 @@ pub fn http_options() -> &'static [(&'static str, &'static str)] {
     }
 }
 
-/// `source` as it may be logged or shown to other users: the user
-/// information (`user:password@`) and the query string of a URL (signed
-/// URLs carry their credentials there) are replaced by `***`, and so is the
-/// stream key of an RTMP push URL (`rtmp://HOST:PORT/live/KEY`: whoever has
-/// it may publish into the job). Local paths are returned as they are.
-pub fn redact(source: &str) -> String {
-    let Some((scheme, rest)) = source.split_once("://") else { return source.to_string() };
-    let (authority, tail) = match rest.find(['/', '?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority.rfind('@') {
-        Some(i) => format!("***@{}", &authority[i + 1..]),
-        None => authority.to_string(),
-    };
-    let mut tail = match tail.find('?') {
-        Some(i) => format!("{}?***", &tail[..i]),
-        None => tail.to_string(),
-    };
-    if scheme.eq_ignore_ascii_case("rtmp") || scheme.eq_ignore_ascii_case("rtmps") {
-        if let Some(i) = tail.find("/live/") {
-            let key_end = tail[i + 6..].find(['?', '#']).map_or(tail.len(), |j| i + 6 + j);
-            if key_end > i + 6 {
-                tail.replace_range(i + 6..key_end, "***");
-            }
-        }
-    }
-    format!("{scheme}://{authority}{tail}")
-}
+pub use panoptes_common::source_url::redact;
 
 /// The lower-cased scheme of `scheme://…`, if the source has that form.
 fn scheme(source: &str) -> Option<String> {
@@ -535,19 +507,6 @@ fn forbidden(ip: IpAddr) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn redact_hides_credentials_and_queries() {
-        use super::redact;
-        assert_eq!(redact("http://user:pw@example.com/a.mp4?sig=abc"), "http://***@example.com/a.mp4?***");
-        assert_eq!(redact("rtsp://cam.local:554/stream"), "rtsp://cam.local:554/stream");
-        assert_eq!(redact("https://h?token=x"), "https://h?***");
-        assert_eq!(redact("/videos/a@b.mp4"), "/videos/a@b.mp4");
-        // A push URL's stream key; a lobby URL has none.
-        assert_eq!(redact("rtmp://10.0.0.2:7500/live/3f9c2a"), "rtmp://10.0.0.2:7500/live/***");
-        assert_eq!(redact("rtmp://10.0.0.2:7502/live/"), "rtmp://10.0.0.2:7502/live/");
-        assert_eq!(redact("rtsp://admin:pw@cam/live/x"), "rtsp://***@cam/live/x");
-    }
-
     use super::*;
 
     #[test]

@@ -141,20 +141,7 @@ fn normalize(source: &str) -> Result<String, MediaError> {
     Ok(path)
 }
 
-/// A capture device source, `v4l2://WORKER/dev/videoN`: the worker it is
-/// attached to (`None` when the URL names none, `v4l2:///dev/video0`) and the
-/// device path. `None` for any other source.
-pub fn device_source(source: &str) -> Option<(Option<String>, String)> {
-    if url_scheme(source).as_deref() != Some("v4l2") {
-        return None;
-    }
-    let rest = &source["v4l2://".len()..];
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    Some(((!host.is_empty()).then(|| host.to_string()), path.to_string()))
-}
+pub use panoptes_common::source_url::device_source;
 
 /// Check a device source's path: a `/dev/` path, without `..`.
 pub fn check_device_path(source: &str, path: &str) -> Result<(), MediaError> {

@@ -10,8 +10,8 @@
 //! every job completed; every (frame, model) result present exactly once and
 //! equal to a fault-free `panoptes analyze`; every result observed during the
 //! run still present at the end; no two leases of a job ever covered the same
-//! frames at once (from the coordinators' `lease-audit` lines, logged where
-//! the state machine applies grants, expiries and splits).
+//! frames at once (from the lease events the coordinators log, `lease=grant|release|split`,
+//! as the state machine applies them: `state/outcome.rs`).
 //! Everything is printed with the seed and the command that replays it.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -519,11 +519,14 @@ pub struct LeaseAudit {
     pub violations: Vec<String>,
 }
 
+/// A lease event's kind (`grant`, `release`, `split`) and fields, from the
+/// line the coordinator's store logs for it (`state/outcome.rs`
+/// `LeaseEvent::log`: `… lease=KIND job=… shard=… epoch=… …`).
 fn fields(line: &str) -> Option<(String, HashMap<String, String>)> {
-    let rest = &line[line.find("lease-audit ")? + "lease-audit ".len()..];
-    let mut it = rest.split_whitespace();
-    let kind = it.next()?.to_string();
-    Some((kind, it.filter_map(|t| t.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()))
+    let rest = &line[line.find(" lease=")? + 1..];
+    let f: HashMap<String, String> =
+        rest.split_whitespace().filter_map(|t| t.split_once('=')).map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string())).collect();
+    Some((f.get("lease")?.clone(), f))
 }
 
 fn num(f: &HashMap<String, String>, k: &str) -> u64 {
@@ -531,10 +534,11 @@ fn num(f: &HashMap<String, String>, k: &str) -> u64 {
 }
 
 fn range(f: &HashMap<String, String>) -> (u64, u64) {
-    f.get("frames").and_then(|r| r.split_once("..")).and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?))).unwrap_or((0, u64::MAX))
+    let n = |k: &str| f.get(k).and_then(|v| v.parse().ok());
+    (n("from").unwrap_or(0), n("to").unwrap_or(u64::MAX))
 }
 
-/// Replay the `lease-audit` lines of every coordinator log (each incarnation
+/// Replay the lease events of every coordinator log (each incarnation
 /// of each member, in its apply order): at no point may two live leases of
 /// one job cover a common frame, and every member must agree on what each
 /// epoch (a fencing token, never reused) was granted for.
@@ -569,7 +573,7 @@ pub fn audit_leases(logs: &[PathBuf]) -> LeaseAudit {
                     let l = Lease { job: num(&f, "job"), shard: num(&f, "shard"), worker: f.get("worker").cloned().unwrap_or_default(), from, to };
                     add(&mut live, &mut a, num(&f, "epoch"), l, line);
                 }
-                "expire" | "release" => {
+                "release" => {
                     live.remove(&num(&f, "epoch"));
                     a.expiries += 1;
                 }
@@ -945,22 +949,22 @@ mod tests {
         let ok = dir.path().join("coordinator-1-1.log");
         std::fs::write(
             &ok,
-            "x lease-audit grant job=1 shard=0 epoch=1 worker=w1 frames=0..20\n\
-             x lease-audit split job=1 shard=0 epoch=1 at=10 new_shard=2 new_epoch=2 worker=w2 frames=10..20\n\
-             x lease-audit expire job=1 shard=0 epoch=1\n\
-             x lease-audit grant job=1 shard=0 epoch=3 worker=w3 frames=4..10\n\
-             x lease-audit grant job=2 shard=0 epoch=4 worker=w1 frames=0..20\n",
+            "x INFO lease granted lease=grant job=1 shard=0 epoch=1 worker=w1 from=0 to=20\n\
+             x INFO lease split lease=split job=1 shard=0 epoch=1 at=10 new_shard=2 new_epoch=2 worker=w2 from=10 to=20\n\
+             x INFO lease ended lease=release job=1 shard=0 epoch=1 reason=expired\n\
+             x INFO lease granted lease=grant job=1 shard=0 epoch=3 worker=w3 from=4 to=10\n\
+             x INFO lease granted lease=grant job=2 shard=0 epoch=4 worker=w1 from=0 to=20\n",
         )
         .unwrap();
         let a = audit_leases(&[ok.clone()]);
         assert!(a.violations.is_empty(), "{:?}", a.violations);
         assert_eq!((a.leases, a.expiries, a.splits), (4, 1, 1));
         let bad = dir.path().join("coordinator-2-1.log");
-        std::fs::write(&bad, "x lease-audit grant job=1 shard=0 epoch=1 worker=w1 frames=0..20\nx lease-audit grant job=1 shard=0 epoch=5 worker=w2 frames=5..20\n").unwrap();
+        std::fs::write(&bad, "x lease granted lease=grant job=1 shard=0 epoch=1 worker=w1 from=0 to=20\nx lease granted lease=grant job=1 shard=0 epoch=5 worker=w2 from=5 to=20\n").unwrap();
         assert_eq!(audit_leases(&[bad.clone()]).violations.len(), 1);
         // Two members disagreeing about one epoch.
         let other = dir.path().join("coordinator-3-1.log");
-        std::fs::write(&other, "x lease-audit grant job=1 shard=0 epoch=1 worker=w2 frames=0..20\n").unwrap();
+        std::fs::write(&other, "x lease granted lease=grant job=1 shard=0 epoch=1 worker=w2 from=0 to=20\n").unwrap();
         assert_eq!(audit_leases(&[ok, other]).violations.len(), 1);
     }
 }

@@ -331,7 +331,7 @@ fn report(name: &str, job: &str, shard: u32, epoch: u64) -> worker_pb::ReportReq
         frames: vec![worker_pb::FrameReport {
             frame: 0,
             timestamp: 0.0,
-            outputs: vec![worker_pb::ModelOutput { model: "colors".into(), results_json: r#"[{"intruder":true}]"#.into() }],
+            outputs: vec![worker_pb::ModelOutput { model: "colors".into(), results_json: r#"[{"intruder":true}]"#.into(), error: false }],
             ..Default::default()
         }],
         next_frame: 1,

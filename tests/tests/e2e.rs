@@ -284,7 +284,7 @@ fn t07_a_stolen_tail_is_analysed_once() {
     assert_eq!(status["frames_done"], 39, "{status}");
     let job = status["job_id"].as_str().unwrap();
     assert_eq!(c.results(job).len(), 78, "one result per frame and model");
-    let splits: usize = c.coordinators.iter().flatten().map(|n| n.log_text().matches("lease-audit split").count()).sum();
+    let splits: usize = c.coordinators.iter().flatten().map(|n| n.log_text().matches("lease=split").count()).sum();
     assert!(splits >= 1, "the idle worker stole nothing from a 6-second shard, so this test shows nothing:\n{}", c.logs());
     for m in ["objects", "joy"] {
         assert_eq!(analysed_by_workers(&c, m), 39.0, "{m}: frames analysed by the workers for 39 frames in the job ({splits} splits)\n{}", c.logs());

@@ -58,7 +58,8 @@ fn a_push_resumes_on_another_workers_ingest_lobby_when_its_worker_dies() {
     // the lag bound: dropped and counted. Here the test wants all.)
     let n = job.trim_start_matches("job-");
     wait_for("the dead worker's lease to expire", Duration::from_secs(30), || {
-        c.coordinator_log(1).contains(&format!("lease-audit expire job={n} ")).then_some(())
+        let expired = format!(" job={n} ");
+        c.coordinator_log(1).lines().any(|l| l.contains("lease=release") && l.contains(&expired) && l.contains("reason=expired")).then_some(())
     });
     let before: Vec<u64> = c.frames_once(&job).into_iter().collect();
     assert_eq!(c.cli_json(&["status", &job, "--json"])["state"], "running", "the job ended with its worker");

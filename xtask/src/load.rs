@@ -205,7 +205,7 @@ pub(crate) fn sim_report(name: &str, a: &ShardAssignment, frames: std::ops::Rang
             .map(|f| FrameReport {
                 frame: f,
                 timestamp: f as f64 / SIM_FPS as f64,
-                outputs: vec![ModelOutput { model: "colors".into(), results_json: row_json(f) }],
+                outputs: vec![ModelOutput { model: "colors".into(), results_json: row_json(f), error: false }],
                 jpeg: jpeg.to_vec(),
                 width,
                 height,

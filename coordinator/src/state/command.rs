@@ -4,12 +4,16 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::{JobSpec, LiveSpec, Plan, StageTimes};
+use super::outcome::Rejection;
 
 /// One model's results for one frame, as the analysis contract's JSON text.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelOutput {
     pub model: String,
     pub results_json: String,
+    /// The analysis failed on this frame: `results_json` is the error
+    /// (`{"error": …}`), counted in the job's errors.
+    pub error: bool,
 }
 
 /// A stored picture of an analysed frame: a reduced JPEG, and the size of the
@@ -199,10 +203,12 @@ pub enum Response {
     #[default]
     Ok,
     /// The command did not apply; nothing changed.
-    Rejected(String),
+    Rejected(Rejection),
     JobCreated { job: u64, existing: bool },
     Granted(Vec<Granted>),
-    Reported { accepted: bool, reason: String, stored: u32 },
+    /// A report was accepted: `stored` frames were newly committed (a
+    /// retried delivery stores none).
+    Reported { stored: u32 },
     Drained { leases_returned: u32 },
     Pruned { jobs: Vec<u64>, freed: Freed },
     Trimmed { freed: Freed },

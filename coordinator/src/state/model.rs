@@ -95,7 +95,7 @@ pub fn is_pull_source(source: &str) -> bool {
 /// The worker a job's source is attached to, if any: a capture device
 /// (`v4l2://WORKER/dev/videoN`) can only be opened there.
 pub fn pinned_worker(source: &str) -> Option<String> {
-    panoptes_media::device_source(source).and_then(|(w, _)| w)
+    panoptes_common::source_url::device_source(source).and_then(|(w, _)| w)
 }
 
 /// A live RTMP push job: which worker ingests it, where.
@@ -261,6 +261,18 @@ pub struct Job {
     /// deleted (frames reported later below it are not stored).
     #[serde(default)]
     pub trimmed_before: u64,
+}
+
+impl Shard {
+    /// A pending shard of frames `[start, end)`, nothing committed.
+    pub fn new(index: u32, start: u64, end: u64) -> Shard {
+        Shard { index, start, end, cursor: start, state: ShardState::Pending, attempts: 0, last_error: None }
+    }
+
+    /// The one shard of a live stream: open-ended, it ends where the stream does.
+    pub fn open_ended() -> Shard {
+        Shard::new(0, 0, u64::MAX)
+    }
 }
 
 impl Job {

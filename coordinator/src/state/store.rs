@@ -579,6 +579,11 @@ impl StateMachineStore {
             return Err(sm_write(e));
         }
         drop(sink);
+        // Who holds which frames, as applied: a line per event, with its
+        // fields (the chaos checker replays them, tests/src/chaos.rs).
+        for e in &ch.events {
+            e.log();
+        }
         for id in &ch.jobs {
             if let Some(j) = a.state.jobs.get_mut(id) {
                 // The record without its plan and shards; then those that moved.

@@ -268,7 +268,9 @@ pub enum ReporterMsg {
     /// A frame's stored picture (JPEG and the size of the frame the models
     /// read); `None` when it could not be encoded (the frame goes without).
     Picture { frame: u64, picture: Option<Picture> },
-    Output { frame: u64, model: usize, results_json: String, secs: f64 },
+    /// One model's results for a frame; `error`: the analysis failed on it
+    /// and `results_json` is `{"error": …}`.
+    Output { frame: u64, model: usize, results_json: String, error: bool, secs: f64 },
     End { next_frame: u64 },
 }
 

@@ -27,7 +27,8 @@ struct Pending {
     picture: Option<super::Picture>,
     /// The picture is still being encoded.
     awaiting_picture: bool,
-    outputs: Vec<Option<String>>,
+    /// Each model's results (JSON) and whether they are an error.
+    outputs: Vec<Option<(String, bool)>>,
 }
 
 pub struct ReporterState {
@@ -100,11 +101,11 @@ async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), Acto
                 finish(st, next_frame).await?;
             }
         }
-        ReporterMsg::Output { frame, model, results_json, secs } => {
+        ReporterMsg::Output { frame, model, results_json, error, secs } => {
             let name = st.job.assignment.models[model].clone();
             *st.times.inference_s.entry(name).or_default() += secs;
             if let Some(p) = st.pending.get_mut(&frame) {
-                p.outputs[model] = Some(results_json);
+                p.outputs[model] = Some((results_json, error));
             }
             complete(st).await?;
         }
@@ -151,7 +152,10 @@ async fn complete(st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
             .outputs
             .into_iter()
             .zip(&st.job.assignment.models)
-            .map(|(o, m)| pb::ModelOutput { model: m.clone(), results_json: o.unwrap_or_default() })
+            .map(|(o, m)| {
+                let (results_json, error) = o.unwrap_or_default();
+                pb::ModelOutput { model: m.clone(), results_json, error }
+            })
             .collect();
         let (jpeg, width, height) = p.picture.map(|x| (x.jpeg, x.width, x.height)).unwrap_or_default();
         st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs, jpeg, width, height });

@@ -256,7 +256,7 @@ impl ShardSupervisor {
                 if let Some(r) = &st.reporter {
                     let results_json = json!({ "error": crash }).to_string();
                     // If the reporter is gone its own failure rebuilds the pipeline.
-                    let _ = r.send_message(ReporterMsg::Output { frame, model: index, results_json, secs: 0.0 });
+                    let _ = r.send_message(ReporterMsg::Output { frame, model: index, results_json, error: true, secs: 0.0 });
                 }
                 Self::frame_answered(st, frame);
             }
@@ -418,7 +418,7 @@ impl ShardSupervisor {
                 l.unanswered.remove(pos);
                 slot.crashes_in_a_row = 0;
                 if let Some(r) = &st.reporter {
-                    let _ = r.send_message(ReporterMsg::Output { frame, model, results_json, secs });
+                    let _ = r.send_message(ReporterMsg::Output { frame, model, results_json, error: false, secs });
                 }
                 Self::frame_answered(st, frame);
                 Self::end_model_if_done(st, model);

@@ -1,0 +1,958 @@
+//! The state machine's unit tests: pure, with results in memory.
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::state::command::{FrameOutputs, Freed, ModelOutput, PictureRef, Report};
+use crate::state::model::{Job, JobState, ShardState};
+use crate::state::model::{JobSpec, KeepWhat, Plan, StageTimes, LOBBY_SLOT};
+use crate::state::outcome::{LeaseEvent, RejectionKind, ReleaseReason};
+
+#[derive(Default)]
+struct MemSink(BTreeMap<(u64, u64, u8), String>, BTreeMap<(u64, u64), PictureRef>);
+
+impl ResultSink for MemSink {
+    fn contains(&self, job: u64, frame: u64, model: u8) -> bool {
+        self.0.contains_key(&(job, frame, model))
+    }
+    fn put(&mut self, job: u64, frame: u64, model: u8, _ts: f64, json: &str) {
+        assert!(self.0.insert((job, frame, model), json.to_string()).is_none(), "a result was written twice");
+    }
+    fn put_frame(&mut self, job: u64, frame: u64, image: &PictureRef) {
+        assert!(self.1.insert((job, frame), image.clone()).is_none(), "a frame was stored twice");
+    }
+    fn trim(&mut self, job: u64, from: u64, below: u64, results: bool, pictures: bool) -> Freed {
+        let before = (self.0.len(), self.1.len());
+        let cut = |j: u64, f: u64| j == job && (from..below).contains(&f);
+        if results {
+            self.0.retain(|k, _| !cut(k.0, k.1));
+        }
+        if pictures {
+            self.1.retain(|k, _| !cut(k.0, k.1));
+        }
+        Freed { results: (before.0 - self.0.len()) as u64, frames: (before.1 - self.1.len()) as u64, bytes: 0 }
+    }
+    fn delete_job(&mut self, job: u64) -> Freed {
+        let before = (self.0.len(), self.1.len());
+        self.0.retain(|k, _| k.0 != job);
+        self.1.retain(|k, _| k.0 != job);
+        Freed { results: (before.0 - self.0.len()) as u64, frames: (before.1 - self.1.len()) as u64, bytes: 0 }
+    }
+}
+
+fn spec(rid: Option<&str>) -> JobSpec {
+    JobSpec {
+        name: "clip".into(),
+        source: "/clip.mp4".into(),
+        models: vec!["objects".into(), "colors".into()],
+        frame_step: 2,
+        target_height: 720,
+        request_id: rid.map(String::from),
+        max_attempts: 2,
+        frames_height: 0,
+        frames_quality: 0,
+        frames_every_ms: 0,
+        keep_s: 0,
+        keep_what: Default::default(),
+        owner: String::new(),
+    }
+}
+
+fn plan(frames: u64) -> Plan {
+    Plan { frames, width: 64, height: 48, time_base: (1, 25), pts0: 0, fps: 25.0, keyframes: vec![(0, 0)] }
+}
+
+fn frame(n: u64) -> FrameOutputs {
+    FrameOutputs {
+        frame: n,
+        timestamp: n as f64 / 25.0,
+        outputs: vec![
+            ModelOutput { model: "objects".into(), results_json: "[]".into(), error: false },
+            ModelOutput { model: "colors".into(), results_json: format!("[{n}]"), error: false },
+        ],
+        image: None,
+    }
+}
+
+fn report(worker: &str, shard: u32, epoch: u64, frames: &[u64], next: u64, done: bool) -> Request {
+    Request::Report(Report {
+        worker: worker.into(),
+        job: 1,
+        shard,
+        epoch,
+        frames: frames.iter().map(|&n| frame(n)).collect(),
+        next_frame: next,
+        done,
+        error: None,
+        times: StageTimes::default(),
+        bytes: 10,
+        now_ms: 99,
+    })
+}
+
+struct World {
+    st: State,
+    sink: MemSink,
+}
+
+impl World {
+    fn apply(&mut self, r: Request) -> Response {
+        self.st.apply(&r, &mut self.sink, &mut Changes::default())
+    }
+
+    /// A job of 20 frames in two shards, two workers registered.
+    fn new() -> World {
+        let mut w = World { st: State::default(), sink: MemSink::default() };
+        assert_eq!(w.apply(Request::Submit { spec: spec(Some("r1")), now_ms: 1 }), Response::JobCreated { job: 1, existing: false });
+        w.apply(Request::Plan { job: 1, plan: plan(20), shards: vec![(0, 10), (10, 20)], now_ms: 2 });
+        for n in ["w1", "w2"] {
+            w.apply(Request::RegisterWorker { name: n.into(), addr: String::new(), capacity: 1, models: spec(None).models, now_ms: 3 });
+        }
+        w
+    }
+
+    fn grant(&mut self, worker: &str, shard: u32) -> u64 {
+        match self.apply(Request::Grant { worker: worker.into(), shards: vec![(1, shard)], now_ms: 4 }) {
+            Response::Granted(g) if g.len() == 1 => g[0].epoch,
+            other => panic!("grant failed: {other:?}"),
+        }
+    }
+
+    fn job(&self) -> &Job {
+        &self.st.jobs[&1]
+    }
+}
+
+fn stored(r: Response) -> u32 {
+    match r {
+        Response::Reported { stored } => stored,
+        other => panic!("report not accepted: {other:?}"),
+    }
+}
+
+fn live(w: &mut World, slot: u32) -> u64 {
+    let l = crate::state::model::LiveSpec { key: format!("k{slot}"), worker: "w1".into(), slot, url: format!("rtmp://h:1/live/k{slot}") };
+    match w.apply(Request::CreateLive { spec: spec(None), live: l, now_ms: 5 }) {
+        Response::JobCreated { job, .. } => job,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_pull_source_runs_unprobed_on_any_worker_resumes_after_expiry_and_ends_where_the_stream_ends() {
+    let mut w = World::new();
+    let mut sp = spec(None);
+    sp.source = "rtmp://cam.example/live/s".into();
+    let Response::JobCreated { job, .. } = w.apply(Request::Submit { spec: sp, now_ms: 5 }) else { panic!() };
+    let j = &w.st.jobs[&job];
+    assert_eq!((j.state, j.shards.len(), j.shards[0].end), (JobState::Running, 1, u64::MAX), "running at once, open-ended");
+    assert!(j.is_live() && j.live.is_none());
+    let grant = |w: &mut World, worker: &str| match w.apply(Request::Grant { worker: worker.into(), shards: vec![(job, 0)], now_ms: 6 }) {
+        Response::Granted(g) => g[0].epoch,
+        other => panic!("{other:?}"),
+    };
+    let rep = |worker: &str, e: u64, frames: &[u64], next: u64, done: bool| match report(worker, 0, e, frames, next, done) {
+        Request::Report(mut r) => {
+            r.job = job;
+            Request::Report(r)
+        }
+        _ => unreachable!(),
+    };
+    let e1 = grant(&mut w, "w2");
+    assert_eq!(stored(w.apply(rep("w2", e1, &[0, 2], 4, false))), 2);
+    // Its worker dies: the lease expires and another worker resumes from the cursor.
+    assert_eq!(w.apply(Request::Expire { job, shard: 0, epoch: e1 }), Response::Ok);
+    assert_eq!(w.st.jobs[&job].shards[0].cursor, 4);
+    let e2 = grant(&mut w, "w1");
+    assert_eq!(stored(w.apply(rep("w1", e2, &[4, 6], 8, false))), 2);
+    assert_eq!(stored(w.apply(rep("w1", e2, &[], 8, true))), 0);
+    let j = &w.st.jobs[&job];
+    assert_eq!((j.state, j.shards[0].end, j.frames_total()), (JobState::Completed, 8, 4));
+}
+
+#[test]
+fn a_live_job_runs_on_its_worker_and_ends_where_the_publisher_stops() {
+    let mut w = World::new();
+    let job = live(&mut w, 0);
+    assert!(matches!(w.apply(Request::CreateLive { spec: spec(None), live: w.st.jobs[&job].live.clone().unwrap(), now_ms: 6 }), Response::Rejected(_)), "a slot is used once");
+    assert_eq!(w.st.jobs[&job].state, JobState::Running);
+    assert_eq!(w.apply(Request::Grant { worker: "w2".into(), shards: vec![(job, 0)], now_ms: 6 }), Response::Granted(vec![]));
+    let e = match w.apply(Request::Grant { worker: "w1".into(), shards: vec![(job, 0)], now_ms: 6 }) {
+        Response::Granted(g) => g[0].epoch,
+        other => panic!("{other:?}"),
+    };
+    let rep = |frames: &[u64], next: u64, done: bool| match report("w1", 0, e, frames, next, done) {
+        Request::Report(mut r) => {
+            r.job = job;
+            r.times.frames_dropped = 3;
+            Request::Report(r)
+        }
+        _ => unreachable!(),
+    };
+    assert_eq!(stored(w.apply(rep(&[0, 2, 6], 7, false))), 3);
+    assert_eq!(stored(w.apply(rep(&[], 7, true))), 0);
+    let j = &w.st.jobs[&job];
+    assert_eq!(j.state, JobState::Completed);
+    assert_eq!((j.shards[0].end, j.frames_total(), j.counters.times.frames_dropped), (7, 3, 6));
+    // The slot is free again; an error fails a live job at once.
+    let job2 = live(&mut w, 0);
+    let e2 = match w.apply(Request::Grant { worker: "w1".into(), shards: vec![(job2, 0)], now_ms: 7 }) {
+        Response::Granted(g) => g[0].epoch,
+        other => panic!("{other:?}"),
+    };
+    let Request::Report(mut r) = report("w1", 0, e2, &[], 0, false) else { unreachable!() };
+    r.job = job2;
+    r.error = Some("no publisher".into());
+    w.apply(Request::Report(r));
+    assert_eq!(w.st.jobs[&job2].state, JobState::Failed);
+}
+
+#[test]
+fn a_live_push_moves_to_another_worker_only_once_its_lease_expired() {
+    let mut w = World::new();
+    let job = live(&mut w, 0);
+    let grant = |w: &mut World, worker: &str| match w.apply(Request::Grant { worker: worker.into(), shards: vec![(job, 0)], now_ms: 6 }) {
+        Response::Granted(g) => g.first().map(|g| g.epoch),
+        other => panic!("{other:?}"),
+    };
+    let e1 = grant(&mut w, "w1").unwrap();
+    let rep = |worker: &str, epoch: u64, frames: &[u64], next: u64, done: bool| match report(worker, 0, epoch, frames, next, done) {
+        Request::Report(mut r) => {
+            r.job = job;
+            Request::Report(r)
+        }
+        _ => unreachable!(),
+    };
+    assert_eq!(stored(w.apply(rep("w1", e1, &[0, 2, 4], 5, false))), 3);
+    let mv = |to: &str| Request::MoveLive { job, worker: to.into(), url: format!("rtmp://h:9/live/k0#{to}") };
+    // w1 holds it: a publisher at w2's lobby waits.
+    assert!(matches!(w.apply(mv("w2")), Response::Rejected(m) if m.message.contains("held by worker 'w1'")));
+    assert!(matches!(w.apply(mv("nobody")), Response::Rejected(m) if m.message.contains("unknown worker")));
+    w.apply(Request::Drain { worker: "w2".into(), draining: true, hand_back: false });
+    assert_eq!(w.apply(Request::Expire { job, shard: 0, epoch: e1 }), Response::Ok);
+    assert!(matches!(w.apply(mv("w2")), Response::Rejected(m) if m.message.contains("draining")));
+    w.apply(Request::Drain { worker: "w2".into(), draining: false, hand_back: false });
+    // w2 (capacity 1) ingesting another stream is full.
+    let l = crate::state::model::LiveSpec { key: "kx".into(), worker: "w2".into(), slot: 0, url: "rtmp://h:2/live/kx".into() };
+    let Response::JobCreated { job: other, .. } = w.apply(Request::CreateLive { spec: spec(None), live: l, now_ms: 6 }) else { panic!() };
+    assert!(matches!(w.apply(mv("w2")), Response::Rejected(m) if m.message.contains("is full")));
+    assert_eq!(w.apply(Request::Cancel { job: other, now_ms: 7 }), Response::Ok);
+    let abandon = |worker: &str| Request::AbandonLive { job, worker: worker.into(), error: "nobody came".into(), now_ms: 8 };
+    assert_eq!(w.apply(mv("w2")), Response::Ok);
+    // A decision to abandon it, made while it still named w1, does not fail it now.
+    assert!(matches!(w.apply(abandon("w1")), Response::Rejected(_)));
+    assert_eq!(w.st.jobs[&job].state, JobState::Running);
+    let l = w.st.jobs[&job].live.clone().unwrap();
+    assert_eq!((l.worker.as_str(), l.slot, l.url.as_str()), ("w2", LOBBY_SLOT, "rtmp://h:9/live/k0#w2"));
+    // Only w2 is granted it now, from the committed cursor, under a new epoch.
+    assert_eq!(grant(&mut w, "w1"), None);
+    let e2 = grant(&mut w, "w2").unwrap();
+    assert!(e2 > e1);
+    assert!(matches!(w.apply(abandon("w2")), Response::Rejected(_)), "a stream being ingested is not abandoned");
+    assert_eq!(w.st.jobs[&job].shards[0].cursor, 5);
+    assert_eq!(w.apply(mv("w2")), Response::Ok, "a retried move is accepted");
+    assert!(matches!(w.apply(mv("w1")), Response::Rejected(_)));
+    // The dead worker's late report is refused; w2's frames continue from 5.
+    assert!(matches!(w.apply(rep("w1", e1, &[6], 7, false)), Response::Rejected(_)));
+    assert_eq!(stored(w.apply(rep("w2", e2, &[6, 8], 9, false))), 2);
+    assert_eq!(stored(w.apply(rep("w2", e2, &[], 9, true))), 0);
+    assert_eq!(w.st.jobs[&job].state, JobState::Completed);
+    assert_eq!(w.st.jobs[&job].frames_done, 5);
+    assert!(matches!(w.apply(mv("w1")), Response::Rejected(m) if m.message.contains("completed")));
+    // A pull job (no LiveSpec) cannot be moved this way.
+    let mut sp = spec(None);
+    sp.source = "rtmp://cam.example/live/s".into();
+    let Response::JobCreated { job: pull, .. } = w.apply(Request::Submit { spec: sp, now_ms: 9 }) else { panic!() };
+    assert!(matches!(w.apply(Request::MoveLive { job: pull, worker: "w2".into(), url: "u".into() }), Response::Rejected(m) if m.message.contains("not a live push")));
+    // A push still waiting for its publisher is abandoned with the error given.
+    let waiting = live(&mut w, 0);
+    let r = w.apply(Request::AbandonLive { job: waiting, worker: "w1".into(), error: "nobody came".into(), now_ms: 9 });
+    assert_eq!(r, Response::Ok);
+    assert_eq!((w.st.jobs[&waiting].state, w.st.jobs[&waiting].error.as_deref()), (JobState::Failed, Some("nobody came")));
+}
+
+#[test]
+fn a_repeated_submit_with_the_same_request_id_returns_the_same_job() {
+    let mut w = World::new();
+    assert_eq!(w.apply(Request::Submit { spec: spec(Some("r1")), now_ms: 5 }), Response::JobCreated { job: 1, existing: true });
+    assert_eq!(w.apply(Request::Submit { spec: spec(None), now_ms: 5 }), Response::JobCreated { job: 2, existing: false });
+}
+
+#[test]
+fn duplicated_and_retried_reports_store_each_result_once() {
+    let mut w = World::new();
+    let e = w.grant("w1", 0);
+    assert_eq!(stored(w.apply(report("w1", 0, e, &[0, 2, 4], 5, false))), 3);
+    assert_eq!(stored(w.apply(report("w1", 0, e, &[0, 2, 4], 5, false))), 0, "a retry stored again");
+    assert_eq!(stored(w.apply(report("w1", 0, e, &[4, 6], 7, false))), 1);
+    assert_eq!(w.job().frames_done, 4);
+    assert_eq!(w.sink.0.len(), 8);
+    assert_eq!(w.job().shards[0].cursor, 7);
+}
+
+#[test]
+fn the_cursor_moves_only_over_stored_frames_and_done_with_frames_missing_is_a_failed_attempt() {
+    let mut w = World::new();
+    let e = w.grant("w1", 0);
+    // Shard 0 is [0, 10) at step 2. Frames 0 and 4 reported with next_frame 7: 2 and 6 missing.
+    assert_eq!(stored(w.apply(report("w1", 0, e, &[0, 4], 7, false))), 2);
+    assert_eq!(w.job().shards[0].cursor, 2, "the cursor stops at the first frame not stored");
+    // "Done" (an early end of stream) with 2, 6 and 8 never reported.
+    assert_eq!(stored(w.apply(report("w1", 0, e, &[], 10, true))), 0);
+    let s = &w.job().shards[0];
+    assert_eq!((s.state.clone(), s.attempts, s.cursor), (ShardState::Pending, 1, 2), "not done: a failed attempt");
+    let err = s.last_error.clone().unwrap_or_default();
+    assert!(err.contains("3 analysed frame(s) of shard 0 (frames 0–9) were never reported, the first is frame 2"), "{err}");
+    assert_ne!(w.job().state, JobState::Completed);
+    // Leased again, from frame 2; every frame reported: done.
+    let e2 = w.grant("w2", 0);
+    assert_eq!(stored(w.apply(report("w2", 0, e2, &[2, 6, 8], 10, true))), 3);
+    assert_eq!(w.job().shards[0].state, ShardState::Done);
+    assert_eq!(w.job().frames_done, 5);
+}
+
+#[test]
+fn counters_a_worker_sends_cannot_overflow_the_apply() {
+    let mut w = World::new();
+    let e = w.grant("w1", 0);
+    let huge = |frames: &[u64], next: u64| match report("w1", 0, e, frames, next, false) {
+        Request::Report(mut r) => {
+            r.bytes = u64::MAX;
+            r.times = StageTimes {
+                decode_s: f64::NAN,
+                resize_s: f64::INFINITY,
+                inference_s: [("colors".to_string(), -1.0)].into_iter().collect(),
+                frames_decoded: u64::MAX,
+                frames_dropped: u64::MAX,
+                latency_ms: [(10, u64::MAX), (20, u64::MAX)].into_iter().collect(),
+                reconnects: u64::MAX,
+                gap_ms: u64::MAX,
+            };
+            Request::Report(r)
+        }
+        _ => unreachable!(),
+    };
+    // Twice: the second would overflow every counter.
+    assert_eq!(stored(w.apply(huge(&[0], 1))), 1);
+    assert_eq!(stored(w.apply(huge(&[2], 3))), 1);
+    let c = &w.job().counters;
+    assert_eq!((c.report_bytes, c.times.frames_dropped, c.times.frames_decoded, c.times.reconnects, c.times.gap_ms), (u64::MAX, u64::MAX, u64::MAX, u64::MAX, u64::MAX));
+    assert_eq!((c.times.decode_s, c.times.resize_s, c.times.inference_s["colors"]), (0.0, 0.0, 0.0), "non-finite and negative seconds are left out");
+    assert_eq!(c.times.latency_quantile(0.5), 10.0);
+}
+
+#[test]
+fn a_stale_epoch_is_rejected_and_changes_nothing() {
+    let mut w = World::new();
+    let e1 = w.grant("w1", 0);
+    w.apply(report("w1", 0, e1, &[0, 2], 3, false));
+    assert_eq!(w.apply(Request::Expire { job: 1, shard: 0, epoch: e1 }), Response::Ok);
+    let e2 = w.grant("w2", 0);
+    assert!(e2 > e1);
+    // The reassigned shard resumes after what was acknowledged.
+    assert_eq!(w.job().shards[0].cursor, 3);
+    let before = w.sink.0.len();
+    match w.apply(report("w1", 0, e1, &[4, 6], 7, true)) {
+        Response::Rejected(r) => assert!(r.kind == RejectionKind::Stale && r.message.contains("stale"), "{r:?}"),
+        other => panic!("stale report accepted: {other:?}"),
+    }
+    assert_eq!(w.sink.0.len(), before);
+    assert_ne!(w.job().shards[0].state, ShardState::Done);
+    // Another worker quoting the current epoch is refused too, and told why.
+    match w.apply(report("w1", 0, e2, &[4], 5, false)) {
+        Response::Rejected(r) => assert!(r.kind == RejectionKind::Stale && r.message.contains("leased to 'w2', not to 'w1'"), "{r:?}"),
+        other => panic!("a report from the wrong worker was accepted: {other:?}"),
+    }
+    // An old expiry for the previous epoch does not touch the new lease.
+    assert!(matches!(w.apply(Request::Expire { job: 1, shard: 0, epoch: e1 }), Response::Rejected(_)));
+}
+
+#[test]
+fn the_job_completes_exactly_when_every_shard_is_done() {
+    let mut w = World::new();
+    let a = w.grant("w1", 0);
+    let b = w.grant("w2", 1);
+    stored(w.apply(report("w1", 0, a, &[0, 2, 4, 6, 8], 10, true)));
+    assert_eq!(w.job().state, JobState::Running, "completed with a shard still open");
+    stored(w.apply(report("w2", 1, b, &[10, 12, 14, 16], 18, false)));
+    assert_eq!(w.job().state, JobState::Running);
+    stored(w.apply(report("w2", 1, b, &[18], 20, true)));
+    assert_eq!(w.job().state, JobState::Completed);
+    assert_eq!(w.job().frames_done, 10);
+    assert_eq!(w.job().frames_total(), 10);
+    assert_eq!(w.job().finished_at_ms, 99);
+    // Nothing more is accepted once it ended.
+    assert!(matches!(w.apply(report("w2", 1, b, &[18], 20, true)), Response::Rejected(_)));
+}
+
+#[test]
+fn reports_with_foreign_frames_or_missing_models_are_refused_whole() {
+    let mut w = World::new();
+    let e = w.grant("w1", 0);
+    for bad in [&[0u64, 12][..], &[3][..]] {
+        assert!(matches!(w.apply(report("w1", 0, e, bad, 13, false)), Response::Rejected(_)), "{bad:?}");
+    }
+    let mut r = report("w1", 0, e, &[0], 1, false);
+    if let Request::Report(r) = &mut r {
+        r.frames[0].outputs.pop();
+    }
+    assert!(matches!(w.apply(r), Response::Rejected(_)));
+    assert!(w.sink.0.is_empty());
+}
+
+#[test]
+fn a_shard_failing_too_often_fails_the_job_with_its_error() {
+    let mut w = World::new();
+    let fail = |w: &mut World, epoch| {
+        let mut r = report("w1", 0, epoch, &[], 0, false);
+        if let Request::Report(r) = &mut r {
+            r.error = Some("decode error at frame 3".into());
+        }
+        w.apply(r)
+    };
+    let e = w.grant("w1", 0);
+    stored(fail(&mut w, e));
+    assert_eq!(w.job().state, JobState::Running);
+    assert_eq!(w.job().shards[0].state, ShardState::Pending);
+    let e = w.grant("w1", 0);
+    stored(fail(&mut w, e));
+    assert_eq!(w.job().state, JobState::Failed);
+    assert!(w.job().error.as_deref().unwrap().contains("decode error at frame 3"));
+}
+
+#[test]
+fn cancel_releases_leases_and_grants_skip_finished_jobs() {
+    let mut w = World::new();
+    let e = w.grant("w1", 0);
+    assert_eq!(w.apply(Request::Cancel { job: 1, now_ms: 7 }), Response::Ok);
+    assert_eq!(w.job().state, JobState::Cancelled);
+    assert!(w.job().shards.iter().all(|s| !matches!(s.state, ShardState::Leased { .. })));
+    assert_eq!(w.apply(Request::Grant { worker: "w2".into(), shards: vec![(1, 1)], now_ms: 8 }), Response::Granted(vec![]));
+    assert!(matches!(w.apply(report("w1", 0, e, &[0], 1, false)), Response::Rejected(_)));
+}
+
+#[test]
+fn a_draining_worker_gets_nothing_and_hands_back_its_leases() {
+    let mut w = World::new();
+    let e = w.grant("w1", 0);
+    stored(w.apply(report("w1", 0, e, &[0, 2], 3, false)));
+    assert_eq!(w.apply(Request::Drain { worker: "w1".into(), draining: true, hand_back: true }), Response::Drained { leases_returned: 1 });
+    assert_eq!(w.job().shards[0].state, ShardState::Pending);
+    assert_eq!(w.job().shards[0].cursor, 3, "the handed-back shard resumes after what was committed");
+    assert_eq!(w.apply(Request::Grant { worker: "w1".into(), shards: vec![(1, 1)], now_ms: 5 }), Response::Granted(vec![]));
+    // Its old lease is fenced off.
+    assert!(matches!(w.apply(report("w1", 0, e, &[4], 5, false)), Response::Rejected(_)));
+    assert_eq!(w.apply(Request::Drain { worker: "w1".into(), draining: false, hand_back: false }), Response::Drained { leases_returned: 0 });
+    w.grant("w1", 1);
+    assert!(matches!(w.apply(Request::Drain { worker: "nobody".into(), draining: true, hand_back: false }), Response::Rejected(_)));
+}
+
+#[test]
+fn a_leaving_worker_hands_back_its_leases_without_failed_attempts() {
+    let mut w = World::new();
+    let e = w.grant("w1", 0);
+    stored(w.apply(report("w1", 0, e, &[0, 2], 3, false)));
+    assert_eq!(w.apply(Request::Leave { worker: "w1".into() }), Response::Drained { leases_returned: 1 });
+    let s = &w.job().shards[0];
+    assert_eq!((s.state.clone(), s.cursor, s.attempts), (ShardState::Pending, 3, 0), "resumes after what was committed, no attempt counted");
+    // Its old lease is fenced off; it is not draining: leases go on once it is back.
+    assert!(matches!(w.apply(report("w1", 0, e, &[4], 5, false)), Response::Rejected(_)));
+    w.grant("w2", 0);
+    w.grant("w1", 1);
+    assert!(matches!(w.apply(Request::Leave { worker: "nobody".into() }), Response::Rejected(_)));
+}
+
+fn split(w: &mut World, shard: u32, epoch: u64, at: u64, worker: &str) -> Response {
+    w.apply(Request::Split { job: 1, shard, epoch, at, worker: worker.into(), now_ms: 6 })
+}
+
+#[test]
+fn a_split_hands_the_tail_over_and_each_result_is_stored_once() {
+    let mut w = World::new();
+    let e1 = w.grant("w1", 0);
+    stored(w.apply(report("w1", 0, e1, &[0, 2], 3, false)));
+    let e2 = match split(&mut w, 0, e1, 6, "w2") {
+        Response::Granted(g) if g.len() == 1 && g[0].shard == 2 => g[0].epoch,
+        other => panic!("split failed: {other:?}"),
+    };
+    assert!(e2 > e1);
+    let (head, tail) = (&w.job().shards[0], &w.job().shards[2]);
+    assert_eq!((head.start, head.end, head.cursor), (0, 6, 3), "the victim keeps its head and cursor");
+    assert!(matches!(head.state, ShardState::Leased { epoch, lease_end: 10, .. } if epoch == e1), "{:?}", head.state);
+    assert_eq!((tail.start, tail.end, tail.cursor), (6, 10, 6));
+    assert!(matches!(&tail.state, ShardState::Leased { worker, epoch, lease_end: 10, .. } if worker == "w2" && *epoch == e2));
+
+    // The thief reports first; then the victim, unaware of the cut, sends
+    // frames on both sides of it: only those before the cut are kept, and
+    // reaching the cut makes its shard done although it did not say so.
+    assert_eq!(stored(w.apply(report("w2", 2, e2, &[6], 7, false))), 1);
+    assert_eq!(stored(w.apply(report("w1", 0, e1, &[4, 6, 8], 9, false))), 1);
+    assert_eq!(w.job().shards[0].state, ShardState::Done);
+    assert_eq!(w.job().shards[0].cursor, 6);
+    assert_eq!(w.job().counters.errors, 0, "dropped frames are not errors");
+    // Its next report is refused (which stops it on the worker).
+    match w.apply(report("w1", 0, e1, &[8], 10, true)) {
+        Response::Rejected(r) => assert!(r.kind == RejectionKind::Done && r.message.contains("done"), "{r:?}"),
+        other => panic!("a report for a done shard was accepted: {other:?}"),
+    }
+    assert_eq!(stored(w.apply(report("w2", 2, e2, &[8], 10, true))), 1);
+    assert_eq!(w.job().shards[2].state, ShardState::Done);
+    assert_eq!(w.job().state, JobState::Running, "shard 1 is still pending");
+
+    let e3 = w.grant("w1", 1);
+    stored(w.apply(report("w1", 1, e3, &[10, 12, 14, 16, 18], 20, true)));
+    assert_eq!(w.job().state, JobState::Completed);
+    assert_eq!(w.job().frames_done, 10);
+    assert_eq!(w.sink.0.len(), 20, "every (frame, model) exactly once");
+}
+
+#[test]
+fn a_victim_done_report_past_the_cut_completes_only_its_head() {
+    let mut w = World::new();
+    let e1 = w.grant("w1", 0);
+    let Response::Granted(g) = split(&mut w, 0, e1, 4, "w2") else { panic!("split rejected") };
+    // The victim finishes the whole range it was leased.
+    assert_eq!(stored(w.apply(report("w1", 0, e1, &[0, 2, 4, 6, 8], 10, true))), 2);
+    assert_eq!(w.job().shards[0].state, ShardState::Done);
+    assert_ne!(w.job().shards[2].state, ShardState::Done, "the tail is the thief's to finish");
+    assert_eq!(w.st.remaining(1), 3 + 5);
+    assert_eq!(stored(w.apply(report("w2", 2, g[0].epoch, &[4, 6, 8], 10, true))), 3);
+    assert_eq!(w.st.remaining(1), 5);
+}
+
+#[test]
+fn a_stale_or_impossible_split_is_rejected_and_changes_nothing() {
+    let mut w = World::new();
+    let e1 = w.grant("w1", 0);
+    stored(w.apply(report("w1", 0, e1, &[0, 2, 4], 5, false)));
+    let before = w.st.clone();
+    for (at, why) in [(4, "at the committed part"), (5, "at the cursor"), (10, "at the end"), (12, "beyond the end"), (6, "no frame left before the cut")] {
+        assert!(matches!(split(&mut w, 0, e1, at, "w2"), Response::Rejected(_)), "cut {at} ({why}) accepted");
+    }
+    assert!(matches!(split(&mut w, 0, e1 + 7, 8, "w2"), Response::Rejected(_)), "a stale epoch was accepted");
+    assert!(matches!(split(&mut w, 0, e1, 8, "w1"), Response::Rejected(_)), "split to its own holder");
+    assert!(matches!(split(&mut w, 0, e1, 8, "ghost"), Response::Rejected(_)), "split to an unknown worker");
+    assert!(matches!(split(&mut w, 1, e1, 14, "w2"), Response::Rejected(_)), "split of a pending shard");
+    w.apply(Request::Drain { worker: "w2".into(), draining: true, hand_back: false });
+    assert!(matches!(split(&mut w, 0, e1, 8, "w2"), Response::Rejected(_)), "split to a draining worker");
+    w.apply(Request::Drain { worker: "w2".into(), draining: false, hand_back: false });
+    assert_eq!(w.st, before);
+    // Once the lease expired, the old epoch cannot be split.
+    w.apply(Request::Expire { job: 1, shard: 0, epoch: e1 });
+    assert!(matches!(split(&mut w, 0, e1, 8, "w2"), Response::Rejected(_)));
+    assert_eq!(w.job().shards.len(), 2);
+}
+
+#[test]
+fn a_split_head_handed_out_again_is_leased_with_its_new_end() {
+    let mut w = World::new();
+    let e1 = w.grant("w1", 0);
+    let Response::Granted(_) = split(&mut w, 0, e1, 6, "w2") else { panic!("split rejected") };
+    assert_eq!(w.apply(Request::Expire { job: 1, shard: 0, epoch: e1 }), Response::Ok);
+    let e3 = w.grant("w1", 0);
+    assert!(matches!(w.job().shards[0].state, ShardState::Leased { lease_end: 6, .. }));
+    // The new holder was told the shard ends at 6: a frame past it is refused.
+    assert!(matches!(w.apply(report("w1", 0, e3, &[6], 7, false)), Response::Rejected(_)));
+    assert_eq!(stored(w.apply(report("w1", 0, e3, &[0, 2, 4], 6, true))), 3);
+    assert_eq!(w.job().shards[0].state, ShardState::Done);
+}
+
+#[test]
+fn trim_deletes_below_the_cut_once_and_later_frames_below_it_are_not_stored() {
+    let mut w = World::new();
+    let e = w.grant("w1", 0);
+    let mut r = report("w1", 0, e, &[0, 2, 4], 5, false);
+    if let Request::Report(r) = &mut r {
+        for f in &mut r.frames {
+            f.image = Some(PictureRef { epoch: e, len: 10, crc: 1, width: 4, height: 4 });
+        }
+    }
+    assert_eq!(stored(w.apply(r)), 3);
+    assert_eq!(w.job().counters.last_timestamp, 4.0 / 25.0, "the newest committed timestamp, file jobs too");
+    match w.apply(Request::Trim { job: 1, before_frame: 3 }) {
+        Response::Trimmed { freed } => assert_eq!((freed.results, freed.frames), (4, 2), "frames 0 and 2: 2 models, 2 pictures"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.job().trimmed_before, 3);
+    assert!(w.sink.0.keys().all(|k| k.1 == 4) && w.sink.1.keys().all(|k| k.1 == 4), "only frame 4 is left");
+    // Trimming again, or lower, changes nothing.
+    assert_eq!(w.apply(Request::Trim { job: 1, before_frame: 2 }), Response::Trimmed { freed: Freed::default() });
+    // A retried delivery of frame 2 (now deleted) is not stored again; frame 6 is.
+    assert_eq!(stored(w.apply(report("w1", 0, e, &[2, 6], 7, false))), 1);
+    assert!(!w.sink.0.contains_key(&(1, 2, 0)) && w.sink.0.contains_key(&(1, 6, 0)));
+    // Results only: pictures stay.
+    w.st.jobs.get_mut(&1).unwrap().spec.keep_what = KeepWhat::Results;
+    w.apply(Request::Trim { job: 1, before_frame: 5 });
+    assert!(!w.sink.0.contains_key(&(1, 4, 0)) && w.sink.1.contains_key(&(1, 4)), "results gone, the picture kept");
+    assert!(matches!(w.apply(Request::Trim { job: 9, before_frame: 5 }), Response::Rejected(_)));
+}
+
+#[test]
+fn prune_deletes_finished_jobs_with_their_results_and_frames_only() {
+    let mut w = World::new();
+    // Job 1 runs; job 2 is cancelled at t=7 (finished), job 3 cancelled at t=50.
+    let e = w.grant("w1", 0);
+    let mut r = report("w1", 0, e, &[0, 2], 3, false);
+    if let Request::Report(r) = &mut r {
+        r.frames[0].image = Some(PictureRef { epoch: e, len: 3, crc: 7, width: 64, height: 48 });
+    }
+    stored(w.apply(r));
+    assert_eq!(w.sink.1.len(), 1, "the frame's picture is stored with its results");
+    for (t, rid) in [(7, "r2"), (50, "r3")] {
+        let Response::JobCreated { job, .. } = w.apply(Request::Submit { spec: spec(Some(rid)), now_ms: 5 }) else { panic!() };
+        w.apply(Request::Cancel { job, now_ms: t });
+    }
+    w.sink.0.insert((2, 0, 0), "[]".into());
+    match w.apply(Request::Prune { finished_before_ms: 10 }) {
+        Response::Pruned { jobs, freed } => {
+            assert_eq!(jobs, vec![2]);
+            assert_eq!(freed.results, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!w.st.jobs.contains_key(&2) && w.st.jobs.contains_key(&3) && w.st.jobs.contains_key(&1));
+    assert!(!w.st.request_ids.contains_key("r2"), "a pruned job's request id is forgotten");
+    // A running job is never pruned, however old.
+    match w.apply(Request::Prune { finished_before_ms: u64::MAX }) {
+        Response::Pruned { jobs, .. } => assert_eq!(jobs, vec![3]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.sink.1.len(), 1);
+    assert_eq!(w.job().frames_done, 2);
+}
+
+#[test]
+fn a_source_without_frames_fails_at_planning() {
+    let mut w = World { st: State::default(), sink: MemSink::default() };
+    w.apply(Request::Submit { spec: spec(None), now_ms: 1 });
+    w.apply(Request::Plan { job: 1, plan: plan(0), shards: vec![], now_ms: 2 });
+    assert_eq!(w.job().state, JobState::Failed);
+    assert!(w.job().error.as_deref().unwrap().contains("no video frames"));
+}
+
+/// Random runs of the state machine with simulated workers: leases,
+/// reports (in order, as the reporter sends them), duplicated and stale
+/// reports, failures, expiries and splits, in any interleaving.
+mod sequences {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::scheduling::{choose_shards, choose_split, split_shards};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Lease(usize),
+        Steal(usize),
+        /// Worker, which lease, how many frames.
+        Work(usize, usize, u64),
+        Duplicate(usize),
+        Fail(usize),
+        Expire(usize),
+        ExpireStale(usize),
+        StaleReport(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0usize..3).prop_map(Op::Lease),
+            2 => (0usize..3).prop_map(Op::Steal),
+            8 => (0usize..3, 0usize..4, 1u64..7).prop_map(|(w, l, n)| Op::Work(w, l, n)),
+            2 => (0usize..3).prop_map(Op::Duplicate),
+            1 => (0usize..3).prop_map(Op::Fail),
+            1 => (0usize..50).prop_map(Op::Expire),
+            1 => (0usize..50).prop_map(Op::ExpireStale),
+            1 => (0usize..3).prop_map(Op::StaleReport),
+        ]
+    }
+
+    /// A lease as its worker sees it: it works from `next` up to `end`.
+    #[derive(Debug)]
+    struct Held {
+        shard: u32,
+        epoch: u64,
+        next: u64,
+        end: u64,
+    }
+
+    #[derive(Default)]
+    struct SimWorker {
+        capacity: u32,
+        held: Vec<Held>,
+        last: Option<Request>,
+        /// Leases it has let go of: (shard, epoch, a frame of it).
+        old: Vec<(u32, u64, u64)>,
+    }
+
+    struct Sim {
+        w: World,
+        workers: Vec<SimWorker>,
+        step: u64,
+        frames: u64,
+    }
+
+    fn name(i: usize) -> String {
+        format!("w{i}")
+    }
+
+    impl Sim {
+        fn new(frames: u64, step: u64, keyframes: &[u64], target: u64, capacities: &[u32]) -> Sim {
+            let mut w = World { st: State::default(), sink: MemSink::default() };
+            let mut sp = spec(None);
+            sp.frame_step = step;
+            sp.max_attempts = 1_000;
+            w.apply(Request::Submit { spec: sp, now_ms: 1 });
+            let mut kf: Vec<u64> = keyframes.iter().map(|k| k % frames).chain([0]).collect();
+            kf.sort();
+            kf.dedup();
+            let keyframes: Vec<(u64, i64)> = kf.into_iter().map(|k| (k, k as i64)).collect();
+            let shards = split_shards(frames, &keyframes, target);
+            w.apply(Request::Plan { job: 1, plan: Plan { frames, keyframes, ..plan(frames) }, shards, now_ms: 2 });
+            let mut workers = Vec::new();
+            for (i, &capacity) in capacities.iter().enumerate() {
+                w.apply(Request::RegisterWorker { name: name(i), addr: String::new(), capacity, models: spec(None).models, now_ms: 3 });
+                workers.push(SimWorker { capacity, ..Default::default() });
+            }
+            Sim { w, workers, step, frames }
+        }
+
+        fn free(&self, i: usize) -> u32 {
+            self.workers[i].capacity.saturating_sub(self.workers[i].held.len() as u32)
+        }
+
+        fn take(&mut self, i: usize, resp: Response) {
+            let Response::Granted(g) = resp else { return };
+            for g in g {
+                let s = &self.w.job().shards[g.shard as usize];
+                self.workers[i].held.push(Held { shard: g.shard, epoch: g.epoch, next: s.cursor, end: s.end });
+            }
+        }
+
+        fn lease(&mut self, i: usize) {
+            let live = (0..self.workers.len()).map(name).collect();
+            let wanted = choose_shards(&self.w.st, &name(i), self.free(i), &live);
+            if !wanted.is_empty() {
+                let r = self.w.apply(Request::Grant { worker: name(i), shards: wanted.clone(), now_ms: 4 });
+                assert!(matches!(&r, Response::Granted(g) if g.len() == wanted.len()), "chose {wanted:?}, granted {r:?}");
+                self.take(i, r);
+            }
+        }
+
+        fn steal(&mut self, i: usize) {
+            if let Some(st) = choose_split(&self.w.st, &name(i), self.free(i)) {
+                let r = self.w.apply(Request::Split { job: 1, shard: st.shard, epoch: st.epoch, at: st.at, worker: name(i), now_ms: 5 });
+                assert!(matches!(&r, Response::Granted(g) if g.len() == 1), "chose {st:?}, split gave {r:?}");
+                self.take(i, r);
+            }
+        }
+
+        /// Worker `i` reports the next `n` analysed frames of one of its
+        /// leases (done once it reaches the end it was told).
+        fn work(&mut self, i: usize, which: usize, n: u64) {
+            let step = self.step;
+            let sw = &mut self.workers[i];
+            if sw.held.is_empty() {
+                return;
+            }
+            let k = which % sw.held.len();
+            let h = &sw.held[k];
+            let first = h.next.div_ceil(step) * step;
+            let frames: Vec<u64> = (0..n).map(|j| first + j * step).take_while(|&f| f < h.end).collect();
+            let done = frames.last().map_or(first, |&f| f + step) >= h.end;
+            let next = if done { h.end } else { frames.last().map_or(h.next, |&f| f + 1) };
+            let r = report(&name(i), h.shard, h.epoch, &frames, next, done);
+            sw.last = Some(r.clone());
+            let resp = self.w.apply(r);
+            let sw = &mut self.workers[i];
+            match resp {
+                Response::Reported { .. } if !done => sw.held[k].next = next,
+                Response::Reported { .. } | Response::Rejected(_) => {
+                    // Done, or refused (lease lost, shard done): the worker stops it.
+                    let h = sw.held.remove(k);
+                    sw.old.push((h.shard, h.epoch, first));
+                }
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+
+        fn fail(&mut self, i: usize) {
+            let Some(h) = self.workers[i].held.pop() else { return };
+            let mut r = report(&name(i), h.shard, h.epoch, &[], h.next, false);
+            if let Request::Report(r) = &mut r {
+                r.error = Some("decoder crashed".into());
+            }
+            self.w.apply(r);
+            self.workers[i].old.push((h.shard, h.epoch, h.next.div_ceil(self.step) * self.step));
+        }
+
+        fn leased(&self) -> Vec<(u32, u64)> {
+            let j = self.w.job();
+            j.shards.iter().filter_map(|s| if let ShardState::Leased { epoch, .. } = s.state { Some((s.index, epoch)) } else { None }).collect()
+        }
+
+        fn run(&mut self, op: &Op) {
+            match *op {
+                Op::Lease(i) => self.lease(i),
+                Op::Steal(i) => self.steal(i),
+                Op::Work(i, l, n) => self.work(i, l, n),
+                Op::Duplicate(i) => {
+                    if let Some(r) = self.workers[i].last.clone() {
+                        let resp = self.w.apply(r);
+                        assert!(matches!(resp, Response::Reported { stored: 0 } | Response::Rejected(_)), "a duplicate stored something: {resp:?}");
+                    }
+                }
+                Op::Fail(i) => self.fail(i),
+                Op::Expire(k) => {
+                    let l = self.leased();
+                    if !l.is_empty() {
+                        let (shard, epoch) = l[k % l.len()];
+                        assert_eq!(self.w.apply(Request::Expire { job: 1, shard, epoch }), Response::Ok);
+                    }
+                }
+                Op::ExpireStale(k) => {
+                    let l = self.leased();
+                    if !l.is_empty() {
+                        let (shard, epoch) = l[k % l.len()];
+                        let r = self.w.apply(Request::Expire { job: 1, shard, epoch: epoch + 1_000_000 });
+                        assert!(matches!(r, Response::Rejected(_)), "a stale expiry applied: {r:?}");
+                    }
+                }
+                Op::StaleReport(i) => {
+                    if let Some(&(shard, epoch, f)) = self.workers[i].old.last() {
+                        let frames: Vec<u64> = if f < self.frames { vec![f] } else { vec![] };
+                        let resp = self.w.apply(report(&name(i), shard, epoch, &frames, f + 1, true));
+                        assert!(matches!(resp, Response::Rejected(_)), "a stale report was accepted: {resp:?}");
+                    }
+                }
+            }
+            self.check();
+        }
+
+        /// What must hold after every step.
+        fn check(&self) {
+            let j = self.w.job();
+            assert_ne!(j.state, JobState::Failed, "{:?}", j.error);
+            let stored: BTreeSet<u64> = self.w.sink.0.keys().map(|k| k.1).collect();
+            for f in &stored {
+                assert!(self.w.sink.0.contains_key(&(1, *f, 0)) && self.w.sink.0.contains_key(&(1, *f, 1)), "frame {f} half stored");
+                assert_eq!(f % self.step, 0, "frame {f} is not analysed");
+            }
+            assert_eq!(j.frames_done, stored.len() as u64);
+            let mut ranges: Vec<(u64, u64)> = j.shards.iter().map(|s| (s.start, s.end)).collect();
+            ranges.sort();
+            let mut at = 0;
+            for (a, b) in ranges {
+                assert!(a == at && b > a, "shards do not partition the video: {:?}", j.shards);
+                at = b;
+            }
+            assert_eq!(at, self.frames);
+            for s in &j.shards {
+                assert!(s.start <= s.cursor && s.cursor <= s.end, "{s:?}");
+                // Every analysed frame below a cursor is committed.
+                let upto = if s.state == ShardState::Done { s.end } else { s.cursor };
+                for f in (s.start..upto).filter(|f| f % self.step == 0) {
+                    assert!(stored.contains(&f), "frame {f} below the cursor of {s:?} is missing");
+                }
+            }
+            if j.state == JobState::Completed {
+                assert_eq!(stored.len() as u64, j.frames_total(), "completed with frames missing");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_runs_store_each_result_once_and_complete_exactly_when_all_is_stored(
+            frames in 1u64..150,
+            step in 1u64..4,
+            keyframes in prop::collection::vec(0u64..150, 0..12),
+            target in 3u64..60,
+            capacities in prop::collection::vec(1u32..4, 3),
+            ops in prop::collection::vec(op(), 0..120),
+        ) {
+            let mut sim = Sim::new(frames, step, &keyframes, target, &capacities);
+            for op in &ops {
+                sim.run(op);
+            }
+            // Then let every worker work to the end.
+            for _ in 0..1_000 {
+                if sim.w.job().state == JobState::Completed {
+                    break;
+                }
+                for i in 0..3 {
+                    sim.lease(i);
+                    sim.steal(i);
+                    for _ in 0..sim.workers[i].held.len() {
+                        sim.work(i, 0, 5);
+                    }
+                    sim.check();
+                }
+            }
+            let j = sim.w.job();
+            prop_assert_eq!(j.state, JobState::Completed, "the job did not complete: {:?}", j.shards);
+            prop_assert_eq!(sim.w.sink.0.len() as u64, 2 * j.frames_total());
+        }
+    }
+}
+
+#[test]
+fn every_lease_change_is_an_event_with_its_reason() {
+    let mut w = World::new();
+    let events = |w: &mut World, r: Request| {
+        let mut ch = Changes::default();
+        w.st.apply(&r, &mut w.sink, &mut ch);
+        ch.events
+    };
+    let g = events(&mut w, Request::Grant { worker: "w1".into(), shards: vec![(1, 0), (1, 1)], now_ms: 4 });
+    let (e0, e1) = match g.as_slice() {
+        [LeaseEvent::Granted { shard: 0, epoch: a, from: 0, to: 10, .. }, LeaseEvent::Granted { shard: 1, epoch: b, from: 10, to: 20, .. }] => (*a, *b),
+        other => panic!("{other:?}"),
+    };
+    // Shard 0 completes; shard 1 fails an attempt, is granted again, then the job is cancelled.
+    let done = events(&mut w, report("w1", 0, e0, &[0, 2, 4, 6, 8], 10, true));
+    assert_eq!(done, vec![LeaseEvent::Released { job: 1, shard: 0, epoch: e0, reason: ReleaseReason::Completed }]);
+    let mut failing = report("w1", 1, e1, &[], 10, false);
+    if let Request::Report(r) = &mut failing {
+        r.error = Some("decoder broke".into());
+    }
+    assert_eq!(events(&mut w, failing), vec![LeaseEvent::Released { job: 1, shard: 1, epoch: e1, reason: ReleaseReason::Failed }]);
+    let e2 = w.grant("w2", 1);
+    let cancelled = events(&mut w, Request::Cancel { job: 1, now_ms: 9 });
+    assert_eq!(cancelled, vec![LeaseEvent::Released { job: 1, shard: 1, epoch: e2, reason: ReleaseReason::JobEnded }]);
+    // Nothing changed, nothing recorded: a rejected command has no events.
+    assert!(events(&mut w, Request::Expire { job: 1, shard: 1, epoch: e2 }).is_empty());
+}
+
+#[test]
+fn a_rejection_says_of_what_kind_it_is() {
+    let mut w = World::new();
+    let kind = |r: Response| match r {
+        Response::Rejected(r) => r.kind,
+        other => panic!("accepted: {other:?}"),
+    };
+    assert_eq!(kind(w.apply(Request::Cancel { job: 9, now_ms: 1 })), RejectionKind::Unknown);
+    assert_eq!(kind(w.apply(Request::Grant { worker: "ghost".into(), shards: vec![], now_ms: 1 })), RejectionKind::Unknown);
+    let e = w.grant("w1", 0);
+    assert_eq!(kind(w.apply(report("w1", 0, e, &[1], 2, false))), RejectionKind::Invalid, "an odd frame with frame_step 2");
+    assert_eq!(kind(w.apply(report("w1", 0, e + 1, &[0], 1, false))), RejectionKind::Stale);
+    let l = crate::state::model::LiveSpec { key: "k".into(), worker: "w1".into(), slot: 0, url: "rtmp://h:1/live/k".into() };
+    w.apply(Request::CreateLive { spec: spec(None), live: l.clone(), now_ms: 5 });
+    assert_eq!(kind(w.apply(Request::CreateLive { spec: spec(None), live: l, now_ms: 5 })), RejectionKind::Busy);
+    assert_eq!(w.apply(Request::Cancel { job: 1, now_ms: 6 }), Response::Ok);
+    assert_eq!(kind(w.apply(Request::Cancel { job: 1, now_ms: 7 })), RejectionKind::Done);
+    assert_eq!(kind(w.apply(report("w1", 0, e, &[0], 1, false))), RejectionKind::Done);
+}
+
+#[test]
+fn a_results_error_flag_counts_as_an_error_whatever_its_text() {
+    let mut w = World::new();
+    let e = w.grant("w1", 0);
+    let mut r = report("w1", 0, e, &[0, 2], 3, false);
+    if let Request::Report(r) = &mut r {
+        r.frames[0].outputs[1].error = true;
+        // Text that looks like an error but is not flagged as one.
+        r.frames[1].outputs[1].results_json = "{\"error\": \"a label\"}".into();
+    }
+    assert_eq!(stored(w.apply(r)), 2);
+    assert_eq!(w.job().counters.errors, 1);
+}

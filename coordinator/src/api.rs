@@ -20,7 +20,9 @@ use tracing::{info, warn};
 
 use crate::auth::Caller;
 use crate::metrics::RESULT_STREAMS;
-use crate::node::{known_leader, Coordinator, MembershipChange, MAX_MESSAGE_BYTES};
+use crate::auth::{caller_auth, with_auth, CallerAuth};
+use crate::handle::{Coordinator, MembershipChange, MAX_MESSAGE_BYTES};
+use crate::raft::known_leader;
 use crate::state::command::{Request, Response};
 use crate::state::model::{is_pull_source, Job, JobSpec, JobState, KeepWhat, ShardState};
 use crate::state::store::{ResultRow, StateReader};
@@ -624,12 +626,7 @@ impl Panoptes for ApiService {
         if sub_name_empty(&sub) {
             spec.name = format!("live-{}", &key[..8]);
         }
-        let live: std::collections::BTreeSet<String> = {
-            let now = now_ms();
-            let timeout = self.node.cfg.cluster.lease_timeout_ms;
-            let mem = self.node.mem.lock().unwrap();
-            mem.heartbeats.iter().filter(|(_, &t)| now.saturating_sub(t) <= timeout).map(|(n, _)| n.clone()).collect()
-        };
+        let live = self.node.leader.live_workers();
         let chosen = self.node.reader.read(|a| choose_live_worker(&a.state, &spec.models, &live));
         let Some((worker, host, port, slot)) = chosen else {
             return Err(Status::unavailable(
@@ -816,22 +813,6 @@ fn decode_page_token(t: &str) -> Option<Vec<u8>> {
 /// A failure of a call forwarded to the leader: transport trouble means "retry".
 fn sub_name_empty(r: &pb::SubmitRequest) -> bool {
     r.name.trim().is_empty()
-}
-
-/// A random stream key: 32 hex digits.
-/// The caller's `authorization` metadata, carried onto the calls a member
-/// makes on its behalf (forwarding to the leader, probing the other
-/// members), so that they pass the same token check the caller passed here.
-pub type CallerAuth = Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>;
-
-fn caller_auth(m: &tonic::metadata::MetadataMap) -> CallerAuth {
-    m.get("authorization").cloned()
-}
-
-pub(crate) fn with_auth<T>(rq: &mut tonic::Request<T>, auth: &CallerAuth) {
-    if let Some(v) = auth {
-        rq.metadata_mut().insert("authorization", v.clone());
-    }
 }
 
 /// gRPC metadata marking a live endpoint request a follower forwarded.
@@ -1025,14 +1006,10 @@ impl ApiService {
             });
         }
 
-        let (heartbeats, leader_since) = {
-            let mem = self.node.mem.lock().unwrap();
-            (mem.heartbeats.clone(), mem.leader_since)
-        };
+        // A new leader has heard from no worker yet: like their leases, they get one lease timeout.
+        let (heartbeats, grace_over) = self.node.leader.worker_clocks();
         let is_leader = leader == self.node.id;
         let timeout = self.node.cfg.cluster.lease_timeout_ms;
-        // A new leader has heard from no worker yet: like their leases, they get one lease timeout.
-        let grace_over = leader_since.is_some_and(|t| t.elapsed() > Duration::from_millis(timeout));
         let now = now_ms();
         let (workers, jobs) = self.node.reader.read(|a| {
             let mut active: HashMap<&str, u32> = HashMap::new();

@@ -460,3 +460,18 @@ mod tests {
         assert!(RateLimiter::new(0, 0).take("c", t0).is_ok());
     }
 }
+
+/// The caller's `authorization` metadata, carried onto the calls a member
+/// makes on its behalf (forwarding to the leader, probing the other
+/// members), so that they pass the same token check the caller passed here.
+pub type CallerAuth = Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>;
+
+pub(crate) fn caller_auth(m: &tonic::metadata::MetadataMap) -> CallerAuth {
+    m.get("authorization").cloned()
+}
+
+pub(crate) fn with_auth<T>(rq: &mut tonic::Request<T>, auth: &CallerAuth) {
+    if let Some(v) = auth {
+        rq.metadata_mut().insert("authorization", v.clone());
+    }
+}

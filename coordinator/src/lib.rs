@@ -11,6 +11,8 @@ pub use panoptes_common::now_ms;
 pub mod api;
 pub mod auth;
 pub mod conn_limit;
+pub mod handle;
+pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod probes;

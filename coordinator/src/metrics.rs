@@ -14,7 +14,8 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::node::{known_leader, Coordinator};
+use crate::raft::known_leader;
+use crate::state::store::StateReader;
 use crate::raft::types::Raft;
 use crate::state::model::{JobState, ShardState};
 
@@ -71,17 +72,24 @@ pub fn healthy(raft: &Raft) -> bool {
 /// Serve `/metrics` and `/healthz` on the port derived from the gRPC
 /// address `grpc` (its port + 10000, or a free one when taken), with the
 /// coordinator's scrape-time values. Returns the bound address.
-pub async fn serve(node: Arc<Coordinator>, grpc: SocketAddr) -> std::io::Result<SocketAddr> {
+/// `live_workers`: how many workers the leader has heard from lately (0 on
+/// a follower).
+pub async fn serve(
+    grpc: SocketAddr,
+    raft: Raft,
+    id: u64,
+    reader: StateReader,
+    live_workers: impl Fn() -> usize + Send + Sync + 'static,
+) -> std::io::Result<SocketAddr> {
     describe();
-    let n = node.clone();
-    metrics::set_collector(move || collect(&n));
-    let raft = node.raft.clone();
+    let r = raft.clone();
+    metrics::set_collector(move || collect(&r, id, &reader, live_workers()));
     metrics::serve(metrics::derived_http_addr(&grpc), Arc::new(move || healthy(&raft))).await
 }
 
 /// The scrape-time values: Raft, jobs, shards, workers.
-fn collect(node: &Coordinator) -> Vec<Sample> {
-    let m = node.raft.metrics().borrow().clone();
+fn collect(raft: &Raft, id: u64, reader: &StateReader, live_workers: usize) -> Vec<Sample> {
+    let m = raft.metrics().borrow().clone();
     let mut out = Vec::new();
     let mut g = |name: &str, help: &'static str, labels: &[(&str, &str)], v: f64| out.push(Sample::gauge(name, help, labels, v));
 
@@ -95,7 +103,7 @@ fn collect(node: &Coordinator) -> Vec<Sample> {
         m.last_applied.map(|l| l.index).unwrap_or(0) as f64,
     );
     g("panoptes_coordinator_raft_snapshot_index", "Index of the last entry in this member's latest snapshot.", &[], m.snapshot.map(|l| l.index).unwrap_or(0) as f64);
-    let leads = m.state == openraft::ServerState::Leader && leader == Some(node.id);
+    let leads = m.state == openraft::ServerState::Leader && leader == Some(id);
     g("panoptes_coordinator_raft_is_leader", "1 while this coordinator is the Raft leader, else 0.", &[], if leads { 1.0 } else { 0.0 });
     g("panoptes_coordinator_raft_leader_id", "The id of the leader as this member knows it; 0 while none is known.", &[], leader.unwrap_or(0) as f64);
     g("panoptes_coordinator_raft_running", "1 while this member's Raft runs, 0 once it stopped on a fatal error.", &[], if m.running_state.is_ok() { 1.0 } else { 0.0 });
@@ -115,7 +123,7 @@ fn collect(node: &Coordinator) -> Vec<Sample> {
         }
     }
 
-    let (jobs, pending, leased, registered, draining) = node.reader.read(|a| {
+    let (jobs, pending, leased, registered, draining) = reader.read(|a| {
         let mut jobs = [0u64; 5];
         let (mut pending, mut leased) = (0u64, 0u64);
         for j in a.state.jobs.values() {
@@ -142,11 +150,7 @@ fn collect(node: &Coordinator) -> Vec<Sample> {
     g("panoptes_coordinator_workers_registered", "Workers registered with the cluster (replicated; live or not).", &[], registered as f64);
     g("panoptes_coordinator_workers_draining", "Registered workers being drained (granted no new shard).", &[], draining as f64);
     // Heartbeats are kept by the leader only: followers report 0 live workers.
-    let live = {
-        let now = panoptes_common::now_ms();
-        let timeout = node.cfg.cluster.lease_timeout_ms;
-        node.mem.lock().unwrap().heartbeats.values().filter(|t| now.saturating_sub(**t) <= timeout).count()
-    };
+    let live = live_workers;
     g(
         "panoptes_coordinator_workers_live",
         "On the leader: workers heard from (register or heartbeat) within a lease timeout; 0 on followers.",

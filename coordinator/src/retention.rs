@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use crate::node::Coordinator;
+use crate::handle::Coordinator;
 use crate::state::command::{Request, Response};
 
 /// One `Trim` deletes at most this many result rows (and their pictures'

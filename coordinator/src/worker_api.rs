@@ -1,5 +1,4 @@
 //! The worker-facing gRPC service: register, heartbeat, lease, report.
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +11,7 @@ use tonic::{Request as Req, Response as Resp, Status};
 use tracing::{debug, info};
 
 use crate::metrics::{LEASES_GRANTED, REPORTS_ACCEPTED, REPORTS_REFUSED, REPORT_COMMIT_SECONDS, RESULTS_STORED, WORK_STOLEN};
-use crate::node::{Coordinator, MAX_MESSAGE_BYTES};
+use crate::handle::{Coordinator, MAX_MESSAGE_BYTES};
 use crate::scheduling::{choose_shards, choose_split};
 use crate::state::apply::may_move_later;
 use crate::state::command::{FrameImage, FrameOutputs, ModelOutput, Report, Request, Response};
@@ -47,7 +46,7 @@ impl WorkerApi for WorkerService {
         self.node
             .write(Request::RegisterWorker { name: r.name.clone(), addr: r.addr, capacity: r.capacity.max(1), models: r.models, now_ms: now_ms() })
             .await?;
-        self.node.mem.lock().unwrap().heartbeats.insert(r.name.clone(), now_ms());
+        self.node.leader.heard_from(&r.name);
         info!(worker = %r.name, "worker registered");
         Ok(Resp::new(pb::RegisterResponse {
             heartbeat_interval_ms: self.node.cfg.cluster.heartbeat_interval_ms,
@@ -63,7 +62,7 @@ impl WorkerApi for WorkerService {
         if !known {
             return Ok(Resp::new(pb::HeartbeatResponse { revoked: vec![], reregister: true }));
         }
-        self.node.mem.lock().unwrap().heartbeats.insert(r.name.clone(), now_ms());
+        self.node.leader.heard_from(&r.name);
         let mut revoked = Vec::new();
         for l in r.leases {
             let job = parse_job(&l.job_id)?;
@@ -73,7 +72,7 @@ impl WorkerApi for WorkerService {
                 })
             });
             if holds {
-                self.node.renew(job, l.shard, l.epoch);
+                self.node.leader.renew(job, l.shard, l.epoch);
             } else {
                 revoked.push(l);
             }
@@ -87,12 +86,7 @@ impl WorkerApi for WorkerService {
         self.node.require_leader()?;
         // Workers heard from within a lease timeout compete for the pending
         // shards (fair share by free capacity; see `choose_shards`).
-        let live: BTreeSet<String> = {
-            let now = now_ms();
-            let timeout = self.node.cfg.cluster.lease_timeout_ms;
-            let mem = self.node.mem.lock().unwrap();
-            mem.heartbeats.iter().filter(|(_, &t)| now.saturating_sub(t) <= timeout).map(|(n, _)| n.clone()).collect()
-        };
+        let live = self.node.leader.live_workers();
         let (wanted, steal) = self.node.reader.read(|a| {
             if !a.state.workers.contains_key(&r.name) {
                 return Err(Status::failed_precondition(format!("unknown worker '{}': register first", r.name)));
@@ -134,7 +128,7 @@ impl WorkerApi for WorkerService {
         }
         let mut shards = Vec::new();
         for g in granted {
-            self.node.renew(g.job, g.shard, g.epoch);
+            self.node.leader.renew(g.job, g.shard, g.epoch);
             let a = self.node.reader.read(|a| {
                 let j = a.state.jobs.get(&g.job)?;
                 let s = j.shards.get(g.shard as usize)?;
@@ -243,7 +237,7 @@ impl WorkerApi for WorkerService {
         match self.node.write(Request::Leave { worker: r.name.clone() }).await? {
             Response::Drained { leases_returned } => {
                 // Gone: no live stream is placed on it until it heartbeats again.
-                self.node.mem.lock().unwrap().heartbeats.remove(&r.name);
+                self.node.leader.forget(&r.name);
                 info!(worker = %r.name, leases_returned, "worker left: its shards went back to pending");
                 Ok(Resp::new(pb::LeaveResponse { leases_returned }))
             }
@@ -316,7 +310,7 @@ impl WorkerApi for WorkerService {
         metrics::observe(REPORT_COMMIT_SECONDS, &[], received.elapsed().as_secs_f64());
         match outcome {
             Response::Reported { stored } => {
-                self.node.renew(job, r.shard, r.epoch);
+                self.node.leader.renew(job, r.shard, r.epoch);
                 metrics::inc(REPORTS_ACCEPTED, &[], 1);
                 metrics::inc(RESULTS_STORED, &[], stored as u64 * models);
                 debug!(job_id = job, shard = r.shard, frames = n, stored, "report accepted");

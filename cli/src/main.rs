@@ -8,11 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use panoptes_common::config::{parse_peers, Config};
-use panoptes_proto::api::{self as pb, panoptes_client::PanoptesClient};
-use panoptes_proto::failover::Coordinators;
-use panoptes_proto::status::{is_finished, state_name, status_json};
+use panoptes_client::views::{is_finished, metrics_json, state_name, status_json};
+use panoptes_client::{pb, Authorization, Client};
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 mod render;
 mod tracks;
@@ -533,15 +531,16 @@ fn split_addrs(s: &str) -> Vec<String> {
     s.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect()
 }
 
-fn connect(c: &ClientOpts) -> Result<Coordinators> {
+fn connect(c: &ClientOpts) -> Result<Client> {
     let cfg = if c.coordinator.is_none() || c.config.is_some() { Some(load_config(c.config.as_deref())?) } else { None };
     let addrs = match &c.coordinator {
         Some(s) => split_addrs(s),
         None => cfg.as_ref().map(|c| c.coordinator_addrs()).unwrap_or_default(),
     };
-    if let Some(t) = &c.token {
-        panoptes_proto::credentials::set_token(t).map_err(|e| anyhow!(e))?;
-    }
+    let auth = match &c.token {
+        Some(t) => Authorization::bearer(t).map_err(|e| anyhow!(e))?,
+        None => Authorization::default(),
+    };
     // TLS: the --tls-* options, else the config file's [security] (a node's
     // config names its own certificate, which then also serves as the client's).
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
@@ -551,7 +550,7 @@ fn connect(c: &ClientOpts) -> Result<Coordinators> {
         _ if c.tls_cert.is_some() => anyhow::bail!("--tls-cert needs --tls-ca too (the CA that signs the cluster's certificates)"),
         _ => {}
     }
-    Coordinators::new(&addrs).map_err(|e| anyhow!(e))
+    Ok(Client::new(&addrs).map_err(|e| anyhow!(e))?.with_auth(auth))
 }
 
 /// A node's own outgoing connections (to coordinators, Raft peers, the web
@@ -562,36 +561,13 @@ fn install_node_tls(cfg: &Config) -> Result<()> {
     panoptes_proto::tls::install_client(&s.tls_ca, &s.tls_cert, &s.tls_key).map_err(|e| anyhow!("invalid [security] TLS settings: {e}"))
 }
 
-type Api = PanoptesClient<tonic::service::interceptor::InterceptedService<Channel, panoptes_proto::credentials::WithToken>>;
-
-fn api(ch: Channel) -> Api {
-    PanoptesClient::with_interceptor(ch, panoptes_proto::credentials::WithToken).max_decoding_message_size(256 << 20).max_encoding_message_size(64 << 20)
+/// A failed call as an error that says what to do next.
+fn explain(s: tonic::Status, client: &Client) -> anyhow::Error {
+    anyhow!(panoptes_client::explain(&s, client.addrs()))
 }
 
-/// Turn a gRPC failure into a message that says what to do.
-fn explain(s: tonic::Status, coords: &Coordinators) -> anyhow::Error {
-    match s.code() {
-        // A coordinator answered, but no leader could take the call.
-        tonic::Code::Unavailable if s.message().contains("leader") => anyhow!("{} (retry in a moment)", s.message()),
-        tonic::Code::Unavailable => anyhow!(
-            "no coordinator reachable at {} ({}). Is one running? Start one with `panoptes coordinator --id 1`, or point --coordinator at it; {}.",
-            coords.addrs().join(","),
-            panoptes_proto::failover::with_causes(&s),
-            panoptes_proto::tls::hint()
-        ),
-        // A plain-text client talking to a TLS server (or the reverse) sees garbage frames.
-        tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Cancelled if s.message().contains("h2 protocol error") || s.message().contains("transport error") => {
-            anyhow!("cannot talk to the coordinator at {} ({}); {}.", coords.addrs().join(","), panoptes_proto::failover::with_causes(&s), panoptes_proto::tls::hint())
-        }
-        tonic::Code::InvalidArgument => anyhow!("{}", s.message()),
-        tonic::Code::NotFound | tonic::Code::FailedPrecondition => anyhow!("{}", s.message()),
-        _ => anyhow!("{:?}: {}", s.code(), panoptes_proto::failover::with_causes(&s)),
-    }
-}
-
-async fn status_of(coords: &Coordinators, job: &str) -> Result<pb::JobStatus> {
-    let r = pb::JobRef { job_id: job.to_string() };
-    coords.call(coords.addrs().len() * 2, |ch| { let r = r.clone(); async move { api(ch).get_status(r).await } }).await.map_err(|s| explain(s, coords))
+async fn status_of(client: &Client, job: &str) -> Result<pb::JobStatus> {
+    client.status(pb::JobRef { job_id: job.to_string() }).await.map_err(|s| explain(s, client))
 }
 
 /// Local paths are resolved here (the coordinator's working directory differs).
@@ -697,7 +673,7 @@ async fn submit(a: SubmitArgs) -> Result<ExitCode> {
             None => anyhow::bail!("--worker is for cameras (v4l2:///dev/videoN); other sources run on any worker"),
         }
     }
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let req = pb::SubmitRequest {
         source,
         models: a.models.clone(),
@@ -710,7 +686,8 @@ async fn submit(a: SubmitArgs) -> Result<ExitCode> {
         keep: a.keep.keep.clone().unwrap_or_default(),
         keep_what: a.keep.keep_what.clone().unwrap_or_default(),
     };
-    let resp = coords.call(coords.addrs().len() * 3, |ch| { let r = req.clone(); async move { api(ch).submit(r).await } }).await.map_err(|s| explain(s, &coords))?;
+    // Three tries per coordinator: a submit gets through a leader change.
+    let resp = client.tries(3).submit(req).await.map_err(|s| explain(s, &client))?;
     let job = resp.job_id;
     if !a.wait {
         if a.json {
@@ -726,7 +703,7 @@ async fn submit(a: SubmitArgs) -> Result<ExitCode> {
     }
     let started = Instant::now();
     let status = loop {
-        let s = status_of(&coords, &job).await?;
+        let s = status_of(&client, &job).await?;
         if tty {
             eprint!("\r\x1b[2K{}", render::progress_line(&s, started.elapsed()));
             let _ = std::io::stderr().flush();
@@ -760,8 +737,8 @@ async fn submit(a: SubmitArgs) -> Result<ExitCode> {
 }
 
 async fn status(a: JobArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
-    let s = status_of(&coords, &a.job).await?;
+    let client = connect(&a.client)?;
+    let s = status_of(&client, &a.job).await?;
     if a.json {
         println!("{}", status_json(&s));
     } else {
@@ -771,7 +748,7 @@ async fn status(a: JobArgs) -> Result<ExitCode> {
 }
 
 async fn results(a: ResultsArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let req = pb::ResultsRequest {
         job_id: a.job.clone(),
         has_frame: a.frame.is_some(),
@@ -780,10 +757,10 @@ async fn results(a: ResultsArgs) -> Result<ExitCode> {
         follow: a.follow,
         ..Default::default()
     };
-    let mut stream = coords.call(coords.addrs().len() * 2, |ch| { let r = req.clone(); async move { api(ch).stream_results(r).await } }).await.map_err(|s| explain(s, &coords))?;
+    let mut stream = client.stream_results(req).await.map_err(|s| explain(s, &client))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut n = 0u64;
-    while let Some(r) = stream.message().await.map_err(|s| explain(s, &coords))? {
+    while let Some(r) = stream.message().await.map_err(|s| explain(s, &client))? {
         let results: Value = serde_json::from_str(&r.results_json).context("coordinator sent invalid results JSON")?;
         if a.json {
             writeln!(out, "{}", json!({"frame": r.frame, "timestamp": r.timestamp, "model": r.model, "results": results}))?;
@@ -803,9 +780,9 @@ async fn results(a: ResultsArgs) -> Result<ExitCode> {
 }
 
 async fn cancel(a: JobArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let r = pb::JobRef { job_id: a.job.clone() };
-    let s = coords.call(coords.addrs().len() * 2, |ch| { let r = r.clone(); async move { api(ch).cancel(r).await } }).await.map_err(|s| explain(s, &coords))?;
+    let s = client.cancel(r).await.map_err(|s| explain(s, &client))?;
     if a.json {
         println!("{}", status_json(&s));
     } else {
@@ -815,7 +792,7 @@ async fn cancel(a: JobArgs) -> Result<ExitCode> {
 }
 
 async fn live(a: LiveArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let req = pb::LiveRequest {
         models: a.models.clone(),
         name: a.name.clone().unwrap_or_default(),
@@ -825,13 +802,7 @@ async fn live(a: LiveArgs) -> Result<ExitCode> {
         no_frames: a.pictures.no_frames,
         pictures_every: a.pictures.pictures_every.clone().unwrap_or_default(),
     };
-    let e = coords
-        .call(coords.addrs().len() * 2, |ch| {
-            let r = req.clone();
-            async move { api(ch).create_live_endpoint(r).await }
-        })
-        .await
-        .map_err(|s| explain(s, &coords))?;
+    let e = client.create_live(req).await.map_err(|s| explain(s, &client))?;
     if a.json {
         println!("{}", json!({"job_id": e.job_id, "rtmp_url": e.rtmp_url}));
     } else {
@@ -842,21 +813,12 @@ async fn live(a: LiveArgs) -> Result<ExitCode> {
 }
 
 async fn metrics(a: JobArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let r = pb::JobRef { job_id: a.job.clone() };
-    let m = coords.call(coords.addrs().len() * 2, |ch| { let r = r.clone(); async move { api(ch).get_metrics(r).await } }).await.map_err(|s| explain(s, &coords))?;
+    let m = client.metrics(r).await.map_err(|s| explain(s, &client))?;
     let inference: BTreeMap<String, f64> = m.inference_time_s.clone().into_iter().collect();
     if a.json {
-        println!(
-            "{}",
-            json!({
-                "frames_extracted": m.frames_extracted, "ingest_time_s": m.ingest_time_s, "resize_time_s": m.resize_time_s,
-                "inference_time_s": inference, "avg_message_bytes": m.avg_message_bytes, "wall_time_s": m.wall_time_s,
-                "frames_per_s": m.frames_per_s, "errors": m.errors, "queue_wait_s": m.queue_wait_s, "frames_dropped": m.frames_dropped,
-                "latency_ms": {"p50": m.latency_p50_ms, "p95": m.latency_p95_ms, "p99": m.latency_p99_ms, "samples": m.latency_samples},
-                "reconnects": m.reconnects, "gap_ms": m.gap_ms,
-            })
-        );
+        println!("{}", metrics_json(&m));
     } else {
         print!("{}", render::metrics_text(&m, &inference));
     }
@@ -864,15 +826,9 @@ async fn metrics(a: JobArgs) -> Result<ExitCode> {
 }
 
 async fn frame(a: FrameArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let r = pb::FrameRef { job_id: a.job.clone(), frame: a.frame, nearest: a.nearest };
-    let f = coords
-        .call(coords.addrs().len() * 2, |ch| {
-            let r = r.clone();
-            async move { api(ch).get_annotated_frame(r).await }
-        })
-        .await
-        .map_err(|s| explain(s, &coords))?;
+    let f = client.annotated_frame(r).await.map_err(|s| explain(s, &client))?;
     let path = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("{}-frame-{}.png", a.job, f.frame)));
     std::fs::write(&path, &f.png).with_context(|| format!("cannot write {}", path.display()))?;
     if a.json {
@@ -889,9 +845,9 @@ async fn frame(a: FrameArgs) -> Result<ExitCode> {
 }
 
 async fn prune(a: PruneArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let r = pb::PruneRequest { older_than_ms: a.older_than.as_millis() as u64 };
-    let p = coords.call(coords.addrs().len() * 2, |ch| async move { api(ch).prune(r).await }).await.map_err(|s| explain(s, &coords))?;
+    let p = client.prune(r).await.map_err(|s| explain(s, &client))?;
     if a.json {
         println!(
             "{}",
@@ -916,8 +872,8 @@ async fn prune(a: PruneArgs) -> Result<ExitCode> {
 }
 
 async fn videos(a: ListArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
-    let r = coords.call(coords.addrs().len() * 2, |ch| async move { api(ch).list_videos(pb::ListVideosRequest { limit: 0 }).await }).await.map_err(|s| explain(s, &coords))?;
+    let client = connect(&a.client)?;
+    let r = client.videos(pb::ListVideosRequest { limit: 0 }).await.map_err(|s| explain(s, &client))?;
     if a.json {
         let v: Vec<Value> = r
             .videos
@@ -932,8 +888,8 @@ async fn videos(a: ListArgs) -> Result<ExitCode> {
 }
 
 async fn models(a: ListArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
-    let r = coords.call(coords.addrs().len() * 2, |ch| async move { api(ch).list_models(pb::ListModelsRequest {}).await }).await.map_err(|s| explain(s, &coords))?;
+    let client = connect(&a.client)?;
+    let r = client.models(pb::ListModelsRequest {}).await.map_err(|s| explain(s, &client))?;
     if a.json {
         let v: Vec<Value> = r.models.iter().map(|m| json!({"name": m.name, "family": m.family, "files": m.files})).collect();
         println!("{}", Value::Array(v));
@@ -964,13 +920,8 @@ fn cluster_json(r: &pb::ClusterStatusResponse) -> Value {
 }
 
 async fn cluster_status(a: ListArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
-    let r = coords
-        .call(coords.addrs().len() * 2, |ch| async move {
-            api(ch).cluster_status(pb::ClusterStatusRequest { no_forward: false, self_only: false }).await
-        })
-        .await
-        .map_err(|s| explain(s, &coords))?;
+    let client = connect(&a.client)?;
+    let r = client.cluster_status(pb::ClusterStatusRequest { no_forward: false, self_only: false }).await.map_err(|s| explain(s, &client))?;
     if a.json {
         println!("{}", cluster_json(&r));
     } else {
@@ -991,18 +942,11 @@ fn ids(v: &[u64]) -> String {
 }
 
 async fn add_member(a: AddMemberArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let req = pb::AddMemberRequest { id: a.id, addr: a.addr.trim().to_string(), timeout_ms: a.timeout.max(1) * 1000, forwarded: false };
     let deadline = Duration::from_secs(a.timeout.max(1) + 60);
     // Each coordinator is tried once: the change itself is not retried blindly.
-    let r = coords
-        .call(coords.addrs().len(), |ch| {
-            let mut rq = tonic::Request::new(req.clone());
-            rq.set_timeout(deadline);
-            async move { api(ch).add_member(rq).await }
-        })
-        .await
-        .map_err(|s| explain(s, &coords))?;
+    let r = client.tries(1).add_member(req.clone(), deadline).await.map_err(|s| explain(s, &client))?;
     if a.json {
         println!("{}", membership_json(&r));
     } else {
@@ -1012,16 +956,13 @@ async fn add_member(a: AddMemberArgs) -> Result<ExitCode> {
 }
 
 async fn remove_member(a: RemoveMemberArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let id = a.id;
-    let r = coords
-        .call(coords.addrs().len(), |ch| {
-            let mut rq = tonic::Request::new(pb::RemoveMemberRequest { id, forwarded: false });
-            rq.set_timeout(Duration::from_secs(90));
-            async move { api(ch).remove_member(rq).await }
-        })
+    let r = client
+        .tries(1)
+        .remove_member(pb::RemoveMemberRequest { id, forwarded: false }, Duration::from_secs(90))
         .await
-        .map_err(|s| explain(s, &coords))?;
+        .map_err(|s| explain(s, &client))?;
     if a.json {
         println!("{}", membership_json(&r));
     } else {
@@ -1032,15 +973,9 @@ async fn remove_member(a: RemoveMemberArgs) -> Result<ExitCode> {
 }
 
 async fn drain(a: DrainArgs) -> Result<ExitCode> {
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let req = pb::DrainWorkerRequest { name: a.name.clone(), hand_back: a.hand_back, undo: a.undo };
-    let r = coords
-        .call(coords.addrs().len() * 2, |ch| {
-            let r = req.clone();
-            async move { api(ch).drain_worker(r).await }
-        })
-        .await
-        .map_err(|s| explain(s, &coords))?;
+    let r = client.drain_worker(req).await.map_err(|s| explain(s, &client))?;
     if a.json {
         println!("{}", json!({"worker": a.name, "draining": r.draining, "leases_returned": r.leases_returned}));
     } else if !r.draining {

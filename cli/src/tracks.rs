@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use panoptes_common::tracking::{detections_of, Track, Tracker, TrackerConfig};
-use panoptes_proto::api as pb;
+use panoptes_client::pb;
 use serde_json::Value;
 
-use super::{api, connect, explain, ClientOpts};
+use super::{connect, explain, ClientOpts};
 
 #[derive(Args)]
 pub struct TracksArgs {
@@ -43,20 +43,14 @@ pub async fn tracks(a: TracksArgs) -> Result<ExitCode> {
         bail!("--min-iou {} is not above 0 and at most 1 (e.g. 0.3)", a.min_iou);
     }
     let max_gap_ms = panoptes_common::parse_interval_ms(&a.max_gap).map_err(|e| anyhow::anyhow!("--max-gap: {e}"))?;
-    let coords = connect(&a.client)?;
+    let client = connect(&a.client)?;
     let req = pb::ResultsRequest { job_id: a.job.clone(), model: a.model.clone(), follow: a.follow, ..Default::default() };
-    let mut stream = coords
-        .call(coords.addrs().len() * 2, |ch| {
-            let r = req.clone();
-            async move { api(ch).stream_results(r).await }
-        })
-        .await
-        .map_err(|s| explain(s, &coords))?;
+    let mut stream = client.stream_results(req).await.map_err(|s| explain(s, &client))?;
     let mut tracker = Tracker::new(TrackerConfig { min_iou: a.min_iou, max_gap_s: max_gap_ms as f64 / 1000.0 });
     let mut frames = 0u64;
     let mut printed = 0usize;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    while let Some(r) = stream.message().await.map_err(|s| explain(s, &coords))? {
+    while let Some(r) = stream.message().await.map_err(|s| explain(s, &client))? {
         let results: Value = serde_json::from_str(&r.results_json).context("coordinator sent invalid results JSON")?;
         tracker.update(r.frame, r.timestamp, &detections_of(&results)).map_err(anyhow::Error::msg)?;
         frames += 1;

@@ -15,42 +15,6 @@ pub mod raft {
     tonic::include_proto!("panoptes.raft.v1");
 }
 
-/// A job's status as text and JSON, the same for every client (the CLI's
-/// `--json` output and the web API).
-pub mod status {
-    use super::api::{JobState, JobStatus};
-    use serde_json::{json, Value};
-
-    pub fn state_name(s: i32) -> &'static str {
-        match JobState::try_from(s).unwrap_or(JobState::Unspecified) {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Completed => "completed",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-            JobState::Unspecified => "unknown",
-        }
-    }
-
-    pub fn is_finished(s: &JobStatus) -> bool {
-        matches!(state_name(s.state), "completed" | "failed" | "cancelled")
-    }
-
-    /// The keys of `panoptes status --json` and `GET /api/jobs/{id}`.
-    pub fn status_json(s: &JobStatus) -> Value {
-        json!({
-            "job_id": s.job_id, "name": s.name, "source": s.source, "models": s.models,
-            "frame_step": s.frame_step, "state": state_name(s.state), "frames_total": s.frames_total,
-            "frames_done": s.frames_done, "error": if s.error.is_empty() { Value::Null } else { Value::String(s.error.clone()) },
-            "shards_total": s.shards_total, "shards_done": s.shards_done,
-            "submitted_at_ms": s.submitted_at_ms, "finished_at_ms": s.finished_at_ms, "live": s.live,
-            "push_url": if s.push_url.is_empty() { Value::Null } else { Value::String(s.push_url.clone()) },
-            "keep_s": s.keep_s, "retained_from_frame": s.retained_from_frame,
-            "pictures": s.pictures, "pictures_every_ms": s.pictures_every_ms,
-        })
-    }
-}
-
 /// Encoded `FileDescriptorSet` of every service, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/panoptes_descriptor.bin"));
 
@@ -182,24 +146,13 @@ pub mod failover {
     }
 }
 
-/// Client credentials: the bearer token a client process sends with every
-/// user or admin call (see docs/SECURITY.md). Set once at start-up.
+/// Cluster credentials: the secret members and workers present on
+/// cluster-internal calls (see docs/SECURITY.md). A user's token is
+/// `panoptes_client::Authorization`.
 pub mod credentials {
-    use std::sync::OnceLock;
     use tonic::metadata::{Ascii, MetadataValue};
     use tonic::service::Interceptor;
     use tonic::{Request, Status};
-
-    static TOKEN: OnceLock<MetadataValue<Ascii>> = OnceLock::new();
-
-    /// Use `token` for this process's calls from now on (the first call wins).
-    /// Refuses a token that cannot be an HTTP header value.
-    pub fn set_token(token: &str) -> Result<(), String> {
-        let v: MetadataValue<Ascii> =
-            format!("Bearer {}", token.trim()).parse().map_err(|_| "the token has characters a header cannot carry: use the one `panoptes token` printed".to_string())?;
-        let _ = TOKEN.set(v);
-        Ok(())
-    }
 
     /// The metadata header that carries the cluster secret (checked by
     /// `coordinator/src/auth.rs`).
@@ -257,19 +210,6 @@ pub mod credentials {
     impl std::fmt::Debug for ClusterSecret {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str(if self.is_set() { "ClusterSecret(set)" } else { "ClusterSecret(none)" })
-        }
-    }
-
-    /// Adds `authorization: Bearer TOKEN` when a token was set.
-    #[derive(Clone, Copy, Default)]
-    pub struct WithToken;
-
-    impl Interceptor for WithToken {
-        fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-            if let Some(v) = TOKEN.get() {
-                req.metadata_mut().insert("authorization", v.clone());
-            }
-            Ok(req)
         }
     }
 }

@@ -179,7 +179,8 @@ fn u02_metrics_videos_follow_cancel_and_prune() {
 
     // Metrics, in the documented shape.
     let m = c.cli_json(&["metrics", &job, "--json"]);
-    for k in ["frames_extracted", "ingest_time_s", "resize_time_s", "inference_time_s", "avg_message_bytes", "wall_time_s", "frames_per_s", "errors", "queue_wait_s"] {
+    // One shape for the CLI and the web API (panoptes_client::views::metrics_json).
+    for k in ["job_id", "frames_extracted", "ingest_time_s", "resize_time_s", "inference_time_s", "avg_message_bytes", "wall_time_s", "frames_per_s", "errors", "queue_wait_s", "frames_dropped", "latency_ms", "reconnects", "gap_ms"] {
         assert!(m.get(k).is_some(), "metrics lack {k}: {m}");
     }
     assert_eq!(m["frames_extracted"], 40);

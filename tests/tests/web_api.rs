@@ -253,6 +253,8 @@ fn w01_every_route_against_a_real_cluster() {
     assert_eq!(m.status, 200);
     let m = m.json();
     assert_eq!(m["job_id"], job.as_str());
+    // The same shape as `panoptes metrics --json` (panoptes_client::views).
+    assert!(m["latency_ms"]["samples"].is_number() && m["frames_dropped"].is_number(), "{m}");
     assert!(m["frames_per_s"].as_f64().unwrap() > 0.0 && m["inference_time_s"]["colors"].is_number(), "{m}");
     request(web, "GET", "/api/jobs/job-999999/metrics", None).assert_error(404, "job-999999");
 

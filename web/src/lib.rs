@@ -3,7 +3,7 @@
 //! Every coordinator serves them on its own port (its gRPC port + 20000, or
 //! a free one), over HTTPS with the coordinator's `security.tls_cert` and
 //! `tls_key` when set (unless `security.web_plain_http`). The server is a gRPC client of the coordinators, its own
-//! first and then the others (`panoptes_proto::failover::Coordinators`), so
+//! first and then the others (`panoptes_client::Client`), so
 //! every route means exactly what the gRPC call it wraps means: same
 //! validation, same forwarding to the leader. gRPC errors become JSON
 //! `{"error": message}` with a status code ([`ApiError`]).
@@ -26,11 +26,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures::StreamExt;
 use panoptes_proto::api as pb;
-use panoptes_proto::api::panoptes_client::PanoptesClient;
-use panoptes_proto::failover::Coordinators;
-use panoptes_proto::status::{is_finished, state_name, status_json};
+use panoptes_client::views::{is_finished, metrics_json, result_json, state_name, status_json};
+use panoptes_client::{Authorization, Client};
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 use tonic::Code;
 use tracing::{debug, info, warn};
 
@@ -154,7 +152,7 @@ pub async fn serve_tls(http: SocketAddr, coordinators: Vec<String>, tls: &WebTls
 
 /// The listener on `http` (or a free port on the same host) and the routes.
 async fn bind(http: SocketAddr, coordinators: Vec<String>, hosts: Vec<String>) -> std::io::Result<(tokio::net::TcpListener, Router)> {
-    let coords = Coordinators::new(&coordinators).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let client = Client::new(&coordinators).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = match tokio::net::TcpListener::bind(http).await {
         Ok(l) => l,
         Err(e) => {
@@ -168,7 +166,7 @@ async fn bind(http: SocketAddr, coordinators: Vec<String>, hosts: Vec<String>) -
     if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         hosts.push(h.trim().to_ascii_lowercase());
     }
-    let web = Web { coords, seq: Arc::new(AtomicU64::new(0)), relays: Arc::default(), hosts: Arc::new(hosts) };
+    let web = Web { client, seq: Arc::new(AtomicU64::new(0)), relays: Arc::default(), hosts: Arc::new(hosts) };
     tokio::spawn(relay::end_abandoned(web.relays.clone()));
     Ok((listener, router(web)))
 }
@@ -334,7 +332,7 @@ async fn guard(State(web): State<Web>, req: axum::extract::Request, next: axum::
 /// The server's state: the coordinators to call.
 #[derive(Clone)]
 pub struct Web {
-    coords: Coordinators,
+    client: Client,
     /// Makes each submission's idempotency key unique within this process.
     seq: Arc<AtomicU64>,
     /// Browser streams being relayed to their live job's RTMP URL, by job id.
@@ -343,15 +341,6 @@ pub struct Web {
     hosts: Arc<Vec<String>>,
 }
 
-impl Web {
-    fn attempts(&self) -> usize {
-        self.coords.addrs().len() * 2
-    }
-}
-
-fn client(ch: Channel) -> PanoptesClient<Channel> {
-    PanoptesClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(64 << 20)
-}
 
 /// The browser's credentials for one HTTP request: its `Authorization`
 /// header, passed through unchanged to every gRPC call made for that request
@@ -360,11 +349,9 @@ fn client(ch: Channel) -> PanoptesClient<Channel> {
 pub struct Caller(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl Caller {
-    /// Add the caller's `authorization` to a gRPC request.
-    fn apply<T>(&self, req: &mut tonic::Request<T>) {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
+    /// The caller's `authorization`, for the gRPC calls made for it.
+    fn auth(&self) -> Authorization {
+        Authorization::from_header(self.0.clone())
     }
 }
 
@@ -379,19 +366,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
     }
 }
 
-/// One gRPC call through the failover client, made with the HTTP caller's
-/// credentials, its error as an [`ApiError`].
+/// One call of the cluster's API ([`Client`]), made with the HTTP
+/// caller's credentials, its error as an [`ApiError`].
 macro_rules! rpc {
     ($web:expr, $caller:expr, $method:ident, $req:expr) => {{
-        let req = $req;
-        $web.coords
-            .call($web.attempts(), |ch| {
-                let mut r = tonic::Request::new(req.clone());
-                $caller.apply(&mut r);
-                async move { client(ch).$method(r).await }
-            })
-            .await
-            .map_err(ApiError::from)
+        $web.client.with_auth($caller.auth()).$method($req).await.map_err(ApiError::from)
     }};
 }
 
@@ -463,13 +442,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 type ApiResult = Result<Response, ApiError>;
-
-/// One model's results on one frame, as `panoptes results --json` prints it.
-pub fn result_json(r: &pb::FrameResult) -> Value {
-    // The coordinator stores valid JSON; should it not be, pass the text on.
-    let results = serde_json::from_str(&r.results_json).unwrap_or_else(|_| Value::String(r.results_json.clone()));
-    json!({ "frame": r.frame, "timestamp": r.timestamp, "model": r.model, "results": results })
-}
 
 /// The body of `POST /api/jobs` or `POST /api/live`, as a JSON object.
 fn parse_object(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
@@ -548,7 +520,7 @@ async fn submit(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResul
 
 /// `GET /api/jobs/{id}`: the job's status.
 async fn status(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
-    let s = rpc!(web, caller, get_status, pb::JobRef { job_id: id })?;
+    let s = rpc!(web, caller, status, pb::JobRef { job_id: id })?;
     Ok(json_response(StatusCode::OK, &status_json(&s)))
 }
 
@@ -572,7 +544,7 @@ async fn results(State(web): State<Web>, caller: Caller, Path(id): Path<String>)
 /// status; the server then closes) and `failure` (`{error}`, the stream broke).
 async fn stream(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
     // Unknown ids answer 404 here, before any event.
-    let first = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
+    let first = rpc!(web, caller, status, pb::JobRef { job_id: id.clone() })?;
     let req = pb::ResultsRequest { job_id: id.clone(), has_frame: false, frame: 0, model: String::new(), follow: true, ..Default::default() };
     let mut results = rpc!(web, caller, stream_results, req)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
@@ -602,7 +574,7 @@ async fn stream(State(web): State<Web>, caller: Caller, Path(id): Path<String>) 
                     }
                 },
                 _ = tick.tick() => {
-                    if let Ok(s) = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() }) {
+                    if let Ok(s) = rpc!(web, caller, status, pb::JobRef { job_id: id.clone() }) {
                         let v = status_json(&s);
                         if v != last {
                             last = v;
@@ -615,7 +587,7 @@ async fn stream(State(web): State<Web>, caller: Caller, Path(id): Path<String>) 
             }
         }
         // The final status (the results stream ended with the job).
-        let end = match rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() }) {
+        let end = match rpc!(web, caller, status, pb::JobRef { job_id: id.clone() }) {
             Ok(s) if is_finished(&s) => status_json(&s),
             _ => last,
         };
@@ -643,7 +615,7 @@ async fn frame(State(web): State<Web>, caller: Caller, Path((id, n)): Path<(Stri
     };
     let req = pb::FrameRef { job_id: id, frame, nearest };
     if png {
-        let f = rpc!(web, caller, get_annotated_frame, req)?;
+        let f = rpc!(web, caller, annotated_frame, req)?;
         let mut resp = ([(header::CONTENT_TYPE, "image/png")], f.png).into_response();
         let h = resp.headers_mut();
         // Committed frames never change (until pruned).
@@ -654,29 +626,19 @@ async fn frame(State(web): State<Web>, caller: Caller, Path((id, n)): Path<(Stri
         }
         return Ok(resp);
     }
-    let r = rpc!(web, caller, get_frame_results, req)?;
+    let r = rpc!(web, caller, frame_results, req)?;
     Ok(json_response(StatusCode::OK, &Value::Array(r.results.iter().map(result_json).collect())))
 }
 
 /// `GET /api/jobs/{id}/metrics`: timings and counters (`panoptes metrics --json`).
 async fn metrics(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
-    let m = rpc!(web, caller, get_metrics, pb::JobRef { job_id: id })?;
-    let inference: std::collections::BTreeMap<String, f64> = m.inference_time_s.clone().into_iter().collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "job_id": m.job_id, "frames_extracted": m.frames_extracted, "ingest_time_s": m.ingest_time_s,
-            "resize_time_s": m.resize_time_s, "inference_time_s": inference, "avg_message_bytes": m.avg_message_bytes,
-            "wall_time_s": m.wall_time_s, "frames_per_s": m.frames_per_s, "errors": m.errors,
-            "queue_wait_s": m.queue_wait_s, "frames_dropped": m.frames_dropped,
-            "reconnects": m.reconnects, "gap_ms": m.gap_ms,
-        }),
-    ))
+    let m = rpc!(web, caller, metrics, pb::JobRef { job_id: id })?;
+    Ok(json_response(StatusCode::OK, &metrics_json(&m)))
 }
 
 /// `GET /api/videos`: finished jobs, newest first.
 async fn videos(State(web): State<Web>, caller: Caller) -> ApiResult {
-    let r = rpc!(web, caller, list_videos, pb::ListVideosRequest { limit: 0 })?;
+    let r = rpc!(web, caller, videos, pb::ListVideosRequest { limit: 0 })?;
     let v: Vec<Value> = r
         .videos
         .iter()
@@ -687,7 +649,7 @@ async fn videos(State(web): State<Web>, caller: Caller) -> ApiResult {
 
 /// `GET /api/models`: the cluster's model registry.
 async fn models(State(web): State<Web>, caller: Caller) -> ApiResult {
-    let r = rpc!(web, caller, list_models, pb::ListModelsRequest {})?;
+    let r = rpc!(web, caller, models, pb::ListModelsRequest {})?;
     let v: Vec<Value> = r.models.iter().map(|m| json!({"name": m.name, "family": m.family, "files": m.files})).collect();
     Ok(json_response(StatusCode::OK, &Value::Array(v)))
 }
@@ -704,7 +666,7 @@ async fn live(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult 
         pictures_every: opt_string(&m, "pictures_every")?,
         no_frames: opt_bool(&m, "no_frames")?,
     };
-    let r = rpc!(web, caller, create_live_endpoint, req)?;
+    let r = rpc!(web, caller, create_live, req)?;
     Ok(json_response(StatusCode::CREATED, &json!({ "job_id": r.job_id, "rtmp_url": r.rtmp_url })))
 }
 
@@ -716,7 +678,7 @@ async fn live(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult 
 /// to them only. Each relay has a lock of its own, held while a piece is
 /// written; the map of relays is locked only to find or add one.
 async fn live_media(State(web): State<Web>, caller: Caller, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    let s = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
+    let s = rpc!(web, caller, status, pb::JobRef { job_id: id.clone() })?;
     if !s.live {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("job {id} is not a live job; create one with POST /api/live")));
     }
@@ -756,7 +718,7 @@ fn may_publish(id: &str, s: &pb::JobStatus) -> Result<(), ApiError> {
 /// finishes sending and stops (the worker then ends the live job).
 async fn live_media_end(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
     // Only a caller the coordinators accept, and who may publish, may end a relay.
-    let s = rpc!(web, caller, get_status, pb::JobRef { job_id: id.clone() })?;
+    let s = rpc!(web, caller, status, pb::JobRef { job_id: id.clone() })?;
     may_publish(&id, &s)?;
     let slot = web.relays.lock().expect("relays lock").remove(&id);
     let r = match slot {

@@ -1,0 +1,165 @@
+//! A submission checked and turned into a job spec, or refused saying what
+//! is wrong.
+use super::*;
+
+pub(super) const MAX_NAME: usize = 256;
+pub(super) const MAX_SOURCE: usize = 4096;
+
+pub(super) fn parse_job(s: &str) -> Result<u64, Status> {
+    s.parse::<JobId>().map(|j| j.0).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Check a submission and turn it into a job spec, or say what is wrong.
+///
+/// Model names are checked against the model registry of `cfg` (the
+/// built-ins plus the `[models]` of this coordinator's config file). When
+/// `worker.models_dir` of `cfg` (relative to this process's working
+/// directory) exists here, each named model's files must exist in it too;
+/// when it does not exist here the check is skipped, since the files live
+/// on the workers, which refuse to start without them. Absolute file names
+/// are not checked here either.
+pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, Status> {
+    let default_height = cfg.cluster.target_height;
+    let max_attempts = cfg.cluster.max_shard_attempts;
+    let known = || cfg.model_names().join(", ");
+    // Values echoed in an error are cut short: a status message travels in an
+    // HTTP/2 header, which must stay small.
+    fn echo(s: &str) -> String {
+        match s.char_indices().nth(64) {
+            Some((i, _)) => format!("{}… ({} characters)", &s[..i], s.chars().count()),
+            None => s.to_string(),
+        }
+    }
+    let source = r.source.trim();
+    if source.is_empty() {
+        return Err(Status::invalid_argument("source is empty: give a video path, file:// or http(s):// URL"));
+    }
+    if source.len() > MAX_SOURCE {
+        return Err(Status::invalid_argument(format!("source is {} bytes long; the limit is {MAX_SOURCE}", source.len())));
+    }
+    let source = panoptes_media::normalize_source(source).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if r.models.is_empty() {
+        return Err(Status::invalid_argument(format!("no models given; known models: {}", known())));
+    }
+    let models_dir = Path::new(&cfg.worker.models_dir);
+    let check_files = models_dir.is_dir();
+    let mut models: Vec<String> = Vec::new();
+    for m in &r.models {
+        let m = m.trim();
+        if m.is_empty() {
+            return Err(Status::invalid_argument(format!("an empty model name is in the list; known models: {}", known())));
+        }
+        let Some(entry) = cfg.models.get(m) else {
+            return Err(Status::invalid_argument(format!("unknown model '{}'; known models: {}", echo(m), known())));
+        };
+        if models.iter().any(|x| x == m) {
+            return Err(Status::invalid_argument(format!("model '{m}' is listed twice")));
+        }
+        if check_files {
+            for f in entry.files.iter().filter(|f| !Path::new(f).is_absolute()) {
+                let path = models_dir.join(f);
+                if !path.is_file() {
+                    return Err(Status::invalid_argument(format!(
+                        "model '{m}' (family {}) needs the file {}, which is missing from the models directory {}",
+                        entry.family,
+                        path.display(),
+                        models_dir.display()
+                    )));
+                }
+            }
+        }
+        models.push(m.to_string());
+    }
+    if r.frame_step < 0 {
+        return Err(Status::invalid_argument(format!("frame step {} is negative; use 1 (every frame) or more", r.frame_step)));
+    }
+    let frame_step = if r.frame_step == 0 { 1 } else { r.frame_step as u64 };
+    let name = if r.name.trim().is_empty() {
+        // The default name, from a source of up to MAX_SOURCE bytes, is cut to
+        // fit; from the redacted source (no credentials, query or stream key).
+        let shown = panoptes_media::policy::redact(&source);
+        let n = Path::new(shown.split(['?', '#']).next().unwrap_or_default()).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| shown.clone());
+        n.chars().take(MAX_NAME).collect()
+    } else {
+        r.name.trim().to_string()
+    };
+    if name.chars().count() > MAX_NAME {
+        return Err(Status::invalid_argument(format!(
+            "name is {} characters long; the limit is {MAX_NAME} (give a shorter name)",
+            name.chars().count()
+        )));
+    }
+    if r.request_id.len() > 128 {
+        return Err(Status::invalid_argument(format!("request_id is {} bytes long; the limit is 128", r.request_id.len())));
+    }
+    let target_height = if r.target_height == 0 { default_height } else { r.target_height };
+    if !(16..=4320).contains(&target_height) {
+        return Err(Status::invalid_argument("target_height must be between 16 and 4320"));
+    }
+    let keep = if r.keep.trim().is_empty() { cfg.retention.keep.as_str() } else { r.keep.as_str() };
+    let keep_s = match keep.trim() {
+        "" => 0,
+        k => panoptes_common::parse_age(k).map_err(|e| Status::invalid_argument(format!("--keep: {e}")))?.as_secs(),
+    };
+    if !keep.trim().is_empty() && keep_s == 0 {
+        return Err(Status::invalid_argument("--keep 0 would keep nothing: give a duration such as 1h, or leave it out to keep everything"));
+    }
+    let keep_what = if r.keep_what.trim().is_empty() { cfg.retention.what.as_str() } else { r.keep_what.trim() };
+    let keep_what = KeepWhat::parse(keep_what)
+        .ok_or_else(|| Status::invalid_argument(format!("--keep-what is '{}': use both, results or pictures", echo(keep_what))))?;
+    let every = if r.pictures_every.trim().is_empty() { cfg.frames.every.as_str() } else { r.pictures_every.as_str() };
+    let frames_every_ms = panoptes_common::parse_interval_ms(every).map_err(|e| Status::invalid_argument(format!("--pictures-every: {}", echo(&e))))?;
+    if frames_every_ms > 86_400_000 {
+        return Err(Status::invalid_argument("--pictures-every is longer than a day: give at most 24h (or --no-frames to keep no pictures)"));
+    }
+    if keep_s > 0 && is_pull_source(&source) && keep_s.saturating_mul(1000) < cfg.live.max_lag_ms {
+        return Err(Status::invalid_argument(format!(
+            "--keep {keep} is shorter than a live frame may lag (live.max_lag_ms = {} ms): results would be deleted before they are seen; keep at least {}s",
+            cfg.live.max_lag_ms,
+            cfg.live.max_lag_ms.div_ceil(1000)
+        )));
+    }
+    Ok(JobSpec {
+        keep_s,
+        keep_what,
+        name,
+        source,
+        models,
+        frame_step,
+        target_height,
+        request_id: if r.request_id.is_empty() { None } else { Some(r.request_id.clone()) },
+        max_attempts,
+        frames_height: if r.no_frames || !cfg.frames.store { 0 } else { cfg.frames.max_height },
+        frames_quality: cfg.frames.quality,
+        frames_every_ms,
+        // Set by the caller of `validate_submit` from who is calling.
+        owner: String::new(),
+    })
+}
+
+/// Check a submitted (normalised) source against the `[sources]` policy of
+/// `cfg`: local files inside `file_dirs`, network hosts not on internal
+/// addresses unless in `allow_networks`. Runs before the job exists, so a
+/// refused source is never probed or opened. Resolving the host blocks, so
+/// the check runs on the blocking pool.
+pub async fn check_source_policy(source: &str, cfg: &Config) -> Result<(), Status> {
+    use panoptes_media::{policy::SourcePolicy, ErrorKind};
+    let policy = SourcePolicy::new(&cfg.sources.file_dirs(), &cfg.sources.allow_networks)
+        .map_err(|e| Status::failed_precondition(format!("this coordinator's config is invalid: {e}; fix [sources] and restart it")))?;
+    let src = source.to_string();
+    match tokio::task::spawn_blocking(move || policy.check(&src)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            // Not the source itself: its URL may carry a password (`user:pass@`).
+            warn!(kind = ?e.kind(), "a submitted source was refused by the [sources] policy");
+            // A host name that did not resolve in time may well resolve later.
+            Err(if e.kind() == ErrorKind::Network { Status::unavailable(e.to_string()) } else { Status::invalid_argument(e.to_string()) })
+        }
+        Err(e) => Err(Status::internal(format!("checking the source '{source}' failed: {e}"))),
+    }
+}
+
+
+pub(super) fn sub_name_empty(r: &pb::SubmitRequest) -> bool {
+    r.name.trim().is_empty()
+}

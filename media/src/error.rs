@@ -169,7 +169,7 @@ pub(crate) fn from_ffmpeg(
     // A URL the source led to was refused by the source policy on this
     // thread (a playlist's segment): that explains this error, whatever
     // FFmpeg made of the refusal.
-    if let Some(refused) = crate::source::take_refused_url() {
+    if let Some(refused) = crate::checked_open::take_refused_url() {
         return MediaError::invalid(input, refused);
     }
     let input_s = input.to_string();

@@ -10,6 +10,7 @@ use std::sync::Once;
 
 use ffmpeg_next as ffmpeg;
 
+mod checked_open;
 mod convert;
 mod decode;
 mod error;

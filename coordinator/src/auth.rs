@@ -18,8 +18,6 @@
 //!
 //! Tokens and secrets are never logged: only the token's NAME from the
 //! tokens file appears in logs.
-use std::collections::HashMap;
-use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
@@ -265,42 +263,49 @@ impl Auth {
     }
 }
 
-/// A per-client token bucket: `per_s` sustained, `burst` at once.
-pub struct RateLimiter {
-    per_s: f64,
-    burst: f64,
-    buckets: std::sync::Mutex<HashMap<String, (f64, Instant)>>,
+/// A per-client rate limit: `per_s` calls a second sustained, `burst` at
+/// once (governor's GCRA, which is a token bucket refilled continuously),
+/// keyed by client. Idle clients are forgotten once there are many.
+pub struct RateLimiter<C: governor::clock::Clock = governor::clock::DefaultClock> {
+    limiter: Option<Keyed<C>>,
+    clock: C,
 }
+
+type Keyed<C> = governor::RateLimiter<
+    String,
+    governor::state::keyed::DefaultKeyedStateStore<String>,
+    C,
+    governor::middleware::NoOpMiddleware<<C as governor::clock::Clock>::Instant>,
+>;
 
 impl RateLimiter {
     /// `per_s == 0` turns the limit off.
     pub fn new(per_s: u32, burst: u32) -> RateLimiter {
-        RateLimiter { per_s: per_s as f64, burst: burst.max(1) as f64, buckets: Default::default() }
+        RateLimiter::with_clock(per_s, burst, governor::clock::DefaultClock::default())
+    }
+}
+
+impl<C: governor::clock::Clock + Clone> RateLimiter<C> {
+    fn with_clock(per_s: u32, burst: u32, clock: C) -> Self {
+        let limiter = std::num::NonZeroU32::new(per_s).map(|per_s| {
+            let burst = std::num::NonZeroU32::new(burst.max(1)).expect("at least 1");
+            governor::RateLimiter::new(governor::Quota::per_second(per_s).allow_burst(burst), Default::default(), clock.clone())
+        });
+        RateLimiter { limiter, clock }
     }
 
-    /// Takes one request from `client`'s bucket at time `now`, or answers
+    /// Takes one call from `client`'s allowance, or answers
     /// RESOURCE_EXHAUSTED saying when to retry.
-    pub fn take(&self, client: &str, now: Instant) -> Result<(), Status> {
-        if self.per_s <= 0.0 {
-            return Ok(());
+    pub fn take(&self, client: &str) -> Result<(), Status> {
+        let Some(l) = &self.limiter else { return Ok(()) };
+        // Keep memory bounded: forget idle clients (their allowance is whole).
+        if l.len() > 10_000 {
+            l.retain_recent();
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        // Keep memory bounded: forget idle clients (their buckets are full).
-        if buckets.len() > 10_000 {
-            let full_after = self.burst / self.per_s;
-            buckets.retain(|_, (_, t)| now.saturating_duration_since(*t).as_secs_f64() < full_after);
-        }
-        let (level, at) = buckets.entry(client.to_string()).or_insert((self.burst, now));
-        let elapsed = now.saturating_duration_since(*at).as_secs_f64();
-        *level = (*level + elapsed * self.per_s).min(self.burst);
-        *at = now;
-        if *level >= 1.0 {
-            *level -= 1.0;
-            Ok(())
-        } else {
-            let wait_ms = ((1.0 - *level) / self.per_s * 1000.0).ceil() as u64;
-            Err(Status::new(Code::ResourceExhausted, format!("rate limit reached: retry in {wait_ms} ms")))
-        }
+        l.check_key(&client.to_string()).map_err(|not_until| {
+            let wait_ms = not_until.wait_time_from(self.clock.now()).as_millis().max(1);
+            Status::new(Code::ResourceExhausted, format!("rate limit reached: retry in {wait_ms} ms"))
+        })
     }
 }
 
@@ -323,7 +328,7 @@ impl Gate {
             Caller::Token { name, .. } => format!("token:{name}"),
             Caller::Anonymous => peer.map(|p| format!("ip:{}", p.ip())).unwrap_or_else(|| "anonymous".into()),
         };
-        self.limiter.take(&client, Instant::now())?;
+        self.limiter.take(&client)?;
         Ok(caller)
     }
 }
@@ -448,16 +453,18 @@ mod tests {
 
     #[test]
     fn bucket_refills_and_says_when_to_retry() {
-        let r = RateLimiter::new(10, 2);
-        let t0 = Instant::now();
-        assert!(r.take("c", t0).is_ok());
-        assert!(r.take("c", t0).is_ok());
-        let e = r.take("c", t0).unwrap_err();
+        let clock = governor::clock::FakeRelativeClock::default();
+        let r = RateLimiter::with_clock(10, 2, clock.clone());
+        assert!(r.take("c").is_ok());
+        assert!(r.take("c").is_ok());
+        let e = r.take("c").unwrap_err();
         assert_eq!(e.code(), Code::ResourceExhausted);
         assert!(e.message().contains("retry in 100 ms"), "{}", e.message());
-        assert!(r.take("other", t0).is_ok(), "buckets are per client");
-        assert!(r.take("c", t0 + Duration::from_millis(100)).is_ok());
-        assert!(RateLimiter::new(0, 0).take("c", t0).is_ok());
+        assert!(r.take("other").is_ok(), "allowances are per client");
+        clock.advance(Duration::from_millis(100));
+        assert!(r.take("c").is_ok());
+        assert!(r.take("c").is_err(), "one call a tenth of a second, sustained");
+        assert!(RateLimiter::new(0, 0).take("c").is_ok());
     }
 }
 

@@ -151,25 +151,25 @@ unsafe extern "C" fn policy_io_open(
 /// CDN that routes by server name still serves it.
 fn pinned_options(url: &str, pin: &crate::policy::Pin, headers: Option<&str>, has_verifyhost: bool) -> Vec<(&'static str, String)> {
     use crate::policy::Pin;
-    let inner = url.strip_prefix("crypto+").or_else(|| url.strip_prefix("crypto:")).unwrap_or(url);
+    let (_, inner) = crate::policy::unwrap_crypto(url);
     let scheme = url_scheme(inner).unwrap_or_default();
     let http = scheme == "http" || scheme == "https";
     let tls = scheme == "https" || scheme == "rtmps";
     let mut out = Vec::new();
-    if http && !crate::policy::http_options().is_empty() {
+    if http {
         out.extend(crate::policy::http_options().iter().map(|(k, v)| (*k, v.to_string())));
     }
-    let host_line = |h: &str| h.split("\r\n").find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("host").then(|| value.trim().to_string())
-    });
+    /// The value of a `Host: VALUE` header line.
+    fn host_value(l: &str) -> Option<&str> {
+        l.split_once(':').filter(|(name, _)| name.trim().eq_ignore_ascii_case("host")).map(|(_, v)| v.trim())
+    }
     match pin {
         Pin::At(p) => {
             if http {
                 let others: String = headers
                     .unwrap_or("")
                     .split("\r\n")
-                    .filter(|l| !l.is_empty() && !l.split_once(':').is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("host")))
+                    .filter(|l| !l.is_empty() && host_value(l).is_none())
                     .map(|l| format!("{l}\r\n"))
                     .collect();
                 out.push(("headers", format!("Host: {}\r\n{others}", p.authority)));
@@ -179,14 +179,9 @@ fn pinned_options(url: &str, pin: &crate::policy::Pin, headers: Option<&str>, ha
             }
         }
         Pin::AsWritten if scheme == "https" && !has_verifyhost => {
-            if let Some(host) = headers.and_then(host_line) {
-                let name = match host.strip_prefix('[') {
-                    Some(v6) => v6.split(']').next().unwrap_or("").to_string(),
-                    None => host.split(':').next().unwrap_or("").to_string(),
-                };
-                if !name.is_empty() {
-                    out.push(("verifyhost", name));
-                }
+            let name = headers.and_then(|h| h.split("\r\n").find_map(host_value)).map(crate::policy::host_of);
+            if let Some(name) = name.filter(|n| !n.is_empty()) {
+                out.push(("verifyhost", name.to_string()));
             }
         }
         _ => {}

@@ -13,7 +13,7 @@
 //! - `v4l2://` devices are not checked here.
 //!
 //! Every URL libavformat opens for a network source is checked again right
-//! before it is opened ([`enforce_nested`], called from `source.rs`'s
+//! before it is opened ([`pin_nested`], called from `checked_open.rs`'s
 //! `policy_io_open`): the source, and each playlist, key and segment an HLS
 //! playlist names (a network source is never read as DASH, whose reader
 //! opens segments past that check). The address checked there is the one
@@ -158,10 +158,8 @@ impl SourcePolicy {
         self.checked_addresses(source).map(|_| ())
     }
 
-    /// [`SourcePolicy::check_url`], giving what was checked: the addresses
-    /// the host name resolved to (`Some`, none refused), or `None` when the
-    /// host is an IP address as written or resolves to nothing.
-    fn checked_addresses(&self, source: &str) -> Result<Option<Vec<IpAddr>>, MediaError> {
+    /// [`SourcePolicy::check_url`], saying what was checked.
+    fn checked_addresses(&self, source: &str) -> Result<Checked, MediaError> {
         let refuse = |why: String| MediaError::InvalidArgument { input: source.to_string(), reason: why };
         let host = url_host(source).ok_or_else(|| refuse("the URL names no host".into()))?;
         let (addrs, resolved) = match literal_ip(&host) {
@@ -169,7 +167,7 @@ impl SourcePolicy {
             None => match resolve(&host) {
                 Resolved::Addrs(a) => (a, true),
                 // Nothing to reach: the open fails with "host name not found".
-                Resolved::NotFound => return Ok(None),
+                Resolved::NotFound => return Ok(Checked::NotFound),
                 Resolved::TimedOut => {
                     return Err(MediaError::Network {
                         input: source.to_string(),
@@ -199,7 +197,7 @@ impl SourcePolicy {
                 }
             }
         }
-        Ok(resolved.then_some(addrs))
+        Ok(if resolved { Checked::Resolved(addrs) } else { Checked::Literal })
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
@@ -238,20 +236,22 @@ pub fn enforce(source: &str) -> Result<(), MediaError> {
     }
 }
 
-/// Check a URL that FFmpeg is about to open for a network source: the
-/// source itself, or a playlist, key or segment that an HLS playlist names.
-/// `crypto+http://…` and `crypto:http://…` (HLS's AES segments) are checked
-/// as the URL they wrap. Anything but a network URL (`file:`, `data:`, a
-/// bare path) is refused: a network source leads only to the network, and
-/// only where the policy allows.
-pub fn enforce_nested(url: &str) -> Result<(), MediaError> {
-    let inner = url.strip_prefix("crypto+").or_else(|| url.strip_prefix("crypto:")).unwrap_or(url);
-    match scheme(inner) {
-        Some(s) if NETWORK_SCHEMES.contains(&s.as_str()) => enforce(inner),
-        _ => Err(MediaError::InvalidArgument {
-            input: url.to_string(),
-            reason: format!("refused: a network source may lead only to network URLs ({}), not to this", NETWORK_SCHEMES.join(", ")),
-        }),
+/// What [`SourcePolicy::checked_addresses`] checked of a URL's host.
+enum Checked {
+    /// An IP address as written.
+    Literal,
+    /// A name that resolves to no address.
+    NotFound,
+    /// A name, and every address it resolved to (none refused).
+    Resolved(Vec<IpAddr>),
+}
+
+/// `crypto+URL` and `crypto:URL` (HLS's AES segments): the prefix, and the
+/// URL it wraps (the whole URL and no prefix for any other).
+pub(crate) fn unwrap_crypto(url: &str) -> (&str, &str) {
+    match url.strip_prefix("crypto+").or_else(|| url.strip_prefix("crypto:")) {
+        Some(inner) => (&url[..url.len() - inner.len()], inner),
+        None => ("", url),
     }
 }
 
@@ -280,60 +280,77 @@ pub struct Pinned {
     pub host: String,
 }
 
-/// [`enforce_nested`], resolving the host name once: the URL to hand FFmpeg
-/// is the one with the address that was checked, so FFmpeg never resolves
-/// the name itself. What a source leads to is refused as by
-/// [`enforce_nested`].
+/// Check a URL that FFmpeg is about to open for a network source (the
+/// source itself, or a playlist, key or segment that an HLS playlist names),
+/// resolving its host name once: the URL to hand FFmpeg is the one with the
+/// address that was checked, so FFmpeg never resolves the name itself.
+/// `crypto+http://…` and `crypto:http://…` (HLS's AES segments) are checked
+/// as the URL they wrap. Anything but a network URL (`file:`, `data:`, a
+/// bare path) is refused: a network source leads only to the network, and
+/// only where the policy allows.
 pub fn pin_nested(url: &str) -> Result<Pin, MediaError> {
-    let (prefix, inner) = match url.strip_prefix("crypto+").or_else(|| url.strip_prefix("crypto:")) {
-        Some(inner) => (&url[..url.len() - inner.len()], inner),
-        None => ("", url),
-    };
+    let (prefix, inner) = unwrap_crypto(url);
     if !scheme(inner).is_some_and(|s| NETWORK_SCHEMES.contains(&s.as_str())) {
-        return enforce_nested(url).map(|()| Pin::AsWritten);
+        return Err(MediaError::InvalidArgument {
+            input: url.to_string(),
+            reason: format!("refused: a network source may lead only to network URLs ({}), not to this", NETWORK_SCHEMES.join(", ")),
+        });
     }
     let policy = INSTALLED.read().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(policy) = policy else { return Ok(Pin::AsWritten) };
-    if url_host(inner).is_some_and(|h| literal_ip(&h).is_some()) {
-        return policy.check(inner).map(|()| Pin::AsWritten);
-    }
     match policy.checked_addresses(inner)? {
-        None => Ok(Pin::NotFound),
-        Some(addrs) => {
-            let (authority, host) = url_authority(inner).ok_or_else(|| MediaError::invalid(inner, "the URL names no host"))?;
-            let ip = addrs[0];
-            Ok(Pin::At(Pinned { url: format!("{prefix}{}", with_host(inner, ip)), authority, host }))
+        Checked::Literal => Ok(Pin::AsWritten),
+        Checked::NotFound => Ok(Pin::NotFound),
+        Checked::Resolved(addrs) => {
+            let parts = url_parts(inner).ok_or_else(|| MediaError::invalid(inner, "the URL names no host"))?;
+            let host = url_host(inner).ok_or_else(|| MediaError::invalid(inner, "the URL names no host"))?;
+            Ok(Pin::At(Pinned { url: format!("{prefix}{}", with_host(&parts, addrs[0])), authority: parts.host_port.to_string(), host }))
         }
     }
 }
 
-/// The host and port of a URL as written (no user information), and its
-/// host alone, lower-cased, without a trailing dot.
-fn url_authority(url: &str) -> Option<(String, String)> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    Some((host_port.to_string(), url_host(url)?))
+/// A URL split as FFmpeg reads it (`av_url_split`): the authority ends at
+/// the first `/`, `?` or `#`; user information ends at its last `@`.
+pub(crate) struct UrlParts<'a> {
+    pub scheme: &'a str,
+    /// `USER:PASSWORD@` with its `@`, or empty.
+    pub userinfo: &'a str,
+    /// `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`, as written.
+    pub host_port: &'a str,
+    /// Path, query and fragment.
+    pub tail: &'a str,
 }
 
-/// `url` with its host replaced by `ip` (IPv6 in brackets).
-fn with_host(url: &str, ip: IpAddr) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
+pub(crate) fn url_parts(url: &str) -> Option<UrlParts<'_>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
     let (userinfo, host_port) = match authority.rfind('@') {
         Some(i) => authority.split_at(i + 1),
         None => ("", authority),
     };
-    let port = match host_port.strip_prefix('[') {
+    Some(UrlParts { scheme, userinfo, host_port, tail })
+}
+
+/// The host of `HOST[:PORT]` or `[V6][:PORT]`, as written.
+pub(crate) fn host_of(host_port: &str) -> &str {
+    match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    }
+}
+
+/// The URL of `parts` with its host replaced by `ip` (IPv6 in brackets).
+fn with_host(parts: &UrlParts, ip: IpAddr) -> String {
+    let hp = parts.host_port;
+    let port = match hp.strip_prefix('[') {
         Some(v6) => v6.split_once(']').map_or("", |(_, p)| p),
-        None => host_port.find(':').map_or("", |i| &host_port[i..]),
+        None => hp.find(':').map_or("", |i| &hp[i..]),
     };
     let host = match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     };
-    format!("{scheme}://{userinfo}{host}{port}{tail}")
+    format!("{}://{}{host}{port}{}", parts.scheme, parts.userinfo, parts.tail)
 }
 
 /// The extra libavformat options an http(s) source is opened with in this
@@ -360,13 +377,7 @@ fn scheme(source: &str) -> Option<String> {
 /// at the first `/`, `?` or `#`; user info ends at its last `@`; an IPv6
 /// address is in brackets. Lower-cased, one trailing dot removed.
 fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => host_port.split(':').next()?,
-    };
+    let host = host_of(url_parts(url)?.host_port);
     let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     (!host.is_empty()).then_some(host)
 }
@@ -513,14 +524,14 @@ mod tests {
     fn a_pinned_url_keeps_everything_but_the_host_name() {
         let v4: IpAddr = "203.0.113.7".parse().unwrap();
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(with_host("http://cdn.example.com/a.mp4?x=1", v4), "http://203.0.113.7/a.mp4?x=1");
-        assert_eq!(with_host("https://u:p@cdn.example.com:8443/a@b", v4), "https://u:p@203.0.113.7:8443/a@b");
-        assert_eq!(with_host("rtsp://cam.example.com:554", v6), "rtsp://[2001:db8::1]:554");
-        assert_eq!(with_host("http://[::1]:80/x", v4), "http://203.0.113.7:80/x");
-        assert_eq!(
-            url_authority("https://u:p@CDN.example.com.:8443/a").unwrap(),
-            ("CDN.example.com.:8443".to_string(), "cdn.example.com".to_string())
-        );
+        let at = |url: &str, ip: IpAddr| with_host(&url_parts(url).unwrap(), ip);
+        assert_eq!(at("http://cdn.example.com/a.mp4?x=1", v4), "http://203.0.113.7/a.mp4?x=1");
+        assert_eq!(at("https://u:p@cdn.example.com:8443/a@b", v4), "https://u:p@203.0.113.7:8443/a@b");
+        assert_eq!(at("rtsp://cam.example.com:554", v6), "rtsp://[2001:db8::1]:554");
+        assert_eq!(at("http://[::1]:80/x", v4), "http://203.0.113.7:80/x");
+        let url = "https://u:p@CDN.example.com.:8443/a";
+        assert_eq!(url_parts(url).unwrap().host_port, "CDN.example.com.:8443");
+        assert_eq!(url_host(url).as_deref(), Some("cdn.example.com"));
     }
 
     fn strict() -> SourcePolicy {

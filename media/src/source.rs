@@ -488,13 +488,7 @@ impl Source {
     /// "host name 'x' not found (...)" when the URL's host does not resolve.
     fn unresolved_host(&self) -> Option<String> {
         use std::net::ToSocketAddrs;
-        let rest = self.url.split_once("://")?.1;
-        let authority = rest.split(['/', '?', '#']).next()?;
-        let host_port = authority.rsplit('@').next()?;
-        let host = match host_port.strip_prefix('[') {
-            Some(v6) => v6.split(']').next()?,
-            None => host_port.split(':').next()?,
-        };
+        let host = crate::policy::host_of(crate::policy::url_parts(&self.url)?.host_port);
         if host.is_empty() {
             return Some("the URL names no host".into());
         }

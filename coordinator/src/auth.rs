@@ -470,15 +470,10 @@ mod tests {
 
 /// The caller's `authorization` metadata, carried onto the calls a member
 /// makes on its behalf (forwarding to the leader, probing the other
-/// members), so that they pass the same token check the caller passed here.
-pub type CallerAuth = Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>;
+/// members), so that they pass the same token check the caller passed here
+/// (`CallerAuth::apply`: the client crate's, as the CLI and web send it).
+pub type CallerAuth = panoptes_client::Authorization;
 
 pub(crate) fn caller_auth(m: &tonic::metadata::MetadataMap) -> CallerAuth {
-    m.get("authorization").cloned()
-}
-
-pub(crate) fn with_auth<T>(rq: &mut tonic::Request<T>, auth: &CallerAuth) {
-    if let Some(v) = auth {
-        rq.metadata_mut().insert("authorization", v.clone());
-    }
+    CallerAuth::from_header(m.get("authorization").cloned())
 }

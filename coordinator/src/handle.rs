@@ -50,7 +50,7 @@ impl Coordinator {
     /// follower the command is forwarded to the leader, so any member accepts
     /// any call.
     pub async fn write(&self, req: Request) -> Result<Response, Status> {
-        self.write_as(req, &None).await
+        self.write_as(req, &Default::default()).await
     }
 
     /// [`write`](Self::write) for a user's or an admin's call: forwarded to
@@ -104,7 +104,7 @@ impl Coordinator {
         let mut rq = tonic::Request::new(panoptes_proto::raft::RaftPayload { data });
         rq.set_timeout(Duration::from_secs(30));
         self.secret.apply(&mut rq);
-        crate::auth::with_auth(&mut rq, auth);
+        auth.apply(&mut rq);
         let reply = client
             .forward(rq)
             .await

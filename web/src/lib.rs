@@ -341,17 +341,16 @@ pub struct Web {
     hosts: Arc<Vec<String>>,
 }
 
-
 /// The browser's credentials for one HTTP request: its `Authorization`
 /// header, passed through unchanged to every gRPC call made for that request
 /// (the coordinator checks it). Never stored beyond the request, never logged.
 #[derive(Clone, Default)]
-pub struct Caller(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub struct Caller(Authorization);
 
 impl Caller {
     /// The caller's `authorization`, for the gRPC calls made for it.
     fn auth(&self) -> Authorization {
-        Authorization::from_header(self.0.clone())
+        self.0.clone()
     }
 }
 
@@ -362,7 +361,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
         // A header that cannot be gRPC metadata is dropped: the call is then
         // refused as unauthenticated, which is the right answer for it.
         let v = parts.headers.get(header::AUTHORIZATION).and_then(|h| tonic::metadata::MetadataValue::try_from(h.as_bytes()).ok());
-        Ok(Caller(v))
+        Ok(Caller(Authorization::from_header(v)))
     }
 }
 

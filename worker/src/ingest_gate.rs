@@ -38,7 +38,6 @@ const INTERNAL_WAIT: Duration = Duration::from_secs(5);
 /// One gate: the public port, relayed to FFmpeg's internal one. Dropping it
 /// closes the public port and every connection it relays.
 pub struct Gate {
-    internal: SocketAddr,
     public: SocketAddr,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -82,12 +81,12 @@ impl Gate {
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new().name("ingest-gate".into()).spawn(move || accept_loop(&s, listener))?;
-        Ok(Gate { internal, public, shared, thread: Some(thread) })
+        Ok(Gate { public, shared, thread: Some(thread) })
     }
 
     /// `rtmp://127.0.0.1:INTERNAL/PATH`: where FFmpeg listens behind the gate.
     pub fn internal_url(&self, path: &str) -> String {
-        format!("rtmp://{}/{}", self.internal, path.trim_start_matches('/'))
+        format!("rtmp://{}/{}", self.shared.internal, path.trim_start_matches('/'))
     }
 
     /// The public address (the port publishers push to).

@@ -56,9 +56,7 @@ pub fn is_lobby_url(url: &str) -> bool {
 
 /// The port of an `rtmp://HOST:PORT/...` URL.
 pub fn url_port(url: &str) -> Option<u16> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    authority.rsplit_once(':')?.1.parse().ok()
+    crate::ingest_gate::url_host_port(url).map(|(_, port)| port)
 }
 
 /// Take the parked connection of the stream with `key`, waiting for it up to

@@ -60,7 +60,7 @@ impl ApiService {
     pub(super) async fn probe(&self, addr: &str, auth: &CallerAuth) -> Option<pb::ClusterStatusResponse> {
         let mut client = self.client(addr).ok()?;
         let mut rq = tonic::Request::new(pb::ClusterStatusRequest { no_forward: true, self_only: true });
-        with_auth(&mut rq, auth);
+        auth.apply(&mut rq);
         rq.set_timeout(PROBE_TIMEOUT);
         let r = tokio::time::timeout(PROBE_TIMEOUT, client.cluster_status(rq)).await.ok()?.ok()?;
         Some(r.into_inner())

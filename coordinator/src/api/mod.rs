@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::auth::Caller;
 use crate::metrics::RESULT_STREAMS;
-use crate::auth::{caller_auth, with_auth, CallerAuth};
+use crate::auth::{caller_auth, CallerAuth};
 use crate::handle::{Coordinator, MembershipChange, MAX_MESSAGE_BYTES};
 use crate::raft::known_leader;
 use crate::state::command::{Request, Response};
@@ -402,7 +402,7 @@ impl Panoptes for ApiService {
             let forwarded = req.metadata().get(LIVE_FORWARDED).is_some();
             let leader = self.leader_addr(forwarded)?;
             let mut rq = tonic::Request::new(req.into_inner());
-            with_auth(&mut rq, &auth);
+            auth.apply(&mut rq);
             rq.metadata_mut().insert(LIVE_FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
             rq.set_timeout(Duration::from_secs(30));
             info!(%leader, "forwarding a live endpoint request to the leader");
@@ -492,7 +492,7 @@ impl Panoptes for ApiService {
         if !r.no_forward && !self.node.is_leader() {
             if let Some((leader, addr)) = self.node.leader().filter(|(l, _)| *l != self.node.id) {
                 let mut rq = tonic::Request::new(pb::ClusterStatusRequest { no_forward: true, self_only: false });
-                with_auth(&mut rq, &auth);
+                auth.apply(&mut rq);
                 rq.set_timeout(FORWARD_STATUS_TIMEOUT);
                 match self.client(&addr)?.cluster_status(rq).await {
                     Ok(resp) => return Ok(resp),
@@ -539,7 +539,7 @@ impl Panoptes for ApiService {
             let wait = Duration::from_millis(if r.timeout_ms == 0 { DEFAULT_CATCH_UP.as_millis() as u64 } else { r.timeout_ms });
             let leader = self.leader_addr(r.forwarded)?;
             let mut rq = tonic::Request::new(fwd);
-            with_auth(&mut rq, &auth);
+            auth.apply(&mut rq);
             rq.set_timeout(wait + Duration::from_secs(40));
             return self.client(&leader)?.add_member(rq).await.map_err(|s| forwarded_error(s, &leader));
         }
@@ -577,7 +577,7 @@ impl Panoptes for ApiService {
         if !self.node.is_leader() {
             let leader = self.leader_addr(r.forwarded)?;
             let mut rq = tonic::Request::new(pb::RemoveMemberRequest { id: r.id, forwarded: true });
-            with_auth(&mut rq, &auth);
+            auth.apply(&mut rq);
             rq.set_timeout(Duration::from_secs(60));
             return self.client(&leader)?.remove_member(rq).await.map_err(|s| forwarded_error(s, &leader));
         }

@@ -1,6 +1,6 @@
 //! A job's life: submitted, planned (the leader probed its source), failed
 //! or cancelled; its old frames trimmed by retention; finished jobs pruned.
-use super::{finish, Applied, Changes, ResultSink, State};
+use super::{finish, next_id, Applied, Changes, ResultSink, State};
 use crate::state::command::{Freed, Response};
 use crate::state::model::{Job, JobSpec, JobState, Plan, Shard};
 use crate::state::outcome::Rejection;
@@ -13,7 +13,7 @@ impl State {
         if let Some(&job) = spec.request_id.as_ref().and_then(|rid| self.request_ids.get(rid)) {
             return Response::JobCreated { job, existing: true };
         }
-        let id = self.new_job_id(ch);
+        let id = next_id(&mut self.next_job, ch);
         if let Some(rid) = &spec.request_id {
             self.request_ids.insert(rid.clone(), id);
         }
@@ -22,14 +22,6 @@ impl State {
         self.jobs.insert(id, Job::new(id, spec.clone(), state, now_ms, shards, None));
         ch.jobs.insert(id);
         Response::JobCreated { job: id, existing: false }
-    }
-
-    /// The next job id (the counter is persisted with the change).
-    pub(super) fn new_job_id(&mut self, ch: &mut Changes) -> u64 {
-        let id = self.next_job;
-        self.next_job += 1;
-        ch.counters = true;
-        id
     }
 
     /// The leader probed the source: fix the frame count and the shards,

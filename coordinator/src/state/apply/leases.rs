@@ -1,7 +1,7 @@
 //! Workers, and who holds which frames: registration, lease grants and
 //! expiry, work-stealing splits, and leases handed back by a drain or a
 //! worker that stops. Every lease change is recorded as a [`LeaseEvent`].
-use super::{Applied, Changes, State};
+use super::{next_id, Applied, Changes, State};
 use crate::state::command::{Granted, Response};
 use crate::state::model::{analysed_in, JobState, Shard, ShardState, WorkerRec};
 use crate::state::outcome::{LeaseEvent, Rejection, ReleaseReason};
@@ -57,9 +57,7 @@ impl State {
             if s.state != ShardState::Pending {
                 continue;
             }
-            let epoch = self.next_epoch;
-            self.next_epoch += 1;
-            ch.counters = true;
+            let epoch = next_id(&mut self.next_epoch, ch);
             s.state = ShardState::Leased { worker: worker.to_string(), epoch, since_ms: now_ms, lease_end: s.end };
             ch.events.push(LeaseEvent::Granted { job, shard, epoch, worker: worker.to_string(), from: s.cursor, to: s.end });
             if j.counters.first_lease_ms == 0 {
@@ -123,9 +121,7 @@ impl State {
         if at <= s.cursor || at >= s.end || analysed_in(s.cursor, at, step) == 0 || analysed_in(at, s.end, step) == 0 {
             return Err(Rejection::invalid(format!("cut at {at} leaves no work on one side of [{}, {}) of shard {shard}", s.cursor, s.end)));
         }
-        let new_epoch = self.next_epoch;
-        self.next_epoch += 1;
-        ch.counters = true;
+        let new_epoch = next_id(&mut self.next_epoch, ch);
         ch.jobs.insert(job);
         let mut tail = Shard::new(index, at, s.end);
         tail.state = ShardState::Leased { worker: worker.to_string(), epoch: new_epoch, since_ms: now_ms, lease_end: s.end };

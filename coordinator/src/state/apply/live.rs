@@ -2,7 +2,7 @@
 //! another worker's ingest lobby when its publisher resumes there, and
 //! abandoned when nobody resumes it. (Pull sources are submitted as jobs:
 //! `jobs.rs`.)
-use super::{finish, Applied, Changes, State};
+use super::{finish, next_id, Applied, Changes, State};
 use crate::state::command::Response;
 use crate::state::model::{Job, JobSpec, JobState, LiveSpec, Shard, ShardState, LOBBY_SLOT};
 use crate::state::outcome::{Rejection, RejectionKind};
@@ -73,7 +73,7 @@ impl State {
         if taken {
             return Err(Rejection::busy(format!("live slot {} of worker '{}' was just taken by another stream", live.slot, live.worker)));
         }
-        let id = self.new_job_id(ch);
+        let id = next_id(&mut self.next_job, ch);
         self.jobs.insert(id, Job::new(id, spec.clone(), JobState::Running, now_ms, vec![Shard::open_ended()], Some(live.clone())));
         ch.jobs.insert(id);
         Ok(Response::JobCreated { job: id, existing: false })

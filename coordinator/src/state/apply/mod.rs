@@ -103,6 +103,15 @@ impl State {
     }
 }
 
+/// The next value of a counter of the state (`next_job`, `next_epoch`: a
+/// job id, a lease epoch), which the store persists with the change.
+fn next_id(counter: &mut u64, ch: &mut Changes) -> u64 {
+    let id = *counter;
+    *counter += 1;
+    ch.counters = true;
+    id
+}
+
 /// End a job in `state`: every lease it still has ends with it.
 fn finish(j: &mut Job, state: JobState, error: Option<String>, now_ms: u64, ch: &mut Changes) {
     j.state = state;

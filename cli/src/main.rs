@@ -660,15 +660,15 @@ async fn submit(a: SubmitArgs) -> Result<ExitCode> {
         eprintln!("submitted {job}; waiting for it to finish (Ctrl-C stops waiting, not the job)");
     }
     let started = Instant::now();
+    let bar = tty.then(|| progress_bar(&job));
     let status = loop {
         let s = status_of(&client, &job).await?;
-        if tty {
-            eprint!("\r\x1b[2K{}", render::progress_line(&s, started.elapsed()));
-            let _ = std::io::stderr().flush();
+        if let Some(bar) = &bar {
+            show_progress(bar, &render::progress(&s));
         }
         if is_finished(&s) {
-            if tty {
-                eprintln!();
+            if let Some(bar) = &bar {
+                bar.finish();
             }
             break s;
         }
@@ -692,6 +692,31 @@ async fn submit(a: SubmitArgs) -> Result<ExitCode> {
         println!("{job} {}: {}", state_name(status.state), status.error);
     }
     Ok(if state_name(status.state) == "completed" { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The progress bar of `submit --wait` (indicatif, on standard error, which
+/// it leaves alone when that is not a terminal).
+fn progress_bar(job: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner().with_prefix(job.to_string());
+    bar.set_style(indicatif::ProgressStyle::with_template("{prefix} {spinner} {msg} {elapsed}").expect("a valid template"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn show_progress(bar: &indicatif::ProgressBar, p: &render::Progress) {
+    match p.length {
+        Some(len) if bar.length() != Some(len) => {
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} frames  {per_sec}  ETA {eta}  {msg}")
+                    .expect("a valid template")
+                    .progress_chars("#>-"),
+            );
+            bar.set_length(len);
+        }
+        _ => {}
+    }
+    bar.set_position(p.position);
+    bar.set_message(p.message.clone());
 }
 
 async fn status(a: JobArgs) -> Result<ExitCode> {

@@ -4,32 +4,26 @@ use std::time::Duration;
 use panoptes_proto::api as pb;
 use serde_json::Value;
 
-pub fn progress_line(s: &pb::JobStatus, elapsed: Duration) -> String {
+/// What the progress bar of `submit --wait` shows for a status: a bar of
+/// frames when the job knows its length, a spinner with its state when not
+/// (probing, or a live stream).
+#[derive(Debug, PartialEq)]
+pub struct Progress {
+    pub length: Option<u64>,
+    pub position: u64,
+    pub message: String,
+}
+
+pub fn progress(s: &pb::JobStatus) -> Progress {
     let state = match pb::JobState::try_from(s.state).unwrap_or(pb::JobState::Unspecified) {
         pb::JobState::Queued => "queued (probing the source)",
         pb::JobState::Running => "running",
         _ => "finishing",
     };
     if s.frames_total == 0 {
-        return format!("{} {state} {:.0}s", s.job_id, elapsed.as_secs_f64());
+        return Progress { length: None, position: s.frames_done, message: format!("{state}, {} frames", s.frames_done) };
     }
-    let width = 30usize;
-    let frac = (s.frames_done as f64 / s.frames_total as f64).clamp(0.0, 1.0);
-    let filled = (frac * width as f64).round() as usize;
-    let secs = elapsed.as_secs_f64().max(1e-3);
-    let fps = s.frames_done as f64 / secs;
-    let eta = if fps > 0.0 { format!("{:.0}s", (s.frames_total - s.frames_done.min(s.frames_total)) as f64 / fps) } else { "?".into() };
-    format!(
-        "{} [{}{}] {}/{} frames  {:.1} fps  ETA {eta}  shards {}/{}",
-        s.job_id,
-        "#".repeat(filled),
-        " ".repeat(width - filled),
-        s.frames_done,
-        s.frames_total,
-        fps,
-        s.shards_done,
-        s.shards_total
-    )
+    Progress { length: Some(s.frames_total), position: s.frames_done.min(s.frames_total), message: format!("shards {}/{}", s.shards_done, s.shards_total) }
 }
 
 pub fn status_text(s: &pb::JobStatus, state: &str) -> String {
@@ -258,10 +252,15 @@ mod tests {
     }
 
     #[test]
-    fn progress_has_counts_and_eta() {
-        let s = pb::JobStatus { job_id: "job-1".into(), state: pb::JobState::Running as i32, frames_total: 100, frames_done: 50, ..Default::default() };
-        let l = progress_line(&s, Duration::from_secs(10));
-        assert!(l.contains("50/100 frames") && l.contains("5.0 fps") && l.contains("ETA 10s"), "{l}");
+    fn progress_is_a_bar_of_frames_or_a_state() {
+        let mut s = pb::JobStatus { job_id: "job-1".into(), state: pb::JobState::Running as i32, frames_total: 100, frames_done: 50, shards_done: 1, shards_total: 4, ..Default::default() };
+        assert_eq!(progress(&s), Progress { length: Some(100), position: 50, message: "shards 1/4".into() });
+        // Never past the end, whatever the counts say.
+        s.frames_done = 130;
+        assert_eq!(progress(&s).position, 100);
+        s.frames_total = 0;
+        s.state = pb::JobState::Queued as i32;
+        assert_eq!(progress(&s), Progress { length: None, position: 130, message: "queued (probing the source), 130 frames".into() });
     }
 }
 

@@ -2,6 +2,7 @@
 //! error kinds, retry helpers and tracing set-up.
 pub mod addresses;
 pub mod config;
+pub mod http;
 pub mod ids;
 pub mod logging;
 pub mod metrics;

@@ -1,28 +1,49 @@
 //! Process metrics in the Prometheus text format, and the small HTTP endpoint
 //! every node serves them on (`GET /metrics`, plus `GET /healthz`).
 //!
-//! The registry is process-global and lock-light: counters and gauges are
-//! atomics found by name and labels once, histograms have fixed buckets.
-//! Values that live elsewhere (Raft term, queue lengths) are read at scrape
-//! time through [`set_collector`].
+//! The registry and the exposition are the `prometheus-client` crate's; this
+//! module only finds a series by name and labels (so the code that counts
+//! needs no registry handle), keeps the help texts, and adds values read at
+//! scrape time ([`set_collector`]). Handles are cheap clones of an atomic:
+//! the per-frame path looks one up once and then only touches it.
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::{debug, info, warn};
+use axum::http::{header, Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use tracing::info;
 
-type Key = (String, Vec<(String, String)>);
+/// A monotonically increasing count.
+pub type Counter = prometheus_client::metrics::counter::Counter<u64>;
+/// A value that goes up and down.
+pub type Gauge = prometheus_client::metrics::gauge::Gauge<f64, AtomicU64>;
+/// A latency histogram (seconds, [`LATENCY_BUCKETS`]).
+pub use prometheus_client::metrics::histogram::Histogram;
+
+type Labels = Vec<(String, String)>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+#[derive(Default)]
+struct Families {
+    counters: BTreeMap<String, Family<Labels, Counter>>,
+    gauges: BTreeMap<String, Family<Labels, Gauge>>,
+    histograms: BTreeMap<String, Histograms>,
+    help: BTreeMap<String, &'static str>,
+}
+
+type CollectFn = Arc<dyn Fn() -> Vec<Sample> + Send + Sync>;
 
 #[derive(Default)]
 struct Registry {
-    counters: Mutex<BTreeMap<Key, Arc<AtomicU64>>>,
-    gauges: Mutex<BTreeMap<Key, Arc<Gauge>>>,
-    histograms: Mutex<BTreeMap<Key, Arc<Histogram>>>,
-    help: Mutex<BTreeMap<String, (&'static str, &'static str)>>,
-    collector: Mutex<Option<Arc<dyn Fn() -> Vec<Sample> + Send + Sync>>>,
+    families: Mutex<Families>,
+    collector: Mutex<Option<CollectFn>>,
 }
 
 fn reg() -> &'static Registry {
@@ -30,50 +51,35 @@ fn reg() -> &'static Registry {
     R.get_or_init(Registry::default)
 }
 
-fn key(name: &str, labels: &[(&str, &str)]) -> Key {
-    (name.to_string(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+fn labels(labels: &[(&str, &str)]) -> Labels {
+    labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// Document a metric (`kind` is `counter`, `gauge` or `histogram`).
-pub fn describe(name: &str, kind: &'static str, help: &'static str) {
-    reg().help.lock().unwrap().insert(name.to_string(), (kind, help));
+/// Document a metric. `kind` (`counter`, `gauge` or `histogram`) says what
+/// the name is for the reader; the series' own type is the function that
+/// creates it.
+pub fn describe(name: &str, _kind: &'static str, help: &'static str) {
+    reg().families.lock().unwrap().help.insert(name.to_string(), help);
 }
 
-/// A monotonically increasing count.
-pub fn counter(name: &str, labels: &[(&str, &str)]) -> Arc<AtomicU64> {
-    reg().counters.lock().unwrap().entry(key(name, labels)).or_default().clone()
+/// The counter `name` with these labels (created at 0).
+pub fn counter(name: &str, l: &[(&str, &str)]) -> Counter {
+    let family = reg().families.lock().unwrap().counters.entry(name.to_string()).or_default().clone();
+    family.get_or_create_owned(&labels(l))
 }
 
-pub fn inc(name: &str, labels: &[(&str, &str)], by: u64) {
-    counter(name, labels).fetch_add(by, Ordering::Relaxed);
-}
-
-/// A value that goes up and down (an f64 stored as bits in an atomic).
-#[derive(Default)]
-pub struct Gauge(AtomicU64);
-
-impl Gauge {
-    pub fn set(&self, v: f64) {
-        self.0.store(v.to_bits(), Ordering::Relaxed);
-    }
-
-    /// Add `d` (negative to subtract), atomically with other adders.
-    pub fn add(&self, d: f64) {
-        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((f64::from_bits(b) + d).to_bits()));
-    }
-
-    pub fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
+pub fn inc(name: &str, l: &[(&str, &str)], by: u64) {
+    counter(name, l).inc_by(by);
 }
 
 /// The gauge `name` with these labels (created at 0).
-pub fn gauge(name: &str, labels: &[(&str, &str)]) -> Arc<Gauge> {
-    reg().gauges.lock().unwrap().entry(key(name, labels)).or_default().clone()
+pub fn gauge(name: &str, l: &[(&str, &str)]) -> Gauge {
+    let family = reg().families.lock().unwrap().gauges.entry(name.to_string()).or_default().clone();
+    family.get_or_create_owned(&labels(l))
 }
 
-pub fn set_gauge(name: &str, labels: &[(&str, &str)], v: f64) {
-    gauge(name, labels).set(v);
+pub fn set_gauge(name: &str, l: &[(&str, &str)], v: f64) {
+    gauge(name, l).set(v);
 }
 
 /// One owner's part of a gauge summed over many owners (e.g. a queue length
@@ -81,18 +87,18 @@ pub fn set_gauge(name: &str, labels: &[(&str, &str)], v: f64) {
 /// dropping it takes the part back out, so an owner that stops or crashes
 /// never leaves its last value behind.
 pub struct GaugeShare {
-    gauge: Arc<Gauge>,
+    gauge: Gauge,
     mine: f64,
 }
 
 impl GaugeShare {
-    pub fn new(gauge: Arc<Gauge>) -> Self {
+    pub fn new(gauge: Gauge) -> Self {
         GaugeShare { gauge, mine: 0.0 }
     }
 
     pub fn set(&mut self, v: f64) {
         if v != self.mine {
-            self.gauge.add(v - self.mine);
+            self.gauge.inc_by(v - self.mine);
             self.mine = v;
         }
     }
@@ -100,74 +106,46 @@ impl GaugeShare {
 
 impl Drop for GaugeShare {
     fn drop(&mut self) {
-        self.gauge.add(-self.mine);
+        self.gauge.inc_by(-self.mine);
     }
 }
 
 /// Latency buckets in seconds: 1 ms to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    /// Sum in microseconds (integer, so it can be atomic).
-    sum_us: AtomicU64,
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
 }
 
-impl Histogram {
-    pub fn observe(&self, seconds: f64) {
-        for (i, b) in self.bounds.iter().enumerate() {
-            if seconds <= *b {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-}
-
-/// A latency histogram (seconds, [`LATENCY_BUCKETS`]).
-pub fn histogram(name: &str, labels: &[(&str, &str)]) -> Arc<Histogram> {
-    reg()
-        .histograms
+/// The latency histogram `name` with these labels.
+pub fn histogram(name: &str, l: &[(&str, &str)]) -> Histogram {
+    let family = reg()
+        .families
         .lock()
         .unwrap()
-        .entry(key(name, labels))
-        .or_insert_with(|| {
-            Arc::new(Histogram {
-                bounds: LATENCY_BUCKETS,
-                buckets: LATENCY_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
-                count: AtomicU64::new(0),
-                sum_us: AtomicU64::new(0),
-            })
-        })
-        .clone()
+        .histograms
+        .entry(name.to_string())
+        .or_insert_with(|| Family::new_with_constructor(latency_histogram as fn() -> Histogram))
+        .clone();
+    family.get_or_create_owned(&labels(l))
 }
 
-pub fn observe(name: &str, labels: &[(&str, &str)], seconds: f64) {
-    histogram(name, labels).observe(seconds);
+pub fn observe(name: &str, l: &[(&str, &str)], seconds: f64) {
+    histogram(name, l).observe(seconds);
 }
 
-/// A value computed at scrape time.
+/// A value computed at scrape time (always a gauge).
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub name: String,
-    pub kind: &'static str,
     pub help: &'static str,
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
 }
 
 impl Sample {
-    pub fn gauge(name: &str, help: &'static str, labels: &[(&str, &str)], value: f64) -> Sample {
-        let (name, labels) = key(name, labels);
-        Sample { name, kind: "gauge", help, labels, value }
+    pub fn gauge(name: &str, help: &'static str, l: &[(&str, &str)], value: f64) -> Sample {
+        Sample { name: name.to_string(), help, labels: labels(l), value }
     }
 }
 
@@ -176,82 +154,55 @@ pub fn set_collector(f: impl Fn() -> Vec<Sample> + Send + Sync + 'static) {
     *reg().collector.lock().unwrap() = Some(Arc::new(f));
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
+/// Our families and scrape-time samples, as prometheus-client's registry
+/// asks a collector for them on every scrape.
+#[derive(Debug)]
+struct Exposition;
 
-fn labels_text(labels: &[(String, String)], extra: Option<(&str, String)>) -> String {
-    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-    if let Some((k, v)) = extra {
-        parts.push(format!("{k}=\"{v}\""));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
-}
-
-fn num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else if v.is_nan() {
-        "NaN".into()
-    } else if v > 0.0 {
-        "+Inf".into()
-    } else {
-        "-Inf".into()
+impl prometheus_client::collector::Collector for Exposition {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (counters, gauges, histograms, help) = {
+            let f = reg().families.lock().unwrap();
+            (f.counters.clone(), f.gauges.clone(), f.histograms.clone(), f.help.clone())
+        };
+        let help_of = |name: &str| help.get(name).copied().unwrap_or("");
+        for (name, family) in &counters {
+            // The encoder appends the counter's `_total` itself.
+            let bare = name.strip_suffix("_total").unwrap_or(name);
+            family.encode(enc.encode_descriptor(bare, help_of(name), None, MetricType::Counter)?)?;
+        }
+        for (name, family) in &gauges {
+            family.encode(enc.encode_descriptor(name, help_of(name), None, MetricType::Gauge)?)?;
+        }
+        for (name, family) in &histograms {
+            family.encode(enc.encode_descriptor(name, help_of(name), None, MetricType::Histogram)?)?;
+        }
+        let collector = reg().collector.lock().unwrap().clone();
+        let mut samples = collector.map(|c| c()).unwrap_or_default();
+        samples.sort_by(|a, b| a.name.cmp(&b.name));
+        for group in samples.chunk_by(|a, b| a.name == b.name) {
+            let mut m = enc.encode_descriptor(&group[0].name, group[0].help, None, MetricType::Gauge)?;
+            for s in group {
+                ConstGauge::new(s.value).encode(m.encode_family(&s.labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 
 /// Everything, in the Prometheus text exposition format (version 0.0.4).
 pub fn render() -> String {
-    let r = reg();
-    let help = r.help.lock().unwrap().clone();
+    static EXPOSITION: OnceLock<prometheus_client::registry::Registry> = OnceLock::new();
+    let registry = EXPOSITION.get_or_init(|| {
+        let mut r = prometheus_client::registry::Registry::default();
+        r.register_collector(Box::new(Exposition));
+        r
+    });
     let mut out = String::new();
-    let mut headed = std::collections::BTreeSet::new();
-    let mut head = |out: &mut String, name: &str, kind: &str, fallback: &str| {
-        if headed.insert(name.to_string()) {
-            let (k, h) = help.get(name).copied().unwrap_or((kind_static(kind), ""));
-            let h = if h.is_empty() { fallback } else { h };
-            let _ = writeln!(out, "# HELP {name} {h}");
-            let _ = writeln!(out, "# TYPE {name} {k}");
-        }
-    };
-    for ((name, labels), v) in r.counters.lock().unwrap().iter() {
-        head(&mut out, name, "counter", name);
-        let _ = writeln!(out, "{name}{} {}", labels_text(labels, None), v.load(Ordering::Relaxed));
-    }
-    for ((name, labels), v) in r.gauges.lock().unwrap().iter() {
-        head(&mut out, name, "gauge", name);
-        let _ = writeln!(out, "{name}{} {}", labels_text(labels, None), num(v.get()));
-    }
-    for ((name, labels), h) in r.histograms.lock().unwrap().iter() {
-        head(&mut out, name, "histogram", name);
-        for (i, b) in h.bounds.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{} {}", labels_text(labels, Some(("le", num(*b)))), h.buckets[i].load(Ordering::Relaxed));
-        }
-        let count = h.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{} {count}", labels_text(labels, Some(("le", "+Inf".into()))));
-        let _ = writeln!(out, "{name}_sum{} {}", labels_text(labels, None), h.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count{} {count}", labels_text(labels, None));
-    }
-    let collector = r.collector.lock().unwrap().clone();
-    if let Some(c) = collector {
-        for s in c() {
-            head(&mut out, &s.name, s.kind, s.help);
-            let _ = writeln!(out, "{}{} {}", s.name, labels_text(&s.labels, None), num(s.value));
-        }
-    }
+    // Writing to a String cannot fail; an encoder error would be a bug in
+    // a label, and a scrape with what was written is better than none.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, registry);
     out
-}
-
-fn kind_static(kind: &str) -> &'static str {
-    match kind {
-        "counter" => "counter",
-        "histogram" => "histogram",
-        _ => "gauge",
-    }
 }
 
 /// Where a node's HTTP endpoint listens when not configured: the node's own
@@ -269,62 +220,37 @@ pub fn derived_http_addr(listen: &SocketAddr) -> SocketAddr {
 /// port on the same host when `addr` is taken). Returns the bound address;
 /// the server runs until the process ends. `healthy` answers /healthz.
 pub async fn serve(addr: SocketAddr, healthy: Arc<dyn Fn() -> bool + Send + Sync>) -> std::io::Result<SocketAddr> {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            let mut any = addr;
-            any.set_port(0);
-            warn!(%addr, error = %e, "metrics port taken; using a free one");
-            tokio::net::TcpListener::bind(any).await?
-        }
-    };
+    let listener = crate::http::bind_or_free(addr, "metrics").await?;
     let bound = listener.local_addr()?;
     info!(addr = %bound, "serving /metrics and /healthz over HTTP");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, peer)) = listener.accept().await else { continue };
-            let healthy = healthy.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                // Read the request head (bounded: 4 KiB, 5 s).
-                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                    while n < buf.len() {
-                        match sock.read(&mut buf[n..]).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => n += k,
-                        }
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                })
-                .await;
-                if read.is_err() {
-                    return;
+    let app = axum::Router::new()
+        .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], render()) }))
+        .route(
+            "/healthz",
+            get(move || async move {
+                if healthy() {
+                    (StatusCode::OK, "ok\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not serving\n")
                 }
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let path = head.split_whitespace().nth(1).unwrap_or("");
-                let method = head.split_whitespace().next().unwrap_or("");
-                let (status, ctype, body) = match (method, path) {
-                    ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render()),
-                    ("GET", "/healthz") if healthy() => ("200 OK", "text/plain", "ok\n".to_string()),
-                    ("GET", "/healthz") => ("503 Service Unavailable", "text/plain", "not serving\n".to_string()),
-                    ("GET", _) => ("404 Not Found", "text/plain", "try /metrics or /healthz\n".to_string()),
-                    _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_string()),
-                };
-                debug!(%peer, path, status, "http");
-                let resp = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
+            }),
+        )
+        .fallback(|method: Method| async move {
+            if method == Method::GET {
+                (StatusCode::NOT_FOUND, "try /metrics or /healthz\n").into_response()
+            } else {
+                (StatusCode::METHOD_NOT_ALLOWED, "GET only\n").into_response()
+            }
+        });
+    let limits = crate::http::Limits { max_connections: 64, header_read_timeout: std::time::Duration::from_secs(5) };
+    tokio::spawn(crate::http::accept_loop(listener, app, None, limits, "metrics"));
     Ok(bound)
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     #[test]
@@ -354,7 +280,7 @@ mod tests {
         let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::new(|| true)).await.unwrap();
         let get = |path: &'static str| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).await.unwrap();
             out
@@ -363,6 +289,7 @@ mod tests {
         assert!(m.starts_with("HTTP/1.1 200 OK") && m.contains("t_http_total 1"), "{m}");
         assert!(get("/healthz").await.ends_with("ok\n"));
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        assert!(get("/healthz").await.contains("text/plain"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use panoptes_client::views::{is_finished, metrics_json, result_json, state_name,
 use panoptes_client::{Authorization, Client};
 use serde_json::{json, Value};
 use tonic::Code;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
@@ -115,27 +115,13 @@ pub async fn serve(http: SocketAddr, coordinators: Vec<String>, hosts: Vec<Strin
     serve_limited(http, coordinators, hosts, Limits::default()).await
 }
 
-/// What the web server gives slow, silent or many clients.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Connections held at once; one more is closed as it arrives.
-    pub max_connections: usize,
-    /// Time a client has to send a request's head (and, over TLS, to finish
-    /// the handshake); then its connection is closed.
-    pub header_read_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_connections: 1024, header_read_timeout: Duration::from_secs(10) }
-    }
-}
+pub use panoptes_common::http::Limits;
 
 /// [`serve`] with other [`Limits`].
 pub async fn serve_limited(http: SocketAddr, coordinators: Vec<String>, hosts: Vec<String>, limits: Limits) -> std::io::Result<SocketAddr> {
     let (listener, app) = bind(http, coordinators, hosts).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(accept_loop(listener, app, None, limits));
+    tokio::spawn(panoptes_common::http::accept_loop(listener, app, None, limits, "web UI"));
     Ok(bound)
 }
 
@@ -146,22 +132,14 @@ pub async fn serve_tls(http: SocketAddr, coordinators: Vec<String>, tls: &WebTls
     let acceptor = tls_acceptor(tls).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let (listener, app) = bind(http, coordinators, hosts).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(accept_loop(listener, app, Some(acceptor), Limits::default()));
+    tokio::spawn(panoptes_common::http::accept_loop(listener, app, Some(acceptor), Limits::default(), "web UI"));
     Ok(bound)
 }
 
 /// The listener on `http` (or a free port on the same host) and the routes.
 async fn bind(http: SocketAddr, coordinators: Vec<String>, hosts: Vec<String>) -> std::io::Result<(tokio::net::TcpListener, Router)> {
     let client = Client::new(&coordinators).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let listener = match tokio::net::TcpListener::bind(http).await {
-        Ok(l) => l,
-        Err(e) => {
-            let mut any = http;
-            any.set_port(0);
-            warn!(addr = %http, error = %e, "web port taken; using a free one");
-            tokio::net::TcpListener::bind(any).await?
-        }
-    };
+    let listener = panoptes_common::http::bind_or_free(http, "web").await?;
     let mut hosts: Vec<String> = hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
     if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         hosts.push(h.trim().to_ascii_lowercase());
@@ -191,67 +169,6 @@ fn tls_acceptor(tls: &WebTls) -> Result<tokio_rustls::TlsAcceptor, String> {
         .map_err(|e| format!("invalid TLS certificate or key for the web UI ({} / {}; security.tls_cert, tls_key): {e}", tls.cert, tls.key))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
-}
-
-/// Accept connections forever, each served in its own task (handshaken
-/// first over TLS, bounded), so a slow or plain-text client only ends its
-/// own connection. At most `limits.max_connections` are held (one more is
-/// closed at once), and a client that does not send a request's head within
-/// `limits.header_read_timeout` is disconnected: a few thousand idle or
-/// slow connections cannot use up the process.
-async fn accept_loop(listener: tokio::net::TcpListener, app: Router, acceptor: Option<tokio_rustls::TlsAcceptor>, limits: Limits) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // A connection reset before it was accepted is the client's
-                // business; anything else (e.g. out of file descriptors):
-                // wait a moment, as axum::serve does.
-                if !matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset) {
-                    warn!(error = %e, "web UI: accept failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, max = limits.max_connections, "web UI: connection limit reached; closing a new connection");
-            drop(tcp);
-            continue;
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let _ = tcp.set_nodelay(true);
-            let mut conn = Builder::new(TokioExecutor::new());
-            conn.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-            let service = TowerToHyperService::new(app);
-            let served = match acceptor {
-                None => conn.serve_connection_with_upgrades(TokioIo::new(tcp), service).await,
-                Some(acceptor) => {
-                    let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            debug!(%peer, error = %e, "web UI: TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            debug!(%peer, "web UI: TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    conn.serve_connection_with_upgrades(TokioIo::new(stream), service).await
-                }
-            };
-            if let Err(e) = served {
-                debug!(%peer, error = %e, "web UI: connection ended with an error");
-            }
-        });
-    }
 }
 
 /// The routes. Paths follow `assets/openapi.json`.

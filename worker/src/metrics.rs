@@ -4,10 +4,9 @@
 //!
 //! Counts and queue depths are per process: summed over every shard the
 //! worker runs. Latencies are in seconds.
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Once};
+use std::sync::Once;
 
-use panoptes_common::metrics::{self, counter, gauge, histogram, Gauge, GaugeShare, Histogram};
+use panoptes_common::metrics::{self, counter, gauge, histogram, Counter, Gauge, GaugeShare, Histogram};
 
 pub const FRAMES_DECODED: &str = "panoptes_worker_frames_decoded_total";
 pub const FRAMES_ANALYSED: &str = "panoptes_worker_frames_analysed_total";
@@ -100,8 +99,8 @@ pub fn describe(models: &[String]) {
 
 /// What a model actor records per frame.
 pub struct ModelMetrics {
-    pub analysed: Arc<AtomicU64>,
-    pub latency: Arc<Histogram>,
+    pub analysed: Counter,
+    pub latency: Histogram,
 }
 
 impl ModelMetrics {
@@ -113,8 +112,8 @@ impl ModelMetrics {
 
 /// What the shard supervisor records about one model of its shard.
 pub struct SupervisedModelMetrics {
-    pub errors: Arc<AtomicU64>,
-    pub restarts: Arc<AtomicU64>,
+    pub errors: Counter,
+    pub restarts: Counter,
     /// This shard's part of [`MODEL_QUEUE_FRAMES`].
     pub queue: GaugeShare,
 }
@@ -132,9 +131,9 @@ impl SupervisedModelMetrics {
 
 /// What a reporter records.
 pub struct ReporterMetrics {
-    pub commit: Arc<Histogram>,
-    pub reported: Arc<AtomicU64>,
-    pub acknowledged: Arc<AtomicU64>,
+    pub commit: Histogram,
+    pub reported: Counter,
+    pub acknowledged: Counter,
     /// This shard's part of [`REPORTER_PENDING_FRAMES`].
     pub pending: GaugeShare,
 }
@@ -158,10 +157,10 @@ impl Default for ReporterMetrics {
 
 /// The worker root's counters and gauges.
 pub struct NodeMetrics {
-    pub leases_granted: Arc<AtomicU64>,
-    pub leases_revoked: Arc<AtomicU64>,
-    pub shards_active: Arc<Gauge>,
-    pub registered: Arc<Gauge>,
+    pub leases_granted: Counter,
+    pub leases_revoked: Counter,
+    pub shards_active: Gauge,
+    pub registered: Gauge,
 }
 
 impl NodeMetrics {

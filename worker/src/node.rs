@@ -309,7 +309,7 @@ impl Actor for WorkerActor {
                         return Ok(());
                     }
                 };
-                st.metrics.leases_granted.fetch_add(resp.shards.len() as u64, Ordering::Relaxed);
+                st.metrics.leases_granted.inc_by(resp.shards.len() as u64);
                 for a in resp.shards {
                     let analyses: Option<Vec<_>> = a.models.iter().map(|m| st.analyses.get(m).cloned()).collect();
                     let Some(analyses) = analyses else {
@@ -374,7 +374,7 @@ impl Actor for WorkerActor {
                         for rv in r.revoked {
                             for a in st.active.values() {
                                 if a.job_id == rv.job_id && a.shard == rv.shard && a.epoch == rv.epoch {
-                                    st.metrics.leases_revoked.fetch_add(1, Ordering::Relaxed);
+                                    st.metrics.leases_revoked.inc_by(1);
                                     shard_ended("revoked");
                                     warn!(job_id = %a.job_id, shard = a.shard, "lease revoked; stopping the shard");
                                     a.actor.kill();

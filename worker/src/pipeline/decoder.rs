@@ -49,8 +49,8 @@ pub struct DecoderState {
     resizer: ActorRef<ResizerMsg>,
     finished: bool,
     span: tracing::Span,
-    decoded: Arc<AtomicU64>,
-    latency: Arc<Histogram>,
+    decoded: panoptes_common::metrics::Counter,
+    latency: Histogram,
     /// Live, `latest` policy: the frame waiting for a free lane.
     latest: Option<LatestGate>,
 }
@@ -83,7 +83,7 @@ impl LatestGate {
                 self.busy += 1;
                 self.forwarded += 1;
                 st.latency.observe(decode_s);
-                st.decoded.fetch_add(1, Ordering::Relaxed);
+                st.decoded.inc();
                 st.resizer.send_message(ResizerMsg::Frame { frame, decode_s, arrived })?;
             }
         }
@@ -100,7 +100,7 @@ impl LatestGate {
         if let Some((old, _, _)) = self.waiting.replace((frame, decode_s, arrived)) {
             self.dropped += 1;
             self.job_dropped.fetch_add(1, Ordering::Relaxed);
-            panoptes_common::metrics::counter(LIVE_FRAMES_DROPPED, &[("reason", "replaced")]).fetch_add(1, Ordering::Relaxed);
+            panoptes_common::metrics::counter(LIVE_FRAMES_DROPPED, &[("reason", "replaced")]).inc_by(1);
             debug!(frame = old.index, "live: frame replaced by a newer one before analysis");
         }
     }
@@ -109,7 +109,7 @@ impl LatestGate {
 /// What [`LatestGate::pump`] sends through.
 struct GateOut<'a> {
     resizer: &'a ActorRef<ResizerMsg>,
-    decoded: &'a AtomicU64,
+    decoded: &'a panoptes_common::metrics::Counter,
     latency: &'a Histogram,
 }
 
@@ -230,7 +230,7 @@ impl Actor for DecoderActor {
                         credit -= 1;
                         let decode_s = t.elapsed().as_secs_f64();
                         st.latency.observe(decode_s);
-                        st.decoded.fetch_add(1, Ordering::Relaxed);
+                        st.decoded.inc();
                         st.resizer.send_message(ResizerMsg::Frame { frame: f, decode_s, arrived: Instant::now() })?;
                         t = Instant::now();
                     }
@@ -282,8 +282,8 @@ struct LiveOut<'a> {
     /// `lag` policy: decoded frames waiting for credit, oldest first, with
     /// their decoding time and arrival instant.
     waiting: VecDeque<(DecodedFrame, f64, Instant)>,
-    decoded: Arc<AtomicU64>,
-    latency: Arc<Histogram>,
+    decoded: panoptes_common::metrics::Counter,
+    latency: Histogram,
     forwarded: u64,
     dropped: u64,
 }
@@ -313,7 +313,7 @@ impl<'a> LiveOut<'a> {
     /// the pipeline is gone. `arrived` starts the frame's latency.
     fn forward(&mut self, frame: DecodedFrame, decode_s: f64, arrived: Instant) -> bool {
         self.latency.observe(decode_s);
-        self.decoded.fetch_add(1, Ordering::Relaxed);
+        self.decoded.inc();
         self.forwarded += 1;
         self.ingest.resizer.send_message(ResizerMsg::Frame { frame, decode_s, arrived }).is_ok()
     }
@@ -323,7 +323,7 @@ impl<'a> LiveOut<'a> {
     fn drop_frame(&mut self, n: u64, reason: &'static str) {
         self.dropped += 1;
         self.ingest.opts.dropped.fetch_add(1, Ordering::Relaxed);
-        panoptes_common::metrics::counter(LIVE_FRAMES_DROPPED, &[("reason", reason)]).fetch_add(1, Ordering::Relaxed);
+        panoptes_common::metrics::counter(LIVE_FRAMES_DROPPED, &[("reason", reason)]).inc_by(1);
         debug!(frame = n, reason, "live: frame dropped");
     }
 
@@ -557,8 +557,8 @@ impl LiveIngest {
                     failures = 0;
                     if let Some(t) = gone_since.take() {
                         let ms = t.elapsed().as_millis() as u64;
-                        reconnects.fetch_add(1, Ordering::Relaxed);
-                        gaps.fetch_add(ms, Ordering::Relaxed);
+                        reconnects.inc();
+                        gaps.inc_by(ms);
                         // And the job's own metrics (`panoptes metrics`), with the next report.
                         self.opts.reconnects.fetch_add(1, Ordering::Relaxed);
                         self.opts.gap_ms.fetch_add(ms, Ordering::Relaxed);

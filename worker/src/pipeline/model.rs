@@ -6,7 +6,6 @@
 //! a failed child. The supervisor then starts a fresh actor for this model
 //! and re-sends the frames the dead one had not answered, the first marked as
 //! a retry (see [`super::supervisor`]).
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,7 +63,7 @@ impl Actor for ModelActor {
             let value = blocking(|| a.analysis.analyze(&rgb)).map_err(|e| format!("{e:#}"))?;
             let secs = t.elapsed().as_secs_f64();
             st.metrics.latency.observe(secs);
-            st.metrics.analysed.fetch_add(1, Ordering::Relaxed);
+            st.metrics.analysed.inc_by(1);
             debug!(model = %a.name, frame, seconds = secs, "frame analysed");
             let results_json = serde_json::to_string(&value)?;
             a.links.supervisor.send_message(ShardMsg::Output { gen: a.links.gen, frame, model: a.index, lane: a.lane, results_json, secs })?;

@@ -193,12 +193,12 @@ async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<bo
     st.update_pending(frames.len());
     let req = st.job.report(frames, next_frame, done, String::new(), Some(std::mem::take(&mut st.times)));
     let gen = st.links.gen;
-    st.metrics.reported.fetch_add(results, Ordering::Relaxed);
+    st.metrics.reported.inc_by(results);
     let sent = Instant::now();
     match send_report(&st.job, req).await {
         Ok(resp) if resp.accepted => {
             st.metrics.commit.observe(sent.elapsed().as_secs_f64());
-            st.metrics.acknowledged.fetch_add(results, Ordering::Relaxed);
+            st.metrics.acknowledged.inc_by(results);
             debug!(frames = count, stored = resp.stored, next_frame, done, "report acknowledged");
             if st.job.assignment.live {
                 // Arrival to commit, per frame; sent with the next report.

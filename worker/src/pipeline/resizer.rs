@@ -31,7 +31,7 @@ pub struct ResizerState {
     rate: PictureRate,
     links: Links,
     reporter: ActorRef<ReporterMsg>,
-    latency: Arc<Histogram>,
+    latency: Histogram,
 }
 
 impl Actor for ResizerActor {

@@ -41,7 +41,6 @@
 //! (frames sent to a model actor and not answered yet) and counts restarts,
 //! per-frame errors and how the shard ended (see [`crate::metrics`]).
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use panoptes_media::RgbFrame;
@@ -80,7 +79,7 @@ pub struct SupervisorState {
     span: tracing::Span,
     /// Per model (job order): its counters and this shard's part of its queue gauge.
     model_metrics: Vec<SupervisedModelMetrics>,
-    pipeline_restarts: Arc<AtomicU64>,
+    pipeline_restarts: panoptes_common::metrics::Counter,
 }
 
 impl SupervisorState {
@@ -202,7 +201,7 @@ impl ShardSupervisor {
                 return Ok(());
             }
             st.restarts += 1;
-            st.pipeline_restarts.fetch_add(1, Ordering::Relaxed);
+            st.pipeline_restarts.inc_by(1);
             warn!(error = %st.last_error, restart = st.restarts, resume = st.committed, "stage failed; restarting the pipeline");
             match Self::start_pipeline(myself, st).await {
                 Ok(()) => return Ok(()),
@@ -242,7 +241,7 @@ impl ShardSupervisor {
         }
         st.model_restarts += 1;
         st.models[index].crashes_in_a_row += 1;
-        st.model_metrics[index].restarts.fetch_add(1, Ordering::Relaxed);
+        st.model_metrics[index].restarts.inc_by(1);
 
         let slot = &mut st.models[index].lanes[lane];
         match slot.unanswered.front_mut() {
@@ -251,7 +250,7 @@ impl ShardSupervisor {
                 // the new actor goes on with the next frames.
                 let frame = first.frame;
                 slot.unanswered.pop_front();
-                st.model_metrics[index].errors.fetch_add(1, Ordering::Relaxed);
+                st.model_metrics[index].errors.inc_by(1);
                 warn!(model = %name, frame, error = %error, restart = st.model_restarts, "model actor crashed again on the retried frame; recording a per-frame error and restarting it");
                 if let Some(r) = &st.reporter {
                     let results_json = json!({ "error": crash }).to_string();

@@ -119,7 +119,7 @@ fn check_frames(frames: &[FrameReport], names: &[&str], expect: impl Fn(&str, u6
 
 /// The value of counter `name` for `model`.
 fn count(name: &str, model: &str) -> u64 {
-    counter(name, &[("model", model)]).load(Ordering::SeqCst)
+    counter(name, &[("model", model)]).get()
 }
 
 fn distinct(ids: &[ractor::ActorId]) -> usize {

@@ -14,6 +14,38 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// The ports a node derives from its own `--listen` port, in one place:
+/// the same host, the listen port plus an offset, so that nodes differing
+/// only in `--listen` never collide and nobody chooses these by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derived {
+    /// `/metrics` and `/healthz` (every node): port + 10000.
+    Metrics,
+    /// The web page and HTTP API (a coordinator): port + 20000.
+    Web,
+}
+
+impl Derived {
+    pub const fn offset(self) -> u16 {
+        match self {
+            Derived::Metrics => 10_000,
+            Derived::Web => 20_000,
+        }
+    }
+}
+
+/// The address `what` is served on for a node listening on `listen`: same
+/// host, `listen`'s port + [`Derived::offset`] (7400 → 17400 for metrics,
+/// 27400 for the web); port 0 (any free port, recorded in [`FILE`]) when
+/// that overflows or the node itself listens on port 0. A server that finds
+/// its derived port taken also takes a free one (`http::bind_or_free`).
+pub fn derived(listen: &std::net::SocketAddr, what: Derived) -> std::net::SocketAddr {
+    let mut a = *listen;
+    let port = if listen.port() == 0 { 0 } else { listen.port().checked_add(what.offset()).unwrap_or(0) };
+    a.set_port(port);
+    a
+}
+
 /// The file's name in a node's data directory.
 pub const FILE: &str = "addresses.json";
 

@@ -205,15 +205,10 @@ pub fn render() -> String {
     out
 }
 
-/// Where a node's HTTP endpoint listens when not configured: the node's own
-/// port + 10000 on the same host (7001 → 17001), so that nodes differing only
-/// in `--listen` never collide; a free port (0) when that one is taken, out
-/// of range, or when the node itself listens on "any free port" (port 0).
+/// Where a node serves `/metrics` when not configured: its listen port +
+/// 10000 on the same host ([`crate::addresses::derived`]).
 pub fn derived_http_addr(listen: &SocketAddr) -> SocketAddr {
-    let mut a = *listen;
-    let port = if listen.port() == 0 { 0 } else { listen.port().checked_add(10000).unwrap_or(0) };
-    a.set_port(port);
-    a
+    crate::addresses::derived(listen, crate::addresses::Derived::Metrics)
 }
 
 /// Serve `GET /metrics` and `GET /healthz` on `addr` (falling back to a free

@@ -200,10 +200,13 @@ pub fn to_px(b: &Value, sx: f64, sy: f64) -> Option<PxBox> {
         return None;
     }
     let v: Vec<f64> = a.iter().map(|x| x.as_f64()).collect::<Option<_>>()?;
-    let x0 = (v[0] * sx).round() as i64;
-    let y0 = (v[1] * sy).round() as i64;
-    let x1 = ((v[0] + v[2]) * sx).round() as i64;
-    let y1 = ((v[1] + v[3]) * sy).round() as i64;
+    // A detector of a user's may answer anything: far outside the picture
+    // is clipped when drawn, but must not overflow on the way.
+    let px = |x: f64| x.clamp(-1e12, 1e12).round() as i64;
+    let x0 = px(v[0] * sx);
+    let y0 = px(v[1] * sy);
+    let x1 = px((v[0] + v[2]) * sx);
+    let y1 = px((v[1] + v[3]) * sy);
     Some(PxBox { x0, y0, x1: x1.max(x0 + 1), y1: y1.max(y0 + 1) })
 }
 
@@ -214,13 +217,20 @@ fn outline(img: &mut Image, b: PxBox, c: [u8; 3]) {
     img.fill(b.x1 - LINE, b.y0, b.x1, b.y1, c);
 }
 
+/// The pixel height of label text on a picture: a 40th of its shorter side,
+/// within 13..=48 (see `font`: capitals are 0.63 of that): legible on a
+/// small stored frame, not huge on a 4K one.
+fn label_px(width: u32, height: u32) -> f32 {
+    (width.min(height) as f32 / 40.0).round().clamp(13.0, 48.0)
+}
+
 /// A label on a filled tag: above the box when there is room, else inside it.
-fn tag(img: &mut Image, b: PxBox, text: &str, c: [u8; 3]) {
-    let (tw, th) = font::size(text, 1);
+fn tag(img: &mut Image, b: PxBox, text: &str, px: f32, c: [u8; 3]) {
+    let (tw, th) = font::size(text, px);
     let y = if b.y0 - th - 2 >= 0 { b.y0 - th - 2 } else { b.y0 + LINE };
     img.fill(b.x0, y, b.x0 + tw + 4, y + th + 2, c);
     let ink = if c.iter().map(|&v| v as u32).sum::<u32>() > 380 { [0, 0, 0] } else { [255, 255, 255] };
-    font::draw(img, b.x0 + 2, y + 1, text, 1, ink);
+    font::draw(img, b.x0 + 2, y + 1, text, px, ink);
 }
 
 /// Draw one frame's results on `img`. `analysed` is the size of the frame
@@ -231,6 +241,7 @@ fn tag(img: &mut Image, b: PxBox, text: &str, c: [u8; 3]) {
 pub fn annotate(img: &mut Image, analysed: (u32, u32), results: &[(String, Value)]) {
     let sx = img.width as f64 / analysed.0.max(1) as f64;
     let sy = img.height as f64 / analysed.1.max(1) as f64;
+    let px = label_px(img.width, img.height);
     let mut errors = Vec::new();
     for (model, v) in results {
         if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
@@ -240,7 +251,7 @@ pub fn annotate(img: &mut Image, analysed: (u32, u32), results: &[(String, Value
         let Some(items) = v.as_array() else { continue };
         // Palettes first (along the bottom), boxes over the picture.
         if items.iter().all(|i| i.get("color").is_some() && i.get("fraction").is_some()) && !items.is_empty() {
-            swatches(img, items);
+            swatches(img, items, px);
             continue;
         }
         for it in items {
@@ -249,13 +260,13 @@ pub fn annotate(img: &mut Image, analysed: (u32, u32), results: &[(String, Value
                 let c = object_color(it.get("class_id").and_then(|c| c.as_u64()).unwrap_or(0));
                 outline(img, b, c);
                 let score = it.get("score").and_then(|s| s.as_f64()).unwrap_or(0.0);
-                tag(img, b, &format!("{label} {:.0}%", score * 100.0), c);
+                tag(img, b, &format!("{label} {:.0}%", score * 100.0), px, c);
             } else if let Some(emotion) = it.get("emotion").and_then(|e| e.as_str()) {
                 let joy = it.get("joy").and_then(|j| j.as_bool()).unwrap_or(false);
                 let c = face_color(joy);
                 outline(img, b, c);
                 let gender = it.get("gender").and_then(|g| g.as_str()).unwrap_or("");
-                tag(img, b, &format!("{emotion} {gender}"), c);
+                tag(img, b, &format!("{emotion} {gender}"), px, c);
             } else {
                 outline(img, b, [255, 255, 255]);
             }
@@ -263,17 +274,18 @@ pub fn annotate(img: &mut Image, analysed: (u32, u32), results: &[(String, Value
     }
     let mut y = 2;
     for e in errors {
-        let (tw, th) = font::size(&e, 1);
+        let (tw, th) = font::size(&e, px);
         img.fill(0, y - 1, tw + 4, y + th + 1, [0, 0, 0]);
-        font::draw(img, 2, y, &e, 1, [255, 80, 80]);
+        font::draw(img, 2, y, &e, px, [255, 80, 80]);
         y += th + 3;
     }
 }
 
 /// The palette along the bottom edge: one swatch per colour, as wide as its
-/// fraction of the picture, with its hex code.
-fn swatches(img: &mut Image, items: &[Value]) {
-    let h = (img.height as i64 / 10).clamp(12, 40);
+/// fraction of the picture, with its hex code (`px` high; the band is at
+/// least as high as the text).
+fn swatches(img: &mut Image, items: &[Value], px: f32) {
+    let h = (img.height as i64 / 10).clamp(12, 40).max(font::size("", px).1 + 2);
     let top = img.height as i64 - h;
     let mut x = 0i64;
     let n = items.len();
@@ -284,9 +296,9 @@ fn swatches(img: &mut Image, items: &[Value]) {
         img.fill(x, top, x + w, img.height as i64, c);
         let ink = if c.iter().map(|&v| v as u32).sum::<u32>() > 380 { [0, 0, 0] } else { [255, 255, 255] };
         let text = it["color"].as_str().unwrap_or("");
-        let (tw, th) = font::size(text, 1);
+        let (tw, th) = font::size(text, px);
         if tw + 4 <= w {
-            font::draw(img, x + 2, top + (h - th) / 2, text, 1, ink);
+            font::draw(img, x + 2, top + (h - th) / 2, text, px, ink);
         }
         x += w;
     }
@@ -359,9 +371,16 @@ mod tests {
         // Palette swatches along the bottom.
         assert_eq!(img.pixel(5, 239), [255, 0, 0]);
         assert_eq!(img.pixel(315, 239), [0, 0, 255]);
-        // The label was written (some ink inside its tag above the box).
+        // The label was written: a tag of the box's colour above the box
+        // (13 px high on a 320x240 picture) with white ink on it.
         let tag_row: Vec<[u8; 3]> = (52..100).map(|x| img.pixel(x, 52)).collect();
         assert!(tag_row.iter().any(|&p| p != dog) && tag_row.contains(&dog), "no label tag");
+        assert_eq!((img.pixel(50, 45), img.pixel(50, 44)), (dog, [90, 90, 90]), "the tag is the text's 13 px + 2 high");
+        let white = (45..60).flat_map(|y| (50..150).map(move |x| (x, y))).filter(|&(x, y)| img.pixel(x, y).iter().all(|&v| v >= 200)).count();
+        assert!(white >= 10, "{white} white label pixels");
+        // The hex code on the red swatch: white ink (green >= 200) in the band.
+        let hex = (216..240).flat_map(|y| (0..160).map(move |x| (x, y))).filter(|&(x, y)| img.pixel(x, y)[1] >= 200).count();
+        assert!(hex >= 10, "{hex} pixels of the hex code");
         // PNG round trip is lossless.
         let png = encode_png(&img).unwrap();
         assert_eq!(decode_png(&png).unwrap(), img);
@@ -372,11 +391,76 @@ mod tests {
         let mut img = gray(40, 30);
         let results = vec![
             ("objects".to_string(), json!({"error": "objects failed on frame 3: boom"})),
-            ("joy".to_string(), json!([{"box": "nonsense"}, {"box": [1e9, -1e9, 5.0, 5.0]}])),
+            ("joy".to_string(), json!([{"box": "nonsense"}, {"box": [1e9, -1e9, 5.0, 5.0]}, {"box": [1e300, 0.0, 1.0, 1.0]}, {"box": [-1e300, -1e300, 1e300, 1e300]}])),
             ("colors".to_string(), json!([])),
         ];
         annotate(&mut img, (0, 0), &results);
-        assert!(img.rgb.chunks(3).any(|p| p == [255, 80, 80]), "the error text is drawn");
+        // The error text is drawn on black in [255, 80, 80], anti-aliased:
+        // at 13 px few if any pixels are wholly covered, so count those at
+        // least 3/4 ink (a blend over black keeps the ink's hue).
+        let near = img.rgb.chunks(3).filter(|p| p[0] >= 191 && p[1] == p[2] && (60..=80).contains(&p[1])).count();
+        assert!(near >= 5, "the error text is drawn: {near} pixels near its colour");
+    }
+
+    /// The number of pixels of `img` that differ from `bg`.
+    fn changed(img: &Image, bg: [u8; 3]) -> usize {
+        img.rgb.chunks(3).filter(|p| *p != bg).count()
+    }
+
+    #[test]
+    fn labels_scale_with_the_picture() {
+        let (small, large) = (label_px(320, 240), label_px(1920, 1080));
+        assert!((11.0..=13.0).contains(&small) && (24.0..=32.0).contains(&large), "{small} px, {large} px");
+        assert_eq!(label_px(1080, 1920), large, "portrait frames get the same size");
+        assert_eq!((label_px(1, 1), label_px(7680, 4320)), (13.0, 48.0), "clamped");
+        // Text at the larger size covers more pixels: about (27/13)² as many.
+        let ink = |px: f32| {
+            let mut img = Image::new(400, 60, vec![0; 400 * 60 * 3]).unwrap();
+            font::draw(&mut img, 2, 2, "person 87%", px, [255, 255, 255]);
+            changed(&img, [0, 0, 0])
+        };
+        let (a, b) = (ink(small), ink(large));
+        assert!(a > 20 && b > 3 * a, "{a} pixels at {small} px, {b} at {large} px");
+        // And so does the same error drawn on each picture, whose band is taller.
+        let results = vec![("objects".to_string(), json!({"error": "boom"}))];
+        let band = |w: u32, h: u32| {
+            let mut img = gray(w, h);
+            annotate(&mut img, (w, h), &results);
+            let rows = (0..h).filter(|&y| (0..w).any(|x| img.pixel(x, y) != [90, 90, 90])).count();
+            (rows, changed(&img, [90, 90, 90]))
+        };
+        let ((rs, ps), (rl, pl)) = (band(320, 240), band(1920, 1080));
+        assert_eq!(rs, 13 + 2, "the band is the text's height + 2 at 320x240");
+        assert!(rl > 2 * rs - 4 && pl > 3 * ps, "{rs} rows, {ps} pixels at 320x240; {rl} rows, {pl} pixels at 1920x1080");
+    }
+
+    #[test]
+    fn hostile_label_and_error_text_does_not_panic_or_leave_the_tag() {
+        let long: String = "dog 🙂\u{0}\n\t%".chars().cycle().take(10_000).collect();
+        for text in ["", "🙂\u{0}\n\t", "\u{202e}\u{301}\u{feff}", long.as_str()] {
+            for (w, h) in [(1, 1), (40, 30), (320, 240)] {
+                let mut img = gray(w, h);
+                let results = vec![
+                    ("objects".to_string(), json!([{"label": text, "class_id": 1, "score": 0.5, "box": [280.0, 100.0, 30.0, 30.0]}])),
+                    ("joy".to_string(), json!([{"box": [0.0, 0.0, 10.0, 10.0], "emotion": text, "gender": text, "joy": false}])),
+                    ("broken".to_string(), json!({"error": text})),
+                    ("colors".to_string(), json!([{"color": "#123456", "fraction": 1.0}])),
+                ];
+                annotate(&mut img, (320, 240), &results);
+                assert_eq!(img.rgb.len(), (w * h * 3) as usize);
+                if (w, h) == (320, 240) {
+                    // The object's label runs off the right edge: nothing
+                    // wraps round to the left of its box on the rows below
+                    // its tag (y 85..100), above the face box (rows 0..10)
+                    // and the error band.
+                    for y in 85..100 {
+                        for x in 0..280 {
+                            assert_eq!(img.pixel(x, y), [90, 90, 90], "{text:?}: ({x}, {y}) drawn");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -37,16 +37,10 @@ const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
 const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
 
-/// How far the web port is from the gRPC port.
-pub const PORT_OFFSET: u16 = 20000;
-
 /// The web address for a coordinator serving gRPC on `grpc`: same host, port
-/// + 20000; port 0 (any free port) when that overflows or `grpc` is port 0.
+/// + 20000 ([`panoptes_common::addresses::derived`]).
 pub fn derived_http_addr(grpc: &SocketAddr) -> SocketAddr {
-    let mut a = *grpc;
-    let port = if grpc.port() == 0 { 0 } else { grpc.port().checked_add(PORT_OFFSET).unwrap_or(0) };
-    a.set_port(port);
-    a
+    panoptes_common::addresses::derived(grpc, panoptes_common::addresses::Derived::Web)
 }
 
 /// Where to dial a coordinator that listens on `listen`: a wildcard host

@@ -207,6 +207,7 @@ struct CoordinatorArgs {
     #[arg(long)]
     id: u64,
     /// Config file; without one the defaults make a local cluster on 127.0.0.1.
+    /// Any key can be set as PANOPTES_<SECTION>_<KEY> (e.g. PANOPTES_WORKER_CAPACITY=8).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where the Raft log, state and snapshots live (default: coordinator.data_dir).

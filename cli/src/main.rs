@@ -428,7 +428,7 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
         cfg.coordinator.listen = Some(l.clone());
     }
     cfg.validate()?;
-    panoptes_common::logging::init(&cfg.log.format, &cfg.log.level);
+    panoptes_common::logging::init(cfg.log.format, &cfg.log.level);
     install_source_policy(&cfg)?;
     install_node_tls(&cfg)?;
     let listen = cfg.coordinator_listen(a.id)?;
@@ -469,7 +469,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
         cfg.worker.capacity = c;
     }
     cfg.validate()?;
-    panoptes_common::logging::init(&cfg.log.format, &cfg.log.level);
+    panoptes_common::logging::init(cfg.log.format, &cfg.log.level);
     install_source_policy(&cfg)?;
     install_node_tls(&cfg)?;
     panoptes_worker::memory::tune_allocator();
@@ -561,7 +561,7 @@ async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     }
     cfg.worker.models = names.clone();
     cfg.validate()?;
-    panoptes_common::logging::init(&cfg.log.format, "warn");
+    panoptes_common::logging::init(cfg.log.format, "warn");
     let opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, "local", Vec::new());
     let load_started = std::time::Instant::now();
     let loaded = panoptes_worker::node::load_analyses(&opts)?;

@@ -18,13 +18,13 @@ use tracing_subscriber::{fmt as tfmt, EnvFilter};
 
 /// Install the global subscriber. `format` is `text` or `json`; `RUST_LOG`
 /// overrides `level`. Logs go to stderr so stdout stays for results.
-pub fn init(format: &str, level: &str) {
+pub fn init(format: crate::config::LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},sled=warn,openraft=warn,h2=warn,tower=warn,hyper=warn")));
     // Colours only on a terminal: a log file or a pipe gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tfmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
-    let _ = if format == "json" {
+    let _ = if format == crate::config::LogFormat::Json {
         builder.fmt_fields(JsonFields::new()).event_format(FlatJson).try_init()
     } else {
         builder.compact().try_init()

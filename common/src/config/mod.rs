@@ -147,9 +147,6 @@ impl Config {
         if w.capacity == 0 || w.pipeline_depth == 0 || w.report_batch == 0 {
             return bad("worker.capacity, worker.pipeline_depth and worker.report_batch must be at least 1".into());
         }
-        if !["text", "json"].contains(&self.log.format.as_str()) {
-            return bad(format!("log.format is '{}': use text or json", self.log.format));
-        }
         parse_host_port(&w.listen).map_err(|e| ConfigError::Invalid(format!("worker.listen: {e}")))?;
         if let Some(l) = &self.coordinator.listen {
             parse_host_port(l).map_err(|e| ConfigError::Invalid(format!("coordinator.listen: {e}")))?;

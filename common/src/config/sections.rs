@@ -175,7 +175,7 @@ pub struct LiveSection {
     /// `lag` drops the oldest waiting frames once they are older than
     /// `max_lag_ms`; `every_nth` analyses only every `keep_every`-th frame
     /// (and still drops when the pipeline is full).
-    pub drop_policy: String,
+    pub drop_policy: DropPolicyName,
     /// `lag` policy: a frame waiting longer than this is dropped, oldest first.
     pub max_lag_ms: u64,
     /// `every_nth` policy: analyse one frame in this many.
@@ -188,13 +188,33 @@ pub struct LiveSection {
     pub reconnect_max_backoff_ms: u64,
 }
 
+/// `[live] drop_policy`, as the file names it (the worker's `DropPolicy`
+/// adds the policy's parameters).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicyName {
+    #[default]
+    Latest,
+    Lag,
+    EveryNth,
+}
+
+/// `[log] format`: human-readable lines, or one JSON object per event.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 impl Default for LiveSection {
     fn default() -> Self {
         Self {
             connect_timeout_s: 60,
             idle_timeout_s: 10,
             handshake_timeout_s: 5,
-            drop_policy: "latest".into(),
+            drop_policy: DropPolicyName::Latest,
             max_lag_ms: 1000,
             keep_every: 2,
             reconnect_attempts: 5,
@@ -207,9 +227,6 @@ impl Default for LiveSection {
 impl LiveSection {
     /// The `[live]` values a worker cannot run with, named with what to use.
     pub fn validate(&self) -> Result<(), String> {
-        if !["latest", "lag", "every_nth"].contains(&self.drop_policy.as_str()) {
-            return Err(format!("live.drop_policy is '{}': use latest, lag or every_nth", self.drop_policy));
-        }
         if self.max_lag_ms == 0 || self.keep_every == 0 {
             return Err(format!("live.max_lag_ms ({}) and live.keep_every ({}) must be at least 1", self.max_lag_ms, self.keep_every));
         }
@@ -390,7 +407,7 @@ impl Default for FramesSection {
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// `error`, `warn`, `info`, `debug` or `trace` (env `RUST_LOG` overrides).
     pub level: String,
 }
@@ -468,7 +485,7 @@ impl RetentionSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { format: "text".into(), level: "info".into() }
+        Self { format: LogFormat::Text, level: "info".into() }
     }
 }
 

@@ -177,10 +177,11 @@ impl Default for DropPolicy {
 impl DropPolicy {
     /// The policy `[live]` names (validated when the configuration loads).
     pub fn from_config(l: &panoptes_common::config::LiveSection) -> Self {
-        match l.drop_policy.as_str() {
-            "every_nth" => DropPolicy::EveryNth { keep_every: u64::from(l.keep_every.max(1)) },
-            "latest" => DropPolicy::Latest,
-            _ => DropPolicy::Lag { max_lag: std::time::Duration::from_millis(l.max_lag_ms.max(1)) },
+        use panoptes_common::config::DropPolicyName;
+        match l.drop_policy {
+            DropPolicyName::EveryNth => DropPolicy::EveryNth { keep_every: u64::from(l.keep_every.max(1)) },
+            DropPolicyName::Latest => DropPolicy::Latest,
+            DropPolicyName::Lag => DropPolicy::Lag { max_lag: std::time::Duration::from_millis(l.max_lag_ms.max(1)) },
         }
     }
 }

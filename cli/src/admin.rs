@@ -90,7 +90,7 @@ fn ids(v: &[u64]) -> String {
 
 pub(crate) async fn add_member(a: AddMemberArgs) -> Result<ExitCode> {
     let client = connect(&a.client)?;
-    let req = pb::AddMemberRequest { id: a.id, addr: a.addr.trim().to_string(), timeout_ms: a.timeout.max(1) * 1000, forwarded: false };
+    let req = pb::AddMemberRequest { id: a.id, addr: a.addr.trim().to_string(), timeout_ms: a.timeout.max(1) * 1000 };
     let deadline = Duration::from_secs(a.timeout.max(1) + 60);
     // Each coordinator is tried once: the change itself is not retried blindly.
     let r = client.tries(1).add_member(req.clone(), deadline).await.map_err(|s| explain(s, &client))?;
@@ -107,7 +107,7 @@ pub(crate) async fn remove_member(a: RemoveMemberArgs) -> Result<ExitCode> {
     let id = a.id;
     let r = client
         .tries(1)
-        .remove_member(pb::RemoveMemberRequest { id, forwarded: false }, Duration::from_secs(90))
+        .remove_member(pb::RemoveMemberRequest { id }, Duration::from_secs(90))
         .await
         .map_err(|s| explain(s, &client))?;
     if a.json {

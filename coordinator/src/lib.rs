@@ -16,4 +16,5 @@ pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod probes;
+pub mod status;
 pub mod worker_api;

@@ -13,7 +13,6 @@ use tracing::{debug, info};
 use crate::metrics::{LEASES_GRANTED, REPORTS_ACCEPTED, REPORTS_REFUSED, REPORT_COMMIT_SECONDS, RESULTS_STORED, WORK_STOLEN};
 use crate::handle::{Coordinator, MAX_MESSAGE_BYTES};
 use crate::scheduling::{choose_shards, choose_split};
-use crate::state::apply::may_move_later;
 use crate::state::command::{FrameImage, FrameOutputs, ModelOutput, Report, Request, Response};
 use crate::state::model::{JobState, ShardState, StageTimes};
 
@@ -118,8 +117,8 @@ impl WorkerApi for WorkerService {
                 debug!(worker = %r.name, reason = %rej, "work stealing skipped");
                 Vec::new()
             }
-            Response::Rejected(rej) => return Err(Status::failed_precondition(rej.message)),
-            other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            Response::Rejected(rej) => return Err(crate::status::rejected(rej)),
+            other => return Err(crate::status::unexpected(&other)),
         };
         metrics::inc(LEASES_GRANTED, &[], granted.len() as u64);
         if let (Request::Split { job, shard, epoch, at, .. }, Some(g)) = (&req, granted.first()) {
@@ -215,8 +214,7 @@ impl WorkerApi for WorkerService {
             // The state machine's own check: the lobby retries what may change.
             match a.state.check_move_live(j.id, &r.name, &r.url) {
                 Ok(()) => Ok(j.id),
-                Err(rej) if may_move_later(&rej) => Err(Status::unavailable(rej.message)),
-                Err(rej) => Err(Status::failed_precondition(rej.message)),
+                Err(rej) => Err(crate::status::rejected(rej)),
             }
         })?;
         match self.node.write(Request::MoveLive { job: found, worker: r.name.clone(), url: r.url.clone() }).await? {
@@ -224,9 +222,9 @@ impl WorkerApi for WorkerService {
                 info!(job_id = found, worker = %r.name, url = %panoptes_media::policy::redact(&r.url), "live stream resumes on another worker's ingest lobby");
                 Ok(Resp::new(pb::ResumeLiveResponse { job_id: JobId(found).to_string() }))
             }
-            // Changed since the check above: retried, the check says whether it may yet.
-            Response::Rejected(rej) => Err(Status::unavailable(rej.message)),
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            // Changed since the check above: busy is retried, the rest refused.
+            Response::Rejected(rej) => Err(crate::status::rejected(rej)),
+            other => Err(crate::status::unexpected(&other)),
         }
     }
 
@@ -241,8 +239,8 @@ impl WorkerApi for WorkerService {
                 info!(worker = %r.name, leases_returned, "worker left: its shards went back to pending");
                 Ok(Resp::new(pb::LeaveResponse { leases_returned }))
             }
-            Response::Rejected(rej) => Err(Status::not_found(rej.message)),
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            Response::Rejected(rej) => Err(crate::status::rejected(rej)),
+            other => Err(crate::status::unexpected(&other)),
         }
     }
 
@@ -326,7 +324,7 @@ impl WorkerApi for WorkerService {
                 debug!(job_id = job, shard = r.shard, frames = n, reason = %rej, "report refused");
                 Ok(Resp::new(pb::ReportResponse { accepted: false, reason: rej.message, stored: 0, end_frame: 0 }))
             }
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            other => Err(crate::status::unexpected(&other)),
         }
     }
 }

@@ -297,7 +297,7 @@ impl Actor for WorkerActor {
                 let req = pb::LeaseRequest { name: st.opts.name.clone(), free_slots: free };
                 let resp = match st.coords.call(st.coords.addrs().len(), |ch| { let r = req.clone(); let secret = st.coords.secret(); async move { client(ch, secret).lease(r).await } }).await {
                     Ok(r) => r,
-                    Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                    Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {
                         st.set_registered(false);
                         warn!(error = %e.message(), "coordinator does not know this worker; registering again");
                         let _ = register(st).await;

@@ -121,6 +121,6 @@ pub(super) fn explain(message: String, applied: &[String]) -> String {
     if applied.is_empty() {
         message
     } else {
-        format!("{message} (environment overrides in effect: {})", applied.join(", "))
+        format!("{} (environment overrides in effect: {})", message.trim_end().replace('\n', " "), applied.join(", "))
     }
 }

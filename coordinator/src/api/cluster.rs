@@ -1,6 +1,18 @@
-//! Cluster status, membership changes and forwarding admin calls to the
-//! leader.
+//! Cluster status, membership changes, and the one way a call that must
+//! run on the leader gets there ([`ApiService::route`]).
 use super::*;
+
+/// gRPC metadata marking a call a follower forwarded to the leader.
+pub(super) const FORWARDED: &str = "x-panoptes-forwarded";
+
+/// Where a call that must run on the leader is answered.
+pub(super) enum Route<T> {
+    /// Here: this member is the leader.
+    Here(T),
+    /// At the leader `addr`: send `request` there and pass its answer on
+    /// (through [`forwarded_error`]).
+    Leader { addr: String, request: tonic::Request<T> },
+}
 
 /// A failure of a call forwarded to the leader: transport trouble means "retry".
 pub(super) fn forwarded_error(s: Status, leader: &str) -> Status {
@@ -18,8 +30,30 @@ impl ApiService {
         Ok(PanoptesClient::new(self.node.channel_to(addr)?).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    /// The leader's address, for forwarding an admin call there (at most once).
-    pub(super) fn leader_addr(&self, forwarded: bool) -> Result<String, Status> {
+    /// Route a call that only the leader can answer: creating a live
+    /// endpoint (worker heartbeats live there), membership changes (Raft
+    /// changes them there) and the whole cluster status (replication
+    /// progress). A follower sends the call on once, with the caller's
+    /// authorization and marked [`FORWARDED`], bounded by `timeout`; a
+    /// member that gets a marked call and does not lead refuses it (retry),
+    /// so two members with stale views cannot bounce it between them.
+    /// Commands are not routed here: they go through Raft's `Forward`
+    /// (`handle.rs`), which commits them. `what` names the call in the log.
+    pub(super) fn route<T>(&self, what: &str, metadata: &tonic::metadata::MetadataMap, msg: T, timeout: Duration) -> Result<Route<T>, Status> {
+        if self.node.is_leader() {
+            return Ok(Route::Here(msg));
+        }
+        let addr = self.leader_addr(metadata.get(FORWARDED).is_some())?;
+        let mut request = tonic::Request::new(msg);
+        caller_auth(metadata).apply(&mut request);
+        request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        request.set_timeout(timeout);
+        info!(leader = %addr, "forwarding a {what} to the leader");
+        Ok(Route::Leader { addr, request })
+    }
+
+    /// The leader's address, for forwarding a call there (at most once).
+    fn leader_addr(&self, forwarded: bool) -> Result<String, Status> {
         match self.node.leader() {
             _ if forwarded => Err(Status::unavailable(format!(
                 "coordinator {} was forwarded this call but is not the leader (the leader is {}); retry",

@@ -1,9 +1,6 @@
 //! Live endpoints: stream keys and the worker a new stream goes to.
 use super::*;
 
-/// gRPC metadata marking a live endpoint request a follower forwarded.
-pub(super) const LIVE_FORWARDED: &str = "x-panoptes-forwarded";
-
 /// A live stream's key: 128 bits from the OS's CSPRNG (`/dev/urandom`), as
 /// 32 hex digits. Whoever has it may publish into the job. (It was a
 /// `RandomState` hash of the clock: std seeds those keys once per thread

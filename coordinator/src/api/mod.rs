@@ -178,7 +178,7 @@ impl Panoptes for ApiService {
                 info!(job_id = job, %name, source = %panoptes_media::policy::redact(&source), existing, "job submitted");
                 Ok(Resp::new(pb::SubmitResponse { job_id: JobId(job).to_string() }))
             }
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            other => Err(crate::status::unexpected(&other)),
         }
     }
 
@@ -385,30 +385,22 @@ impl Panoptes for ApiService {
         let j = self.job(&req.into_inner().job_id).await?;
         match self.node.write_as(Request::Cancel { job: j.id, now_ms: now_ms() }, &auth).await? {
             Response::Ok => {}
-            Response::Rejected(r) => return Err(Status::failed_precondition(r.message)),
-            other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            Response::Rejected(r) => return Err(crate::status::rejected(r)),
+            other => return Err(crate::status::unexpected(&other)),
         }
         info!(job_id = j.id, "job cancelled");
         Ok(Resp::new(status_pb(&self.job(&JobId(j.id).to_string()).await?, &caller)))
     }
 
     async fn create_live_endpoint(&self, req: Req<pb::LiveRequest>) -> Result<Resp<pb::LiveEndpoint>, Status> {
-        // Worker heartbeats (who is alive) live on the leader: a follower
-        // hands the call to it (once: a forwarded call is not forwarded again,
-        // so two members with stale views cannot bounce it between them).
+        // Worker heartbeats (who is alive) live on the leader.
         let auth = caller_auth(req.metadata());
         let owner = Caller::of(&req).owner().to_string();
-        if !self.node.is_leader() {
-            let forwarded = req.metadata().get(LIVE_FORWARDED).is_some();
-            let leader = self.leader_addr(forwarded)?;
-            let mut rq = tonic::Request::new(req.into_inner());
-            auth.apply(&mut rq);
-            rq.metadata_mut().insert(LIVE_FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-            rq.set_timeout(Duration::from_secs(30));
-            info!(%leader, "forwarding a live endpoint request to the leader");
-            return self.client(&leader)?.create_live_endpoint(rq).await;
-        }
-        let r = req.into_inner();
+        let (metadata, _, r) = req.into_parts();
+        let r = match self.route("live endpoint request", &metadata, r, Duration::from_secs(30))? {
+            Route::Here(r) => r,
+            Route::Leader { addr, request } => return self.client(&addr)?.create_live_endpoint(request).await.map_err(|s| forwarded_error(s, &addr)),
+        };
         // The same checks as a submission: models, frame step, name.
         let sub = pb::SubmitRequest {
             source: "rtmp://live".into(),
@@ -443,8 +435,8 @@ impl Panoptes for ApiService {
                 info!(job_id = job, %worker, url = %panoptes_media::policy::redact(&url), "live endpoint created");
                 Ok(Resp::new(pb::LiveEndpoint { job_id: JobId(job).to_string(), rtmp_url: url }))
             }
-            Response::Rejected(r) => Err(Status::unavailable(format!("{r}; retry"))),
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            Response::Rejected(r) => Err(crate::status::rejected(r)),
+            other => Err(crate::status::unexpected(&other)),
         }
     }
 
@@ -467,7 +459,7 @@ impl Panoptes for ApiService {
                     disk_bytes_after: after,
                 }))
             }
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            other => Err(crate::status::unexpected(&other)),
         }
     }
 
@@ -484,19 +476,17 @@ impl Panoptes for ApiService {
 
     async fn cluster_status(&self, req: Req<pb::ClusterStatusRequest>) -> Result<Resp<pb::ClusterStatusResponse>, Status> {
         let auth = caller_auth(req.metadata());
-        let r = req.into_inner();
+        let (metadata, _, r) = req.into_parts();
         if r.self_only {
             return Ok(Resp::new(self.own_view()));
         }
-        // The leader knows replication progress and worker heartbeats: ask it.
-        if !r.no_forward && !self.node.is_leader() {
-            if let Some((leader, addr)) = self.node.leader().filter(|(l, _)| *l != self.node.id) {
-                let mut rq = tonic::Request::new(pb::ClusterStatusRequest { no_forward: true, self_only: false });
-                auth.apply(&mut rq);
-                rq.set_timeout(FORWARD_STATUS_TIMEOUT);
-                match self.client(&addr)?.cluster_status(rq).await {
+        // The leader knows replication progress and worker heartbeats: ask
+        // it, unless the caller asked this member, or it cannot be reached.
+        if !r.no_forward && metadata.get(FORWARDED).is_none() {
+            if let Ok(Route::Leader { addr, request }) = self.route("cluster status request", &metadata, r, FORWARD_STATUS_TIMEOUT) {
+                match self.client(&addr)?.cluster_status(request).await {
                     Ok(resp) => return Ok(resp),
-                    Err(e) => warn!(leader, %addr, error = %e.message(), "cannot reach the leader for cluster status; answering from this member's view"),
+                    Err(e) => warn!(%addr, error = %e.message(), "cannot reach the leader for cluster status; answering from this member's view"),
                 }
             }
         }
@@ -521,28 +511,23 @@ impl Panoptes for ApiService {
                 let known = if names.is_empty() { "none are registered".to_string() } else { format!("registered workers: {}", names.join(", ")) };
                 Err(Status::not_found(format!("no worker named '{}' ({known})", r.name)))
             }
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            other => Err(crate::status::unexpected(&other)),
         }
     }
 
     async fn add_member(&self, req: Req<pb::AddMemberRequest>) -> Result<Resp<pb::MembershipResponse>, Status> {
         let auth = caller_auth(req.metadata());
-        let r = req.into_inner();
+        let (metadata, _, r) = req.into_parts();
         if r.id == 0 {
             return Err(Status::invalid_argument("coordinator ids start at 1"));
         }
         let addr = r.addr.trim().to_string();
         parse_host_port(&addr).map_err(|e| Status::invalid_argument(format!("member address '{addr}': {e}")))?;
-        if !self.node.is_leader() {
-            let mut fwd = r.clone();
-            fwd.forwarded = true;
-            let wait = Duration::from_millis(if r.timeout_ms == 0 { DEFAULT_CATCH_UP.as_millis() as u64 } else { r.timeout_ms });
-            let leader = self.leader_addr(r.forwarded)?;
-            let mut rq = tonic::Request::new(fwd);
-            auth.apply(&mut rq);
-            rq.set_timeout(wait + Duration::from_secs(40));
-            return self.client(&leader)?.add_member(rq).await.map_err(|s| forwarded_error(s, &leader));
-        }
+        let wait = Duration::from_millis(if r.timeout_ms == 0 { DEFAULT_CATCH_UP.as_millis() as u64 } else { r.timeout_ms });
+        let r = match self.route("add-member request", &metadata, r, wait + Duration::from_secs(40))? {
+            Route::Here(r) => r,
+            Route::Leader { addr: leader, request } => return self.client(&leader)?.add_member(request).await.map_err(|s| forwarded_error(s, &leader)),
+        };
         let timeout = match r.timeout_ms {
             0 => DEFAULT_CATCH_UP,
             ms => Duration::from_millis(ms.min(3_600_000)),
@@ -572,15 +557,11 @@ impl Panoptes for ApiService {
     }
 
     async fn remove_member(&self, req: Req<pb::RemoveMemberRequest>) -> Result<Resp<pb::MembershipResponse>, Status> {
-        let auth = caller_auth(req.metadata());
-        let r = req.into_inner();
-        if !self.node.is_leader() {
-            let leader = self.leader_addr(r.forwarded)?;
-            let mut rq = tonic::Request::new(pb::RemoveMemberRequest { id: r.id, forwarded: true });
-            auth.apply(&mut rq);
-            rq.set_timeout(Duration::from_secs(60));
-            return self.client(&leader)?.remove_member(rq).await.map_err(|s| forwarded_error(s, &leader));
-        }
+        let (metadata, _, r) = req.into_parts();
+        let r = match self.route("remove-member request", &metadata, r, Duration::from_secs(60))? {
+            Route::Here(r) => r,
+            Route::Leader { addr: leader, request } => return self.client(&leader)?.remove_member(request).await.map_err(|s| forwarded_error(s, &leader)),
+        };
         let c = self.node.remove_member(r.id).await?;
         Ok(Resp::new(self.membership_pb(c)))
     }

@@ -5,7 +5,7 @@
 use super::{finish, next_id, Applied, Changes, State};
 use crate::state::command::Response;
 use crate::state::model::{Job, JobSpec, JobState, LiveSpec, Shard, ShardState, LOBBY_SLOT};
-use crate::state::outcome::{Rejection, RejectionKind};
+use crate::state::outcome::Rejection;
 
 impl State {
     /// The unfinished live pushes `worker` ingests (other than job
@@ -108,7 +108,3 @@ impl State {
     }
 }
 
-/// Whether a refused move may yet happen (the lobby retries it).
-pub fn may_move_later(r: &Rejection) -> bool {
-    r.kind == RejectionKind::Busy
-}

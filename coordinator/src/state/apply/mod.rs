@@ -23,7 +23,6 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use live::may_move_later;
 
 /// Where results live: keyed by (job, frame, model index), written once.
 pub trait ResultSink {

@@ -1,0 +1,78 @@
+//! `panoptes analyze`: a video analysed on this machine by the worker's own
+//! pipeline, no cluster; results printed as `results` prints them.
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use crate::args::AnalyzeArgs;
+use crate::config::load_config;
+use crate::jobs::resolve_source;
+use crate::render;
+
+pub(crate) async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
+    panoptes_worker::memory::tune_allocator();
+    let mut cfg = load_config(a.config.as_deref())?;
+    if let Some(m) = &a.models_dir {
+        cfg.worker.models_dir = m.display().to_string();
+    }
+    if a.frame_step == 0 {
+        anyhow::bail!("--frame-step must be at least 1");
+    }
+    let mut names: Vec<String> = Vec::new();
+    for m in &a.models {
+        let m = m.trim().to_string();
+        if names.contains(&m) {
+            anyhow::bail!("model '{m}' is listed twice");
+        }
+        names.push(m);
+    }
+    cfg.worker.models = names.clone();
+    cfg.validate()?;
+    panoptes_common::logging::init(cfg.log.format, "warn");
+    let opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, "local", Vec::new());
+    let load_started = std::time::Instant::now();
+    let loaded = panoptes_worker::node::load_analyses(&opts)?;
+    let load_s = load_started.elapsed().as_secs_f64();
+    let analyses = names.iter().map(|n| (n.clone(), loaded[n].clone())).collect();
+    let threads = panoptes_worker::pipeline::Compute::new(a.threads.unwrap_or(cfg.worker.threads)).threads;
+    let run = panoptes_worker::local::LocalRun {
+        source: resolve_source(&a.source),
+        analyses,
+        frame_step: a.frame_step,
+        target_height: cfg.cluster.target_height,
+        depth: cfg.worker.pipeline_depth,
+        batch: cfg.worker.report_batch,
+        max_restarts: cfg.worker.max_restarts,
+        threads: threads as u32,
+        probe_timeout: std::time::Duration::from_secs(cfg.sources.probe_timeout_s),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let json_out = a.json;
+    let started = std::time::Instant::now();
+    let mut frames = 0u64;
+    panoptes_worker::local::analyze(run, |f| {
+        frames += 1;
+        for o in f.outputs {
+            let results: Value = serde_json::from_str(&o.results_json)?;
+            if json_out {
+                writeln!(out, "{}", json!({"frame": f.frame, "timestamp": f.timestamp, "model": o.model, "results": results}))?;
+            } else {
+                writeln!(out, "{}", render::result_line(f.frame, f.timestamp, &o.model, &results))?;
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    out.flush()?;
+    // The summary goes to stderr: stdout holds only results.
+    let secs = started.elapsed().as_secs_f64();
+    let fps = frames as f64 / secs.max(1e-9);
+    if json_out {
+        eprintln!("{}", json!({"summary": {"frames": frames, "seconds": secs, "fps": fps, "load_seconds": load_s, "threads": threads}}));
+    } else {
+        eprintln!("analysed {frames} frames in {secs:.1} s ({fps:.1} frames/s) on {threads} threads; models loaded in {load_s:.1} s");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -141,6 +141,7 @@ impl WorkerApi for WorkerService {
                     } else {
                         0.0
                     };
+                    let live = pb::LiveShard { resume_timestamp };
                     return Some(pb::ShardAssignment {
                         job_id: JobId(g.job).to_string(),
                         shard: g.shard,
@@ -151,19 +152,11 @@ impl WorkerApi for WorkerService {
                         start_frame: s.start,
                         end_frame: s.end,
                         resume_frame: s.cursor,
-                        seek_frame: 0,
-                        seek_pts: i64::MIN,
-                        pts0: 0,
-                        time_base_num: 0,
-                        time_base_den: 0,
                         target_height: j.spec.target_height,
-                        live: true,
-                        pull: j.live.is_none(),
                         frames_height: j.spec.frames_height,
                         frames_quality: j.spec.frames_quality,
-                        resume_timestamp,
                         frames_every_ms: j.spec.frames_every_ms,
-                        fps: 0.0,
+                        kind: Some(if j.live.is_none() { pb::shard_assignment::Kind::Pull(live) } else { pb::shard_assignment::Kind::Push(live) }),
                     });
                 }
                 let plan = j.plan.as_ref()?;
@@ -179,19 +172,15 @@ impl WorkerApi for WorkerService {
                     start_frame: s.start,
                     end_frame: s.end,
                     resume_frame: resume,
-                    seek_frame: seek.map(|k| k.0).unwrap_or(0),
-                    seek_pts: seek.map(|k| k.1).unwrap_or(i64::MIN),
-                    pts0: plan.pts0,
-                    time_base_num: plan.time_base.0,
-                    time_base_den: plan.time_base.1,
                     target_height: j.spec.target_height,
-                    live: false,
-                    pull: false,
                     frames_height: j.spec.frames_height,
                     frames_quality: j.spec.frames_quality,
-                    resume_timestamp: 0.0,
                     frames_every_ms: j.spec.frames_every_ms,
-                    fps: plan.fps,
+                    kind: Some(pb::shard_assignment::Kind::File(pb::FileShard {
+                        seek: seek.map(|(frame, pts)| pb::KeyframeSeek { frame, pts }),
+                        pts0: plan.pts0,
+                        fps: plan.fps,
+                    })),
                 })
             });
             if let Some(a) = a {

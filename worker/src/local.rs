@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use panoptes_proto::worker::{FrameReport, ShardAssignment};
+use panoptes_proto::worker::shard_assignment::Kind;
+use panoptes_proto::worker::{FileShard, FrameReport, KeyframeSeek, ShardAssignment};
 use ractor::Actor;
 
 use crate::analysis::Analysis;
 use crate::pipeline::supervisor::ShardSupervisor;
-use crate::pipeline::{ReportSink, ShardJob};
+use crate::pipeline::{ReportSink, ShardJob, ShardKind};
 
 pub struct LocalRun {
     pub source: String,
@@ -50,26 +51,20 @@ pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Res
         start_frame: 0,
         end_frame: info.frames,
         resume_frame: 0,
-        seek_frame: seek.map(|k| k.0).unwrap_or(0),
-        seek_pts: seek.map(|k| k.1).unwrap_or(i64::MIN),
-        pts0: info.pts0,
-        time_base_num: info.time_base.0,
-        time_base_den: info.time_base.1,
         target_height: run.target_height,
-        live: false,
-        pull: false,
         // `analyze` prints results only: no pictures.
         frames_height: 0,
         frames_quality: 0,
-        resume_timestamp: 0.0,
         frames_every_ms: 0,
-        fps: info.fps,
+        kind: Some(Kind::File(FileShard { seek: seek.map(|(frame, pts)| KeyframeSeek { frame, pts }), pts0: info.pts0, fps: info.fps })),
     };
+    let kind = ShardKind::of(&assignment).map_err(anyhow::Error::msg)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let depth = run.depth.max(1);
     let job = ShardJob {
         worker: "local".into(),
         assignment,
+        kind,
         analyses: run.analyses.iter().map(|(_, a)| a.clone()).collect(),
         sink: ReportSink::Local(tx),
         depth,

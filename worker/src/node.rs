@@ -316,8 +316,16 @@ impl Actor for WorkerActor {
                         warn!(job_id = %a.job_id, shard = a.shard, models = ?a.models, "leased a shard with a model this worker lacks; its lease will expire");
                         continue;
                     };
+                    let kind = match crate::pipeline::ShardKind::of(&a) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            warn!(job_id = %a.job_id, shard = a.shard, error = %e, "leased a shard this worker cannot read; its lease will expire");
+                            continue;
+                        }
+                    };
                     // (A stream resumed on the lobby takes its parked connection instead.)
-                    let live_port = if a.live && !a.pull && !crate::lobby::is_lobby_url(&a.source) { url_port(&a.source) } else { None };
+                    let pushed = matches!(kind, crate::pipeline::ShardKind::Push { .. });
+                    let live_port = if pushed && !crate::lobby::is_lobby_url(&a.source) { url_port(&a.source) } else { None };
                     if let Some(p) = live_port {
                         st.ingest.release(p);
                         info!(job_id = %a.job_id, url = %panoptes_media::policy::redact(&a.source), port = p, "live stream leased: listening for its publisher");
@@ -325,12 +333,13 @@ impl Actor for WorkerActor {
                     let job = ShardJob {
                         worker: st.opts.name.clone(),
                         assignment: a.clone(),
+                        kind: kind.clone(),
                         analyses,
                         sink: ReportSink::Coordinators(st.coords.clone()),
                         depth: st.opts.depth.max(1),
                         batch: st.opts.batch.clamp(1, st.opts.depth.max(1)),
                         // A live stream cannot be replayed: a failed stage fails it.
-                        max_restarts: if a.live { 0 } else { st.opts.max_restarts },
+                        max_restarts: if kind.is_live() { 0 } else { st.opts.max_restarts },
                         compute: st.compute.clone(),
                         stall_limit: st.opts.stall_limit,
                         live: crate::pipeline::LiveOpts {

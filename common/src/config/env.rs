@@ -49,7 +49,7 @@ pub(super) fn overrides(env: &BTreeMap<String, String>) -> Vec<(Override, &str)>
         out.push((Override { var: var.clone(), section, key: key.to_ascii_lowercase() }, raw.as_str()));
     }
     if let Some(dir) = env.get("PANOPTES_MODELS_DIR").filter(|v| !v.is_empty()) {
-        if !env.get("PANOPTES_WORKER_MODELS_DIR").is_some_and(|v| !v.is_empty()) {
+        if env.get("PANOPTES_WORKER_MODELS_DIR").is_none_or(|v| v.is_empty()) {
             out.push((Override { var: "PANOPTES_MODELS_DIR".into(), section: "worker", key: "models_dir".into() }, dir.as_str()));
         }
     }

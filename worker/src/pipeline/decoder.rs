@@ -23,7 +23,7 @@ use panoptes_media::{DecodedFrame, Decoder as MediaDecoder};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, info, warn, Instrument};
 
-use super::{blocking, DecoderMsg, DropPolicy, ResizerMsg, ShardJob};
+use super::{blocking, DecoderMsg, DropPolicy, ResizerMsg, ShardJob, ShardKind};
 use crate::metrics::{DECODE_SECONDS, FRAMES_DECODED, LIVE_FRAMES_DROPPED, LIVE_GAP_MS, LIVE_RECONNECTS};
 
 pub struct DecoderActor;
@@ -123,14 +123,20 @@ impl Actor for DecoderActor {
         let a = &args.job.assignment;
         let live_credit = Arc::new(AtomicU64::new(0));
         let live_stop = Arc::new(AtomicBool::new(false));
-        let dec = if a.live {
+        let dec = if let ShardKind::File { seek, pts0, .. } = args.job.kind {
+            let source = a.source.clone();
+            let limit = args.job.stall_limit;
+            let dec = blocking(|| MediaDecoder::open_with_stall_limit(&source, seek, pts0, limit))?;
+            debug!(resume = args.resume, ?seek, "decoder opened");
+            Some(dec)
+        } else {
             let (crashed_to, stop) = (myself.clone(), live_stop.clone());
             let ctx = LiveIngest {
                 url: a.source.clone(),
                 job_id: a.job_id.clone(),
-                pull: a.pull,
+                pull: matches!(args.job.kind, ShardKind::Pull { .. } | ShardKind::Device { .. }),
                 resume: args.resume,
-                resume_timestamp: a.resume_timestamp.max(0.0),
+                resume_timestamp: args.job.kind.resume_timestamp(),
                 step: a.frame_step.max(1),
                 opts: args.job.live.clone(),
                 credit: live_credit.clone(),
@@ -150,16 +156,8 @@ impl Actor for DecoderActor {
                 }
             })?;
             None
-        } else {
-            let seek = if a.seek_pts == i64::MIN { None } else { Some((a.seek_frame, a.seek_pts)) };
-            let source = a.source.clone();
-            let pts0 = a.pts0;
-            let limit = args.job.stall_limit;
-            let dec = blocking(|| MediaDecoder::open_with_stall_limit(&source, seek, pts0, limit))?;
-            debug!(resume = args.resume, ?seek, "decoder opened");
-            Some(dec)
         };
-        let latest = (a.live && args.job.live.policy == DropPolicy::Latest).then(|| LatestGate {
+        let latest = (args.job.kind.is_live() && args.job.live.policy == DropPolicy::Latest).then(|| LatestGate {
             waiting: None,
             busy: 0,
             lanes: args.job.compute.lanes_for(args.job.depth),

@@ -28,6 +28,8 @@ use ractor::ActorRef;
 use crate::analysis::Analysis;
 
 pub mod decoder;
+mod kind;
+pub use kind::ShardKind;
 pub mod model;
 pub mod reporter;
 pub mod resizer;
@@ -48,6 +50,8 @@ pub struct Picture {
 pub struct ShardJob {
     pub worker: String,
     pub assignment: ShardAssignment,
+    /// What the shard reads (from `assignment.kind`, on arrival).
+    pub kind: ShardKind,
     /// The job's analyses, in the job's model order.
     pub analyses: Vec<Arc<dyn Analysis>>,
     /// Where acknowledged results go.

@@ -126,7 +126,7 @@ async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), Acto
 
 /// The final report: every frame before `next_frame` is ready.
 async fn finish(st: &mut ReporterState, next_frame: u64) -> Result<(), ActorProcessingErr> {
-    if st.job.assignment.live && !st.ready.is_empty() {
+    if st.job.kind.is_live() && !st.ready.is_empty() {
         // Live: commit the last frames first, so that the final
         // (done) report carries their latencies too.
         if !flush(st, next_frame, false).await? {
@@ -161,7 +161,7 @@ async fn complete(st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
         st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs, jpeg, width, height });
         st.arrivals.push(p.arrived);
     }
-    if st.ready.len() >= st.job.batch as usize || (st.job.assignment.live && !st.ready.is_empty()) {
+    if st.ready.len() >= st.job.batch as usize || (st.job.kind.is_live() && !st.ready.is_empty()) {
         let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
         flush(st, next, false).await?;
     }
@@ -183,7 +183,7 @@ pub fn latency_bucket(ms: u64) -> u64 {
 async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<bool, ActorProcessingErr> {
     let frames = std::mem::take(&mut st.ready);
     let arrivals = std::mem::take(&mut st.arrivals);
-    if st.job.assignment.live {
+    if st.job.kind.is_live() {
         st.times.frames_dropped += st.job.live.dropped.swap(0, Ordering::Relaxed);
         st.times.reconnects += st.job.live.reconnects.swap(0, Ordering::Relaxed);
         st.times.gap_ms += st.job.live.gap_ms.swap(0, Ordering::Relaxed);
@@ -200,7 +200,7 @@ async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<bo
             st.metrics.commit.observe(sent.elapsed().as_secs_f64());
             st.metrics.acknowledged.inc_by(results);
             debug!(frames = count, stored = resp.stored, next_frame, done, "report acknowledged");
-            if st.job.assignment.live {
+            if st.job.kind.is_live() {
                 // Arrival to commit, per frame; sent with the next report.
                 let now = Instant::now();
                 for a in arrivals {

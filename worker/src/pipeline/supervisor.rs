@@ -156,7 +156,7 @@ impl ShardSupervisor {
         let target_height = st.job.assignment.target_height;
         let a = &st.job.assignment;
         let picture = (a.frames_height, a.frames_quality);
-        let rate = PictureRate::new(a.frames_every_ms, a.frame_step, a.fps);
+        let rate = PictureRate::new(a.frames_every_ms, a.frame_step, st.job.kind.fps());
         let (resizer, _) = Actor::spawn_linked(None, ResizerActor, ResizerArgs { target_height, picture, rate, links, reporter }, cell.clone()).await?;
         st.stages.insert(resizer.get_id());
         let (decoder, _) =
@@ -286,7 +286,7 @@ impl ShardSupervisor {
     /// Model results for `frame` were passed on: once every model answered
     /// it, a live shard's decoder may send the next frame (`latest` policy).
     fn frame_answered(st: &SupervisorState, frame: u64) {
-        if !st.job.assignment.live || st.models.iter().any(|m| m.lanes.iter().any(|l| l.unanswered.iter().any(|u| u.frame == frame))) {
+        if !st.job.kind.is_live() || st.models.iter().any(|m| m.lanes.iter().any(|l| l.unanswered.iter().any(|u| u.frame == frame))) {
             return;
         }
         if let Some(d) = &st.decoder {
@@ -425,7 +425,7 @@ impl ShardSupervisor {
             ShardMsg::RestartModel { gen, model, lane, error } if gen == st.gen => Self::restart_model(myself, st, model, lane, error).await?,
             ShardMsg::Acked { gen, next_frame, frames, end_frame } if gen == st.gen => {
                 st.committed = st.committed.max(next_frame);
-                let cut = end_frame > 0 && end_frame < st.job.assignment.end_frame && !st.job.assignment.live;
+                let cut = end_frame > 0 && end_frame < st.job.assignment.end_frame && !st.job.kind.is_live();
                 let step = st.job.assignment.frame_step.max(1);
                 if cut && st.committed.div_ceil(step) * step >= end_frame {
                     // Work stealing cut the shard at `end_frame` and every

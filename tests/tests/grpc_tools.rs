@@ -67,8 +67,10 @@ fn three_coordinators_serve_metrics_on_their_own_ports_and_answer_reflection_and
     }
 
     // They agree on the leader and the term; only the leader says it leads.
+    // (A sample's value is a float in the text format: `1` or `1.0`.)
     let leader_id = format!("panoptes_coordinator_raft_leader_id {leader}");
-    let texts: Vec<String> = addrs.iter().map(|a| scrape_until(a, &leader_id, |t| t.lines().any(|l| l == leader_id))).collect();
+    let texts: Vec<String> =
+        addrs.iter().map(|a| scrape_until(a, &leader_id, |t| sample(t, "panoptes_coordinator_raft_leader_id") == Some(leader as f64))).collect();
     let term = sample(&texts[0], "panoptes_coordinator_raft_term").unwrap();
     assert!(term >= 1.0, "{}", texts[0]);
     for (i, t) in texts.iter().enumerate() {

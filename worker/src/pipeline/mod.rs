@@ -29,6 +29,7 @@ use crate::analysis::Analysis;
 
 pub mod decoder;
 mod kind;
+mod live_ingest;
 pub use kind::ShardKind;
 pub mod model;
 pub mod reporter;

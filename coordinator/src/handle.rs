@@ -17,8 +17,8 @@ use tracing::info;
 use crate::raft::known_leader;
 use crate::raft::types::Raft;
 use crate::state::command::{Request, Response};
-use crate::pictures::Pictures;
-use crate::state::store::StateReader;
+use crate::picture_copies::Pictures;
+use crate::store::StateReader;
 
 /// Limits for gRPC messages (reports carry batches of results).
 pub use crate::raft::network::MAX_MESSAGE_SIZE as MAX_MESSAGE_BYTES;

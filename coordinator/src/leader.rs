@@ -25,7 +25,7 @@ use crate::probes::ProbePool;
 use crate::scheduling::split_shards;
 use crate::state::command::{Request, Response};
 use crate::state::model::{JobState, Plan, ShardState};
-use crate::state::store::StateReader;
+use crate::store::StateReader;
 
 /// How often the leader's duties run.
 const TICK: Duration = Duration::from_millis(200);

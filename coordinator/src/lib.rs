@@ -1,11 +1,15 @@
 //! The Panoptes coordinator: a Raft-replicated state machine (openraft + sled)
 //! holding jobs, shards, leases and results, and the gRPC services in front of it.
 pub mod crash;
+pub mod picture_copies;
 pub mod pictures;
 pub mod raft;
 pub mod retention;
 pub mod scheduling;
+#[cfg(test)]
+mod sequences;
 pub mod state;
+pub mod store;
 
 pub use panoptes_common::now_ms;
 pub mod api;

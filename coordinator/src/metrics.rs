@@ -15,7 +15,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::raft::known_leader;
-use crate::state::store::StateReader;
+use crate::store::StateReader;
 use crate::raft::types::Raft;
 use crate::state::model::{JobState, ShardState};
 

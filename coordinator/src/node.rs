@@ -18,8 +18,9 @@ use crate::raft::network::Network;
 use crate::raft::types::Raft;
 use crate::pictures::store::PictureStore;
 use crate::pictures::object::ObjectPictures;
-use crate::pictures::{PictureHome, Pictures};
-use crate::state::store::StateMachineStore;
+use crate::picture_copies::Pictures;
+use crate::pictures::PictureHome;
+use crate::store::StateMachineStore;
 
 use crate::handle::Coordinator;
 

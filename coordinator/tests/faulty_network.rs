@@ -36,7 +36,7 @@ use panoptes_coordinator::raft::types::{NodeId, Raft, TypeConfig};
 use panoptes_coordinator::state::command::{FrameOutputs, ModelOutput, Report, Request, Response};
 use panoptes_coordinator::state::model::{Job, JobSpec, JobState, Plan, ShardState, StageTimes};
 use panoptes_coordinator::state::outcome::RejectionKind;
-use panoptes_coordinator::state::store::{StateMachineStore, StateReader};
+use panoptes_coordinator::store::{StateMachineStore, StateReader};
 use panoptes_coordinator::pictures::store::PictureStore;
 use panoptes_coordinator::pictures::PictureHome;
 use serde::de::DeserializeOwned;
@@ -845,7 +845,7 @@ fn expected_results() -> Results {
         .collect()
 }
 
-fn all_results(reader: &StateReader, job: u64) -> Vec<panoptes_coordinator::state::store::ResultRow> {
+fn all_results(reader: &StateReader, job: u64) -> Vec<panoptes_coordinator::store::ResultRow> {
     reader.results(job, None, None, usize::MAX).0
 }
 

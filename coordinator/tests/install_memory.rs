@@ -12,8 +12,8 @@ use panoptes_coordinator::pictures::store::PictureStore;
 use panoptes_coordinator::pictures::PictureHome;
 use panoptes_coordinator::raft::log_store::open_db;
 use panoptes_coordinator::raft::types::SnapshotMeta;
-use panoptes_coordinator::state::snapfile;
-use panoptes_coordinator::state::store::{result_key, StateMachineStore};
+use panoptes_coordinator::store::snapfile;
+use panoptes_coordinator::store::{result_key, StateMachineStore};
 
 fn rss_mib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");

@@ -20,7 +20,7 @@ use panoptes_coordinator::raft::network::Network;
 use panoptes_coordinator::raft::service;
 use panoptes_coordinator::raft::types::{Entry, LogId, NodeId, Raft, StorageError, TypeConfig};
 use panoptes_coordinator::state::command::{Request, Response};
-use panoptes_coordinator::state::store::{StateMachineStore, StateReader};
+use panoptes_coordinator::store::{StateMachineStore, StateReader};
 use panoptes_coordinator::pictures::store::PictureStore;
 use panoptes_coordinator::pictures::PictureHome;
 use tempfile::TempDir;

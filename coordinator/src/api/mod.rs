@@ -25,7 +25,7 @@ use crate::handle::{Coordinator, MembershipChange, MAX_MESSAGE_BYTES};
 use crate::raft::known_leader;
 use crate::state::command::{Request, Response};
 use crate::state::model::{is_pull_source, Job, JobSpec, JobState, KeepWhat, ShardState};
-use crate::state::store::{ResultRow, StateReader};
+use crate::store::{ResultRow, StateReader};
 
 pub struct ApiService {
     node: Arc<Coordinator>,

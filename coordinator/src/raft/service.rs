@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::auth::{Access, Gate};
 use crate::pictures::store::PictureStore;
-use crate::pictures::{GetPictures, Pictures, PutPictures};
+use crate::pictures::{GetPictures, PutPictures};
 use crate::raft::network::MAX_MESSAGE_SIZE;
 use crate::raft::types::{NodeId, Raft, TypeConfig};
 
@@ -128,10 +128,10 @@ impl RaftService for RaftGrpc {
     }
 
     async fn put_pictures(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.on_pictures::<PutPictures, _>("put_pictures", request, Pictures::serve_put).await
+        self.on_pictures::<PutPictures, _>("put_pictures", request, crate::pictures::serve_put).await
     }
 
     async fn get_pictures(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.on_pictures::<GetPictures, _>("get_pictures", request, Pictures::serve_get).await
+        self.on_pictures::<GetPictures, _>("get_pictures", request, crate::pictures::serve_get).await
     }
 }

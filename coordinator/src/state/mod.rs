@@ -3,5 +3,3 @@ pub mod apply;
 pub mod command;
 pub mod model;
 pub mod outcome;
-pub mod snapfile;
-pub mod store;

@@ -22,7 +22,7 @@ impl State {
     /// registered, not draining and not full; the job runs; no other worker
     /// holds its lease (a move already made, retried, is accepted). Both the
     /// leader's check before writing and the state machine use it. A
-    /// [`RejectionKind::Busy`] refusal may change (another worker still
+    /// [`RejectionKind::Busy`](crate::state::outcome::RejectionKind::Busy) refusal may change (another worker still
     /// holds the stream, or this one is full); any other never will.
     pub fn check_move_live(&self, job: u64, worker: &str, url: &str) -> Result<(), Rejection> {
         use panoptes_common::ids::JobId;

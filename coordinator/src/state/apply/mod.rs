@@ -21,7 +21,7 @@ mod leases;
 mod live;
 mod report;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 
 /// Where results live: keyed by (job, frame, model index), written once.

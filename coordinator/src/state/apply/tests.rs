@@ -8,7 +8,7 @@ use crate::state::model::{JobSpec, KeepWhat, Plan, StageTimes, LOBBY_SLOT};
 use crate::state::outcome::{LeaseEvent, RejectionKind, ReleaseReason};
 
 #[derive(Default)]
-struct MemSink(BTreeMap<(u64, u64, u8), String>, BTreeMap<(u64, u64), PictureRef>);
+pub(crate) struct MemSink(pub(crate) BTreeMap<(u64, u64, u8), String>, BTreeMap<(u64, u64), PictureRef>);
 
 impl ResultSink for MemSink {
     fn contains(&self, job: u64, frame: u64, model: u8) -> bool {
@@ -39,7 +39,7 @@ impl ResultSink for MemSink {
     }
 }
 
-fn spec(rid: Option<&str>) -> JobSpec {
+pub(crate) fn spec(rid: Option<&str>) -> JobSpec {
     JobSpec {
         name: "clip".into(),
         source: "/clip.mp4".into(),
@@ -57,11 +57,11 @@ fn spec(rid: Option<&str>) -> JobSpec {
     }
 }
 
-fn plan(frames: u64) -> Plan {
+pub(crate) fn plan(frames: u64) -> Plan {
     Plan { frames, width: 64, height: 48, time_base: (1, 25), pts0: 0, fps: 25.0, keyframes: vec![(0, 0)] }
 }
 
-fn frame(n: u64) -> FrameOutputs {
+pub(crate) fn frame(n: u64) -> FrameOutputs {
     FrameOutputs {
         frame: n,
         timestamp: n as f64 / 25.0,
@@ -73,7 +73,7 @@ fn frame(n: u64) -> FrameOutputs {
     }
 }
 
-fn report(worker: &str, shard: u32, epoch: u64, frames: &[u64], next: u64, done: bool) -> Request {
+pub(crate) fn report(worker: &str, shard: u32, epoch: u64, frames: &[u64], next: u64, done: bool) -> Request {
     Request::Report(Report {
         worker: worker.into(),
         job: 1,
@@ -89,18 +89,18 @@ fn report(worker: &str, shard: u32, epoch: u64, frames: &[u64], next: u64, done:
     })
 }
 
-struct World {
-    st: State,
-    sink: MemSink,
+pub(crate) struct World {
+    pub(crate) st: State,
+    pub(crate) sink: MemSink,
 }
 
 impl World {
-    fn apply(&mut self, r: Request) -> Response {
+    pub(crate) fn apply(&mut self, r: Request) -> Response {
         self.st.apply(&r, &mut self.sink, &mut Changes::default())
     }
 
     /// A job of 20 frames in two shards, two workers registered.
-    fn new() -> World {
+    pub(crate) fn new() -> World {
         let mut w = World { st: State::default(), sink: MemSink::default() };
         assert_eq!(w.apply(Request::Submit { spec: spec(Some("r1")), now_ms: 1 }), Response::JobCreated { job: 1, existing: false });
         w.apply(Request::Plan { job: 1, plan: plan(20), shards: vec![(0, 10), (10, 20)], now_ms: 2 });
@@ -110,26 +110,26 @@ impl World {
         w
     }
 
-    fn grant(&mut self, worker: &str, shard: u32) -> u64 {
+    pub(crate) fn grant(&mut self, worker: &str, shard: u32) -> u64 {
         match self.apply(Request::Grant { worker: worker.into(), shards: vec![(1, shard)], now_ms: 4 }) {
             Response::Granted(g) if g.len() == 1 => g[0].epoch,
             other => panic!("grant failed: {other:?}"),
         }
     }
 
-    fn job(&self) -> &Job {
+    pub(crate) fn job(&self) -> &Job {
         &self.st.jobs[&1]
     }
 }
 
-fn stored(r: Response) -> u32 {
+pub(crate) fn stored(r: Response) -> u32 {
     match r {
         Response::Reported { stored } => stored,
         other => panic!("report not accepted: {other:?}"),
     }
 }
 
-fn live(w: &mut World, slot: u32) -> u64 {
+pub(crate) fn live(w: &mut World, slot: u32) -> u64 {
     let l = crate::state::model::LiveSpec { key: format!("k{slot}"), worker: "w1".into(), slot, url: format!("rtmp://h:1/live/k{slot}") };
     match w.apply(Request::CreateLive { spec: spec(None), live: l, now_ms: 5 }) {
         Response::JobCreated { job, .. } => job,
@@ -138,7 +138,7 @@ fn live(w: &mut World, slot: u32) -> u64 {
 }
 
 #[test]
-fn a_pull_source_runs_unprobed_on_any_worker_resumes_after_expiry_and_ends_where_the_stream_ends() {
+pub(crate) fn a_pull_source_runs_unprobed_on_any_worker_resumes_after_expiry_and_ends_where_the_stream_ends() {
     let mut w = World::new();
     let mut sp = spec(None);
     sp.source = "rtmp://cam.example/live/s".into();
@@ -170,7 +170,7 @@ fn a_pull_source_runs_unprobed_on_any_worker_resumes_after_expiry_and_ends_where
 }
 
 #[test]
-fn a_live_job_runs_on_its_worker_and_ends_where_the_publisher_stops() {
+pub(crate) fn a_live_job_runs_on_its_worker_and_ends_where_the_publisher_stops() {
     let mut w = World::new();
     let job = live(&mut w, 0);
     assert!(matches!(w.apply(Request::CreateLive { spec: spec(None), live: w.st.jobs[&job].live.clone().unwrap(), now_ms: 6 }), Response::Rejected(_)), "a slot is used once");
@@ -207,7 +207,7 @@ fn a_live_job_runs_on_its_worker_and_ends_where_the_publisher_stops() {
 }
 
 #[test]
-fn a_live_push_moves_to_another_worker_only_once_its_lease_expired() {
+pub(crate) fn a_live_push_moves_to_another_worker_only_once_its_lease_expired() {
     let mut w = World::new();
     let job = live(&mut w, 0);
     let grant = |w: &mut World, worker: &str| match w.apply(Request::Grant { worker: worker.into(), shards: vec![(job, 0)], now_ms: 6 }) {
@@ -271,14 +271,14 @@ fn a_live_push_moves_to_another_worker_only_once_its_lease_expired() {
 }
 
 #[test]
-fn a_repeated_submit_with_the_same_request_id_returns_the_same_job() {
+pub(crate) fn a_repeated_submit_with_the_same_request_id_returns_the_same_job() {
     let mut w = World::new();
     assert_eq!(w.apply(Request::Submit { spec: spec(Some("r1")), now_ms: 5 }), Response::JobCreated { job: 1, existing: true });
     assert_eq!(w.apply(Request::Submit { spec: spec(None), now_ms: 5 }), Response::JobCreated { job: 2, existing: false });
 }
 
 #[test]
-fn duplicated_and_retried_reports_store_each_result_once() {
+pub(crate) fn duplicated_and_retried_reports_store_each_result_once() {
     let mut w = World::new();
     let e = w.grant("w1", 0);
     assert_eq!(stored(w.apply(report("w1", 0, e, &[0, 2, 4], 5, false))), 3);
@@ -290,7 +290,7 @@ fn duplicated_and_retried_reports_store_each_result_once() {
 }
 
 #[test]
-fn the_cursor_moves_only_over_stored_frames_and_done_with_frames_missing_is_a_failed_attempt() {
+pub(crate) fn the_cursor_moves_only_over_stored_frames_and_done_with_frames_missing_is_a_failed_attempt() {
     let mut w = World::new();
     let e = w.grant("w1", 0);
     // Shard 0 is [0, 10) at step 2. Frames 0 and 4 reported with next_frame 7: 2 and 6 missing.
@@ -311,7 +311,7 @@ fn the_cursor_moves_only_over_stored_frames_and_done_with_frames_missing_is_a_fa
 }
 
 #[test]
-fn counters_a_worker_sends_cannot_overflow_the_apply() {
+pub(crate) fn counters_a_worker_sends_cannot_overflow_the_apply() {
     let mut w = World::new();
     let e = w.grant("w1", 0);
     let huge = |frames: &[u64], next: u64| match report("w1", 0, e, frames, next, false) {
@@ -341,7 +341,7 @@ fn counters_a_worker_sends_cannot_overflow_the_apply() {
 }
 
 #[test]
-fn a_stale_epoch_is_rejected_and_changes_nothing() {
+pub(crate) fn a_stale_epoch_is_rejected_and_changes_nothing() {
     let mut w = World::new();
     let e1 = w.grant("w1", 0);
     w.apply(report("w1", 0, e1, &[0, 2], 3, false));
@@ -367,7 +367,7 @@ fn a_stale_epoch_is_rejected_and_changes_nothing() {
 }
 
 #[test]
-fn the_job_completes_exactly_when_every_shard_is_done() {
+pub(crate) fn the_job_completes_exactly_when_every_shard_is_done() {
     let mut w = World::new();
     let a = w.grant("w1", 0);
     let b = w.grant("w2", 1);
@@ -385,7 +385,7 @@ fn the_job_completes_exactly_when_every_shard_is_done() {
 }
 
 #[test]
-fn reports_with_foreign_frames_or_missing_models_are_refused_whole() {
+pub(crate) fn reports_with_foreign_frames_or_missing_models_are_refused_whole() {
     let mut w = World::new();
     let e = w.grant("w1", 0);
     for bad in [&[0u64, 12][..], &[3][..]] {
@@ -400,7 +400,7 @@ fn reports_with_foreign_frames_or_missing_models_are_refused_whole() {
 }
 
 #[test]
-fn a_shard_failing_too_often_fails_the_job_with_its_error() {
+pub(crate) fn a_shard_failing_too_often_fails_the_job_with_its_error() {
     let mut w = World::new();
     let fail = |w: &mut World, epoch| {
         let mut r = report("w1", 0, epoch, &[], 0, false);
@@ -420,7 +420,7 @@ fn a_shard_failing_too_often_fails_the_job_with_its_error() {
 }
 
 #[test]
-fn cancel_releases_leases_and_grants_skip_finished_jobs() {
+pub(crate) fn cancel_releases_leases_and_grants_skip_finished_jobs() {
     let mut w = World::new();
     let e = w.grant("w1", 0);
     assert_eq!(w.apply(Request::Cancel { job: 1, now_ms: 7 }), Response::Ok);
@@ -431,7 +431,7 @@ fn cancel_releases_leases_and_grants_skip_finished_jobs() {
 }
 
 #[test]
-fn a_draining_worker_gets_nothing_and_hands_back_its_leases() {
+pub(crate) fn a_draining_worker_gets_nothing_and_hands_back_its_leases() {
     let mut w = World::new();
     let e = w.grant("w1", 0);
     stored(w.apply(report("w1", 0, e, &[0, 2], 3, false)));
@@ -447,7 +447,7 @@ fn a_draining_worker_gets_nothing_and_hands_back_its_leases() {
 }
 
 #[test]
-fn a_leaving_worker_hands_back_its_leases_without_failed_attempts() {
+pub(crate) fn a_leaving_worker_hands_back_its_leases_without_failed_attempts() {
     let mut w = World::new();
     let e = w.grant("w1", 0);
     stored(w.apply(report("w1", 0, e, &[0, 2], 3, false)));
@@ -461,12 +461,12 @@ fn a_leaving_worker_hands_back_its_leases_without_failed_attempts() {
     assert!(matches!(w.apply(Request::Leave { worker: "nobody".into() }), Response::Rejected(_)));
 }
 
-fn split(w: &mut World, shard: u32, epoch: u64, at: u64, worker: &str) -> Response {
+pub(crate) fn split(w: &mut World, shard: u32, epoch: u64, at: u64, worker: &str) -> Response {
     w.apply(Request::Split { job: 1, shard, epoch, at, worker: worker.into(), now_ms: 6 })
 }
 
 #[test]
-fn a_split_hands_the_tail_over_and_each_result_is_stored_once() {
+pub(crate) fn a_split_hands_the_tail_over_and_each_result_is_stored_once() {
     let mut w = World::new();
     let e1 = w.grant("w1", 0);
     stored(w.apply(report("w1", 0, e1, &[0, 2], 3, false)));
@@ -506,7 +506,7 @@ fn a_split_hands_the_tail_over_and_each_result_is_stored_once() {
 }
 
 #[test]
-fn a_victim_done_report_past_the_cut_completes_only_its_head() {
+pub(crate) fn a_victim_done_report_past_the_cut_completes_only_its_head() {
     let mut w = World::new();
     let e1 = w.grant("w1", 0);
     let Response::Granted(g) = split(&mut w, 0, e1, 4, "w2") else { panic!("split rejected") };
@@ -520,7 +520,7 @@ fn a_victim_done_report_past_the_cut_completes_only_its_head() {
 }
 
 #[test]
-fn a_stale_or_impossible_split_is_rejected_and_changes_nothing() {
+pub(crate) fn a_stale_or_impossible_split_is_rejected_and_changes_nothing() {
     let mut w = World::new();
     let e1 = w.grant("w1", 0);
     stored(w.apply(report("w1", 0, e1, &[0, 2, 4], 5, false)));
@@ -543,7 +543,7 @@ fn a_stale_or_impossible_split_is_rejected_and_changes_nothing() {
 }
 
 #[test]
-fn a_split_head_handed_out_again_is_leased_with_its_new_end() {
+pub(crate) fn a_split_head_handed_out_again_is_leased_with_its_new_end() {
     let mut w = World::new();
     let e1 = w.grant("w1", 0);
     let Response::Granted(_) = split(&mut w, 0, e1, 6, "w2") else { panic!("split rejected") };
@@ -557,7 +557,7 @@ fn a_split_head_handed_out_again_is_leased_with_its_new_end() {
 }
 
 #[test]
-fn trim_deletes_below_the_cut_once_and_later_frames_below_it_are_not_stored() {
+pub(crate) fn trim_deletes_below_the_cut_once_and_later_frames_below_it_are_not_stored() {
     let mut w = World::new();
     let e = w.grant("w1", 0);
     let mut r = report("w1", 0, e, &[0, 2, 4], 5, false);
@@ -587,7 +587,7 @@ fn trim_deletes_below_the_cut_once_and_later_frames_below_it_are_not_stored() {
 }
 
 #[test]
-fn prune_deletes_finished_jobs_with_their_results_and_frames_only() {
+pub(crate) fn prune_deletes_finished_jobs_with_their_results_and_frames_only() {
     let mut w = World::new();
     // Job 1 runs; job 2 is cancelled at t=7 (finished), job 3 cancelled at t=50.
     let e = w.grant("w1", 0);
@@ -621,7 +621,7 @@ fn prune_deletes_finished_jobs_with_their_results_and_frames_only() {
 }
 
 #[test]
-fn a_source_without_frames_fails_at_planning() {
+pub(crate) fn a_source_without_frames_fails_at_planning() {
     let mut w = World { st: State::default(), sink: MemSink::default() };
     w.apply(Request::Submit { spec: spec(None), now_ms: 1 });
     w.apply(Request::Plan { job: 1, plan: plan(0), shards: vec![], now_ms: 2 });
@@ -629,274 +629,8 @@ fn a_source_without_frames_fails_at_planning() {
     assert!(w.job().error.as_deref().unwrap().contains("no video frames"));
 }
 
-/// Random runs of the state machine with simulated workers: leases,
-/// reports (in order, as the reporter sends them), duplicated and stale
-/// reports, failures, expiries and splits, in any interleaving.
-mod sequences {
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::scheduling::{choose_shards, choose_split, split_shards};
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Lease(usize),
-        Steal(usize),
-        /// Worker, which lease, how many frames.
-        Work(usize, usize, u64),
-        Duplicate(usize),
-        Fail(usize),
-        Expire(usize),
-        ExpireStale(usize),
-        StaleReport(usize),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            3 => (0usize..3).prop_map(Op::Lease),
-            2 => (0usize..3).prop_map(Op::Steal),
-            8 => (0usize..3, 0usize..4, 1u64..7).prop_map(|(w, l, n)| Op::Work(w, l, n)),
-            2 => (0usize..3).prop_map(Op::Duplicate),
-            1 => (0usize..3).prop_map(Op::Fail),
-            1 => (0usize..50).prop_map(Op::Expire),
-            1 => (0usize..50).prop_map(Op::ExpireStale),
-            1 => (0usize..3).prop_map(Op::StaleReport),
-        ]
-    }
-
-    /// A lease as its worker sees it: it works from `next` up to `end`.
-    #[derive(Debug)]
-    struct Held {
-        shard: u32,
-        epoch: u64,
-        next: u64,
-        end: u64,
-    }
-
-    #[derive(Default)]
-    struct SimWorker {
-        capacity: u32,
-        held: Vec<Held>,
-        last: Option<Request>,
-        /// Leases it has let go of: (shard, epoch, a frame of it).
-        old: Vec<(u32, u64, u64)>,
-    }
-
-    struct Sim {
-        w: World,
-        workers: Vec<SimWorker>,
-        step: u64,
-        frames: u64,
-    }
-
-    fn name(i: usize) -> String {
-        format!("w{i}")
-    }
-
-    impl Sim {
-        fn new(frames: u64, step: u64, keyframes: &[u64], target: u64, capacities: &[u32]) -> Sim {
-            let mut w = World { st: State::default(), sink: MemSink::default() };
-            let mut sp = spec(None);
-            sp.frame_step = step;
-            sp.max_attempts = 1_000;
-            w.apply(Request::Submit { spec: sp, now_ms: 1 });
-            let mut kf: Vec<u64> = keyframes.iter().map(|k| k % frames).chain([0]).collect();
-            kf.sort();
-            kf.dedup();
-            let keyframes: Vec<(u64, i64)> = kf.into_iter().map(|k| (k, k as i64)).collect();
-            let shards = split_shards(frames, &keyframes, target);
-            w.apply(Request::Plan { job: 1, plan: Plan { frames, keyframes, ..plan(frames) }, shards, now_ms: 2 });
-            let mut workers = Vec::new();
-            for (i, &capacity) in capacities.iter().enumerate() {
-                w.apply(Request::RegisterWorker { name: name(i), addr: String::new(), capacity, models: spec(None).models, now_ms: 3 });
-                workers.push(SimWorker { capacity, ..Default::default() });
-            }
-            Sim { w, workers, step, frames }
-        }
-
-        fn free(&self, i: usize) -> u32 {
-            self.workers[i].capacity.saturating_sub(self.workers[i].held.len() as u32)
-        }
-
-        fn take(&mut self, i: usize, resp: Response) {
-            let Response::Granted(g) = resp else { return };
-            for g in g {
-                let s = &self.w.job().shards[g.shard as usize];
-                self.workers[i].held.push(Held { shard: g.shard, epoch: g.epoch, next: s.cursor, end: s.end });
-            }
-        }
-
-        fn lease(&mut self, i: usize) {
-            let live = (0..self.workers.len()).map(name).collect();
-            let wanted = choose_shards(&self.w.st, &name(i), self.free(i), &live);
-            if !wanted.is_empty() {
-                let r = self.w.apply(Request::Grant { worker: name(i), shards: wanted.clone(), now_ms: 4 });
-                assert!(matches!(&r, Response::Granted(g) if g.len() == wanted.len()), "chose {wanted:?}, granted {r:?}");
-                self.take(i, r);
-            }
-        }
-
-        fn steal(&mut self, i: usize) {
-            if let Some(st) = choose_split(&self.w.st, &name(i), self.free(i)) {
-                let r = self.w.apply(Request::Split { job: 1, shard: st.shard, epoch: st.epoch, at: st.at, worker: name(i), now_ms: 5 });
-                assert!(matches!(&r, Response::Granted(g) if g.len() == 1), "chose {st:?}, split gave {r:?}");
-                self.take(i, r);
-            }
-        }
-
-        /// Worker `i` reports the next `n` analysed frames of one of its
-        /// leases (done once it reaches the end it was told).
-        fn work(&mut self, i: usize, which: usize, n: u64) {
-            let step = self.step;
-            let sw = &mut self.workers[i];
-            if sw.held.is_empty() {
-                return;
-            }
-            let k = which % sw.held.len();
-            let h = &sw.held[k];
-            let first = h.next.div_ceil(step) * step;
-            let frames: Vec<u64> = (0..n).map(|j| first + j * step).take_while(|&f| f < h.end).collect();
-            let done = frames.last().map_or(first, |&f| f + step) >= h.end;
-            let next = if done { h.end } else { frames.last().map_or(h.next, |&f| f + 1) };
-            let r = report(&name(i), h.shard, h.epoch, &frames, next, done);
-            sw.last = Some(r.clone());
-            let resp = self.w.apply(r);
-            let sw = &mut self.workers[i];
-            match resp {
-                Response::Reported { .. } if !done => sw.held[k].next = next,
-                Response::Reported { .. } | Response::Rejected(_) => {
-                    // Done, or refused (lease lost, shard done): the worker stops it.
-                    let h = sw.held.remove(k);
-                    sw.old.push((h.shard, h.epoch, first));
-                }
-                other => panic!("unexpected outcome {other:?}"),
-            }
-        }
-
-        fn fail(&mut self, i: usize) {
-            let Some(h) = self.workers[i].held.pop() else { return };
-            let mut r = report(&name(i), h.shard, h.epoch, &[], h.next, false);
-            if let Request::Report(r) = &mut r {
-                r.error = Some("decoder crashed".into());
-            }
-            self.w.apply(r);
-            self.workers[i].old.push((h.shard, h.epoch, h.next.div_ceil(self.step) * self.step));
-        }
-
-        fn leased(&self) -> Vec<(u32, u64)> {
-            let j = self.w.job();
-            j.shards.iter().filter_map(|s| if let ShardState::Leased { epoch, .. } = s.state { Some((s.index, epoch)) } else { None }).collect()
-        }
-
-        fn run(&mut self, op: &Op) {
-            match *op {
-                Op::Lease(i) => self.lease(i),
-                Op::Steal(i) => self.steal(i),
-                Op::Work(i, l, n) => self.work(i, l, n),
-                Op::Duplicate(i) => {
-                    if let Some(r) = self.workers[i].last.clone() {
-                        let resp = self.w.apply(r);
-                        assert!(matches!(resp, Response::Reported { stored: 0 } | Response::Rejected(_)), "a duplicate stored something: {resp:?}");
-                    }
-                }
-                Op::Fail(i) => self.fail(i),
-                Op::Expire(k) => {
-                    let l = self.leased();
-                    if !l.is_empty() {
-                        let (shard, epoch) = l[k % l.len()];
-                        assert_eq!(self.w.apply(Request::Expire { job: 1, shard, epoch }), Response::Ok);
-                    }
-                }
-                Op::ExpireStale(k) => {
-                    let l = self.leased();
-                    if !l.is_empty() {
-                        let (shard, epoch) = l[k % l.len()];
-                        let r = self.w.apply(Request::Expire { job: 1, shard, epoch: epoch + 1_000_000 });
-                        assert!(matches!(r, Response::Rejected(_)), "a stale expiry applied: {r:?}");
-                    }
-                }
-                Op::StaleReport(i) => {
-                    if let Some(&(shard, epoch, f)) = self.workers[i].old.last() {
-                        let frames: Vec<u64> = if f < self.frames { vec![f] } else { vec![] };
-                        let resp = self.w.apply(report(&name(i), shard, epoch, &frames, f + 1, true));
-                        assert!(matches!(resp, Response::Rejected(_)), "a stale report was accepted: {resp:?}");
-                    }
-                }
-            }
-            self.check();
-        }
-
-        /// What must hold after every step.
-        fn check(&self) {
-            let j = self.w.job();
-            assert_ne!(j.state, JobState::Failed, "{:?}", j.error);
-            let stored: BTreeSet<u64> = self.w.sink.0.keys().map(|k| k.1).collect();
-            for f in &stored {
-                assert!(self.w.sink.0.contains_key(&(1, *f, 0)) && self.w.sink.0.contains_key(&(1, *f, 1)), "frame {f} half stored");
-                assert_eq!(f % self.step, 0, "frame {f} is not analysed");
-            }
-            assert_eq!(j.frames_done, stored.len() as u64);
-            let mut ranges: Vec<(u64, u64)> = j.shards.iter().map(|s| (s.start, s.end)).collect();
-            ranges.sort();
-            let mut at = 0;
-            for (a, b) in ranges {
-                assert!(a == at && b > a, "shards do not partition the video: {:?}", j.shards);
-                at = b;
-            }
-            assert_eq!(at, self.frames);
-            for s in &j.shards {
-                assert!(s.start <= s.cursor && s.cursor <= s.end, "{s:?}");
-                // Every analysed frame below a cursor is committed.
-                let upto = if s.state == ShardState::Done { s.end } else { s.cursor };
-                for f in (s.start..upto).filter(|f| f % self.step == 0) {
-                    assert!(stored.contains(&f), "frame {f} below the cursor of {s:?} is missing");
-                }
-            }
-            if j.state == JobState::Completed {
-                assert_eq!(stored.len() as u64, j.frames_total(), "completed with frames missing");
-            }
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
-
-        #[test]
-        fn random_runs_store_each_result_once_and_complete_exactly_when_all_is_stored(
-            frames in 1u64..150,
-            step in 1u64..4,
-            keyframes in prop::collection::vec(0u64..150, 0..12),
-            target in 3u64..60,
-            capacities in prop::collection::vec(1u32..4, 3),
-            ops in prop::collection::vec(op(), 0..120),
-        ) {
-            let mut sim = Sim::new(frames, step, &keyframes, target, &capacities);
-            for op in &ops {
-                sim.run(op);
-            }
-            // Then let every worker work to the end.
-            for _ in 0..1_000 {
-                if sim.w.job().state == JobState::Completed {
-                    break;
-                }
-                for i in 0..3 {
-                    sim.lease(i);
-                    sim.steal(i);
-                    for _ in 0..sim.workers[i].held.len() {
-                        sim.work(i, 0, 5);
-                    }
-                    sim.check();
-                }
-            }
-            let j = sim.w.job();
-            prop_assert_eq!(j.state, JobState::Completed, "the job did not complete: {:?}", j.shards);
-            prop_assert_eq!(sim.w.sink.0.len() as u64, 2 * j.frames_total());
-        }
-    }
-}
-
 #[test]
-fn every_lease_change_is_an_event_with_its_reason() {
+pub(crate) fn every_lease_change_is_an_event_with_its_reason() {
     let mut w = World::new();
     let events = |w: &mut World, r: Request| {
         let mut ch = Changes::default();
@@ -924,7 +658,7 @@ fn every_lease_change_is_an_event_with_its_reason() {
 }
 
 #[test]
-fn a_rejection_says_of_what_kind_it_is() {
+pub(crate) fn a_rejection_says_of_what_kind_it_is() {
     let mut w = World::new();
     let kind = |r: Response| match r {
         Response::Rejected(r) => r.kind,
@@ -944,7 +678,7 @@ fn a_rejection_says_of_what_kind_it_is() {
 }
 
 #[test]
-fn a_results_error_flag_counts_as_an_error_whatever_its_text() {
+pub(crate) fn a_results_error_flag_counts_as_an_error_whatever_its_text() {
     let mut w = World::new();
     let e = w.grant("w1", 0);
     let mut r = report("w1", 0, e, &[0, 2], 3, false);

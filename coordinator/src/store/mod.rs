@@ -7,7 +7,7 @@
 //! `m/applied`, `m/membership`, `m/counters` · `j/<job>` · `w/<name>` ·
 //! `q/<request id>` · `r/<job><frame><model index>` → (timestamp, JSON) ·
 //! `f/<job><frame>` → the reference of the frame's stored picture ([`PictureRef`]; the
-//! picture itself is in this node's [`PictureStore`], outside Raft).
+//! picture itself is in this node's [`PictureStore`](crate::pictures::store::PictureStore), outside Raft).
 //!
 //! Snapshots are files ([`snapfile`]) written, sent, received and installed
 //! as streams: memory does not grow with the state. Installing fills a new
@@ -21,14 +21,14 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::apply::{Changes, ResultSink, State};
-use super::command::{Freed, PictureRef, Response};
+use crate::state::apply::{Changes, ResultSink, State};
+use crate::state::command::{Freed, PictureRef, Response};
 use crate::pictures::PictureHome;
-use super::snapfile;
 use crate::raft::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::raft::log_store::{remove_in_batches, MAX_BATCH_OPS};
 
 mod keys;
+pub mod snapfile;
 mod reader;
 mod sink;
 mod snapshot;
@@ -60,7 +60,7 @@ pub struct Applied {
 #[derive(Debug, Default)]
 struct Persisted {
     plan: bool,
-    shards: Vec<super::model::Shard>,
+    shards: Vec<crate::state::model::Shard>,
 }
 
 /// Names the tree that holds the state machine (key [`K_ACTIVE`]); switching
@@ -179,7 +179,7 @@ fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
     }
     for item in tree.scan_prefix(b"j/") {
         let (_, v) = item.map_err(sm_read)?;
-        let job: super::model::Job = bincode::deserialize(&v).map_err(sm_read)?;
+        let job: crate::state::model::Job = bincode::deserialize(&v).map_err(sm_read)?;
         a.state.jobs.insert(job.id, job);
     }
     // Shards in key order: (job, index). A job written before shards had
@@ -188,7 +188,7 @@ fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
     let job_of = |k: &[u8]| -> Result<u64, StorageError> {
         k.get(2..10).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| sm_read(std::io::Error::other(format!("bad key {k:?}"))))
     };
-    let mut shards: HashMap<u64, Vec<super::model::Shard>> = HashMap::new();
+    let mut shards: HashMap<u64, Vec<crate::state::model::Shard>> = HashMap::new();
     for item in tree.scan_prefix(b"s/") {
         let (k, v) = item.map_err(sm_read)?;
         shards.entry(job_of(&k)?).or_default().push(bincode::deserialize(&v).map_err(sm_read)?);
@@ -212,7 +212,7 @@ fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
     a.persisted = a.state.jobs.iter().map(|(id, j)| (*id, Persisted { plan: planned.contains(id), shards: j.shards.clone() })).collect();
     for item in tree.scan_prefix(b"w/") {
         let (_, v) = item.map_err(sm_read)?;
-        let w: super::model::WorkerRec = bincode::deserialize(&v).map_err(sm_read)?;
+        let w: crate::state::model::WorkerRec = bincode::deserialize(&v).map_err(sm_read)?;
         a.state.workers.insert(w.name.clone(), w);
     }
     for item in tree.scan_prefix(b"q/") {

@@ -6,7 +6,7 @@
 use ffmpeg_next as ffmpeg;
 
 use crate::error::MediaError;
-use crate::source::{url_scheme, HTTP_PROTOCOLS};
+use crate::protocols::{url_scheme, HTTP_PROTOCOLS};
 
 /// `avformat_open_input` with an optional explicit input format (a
 /// device's demuxer) and an interrupt callback, then stream info. With
@@ -24,7 +24,7 @@ pub(crate) fn open_input(
 ) -> Result<ffmpeg::format::context::Input, ffmpeg::Error> {
     use ffmpeg::ffi;
     let cpath = std::ffi::CString::new(path).map_err(|_| ffmpeg::Error::InvalidData)?;
-    take_refused_url();
+    crate::error::take_refused_url();
     // SAFETY: the context is allocated here and either handed to
     // `Input::wrap_with_interrupt` (which owns and closes it, and keeps the
     // callback's closure alive as long as the context) or freed by
@@ -75,18 +75,6 @@ type IoOpen = unsafe extern "C" fn(
 /// [`policy_io_open`] calls for every URL it lets through.
 static DEFAULT_IO_OPEN: std::sync::OnceLock<Option<IoOpen>> = std::sync::OnceLock::new();
 
-thread_local! {
-    /// Why [`policy_io_open`] last refused a URL on this thread: the open
-    /// (or read) that failed on it reports this instead of FFmpeg's
-    /// "permission denied".
-    static REFUSED_URL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// The reason the last URL refused on this thread was refused, once.
-pub(crate) fn take_refused_url() -> Option<String> {
-    REFUSED_URL.with(|r| r.borrow_mut().take())
-}
-
 /// The `io_open` of an input opened with `checked_urls`: a URL the source
 /// policy refuses is not opened (`EACCES`); any other goes to libavformat's
 /// own. A playlist on an allowed server can name segments anywhere; without
@@ -111,10 +99,8 @@ unsafe extern "C" fn policy_io_open(
             let shown = crate::policy::redact(&u);
             tracing::warn!(url = %shown, "not opened: {}", e.reason());
             // The first refusal is kept: it is the one that explains the rest.
-            REFUSED_URL.with(|r| {
-                r.borrow_mut().get_or_insert_with(|| {
-                    format!("the source names '{shown}' (a playlist entry, or where the source leads), which is not opened: {}", e.reason())
-                });
+            crate::error::note_refused_url(|| {
+                format!("the source names '{shown}' (a playlist entry, or where the source leads), which is not opened: {}", e.reason())
             });
             return -libc::EACCES;
         }

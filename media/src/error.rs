@@ -169,7 +169,7 @@ pub(crate) fn from_ffmpeg(
     // A URL the source led to was refused by the source policy on this
     // thread (a playlist's segment): that explains this error, whatever
     // FFmpeg made of the refusal.
-    if let Some(refused) = crate::checked_open::take_refused_url() {
+    if let Some(refused) = take_refused_url() {
         return MediaError::invalid(input, refused);
     }
     let input_s = input.to_string();
@@ -252,4 +252,24 @@ pub(crate) fn from_ffmpeg(
             },
         },
     }
+}
+
+thread_local! {
+    /// Why the source policy last refused a URL on this thread
+    /// (`checked_open.rs`, `policy_io_open`): the open (or read) that failed
+    /// on it reports this instead of FFmpeg's "permission denied".
+    static REFUSED_URL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keep why a URL was refused on this thread; the first refusal is kept (it
+/// explains the rest).
+pub(crate) fn note_refused_url(why: impl FnOnce() -> String) {
+    REFUSED_URL.with(|r| {
+        r.borrow_mut().get_or_insert_with(why);
+    });
+}
+
+/// The reason the last URL refused on this thread was refused, once.
+pub(crate) fn take_refused_url() -> Option<String> {
+    REFUSED_URL.with(|r| r.borrow_mut().take())
 }

@@ -14,6 +14,7 @@ mod checked_open;
 mod convert;
 mod decode;
 mod error;
+mod protocols;
 mod source;
 
 pub use convert::{output_size, Converter};

@@ -17,7 +17,7 @@ pub struct Web {
     pub(crate) seq: Arc<AtomicU64>,
     /// Browser streams being relayed to their live job's RTMP URL, by job id.
     pub(crate) relays: relay::Relays,
-    /// Host names answered besides IP addresses and localhost ([`guard`](crate::routes::guard)).
+    /// Host names answered besides IP addresses and localhost (`guard` in `routes.rs`).
     pub(crate) hosts: Arc<Vec<String>>,
 }
 

@@ -8,3 +8,5 @@ pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
+#[cfg(test)]
+mod supervision_tests;

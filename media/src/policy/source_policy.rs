@@ -29,7 +29,7 @@ impl SourcePolicy {
         Ok(SourcePolicy { file_dirs: file_dirs.iter().map(PathBuf::from).collect(), allow })
     }
 
-    /// Check a normalised source (see [`crate::normalize_source`]). May
+    /// Check a normalised source (see `normalize_source`). May
     /// resolve a host name (blocking, at most about 10 s): call it off any
     /// async runtime's worker threads.
     pub fn check(&self, source: &str) -> Result<(), MediaError> {

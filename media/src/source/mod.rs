@@ -8,7 +8,8 @@
 
 use ffmpeg_next as ffmpeg;
 
-use crate::checked_open::{open_input, take_refused_url};
+use crate::checked_open::open_input;
+use crate::error::take_refused_url;
 use crate::error::{from_ffmpeg, MediaError, Stage};
 
 mod device;
@@ -18,15 +19,14 @@ mod pin;
 pub(crate) mod rtmp_key;
 #[cfg(test)]
 mod tests;
-mod whitelist;
 
 pub use device::{check_device_path, device_source};
-pub(crate) use name::url_scheme;
+pub(crate) use crate::protocols::url_scheme;
 pub use name::normalize_source;
 use name::{normalize, NETWORK_SCHEMES};
 use pin::Alias;
-pub(crate) use whitelist::HTTP_PROTOCOLS;
-use whitelist::{network_formats, FILE_PROTOCOLS, UNCHECKED_DEMUXERS};
+pub(crate) use crate::protocols::HTTP_PROTOCOLS;
+use crate::protocols::{network_formats, FILE_PROTOCOLS, UNCHECKED_DEMUXERS};
 
 /// Read/write timeout for HTTP sources, in microseconds: a stalled server must
 /// not hang a decode forever.

@@ -4,6 +4,7 @@
 #[cfg(doc)]
 use super::{device_source, Source};
 use crate::error::MediaError;
+use crate::protocols::{is_scheme_char, url_scheme};
 
 /// URL schemes accepted besides plain local paths (`v4l2://WORKER/dev/videoN`
 /// is a capture device on the named worker: see [`device_source`]).
@@ -12,20 +13,6 @@ pub(super) const NETWORK_SCHEMES: &[&str] = &["http", "https", "rtmp", "rtmps", 
 const ACCEPTED: &str =
     "use a local path, file://, http://, https://, rtmp://, rtmps://, rtsp:// or v4l2://";
 
-/// Characters FFmpeg accepts in a protocol name (`URL_SCHEME_CHARS`).
-fn is_scheme_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "+-.".contains(c)
-}
-
-/// The `scheme` of `scheme://…`, lower-cased, if the source has that form.
-pub(crate) fn url_scheme(source: &str) -> Option<String> {
-    let (scheme, _rest) = source.split_once("://")?;
-    let first = scheme.chars().next()?;
-    if !first.is_ascii_alphabetic() || !scheme.chars().all(is_scheme_char) {
-        return None;
-    }
-    Some(scheme.to_ascii_lowercase())
-}
 
 /// The protocol FFmpeg would pick for `source` if it were handed the name
 /// as is, when that is not `file`: `concat:a|b` → `concat`, `data:…` →

@@ -35,8 +35,6 @@ pub mod model;
 pub mod reporter;
 pub mod resizer;
 pub mod supervisor;
-#[cfg(test)]
-mod tests;
 
 /// A frame's stored picture: a reduced JPEG, and the analysed frame's size.
 #[derive(Debug, Clone)]

@@ -1,7 +1,8 @@
 //! The supervision of model actors, end to end through a real
 //! `ShardSupervisor` (decoder, resizer, reporter and all) with
 //! `ReportSink::Local`, over a small clip made with the ffmpeg CLI, and with
-//! fake analyses that crash on chosen frames.
+//! fake analyses that crash on chosen frames. (Beside the pipeline, not in
+//! it: it runs shards through `local.rs`, which uses the pipeline.)
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,7 +12,7 @@ use std::time::Duration;
 use panoptes_proto::worker::FrameReport;
 use serde_json::{json, Value};
 
-use super::model::tests::actors_started;
+use crate::pipeline::model::tests::actors_started;
 use crate::metrics;
 use panoptes_common::metrics::{counter, gauge, histogram};
 use crate::analysis::{Analysis, RgbFrame};

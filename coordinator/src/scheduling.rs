@@ -185,6 +185,35 @@ pub fn choose_split(state: &State, worker: &str, asked: u32) -> Option<Steal> {
     best.map(|(_, s)| s)
 }
 
+/// What a worker asking for work gets: shards to lease, a slow worker's
+/// tail to take over, or nothing now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeasePlan {
+    Grant(Vec<(u64, u32)>),
+    Split(Steal),
+    Nothing,
+}
+
+/// The one scheduling decision behind a lease request: `worker` (registered)
+/// asks with `asked` free slots; `live` are the workers heard from lately.
+/// Pending shards of file jobs are shared fairly ([`choose_shards`]); a live
+/// job's shard goes to the worker its URL names, whatever its free slots (a
+/// publisher is about to push); with nothing pending that fits, the tail of
+/// a slow worker's shard ([`choose_split`]).
+pub fn plan_lease(state: &State, worker: &str, asked: u32, live: &BTreeSet<String>) -> LeasePlan {
+    let mut wanted = choose_shards(state, worker, asked, live);
+    wanted.retain(|(job, _)| state.jobs.get(job).is_none_or(|j| j.live.is_none()));
+    for j in state.jobs.values().filter(|j| j.state == JobState::Running) {
+        if j.live.as_ref().is_some_and(|l| l.worker == worker) {
+            wanted.extend(j.shards.iter().filter(|s| s.state == ShardState::Pending).map(|s| (j.id, s.index)));
+        }
+    }
+    if !wanted.is_empty() {
+        return LeasePlan::Grant(wanted);
+    }
+    choose_split(state, worker, asked).map_or(LeasePlan::Nothing, LeasePlan::Split)
+}
+
 /// Where to cut the unacknowledged range `[cursor, end)` (holding `n ≥ 2 ×
 /// MIN_STOLEN_FRAMES` analysed frames, multiples of `step`) in two. The
 /// aligned midpoint `mid` is the analysed frame that leaves the first
@@ -310,6 +339,47 @@ mod properties {
             prop::collection::vec((0u8..10, 0usize..8, 0u64..1000), 1..30),
             any::<bool>(),
         )
+    }
+
+    #[test]
+    fn a_lease_plan_shares_file_shards_places_live_ones_and_else_splits() {
+        // w0 and w1 offer every model; job 1 (a file) has its 4 shards
+        // pending, job 2 is a live stream placed on w1.
+        let ws: [WorkerP; 2] = [(4, 0b111, false, 4, true), (4, 0b111, false, 0, true)];
+        let pending: Vec<ShardP> = vec![(0, 0, 0)];
+        let js: [JobP; 2] = [(0b001, 1, 400, vec![], 100, 0, pending.clone(), false), (0b001, 1, 100, vec![], 100, 0, pending, false)];
+        let mut w = build(&ws, &js);
+        let j2 = w.state.jobs.get_mut(&2).unwrap();
+        j2.live = Some(crate::state::model::LiveSpec { key: "k".into(), worker: "w1".into(), slot: 0, url: "rtmp://h:1/live/k".into() });
+        for s in &mut j2.shards {
+            s.state = ShardState::Pending;
+        }
+        let file_shards = |p: &LeasePlan| match p {
+            LeasePlan::Grant(g) => g.iter().filter(|(j, _)| *j == 1).count(),
+            _ => 0,
+        };
+        // w0: its fair share of the file job, never the live shard.
+        let p0 = plan_lease(&w.state, "w0", 4, &w.live);
+        assert_eq!(p0, LeasePlan::Grant(choose_shards(&w.state, "w0", 4, &w.live).into_iter().filter(|(j, _)| *j == 1).collect()));
+        assert!(file_shards(&p0) > 0);
+        // w1 asks with no free slot: it still gets its live shard, and only that.
+        assert_eq!(plan_lease(&w.state, "w1", 0, &w.live), LeasePlan::Grant(vec![(2, 0)]));
+        // Nothing pending (every file shard leased to w1 from its start, the
+        // live one ended): w0 takes over the tail of one.
+        let mut epoch = 10;
+        for s in &mut w.state.jobs.get_mut(&1).unwrap().shards {
+            epoch += 1;
+            s.state = ShardState::Leased { worker: "w1".into(), epoch, since_ms: 0, lease_end: s.end };
+            s.cursor = s.start;
+        }
+        w.state.jobs.get_mut(&2).unwrap().state = JobState::Completed;
+        match plan_lease(&w.state, "w0", 4, &w.live) {
+            LeasePlan::Split(st) => assert_eq!(st.job, 1),
+            other => panic!("expected a split, got {other:?}"),
+        }
+        // And a worker that offers none of the models gets nothing.
+        w.state.workers.get_mut("w0").unwrap().models = vec!["z".into()];
+        assert_eq!(plan_lease(&w.state, "w0", 4, &w.live), LeasePlan::Nothing);
     }
 
     struct World {

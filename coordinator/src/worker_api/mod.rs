@@ -12,9 +12,12 @@ use tracing::{debug, info};
 
 use crate::metrics::{LEASES_GRANTED, REPORTS_ACCEPTED, REPORTS_REFUSED, REPORT_COMMIT_SECONDS, RESULTS_STORED, WORK_STOLEN};
 use crate::handle::{Coordinator, MAX_MESSAGE_BYTES};
-use crate::scheduling::{choose_shards, choose_split};
-use crate::state::command::{FrameImage, FrameOutputs, ModelOutput, Report, Request, Response};
-use crate::state::model::{JobState, ShardState, StageTimes};
+use crate::scheduling::{plan_lease, LeasePlan};
+use crate::state::command::{Report, Request, Response};
+use crate::state::model::ShardState;
+
+mod convert;
+use convert::{assignment, frames_and_pictures, stage_times};
 
 pub struct WorkerService {
     node: Arc<Coordinator>,
@@ -86,29 +89,16 @@ impl WorkerApi for WorkerService {
         // Workers heard from within a lease timeout compete for the pending
         // shards (fair share by free capacity; see `choose_shards`).
         let live = self.node.leader.live_workers();
-        let (wanted, steal) = self.node.reader.read(|a| {
+        let plan = self.node.reader.read(|a| {
             if !a.state.workers.contains_key(&r.name) {
                 return Err(Status::failed_precondition(format!("unknown worker '{}': register first", r.name)));
             }
-            let mut wanted = choose_shards(&a.state, &r.name, r.free_slots, &live);
-            // Live shards run only on the worker their URL names, and always
-            // (a publisher is about to push): they do not wait for a free slot.
-            wanted.retain(|(job, _)| a.state.jobs.get(job).is_none_or(|j| j.live.is_none()));
-            for j in a.state.jobs.values().filter(|j| j.state == JobState::Running) {
-                if j.live.as_ref().is_some_and(|l| l.worker == r.name) {
-                    wanted.extend(j.shards.iter().filter(|s| s.state == ShardState::Pending).map(|s| (j.id, s.index)));
-                }
-            }
-            // Nothing pending fits: take over the tail of a slow worker's shard.
-            let steal = if wanted.is_empty() { choose_split(&a.state, &r.name, r.free_slots) } else { None };
-            Ok((wanted, steal))
+            Ok(plan_lease(&a.state, &r.name, r.free_slots, &live))
         })?;
-        let req = match (wanted.is_empty(), steal) {
-            (false, _) => Request::Grant { worker: r.name.clone(), shards: wanted, now_ms: now_ms() },
-            (true, Some(st)) => {
-                Request::Split { job: st.job, shard: st.shard, epoch: st.epoch, at: st.at, worker: r.name.clone(), now_ms: now_ms() }
-            }
-            (true, None) => return Ok(Resp::new(pb::LeaseResponse { shards: vec![] })),
+        let req = match plan {
+            LeasePlan::Grant(shards) => Request::Grant { worker: r.name.clone(), shards, now_ms: now_ms() },
+            LeasePlan::Split(st) => Request::Split { job: st.job, shard: st.shard, epoch: st.epoch, at: st.at, worker: r.name.clone(), now_ms: now_ms() },
+            LeasePlan::Nothing => return Ok(Resp::new(pb::LeaseResponse { shards: vec![] })),
         };
         let granted = match self.node.write(req.clone()).await? {
             Response::Granted(g) => g,
@@ -130,58 +120,7 @@ impl WorkerApi for WorkerService {
             self.node.leader.renew(g.job, g.shard, g.epoch);
             let a = self.node.reader.read(|a| {
                 let j = a.state.jobs.get(&g.job)?;
-                let s = j.shards.get(g.shard as usize)?;
-                if j.is_live() {
-                    // A push names its ingest URL; a pull source is opened as given.
-                    let source = j.live.as_ref().map_or_else(|| j.spec.source.clone(), |l| l.url.clone());
-                    let c = &j.counters;
-                    let resume_timestamp = if c.last_timestamp_at_ms > 0 {
-                        // At least 1 ms on: this leader's clock may be behind the one that committed it.
-                        c.last_timestamp + now_ms().saturating_sub(c.last_timestamp_at_ms).max(1) as f64 / 1000.0
-                    } else {
-                        0.0
-                    };
-                    let live = pb::LiveShard { resume_timestamp };
-                    return Some(pb::ShardAssignment {
-                        job_id: JobId(g.job).to_string(),
-                        shard: g.shard,
-                        epoch: g.epoch,
-                        source,
-                        models: j.spec.models.clone(),
-                        frame_step: j.spec.frame_step,
-                        start_frame: s.start,
-                        end_frame: s.end,
-                        resume_frame: s.cursor,
-                        target_height: j.spec.target_height,
-                        frames_height: j.spec.frames_height,
-                        frames_quality: j.spec.frames_quality,
-                        frames_every_ms: j.spec.frames_every_ms,
-                        kind: Some(if j.live.is_none() { pb::shard_assignment::Kind::Pull(live) } else { pb::shard_assignment::Kind::Push(live) }),
-                    });
-                }
-                let plan = j.plan.as_ref()?;
-                let resume = s.cursor;
-                let seek = plan.seek_point(resume);
-                Some(pb::ShardAssignment {
-                    job_id: JobId(g.job).to_string(),
-                    shard: g.shard,
-                    epoch: g.epoch,
-                    source: j.spec.source.clone(),
-                    models: j.spec.models.clone(),
-                    frame_step: j.spec.frame_step,
-                    start_frame: s.start,
-                    end_frame: s.end,
-                    resume_frame: resume,
-                    target_height: j.spec.target_height,
-                    frames_height: j.spec.frames_height,
-                    frames_quality: j.spec.frames_quality,
-                    frames_every_ms: j.spec.frames_every_ms,
-                    kind: Some(pb::shard_assignment::Kind::File(pb::FileShard {
-                        seek: seek.map(|(frame, pts)| pb::KeyframeSeek { frame, pts }),
-                        pts0: plan.pts0,
-                        fps: plan.fps,
-                    })),
-                })
+                assignment(j, j.shards.get(g.shard as usize)?, g.epoch, now_ms())
             });
             if let Some(a) = a {
                 info!(job_id = g.job, shard = g.shard, epoch = g.epoch, worker = %r.name, from = a.resume_frame, to = a.end_frame, "shard leased");
@@ -235,38 +174,17 @@ impl WorkerApi for WorkerService {
 
     async fn report(&self, req: Req<pb::ReportRequest>) -> Result<Resp<pb::ReportResponse>, Status> {
         let received = Instant::now();
-        let r = req.into_inner();
+        let mut r = req.into_inner();
         self.node.require_leader()?;
         let job = parse_job(&r.job_id)?;
         let bytes = prost::Message::encoded_len(&r) as u64;
         // An accepted report carries one output per model for every frame.
         let models = r.frames.first().map(|f| f.outputs.len()).unwrap_or(0) as u64;
-        let times = r.times.map(|t| StageTimes {
-            decode_s: t.decode_s,
-            resize_s: t.resize_s,
-            inference_s: t.inference_s.into_iter().collect(),
-            frames_decoded: t.frames_decoded,
-            frames_dropped: t.frames_dropped,
-            latency_ms: t.latency_ms.into_iter().collect(),
-            reconnects: t.reconnects,
-            gap_ms: t.gap_ms,
-        });
+        let times = r.times.map(stage_times);
         // Pictures go to a majority of the coordinators beside the log; the
-        // report proposes their references (coordinator/src/pictures). Not
-        // for a report whose lease has already gone: it will be refused.
-        let mut frames = Vec::with_capacity(r.frames.len());
-        let mut images = Vec::new();
-        for f in r.frames {
-            if !f.jpeg.is_empty() {
-                images.push((f.frame, r.epoch, FrameImage { jpeg: f.jpeg, width: f.width, height: f.height }));
-            }
-            frames.push(FrameOutputs {
-                frame: f.frame,
-                timestamp: f.timestamp,
-                outputs: f.outputs.into_iter().map(|o| ModelOutput { model: o.model, results_json: o.results_json, error: o.error }).collect(),
-                image: None,
-            });
-        }
+        // report proposes their references (`picture_copies.rs`). Not for a
+        // report whose lease has already gone: it will be refused.
+        let (mut frames, images) = frames_and_pictures(std::mem::take(&mut r.frames), r.epoch);
         let holds_lease = self.node.reader.read(|a| {
             a.state.jobs.get(&job).and_then(|j| j.shards.get(r.shard as usize)).is_some_and(|s| matches!(&s.state, ShardState::Leased { epoch, .. } if *epoch == r.epoch))
         });

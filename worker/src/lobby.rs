@@ -100,9 +100,8 @@ pub type Claimer = Arc<dyn Fn(&str, &str, Instant) -> Claim + Send + Sync>;
 pub struct Lobby {
     pub host: String,
     pub port: u16,
-    pub connect_timeout_s: u64,
-    pub idle_timeout_s: u64,
-    pub handshake_timeout_s: u64,
+    /// `[live]`: its timeouts apply to the lobby's connections.
+    pub live: crate::pipeline::LiveConfig,
     pub claim: Claimer,
     /// Asks the worker to lease now (the moved stream's shard).
     pub lease_now: Arc<dyn Fn() + Send + Sync>,
@@ -123,10 +122,10 @@ impl Lobby {
 
     fn run(self) {
         let me = Arc::new(self);
-        let idle_us = (me.idle_timeout_s.max(1) * 1_000_000).to_string();
+        let idle_us = (me.live.idle_timeout_s.max(1) * 1_000_000).to_string();
         // The public port is the gate's (see crate::ingest_gate): FFmpeg
         // listens behind it and sees only whole RTMP handshakes.
-        let handshake = Duration::from_secs(me.handshake_timeout_s.max(1));
+        let handshake = Duration::from_secs(me.live.handshake_timeout_s.max(1));
         let gate = loop {
             match crate::ingest_gate::Gate::start(&me.host, me.port, handshake, "ingest lobby") {
                 Ok(g) => break g,
@@ -192,7 +191,7 @@ impl Lobby {
 
     /// Resume the stream with `key` (its connection parked) here, or refuse it.
     fn resume(&self, key: String, url: String) {
-        let deadline = Instant::now() + Duration::from_secs(self.connect_timeout_s.max(1));
+        let deadline = Instant::now() + Duration::from_secs(self.live.connect_timeout_s.max(1));
         match (self.claim)(&key, &url, deadline) {
             Claim::Moved(job) => {
                 info!(job_id = %job, url = %panoptes_media::policy::redact(&url), "live lobby: the stream resumes on this worker");

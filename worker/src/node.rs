@@ -48,12 +48,8 @@ pub struct WorkerOptions {
     pub batch: u32,
     pub max_restarts: u32,
     pub advertise: String,
-    /// Live stream timeouts (`[live]`).
-    pub live_connect_timeout_s: u64,
-    pub live_idle_timeout_s: u64,
-    pub live_handshake_timeout_s: u64,
-    pub live_drop_policy: crate::pipeline::DropPolicy,
-    pub live_reconnect: crate::pipeline::Reconnect,
+    /// `[live]`: timeouts, drop policy, reconnection.
+    pub live: crate::pipeline::LiveConfig,
     /// `security.cluster_secret_file` (empty: none); read once when the worker starts.
     pub cluster_secret_file: String,
     /// The worker's data directory (`--data-dir`, `worker.data_dir`), where
@@ -82,11 +78,7 @@ impl WorkerOptions {
             batch: cfg.worker.report_batch,
             max_restarts: cfg.worker.max_restarts,
             advertise: cfg.worker.listen.clone(),
-            live_connect_timeout_s: cfg.live.connect_timeout_s,
-            live_idle_timeout_s: cfg.live.idle_timeout_s,
-            live_handshake_timeout_s: cfg.live.handshake_timeout_s,
-            live_drop_policy: crate::pipeline::DropPolicy::from_config(&cfg.live),
-            live_reconnect: crate::pipeline::Reconnect::from_config(&cfg.live),
+            live: crate::pipeline::LiveConfig::from_config(&cfg.live),
             cluster_secret_file: cfg.security.cluster_secret_file.clone(),
             // Set by whoever runs the node (`panoptes worker` sets it).
             data_dir: None,
@@ -342,16 +334,7 @@ impl Actor for WorkerActor {
                         max_restarts: if kind.is_live() { 0 } else { st.opts.max_restarts },
                         compute: st.compute.clone(),
                         stall_limit: st.opts.stall_limit,
-                        live: crate::pipeline::LiveOpts {
-                            connect_timeout_s: st.opts.live_connect_timeout_s,
-                            idle_timeout_s: st.opts.live_idle_timeout_s,
-                            handshake_timeout_s: st.opts.live_handshake_timeout_s,
-                            policy: st.opts.live_drop_policy,
-                            reconnect: st.opts.live_reconnect,
-                            dropped: Arc::default(),
-                            reconnects: Arc::default(),
-                            gap_ms: Arc::default(),
-                        },
+                        live: crate::pipeline::LiveOpts { config: st.opts.live, ..Default::default() },
                     };
                     match Actor::spawn_linked(None, ShardSupervisor, job, myself.get_cell()).await {
                         Ok((actor, _)) => {
@@ -486,9 +469,7 @@ fn start_lobby(st: &mut WorkerState, myself: ActorRef<WorkerMsg>) -> anyhow::Res
     let lobby = crate::lobby::Lobby {
         host: st.ingest.host.clone(),
         port,
-        connect_timeout_s: st.opts.live_connect_timeout_s,
-        idle_timeout_s: st.opts.live_idle_timeout_s,
-        handshake_timeout_s: st.opts.live_handshake_timeout_s,
+        live: st.opts.live,
         claim,
         lease_now: Arc::new(move || {
             let _ = myself.send_message(WorkerMsg::Tick);

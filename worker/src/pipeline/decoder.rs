@@ -156,7 +156,7 @@ impl Actor for DecoderActor {
             })?;
             None
         };
-        let latest = (args.job.kind.is_live() && args.job.live.policy == DropPolicy::Latest).then(|| LatestGate {
+        let latest = (args.job.kind.is_live() && args.job.live.config.policy == DropPolicy::Latest).then(|| LatestGate {
             waiting: None,
             busy: 0,
             lanes: args.job.compute.lanes_for(args.job.depth),

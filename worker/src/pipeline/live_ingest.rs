@@ -95,7 +95,7 @@ impl<'a> LiveOut<'a> {
     /// Runs when a frame arrives (and after the stream ends), so credit that
     /// comes back between two frames is used at the next one.
     fn pump(&mut self) -> bool {
-        let DropPolicy::Lag { max_lag } = self.ingest.opts.policy else { return true };
+        let DropPolicy::Lag { max_lag } = self.ingest.opts.config.policy else { return true };
         while let Some((f, _, arrived)) = self.waiting.front() {
             let reason = if arrived.elapsed() > max_lag {
                 "lag"
@@ -128,18 +128,18 @@ impl LiveIngest {
             // Resumed on this worker's ingest lobby: its publisher's
             // connection is parked there (see crate::lobby).
             info!(url = %panoptes_media::policy::redact(&self.url), resume_frame = self.resume, "live: taking the publisher's connection from the ingest lobby");
-            let limit = std::time::Duration::from_secs(self.opts.connect_timeout_s.max(1));
+            let limit = std::time::Duration::from_secs(self.opts.config.connect_timeout_s.max(1));
             let got = crate::lobby::take(crate::lobby::url_key(&self.url), limit, &self.stop).map(|d| (d, None));
             if got.is_none() {
                 self.fail(format!(
                     "no publisher pushed this stream's key to the ingest lobby {} within {} s (live.connect_timeout_s)",
-                    self.url, self.opts.connect_timeout_s
+                    self.url, self.opts.config.connect_timeout_s
                 ));
             }
             return got;
         }
-        let deadline = Instant::now() + std::time::Duration::from_secs(self.opts.connect_timeout_s.max(1));
-        let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
+        let deadline = Instant::now() + std::time::Duration::from_secs(self.opts.config.connect_timeout_s.max(1));
+        let idle_us = (self.opts.config.idle_timeout_s.max(1) * 1_000_000).to_string();
         // The public port is the gate's; FFmpeg listens behind it (see
         // crate::ingest_gate): a connection that does not complete its RTMP
         // handshake within live.handshake_timeout_s never reaches FFmpeg.
@@ -147,7 +147,7 @@ impl LiveIngest {
             self.fail(format!("the live stream's ingest URL {} names no host and port", panoptes_media::policy::redact(&self.url)));
             return None;
         };
-        let handshake = std::time::Duration::from_secs(self.opts.handshake_timeout_s.max(1));
+        let handshake = std::time::Duration::from_secs(self.opts.config.handshake_timeout_s.max(1));
         let gate = match crate::ingest_gate::Gate::start(&host, port, handshake, &format!("live slot {port}")) {
             Ok(g) => g,
             Err(e) => {
@@ -156,7 +156,7 @@ impl LiveIngest {
             }
         };
         let listen_url = gate.internal_url(crate::ingest_gate::url_path(&self.url));
-        info!(url = %panoptes_media::policy::redact(&self.url), connect_timeout_s = self.opts.connect_timeout_s, handshake_timeout_s = self.opts.handshake_timeout_s, "live: waiting for the publisher");
+        info!(url = %panoptes_media::policy::redact(&self.url), connect_timeout_s = self.opts.config.connect_timeout_s, handshake_timeout_s = self.opts.config.handshake_timeout_s, "live: waiting for the publisher");
         let mut last_error: Option<String> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1).to_string();
@@ -199,7 +199,7 @@ impl LiveIngest {
                     let also = last_error.filter(|l| *l != e).map(|l| format!(" (earlier connections: {l})")).unwrap_or_default();
                     self.fail(format!(
                         "no publisher pushed a stream to {} within {} s (live.connect_timeout_s), or it could not be read: {e}{also}",
-                        self.url, self.opts.connect_timeout_s
+                        self.url, self.opts.config.connect_timeout_s
                     ));
                     return None;
                 }
@@ -279,7 +279,7 @@ impl LiveIngest {
         if self.stop.load(Ordering::Relaxed) {
             return;
         }
-        if self.opts.policy == DropPolicy::Latest {
+        if self.opts.config.policy == DropPolicy::Latest {
             // The decoder actor sends the end after the frame that waits there.
             let _ = self.decoder.send_message(DecoderMsg::StreamEnded { next_frame: next });
             return;
@@ -300,8 +300,8 @@ impl LiveIngest {
     /// True when the stream ended (the caller ends the shard); false when the
     /// shard failed (reported) or was stopped.
     fn run_pull(&self, out: &mut LiveOut, next: &mut u64, clock: &mut StreamClock) -> bool {
-        let r = self.opts.reconnect;
-        let idle_us = (self.opts.idle_timeout_s.max(1) * 1_000_000).to_string();
+        let r = self.opts.config.reconnect;
+        let idle_us = (self.opts.config.idle_timeout_s.max(1) * 1_000_000).to_string();
         let gaps = panoptes_common::metrics::counter(LIVE_GAP_MS, &[("job_id", self.job_id.as_str())]);
         let reconnects = panoptes_common::metrics::counter(LIVE_RECONNECTS, &[("job_id", self.job_id.as_str())]);
         // `rw_timeout`: a silent source counts as dropped (µs; the media
@@ -346,7 +346,7 @@ impl LiveIngest {
                                     "the pull source {} went silent after frame {} (no data for {} s, live.idle_timeout_s) and could not be reopened ({} attempts, live.reconnect_attempts): {e}; the frames before are kept; check the source",
                                     self.url,
                                     next.saturating_sub(1),
-                                    self.opts.idle_timeout_s,
+                                    self.opts.config.idle_timeout_s,
                                     r.attempts + 1
                                 ));
                                 false
@@ -397,7 +397,7 @@ impl LiveIngest {
         // Silent: the errors began after no packet for (about)
         // idle_timeout_s (rw_timeout), not right after data (a closed
         // connection). Both come from FFmpeg as the same I/O error.
-        let idle = std::time::Duration::from_secs(self.opts.idle_timeout_s.max(1)).mul_f64(0.9);
+        let idle = std::time::Duration::from_secs(self.opts.config.idle_timeout_s.max(1)).mul_f64(0.9);
         let mut silent = false;
         let dropped = |silent: bool| if silent { StreamEnd::Silent } else { StreamEnd::Dropped };
         while !self.stop.load(Ordering::Relaxed) {
@@ -413,7 +413,7 @@ impl LiveIngest {
                     f.index = n;
                     let decode_s = t.elapsed().as_secs_f64();
                     t = Instant::now();
-                    match self.opts.policy {
+                    match self.opts.config.policy {
                         DropPolicy::EveryNth { keep_every } => {
                             if (n / self.step) % keep_every != 0 {
                                 out.drop_frame(n, "every_nth");

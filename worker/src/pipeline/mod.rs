@@ -95,9 +95,11 @@ impl Compute {
     }
 }
 
-/// How a live shard's ingest runs.
-#[derive(Clone, Debug)]
-pub struct LiveOpts {
+/// `[live]` as the worker runs it: read once when the worker starts (from
+/// the checked configuration) and handed unchanged to every live shard and
+/// to the ingest lobby.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LiveConfig {
     /// Fail when no publisher connects within this many seconds.
     pub connect_timeout_s: u64,
     /// A publisher silent this long is taken as gone (end of stream).
@@ -109,6 +111,31 @@ pub struct LiveOpts {
     pub policy: DropPolicy,
     /// Pull sources: how a dropped source is reopened.
     pub reconnect: Reconnect,
+}
+
+impl LiveConfig {
+    pub fn from_config(l: &panoptes_common::config::LiveSection) -> Self {
+        LiveConfig {
+            connect_timeout_s: l.connect_timeout_s,
+            idle_timeout_s: l.idle_timeout_s,
+            handshake_timeout_s: l.handshake_timeout_s,
+            policy: DropPolicy::from_config(l),
+            reconnect: Reconnect::from_config(l),
+        }
+    }
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self::from_config(&panoptes_common::config::LiveSection::default())
+    }
+}
+
+/// A live shard's settings and the counts its ingest keeps for the next
+/// report.
+#[derive(Clone, Debug, Default)]
+pub struct LiveOpts {
+    pub config: LiveConfig,
     /// Frames dropped since the last report (analysis behind the stream, or
     /// left out by `every_nth`); the reporter takes and resets it.
     pub dropped: Arc<std::sync::atomic::AtomicU64>,
@@ -116,12 +143,6 @@ pub struct LiveOpts {
     /// since the last report; the reporter takes and resets them.
     pub reconnects: Arc<std::sync::atomic::AtomicU64>,
     pub gap_ms: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Default for LiveOpts {
-    fn default() -> Self {
-        Self { connect_timeout_s: 60, idle_timeout_s: 10, handshake_timeout_s: 5, policy: DropPolicy::default(), reconnect: Reconnect::default(), dropped: Arc::default(), reconnects: Arc::default(), gap_ms: Arc::default() }
-    }
 }
 
 /// `[live] reconnect_*`: a pull source that drops (or cannot be opened) is

@@ -281,7 +281,20 @@ mod tests {
     }
 
     fn store(dir: &Path) -> (sled::Db, PictureStore) {
-        let db = sled::Config::new().path(dir.join("db")).open().unwrap();
+        // Reopened right after the previous handle was dropped, sled's own
+        // threads may hold the file lock for a moment longer (seen once
+        // under a loaded machine): retry for a bounded while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::Config::new().path(dir.join("db")).open() {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("reopening the test's sled db: {e}; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("cannot reopen the test's sled db: {e}"),
+            }
+        };
         let s = PictureStore::open(dir.join("pictures"), &db).unwrap();
         (db, s)
     }

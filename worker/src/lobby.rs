@@ -31,16 +31,23 @@ const LOBBY_NAME: &str = "panoptes-lobby";
 /// the coordinator moved the stream here.
 const PARK_LIMIT: Duration = Duration::from_secs(30);
 
-/// This process's lobby port (0: none).
-static PORT: AtomicU16 = AtomicU16::new(0);
-
 /// A parked connection's link to the stop flag of the shard that takes it:
 /// its decoder's FFmpeg reads give up when the lobby or that shard stops.
 type Link = Arc<OnceLock<Arc<AtomicBool>>>;
 
-fn parked() -> &'static Mutex<HashMap<String, (MediaDecoder, Link)>> {
-    static P: OnceLock<Mutex<HashMap<String, (MediaDecoder, Link)>>> = OnceLock::new();
-    P.get_or_init(Default::default)
+/// What the lobby shares with the worker's live shards: its port (0: not
+/// listening) and the connections parked for streams moved here. One per
+/// worker (not per process: several workers may run in one process).
+#[derive(Default)]
+pub struct Parked {
+    port: AtomicU16,
+    conns: Mutex<HashMap<String, (MediaDecoder, Link)>>,
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked").field("port", &self.port.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
 }
 
 /// The stream key of a live URL (`rtmp://HOST:PORT/live/KEY`): its last path segment.
@@ -48,33 +55,35 @@ pub fn url_key(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or("")
 }
 
-/// Is `url` this worker's lobby (a stream resumed here, whose connection is parked)?
-pub fn is_lobby_url(url: &str) -> bool {
-    let port = PORT.load(Ordering::Relaxed);
-    port != 0 && url_port(url) == Some(port)
+impl Parked {
+    /// Is `url` this worker's lobby (a stream resumed here, whose connection is parked)?
+    pub fn is_lobby_url(&self, url: &str) -> bool {
+        let port = self.port.load(Ordering::Relaxed);
+        port != 0 && url_port(url) == Some(port)
+    }
+
+    /// Take the parked connection of the stream with `key`, waiting for it up to
+    /// `limit` (a publisher may connect after the shard was leased here); `None`
+    /// when none came or `stop` (the shard's stop flag) was set. From then on
+    /// `stop` also interrupts the connection's blocking reads.
+    pub fn take(&self, key: &str, limit: Duration, stop: &Arc<AtomicBool>) -> Option<MediaDecoder> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some((d, link)) = self.conns.lock().unwrap().remove(key) {
+                let _ = link.set(stop.clone());
+                return Some(d);
+            }
+            if Instant::now() >= until || stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// The port of an `rtmp://HOST:PORT/...` URL.
 pub fn url_port(url: &str) -> Option<u16> {
     crate::ingest_gate::url_host_port(url).map(|(_, port)| port)
-}
-
-/// Take the parked connection of the stream with `key`, waiting for it up to
-/// `limit` (a publisher may connect after the shard was leased here); `None`
-/// when none came or `stop` (the shard's stop flag) was set. From then on
-/// `stop` also interrupts the connection's blocking reads.
-pub fn take(key: &str, limit: Duration, stop: &Arc<AtomicBool>) -> Option<MediaDecoder> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some((d, link)) = parked().lock().unwrap().remove(key) {
-            let _ = link.set(stop.clone());
-            return Some(d);
-        }
-        if Instant::now() >= until || stop.load(Ordering::Relaxed) {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The key a publisher named, from FFmpeg's "Unexpected stream KEY, expecting NAME".
@@ -106,6 +115,8 @@ pub struct Lobby {
     /// Asks the worker to lease now (the moved stream's shard).
     pub lease_now: Arc<dyn Fn() + Send + Sync>,
     pub stop: Arc<AtomicBool>,
+    /// Shared with the worker's live shards.
+    pub parked: Arc<Parked>,
 }
 
 impl Lobby {
@@ -116,7 +127,7 @@ impl Lobby {
 
     /// Start listening, on a thread of its own, until `stop` is set.
     pub fn spawn(self) -> std::io::Result<()> {
-        PORT.store(self.port, Ordering::Relaxed);
+        self.parked.port.store(self.port, Ordering::Relaxed);
         std::thread::Builder::new().name("live-lobby".into()).spawn(move || self.run()).map(|_| ())
     }
 
@@ -133,7 +144,7 @@ impl Lobby {
                     warn!(url = %me.url(), error = %e, "live lobby: cannot listen; retrying in 1 s");
                     for _ in 0..10 {
                         if me.stop.load(Ordering::Relaxed) {
-                            PORT.store(0, Ordering::Relaxed);
+                            me.parked.port.store(0, Ordering::Relaxed);
                             return;
                         }
                         std::thread::sleep(Duration::from_millis(100));
@@ -172,7 +183,7 @@ impl Lobby {
             };
             let url = format!("{}{key}", me.url());
             {
-                let mut p = parked().lock().unwrap();
+                let mut p = me.parked.conns.lock().unwrap();
                 if p.contains_key(&key) {
                     warn!(url = %panoptes_media::policy::redact(&url), "live lobby: refused a second publisher of the same stream key");
                     continue;
@@ -186,7 +197,7 @@ impl Lobby {
                 warn!(error = %e, "live lobby: cannot start a thread");
             }
         }
-        PORT.store(0, Ordering::Relaxed);
+        me.parked.port.store(0, Ordering::Relaxed);
     }
 
     /// Resume the stream with `key` (its connection parked) here, or refuse it.
@@ -198,17 +209,17 @@ impl Lobby {
                 (self.lease_now)();
                 let until = Instant::now() + PARK_LIMIT;
                 while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
-                    if !parked().lock().unwrap().contains_key(&key) {
+                    if !self.parked.conns.lock().unwrap().contains_key(&key) {
                         return; // taken by the shard's ingest thread
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                if parked().lock().unwrap().remove(&key).is_some() {
+                if self.parked.conns.lock().unwrap().remove(&key).is_some() {
                     warn!(job_id = %job, url = %panoptes_media::policy::redact(&url), "live lobby: the resumed stream's shard did not start here; closing its publisher");
                 }
             }
             Claim::Refused(why) => {
-                parked().lock().unwrap().remove(&key);
+                self.parked.conns.lock().unwrap().remove(&key);
                 warn!(url = %panoptes_media::policy::redact(&url), reason = %why, "live lobby: refused a publisher");
             }
         }
@@ -233,6 +244,14 @@ mod tests {
         assert_eq!(url_key("rtmp://127.0.0.1:7403/live/abc"), "abc");
         assert_eq!(url_port("rtmp://127.0.0.1:7403/live/abc"), Some(7403));
         assert_eq!(url_port("rtmp://host/live/abc"), None);
-        assert!(!is_lobby_url("rtmp://127.0.0.1:0/live/abc"));
+        // A worker's own lobby, not another's in the same process.
+        let (mine, other) = (Parked::default(), Parked::default());
+        assert!(!mine.is_lobby_url("rtmp://127.0.0.1:0/live/abc"), "not listening: nothing is the lobby");
+        mine.port.store(7403, Ordering::Relaxed);
+        assert!(mine.is_lobby_url("rtmp://127.0.0.1:7403/live/abc"));
+        assert!(!mine.is_lobby_url("rtmp://127.0.0.1:7404/live/abc"));
+        assert!(!other.is_lobby_url("rtmp://127.0.0.1:7403/live/abc"));
+        let stop = Arc::new(AtomicBool::new(false));
+        assert!(mine.take("abc", Duration::from_millis(60), &stop).is_none(), "nothing parked");
     }
 }

@@ -202,6 +202,8 @@ pub struct WorkerState {
     ingest: IngestPorts,
     /// Stops the ingest lobby's thread when the worker stops.
     lobby_stop: Arc<AtomicBool>,
+    /// The ingest lobby's parked connections, shared with live shards.
+    parked: Arc<crate::lobby::Parked>,
 }
 
 impl WorkerState {
@@ -254,7 +256,7 @@ impl Actor for WorkerActor {
         info!(worker = %opts.name, host = %ingest.host, ports = ?(ingest.base..ingest.base + opts.capacity.max(1) as u16), "live ingest ports (RTMP) reserved");
         let compute = crate::pipeline::Compute::new(opts.threads);
         info!(worker = %opts.name, threads = compute.threads, "frames analysed at once (worker.threads)");
-        let mut st = WorkerState { opts, analyses, compute, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new(), ingest, lobby_stop: Arc::default() };
+        let mut st = WorkerState { opts, analyses, compute, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new(), ingest, lobby_stop: Arc::default(), parked: Arc::default() };
         st.set_registered(false);
         // Register, waiting (with backoff) for a coordinator to answer.
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -317,7 +319,7 @@ impl Actor for WorkerActor {
                     };
                     // (A stream resumed on the lobby takes its parked connection instead.)
                     let pushed = matches!(kind, crate::pipeline::ShardKind::Push { .. });
-                    let live_port = if pushed && !crate::lobby::is_lobby_url(&a.source) { url_port(&a.source) } else { None };
+                    let live_port = if pushed && !st.parked.is_lobby_url(&a.source) { url_port(&a.source) } else { None };
                     if let Some(p) = live_port {
                         st.ingest.release(p);
                         info!(job_id = %a.job_id, url = %panoptes_media::policy::redact(&a.source), port = p, "live stream leased: listening for its publisher");
@@ -334,7 +336,7 @@ impl Actor for WorkerActor {
                         max_restarts: if kind.is_live() { 0 } else { st.opts.max_restarts },
                         compute: st.compute.clone(),
                         stall_limit: st.opts.stall_limit,
-                        live: crate::pipeline::LiveOpts { config: st.opts.live, ..Default::default() },
+                        live: crate::pipeline::LiveOpts { config: st.opts.live, lobby: st.parked.clone(), ..Default::default() },
                     };
                     match Actor::spawn_linked(None, ShardSupervisor, job, myself.get_cell()).await {
                         Ok((actor, _)) => {
@@ -475,6 +477,7 @@ fn start_lobby(st: &mut WorkerState, myself: ActorRef<WorkerMsg>) -> anyhow::Res
             let _ = myself.send_message(WorkerMsg::Tick);
         }),
         stop: st.lobby_stop.clone(),
+        parked: st.parked.clone(),
     };
     info!(worker = %st.opts.name, url = %lobby.url(), "live ingest lobby: a publisher whose worker was lost resumes its stream here by pushing to this URL + its stream key");
     st.opts.note_address("lobby", &lobby.url());

@@ -124,12 +124,12 @@ impl LiveIngest {
     /// on, within the one live.connect_timeout_s. `None` when the shard
     /// failed (reported to the decoder actor) or was stopped.
     fn accept(&self) -> Option<(MediaDecoder, Option<crate::ingest_gate::Gate>)> {
-        if crate::lobby::is_lobby_url(&self.url) {
+        if self.opts.lobby.is_lobby_url(&self.url) {
             // Resumed on this worker's ingest lobby: its publisher's
             // connection is parked there (see crate::lobby).
             info!(url = %panoptes_media::policy::redact(&self.url), resume_frame = self.resume, "live: taking the publisher's connection from the ingest lobby");
             let limit = std::time::Duration::from_secs(self.opts.config.connect_timeout_s.max(1));
-            let got = crate::lobby::take(crate::lobby::url_key(&self.url), limit, &self.stop).map(|d| (d, None));
+            let got = self.opts.lobby.take(crate::lobby::url_key(&self.url), limit, &self.stop).map(|d| (d, None));
             if got.is_none() {
                 self.fail(format!(
                     "no publisher pushed this stream's key to the ingest lobby {} within {} s (live.connect_timeout_s)",

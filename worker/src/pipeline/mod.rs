@@ -143,6 +143,8 @@ pub struct LiveOpts {
     /// since the last report; the reporter takes and resets them.
     pub reconnects: Arc<std::sync::atomic::AtomicU64>,
     pub gap_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// The worker's ingest lobby: where a stream moved here is parked.
+    pub lobby: Arc<crate::lobby::Parked>,
 }
 
 /// `[live] reconnect_*`: a pull source that drops (or cannot be opened) is

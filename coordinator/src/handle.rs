@@ -300,7 +300,16 @@ impl crate::leader::Member for Coordinator {
     fn probes(&self) -> &crate::probes::ProbePool {
         &self.probes
     }
+    fn require_leader(&self) -> Result<(), Status> {
+        Coordinator::require_leader(self)
+    }
+    fn pictures(&self) -> &Pictures {
+        &self.pictures
+    }
     fn commit(&self, req: Request) -> impl std::future::Future<Output = Result<Response, Status>> + Send {
         self.write(req)
+    }
+    fn commit_as(&self, req: Request, auth: &crate::auth::CallerAuth) -> impl std::future::Future<Output = Result<Response, Status>> + Send {
+        self.write_as(req, auth)
     }
 }

@@ -37,17 +37,14 @@ pub fn server(node: Arc<Coordinator>) -> PanoptesServer<ApiService> {
 
 mod cluster;
 mod convert;
-mod live;
 mod results;
 use results::{open_stream, wait_for_change};
 mod validate;
 
 pub use convert::{lobby_url, state_pb, status_pb};
-pub use live::choose_live_worker;
 pub use validate::{check_source_policy, validate_submit};
 use cluster::*;
 use convert::*;
-use live::*;
 use validate::*;
 
 impl ApiService {
@@ -343,29 +340,12 @@ impl Panoptes for ApiService {
         };
         let mut spec = validate_submit(&sub, &self.node.cfg)?;
         spec.owner = owner;
-        let key = stream_key()?;
         if sub_name_empty(&sub) {
-            spec.name = format!("live-{}", &key[..8]);
+            // Named after its stream key, which the leader draws.
+            spec.name.clear();
         }
-        let live = self.node.leader.live_workers();
-        let chosen = self.node.reader.read(|a| choose_live_worker(&a.state, &spec.models, &live));
-        let Some((worker, host, port, slot)) = chosen else {
-            return Err(Status::unavailable(
-                "no worker can ingest a live stream now: every live worker offering these models is draining, has no ingest address \
-                 (worker.listen) or has all its slots (worker.capacity) in use; start a worker or end a stream, then retry",
-            ));
-        };
-        let url = format!("rtmp://{host}:{}/live/{key}", port as u32 + slot);
-        spec.source = url.clone();
-        let lspec = crate::state::model::LiveSpec { key, worker: worker.clone(), slot, url: url.clone() };
-        match self.node.write_as(Request::CreateLive { spec, live: lspec, now_ms: now_ms() }, &auth).await? {
-            Response::JobCreated { job, .. } => {
-                info!(job_id = job, %worker, url = %panoptes_media::policy::redact(&url), "live endpoint created");
-                Ok(Resp::new(pb::LiveEndpoint { job_id: JobId(job).to_string(), rtmp_url: url }))
-            }
-            Response::Rejected(r) => Err(crate::status::rejected(r)),
-            other => Err(crate::status::unexpected(&other)),
-        }
+        let new = crate::leader::create_live(&*self.node, spec, &auth).await?;
+        Ok(Resp::new(pb::LiveEndpoint { job_id: JobId(new.job).to_string(), rtmp_url: new.url }))
     }
 
     async fn prune(&self, req: Req<pb::PruneRequest>) -> Result<Resp<pb::PruneResponse>, Status> {

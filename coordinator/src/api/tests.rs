@@ -1,15 +1,5 @@
 use super::*;
 
-#[test]
-fn stream_keys_are_128_random_bits_in_hex() {
-    let keys: std::collections::BTreeSet<String> = (0..1000).map(|_| stream_key().unwrap()).collect();
-    assert_eq!(keys.len(), 1000, "keys repeat");
-    assert!(keys.iter().all(|k| k.len() == 32 && k.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())));
-    // Every bit position takes both values across the keys.
-    let ones: Vec<usize> = (0..128).map(|bit| keys.iter().filter(|k| u128::from_str_radix(k, 16).unwrap() >> bit & 1 == 1).count()).collect();
-    assert!(ones.iter().all(|n| (300..=700).contains(n)), "{ones:?}");
-}
-
 fn req(models: &[&str]) -> pb::SubmitRequest {
     pb::SubmitRequest { source: "clip.mp4".into(), models: models.iter().map(|s| s.to_string()).collect(), ..Default::default() }
 }

@@ -7,16 +7,15 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::args::AnalyzeArgs;
+use panoptes_common::config::{WorkerConfig, WorkerFlags};
+
 use crate::config::load_config;
 use crate::jobs::resolve_source;
 use crate::render;
 
 pub(crate) async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     panoptes_worker::memory::tune_allocator();
-    let mut cfg = load_config(a.config.as_deref())?;
-    if let Some(m) = &a.models_dir {
-        cfg.worker.models_dir = m.display().to_string();
-    }
+    let cfg = load_config(a.config.as_deref())?;
     if a.frame_step == 0 {
         anyhow::bail!("--frame-step must be at least 1");
     }
@@ -28,25 +27,21 @@ pub(crate) async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         }
         names.push(m);
     }
-    cfg.worker.models = names.clone();
-    cfg.validate()?;
+    let flags = WorkerFlags { models_dir: a.models_dir.clone(), models: Some(names.clone()), threads: a.threads, ..WorkerFlags::named("local") };
+    let opts = WorkerConfig::local(&cfg, flags)?;
     panoptes_common::logging::init(cfg.log.format, "warn");
-    let opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, "local", Vec::new());
     let load_started = std::time::Instant::now();
     let loaded = panoptes_worker::node::load_analyses(&opts)?;
     let load_s = load_started.elapsed().as_secs_f64();
     let analyses = names.iter().map(|n| (n.clone(), loaded[n].clone())).collect();
-    let threads = panoptes_worker::pipeline::Compute::new(a.threads.unwrap_or(cfg.worker.threads)).threads;
+    let threads = panoptes_worker::pipeline::Compute::new(opts.threads).threads;
     let run = panoptes_worker::local::LocalRun {
         source: resolve_source(&a.source),
         analyses,
         frame_step: a.frame_step,
         target_height: cfg.cluster.target_height,
-        depth: cfg.worker.pipeline_depth,
-        batch: cfg.worker.report_batch,
-        max_restarts: cfg.worker.max_restarts,
+        settings: opts.shard,
         threads: threads as u32,
-        probe_timeout: std::time::Duration::from_secs(cfg.sources.probe_timeout_s),
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let json_out = a.json;

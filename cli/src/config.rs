@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
-use panoptes_common::config::Config;
+use panoptes_common::config::{ClientTls, Config};
 
 fn env_map() -> BTreeMap<String, String> {
     std::env::vars().collect()
@@ -15,14 +15,18 @@ pub(crate) fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(Config::load(path, &env_map())?)
 }
 
-pub(crate) fn split_addrs(s: &str) -> Vec<String> {
-    s.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect()
-}
-
 /// A node's own outgoing connections (to coordinators, Raft peers, the web
 /// API's calls) use TLS when security.tls_ca is set, presenting the node's
 /// certificate.
 pub(crate) fn install_node_tls(cfg: &Config) -> Result<()> {
-    let s = &cfg.security;
-    panoptes_proto::tls::install_client(&s.tls_ca, &s.tls_cert, &s.tls_key).map_err(|e| anyhow!("invalid [security] TLS settings: {e}"))
+    match cfg.node_tls() {
+        Some(tls) => install_tls(&tls).map_err(|e| anyhow!("invalid [security] TLS settings: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// Every gRPC connection this process makes uses `tls`.
+pub(crate) fn install_tls(tls: &ClientTls) -> Result<(), String> {
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    panoptes_proto::tls::install_client(&tls.ca.display().to_string(), &path(&tls.cert), &path(&tls.key))
 }

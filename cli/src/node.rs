@@ -1,10 +1,10 @@
 //! Running a node: `panoptes coordinator` (with its web page) and
 //! `panoptes worker`, from the config and their options, until a signal.
 use anyhow::{Context, Result};
-use panoptes_common::config::{parse_peers, Config};
+use panoptes_common::config::{parse_peers, split_addrs, Config, CoordinatorConfig, CoordinatorFlags, WorkerConfig, WorkerFlags};
 
 use crate::args::{CoordinatorArgs, WorkerArgs};
-use crate::config::{install_node_tls, load_config, split_addrs};
+use crate::config::{install_node_tls, load_config};
 
 /// Every source this node opens is checked against `[sources]` first (the
 /// coordinator also checks at submit; a worker checks again right before
@@ -27,68 +27,57 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
 }
 
 pub(crate) async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
-    let mut cfg = load_config(a.config.as_deref())?;
-    if let Some(p) = &a.peers {
-        cfg.cluster.coordinators = parse_peers(p)?;
-    }
-    if let Some(l) = &a.listen {
-        cfg.coordinator.listen = Some(l.clone());
-    }
-    cfg.validate()?;
-    panoptes_common::logging::init(cfg.log.format, &cfg.log.level);
-    install_source_policy(&cfg)?;
-    install_node_tls(&cfg)?;
-    let listen = cfg.coordinator_listen(a.id)?;
-    let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.coordinator_data_dir(a.id));
-    let peers = cfg.cluster.coordinators.iter().filter(|p| p.id != a.id).map(|p| (p.id, p.addr.clone())).collect();
+    let flags = CoordinatorFlags {
+        id: a.id,
+        peers: a.peers.as_deref().map(parse_peers).transpose()?,
+        listen: a.listen.clone(),
+        data_dir: a.data_dir.clone(),
+        join: a.join,
+    };
+    let cfg = CoordinatorConfig::build(load_config(a.config.as_deref())?, flags)?;
+    start_node(&cfg.settings)?;
     // addresses.json: emptied now, filled as each part binds.
-    if let Err(e) = panoptes_common::addresses::reset(&data_dir) {
-        anyhow::bail!("cannot write {} in the data directory {}: {e}", panoptes_common::addresses::FILE, data_dir.display());
+    if let Err(e) = panoptes_common::addresses::reset(&cfg.data_dir) {
+        anyhow::bail!("cannot write {} in the data directory {}: {e}", panoptes_common::addresses::FILE, cfg.data_dir.display());
     }
-    let opts = panoptes_coordinator::node::NodeOptions { id: a.id, listen, data_dir, peers, join: a.join };
     // The web page and HTTP API (gRPC port + 20000), a gRPC client of this coordinator, then of the others.
     // HTTPS with the node certificate when TLS is on, unless security.web_plain_http (a TLS proxy in front).
-    let web_tls = (!cfg.security.tls_cert.is_empty() && !cfg.security.web_plain_http)
-        .then(|| panoptes_web::WebTls { cert: cfg.security.tls_cert.clone(), key: cfg.security.tls_key.clone() });
+    let sec = &cfg.settings.security;
+    let web_tls = (!sec.tls_cert.is_empty() && !sec.web_plain_http).then(|| panoptes_web::WebTls { cert: sec.tls_cert.clone(), key: sec.tls_key.clone() });
     let scheme = if web_tls.is_some() { "https" } else { "http" };
-    if let Some(web) = panoptes_web::start(&opts.listen, opts.peers.values().cloned().collect(), web_tls, cfg.security.web_hosts.clone()).await {
-        panoptes_common::addresses::note(&opts.data_dir, "web", &format!("{scheme}://{web}/"));
+    if let Some(web) = panoptes_web::start(&cfg.listen, cfg.peers.values().cloned().collect(), web_tls, sec.web_hosts.clone()).await {
+        panoptes_common::addresses::note(&cfg.data_dir, "web", &format!("{scheme}://{web}/"));
     }
-    panoptes_coordinator::node::run(cfg, opts, shutdown_signal()).await
+    panoptes_coordinator::node::run(cfg, shutdown_signal()).await
 }
 
 pub(crate) async fn run_worker(a: WorkerArgs) -> Result<()> {
     let name = a.name.clone().context("--name is required to run a worker")?;
-    let mut cfg = load_config(a.config.as_deref())?;
-    if let Some(l) = &a.listen {
-        cfg.worker.listen = l.clone();
-    }
-    if let Some(m) = &a.models_dir {
-        cfg.worker.models_dir = m.display().to_string();
-    }
-    if let Some(m) = &a.models {
-        cfg.worker.models = m.clone();
-    }
-    if let Some(t) = a.threads {
-        cfg.worker.threads = t;
-    }
-    if let Some(c) = a.capacity {
-        cfg.worker.capacity = c;
-    }
-    cfg.validate()?;
-    panoptes_common::logging::init(cfg.log.format, &cfg.log.level);
-    install_source_policy(&cfg)?;
-    install_node_tls(&cfg)?;
-    panoptes_worker::memory::tune_allocator();
-    let coordinators = match &a.coordinator {
-        Some(c) => split_addrs(c),
-        None => cfg.coordinator_addrs(),
+    let file = load_config(a.config.as_deref())?;
+    let flags = WorkerFlags {
+        name,
+        listen: a.listen.clone(),
+        models_dir: a.models_dir.clone(),
+        models: a.models.clone(),
+        threads: a.threads,
+        capacity: a.capacity,
+        coordinators: a.coordinator.as_deref().map(split_addrs),
+        data_dir: a.data_dir.clone(),
     };
-    let data_dir = a.data_dir.clone().unwrap_or_else(|| cfg.worker_data_dir(&name));
+    let cfg = WorkerConfig::build(&file, flags)?;
+    start_node(&file)?;
+    panoptes_worker::memory::tune_allocator();
+    let data_dir = cfg.data_dir.clone().expect("a built worker has a data directory");
     std::fs::create_dir_all(&data_dir).with_context(|| format!("failed to create {}", data_dir.display()))?;
     panoptes_common::addresses::reset(&data_dir)
         .with_context(|| format!("cannot write {} in the data directory {}", panoptes_common::addresses::FILE, data_dir.display()))?;
-    let mut opts = panoptes_worker::node::WorkerOptions::from_config(&cfg, &name, coordinators);
-    opts.data_dir = Some(data_dir);
-    panoptes_worker::node::run(opts, shutdown_signal()).await
+    panoptes_worker::node::run(cfg, shutdown_signal()).await
+}
+
+/// What every node does first, with its checked configuration: logging,
+/// the source policy, and TLS for its own outgoing connections.
+fn start_node(cfg: &Config) -> Result<()> {
+    panoptes_common::logging::init(cfg.log.format, &cfg.log.level);
+    install_source_policy(cfg)?;
+    install_node_tls(cfg)
 }

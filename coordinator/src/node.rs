@@ -3,13 +3,12 @@
 //! (`crate::leader`) while it leads. The handle they share is `handle.rs`.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use openraft::BasicNode;
-use panoptes_common::config::Config;
+use panoptes_common::config::CoordinatorConfig;
 use panoptes_proto::credentials::ClusterSecret;
 use tracing::{info, warn};
 
@@ -24,39 +23,31 @@ use crate::store::StateMachineStore;
 
 use crate::handle::Coordinator;
 
-/// Where a coordinator runs and keeps its data.
-pub struct NodeOptions {
-    pub id: u64,
-    pub listen: String,
-    pub data_dir: PathBuf,
-    pub peers: BTreeMap<u64, String>,
-    /// Joining a running cluster (`panoptes cluster add-member`): never
-    /// initialise a new cluster, wait to be added instead.
-    pub join: bool,
-}
-
 /// Run a coordinator until `shutdown` resolves.
-pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(config: CoordinatorConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    // `join`: joining a running cluster (`panoptes cluster add-member`):
+    // never initialise a new cluster, wait to be added instead.
+    let CoordinatorConfig { id, listen, data_dir, peers: others, join, settings: cfg } = config;
     panoptes_media::init();
-    std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("failed to create data dir {}", opts.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(&opts.listen)
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("failed to create data dir {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("failed to listen on {} (is another node using it?)", opts.listen))?;
+        .with_context(|| format!("failed to listen on {} (is another node using it?)", listen))?;
     let local: SocketAddr = listener.local_addr()?;
     let addr = local.to_string();
-    panoptes_common::addresses::note(&opts.data_dir, "grpc", &addr);
-    let mut peers = opts.peers.clone();
-    peers.insert(opts.id, addr.clone());
+    panoptes_common::addresses::note(&data_dir, "grpc", &addr);
+    let mut peers = others;
+    peers.insert(id, addr.clone());
 
-    let db_path = opts.data_dir.join("raft.sled");
+    let db_path = data_dir.join("raft.sled");
     let cache_bytes = cfg.coordinator.cache_mb << 20;
     let compress = cfg.coordinator.compress_store;
     let db = tokio::task::spawn_blocking(move || open_db_with_cache(&db_path, cache_bytes, compress))
         .await?
-        .with_context(|| format!("failed to open the store in {}", opts.data_dir.display()))?;
+        .with_context(|| format!("failed to open the store in {}", data_dir.display()))?;
     let log_store = LogStore::open(&db).context("failed to open the Raft log")?;
     let picture_store = Arc::new(
-        PictureStore::open(opts.data_dir.join("pictures"), &db).with_context(|| format!("failed to open the picture store in {}", opts.data_dir.display()))?,
+        PictureStore::open(data_dir.join("pictures"), &db).with_context(|| format!("failed to open the picture store in {}", data_dir.display()))?,
     );
     let home = if cfg.object_store.enabled() {
         let o = ObjectPictures::open(&cfg.object_store).map_err(anyhow::Error::msg)?;
@@ -65,7 +56,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     } else {
         PictureHome::Local(picture_store.clone())
     };
-    let sm = StateMachineStore::open(&db, opts.data_dir.join("snapshots"), home.clone()).context("failed to open the state machine")?;
+    let sm = StateMachineStore::open(&db, data_dir.join("snapshots"), home.clone()).context("failed to open the state machine")?;
     let reader = sm.reader();
 
     let hb = cfg.coordinator.raft_heartbeat_ms.max(20);
@@ -84,15 +75,15 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     .validate()
     .context("invalid Raft timing settings")?;
     // Read once at start-up: what this node presents to its peers.
-    let secret = ClusterSecret::from_file(&cfg.security.cluster_secret_file).map_err(anyhow::Error::msg)?;
-    let network = Network::new(opts.id).with_secret(secret.clone());
+    let secret = ClusterSecret::from_file(cfg.security.secret_file().as_deref()).map_err(anyhow::Error::msg)?;
+    let network = Network::new(id).with_secret(secret.clone());
     let snapshot_sends = network.snapshot_sends();
-    let raft = Raft::new(opts.id, Arc::new(raft_cfg), network, log_store, sm).await.context("failed to start Raft")?;
+    let raft = Raft::new(id, Arc::new(raft_cfg), network, log_store, sm).await.context("failed to start Raft")?;
 
-    let pictures = Arc::new(Pictures::new(opts.id, &home, picture_store.clone(), raft.clone(), secret.clone()));
+    let pictures = Arc::new(Pictures::new(id, &home, picture_store.clone(), raft.clone(), secret.clone()));
     let leader = crate::leader::Leader::new(Duration::from_millis(cfg.cluster.lease_timeout_ms));
     let node = Arc::new(Coordinator {
-        id: opts.id,
+        id: id,
         addr: addr.clone(),
         raft: raft.clone(),
         pictures: pictures.clone(),
@@ -112,10 +103,10 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     // (`panoptes cluster add-member`) and it learns the membership from the log.
     let lowest = *peers.keys().next().expect("peers contain this node");
     let initialized = raft.is_initialized().await?;
-    if opts.join && !initialized {
-        info!(id = opts.id, %addr, "waiting to be added to a running cluster (panoptes cluster add-member {} {addr})", opts.id);
+    if join && !initialized {
+        info!(id = id, %addr, "waiting to be added to a running cluster (panoptes cluster add-member {} {addr})", id);
     }
-    if !opts.join && lowest == opts.id && !initialized {
+    if !join && lowest == id && !initialized {
         let members: BTreeMap<u64, BasicNode> = peers.iter().map(|(id, a)| (*id, BasicNode { addr: a.clone() })).collect();
         info!(members = ?members.keys().collect::<Vec<_>>(), "initialising a new cluster");
         if let Err(e) = raft.initialize(members).await {
@@ -126,11 +117,11 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     // Prometheus metrics and /healthz over HTTP, on the gRPC port + 10000
     // (a free port when that one is taken): printed in the log.
     let n = node.clone();
-    let http = crate::metrics::serve(local, raft.clone(), opts.id, node.reader.clone(), move || n.leader.live_workers().len())
+    let http = crate::metrics::serve(local, raft.clone(), id, node.reader.clone(), move || n.leader.live_workers().len())
         .await
         .context("failed to serve metrics over HTTP")?;
-    info!(id = opts.id, addr = %http, "metrics on http://{http}/metrics (health: http://{http}/healthz)");
-    panoptes_common::addresses::note(&opts.data_dir, "metrics", &http.to_string());
+    info!(id = id, addr = %http, "metrics on http://{http}/metrics (health: http://{http}/healthz)");
+    panoptes_common::addresses::note(&data_dir, "metrics", &http.to_string());
 
     // Standard gRPC tooling: health checking (SERVING while a leader is
     // known) and server reflection (v1, and v1alpha for older clients).
@@ -144,8 +135,8 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     let reflection_v1 = reflection().build_v1().context("invalid gRPC descriptor set for reflection")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("invalid gRPC descriptor set for reflection")?;
 
-    info!(id = opts.id, %addr, data_dir = %opts.data_dir.display(), "coordinator listening");
-    println!("coordinator {} listening on {addr}", opts.id);
+    info!(id = id, %addr, data_dir = %data_dir.display(), "coordinator listening");
+    println!("coordinator {} listening on {addr}", id);
 
     let leader_loop = tokio::spawn(crate::leader::run(node.clone()));
     let repair = tokio::spawn(pictures.clone().repair_loop(node.reader.clone()));
@@ -185,7 +176,7 @@ pub async fn run(cfg: Config, opts: NodeOptions, shutdown: impl std::future::Fut
     let _ = raft.shutdown().await;
     crate::raft::log_store::flush(&db).await.ok();
     served.context("gRPC server failed")?;
-    info!(id = opts.id, "coordinator stopped");
+    info!(id = id, "coordinator stopped");
     Ok(())
 }
 

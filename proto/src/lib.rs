@@ -168,13 +168,11 @@ pub mod credentials {
         /// Read `security.cluster_secret_file` once (whitespace trimmed). An
         /// empty path means no secret; an unreadable or empty file is an error
         /// naming the file.
-        pub fn from_file(path: &str) -> Result<ClusterSecret, String> {
-            if path.is_empty() {
-                return Ok(ClusterSecret(None));
-            }
+        pub fn from_file(path: Option<&std::path::Path>) -> Result<ClusterSecret, String> {
+            let Some(path) = path else { return Ok(ClusterSecret(None)) };
             let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read cluster secret file {path}: {e} (security.cluster_secret_file)"))?;
-            ClusterSecret::from_text(&text).map_err(|e| format!("cluster secret file {path}: {e}"))
+                .map_err(|e| format!("cannot read cluster secret file {}: {e} (security.cluster_secret_file)", path.display()))?;
+            ClusterSecret::from_text(&text).map_err(|e| format!("cluster secret file {}: {e}", path.display()))
         }
 
         /// The secret from its text (whitespace trimmed).
@@ -226,8 +224,8 @@ mod tests {
         ClusterSecret::from_text("  s3cret\n").unwrap().apply(&mut req);
         assert_eq!(req.metadata().get(SECRET_HEADER).unwrap(), "s3cret");
         assert!(ClusterSecret::from_text(" \n").is_err());
-        assert!(!ClusterSecret::from_file("").unwrap().is_set());
-        let e = ClusterSecret::from_file("/nonexistent/panoptes-secret").unwrap_err();
+        assert!(!ClusterSecret::from_file(None).unwrap().is_set());
+        let e = ClusterSecret::from_file(Some(std::path::Path::new("/nonexistent/panoptes-secret"))).unwrap_err();
         assert!(e.contains("/nonexistent/panoptes-secret"), "{e}");
     }
 }

@@ -5,10 +5,12 @@
 //! A thread listens there with FFmpeg's RTMP listen mode under a fixed
 //! stream name; FFmpeg accepts any publisher and logs the key it named
 //! ("Unexpected stream KEY, expecting ..."), which is how the key is read.
-//! The open connection is parked here, under its key, and the coordinator is
-//! asked to move the stream to this worker (`ResumeLive`): it agrees once the
-//! lost worker's lease has expired (retried until then, within
-//! live.connect_timeout_s), refuses unknown and ended keys. The stream's
+//! The open connection is parked here, under its key, and the lobby's actor
+//! ([`LobbyActor`]) asks the coordinator to move the stream to this worker
+//! (`ResumeLive`): it agrees once the lost worker's lease has expired
+//! (asked again every 500 ms until then, within live.connect_timeout_s),
+//! refuses unknown and ended keys. The listening thread only accepts and
+//! parks; the actor does the asking, without blocking a thread. The stream's
 //! shard is then leased to this worker with the lobby URL as its source, and
 //! its ingest thread takes the parked connection ([`take`]) instead of
 //! listening: frames are numbered on from the committed cursor.
@@ -17,6 +19,8 @@
 //! stream), the lobby does not accept another: that one's connection is
 //! refused and it retries.
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -94,17 +98,18 @@ pub fn key_from_ffmpeg(message: &str) -> Option<String> {
     ok.then(|| key.to_string())
 }
 
-/// What the coordinator said to a resume.
+/// What the coordinator said to one request to resume a stream here.
 pub enum Claim {
     /// The stream is this worker's now: its job.
     Moved(String),
     /// Refused for good (unknown or ended key): why.
     Refused(String),
+    /// Not yet (another worker still holds it, or no coordinator answered): why.
+    NotYet(String),
 }
 
-/// Asks the coordinator to move the stream with `key` here, pushed at `url`
-/// (retrying while another worker still holds it, until `deadline`).
-pub type Claimer = Arc<dyn Fn(&str, &str, Instant) -> Claim + Send + Sync>;
+/// Asks the coordinator, once, to move the stream with key `.0` here, pushed at URL `.1`.
+pub type Claimer = Arc<dyn Fn(String, String) -> Pin<Box<dyn Future<Output = Claim> + Send>> + Send + Sync>;
 
 pub struct Lobby {
     pub host: String,
@@ -119,20 +124,85 @@ pub struct Lobby {
     pub parked: Arc<Parked>,
 }
 
+/// The lobby's actor: resumes the streams whose publishers the listening
+/// thread parked (see the module doc).
+pub struct LobbyActor;
+
+pub enum LobbyMsg {
+    /// From the listening thread: a publisher pushed stream `key` at `url`;
+    /// its connection is parked.
+    Published { key: String, url: String },
+    /// Ask the coordinator (again) to resume `key` here; give up at `deadline`.
+    Claim { key: String, url: String, deadline: Instant },
+    /// The stream `key` moved here `PARK_LIMIT` ago: its shard should have
+    /// taken the parked connection by now.
+    Taken { key: String, url: String, job: String },
+}
+
+impl ractor::Actor for LobbyActor {
+    type Msg = LobbyMsg;
+    type State = Arc<Lobby>;
+    type Arguments = Arc<Lobby>;
+
+    async fn pre_start(&self, _myself: ractor::ActorRef<LobbyMsg>, lobby: Arc<Lobby>) -> Result<Arc<Lobby>, ractor::ActorProcessingErr> {
+        Ok(lobby)
+    }
+
+    async fn handle(&self, myself: ractor::ActorRef<LobbyMsg>, msg: LobbyMsg, me: &mut Arc<Lobby>) -> Result<(), ractor::ActorProcessingErr> {
+        match msg {
+            LobbyMsg::Published { key, url } => {
+                let deadline = Instant::now() + Duration::from_secs(me.live.connect_timeout_s.max(1));
+                let _ = myself.send_message(LobbyMsg::Claim { key, url, deadline });
+            }
+            LobbyMsg::Claim { key, url, deadline } => match (me.claim)(key.clone(), url.clone()).await {
+                Claim::Moved(job) => {
+                    info!(job_id = %job, url = %panoptes_media::policy::redact(&url), "live lobby: the stream resumes on this worker");
+                    (me.lease_now)();
+                    myself.send_after(PARK_LIMIT, move || LobbyMsg::Taken { key, url, job });
+                }
+                Claim::NotYet(why) if Instant::now() < deadline && !me.stop.load(Ordering::Relaxed) => {
+                    info!(url = %panoptes_media::policy::redact(&url), reason = %why, "live lobby: cannot resume the stream yet; retrying");
+                    myself.send_after(Duration::from_millis(500), move || LobbyMsg::Claim { key, url, deadline });
+                }
+                Claim::NotYet(why) => me.refuse(&key, &url, &format!("{why} (gave up after live.connect_timeout_s)")),
+                Claim::Refused(why) => me.refuse(&key, &url, &why),
+            },
+            LobbyMsg::Taken { key, url, job } => {
+                if me.parked.conns.lock().unwrap().remove(&key).is_some() {
+                    warn!(job_id = %job, url = %panoptes_media::policy::redact(&url), "live lobby: the resumed stream's shard did not start here; closing its publisher");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Lobby {
     /// `rtmp://HOST:PORT/live/`: push there with a stream key appended.
     pub fn url(&self) -> String {
         format!("rtmp://{}:{}/live/", self.host, self.port)
     }
 
-    /// Start listening, on a thread of its own, until `stop` is set.
-    pub fn spawn(self) -> std::io::Result<()> {
+    /// Start the lobby's actor, and its listening thread (until `stop` is
+    /// set). The caller stops the actor.
+    pub async fn spawn(self) -> anyhow::Result<ractor::ActorRef<LobbyMsg>> {
         self.parked.port.store(self.port, Ordering::Relaxed);
-        std::thread::Builder::new().name("live-lobby".into()).spawn(move || self.run()).map(|_| ())
+        let me = Arc::new(self);
+        let (actor, _) = ractor::Actor::spawn(None, LobbyActor, me.clone()).await?;
+        let to = actor.clone();
+        std::thread::Builder::new().name("live-lobby".into()).spawn(move || Lobby::listen(me, to))?;
+        Ok(actor)
     }
 
-    fn run(self) {
-        let me = Arc::new(self);
+    /// A stream that cannot resume here: its publisher is closed.
+    fn refuse(&self, key: &str, url: &str, why: &str) {
+        self.parked.conns.lock().unwrap().remove(key);
+        warn!(url = %panoptes_media::policy::redact(url), reason = %why, "live lobby: refused a publisher");
+    }
+
+    /// The listening thread: accept publishers, read the key each names,
+    /// park its connection and tell the actor.
+    fn listen(me: Arc<Lobby>, actor: ractor::ActorRef<LobbyMsg>) {
         let idle_us = (me.live.idle_timeout_s.max(1) * 1_000_000).to_string();
         // The public port is the gate's (see crate::ingest_gate): FFmpeg
         // listens behind it and sees only whole RTMP handshakes.
@@ -191,38 +261,11 @@ impl Lobby {
                 p.insert(key.clone(), (dec, link));
             }
             info!(url = %panoptes_media::policy::redact(&url), "live lobby: a publisher pushed a stream key; asking the coordinator to resume its stream here");
-            let me2 = me.clone();
-            let spawned = std::thread::Builder::new().name("live-resume".into()).spawn(move || me2.resume(key, url));
-            if let Err(e) = spawned {
-                warn!(error = %e, "live lobby: cannot start a thread");
+            if actor.send_message(LobbyMsg::Published { key, url }).is_err() {
+                break; // the worker is stopping
             }
         }
         me.parked.port.store(0, Ordering::Relaxed);
-    }
-
-    /// Resume the stream with `key` (its connection parked) here, or refuse it.
-    fn resume(&self, key: String, url: String) {
-        let deadline = Instant::now() + Duration::from_secs(self.live.connect_timeout_s.max(1));
-        match (self.claim)(&key, &url, deadline) {
-            Claim::Moved(job) => {
-                info!(job_id = %job, url = %panoptes_media::policy::redact(&url), "live lobby: the stream resumes on this worker");
-                (self.lease_now)();
-                let until = Instant::now() + PARK_LIMIT;
-                while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
-                    if !self.parked.conns.lock().unwrap().contains_key(&key) {
-                        return; // taken by the shard's ingest thread
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                if self.parked.conns.lock().unwrap().remove(&key).is_some() {
-                    warn!(job_id = %job, url = %panoptes_media::policy::redact(&url), "live lobby: the resumed stream's shard did not start here; closing its publisher");
-                }
-            }
-            Claim::Refused(why) => {
-                self.parked.conns.lock().unwrap().remove(&key);
-                warn!(url = %panoptes_media::policy::redact(&url), reason = %why, "live lobby: refused a publisher");
-            }
-        }
     }
 }
 

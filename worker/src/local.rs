@@ -11,7 +11,7 @@ use ractor::Actor;
 
 use crate::analysis::Analysis;
 use crate::pipeline::supervisor::ShardSupervisor;
-use crate::pipeline::{ReportSink, ShardJob, ShardKind};
+use crate::pipeline::{ReportSink, ShardJob, ShardKind, ShardSettings};
 
 pub struct LocalRun {
     pub source: String,
@@ -19,14 +19,12 @@ pub struct LocalRun {
     pub analyses: Vec<(String, Arc<dyn Analysis>)>,
     pub frame_step: u64,
     pub target_height: u32,
-    pub depth: u32,
-    pub batch: u32,
-    pub max_restarts: u32,
+    /// The worker's shard settings (`WorkerConfig::shard`); the probe,
+    /// which reads the whole source, stops at their `stall_limit`
+    /// (`sources.probe_timeout_s`): a source that trickles bytes fails.
+    pub settings: ShardSettings,
     /// Frames analysed at once (0: one per core).
     pub threads: u32,
-    /// The probe (which reads the whole source) stops here
-    /// (`sources.probe_timeout_s`): a source that trickles bytes fails.
-    pub probe_timeout: std::time::Duration,
 }
 
 /// Analyse `run.source`, calling `on_frame` for every analysed frame in
@@ -35,7 +33,7 @@ pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Res
     panoptes_media::init();
     let source = panoptes_media::normalize_source(&run.source)?;
     let src = source.clone();
-    let limit = run.probe_timeout;
+    let limit = run.settings.stall_limit;
     let info = tokio::task::spawn_blocking(move || panoptes_media::probe_within(&src, &[], limit)).await??;
     if info.frames == 0 {
         bail!("'{source}' has no video frames to analyse");
@@ -60,19 +58,15 @@ pub async fn analyze(run: LocalRun, mut on_frame: impl FnMut(FrameReport) -> Res
     };
     let kind = ShardKind::of(&assignment).map_err(anyhow::Error::msg)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let depth = run.depth.max(1);
     let job = ShardJob {
         worker: "local".into(),
         assignment,
         kind,
         analyses: run.analyses.iter().map(|(_, a)| a.clone()).collect(),
         sink: ReportSink::Local(tx),
-        depth,
-        batch: run.batch.clamp(1, depth),
-        max_restarts: run.max_restarts,
+        settings: run.settings.for_shard(false),
         compute: crate::pipeline::Compute::new(run.threads),
-        stall_limit: run.probe_timeout,
-        live: Default::default(),
+        lobby: Default::default(),
     };
     let (actor, handle) = Actor::spawn(None, ShardSupervisor, job).await.context("failed to start the pipeline")?;
     let mut done = false;

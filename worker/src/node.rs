@@ -3,15 +3,13 @@
 //! under one root actor that survives any shard's crash. It serves its
 //! metrics (see [`crate::metrics`]) and health over HTTP on a port derived
 //! from its listen address ([`metrics_addr`]).
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use panoptes_common::config::ModelConfig;
 use panoptes_common::metrics::{derived_http_addr, serve};
 use panoptes_common::retry::Backoff;
 use panoptes_proto::credentials::ClusterSecret;
@@ -26,76 +24,13 @@ use crate::metrics::{coordinator_error, shard_ended, NodeMetrics};
 use crate::pipeline::supervisor::ShardSupervisor;
 use crate::pipeline::{ReportSink, ShardJob};
 
-/// How a worker runs.
-#[derive(Clone)]
-pub struct WorkerOptions {
-    pub name: String,
-    pub coordinators: Vec<String>,
-    pub models_dir: PathBuf,
-    pub models: Vec<String>,
-    /// `worker.onnxruntime_library`, resolved (default: in `models_dir`).
-    pub onnxruntime_library: PathBuf,
-    /// The model registry (`[models]` of the config): how each name in
-    /// `models` is loaded.
-    pub registry: BTreeMap<String, ModelConfig>,
-    pub capacity: u32,
-    /// `worker.threads` (0: one per core).
-    pub threads: u32,
-    /// `sources.probe_timeout_s`: a file shard's source must yield a frame
-    /// at least this often.
-    pub stall_limit: std::time::Duration,
-    pub depth: u32,
-    pub batch: u32,
-    pub max_restarts: u32,
-    pub advertise: String,
-    /// `[live]`: timeouts, drop policy, reconnection.
-    pub live: crate::pipeline::LiveConfig,
-    /// `security.cluster_secret_file` (empty: none); read once when the worker starts.
-    pub cluster_secret_file: String,
-    /// The worker's data directory (`--data-dir`, `worker.data_dir`), where
-    /// it writes `addresses.json` (what it serves on:
-    /// `panoptes_common::addresses`); `None`: nowhere.
-    pub data_dir: Option<PathBuf>,
-}
-
-impl WorkerOptions {
-    /// Options from a loaded (and overridden) configuration.
-    pub fn from_config(cfg: &panoptes_common::config::Config, name: &str, coordinators: Vec<String>) -> Self {
-        WorkerOptions {
-            name: name.to_string(),
-            coordinators,
-            models_dir: PathBuf::from(&cfg.worker.models_dir),
-            models: cfg.worker.models.clone(),
-            onnxruntime_library: match cfg.worker.onnxruntime_library.as_str() {
-                "" => PathBuf::from(&cfg.worker.models_dir).join(analysis::ONNXRUNTIME_LIBRARY),
-                l => PathBuf::from(l),
-            },
-            registry: cfg.models.clone(),
-            capacity: cfg.worker.capacity,
-            threads: cfg.worker.threads,
-            stall_limit: Duration::from_secs(cfg.sources.probe_timeout_s),
-            depth: cfg.worker.pipeline_depth,
-            batch: cfg.worker.report_batch,
-            max_restarts: cfg.worker.max_restarts,
-            advertise: cfg.worker.listen.clone(),
-            live: crate::pipeline::LiveConfig::from_config(&cfg.live),
-            cluster_secret_file: cfg.security.cluster_secret_file.clone(),
-            // Set by whoever runs the node (`panoptes worker` sets it).
-            data_dir: None,
-        }
-    }
-
-    /// Note an address this worker serves on in its `addresses.json`.
-    pub fn note_address(&self, name: &str, addr: &str) {
-        if let Some(d) = &self.data_dir {
-            panoptes_common::addresses::note(d, name, addr);
-        }
-    }
-}
+/// How a worker runs: its checked configuration, built once by whoever
+/// starts it (`WorkerConfig::build`; `panoptes worker` does).
+pub use panoptes_common::config::WorkerConfig;
 
 /// Load every configured analysis now, so a missing or broken model file
 /// stops the worker at start-up with a message naming it.
-pub fn load_analyses(opts: &WorkerOptions) -> anyhow::Result<HashMap<String, Arc<dyn Analysis>>> {
+pub fn load_analyses(opts: &WorkerConfig) -> anyhow::Result<HashMap<String, Arc<dyn Analysis>>> {
     let mut out = HashMap::new();
     for m in &opts.models {
         let Some(entry) = opts.registry.get(m) else {
@@ -190,7 +125,7 @@ impl IngestPorts {
 use crate::lobby::url_port;
 
 pub struct WorkerState {
-    opts: WorkerOptions,
+    opts: WorkerConfig,
     analyses: HashMap<String, Arc<dyn Analysis>>,
     /// Analysis permits shared by every shard ([`crate::pipeline::Compute`]).
     compute: crate::pipeline::Compute,
@@ -204,6 +139,8 @@ pub struct WorkerState {
     lobby_stop: Arc<AtomicBool>,
     /// The ingest lobby's parked connections, shared with live shards.
     parked: Arc<crate::lobby::Parked>,
+    /// The ingest lobby's actor (it resumes moved streams).
+    lobby: Option<ActorRef<crate::lobby::LobbyMsg>>,
 }
 
 impl WorkerState {
@@ -245,18 +182,18 @@ impl Actor for WorkerActor {
     type Msg = WorkerMsg;
     type State = WorkerState;
     /// Options, loaded analyses, and the flag to set once registered.
-    type Arguments = (WorkerOptions, HashMap<String, Arc<dyn Analysis>>, Arc<AtomicBool>);
+    type Arguments = (WorkerConfig, HashMap<String, Arc<dyn Analysis>>, Arc<AtomicBool>);
 
     async fn pre_start(&self, myself: ActorRef<WorkerMsg>, (opts, analyses, registered): Self::Arguments) -> Result<WorkerState, ActorProcessingErr> {
         // The secret is read once, here: a bad file stops the worker with an error naming it.
-        let secret = ClusterSecret::from_file(&opts.cluster_secret_file)?;
+        let secret = ClusterSecret::from_file(opts.cluster_secret_file.as_deref())?;
         let coords = Coordinators::new(&opts.coordinators)?.with_secret(secret);
         // The live slots, and the ingest lobby right after them.
-        let ingest = IngestPorts::reserve(&opts.advertise, opts.capacity.max(1) + 1)?;
+        let ingest = IngestPorts::reserve(&opts.listen, opts.capacity.max(1) + 1)?;
         info!(worker = %opts.name, host = %ingest.host, ports = ?(ingest.base..ingest.base + opts.capacity.max(1) as u16), "live ingest ports (RTMP) reserved");
         let compute = crate::pipeline::Compute::new(opts.threads);
         info!(worker = %opts.name, threads = compute.threads, "frames analysed at once (worker.threads)");
-        let mut st = WorkerState { opts, analyses, compute, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new(), ingest, lobby_stop: Arc::default(), parked: Arc::default() };
+        let mut st = WorkerState { opts, analyses, compute, coords, active: HashMap::new(), registered, metrics: NodeMetrics::new(), ingest, lobby_stop: Arc::default(), parked: Arc::default(), lobby: None };
         st.set_registered(false);
         // Register, waiting (with backoff) for a coordinator to answer.
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -276,7 +213,7 @@ impl Actor for WorkerActor {
             }
         };
         info!(worker = %st.opts.name, coordinators = ?st.coords.addrs(), "registered");
-        start_lobby(&mut st, myself.clone())?;
+        start_lobby(&mut st, myself.clone()).await?;
         myself.send_interval(Duration::from_millis(250), || WorkerMsg::Tick);
         myself.send_interval(Duration::from_millis(reg.heartbeat_interval_ms.max(50)), || WorkerMsg::Heartbeat);
         Ok(st)
@@ -330,13 +267,9 @@ impl Actor for WorkerActor {
                         kind: kind.clone(),
                         analyses,
                         sink: ReportSink::Coordinators(st.coords.clone()),
-                        depth: st.opts.depth.max(1),
-                        batch: st.opts.batch.clamp(1, st.opts.depth.max(1)),
-                        // A live stream cannot be replayed: a failed stage fails it.
-                        max_restarts: if kind.is_live() { 0 } else { st.opts.max_restarts },
+                        settings: st.opts.shard.for_shard(kind.is_live()),
                         compute: st.compute.clone(),
-                        stall_limit: st.opts.stall_limit,
-                        live: crate::pipeline::LiveOpts { config: st.opts.live, lobby: st.parked.clone(), ..Default::default() },
+                        lobby: st.parked.clone(),
                     };
                     match Actor::spawn_linked(None, ShardSupervisor, job, myself.get_cell()).await {
                         Ok((actor, _)) => {
@@ -393,6 +326,9 @@ impl Actor for WorkerActor {
     /// after a crash).
     async fn post_stop(&self, _myself: ActorRef<WorkerMsg>, st: &mut WorkerState) -> Result<(), ActorProcessingErr> {
         st.lobby_stop.store(true, Ordering::Relaxed);
+        if let Some(l) = st.lobby.take() {
+            l.stop(None);
+        }
         let req = pb::LeaveRequest { name: st.opts.name.clone() };
         let leave = st.coords.call(st.coords.addrs().len(), |ch| {
             let r = req.clone();
@@ -440,38 +376,34 @@ impl Actor for WorkerActor {
 
 /// Start the worker's ingest lobby ([`crate::lobby`]) on the port after its
 /// live slots; resumes are claimed from the coordinators over `ResumeLive`.
-fn start_lobby(st: &mut WorkerState, myself: ActorRef<WorkerMsg>) -> anyhow::Result<()> {
+async fn start_lobby(st: &mut WorkerState, myself: ActorRef<WorkerMsg>) -> anyhow::Result<()> {
     let Some(port) = panoptes_common::lobby_port(st.ingest.base, st.opts.capacity) else { return Ok(()) };
     st.ingest.release(port);
     let coords = st.coords.clone();
     let name = st.opts.name.clone();
-    let rt = tokio::runtime::Handle::current();
-    let claim: crate::lobby::Claimer = Arc::new(move |key: &str, url: &str, deadline: std::time::Instant| {
-        let req = pb::ResumeLiveRequest { name: name.clone(), key: key.to_string(), url: url.to_string() };
-        loop {
-            let r = rt.block_on(coords.call(coords.addrs().len(), |ch| {
-                let r = req.clone();
-                let secret = coords.secret();
-                async move { client(ch, secret).resume_live(r).await }
-            }));
-            let why = match r {
-                Ok(r) => return crate::lobby::Claim::Moved(r.job_id),
+    let claim: crate::lobby::Claimer = Arc::new(move |key: String, url: String| {
+        let (coords, req) = (coords.clone(), pb::ResumeLiveRequest { name: name.clone(), key, url });
+        Box::pin(async move {
+            let r = coords
+                .call(coords.addrs().len(), |ch| {
+                    let r = req.clone();
+                    let secret = coords.secret();
+                    async move { client(ch, secret).resume_live(r).await }
+                })
+                .await;
+            match r {
+                Ok(r) => crate::lobby::Claim::Moved(r.job_id),
                 Err(e) if matches!(e.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
-                    return crate::lobby::Claim::Refused(e.message().to_string())
+                    crate::lobby::Claim::Refused(e.message().to_string())
                 }
-                Err(e) => e.message().to_string(),
-            };
-            if std::time::Instant::now() >= deadline {
-                return crate::lobby::Claim::Refused(format!("{why} (gave up after live.connect_timeout_s)"));
+                Err(e) => crate::lobby::Claim::NotYet(e.message().to_string()),
             }
-            info!(url = %panoptes_media::policy::redact(&url), reason = %why, "live lobby: cannot resume the stream yet; retrying");
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        })
     });
     let lobby = crate::lobby::Lobby {
         host: st.ingest.host.clone(),
         port,
-        live: st.opts.live,
+        live: st.opts.shard.live,
         claim,
         lease_now: Arc::new(move || {
             let _ = myself.send_message(WorkerMsg::Tick);
@@ -481,18 +413,18 @@ fn start_lobby(st: &mut WorkerState, myself: ActorRef<WorkerMsg>) -> anyhow::Res
     };
     info!(worker = %st.opts.name, url = %lobby.url(), "live ingest lobby: a publisher whose worker was lost resumes its stream here by pushing to this URL + its stream key");
     st.opts.note_address("lobby", &lobby.url());
-    lobby.spawn().context("cannot start the live ingest lobby")?;
+    st.lobby = Some(lobby.spawn().await.context("cannot start the live ingest lobby")?);
     Ok(())
 }
 
 /// Run a worker until `shutdown` resolves.
-pub async fn run(opts: WorkerOptions, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(opts: WorkerConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     panoptes_media::init();
     let analyses = load_analyses(&opts)?;
     info!(worker = %opts.name, models = ?opts.models, models_dir = %opts.models_dir.display(), capacity = opts.capacity, "worker starting");
     crate::metrics::describe(&opts.models);
     let registered = Arc::new(AtomicBool::new(false));
-    let http = serve_metrics(&opts.advertise, registered.clone()).await?;
+    let http = serve_metrics(&opts.listen, registered.clone()).await?;
     info!(worker = %opts.name, addr = %http, "metrics on http://{http}/metrics (health: http://{http}/healthz)");
     opts.note_address("metrics", &http.to_string());
     println!("worker {} started (models: {})", opts.name, opts.models.join(","));

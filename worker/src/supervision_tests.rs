@@ -88,11 +88,14 @@ async fn run_with(analyses: Vec<Arc<dyn Analysis>>, max_restarts: u32, threads: 
         analyses: analyses.into_iter().map(|a| (a.name().to_string(), a)).collect(),
         frame_step: 1,
         target_height: 16,
-        depth: 3,
-        batch: 2,
-        max_restarts,
+        settings: crate::pipeline::ShardSettings {
+            depth: 3,
+            batch: 2,
+            max_restarts,
+            stall_limit: Duration::from_secs(120),
+            live: Default::default(),
+        },
         threads,
-        probe_timeout: Duration::from_secs(120),
     };
     let mut frames = Vec::new();
     let done = analyze(run, |f| {

@@ -1,15 +1,15 @@
 //! The model registry end to end: a YOLO-format ONNX model built by the test
 //! itself (a hand-encoded ModelProto whose output is a known tensor),
 //! registered through a TOML config, loaded by name through the worker's own
-//! start-up path (`WorkerOptions::from_config` + `load_analyses`), run on a
+//! start-up path (`WorkerConfig::local` + `load_analyses`), run on a
 //! frame and decoded: letterbox mapping back to frame pixels, thresholds,
 //! per-class NMS, labels.
 
 use std::path::Path;
 
-use panoptes_common::config::Config;
+use panoptes_common::config::{Config, WorkerConfig, WorkerFlags};
 use panoptes_worker::analysis::RgbFrame;
-use panoptes_worker::node::{load_analyses, WorkerOptions};
+use panoptes_worker::node::load_analyses;
 use serde_json::{json, Value};
 
 /// A minimal protobuf writer, enough for the ONNX messages used here.
@@ -208,7 +208,7 @@ fn a_yolov8_model_registered_in_config_is_loaded_by_name_and_decoded() {
         "#,
         r#"["mydet", "colors"]"#,
     );
-    let opts = WorkerOptions::from_config(&cfg, "w1", vec![]);
+    let opts = WorkerConfig::local(&cfg, WorkerFlags::named("w1")).unwrap();
     let analyses = load_analyses(&opts).unwrap();
     assert!(analyses.contains_key("colors"));
     let det = &analyses["mydet"];
@@ -240,7 +240,7 @@ fn a_yolov8_model_registered_in_config_is_loaded_by_name_and_decoded() {
         "#,
         r#"["top2"]"#,
     );
-    let analyses = load_analyses(&WorkerOptions::from_config(&cfg, "w1", vec![])).unwrap();
+    let analyses = load_analyses(&WorkerConfig::local(&cfg, WorkerFlags::named("w1")).unwrap()).unwrap();
     let got = analyses["top2"].analyze(&frame()).unwrap();
     assert_eq!(got.as_array().unwrap().len(), 2);
     assert_eq!(got[1]["label"], "cat");
@@ -266,7 +266,7 @@ fn a_yolov5_model_multiplies_objectness() {
         "[models.v5]\nfamily = \"yolov5\"\nfiles = [\"v5.onnx\"]\ninput_size = 64\nlabels = [\"a\", \"b\"]\nscore_threshold = 0.3\n",
         r#"["v5"]"#,
     );
-    let analyses = load_analyses(&WorkerOptions::from_config(&cfg, "w1", vec![])).unwrap();
+    let analyses = load_analyses(&WorkerConfig::local(&cfg, WorkerFlags::named("w1")).unwrap()).unwrap();
     let got = analyses["v5"].analyze(&frame()).unwrap();
     let want = json!([
         {"label": "a", "class_id": 0, "score": 0.81, "box": [36.0, 24.0, 8.0, 8.0]},
@@ -286,7 +286,7 @@ fn a_wrong_output_shape_or_missing_file_names_the_file() {
         "[models.bad]\nfamily = \"yolov8\"\nfiles = [\"bad.onnx\"]\ninput_size = 64\nlabels = [\"a\", \"b\", \"c\"]\n",
         r#"["bad"]"#,
     );
-    let err = load_analyses(&WorkerOptions::from_config(&cfg, "w1", vec![]))
+    let err = load_analyses(&WorkerConfig::local(&cfg, WorkerFlags::named("w1")).unwrap())
         .err()
         .unwrap();
     let msg = format!("{err:#}");
@@ -304,7 +304,7 @@ fn a_wrong_output_shape_or_missing_file_names_the_file() {
         "[models.gone]\nfamily = \"yolov5\"\nfiles = [\"gone.onnx\"]\n",
         r#"["gone"]"#,
     );
-    let err = load_analyses(&WorkerOptions::from_config(&cfg, "w1", vec![]))
+    let err = load_analyses(&WorkerConfig::local(&cfg, WorkerFlags::named("w1")).unwrap())
         .err()
         .unwrap();
     let msg = format!("{err:#}");
@@ -323,7 +323,7 @@ fn a_wrong_output_shape_or_missing_file_names_the_file() {
         "[models.junk]\nfamily = \"yolov8\"\nfiles = [\"junk.onnx\"]\n",
         r#"["junk"]"#,
     );
-    let err = load_analyses(&WorkerOptions::from_config(&cfg, "w1", vec![]))
+    let err = load_analyses(&WorkerConfig::local(&cfg, WorkerFlags::named("w1")).unwrap())
         .err()
         .unwrap();
     let msg = format!("{err:#}");
@@ -344,7 +344,7 @@ fn builtins_under_the_registry_still_name_their_files() {
         "[models.objects]\nfiles = [\"my_nanodet.onnx\"]\n",
         r#"["colors", "objects"]"#,
     );
-    let err = load_analyses(&WorkerOptions::from_config(&cfg, "w1", vec![]))
+    let err = load_analyses(&WorkerConfig::local(&cfg, WorkerFlags::named("w1")).unwrap())
         .err()
         .unwrap();
     let msg = format!("{err:#}");
@@ -357,7 +357,7 @@ fn builtins_under_the_registry_still_name_their_files() {
     );
     // colors needs no file
     let cfg = config(dir.path(), "", r#"["colors"]"#);
-    let analyses = load_analyses(&WorkerOptions::from_config(&cfg, "w1", vec![])).unwrap();
+    let analyses = load_analyses(&WorkerConfig::local(&cfg, WorkerFlags::named("w1")).unwrap()).unwrap();
     let v: Value = analyses["colors"].analyze(&frame()).unwrap();
     assert_eq!(v[0]["color"], "#5a5a5a");
 }

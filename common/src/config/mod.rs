@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 
 mod env;
 mod models;
+mod node;
 mod sections;
 #[cfg(test)]
 mod tests;
 
 pub use models::*;
+pub use node::*;
 pub use sections::*;
 
 /// The default address of coordinator 1.

@@ -361,6 +361,11 @@ impl Default for SecuritySection {
 }
 
 impl SecuritySection {
+    /// `cluster_secret_file`, when set.
+    pub fn secret_file(&self) -> Option<std::path::PathBuf> {
+        (!self.cluster_secret_file.is_empty()).then(|| self.cluster_secret_file.clone().into())
+    }
+
     /// Settings that cannot work together, named with what to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_connections < 8 {

@@ -107,7 +107,7 @@ pub fn load_model(
 
 /// The name of the onnxruntime library in the models directory, where
 /// `cargo xtask models` puts it.
-pub const ONNXRUNTIME_LIBRARY: &str = "libonnxruntime.so";
+pub use panoptes_common::config::ONNXRUNTIME_LIBRARY;
 
 /// [`load_model`] with the engine given (the entry's `engine` is not read).
 pub fn load_with(

@@ -2,20 +2,18 @@
 //! publisher (FFmpeg's RTMP listen mode, behind the ingest gate) or opens a
 //! pull source (rtsp://, rtmp://, a device) and reopens it when it drops,
 //! decodes every frame as it arrives, stamps it on one clock across
-//! connections ([`StreamClock`]) and hands it to the decoder actor or the
-//! resizer under the job's drop policy (see `decoder.rs`).
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+//! connections ([`StreamClock`]) and sends it to the shard's source actor
+//! (`decoder.rs`), whose gate applies the job's drop policy.
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use panoptes_common::metrics::Histogram;
-use panoptes_media::{DecodedFrame, Decoder as MediaDecoder};
+use panoptes_media::Decoder as MediaDecoder;
 use ractor::ActorRef;
 use tracing::{debug, info, warn};
 
-use super::{DecoderMsg, DropPolicy, ResizerMsg};
-use crate::metrics::{DECODE_SECONDS, FRAMES_DECODED, LIVE_FRAMES_DROPPED, LIVE_GAP_MS, LIVE_RECONNECTS};
+use super::{DecoderMsg, ReporterMsg};
+use crate::metrics::{LIVE_GAP_MS, LIVE_RECONNECTS};
 
 /// A live shard's ingest thread: see the module doc.
 pub(super) struct LiveIngest {
@@ -28,94 +26,17 @@ pub(super) struct LiveIngest {
     /// Timestamp of the first frame (s; 0 for a new stream): see [`StreamClock`].
     pub(super) resume_timestamp: f64,
     pub(super) step: u64,
-    pub(super) opts: super::LiveOpts,
-    pub(super) credit: Arc<AtomicU64>,
+    /// The worker's ingest lobby (a stream resumed here is parked there).
+    pub(super) lobby: std::sync::Arc<crate::lobby::Parked>,
+    /// Where dropped frames and reconnections are counted for the job's
+    /// next report.
+    pub(super) reporter: ActorRef<ReporterMsg>,
+    /// `[live]`.
+    pub(super) config: super::LiveConfig,
     pub(super) stop: Arc<AtomicBool>,
-    pub(super) resizer: ActorRef<ResizerMsg>,
+    /// Where every frame, the stream's end and a failure go.
     pub(super) decoder: ActorRef<DecoderMsg>,
     pub(super) span: tracing::Span,
-}
-
-/// Where a live shard's ingest thread sends its frames: forwards them while
-/// the pipeline has credit, holds them (`lag` policy) or drops and counts them.
-pub(super) struct LiveOut<'a> {
-    ingest: &'a LiveIngest,
-    /// `lag` policy: decoded frames waiting for credit, oldest first, with
-    /// their decoding time and arrival instant.
-    waiting: VecDeque<(DecodedFrame, f64, Instant)>,
-    decoded: panoptes_common::metrics::Counter,
-    latency: Histogram,
-    forwarded: u64,
-    dropped: u64,
-}
-
-/// `lag` policy: at most this many decoded frames wait for credit (memory
-/// bound when max_lag_ms is long and frames are large); more are dropped
-/// oldest first, as `full`.
-pub(super) const LAG_MAX_WAITING: usize = 32;
-
-impl<'a> LiveOut<'a> {
-    fn new(ingest: &'a LiveIngest) -> Self {
-        LiveOut {
-            ingest,
-            waiting: VecDeque::new(),
-            decoded: panoptes_common::metrics::counter(FRAMES_DECODED, &[]),
-            latency: panoptes_common::metrics::histogram(DECODE_SECONDS, &[]),
-            forwarded: 0,
-            dropped: 0,
-        }
-    }
-
-    fn take_credit(&self) -> bool {
-        self.ingest.credit.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1)).is_ok()
-    }
-
-    /// Send one frame down the pipeline (credit already taken); false when
-    /// the pipeline is gone. `arrived` starts the frame's latency.
-    fn forward(&mut self, frame: DecodedFrame, decode_s: f64, arrived: Instant) -> bool {
-        self.latency.observe(decode_s);
-        self.decoded.inc();
-        self.forwarded += 1;
-        self.ingest.resizer.send_message(ResizerMsg::Frame { frame, decode_s, arrived }).is_ok()
-    }
-
-    /// Count a frame that will not be analysed (the job's `frames_dropped`,
-    /// and the worker's per-reason metric).
-    fn drop_frame(&mut self, n: u64, reason: &'static str) {
-        self.dropped += 1;
-        self.ingest.opts.dropped.fetch_add(1, Ordering::Relaxed);
-        panoptes_common::metrics::counter(LIVE_FRAMES_DROPPED, &[("reason", reason)]).inc_by(1);
-        debug!(frame = n, reason, "live: frame dropped");
-    }
-
-    /// `lag` policy: drop the waiting frames older than max_lag (and the
-    /// oldest beyond LAG_MAX_WAITING), then forward the oldest ones while
-    /// there is credit. False when the pipeline is gone.
-    ///
-    /// Runs when a frame arrives (and after the stream ends), so credit that
-    /// comes back between two frames is used at the next one.
-    fn pump(&mut self) -> bool {
-        let DropPolicy::Lag { max_lag } = self.ingest.opts.config.policy else { return true };
-        while let Some((f, _, arrived)) = self.waiting.front() {
-            let reason = if arrived.elapsed() > max_lag {
-                "lag"
-            } else if self.waiting.len() > LAG_MAX_WAITING {
-                "full"
-            } else {
-                break;
-            };
-            let n = f.index;
-            self.waiting.pop_front();
-            self.drop_frame(n, reason);
-        }
-        while !self.waiting.is_empty() && self.take_credit() {
-            let (f, decode_s, arrived) = self.waiting.pop_front().unwrap();
-            if !self.forward(f, decode_s, arrived) {
-                return false;
-            }
-        }
-        true
-    }
 }
 
 impl LiveIngest {
@@ -124,22 +45,22 @@ impl LiveIngest {
     /// on, within the one live.connect_timeout_s. `None` when the shard
     /// failed (reported to the decoder actor) or was stopped.
     fn accept(&self) -> Option<(MediaDecoder, Option<crate::ingest_gate::Gate>)> {
-        if self.opts.lobby.is_lobby_url(&self.url) {
+        if self.lobby.is_lobby_url(&self.url) {
             // Resumed on this worker's ingest lobby: its publisher's
             // connection is parked there (see crate::lobby).
             info!(url = %panoptes_media::policy::redact(&self.url), resume_frame = self.resume, "live: taking the publisher's connection from the ingest lobby");
-            let limit = std::time::Duration::from_secs(self.opts.config.connect_timeout_s.max(1));
-            let got = self.opts.lobby.take(crate::lobby::url_key(&self.url), limit, &self.stop).map(|d| (d, None));
+            let limit = std::time::Duration::from_secs(self.config.connect_timeout_s.max(1));
+            let got = self.lobby.take(crate::lobby::url_key(&self.url), limit, &self.stop).map(|d| (d, None));
             if got.is_none() {
                 self.fail(format!(
                     "no publisher pushed this stream's key to the ingest lobby {} within {} s (live.connect_timeout_s)",
-                    self.url, self.opts.config.connect_timeout_s
+                    self.url, self.config.connect_timeout_s
                 ));
             }
             return got;
         }
-        let deadline = Instant::now() + std::time::Duration::from_secs(self.opts.config.connect_timeout_s.max(1));
-        let idle_us = (self.opts.config.idle_timeout_s.max(1) * 1_000_000).to_string();
+        let deadline = Instant::now() + std::time::Duration::from_secs(self.config.connect_timeout_s.max(1));
+        let idle_us = (self.config.idle_timeout_s.max(1) * 1_000_000).to_string();
         // The public port is the gate's; FFmpeg listens behind it (see
         // crate::ingest_gate): a connection that does not complete its RTMP
         // handshake within live.handshake_timeout_s never reaches FFmpeg.
@@ -147,7 +68,7 @@ impl LiveIngest {
             self.fail(format!("the live stream's ingest URL {} names no host and port", panoptes_media::policy::redact(&self.url)));
             return None;
         };
-        let handshake = std::time::Duration::from_secs(self.opts.config.handshake_timeout_s.max(1));
+        let handshake = std::time::Duration::from_secs(self.config.handshake_timeout_s.max(1));
         let gate = match crate::ingest_gate::Gate::start(&host, port, handshake, &format!("live slot {port}")) {
             Ok(g) => g,
             Err(e) => {
@@ -156,7 +77,7 @@ impl LiveIngest {
             }
         };
         let listen_url = gate.internal_url(crate::ingest_gate::url_path(&self.url));
-        info!(url = %panoptes_media::policy::redact(&self.url), connect_timeout_s = self.opts.config.connect_timeout_s, handshake_timeout_s = self.opts.config.handshake_timeout_s, "live: waiting for the publisher");
+        info!(url = %panoptes_media::policy::redact(&self.url), connect_timeout_s = self.config.connect_timeout_s, handshake_timeout_s = self.config.handshake_timeout_s, "live: waiting for the publisher");
         let mut last_error: Option<String> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1).to_string();
@@ -199,7 +120,7 @@ impl LiveIngest {
                     let also = last_error.filter(|l| *l != e).map(|l| format!(" (earlier connections: {l})")).unwrap_or_default();
                     self.fail(format!(
                         "no publisher pushed a stream to {} within {} s (live.connect_timeout_s), or it could not be read: {e}{also}",
-                        self.url, self.opts.config.connect_timeout_s
+                        self.url, self.config.connect_timeout_s
                     ));
                     return None;
                 }
@@ -251,11 +172,10 @@ pub(super) const LIVE_MAX_ERRORS: u32 = 10;
 impl LiveIngest {
     pub(super) fn run(self) {
         let _g = self.span.enter();
-        let mut out = LiveOut::new(&self);
         let mut next = self.resume;
         let mut clock = StreamClock::new(self.resume_timestamp);
         if self.pull {
-            if !self.run_pull(&mut out, &mut next, &mut clock) {
+            if !self.run_pull(&mut next, &mut clock) {
                 return;
             }
         } else {
@@ -263,29 +183,14 @@ impl LiveIngest {
             let Some((mut dec, _gate)) = self.accept() else { return };
             info!(url = %panoptes_media::policy::redact(&self.url), "live: publisher connected");
             // A publisher that stops, however, ends its stream: the job completes.
-            if !matches!(self.read(&mut dec, &mut out, &mut next, &mut clock), StreamEnd::Clean | StreamEnd::Dropped | StreamEnd::Silent) {
+            if !matches!(self.read(&mut dec, &mut next, &mut clock), StreamEnd::Clean | StreamEnd::Dropped | StreamEnd::Silent) {
                 return;
             }
         }
-        // `lag`: the frames still waiting go on as credit comes back, or age
-        // out; either way this ends within max_lag.
-        while !out.waiting.is_empty() && !self.stop.load(Ordering::Relaxed) {
-            if !out.pump() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let (forwarded, dropped) = (out.forwarded, out.dropped);
-        if self.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        if self.opts.config.policy == DropPolicy::Latest {
-            // The decoder actor sends the end after the frame that waits there.
+        if !self.stop.load(Ordering::Relaxed) {
+            // The source actor ends the shard after the frames its gate holds.
             let _ = self.decoder.send_message(DecoderMsg::StreamEnded { next_frame: next });
-            return;
         }
-        info!(next_frame = next, forwarded, dropped, "live: the stream ended; ending the shard after its last frames");
-        let _ = self.resizer.send_message(ResizerMsg::End { next_frame: next });
     }
 
     /// A pull source: open it, read it, and reopen it when it drops (with
@@ -299,9 +204,9 @@ impl LiveIngest {
     ///
     /// True when the stream ended (the caller ends the shard); false when the
     /// shard failed (reported) or was stopped.
-    fn run_pull(&self, out: &mut LiveOut, next: &mut u64, clock: &mut StreamClock) -> bool {
-        let r = self.opts.config.reconnect;
-        let idle_us = (self.opts.config.idle_timeout_s.max(1) * 1_000_000).to_string();
+    fn run_pull(&self, next: &mut u64, clock: &mut StreamClock) -> bool {
+        let r = self.config.reconnect;
+        let idle_us = (self.config.idle_timeout_s.max(1) * 1_000_000).to_string();
         let gaps = panoptes_common::metrics::counter(LIVE_GAP_MS, &[("job_id", self.job_id.as_str())]);
         let reconnects = panoptes_common::metrics::counter(LIVE_RECONNECTS, &[("job_id", self.job_id.as_str())]);
         // `rw_timeout`: a silent source counts as dropped (µs; the media
@@ -321,11 +226,10 @@ impl LiveIngest {
                         reconnects.inc();
                         gaps.inc_by(ms);
                         // And the job's own metrics (`panoptes metrics`), with the next report.
-                        self.opts.reconnects.fetch_add(1, Ordering::Relaxed);
-                        self.opts.gap_ms.fetch_add(ms, Ordering::Relaxed);
+                        let _ = self.reporter.send_message(ReporterMsg::Reconnected { gap_ms: ms });
                         info!(url = %panoptes_media::policy::redact(&self.url), gap_ms = ms, next_frame = *next, "live: pull source reopened; frames continue");
                     }
-                    let end = self.read(&mut dec, out, next, clock);
+                    let end = self.read(&mut dec, next, clock);
                     match end {
                         StreamEnd::Clean | StreamEnd::Dropped | StreamEnd::Silent => {
                             info!(url = %panoptes_media::policy::redact(&self.url), ?end, next_frame = *next, "live: the pull source ended; reopening it");
@@ -346,7 +250,7 @@ impl LiveIngest {
                                     "the pull source {} went silent after frame {} (no data for {} s, live.idle_timeout_s) and could not be reopened ({} attempts, live.reconnect_attempts): {e}; the frames before are kept; check the source",
                                     self.url,
                                     next.saturating_sub(1),
-                                    self.opts.config.idle_timeout_s,
+                                    self.config.idle_timeout_s,
                                     r.attempts + 1
                                 ));
                                 false
@@ -388,7 +292,7 @@ impl LiveIngest {
 
     /// Read an opened stream until it ends, numbering its frames from `next`
     /// on (and leaving `next` after its last frame), timestamps by `clock`.
-    fn read(&self, dec: &mut MediaDecoder, out: &mut LiveOut, next: &mut u64, clock: &mut StreamClock) -> StreamEnd {
+    fn read(&self, dec: &mut MediaDecoder, next: &mut u64, clock: &mut StreamClock) -> StreamEnd {
         let mut first = true;
         let base = *next;
         let mut errors = 0u32;
@@ -397,7 +301,7 @@ impl LiveIngest {
         // Silent: the errors began after no packet for (about)
         // idle_timeout_s (rw_timeout), not right after data (a closed
         // connection). Both come from FFmpeg as the same I/O error.
-        let idle = std::time::Duration::from_secs(self.opts.config.idle_timeout_s.max(1)).mul_f64(0.9);
+        let idle = std::time::Duration::from_secs(self.config.idle_timeout_s.max(1)).mul_f64(0.9);
         let mut silent = false;
         let dropped = |silent: bool| if silent { StreamEnd::Silent } else { StreamEnd::Dropped };
         while !self.stop.load(Ordering::Relaxed) {
@@ -413,29 +317,8 @@ impl LiveIngest {
                     f.index = n;
                     let decode_s = t.elapsed().as_secs_f64();
                     t = Instant::now();
-                    match self.opts.config.policy {
-                        DropPolicy::EveryNth { keep_every } => {
-                            if (n / self.step) % keep_every != 0 {
-                                out.drop_frame(n, "every_nth");
-                            } else if out.take_credit() {
-                                if !out.forward(f, decode_s, Instant::now()) {
-                                    return StreamEnd::Gone;
-                                }
-                            } else {
-                                out.drop_frame(n, "full");
-                            }
-                        }
-                        DropPolicy::Latest => {
-                            if self.decoder.send_message(DecoderMsg::Arrived { frame: f, decode_s, arrived: Instant::now() }).is_err() {
-                                return StreamEnd::Gone;
-                            }
-                        }
-                        DropPolicy::Lag { .. } => {
-                            out.waiting.push_back((f, decode_s, Instant::now()));
-                            if !out.pump() {
-                                return StreamEnd::Gone;
-                            }
-                        }
+                    if self.decoder.send_message(DecoderMsg::Arrived { frame: f, decode_s, arrived: Instant::now() }).is_err() {
+                        return StreamEnd::Gone;
                     }
                 }
                 Ok(None) if input_ended => return dropped(silent),

@@ -10,7 +10,8 @@
 //! fails), the supervisor starts a fresh one for that model and re-sends those
 //! frames in order; see [`supervisor`] for the rules.
 //!
-//! Flow control is by credit: the decoder decodes a frame only while it holds
+//! Flow control is by credit, the same for files and live streams: the
+//! decoder (the shard's source actor) sends a frame on only while it holds
 //! credit; credit comes back when the frame's results are acknowledged, so at
 //! most `pipeline_depth` frames per shard are in memory (which also bounds the
 //! frames the supervisor keeps for re-sending).
@@ -28,13 +29,16 @@ use ractor::ActorRef;
 use crate::analysis::Analysis;
 
 pub mod decoder;
+mod fan_out;
 mod kind;
+mod live_gate;
 mod live_ingest;
 pub use kind::ShardKind;
 pub mod model;
 pub mod reporter;
 pub mod resizer;
 pub mod supervisor;
+pub use panoptes_common::config::{DropPolicy, LiveConfig, Reconnect, ShardSettings};
 
 /// A frame's stored picture: a reduced JPEG, and the analysed frame's size.
 #[derive(Debug, Clone)]
@@ -55,16 +59,13 @@ pub struct ShardJob {
     pub analyses: Vec<Arc<dyn Analysis>>,
     /// Where acknowledged results go.
     pub sink: ReportSink,
-    pub depth: u32,
-    pub batch: u32,
-    pub max_restarts: u32,
+    /// Depth, batch, restarts, stall limit and `[live]`, as the worker's
+    /// configuration has them (`ShardSettings::for_shard`).
+    pub settings: ShardSettings,
     /// How many frames are analysed at once (shared by all of a worker's shards).
     pub compute: Compute,
-    /// A file shard's source must yield a frame at least this often
-    /// (`sources.probe_timeout_s`), or its decode fails saying so.
-    pub stall_limit: std::time::Duration,
-    /// Live shards (`assignment.live`): timeouts and the dropped-frame count.
-    pub live: LiveOpts,
+    /// The worker's ingest lobby: where a live stream moved here is parked.
+    pub lobby: Arc<crate::lobby::Parked>,
 }
 
 /// `worker.threads`: how many analyses a worker runs at once, over all its
@@ -92,123 +93,6 @@ impl Compute {
     /// Lanes per model for a shard with `depth` frames in flight.
     pub fn lanes_for(&self, depth: u32) -> usize {
         self.threads.clamp(1, depth.max(1) as usize)
-    }
-}
-
-/// `[live]` as the worker runs it: read once when the worker starts (from
-/// the checked configuration) and handed unchanged to every live shard and
-/// to the ingest lobby.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LiveConfig {
-    /// Fail when no publisher connects within this many seconds.
-    pub connect_timeout_s: u64,
-    /// A publisher silent this long is taken as gone (end of stream).
-    pub idle_timeout_s: u64,
-    /// A connection to the ingest port must complete its RTMP handshake
-    /// this soon, or it is closed (see crate::ingest_gate).
-    pub handshake_timeout_s: u64,
-    /// What to do with frames when analysis is slower than the stream.
-    pub policy: DropPolicy,
-    /// Pull sources: how a dropped source is reopened.
-    pub reconnect: Reconnect,
-}
-
-impl LiveConfig {
-    pub fn from_config(l: &panoptes_common::config::LiveSection) -> Self {
-        LiveConfig {
-            connect_timeout_s: l.connect_timeout_s,
-            idle_timeout_s: l.idle_timeout_s,
-            handshake_timeout_s: l.handshake_timeout_s,
-            policy: DropPolicy::from_config(l),
-            reconnect: Reconnect::from_config(l),
-        }
-    }
-}
-
-impl Default for LiveConfig {
-    fn default() -> Self {
-        Self::from_config(&panoptes_common::config::LiveSection::default())
-    }
-}
-
-/// A live shard's settings and the counts its ingest keeps for the next
-/// report.
-#[derive(Clone, Debug, Default)]
-pub struct LiveOpts {
-    pub config: LiveConfig,
-    /// Frames dropped since the last report (analysis behind the stream, or
-    /// left out by `every_nth`); the reporter takes and resets it.
-    pub dropped: Arc<std::sync::atomic::AtomicU64>,
-    /// Pull sources: reopens, and the time without frames over them (ms),
-    /// since the last report; the reporter takes and resets them.
-    pub reconnects: Arc<std::sync::atomic::AtomicU64>,
-    pub gap_ms: Arc<std::sync::atomic::AtomicU64>,
-    /// The worker's ingest lobby: where a stream moved here is parked.
-    pub lobby: Arc<crate::lobby::Parked>,
-}
-
-/// `[live] reconnect_*`: a pull source that drops (or cannot be opened) is
-/// reopened up to `attempts` times in a row, waiting `backoff` doubled each
-/// time, at most `max_backoff`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reconnect {
-    pub attempts: u32,
-    pub backoff: std::time::Duration,
-    pub max_backoff: std::time::Duration,
-}
-
-impl Default for Reconnect {
-    fn default() -> Self {
-        Self::from_config(&panoptes_common::config::LiveSection::default())
-    }
-}
-
-impl Reconnect {
-    pub fn from_config(l: &panoptes_common::config::LiveSection) -> Self {
-        Reconnect {
-            attempts: l.reconnect_attempts,
-            backoff: std::time::Duration::from_millis(l.reconnect_backoff_ms),
-            max_backoff: std::time::Duration::from_millis(l.reconnect_max_backoff_ms),
-        }
-    }
-
-    /// The wait before reopening attempt `n` (1-based).
-    pub fn delay(&self, n: u32) -> std::time::Duration {
-        self.backoff.saturating_mul(1u32 << n.saturating_sub(1).min(20)).min(self.max_backoff)
-    }
-}
-
-/// `[live] drop_policy`: which frames of a live stream are not analysed when
-/// analysis is slower than the stream. Either way memory and lag stay bounded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropPolicy {
-    /// The freshest frame first (the default): a frame goes to analysis as
-    /// soon as a lane of every model is free; at most one frame waits, and a
-    /// newer frame replaces it (the replaced one is dropped).
-    Latest,
-    /// Frames wait (decoded, in arrival order) for pipeline credit; a frame
-    /// that has waited longer than `max_lag` is dropped, oldest first.
-    Lag { max_lag: std::time::Duration },
-    /// Analyse one frame in `keep_every` (of those `frame_step` keeps); a kept
-    /// frame that finds the pipeline full is dropped at once.
-    EveryNth { keep_every: u64 },
-}
-
-impl Default for DropPolicy {
-    fn default() -> Self {
-        DropPolicy::Latest
-    }
-}
-
-impl DropPolicy {
-    /// The policy `[live]` names (validated when the configuration loads).
-    pub fn from_config(l: &panoptes_common::config::LiveSection) -> Self {
-        use panoptes_common::config::DropPolicyName;
-        match l.drop_policy {
-            DropPolicyName::EveryNth => DropPolicy::EveryNth { keep_every: u64::from(l.keep_every.max(1)) },
-            DropPolicyName::Latest => DropPolicy::Latest,
-            DropPolicyName::Lag => DropPolicy::Lag { max_lag: std::time::Duration::from_millis(l.max_lag_ms.max(1)) },
-        }
     }
 }
 
@@ -265,14 +149,16 @@ pub enum DecoderMsg {
     Cut(u64),
     /// From the live ingest thread: it failed (the decoder fails with it).
     Failed(String),
-    /// From the live ingest thread (`latest` policy): a frame arrived.
+    /// From the live ingest thread: a frame arrived (the gate decides).
     Arrived { frame: DecodedFrame, decode_s: f64, arrived: std::time::Instant },
-    /// From the live ingest thread (`latest`): the stream ended; every frame
-    /// before `next_frame` was sent as `Arrived` (or skipped).
+    /// From the live ingest thread: the stream ended; every frame before
+    /// `next_frame` was sent as `Arrived` (or skipped by the frame step).
     StreamEnded { next_frame: u64 },
     /// From the supervisor (live): every model answered a frame, so a lane
     /// of each is free again.
     Analysed,
+    /// To itself (live): frames held after the stream's end may have aged out.
+    Tick,
 }
 
 pub enum ResizerMsg {
@@ -299,6 +185,12 @@ pub enum ReporterMsg {
     /// and `results_json` is `{"error": …}`.
     Output { frame: u64, model: usize, results_json: String, error: bool, secs: f64 },
     End { next_frame: u64 },
+    /// Live: a frame was not analysed (the drop policy); counted in the
+    /// next report's `frames_dropped`.
+    Dropped,
+    /// Live pull source: it was reopened after `gap_ms` without frames;
+    /// counted in the next report.
+    Reconnected { gap_ms: u64 },
 }
 
 pub enum ShardMsg {

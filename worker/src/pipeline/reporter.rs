@@ -2,7 +2,6 @@
 //! complete frames to the coordinator, and retries each batch until it is
 //! acknowledged (which the coordinator does only once it is committed).
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use panoptes_common::retry::Backoff;
@@ -109,6 +108,11 @@ async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), Acto
             }
             complete(st).await?;
         }
+        ReporterMsg::Dropped => st.times.frames_dropped += 1,
+        ReporterMsg::Reconnected { gap_ms } => {
+            st.times.reconnects += 1;
+            st.times.gap_ms += gap_ms;
+        }
         ReporterMsg::End { next_frame } => {
             st.ends += 1;
             if st.ends == n_models {
@@ -161,7 +165,7 @@ async fn complete(st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
         st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs, jpeg, width, height });
         st.arrivals.push(p.arrived);
     }
-    if st.ready.len() >= st.job.batch as usize || (st.job.kind.is_live() && !st.ready.is_empty()) {
+    if st.ready.len() >= st.job.settings.batch as usize || (st.job.kind.is_live() && !st.ready.is_empty()) {
         let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
         flush(st, next, false).await?;
     }
@@ -183,11 +187,6 @@ pub fn latency_bucket(ms: u64) -> u64 {
 async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<bool, ActorProcessingErr> {
     let frames = std::mem::take(&mut st.ready);
     let arrivals = std::mem::take(&mut st.arrivals);
-    if st.job.kind.is_live() {
-        st.times.frames_dropped += st.job.live.dropped.swap(0, Ordering::Relaxed);
-        st.times.reconnects += st.job.live.reconnects.swap(0, Ordering::Relaxed);
-        st.times.gap_ms += st.job.live.gap_ms.swap(0, Ordering::Relaxed);
-    }
     let count = frames.len() as u32;
     let results: u64 = frames.iter().map(|f| f.outputs.len() as u64).sum();
     st.update_pending(frames.len());

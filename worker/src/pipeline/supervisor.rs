@@ -10,7 +10,7 @@
 //! threads.
 //!
 //! Model actors are supervised one by one. Every frame reaches the model
-//! actors through the supervisor, which keeps, per lane, the frames sent to
+//! actors through the supervisor, whose fan-out (`fan_out.rs`) keeps, per lane, the frames sent to
 //! that lane's actor whose result it has not yet passed on to the reporter
 //! (at most `pipeline_depth` frames per model, by the credit flow control).
 //! When a model actor crashes (its analysis panicked or returned an error; the
@@ -40,15 +40,14 @@
 //! The supervisor also keeps the shard's part of the per-model queue gauge
 //! (frames sent to a model actor and not answered yet) and counts restarts,
 //! per-frame errors and how the shard ended (see [`crate::metrics`]).
-use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::HashSet;
 
-use panoptes_media::RgbFrame;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
 use tracing::{debug, info, warn, Instrument};
 
 use super::decoder::{DecoderActor, DecoderArgs};
+use super::fan_out::{Crashed, FanOut};
 use super::model::{ModelActor, ModelArgs};
 use super::reporter::{send_report, ReporterActor, ReporterArgs};
 use super::resizer::{PictureRate, ResizerActor, ResizerArgs};
@@ -65,7 +64,7 @@ pub struct SupervisorState {
     decoder: Option<ActorRef<DecoderMsg>>,
     reporter: Option<ActorRef<ReporterMsg>>,
     /// The current pipeline's model lanes, in the job's model order.
-    models: Vec<ModelSlot>,
+    models: FanOut,
     /// The resizer has sent every frame before this one.
     frames_end: Option<u64>,
     /// Every analysed frame before this one is committed.
@@ -91,47 +90,9 @@ impl SupervisorState {
     /// Publish this shard's per-model queue depths.
     fn update_queues(&mut self) {
         for (i, m) in self.model_metrics.iter_mut().enumerate() {
-            m.queue.set(self.models.get(i).map_or(0, ModelSlot::waiting) as f64);
+            m.queue.set(self.models.waiting(i) as f64);
         }
     }
-}
-
-/// One model's lanes.
-struct ModelSlot {
-    lanes: Vec<Lane>,
-    /// The reporter was told this model has no more results.
-    end_sent: bool,
-    /// Crashes of this model (any lane) since its last successful result.
-    crashes_in_a_row: u32,
-}
-
-impl ModelSlot {
-    /// Frames sent to this model and not answered yet.
-    fn waiting(&self) -> usize {
-        self.lanes.iter().map(|l| l.unanswered.len()).sum()
-    }
-
-    /// The lane with the fewest frames waiting (the first of equals).
-    fn least_busy(&mut self) -> &mut Lane {
-        let i = (0..self.lanes.len()).min_by_key(|&i| self.lanes[i].unanswered.len()).unwrap_or(0);
-        &mut self.lanes[i]
-    }
-}
-
-/// One model actor and the frames it has not answered yet.
-struct Lane {
-    /// `None` from the actor's crash until its replacement is started.
-    actor: Option<ActorRef<ModelMsg>>,
-    /// Frames sent to this lane's actor whose result has not been passed to
-    /// the reporter, oldest first (a model actor answers in order).
-    unanswered: VecDeque<Unanswered>,
-}
-
-struct Unanswered {
-    frame: u64,
-    rgb: Arc<RgbFrame>,
-    /// An actor for this model already crashed on this frame.
-    crashed: bool,
 }
 
 impl ShardSupervisor {
@@ -144,26 +105,26 @@ impl ShardSupervisor {
             Actor::spawn_linked(None, ReporterActor, ReporterArgs { job: st.job.clone(), links: links.clone() }, cell.clone()).await?;
         st.stages.insert(reporter.get_id());
         st.reporter = Some(reporter.clone());
-        let lanes = st.job.compute.lanes_for(st.job.depth);
+        let lanes = st.job.compute.lanes_for(st.job.settings.depth);
         for index in 0..st.job.analyses.len() {
-            let mut slot = ModelSlot { lanes: Vec::with_capacity(lanes), end_sent: false, crashes_in_a_row: 0 };
+            let mut actors = Vec::with_capacity(lanes);
             for lane in 0..lanes {
-                let actor = Self::spawn_model(myself, st, index, lane).await?;
-                slot.lanes.push(Lane { actor: Some(actor), unanswered: VecDeque::new() });
+                actors.push(Self::spawn_model(myself, st, index, lane).await?);
             }
-            st.models.push(slot);
+            st.models.add_model(actors);
         }
         let target_height = st.job.assignment.target_height;
         let a = &st.job.assignment;
         let picture = (a.frames_height, a.frames_quality);
         let rate = PictureRate::new(a.frames_every_ms, a.frame_step, st.job.kind.fps());
-        let (resizer, _) = Actor::spawn_linked(None, ResizerActor, ResizerArgs { target_height, picture, rate, links, reporter }, cell.clone()).await?;
+        let (resizer, _) =
+            Actor::spawn_linked(None, ResizerActor, ResizerArgs { target_height, picture, rate, links, reporter: reporter.clone() }, cell.clone()).await?;
         st.stages.insert(resizer.get_id());
         let (decoder, _) =
-            Actor::spawn_linked(None, DecoderActor, DecoderArgs { job: st.job.clone(), resume: st.committed, resizer, span: st.span.clone() }, cell)
+            Actor::spawn_linked(None, DecoderActor, DecoderArgs { job: st.job.clone(), resume: st.committed, resizer, reporter, span: st.span.clone() }, cell)
                 .await?;
         st.stages.insert(decoder.get_id());
-        decoder.send_message(DecoderMsg::Pull(st.job.depth))?;
+        decoder.send_message(DecoderMsg::Pull(st.job.settings.depth))?;
         st.decoder = Some(decoder);
         Ok(())
     }
@@ -196,7 +157,7 @@ impl ShardSupervisor {
         myself.stop_children(Some("restarting".into()));
         Self::forget_pipeline(st);
         loop {
-            if st.restarts >= st.job.max_restarts {
+            if st.restarts >= st.job.settings.max_restarts {
                 Self::give_up(myself, st).await;
                 return Ok(());
             }
@@ -223,33 +184,29 @@ impl ShardSupervisor {
         error: String,
     ) -> Result<(), ActorProcessingErr> {
         let name = st.model_name(index);
-        let crash = match st.models[index].lanes[lane].unanswered.front() {
-            Some(first) => format!("{name} failed on frame {}: {error}", first.frame),
+        let crash = match st.models.crashed_on(index, lane) {
+            Some(frame) => format!("{name} failed on frame {frame}: {error}"),
             None => format!("{name} failed: {error}"),
         };
         // A model that keeps crashing without analysing any frame in between
         // is broken, not unlucky: stop after `max_restarts` restarts in a row.
         // Sporadic crashes (a bad frame now and then) never fail the shard.
-        if st.models[index].crashes_in_a_row >= st.job.max_restarts {
+        if st.models.crashes_in_a_row(index) >= st.job.settings.max_restarts {
             st.last_error = format!(
                 "model {name} crashed {} times in a row with no frame analysed in between, more than worker.max_restarts ({}) allows; the last crash: {crash}",
-                st.models[index].crashes_in_a_row + 1,
-                st.job.max_restarts
+                st.models.crashes_in_a_row(index) + 1,
+                st.job.settings.max_restarts
             );
             Self::give_up(myself, st).await;
             return Ok(());
         }
         st.model_restarts += 1;
-        st.models[index].crashes_in_a_row += 1;
         st.model_metrics[index].restarts.inc_by(1);
 
-        let slot = &mut st.models[index].lanes[lane];
-        match slot.unanswered.front_mut() {
-            Some(first) if first.crashed => {
+        match st.models.crashed(index, lane) {
+            Crashed::Again { frame } => {
                 // The second crash on this frame: it gets an error result and
                 // the new actor goes on with the next frames.
-                let frame = first.frame;
-                slot.unanswered.pop_front();
                 st.model_metrics[index].errors.inc_by(1);
                 warn!(model = %name, frame, error = %error, restart = st.model_restarts, "model actor crashed again on the retried frame; recording a per-frame error and restarting it");
                 if let Some(r) = &st.reporter {
@@ -259,11 +216,10 @@ impl ShardSupervisor {
                 }
                 Self::frame_answered(st, frame);
             }
-            Some(first) => {
-                first.crashed = true;
-                warn!(model = %name, frame = first.frame, error = %error, restart = st.model_restarts, "model actor crashed; restarting it and retrying the frame once");
+            Crashed::First { frame } => {
+                warn!(model = %name, frame, error = %error, restart = st.model_restarts, "model actor crashed; restarting it and retrying the frame once");
             }
-            None => warn!(model = %name, error = %error, restart = st.model_restarts, "model actor crashed between frames; restarting it"),
+            Crashed::Idle => warn!(model = %name, error = %error, restart = st.model_restarts, "model actor crashed between frames; restarting it"),
         }
 
         let actor = match Self::spawn_model(myself, st, index, lane).await {
@@ -273,12 +229,7 @@ impl ShardSupervisor {
                 return Self::on_failure(myself, st, error).await;
             }
         };
-        let slot = &mut st.models[index].lanes[lane];
-        for u in &slot.unanswered {
-            // A send fails only if the new actor already died; its failure comes here too.
-            let _ = actor.send_message(ModelMsg::Analyze { frame: u.frame, rgb: u.rgb.clone(), retry: u.crashed });
-        }
-        slot.actor = Some(actor);
+        st.models.replace(index, lane, actor);
         Self::end_model_if_done(st, index);
         Ok(())
     }
@@ -286,7 +237,7 @@ impl ShardSupervisor {
     /// Model results for `frame` were passed on: once every model answered
     /// it, a live shard's decoder may send the next frame (`latest` policy).
     fn frame_answered(st: &SupervisorState, frame: u64) {
-        if !st.job.kind.is_live() || st.models.iter().any(|m| m.lanes.iter().any(|l| l.unanswered.iter().any(|u| u.frame == frame))) {
+        if !st.job.kind.is_live() || !st.models.all_answered(frame) {
             return;
         }
         if let Some(d) = &st.decoder {
@@ -298,9 +249,7 @@ impl ShardSupervisor {
     /// every frame, tell the reporter this model is done.
     fn end_model_if_done(st: &mut SupervisorState, index: usize) {
         let (Some(next_frame), Some(reporter)) = (st.frames_end, &st.reporter) else { return };
-        let slot = &mut st.models[index];
-        if slot.waiting() == 0 && !slot.end_sent {
-            slot.end_sent = true;
+        if st.models.take_end(index) {
             let _ = reporter.send_message(ReporterMsg::End { next_frame });
         }
     }
@@ -344,7 +293,7 @@ impl Actor for ShardSupervisor {
             stages: HashSet::new(),
             decoder: None,
             reporter: None,
-            models: Vec::new(),
+            models: FanOut::default(),
             frames_end: None,
             committed,
             restarts: 0,
@@ -391,31 +340,19 @@ impl ShardSupervisor {
     async fn on_message(myself: &ActorRef<ShardMsg>, msg: ShardMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match msg {
             ShardMsg::Frame { gen, frame, rgb } if gen == st.gen => {
-                for slot in &mut st.models {
-                    let lane = slot.least_busy();
-                    if let Some(actor) = &lane.actor {
-                        // Sent to an actor that has just crashed, the frame is
-                        // lost from its mailbox but kept below for its replacement.
-                        let _ = actor.send_message(ModelMsg::Analyze { frame, rgb: rgb.clone(), retry: false });
-                    }
-                    lane.unanswered.push_back(Unanswered { frame, rgb: rgb.clone(), crashed: false });
-                }
+                st.models.send(frame, &rgb);
             }
             ShardMsg::FramesEnd { gen, next_frame } if gen == st.gen => {
                 st.frames_end = Some(next_frame);
-                for index in 0..st.models.len() {
+                for index in 0..st.models.models() {
                     Self::end_model_if_done(st, index);
                 }
             }
             ShardMsg::Output { gen, frame, model, lane, results_json, secs } if gen == st.gen => {
-                let Some(slot) = st.models.get_mut(model) else { return Ok(()) };
-                let Some(l) = slot.lanes.get_mut(lane) else { return Ok(()) };
-                let Some(pos) = l.unanswered.iter().position(|u| u.frame == frame) else {
+                if !st.models.answered(model, lane, frame) {
                     debug!(model, lane, frame, "result for a frame already answered; ignored");
                     return Ok(());
-                };
-                l.unanswered.remove(pos);
-                slot.crashes_in_a_row = 0;
+                }
                 if let Some(r) = &st.reporter {
                     let _ = r.send_message(ReporterMsg::Output { frame, model, results_json, error: false, secs });
                 }
@@ -463,11 +400,7 @@ impl ShardSupervisor {
     async fn on_supervision(myself: &ActorRef<ShardMsg>, evt: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
             let id = cell.get_id();
-            let found = st.models.iter().enumerate().find_map(|(m, slot)| {
-                slot.lanes.iter().position(|l| l.actor.as_ref().is_some_and(|a| a.get_id() == id)).map(|lane| (m, lane))
-            });
-            if let Some((index, lane)) = found {
-                st.models[index].lanes[lane].actor = None;
+            if let Some((index, lane)) = st.models.lane_failed(id) {
                 // Restart it from a message, so that the results the dead actor
                 // sent before crashing (queued before that message) come first.
                 let _ = myself.send_message(ShardMsg::RestartModel { gen: st.gen, model: index, lane, error: err.to_string() });

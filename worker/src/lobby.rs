@@ -115,7 +115,7 @@ pub struct Lobby {
     pub host: String,
     pub port: u16,
     /// `[live]`: its timeouts apply to the lobby's connections.
-    pub live: crate::pipeline::LiveConfig,
+    pub live: panoptes_common::config::LiveConfig,
     pub claim: Claimer,
     /// Asks the worker to lease now (the moved stream's shard).
     pub lease_now: Arc<dyn Fn() + Send + Sync>,

@@ -67,7 +67,7 @@ pub async fn resume_live<M: Member>(node: &M, worker: &str, key: &str, url: &str
     })?;
     match node.commit(Request::MoveLive { job: found, worker: worker.to_string(), url: url.to_string() }).await? {
         Response::Ok => {
-            info!(job_id = found, worker, url = %panoptes_common::source_url::redact(url), "live stream resumes on another worker's ingest lobby");
+            info!(job_id = found, worker = %worker, url = %panoptes_common::source_url::redact(url), "live stream resumes on another worker's ingest lobby");
             Ok(found)
         }
         // Changed since the check above: busy is retried, the rest refused.

@@ -64,7 +64,7 @@ struct Memory {
 }
 
 /// What the leader's duties need of the member they run in (the shared
-/// handle, `crate::handle::Coordinator`; a trait so that this module does
+/// handle, `Coordinator` in `handle.rs`; a trait so that this module does
 /// not import the handle that holds its memory).
 pub trait Member: Send + Sync + 'static {
     fn is_leader(&self) -> bool;

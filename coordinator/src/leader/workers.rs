@@ -1,6 +1,6 @@
 //! What a worker asks of the leader: register, heartbeat, lease, report,
 //! leave. Each reads the replicated state, decides, commits a command and
-//! keeps the leader's clocks; the worker service (`crate::worker_api`) only
+//! keeps the leader's clocks; the worker service (`worker_api/`) only
 //! converts its messages to and from these.
 use std::time::Instant;
 
@@ -127,7 +127,7 @@ pub async fn lease<M: Member>(node: &M, worker: &str, free_slots: u32) -> Result
         Response::Granted(g) => g,
         // The victim's lease moved on (a report, an expiry) since we looked: no work this time.
         Response::Rejected(rej) if matches!(req, Request::Split { .. }) => {
-            debug!(worker, reason = %rej, "work stealing skipped");
+            debug!(worker = %worker, reason = %rej, "work stealing skipped");
             Vec::new()
         }
         Response::Rejected(rej) => return Err(rejected(rej)),
@@ -136,7 +136,7 @@ pub async fn lease<M: Member>(node: &M, worker: &str, free_slots: u32) -> Result
     metrics::inc(LEASES_GRANTED, &[], granted.len() as u64);
     if let (Request::Split { job, shard, epoch, at, .. }, Some(g)) = (&req, granted.first()) {
         metrics::inc(WORK_STOLEN, &[], 1);
-        info!(job_id = job, victim_shard = shard, victim_epoch = epoch, cut = at, new_shard = g.shard, worker, "work stolen: shard split");
+        info!(job_id = job, victim_shard = shard, victim_epoch = epoch, cut = at, new_shard = g.shard, worker = %worker, "work stolen: shard split");
     }
     let mut out = Vec::new();
     for g in granted {
@@ -150,7 +150,7 @@ pub async fn lease<M: Member>(node: &M, worker: &str, free_slots: u32) -> Result
             Some((j.clone(), j.shards.get(g.shard as usize)?.clone()))
         });
         if let Some((job, shard)) = leased {
-            info!(job_id = g.job, shard = g.shard, epoch = g.epoch, worker, from = shard.cursor, to = shard.end, "shard leased");
+            info!(job_id = g.job, shard = g.shard, epoch = g.epoch, worker = %worker, from = shard.cursor, to = shard.end, "shard leased");
             out.push(Granted { job, shard, epoch: g.epoch, at_ms: now_ms() });
         }
     }
@@ -166,7 +166,7 @@ pub async fn leave<M: Member>(node: &M, worker: &str) -> Result<u32, Status> {
     match node.commit(Request::Leave { worker: worker.to_string() }).await? {
         Response::Drained { leases_returned } => {
             node.leader_memory().forget(worker);
-            info!(worker, leases_returned, "worker left: its shards went back to pending");
+            info!(worker = %worker, leases_returned, "worker left: its shards went back to pending");
             Ok(leases_returned)
         }
         Response::Rejected(rej) => Err(rejected(rej)),

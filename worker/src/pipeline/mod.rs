@@ -191,6 +191,9 @@ pub enum ReporterMsg {
     /// Live pull source: it was reopened after `gap_ms` without frames;
     /// counted in the next report.
     Reconnected { gap_ms: u64 },
+    /// From the task delivering the report in flight: the coordinator's
+    /// answer, or why it could not be delivered.
+    Delivered(Result<panoptes_proto::worker::ReportResponse, tonic::Status>),
 }
 
 pub enum ShardMsg {

@@ -1,6 +1,12 @@
 //! Reporter actor: gathers every model's output per frame, sends batches of
 //! complete frames to the coordinator, and retries each batch until it is
 //! acknowledged (which the coordinator does only once it is committed).
+//!
+//! One report is in flight at a time, so a lease's reports are committed in
+//! order. It is delivered by a task of its own, which tells this actor the
+//! outcome ([`ReporterMsg::Delivered`]): the actor goes on gathering results
+//! meanwhile, and the frames completed during a delivery go together in the
+//! next report.
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -42,12 +48,33 @@ pub struct ReporterState {
     /// Every model ended at this frame, but pictures were still being
     /// encoded: the final report waits for them.
     end_at: Option<u64>,
+    /// Every frame before this one is complete: the final report goes once
+    /// nothing else is in flight.
+    finishing: Option<u64>,
+    /// The report being delivered, and the task delivering it (aborted if
+    /// this actor stops).
+    in_flight: Option<InFlight>,
+    /// A report was refused, or could not be delivered: nothing more is sent.
+    stopped: bool,
     metrics: ReporterMetrics,
 }
 
+/// A report on its way.
+struct InFlight {
+    frames: u32,
+    results: u64,
+    next_frame: u64,
+    done: bool,
+    /// When each of its frames arrived (live latency).
+    arrivals: Vec<Instant>,
+    sent: Instant,
+    task: tokio::task::JoinHandle<()>,
+}
+
 impl ReporterState {
-    /// Frames held until acknowledged: waiting for a model, ready to send, and `sending`.
-    fn update_pending(&mut self, sending: usize) {
+    /// Frames held until acknowledged: waiting for a model, ready to send, and in flight.
+    fn update_pending(&mut self) {
+        let sending = self.in_flight.as_ref().map_or(0, |f| f.frames as usize);
         self.metrics.pending.set((self.pending.len() + self.ready.len() + sending) as f64);
     }
 }
@@ -67,20 +94,31 @@ impl Actor for ReporterActor {
             times: Default::default(),
             ends: 0,
             end_at: None,
+            finishing: None,
+            in_flight: None,
+            stopped: false,
             metrics: ReporterMetrics::new(),
         })
     }
 
-    async fn handle(&self, _myself: ActorRef<ReporterMsg>, msg: ReporterMsg, st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
-        let span = st.links.span.clone();
-        let r = on_message(msg, st).instrument(span).await;
-        st.update_pending(0);
-        r
+    async fn handle(&self, myself: ActorRef<ReporterMsg>, msg: ReporterMsg, st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
+        let _g = st.links.span.clone().entered(); // no await below
+        on_message(msg, st)?;
+        pump(st, &myself);
+        st.update_pending();
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<ReporterMsg>, st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
+        if let Some(f) = st.in_flight.take() {
+            f.task.abort();
+        }
+        Ok(())
     }
 }
 
 /// One message, in the shard's span.
-async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
+fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
     let n_models = st.job.analyses.len();
     match msg {
         ReporterMsg::Decoded { frame, timestamp, decode_s, resize_s, picture, arrived } => {
@@ -94,10 +132,10 @@ async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), Acto
                 p.picture = picture;
                 p.awaiting_picture = false;
             }
-            complete(st).await?;
+            complete(st);
             if let Some(next_frame) = st.end_at.filter(|_| st.pending.is_empty()) {
                 st.end_at = None;
-                finish(st, next_frame).await?;
+                st.finishing = Some(next_frame);
             }
         }
         ReporterMsg::Output { frame, model, results_json, error, secs } => {
@@ -106,47 +144,33 @@ async fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), Acto
             if let Some(p) = st.pending.get_mut(&frame) {
                 p.outputs[model] = Some((results_json, error));
             }
-            complete(st).await?;
-        }
-        ReporterMsg::Dropped => st.times.frames_dropped += 1,
-        ReporterMsg::Reconnected { gap_ms } => {
-            st.times.reconnects += 1;
-            st.times.gap_ms += gap_ms;
+            complete(st);
         }
         ReporterMsg::End { next_frame } => {
             st.ends += 1;
             if st.ends == n_models {
                 if st.pending.is_empty() {
-                    finish(st, next_frame).await?;
+                    st.finishing = Some(next_frame);
                 } else {
                     // Pictures of the last frames are still being encoded.
                     st.end_at = Some(next_frame);
                 }
             }
         }
-    }
-    Ok(())
-}
-
-/// The final report: every frame before `next_frame` is ready.
-async fn finish(st: &mut ReporterState, next_frame: u64) -> Result<(), ActorProcessingErr> {
-    if st.job.kind.is_live() && !st.ready.is_empty() {
-        // Live: commit the last frames first, so that the final
-        // (done) report carries their latencies too.
-        if !flush(st, next_frame, false).await? {
-            return Ok(());
+        ReporterMsg::Dropped => st.times.frames_dropped += 1,
+        ReporterMsg::Reconnected { gap_ms } => {
+            st.times.reconnects += 1;
+            st.times.gap_ms += gap_ms;
         }
+        ReporterMsg::Delivered(outcome) => delivered(st, outcome)?,
     }
-    flush(st, next_frame, true).await?;
     Ok(())
 }
 
 /// Move the frames that have every model's output and their picture to
 /// `ready`, in frame order (lanes answer out of order: `pending` is ordered
-/// by frame and only its complete head moves), and send a batch when one is
-/// full; a live shard sends at once, without waiting to fill a batch (frames
-/// completed while a report is in flight go together in the next).
-async fn complete(st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
+/// by frame and only its complete head moves).
+fn complete(st: &mut ReporterState) {
     while let Some(entry) = st.pending.first_entry() {
         if entry.get().awaiting_picture || entry.get().outputs.iter().any(|o| o.is_none()) {
             break;
@@ -165,11 +189,30 @@ async fn complete(st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
         st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs, jpeg, width, height });
         st.arrivals.push(p.arrived);
     }
-    if st.ready.len() >= st.job.settings.batch as usize || (st.job.kind.is_live() && !st.ready.is_empty()) {
-        let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
-        flush(st, next, false).await?;
+}
+
+/// Send the next report if none is in flight: a full batch (a live shard
+/// sends what is ready at once, without waiting to fill one); at the end,
+/// the rest with the end of the shard (live: the last frames first, so that
+/// the final report carries their latencies too).
+fn pump(st: &mut ReporterState, myself: &ActorRef<ReporterMsg>) {
+    if st.stopped || st.in_flight.is_some() {
+        return;
     }
-    Ok(())
+    let live = st.job.kind.is_live();
+    if let Some(next_frame) = st.finishing {
+        if live && !st.ready.is_empty() {
+            send(st, myself, next_frame, false);
+        } else {
+            st.finishing = None;
+            send(st, myself, next_frame, true);
+        }
+        return;
+    }
+    if st.ready.len() >= st.job.settings.batch as usize || (live && !st.ready.is_empty()) {
+        let next = st.ready.last().map(|f| f.frame + 1).unwrap_or(0);
+        send(st, myself, next, false);
+    }
 }
 
 /// A latency in ms rounded down to two significant digits (the histogram's
@@ -182,53 +225,66 @@ pub fn latency_bucket(ms: u64) -> u64 {
     ms / scale * scale
 }
 
-/// Send the ready frames (and, with `done`, the end of the shard) until
-/// acknowledged; whether they were.
-async fn flush(st: &mut ReporterState, next_frame: u64, done: bool) -> Result<bool, ActorProcessingErr> {
+/// Send the ready frames (and, with `done`, the end of the shard): a task
+/// delivers them and tells this actor the outcome.
+fn send(st: &mut ReporterState, myself: &ActorRef<ReporterMsg>, next_frame: u64, done: bool) {
     let frames = std::mem::take(&mut st.ready);
     let arrivals = std::mem::take(&mut st.arrivals);
     let count = frames.len() as u32;
     let results: u64 = frames.iter().map(|f| f.outputs.len() as u64).sum();
-    st.update_pending(frames.len());
     let req = st.job.report(frames, next_frame, done, String::new(), Some(std::mem::take(&mut st.times)));
-    let gen = st.links.gen;
     st.metrics.reported.inc_by(results);
-    let sent = Instant::now();
-    match send_report(&st.job, req).await {
+    let (sink, me) = (st.job.sink.clone(), myself.clone());
+    let task = tokio::spawn(
+        async move {
+            let outcome = send_report(&sink, req).await;
+            // Gone: the pipeline is being rebuilt; its report is retried from the committed cursor.
+            let _ = me.send_message(ReporterMsg::Delivered(outcome));
+        }
+        .instrument(st.links.span.clone()),
+    );
+    st.in_flight = Some(InFlight { frames: count, results, next_frame, done, arrivals, sent: Instant::now(), task });
+}
+
+/// The report in flight was delivered (or could not be).
+fn delivered(st: &mut ReporterState, outcome: Result<pb::ReportResponse, tonic::Status>) -> Result<(), ActorProcessingErr> {
+    let Some(f) = st.in_flight.take() else { return Ok(()) };
+    let gen = st.links.gen;
+    match outcome {
         Ok(resp) if resp.accepted => {
-            st.metrics.commit.observe(sent.elapsed().as_secs_f64());
-            st.metrics.acknowledged.inc_by(results);
-            debug!(frames = count, stored = resp.stored, next_frame, done, "report acknowledged");
+            st.metrics.commit.observe(f.sent.elapsed().as_secs_f64());
+            st.metrics.acknowledged.inc_by(f.results);
+            debug!(frames = f.frames, stored = resp.stored, next_frame = f.next_frame, done = f.done, "report acknowledged");
             if st.job.kind.is_live() {
                 // Arrival to commit, per frame; sent with the next report.
                 let now = Instant::now();
-                for a in arrivals {
+                for a in f.arrivals {
                     let ms = now.duration_since(a).as_millis() as u64;
                     *st.times.latency_ms.entry(latency_bucket(ms)).or_default() += 1;
                 }
             }
-            st.links.supervisor.send_message(ShardMsg::Acked { gen, next_frame, frames: count, end_frame: resp.end_frame })?;
-            if done {
+            st.links.supervisor.send_message(ShardMsg::Acked { gen, next_frame: f.next_frame, frames: f.frames, end_frame: resp.end_frame })?;
+            if f.done {
                 st.links.supervisor.send_message(ShardMsg::Finished { gen })?;
             }
-            Ok(true)
         }
         Ok(resp) => {
+            st.stopped = true;
             st.links.supervisor.send_message(ShardMsg::LeaseLost { gen, reason: resp.reason })?;
-            Ok(false)
         }
         Err(e) => {
+            st.stopped = true;
             st.links.supervisor.send_message(ShardMsg::StageError { gen, error: format!("report refused: {e}") })?;
-            Ok(false)
         }
     }
+    Ok(())
 }
 
 /// Deliver one report, retrying transport failures and leader changes with
 /// backoff. The coordinator stores each (frame, model) once, so a retry of a
 /// report that was in fact committed is harmless. Runs in the caller's span.
-pub async fn send_report(job: &ShardJob, req: pb::ReportRequest) -> Result<pb::ReportResponse, tonic::Status> {
-    let coordinators = match &job.sink {
+pub async fn send_report(sink: &ReportSink, req: pb::ReportRequest) -> Result<pb::ReportResponse, tonic::Status> {
+    let coordinators = match sink {
         ReportSink::Coordinators(c) => c,
         ReportSink::Local(tx) => {
             let stored = req.frames.len() as u32;

@@ -261,7 +261,7 @@ impl ShardSupervisor {
         myself.stop_children(Some("failed".into()));
         Self::forget_pipeline(st);
         let req = st.job.report(vec![], st.committed, false, st.last_error.clone(), None);
-        if let Err(e) = send_report(&st.job, req).await {
+        if let Err(e) = send_report(&st.job.sink, req).await {
             warn!(error = %e, "could not report the failure; the lease will expire instead");
         }
         myself.stop(Some("failed".into()));

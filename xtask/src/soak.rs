@@ -1,5 +1,5 @@
 //! `cargo xtask soak [--minutes M] [--models LIST]`: one long live RTMP push
-//! (the live benchmark of `bench.rs`, [`bench::live_measure`], stretched to
+//! (the live benchmark of `bench/live.rs`, [`bench::live_measure`], stretched to
 //! minutes) to see whether the worker's memory and the latency hold steady.
 //!
 //! While the push runs, the worker's VmRSS is read from /proc every

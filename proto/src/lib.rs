@@ -165,9 +165,9 @@ pub mod credentials {
     pub struct ClusterSecret(Option<MetadataValue<Ascii>>);
 
     impl ClusterSecret {
-        /// Read `security.cluster_secret_file` once (whitespace trimmed). An
-        /// empty path means no secret; an unreadable or empty file is an error
-        /// naming the file.
+        /// Read `security.cluster_secret_file` once (whitespace trimmed).
+        /// `None` (the key unset) means no secret; an unreadable or empty
+        /// file is an error naming the file.
         pub fn from_file(path: Option<&std::path::Path>) -> Result<ClusterSecret, String> {
             let Some(path) = path else { return Ok(ClusterSecret(None)) };
             let text = std::fs::read_to_string(path)

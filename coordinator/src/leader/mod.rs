@@ -38,7 +38,7 @@ mod live;
 mod workers;
 pub use duties::run;
 pub use live::{create_live, resume_live, NewLive};
-pub use workers::{heartbeat, lease, leave, register, report, Granted, HeldLease, Registration, ReportIn, Reported};
+pub use workers::{heartbeat, lease, leave, register, report, HeldLease, Registration, ReportIn, Reported};
 
 /// The leader's memory (see the module doc).
 pub struct Leader {

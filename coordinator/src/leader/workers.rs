@@ -33,15 +33,6 @@ pub struct HeldLease {
     pub epoch: u64,
 }
 
-/// A shard just leased: the job and shard as the state has them after the
-/// grant, for the worker service to turn into an assignment.
-pub struct Granted {
-    pub job: Job,
-    pub shard: Shard,
-    pub epoch: u64,
-    pub at_ms: u64,
-}
-
 /// A worker's report on one shard: its frames' results, the pictures they
 /// carry as (frame, lease epoch, picture), and how far it got.
 pub struct ReportIn {
@@ -107,8 +98,16 @@ pub fn heartbeat<M: Member>(node: &M, worker: &str, leases: Vec<HeldLease>) -> R
 
 /// A worker with `free_slots` asks for work: pending shards (a fair share by
 /// free capacity among the live workers), or the tail of a busy shard split
-/// off for it (work stealing); see [`plan_lease`].
-pub async fn lease<M: Member>(node: &M, worker: &str, free_slots: u32) -> Result<Vec<Granted>, Status> {
+/// off for it (work stealing); see [`plan_lease`]. Each shard leased is
+/// handed to `assign` as the state has it after the grant (job, shard,
+/// lease epoch, now), read in place: the worker service turns it into an
+/// assignment (`None`: not leasable yet, a file job not probed).
+pub async fn lease<M: Member, T>(
+    node: &M,
+    worker: &str,
+    free_slots: u32,
+    assign: impl Fn(&Job, &Shard, u64, u64) -> Option<T>,
+) -> Result<Vec<T>, Status> {
     // Leases are granted where their clocks run: on the leader.
     node.require_leader()?;
     let live = node.leader_memory().live_workers();
@@ -143,15 +142,12 @@ pub async fn lease<M: Member>(node: &M, worker: &str, free_slots: u32) -> Result
         node.leader_memory().renew(g.job, g.shard, g.epoch);
         let leased = node.reader().read(|a| {
             let j = a.state.jobs.get(&g.job)?;
-            // A file job is leased only once probed: its plan says where to seek.
-            if !j.is_live() && j.plan.is_none() {
-                return None;
-            }
-            Some((j.clone(), j.shards.get(g.shard as usize)?.clone()))
+            let s = j.shards.get(g.shard as usize)?;
+            Some((assign(j, s, g.epoch, now_ms())?, s.cursor, s.end))
         });
-        if let Some((job, shard)) = leased {
-            info!(job_id = g.job, shard = g.shard, epoch = g.epoch, worker = %worker, from = shard.cursor, to = shard.end, "shard leased");
-            out.push(Granted { job, shard, epoch: g.epoch, at_ms: now_ms() });
+        if let Some((assigned, from, to)) = leased {
+            info!(job_id = g.job, shard = g.shard, epoch = g.epoch, worker = %worker, from, to, "shard leased");
+            out.push(assigned);
         }
     }
     Ok(out)

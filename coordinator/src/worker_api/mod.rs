@@ -65,8 +65,7 @@ impl WorkerApi for WorkerService {
 
     async fn lease(&self, req: Req<pb::LeaseRequest>) -> Result<Resp<pb::LeaseResponse>, Status> {
         let r = req.into_inner();
-        let granted = leader::lease(&*self.node, &r.name, r.free_slots).await?;
-        let shards = granted.iter().filter_map(|g| assignment(&g.job, &g.shard, g.epoch, g.at_ms)).collect();
+        let shards = leader::lease(&*self.node, &r.name, r.free_slots, assignment).await?;
         Ok(Resp::new(pb::LeaseResponse { shards }))
     }
 

@@ -96,20 +96,28 @@ impl FileSource {
     }
 }
 
+/// Send one frame to analysis, counting it and its decoding time.
+fn forward(
+    resizer: &ActorRef<ResizerMsg>,
+    decoded: &panoptes_common::metrics::Counter,
+    latency: &Histogram,
+    frame: DecodedFrame,
+    decode_s: f64,
+    arrived: Instant,
+) -> Result<(), ActorProcessingErr> {
+    latency.observe(decode_s);
+    decoded.inc();
+    resizer.send_message(ResizerMsg::Frame { frame, decode_s, arrived })?;
+    Ok(())
+}
+
 impl DecoderState {
-    /// Send one frame to analysis.
-    fn forward(&self, frame: DecodedFrame, decode_s: f64, arrived: Instant) -> Result<(), ActorProcessingErr> {
-        self.latency.observe(decode_s);
-        self.decoded.inc();
-        self.resizer.send_message(ResizerMsg::Frame { frame, decode_s, arrived })?;
-        Ok(())
-    }
 
     /// Carry out what the live gate decided.
     fn apply(&self, steps: Vec<Step<DecodedFrame>>) -> Result<(), ActorProcessingErr> {
         for step in steps {
             match step {
-                Step::Forward(a) => self.forward(a.frame, a.decode_s, a.arrived)?,
+                Step::Forward(a) => forward(&self.resizer, &self.decoded, &self.latency, a.frame, a.decode_s, a.arrived)?,
                 Step::Drop { index, reason } => {
                     let _ = self.reporter.send_message(ReporterMsg::Dropped);
                     panoptes_common::metrics::counter(LIVE_FRAMES_DROPPED, &[("reason", reason)]).inc_by(1);
@@ -196,11 +204,7 @@ impl Actor for DecoderActor {
                             break;
                         }
                         match f.next()? {
-                            Some((frame, decode_s)) => {
-                                st.latency.observe(decode_s);
-                                st.decoded.inc();
-                                st.resizer.send_message(ResizerMsg::Frame { frame, decode_s, arrived: Instant::now() })?;
-                            }
+                            Some((frame, decode_s)) => forward(&st.resizer, &st.decoded, &st.latency, frame, decode_s, Instant::now())?,
                             None => {
                                 // End of the shard's range, or of the stream.
                                 f.finished = true;

@@ -167,19 +167,7 @@ fn cluster_run(
     let mut procs: Vec<Proc> = Vec::new();
     for i in 0..workers {
         let name = format!("w{}", i + 1);
-        let mut args = vec![
-            s("worker"),
-            s("--name"),
-            name.clone(),
-            s("--coordinator"),
-            addr.clone(),
-            s("--models-dir"),
-            models_dir.display().to_string(),
-            s("--models"),
-            s(models),
-            s("--data-dir"),
-            dir.join(&name).display().to_string(),
-        ];
+        let mut args = worker_args(&name, &addr, models_dir, models, &dir);
         if let Some(c) = worker_config {
             args.extend([s("--config"), c.display().to_string()]);
         }

@@ -65,24 +65,11 @@ pub(crate) fn live_measure(panoptes: &Path, models_dir: &Path, work: &Path, mode
     let dir = work.join(format!("live-{}", models.replace(',', "-")));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let s = |v: &str| v.to_string();
     let (_coord, addr) = start_coordinator(panoptes, &dir)?;
     let (worker, _) = spawn(
         "w1",
         panoptes,
-        &[
-            s("worker"),
-            s("--name"),
-            s("w1"),
-            s("--coordinator"),
-            addr.clone(),
-            s("--models-dir"),
-            models_dir.display().to_string(),
-            s("--models"),
-            s(models),
-            s("--data-dir"),
-            dir.join("w1").display().to_string(),
-        ],
+        &worker_args("w1", &addr, models_dir, models, &dir),
         &dir.join("w1.log"),
     )?;
     wait_for_workers(panoptes, &addr, 1)?;

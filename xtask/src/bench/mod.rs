@@ -368,3 +368,11 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// `panoptes worker` arguments for a benchmark's worker `name` (data under `dir/name`).
+fn worker_args(name: &str, addr: &str, models_dir: &Path, models: &str, dir: &Path) -> Vec<String> {
+    let data = dir.join(name).display().to_string();
+    ["worker", "--name", name, "--coordinator", addr, "--models-dir", &models_dir.display().to_string(), "--models", models, "--data-dir", &data]
+        .map(String::from)
+        .to_vec()
+}

@@ -43,7 +43,10 @@ pub(crate) async fn run_coordinator(a: CoordinatorArgs) -> Result<()> {
     // The web page and HTTP API (gRPC port + 20000), a gRPC client of this coordinator, then of the others.
     // HTTPS with the node certificate when TLS is on, unless security.web_plain_http (a TLS proxy in front).
     let sec = &cfg.settings.security;
-    let web_tls = (!sec.tls_cert.is_empty() && !sec.web_plain_http).then(|| panoptes_web::WebTls { cert: sec.tls_cert.clone(), key: sec.tls_key.clone() });
+    let web_tls = match (&sec.tls_cert, &sec.tls_key) {
+        (Some(cert), Some(key)) if !sec.web_plain_http => Some(panoptes_web::WebTls { cert: cert.clone(), key: key.clone() }),
+        _ => None,
+    };
     let scheme = if web_tls.is_some() { "https" } else { "http" };
     if let Some(web) = panoptes_web::start(&cfg.listen, cfg.peers.values().cloned().collect(), web_tls, sec.web_hosts.clone()).await {
         panoptes_common::addresses::note(&cfg.data_dir, "web", &format!("{scheme}://{web}/"));

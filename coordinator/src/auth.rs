@@ -131,8 +131,8 @@ impl Tokens {
         Ok(Tokens { entries })
     }
 
-    pub fn load(path: &str) -> Result<Tokens, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read tokens file {path}: {e}"))?;
+    pub fn load(path: &std::path::Path) -> Result<Tokens, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read tokens file {}: {e}", path.display()))?;
         Tokens::parse(&text)
     }
 
@@ -202,18 +202,18 @@ impl Auth {
         Auth { tokens, secret: secret.map(|s| Sha256::digest(s.trim().as_bytes()).into()) }
     }
 
-    /// Reads the files named in `[security]`; empty names leave that part off.
-    pub fn from_files(tokens_file: &str, cluster_secret_file: &str) -> Result<Auth, String> {
-        let tokens = if tokens_file.is_empty() { None } else { Some(Tokens::load(tokens_file)?) };
-        let secret = if cluster_secret_file.is_empty() {
-            None
-        } else {
-            let s = std::fs::read_to_string(cluster_secret_file)
-                .map_err(|e| format!("cannot read cluster secret file {cluster_secret_file}: {e}"))?;
-            if s.trim().is_empty() {
-                return Err(format!("cluster secret file {cluster_secret_file} is empty: write a long random string into it"));
+    /// Reads the files named in `[security]`; an unset one leaves that part off.
+    pub fn from_files(tokens_file: Option<&std::path::Path>, cluster_secret_file: Option<&std::path::Path>) -> Result<Auth, String> {
+        let tokens = tokens_file.map(Tokens::load).transpose()?;
+        let secret = match cluster_secret_file {
+            None => None,
+            Some(f) => {
+                let s = std::fs::read_to_string(f).map_err(|e| format!("cannot read cluster secret file {}: {e}", f.display()))?;
+                if s.trim().is_empty() {
+                    return Err(format!("cluster secret file {} is empty: write a long random string into it", f.display()));
+                }
+                Some(s)
             }
-            Some(s)
         };
         Ok(Auth::new(tokens, secret.as_deref()))
     }

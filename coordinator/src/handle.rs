@@ -1,6 +1,5 @@
 //! The shared handle of a coordinator (`Coordinator`): what every service
-//! and duty of this member uses to commit a command (forwarded to the leader
-//! when this member is not it), read the replicated state, find the leader
+//! and duty of this member uses to commit a command (on the leader), read the replicated state, find the leader
 //! and change the membership. Start-up wiring is `node.rs`.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -36,40 +35,27 @@ pub struct Coordinator {
     pub peers: BTreeMap<u64, String>,
     /// What the leader keeps in memory only (crate::leader).
     pub leader: crate::leader::Leader,
-    /// Channels to leaders, for forwarding writes.
-    pub forward_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
-    /// The cluster secret this node presents to its peers (forwarded writes,
-    /// Raft RPCs); empty when none is configured.
+    /// Channels to the other members (calls routed to the leader, probes).
+    pub channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    /// The cluster secret this node presents to its peers (Raft RPCs);
+    /// empty when none is configured.
     pub secret: ClusterSecret,
     /// The threads queued jobs are probed on (not tokio's blocking pool).
     pub probes: crate::probes::ProbePool,
 }
 
 impl Coordinator {
-    /// Propose a command and wait until it is committed and applied. On a
-    /// follower the command is forwarded to the leader, so any member accepts
-    /// any call.
-    pub async fn write(&self, req: Request) -> Result<Response, Status> {
-        self.write_as(req, &Default::default()).await
-    }
-
-    /// [`write`](Self::write) for a user's or an admin's call: forwarded to
-    /// the leader with the caller's `authorization`, which the leader checks
-    /// again (`RaftService/Forward`).
-    pub async fn write_as(&self, req: Request, auth: &crate::auth::CallerAuth) -> Result<Response, Status> {
-        let fwd = req.clone();
+    /// Propose a command on this member and wait until it is committed and
+    /// applied. Only the leader commits: on any other member this fails with
+    /// UNAVAILABLE naming the leader, and the caller retries there (a worker
+    /// moves to the next coordinator; a user's call was routed to the leader
+    /// before it got here, `api/cluster.rs` `route`). No command crosses
+    /// between members, so each one is checked once, by the service that
+    /// took the call (docs/SECURITY.md).
+    pub async fn commit(&self, req: Request) -> Result<Response, Status> {
         let out = match self.raft.client_write(req).await {
             Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let leader = f.leader_node.map(|n| n.addr).or_else(|| f.leader_id.and_then(|id| self.peers.get(&id).cloned()));
-                match leader {
-                    Some(addr) if addr != self.addr => {
-                        metrics::inc(crate::metrics::FORWARDED_WRITES, &[], 1);
-                        self.forward(&addr, fwd, auth).await
-                    }
-                    _ => Err(Status::unavailable(format!("coordinator {} is not the leader and no leader is known yet (election in progress)", self.id))),
-                }
-            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(self.not_leader()),
             Err(e) => Err(Status::unavailable(format!("coordinator {} cannot commit: {e}", self.id))),
         };
         if out.is_err() {
@@ -81,7 +67,7 @@ impl Coordinator {
     /// A cached, lazily connected channel to the member at `addr` (all of a
     /// member's gRPC services share its one address).
     pub fn channel_to(&self, addr: &str) -> Result<tonic::transport::Channel, Status> {
-        let mut chans = self.forward_channels.lock().unwrap();
+        let mut chans = self.channels.lock().unwrap();
         if let Some(c) = chans.get(addr) {
             return Ok(c.clone());
         }
@@ -92,26 +78,6 @@ impl Coordinator {
         let c = ep.connect_lazy();
         chans.insert(addr.to_string(), c.clone());
         Ok(c)
-    }
-
-    /// Hand a command to the leader at `addr` and return its outcome.
-    async fn forward(&self, addr: &str, req: Request, auth: &crate::auth::CallerAuth) -> Result<Response, Status> {
-        let channel = self.channel_to(addr)?;
-        let data = bincode::serialize(&req).map_err(|e| Status::internal(format!("cannot encode command: {e}")))?;
-        let mut client = panoptes_proto::raft::raft_service_client::RaftServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let mut rq = tonic::Request::new(panoptes_proto::raft::RaftPayload { data });
-        rq.set_timeout(Duration::from_secs(30));
-        self.secret.apply(&mut rq);
-        auth.apply(&mut rq);
-        let reply = client
-            .forward(rq)
-            .await
-            .map_err(|s| Status::unavailable(format!("cannot reach the leader at {addr}: {}", s.message())))?;
-        let out: Result<Response, String> = bincode::deserialize(&reply.into_inner().data)
-            .map_err(|e| Status::internal(format!("cannot decode the leader's reply: {e}")))?;
-        out.map_err(|e| Status::unavailable(format!("the leader at {addr} could not commit: {e}")))
     }
 
     /// The leader's id and address as far as this node knows.
@@ -132,7 +98,16 @@ impl Coordinator {
         if self.is_leader() {
             Ok(())
         } else {
-            Err(Status::unavailable(format!("coordinator {} is not the leader; the leader is {}", self.id, self.leader_hint())))
+            Err(self.not_leader())
+        }
+    }
+
+    /// UNAVAILABLE naming the leader (or the election in progress), for the
+    /// caller to retry there.
+    fn not_leader(&self) -> Status {
+        match self.leader() {
+            Some((id, addr)) if id != self.id => Status::unavailable(format!("coordinator {} is not the leader; the leader is {addr}", self.id)),
+            _ => Status::unavailable(format!("coordinator {} is not the leader and no leader is known yet (election in progress)", self.id)),
         }
     }
 
@@ -307,9 +282,6 @@ impl crate::leader::Member for Coordinator {
         &self.pictures
     }
     fn commit(&self, req: Request) -> impl std::future::Future<Output = Result<Response, Status>> + Send {
-        self.write(req)
-    }
-    fn commit_as(&self, req: Request, auth: &crate::auth::CallerAuth) -> impl std::future::Future<Output = Result<Response, Status>> + Send {
-        self.write_as(req, auth)
+        Coordinator::commit(self, req)
     }
 }

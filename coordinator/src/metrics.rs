@@ -26,7 +26,7 @@ pub const REPORT_COMMIT_SECONDS: &str = "panoptes_coordinator_report_commit_seco
 pub const LEASES_GRANTED: &str = "panoptes_coordinator_leases_granted_total";
 pub const LEASES_EXPIRED: &str = "panoptes_coordinator_leases_expired_total";
 pub const WORK_STOLEN: &str = "panoptes_coordinator_work_stolen_total";
-pub const FORWARDED_WRITES: &str = "panoptes_coordinator_forwarded_writes_total";
+pub const FORWARDED_CALLS: &str = "panoptes_coordinator_forwarded_calls_total";
 pub const WRITE_ERRORS: &str = "panoptes_coordinator_write_errors_total";
 pub const RESULT_STREAMS: &str = "panoptes_coordinator_result_streams";
 
@@ -48,12 +48,12 @@ pub fn describe() {
         d(LEASES_GRANTED, "counter", "Shard leases granted to workers (work-stealing splits included).");
         d(LEASES_EXPIRED, "counter", "Leases expired by the leader because their worker stopped renewing them.");
         d(WORK_STOLEN, "counter", "Work-stealing splits: a slow worker's shard cut and its tail leased to an idle worker.");
-        d(FORWARDED_WRITES, "counter", "Commands this coordinator forwarded to the leader (it was a follower).");
+        d(FORWARDED_CALLS, "counter", "Calls this coordinator sent on to the leader (it was not the leader): writes, live endpoints, membership, cluster status.");
         d(WRITE_ERRORS, "counter", "Commands that could not be committed (no leader, leader unreachable, Raft stopped).");
         d(RESULT_STREAMS, "gauge", "StreamResults streams being served: each ends with its job or when its client goes away.");
     });
     metrics::gauge(RESULT_STREAMS, &[]);
-    for name in [REPORTS_ACCEPTED, RESULTS_STORED, LEASES_GRANTED, LEASES_EXPIRED, WORK_STOLEN, FORWARDED_WRITES, WRITE_ERRORS] {
+    for name in [REPORTS_ACCEPTED, RESULTS_STORED, LEASES_GRANTED, LEASES_EXPIRED, WORK_STOLEN, FORWARDED_CALLS, WRITE_ERRORS] {
         counter(name, &[]);
     }
     for kind in crate::state::outcome::RejectionKind::ALL {

@@ -75,7 +75,7 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl std::future::Future<O
     .validate()
     .context("invalid Raft timing settings")?;
     // Read once at start-up: what this node presents to its peers.
-    let secret = ClusterSecret::from_file(cfg.security.secret_file().as_deref()).map_err(anyhow::Error::msg)?;
+    let secret = ClusterSecret::from_file(cfg.security.cluster_secret_file.as_deref()).map_err(anyhow::Error::msg)?;
     let network = Network::new(id).with_secret(secret.clone());
     let snapshot_sends = network.snapshot_sends();
     let raft = Raft::new(id, Arc::new(raft_cfg), network, log_store, sm).await.context("failed to start Raft")?;
@@ -92,7 +92,7 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl std::future::Future<O
         cfg,
         peers: peers.clone(),
         leader,
-        forward_channels: Mutex::default(),
+        channels: Mutex::default(),
         secret,
         probes: crate::probes::ProbePool::new(crate::probes::PROBE_THREADS).context("cannot start the probe threads")?,
     });
@@ -151,18 +151,18 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl std::future::Future<O
     // Authentication and rate limiting (docs/SECURITY.md): on when a tokens
     // file or a cluster secret is configured; plain development mode keeps
     // every call open as before.
-    let gate = if sec.tokens_file.is_empty() && sec.cluster_secret_file.is_empty() {
+    let gate = if sec.tokens_file.is_none() && sec.cluster_secret_file.is_none() {
         None
     } else {
-        let auth = crate::auth::Auth::from_files(&sec.tokens_file, &sec.cluster_secret_file).map_err(anyhow::Error::msg)?;
-        info!(tokens = !sec.tokens_file.is_empty(), cluster_secret = !sec.cluster_secret_file.is_empty(), "gRPC authentication on");
+        let auth = crate::auth::Auth::from_files(sec.tokens_file.as_deref(), sec.cluster_secret_file.as_deref()).map_err(anyhow::Error::msg)?;
+        info!(tokens = sec.tokens_file.is_some(), cluster_secret = sec.cluster_secret_file.is_some(), "gRPC authentication on");
         let limiter = crate::auth::RateLimiter::new(sec.rate_limit_per_s, sec.rate_limit_burst);
         Some(Arc::new(crate::auth::Gate { auth, limiter }))
     };
     let max_request = usize::try_from(sec.max_request_bytes).unwrap_or(usize::MAX);
     let served = server_builder(sec)?
         .layer(crate::auth::GateLayer(gate.clone()))
-        .add_service(crate::raft::service::server(raft.clone(), picture_store, gate.clone()))
+        .add_service(crate::raft::service::server(raft.clone(), picture_store))
         .add_service(crate::api::server(node.clone()).max_decoding_message_size(max_request))
         .add_service(crate::worker_api::server(node.clone()))
         .add_service(health_service)
@@ -193,17 +193,21 @@ fn server_builder(sec: &panoptes_common::config::SecuritySection) -> anyhow::Res
         // A client that stops answering (gone without closing) is dropped.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if sec.tls_cert.is_empty() {
-        return Ok(builder);
-    }
-    let read = |what: &str, p: &str| std::fs::read(p).with_context(|| format!("cannot read the {what} {p} (security.tls_*; make them with `panoptes certs`)"));
+    // Validated: a certificate comes with its key (`SecuritySection::validate`).
+    let (Some(cert), Some(key)) = (&sec.tls_cert, &sec.tls_key) else { return Ok(builder) };
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read the {what} {} (security.tls_*; make them with `panoptes certs`)", p.display()))
+    };
     // A client that does not finish its TLS handshake in 10 s is dropped.
-    let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read("certificate", &sec.tls_cert)?, read("private key", &sec.tls_key)?))
-        .timeout(Duration::from_secs(10));
-    if !sec.tls_ca.is_empty() {
-        tls = tls.client_ca_root(Certificate::from_pem(read("CA certificate", &sec.tls_ca)?)).client_auth_optional(!sec.require_client_cert);
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read("certificate", cert)?, read("private key", key)?)).timeout(Duration::from_secs(10));
+    if let Some(ca) = &sec.tls_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("CA certificate", ca)?)).client_auth_optional(!sec.require_client_cert);
     }
-    info!(cert = %sec.tls_cert, client_certs = if sec.require_client_cert { "required" } else if sec.tls_ca.is_empty() { "not checked" } else { "optional" }, "gRPC over TLS");
+    let client_certs = match (&sec.tls_ca, sec.require_client_cert) {
+        (_, true) => "required",
+        (None, false) => "not checked",
+        (Some(_), false) => "optional",
+    };
+    info!(cert = %cert.display(), client_certs, "gRPC over TLS");
     builder.tls_config(tls).context("invalid TLS certificate or key (security.tls_cert, tls_key)")
 }

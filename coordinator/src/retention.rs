@@ -46,7 +46,7 @@ pub async fn trim_pass(node: &Coordinator) {
         }
         for _ in 0..PASS_ROWS / TRIM_ROWS {
             let Some(before) = node.reader.retention_cut(job, from, cutoff, TRIM_ROWS) else { break };
-            match node.write(Request::Trim { job, before_frame: before }).await {
+            match node.commit(Request::Trim { job, before_frame: before }).await {
                 Ok(Response::Trimmed { freed }) => {
                     debug!(job_id = job, before_frame = before, results = freed.results, pictures = freed.frames, bytes = freed.bytes, "retention trimmed");
                     from = before;

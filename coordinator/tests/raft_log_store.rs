@@ -411,7 +411,7 @@ impl TestNode {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(service::server(raft.clone(), pics, None))
+                .add_service(service::server(raft.clone(), pics))
                 .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
                     let _ = stopped.await;
                 }),

@@ -151,7 +151,7 @@ fn the_coordinator_counts_reports_and_stored_results_of_a_job() {
         ("panoptes_coordinator_workers_registered", 1.0),
         ("panoptes_coordinator_workers_live", 1.0),
         ("panoptes_coordinator_reports_refused_total{reason=\"invalid\"}", 0.0),
-        ("panoptes_coordinator_forwarded_writes_total", 0.0),
+        ("panoptes_coordinator_forwarded_calls_total", 0.0),
     ] {
         assert_eq!(sample(&text, series), Some(want), "{series}:\n{text}");
     }

@@ -235,86 +235,82 @@ fn tls_refuses_plain_text_and_wrong_certificates() {
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
 }
 
-/// `RaftService/Forward` takes only what a member legitimately forwards,
-/// even from a caller holding the cluster secret (as every worker does): a
-/// user's or admin's command only with its caller's token and the role it
-/// needs, never a leader's own duty (a retention trim, a plan). Through a
-/// follower, the CLI's calls still go through: the follower forwards its
-/// caller's token.
+/// A member never has the leader commit a command for it: the Raft service
+/// carries none. A follower sends a user's write on to the leader as the
+/// same public call, with the caller's token, and the leader's gate checks
+/// it again: the cluster secret (which every worker holds) opens no user
+/// call even marked as forwarded, a call needs the same role at the leader,
+/// and a job records the owner of the caller's token.
 #[test]
-fn forward_takes_only_what_a_member_forwards_with_the_callers_role() {
-    use panoptes_coordinator::state::command::Request;
-    use panoptes_proto::raft::{raft_service_client::RaftServiceClient, RaftPayload};
+fn a_follower_sends_writes_on_with_the_callers_token_and_the_leader_checks_it() {
     let (user, user_line) = make_token("user", "alice");
+    let (bob, bob_line) = make_token("user", "bob");
     let (admin, admin_line) = make_token("admin", "root");
     let secret = "forward-test-secret-5e1d";
     let c = Cluster::start_secure_replicated(3, &["w1"], &admin, |dir| {
         let tokens = dir.join("tokens");
-        std::fs::write(&tokens, format!("{user_line}\n{admin_line}\n")).unwrap();
+        std::fs::write(&tokens, format!("{user_line}\n{bob_line}\n{admin_line}\n")).unwrap();
         let secret_file = dir.join("secret");
         std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
         format!("\n[security]\ntokens_file = \"{}\"\ncluster_secret_file = \"{}\"\n", tokens.display(), secret_file.display())
     });
-    let leader = c.coordinator_addrs[c.leader() as usize - 1].clone();
+    let leader_id = c.leader();
+    let leader = c.coordinator_addrs[leader_id as usize - 1].clone();
     let follower = c.coordinator_addrs.iter().find(|a| **a != leader).unwrap().clone();
+    let follower_id = c.coordinator_addrs.iter().position(|a| *a == follower).unwrap() as u64 + 1;
 
+    // The cluster secret, with the mark a follower puts on a call it sends
+    // on, is no token: the leader refuses an admin's call made with it.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let forward = |req: &Request, token: Option<&str>| -> Result<(), tonic::Status> {
-        rt.block_on(async {
-            let ch = panoptes_tests::grpc_endpoint(&leader).connect().await.expect("connect to the leader");
-            let mut client = RaftServiceClient::new(ch);
-            let mut rq = tonic::Request::new(RaftPayload { data: bincode::serialize(req).unwrap() });
-            rq.metadata_mut().insert("x-panoptes-cluster-secret", secret.parse().unwrap());
-            if let Some(t) = token {
-                rq.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
-            }
-            let reply = client.forward(rq).await?.into_inner();
-            let out: Result<panoptes_coordinator::state::command::Response, String> = bincode::deserialize(&reply.data).unwrap();
-            out.map(|_| ()).map_err(tonic::Status::unavailable)
-        })
-    };
-    let prune = Request::Prune { finished_before_ms: 0 };
-    let e = forward(&prune, None).unwrap_err();
-    assert!(e.code() == tonic::Code::Unauthenticated && e.message().contains("forwarded Prune"), "{e:?}");
-    let e = forward(&prune, Some(&user)).unwrap_err();
-    assert!(e.code() == tonic::Code::PermissionDenied && e.message().contains("admin"), "{e:?}");
-    forward(&prune, Some(&admin)).expect("an admin's prune, forwarded with the admin's token");
-    for duty in [Request::Trim { job: 1, before_frame: 1_000 }, Request::Expire { job: 1, shard: 0, epoch: 1 }] {
-        let e = forward(&duty, Some(&admin)).unwrap_err();
-        assert!(e.code() == tonic::Code::PermissionDenied && e.message().contains("leader's own duty"), "{e:?}");
-    }
+    let e = rt.block_on(async {
+        let ch = panoptes_tests::grpc_endpoint(&leader).connect().await.expect("connect to the leader");
+        let mut client = PanoptesClient::new(ch);
+        let mut rq = tonic::Request::new(pb::PruneRequest { older_than_ms: 0 });
+        rq.metadata_mut().insert("x-panoptes-cluster-secret", secret.parse().unwrap());
+        rq.metadata_mut().insert("x-panoptes-forwarded", "1".parse().unwrap());
+        client.prune(rq).await.unwrap_err()
+    });
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
 
-    // A job records who submitted it: a forwarded Submit naming another
-    // owner than the caller's token is refused (before, any name went in).
-    let spec = panoptes_coordinator::state::model::JobSpec {
-        name: "forged".into(),
-        source: "/no-such-clip.mp4".into(),
-        models: vec!["colors".into()],
-        frame_step: 1,
-        target_height: 720,
-        request_id: None,
-        max_attempts: 1,
-        frames_height: 0,
-        frames_quality: 0,
-        frames_every_ms: 0,
-        keep_s: 0,
-        keep_what: Default::default(),
-        owner: "root".into(),
+    let at = |token: Option<&str>, args: &[&str]| {
+        let mut cmd = client_command();
+        cmd.args(args).args(["--coordinator", &follower]).env_remove("PANOPTES_TOKEN");
+        if let Some(t) = token {
+            cmd.env("PANOPTES_TOKEN", t);
+        }
+        cmd.output().expect("run panoptes")
     };
-    let e = forward(&Request::Submit { spec, now_ms: 0 }, Some(&user)).unwrap_err();
-    assert!(e.code() == tonic::Code::PermissionDenied && e.message().contains("names owner 'root'"), "{e:?}");
+    // A user's prune through a follower: refused for its role (an admin's
+    // call) at the follower; the leader checks it again (above).
+    let out = at(Some(&user), &["prune", "--older-than", "1s", "--json"]);
+    assert!(!out.status.success() && stderr(&out).contains("admin"), "a user's prune via a follower: {}", stderr(&out));
+
+    // Alice's live endpoint, asked at a follower, is created at the leader
+    // for alice: she sees its stream key there, bob does not.
+    c.wait_workers(1);
+    let live = wait_for("a live endpoint via a follower", Duration::from_secs(30), || {
+        let o = at(Some(&user), &["live", "--models", "colors", "--json"]);
+        o.status.success().then_some(o)
+    });
+    let live: serde_json::Value = serde_json::from_slice(&live.stdout).unwrap_or_else(|_| panic!("live via a follower: {}\n{}", stderr(&live), c.logs()));
+    let (live_job, url) = (live["job_id"].as_str().unwrap().to_string(), live["rtmp_url"].as_str().unwrap().to_string());
+    let key = url.rsplit('/').next().unwrap().to_string();
+    let shown = |token: &str| -> serde_json::Value {
+        let mut cmd = client_command();
+        cmd.args(["status", &live_job, "--json", "--coordinator", &leader]).env_remove("PANOPTES_TOKEN").env("PANOPTES_TOKEN", token);
+        let o = cmd.output().expect("run panoptes");
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status at the leader: {}", stderr(&o)))
+    };
+    assert_eq!(shown(&user)["push_url"], url.as_str(), "the owner, alice, sees her stream's key");
+    assert!(!shown(&bob).to_string().contains(&key), "bob was shown alice's stream key: the job does not record alice as its owner");
+    assert!(at(Some(&user), &["cancel", &live_job]).status.success(), "alice cancels her live job via a follower");
 
     // Through a follower: submit (user), cancel (user) and prune (admin) go on.
     let video = c.dir.path().join("clip.mp4");
     make_video(&video, 40, "160x120", 10);
-    let at = |token: &str, args: &[&str]| {
-        let mut cmd = client_command();
-        cmd.args(args).args(["--coordinator", &follower]).env_remove("PANOPTES_TOKEN").env("PANOPTES_TOKEN", token);
-        cmd.output().expect("run panoptes")
-    };
     // Not `--wait` here: the follower's own status read may not have applied
     // the new job yet ("no job job-1"; follower reads lag, docs/ARCHITECTURE.md).
-    let out = at(&user, &["submit", video.to_str().unwrap(), "--models", "colors", "--json"]);
+    let out = at(Some(&user), &["submit", video.to_str().unwrap(), "--models", "colors", "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("submit via a follower: {}\n{}", stderr(&out), c.logs()));
     let job = s["job_id"].as_str().expect("a job id").to_string();
     let s: serde_json::Value = wait_for("the job to finish, read at the leader", Duration::from_secs(120), || {
@@ -322,8 +318,12 @@ fn forward_takes_only_what_a_member_forwards_with_the_callers_role() {
         serde_json::from_slice::<serde_json::Value>(&o.stdout).ok().filter(|s| matches!(s["state"].as_str(), Some("completed" | "failed" | "cancelled")))
     });
     assert_eq!(s["state"], "completed", "{s}");
-    let out = at(&admin, &["prune", "--older-than", "1s", "--json"]);
+    let out = at(Some(&admin), &["prune", "--older-than", "1s", "--json"]);
     assert!(out.status.success(), "prune via a follower: {}", stderr(&out));
+    let log = c.coordinator_log(follower_id);
+    for what in ["submission", "prune", "live endpoint request", "cancellation"] {
+        assert!(log.contains(&format!("forwarding a {what} to the leader")), "the follower's log does not show a {what} sent on:\n{log}");
+    }
 }
 
 /// The gRPC port holds at most `security.max_connections` connections: one

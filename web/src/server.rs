@@ -33,8 +33,8 @@ fn dial_addr(listen: &SocketAddr) -> SocketAddr {
 /// HTTPS with: the coordinator's `security.tls_cert` and `security.tls_key`.
 #[derive(Clone, Debug)]
 pub struct WebTls {
-    pub cert: String,
-    pub key: String,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// Start the web UI of the coordinator that listens on `listen` (gRPC),
@@ -124,17 +124,17 @@ fn tls_acceptor(tls: &WebTls) -> Result<tokio_rustls::TlsAcceptor, String> {
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(&tls.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read the certificate {} (security.tls_cert): {e}", tls.cert))?;
+        .map_err(|e| format!("cannot read the certificate {} (security.tls_cert): {e}", tls.cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("no certificate in {} (security.tls_cert): expected PEM `CERTIFICATE` blocks", tls.cert));
+        return Err(format!("no certificate in {} (security.tls_cert): expected PEM `CERTIFICATE` blocks", tls.cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| format!("cannot read the private key {} (security.tls_key): {e}", tls.key))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| format!("cannot read the private key {} (security.tls_key): {e}", tls.key.display()))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup for the web UI: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("invalid TLS certificate or key for the web UI ({} / {}; security.tls_cert, tls_key): {e}", tls.cert, tls.key))?;
+        .map_err(|e| format!("invalid TLS certificate or key for the web UI ({} / {}; security.tls_cert, tls_key): {e}", tls.cert.display(), tls.key.display()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }

@@ -105,7 +105,10 @@ fn unset_type(section: &str, key: &str) -> Option<&'static Value> {
     static STRING: Value = Value::String(String::new());
     static LIST: Value = Value::Array(Vec::new());
     match (section, key) {
-        ("coordinator", "listen") => Some(&STRING),
+        ("coordinator", "listen")
+        | ("security", "tls_cert" | "tls_key" | "tls_ca" | "tokens_file" | "cluster_secret_file")
+        | ("object_store", "url" | "endpoint" | "credentials_file")
+        | ("worker", "onnxruntime_library") => Some(&STRING),
         ("sources", "file_dirs") => Some(&LIST),
         _ => None,
     }

@@ -180,16 +180,13 @@ impl WorkerConfig {
             coordinators: flags.coordinators.unwrap_or_else(|| c.coordinator_addrs()),
             listen: w.listen.clone(),
             data_dir: flags.data_dir,
-            onnxruntime_library: match w.onnxruntime_library.as_str() {
-                "" => models_dir.join(ONNXRUNTIME_LIBRARY),
-                l => PathBuf::from(l),
-            },
+            onnxruntime_library: w.onnxruntime_library.clone().unwrap_or_else(|| models_dir.join(ONNXRUNTIME_LIBRARY)),
             models_dir,
             models: w.models.clone(),
             registry: c.models.clone(),
             capacity: w.capacity,
             threads: w.threads,
-            cluster_secret_file: c.security.secret_file(),
+            cluster_secret_file: c.security.cluster_secret_file.clone(),
             shard: ShardSettings {
                 depth: w.pipeline_depth,
                 batch: w.report_batch,
@@ -199,11 +196,6 @@ impl WorkerConfig {
             },
         })
     }
-}
-
-/// A path key, where empty means unset.
-fn non_empty(s: &str) -> Option<PathBuf> {
-    (!s.is_empty()).then(|| PathBuf::from(s))
 }
 
 /// A client's flags (`--coordinator`, `--token`, `--tls-*`) and, when
@@ -265,7 +257,7 @@ impl Config {
     /// set, presenting the node's certificate (when it has one).
     pub fn node_tls(&self) -> Option<ClientTls> {
         let s = &self.security;
-        Some(ClientTls { ca: non_empty(&s.tls_ca)?, cert: non_empty(&s.tls_cert), key: non_empty(&s.tls_key) })
+        Some(ClientTls { ca: s.tls_ca.clone()?, cert: s.tls_cert.clone(), key: s.tls_key.clone() })
     }
 }
 

@@ -1,8 +1,17 @@
 //! The sections of `cluster.toml` other than the model registry: their keys,
 //! defaults and the checks each section makes of itself.
-use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::*;
+
+/// A key that may be left out: `None` when it is absent, or empty as in
+/// configs written before it was optional (`tokens_file = ""`).
+fn unless_empty<'de, D: Deserializer<'de>, T: From<String>>(d: D) -> Result<Option<T>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.trim().is_empty()).map(T::from))
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -65,9 +74,10 @@ pub struct WorkerSection {
     /// Analyses this worker loads at start-up and offers.
     pub models: Vec<String>,
     /// The onnxruntime shared library for models with `engine =
-    /// "onnxruntime"` (empty: `libonnxruntime.so` in `models_dir`, where
+    /// "onnxruntime"` (unset: `libonnxruntime.so` in `models_dir`, where
     /// `cargo xtask models` puts the one the onnxruntime wheel ships).
-    pub onnxruntime_library: String,
+    #[serde(deserialize_with = "unless_empty", skip_serializing_if = "Option::is_none")]
+    pub onnxruntime_library: Option<PathBuf>,
     /// Shards worked on at once.
     pub capacity: u32,
     /// Frames analysed at once, over all of this worker's shards and models
@@ -100,37 +110,43 @@ pub struct FramesSection {
 
 /// Stored pictures in an S3-compatible object store instead of on every
 /// coordinator's disk.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ObjectStoreSection {
-    /// `s3://BUCKET[/PREFIX]`; empty: pictures stay on the coordinators.
-    pub url: String,
-    /// An S3-compatible server, e.g. `http://127.0.0.1:9000`; empty: AWS.
-    pub endpoint: String,
-    /// The bucket's region (default us-east-1).
+    /// `s3://BUCKET[/PREFIX]`; unset: pictures stay on the coordinators.
+    #[serde(deserialize_with = "unless_empty", skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// An S3-compatible server, e.g. `http://127.0.0.1:9000`; unset: AWS.
+    #[serde(deserialize_with = "unless_empty", skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The bucket's region.
     pub region: String,
-    /// A file of two lines: the access key id, then the secret key; empty:
+    /// A file of two lines: the access key id, then the secret key; unset:
     /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment.
-    pub credentials_file: String,
+    #[serde(deserialize_with = "unless_empty", skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
     /// Allow a plain-HTTP endpoint (a server on this machine or a private network).
     pub allow_http: bool,
 }
 
+impl Default for ObjectStoreSection {
+    fn default() -> Self {
+        ObjectStoreSection { url: None, endpoint: None, region: "us-east-1".into(), credentials_file: None, allow_http: false }
+    }
+}
+
 impl ObjectStoreSection {
     pub fn enabled(&self) -> bool {
-        !self.url.trim().is_empty()
+        self.url.is_some()
     }
 
     /// The bucket and the key prefix `url` names.
     pub fn bucket_and_prefix(&self) -> Result<(String, String), String> {
-        let rest = self
-            .url
-            .trim()
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("object_store.url '{}' must be s3://BUCKET or s3://BUCKET/PREFIX", self.url))?;
+        let url = self.url.as_deref().unwrap_or_default();
+        let rest = url.trim().strip_prefix("s3://").ok_or_else(|| format!("object_store.url '{url}' must be s3://BUCKET or s3://BUCKET/PREFIX"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(format!("object_store.url '{}' names no bucket: use s3://BUCKET[/PREFIX]", self.url));
+            return Err(format!("object_store.url '{url}' names no bucket: use s3://BUCKET[/PREFIX]"));
         }
         Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
     }
@@ -140,14 +156,17 @@ impl ObjectStoreSection {
             return Ok(());
         }
         self.bucket_and_prefix()?;
-        if self.endpoint.starts_with("http://") && !self.allow_http {
+        if self.region.trim().is_empty() {
+            return Err("object_store.region is empty: name the bucket's region (the default is us-east-1)".into());
+        }
+        let Some(endpoint) = &self.endpoint else { return Ok(()) };
+        if endpoint.starts_with("http://") && !self.allow_http {
             return Err(format!(
-                "object_store.endpoint {} is plain HTTP: set object_store.allow_http = true if that is meant (a server on this machine or a private network)",
-                self.endpoint
+                "object_store.endpoint {endpoint} is plain HTTP: set object_store.allow_http = true if that is meant (a server on this machine or a private network)"
             ));
         }
-        if !self.endpoint.is_empty() && !self.endpoint.starts_with("http://") && !self.endpoint.starts_with("https://") {
-            return Err(format!("object_store.endpoint '{}' must be an http:// or https:// URL", self.endpoint));
+        if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+            return Err(format!("object_store.endpoint '{endpoint}' must be an http:// or https:// URL"));
         }
         Ok(())
     }
@@ -289,7 +308,7 @@ impl SourcesSection {
         if self.probe_timeout_s == 0 {
             return Err("sources.probe_timeout_s must be at least 1 (seconds a probe of a source may take)".into());
         }
-        if !security.tokens_file.is_empty() && self.file_dirs.is_none() {
+        if security.tokens_file.is_some() && self.file_dirs.is_none() {
             // The default, "/", is for a single user: with tokens, every
             // holder of a user token could read any file the coordinator can.
             return Err("security.tokens_file is set but sources.file_dirs is not: without it, every holder of a token could analyse \
@@ -307,12 +326,15 @@ impl SourcesSection {
 pub struct SecuritySection {
     /// This node's certificate chain and private key (PEM files). With both
     /// set, a coordinator serves gRPC over TLS only.
-    pub tls_cert: String,
-    pub tls_key: String,
+    #[serde(deserialize_with = "unless_empty", skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(deserialize_with = "unless_empty", skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// The CA certificate (PEM) that signs the cluster's certificates. With
     /// it set, every outgoing gRPC connection (CLI, worker, coordinator to
     /// coordinator) uses TLS and verifies the server against it.
-    pub tls_ca: String,
+    #[serde(deserialize_with = "unless_empty", skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
     /// Require every gRPC client to present a certificate signed by `tls_ca`.
     pub require_client_cert: bool,
     /// Keep the web UI port (gRPC port + 20000) on plain HTTP even with
@@ -326,10 +348,12 @@ pub struct SecuritySection {
     /// A file of bearer tokens, one per line: `ROLE NAME SHA256-HEX` where
     /// ROLE is `user` (submit and read) or `admin` (everything). With it
     /// set, every user or admin call needs `authorization: Bearer TOKEN`.
-    pub tokens_file: String,
+    #[serde(deserialize_with = "unless_empty", skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
     /// A file holding the cluster secret that workers and coordinators
     /// present to each other; with it set, worker and Raft calls need it.
-    pub cluster_secret_file: String,
+    #[serde(deserialize_with = "unless_empty", skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// The largest gRPC request accepted, in bytes.
     pub max_request_bytes: u64,
     /// gRPC connections a coordinator holds at once; one more is closed as
@@ -344,14 +368,14 @@ pub struct SecuritySection {
 impl Default for SecuritySection {
     fn default() -> Self {
         Self {
-            tls_cert: String::new(),
-            tls_key: String::new(),
-            tls_ca: String::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             require_client_cert: false,
             web_plain_http: false,
             web_hosts: Vec::new(),
-            tokens_file: String::new(),
-            cluster_secret_file: String::new(),
+            tokens_file: None,
+            cluster_secret_file: None,
             max_request_bytes: 4 << 20,
             max_connections: 4096,
             rate_limit_per_s: 200,
@@ -361,11 +385,6 @@ impl Default for SecuritySection {
 }
 
 impl SecuritySection {
-    /// `cluster_secret_file`, when set.
-    pub fn secret_file(&self) -> Option<std::path::PathBuf> {
-        (!self.cluster_secret_file.is_empty()).then(|| self.cluster_secret_file.clone().into())
-    }
-
     /// Settings that cannot work together, named with what to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_connections < 8 {
@@ -374,21 +393,21 @@ impl SecuritySection {
                 self.max_connections
             ));
         }
-        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("security.tls_cert and security.tls_key go together: set both or neither".into());
         }
-        if !self.tls_cert.is_empty() && self.tls_ca.is_empty() {
+        if self.tls_cert.is_some() && self.tls_ca.is_none() {
             return Err("security.tls_cert needs security.tls_ca too: nodes reach each other over TLS and check each other's certificates against it (`panoptes certs` makes all three)".into());
         }
-        if self.require_client_cert && (self.tls_ca.is_empty() || self.tls_cert.is_empty()) {
+        if self.require_client_cert && (self.tls_ca.is_none() || self.tls_cert.is_none()) {
             return Err("security.require_client_cert needs security.tls_ca, tls_cert and tls_key (make them with `panoptes certs`)".into());
         }
-        if !self.tokens_file.is_empty() && self.cluster_secret_file.is_empty() {
+        if self.tokens_file.is_some() && self.cluster_secret_file.is_none() {
             // Workers and coordinators call each other with the secret, not
             // with tokens: without it, anyone could register a worker,
-            // report results or have a follower forward any command.
+            // report results or send Raft messages.
             return Err("security.tokens_file needs security.cluster_secret_file too: without it the worker and Raft services, which take no tokens, \
-                        accept anyone (a forged Register, Report or Prune). Make one with `head -c 32 /dev/urandom | base64 > cluster.secret` \
+                        accept anyone (a forged Register, Report or Raft message). Make one with `head -c 32 /dev/urandom | base64 > cluster.secret` \
                         and set cluster_secret_file to it on every coordinator and worker"
                 .into());
         }
@@ -443,7 +462,7 @@ impl Default for WorkerSection {
             listen: "127.0.0.1:0".into(),
             models_dir: "./models".into(),
             models: vec!["objects".into(), "joy".into(), "colors".into()],
-            onnxruntime_library: String::new(),
+            onnxruntime_library: None,
             capacity: 1,
             threads: 0,
             pipeline_depth: 8,

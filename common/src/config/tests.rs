@@ -112,6 +112,7 @@ fn every_key_of_every_section_has_an_environment_override() {
         ("PANOPTES_SOURCES_FILE_DIRS", "/videos, /srv"),   // a list, comma-separated
         ("PANOPTES_SOURCES_ALLOW_NETWORKS", "[\"10.0.0.0/8\"]"), // a list, as TOML
         ("PANOPTES_COORDINATOR_LISTEN", "127.0.0.1:9400"), // a key whose default is none
+        ("PANOPTES_SECURITY_TLS_CA", "/etc/panoptes/ca.pem"), // a path whose default is none
         ("PANOPTES_LOG_LEVEL", "debug"),
         ("PANOPTES_WORKER_MODELS_DIR", "/models"),
         ("PANOPTES_MODELS_DIR", "/older-name"),     // the specific name wins
@@ -126,10 +127,11 @@ fn every_key_of_every_section_has_an_environment_override() {
     assert_eq!(c.worker.threads, 3, "the file's value stays where no variable is set");
     assert!(!c.frames.store);
     assert_eq!(c.live.drop_policy, DropPolicyName::Lag);
-    assert_eq!(c.object_store.url, "s3://frames/p");
+    assert_eq!(c.object_store.url.as_deref(), Some("s3://frames/p"));
     assert_eq!(c.sources.file_dirs, Some(vec!["/videos".to_string(), "/srv".to_string()]));
     assert_eq!(c.sources.allow_networks, vec!["10.0.0.0/8".to_string()]);
     assert_eq!(c.coordinator.listen.as_deref(), Some("127.0.0.1:9400"));
+    assert_eq!(c.security.tls_ca.as_deref(), Some(std::path::Path::new("/etc/panoptes/ca.pem")));
     assert_eq!(c.log.level, "debug");
     assert_eq!(c.worker.models_dir, "/models");
 }
@@ -224,6 +226,12 @@ fn the_object_store_and_picture_rate_are_checked() {
     let c = parse("[object_store]\nurl = \"s3://pics/a/b/\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\n").unwrap();
     assert_eq!(c.object_store.bucket_and_prefix().unwrap(), ("pics".to_string(), "a/b".to_string()));
     assert!(!parse("").unwrap().object_store.enabled());
+    // An empty value is unset, as configs written before the keys were optional have it.
+    let c = parse("[object_store]\nurl = \"\"\nendpoint = \"\"\ncredentials_file = \"\"\n[security]\ntokens_file = \"\"\ntls_cert = \"\"\n").unwrap();
+    assert!(!c.object_store.enabled() && c.object_store.endpoint.is_none() && c.object_store.credentials_file.is_none());
+    assert!(c.security.tokens_file.is_none() && c.security.tls_cert.is_none());
+    let e = err("[object_store]\nurl = \"s3://pics\"\nregion = \"\"\n");
+    assert!(e.contains("object_store.region"), "{e}");
     let e = err("[object_store]\nurl = \"s3://pics\"\nendpoint = \"http://127.0.0.1:9000\"\n");
     assert!(e.contains("allow_http = true"), "{e}");
     let e = err("[object_store]\nurl = \"gs://pics\"\n");

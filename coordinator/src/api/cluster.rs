@@ -1,6 +1,24 @@
 //! Cluster status, membership changes, and the one way a call that must
-//! run on the leader gets there ([`ApiService::route`]).
+//! run on the leader gets there ([`ApiService::route`], [`on_leader!`]).
 use super::*;
+
+/// The start of a handler that must run on the leader (every write: Raft
+/// commits only there): `let (caller, msg) = on_leader!(self, req, method,
+/// "what", timeout);` goes on with the caller and the message when this
+/// member leads, and otherwise returns the leader's own answer to the same
+/// call, sent on through [`ApiService::route`].
+macro_rules! on_leader {
+    ($self:ident, $req:ident, $method:ident, $what:expr, $timeout:expr) => {{
+        let caller = Caller::of(&$req);
+        let (metadata, _, msg) = $req.into_parts();
+        match $self.route($what, &metadata, msg, $timeout)? {
+            Route::Here(msg) => (caller, msg),
+            Route::Leader { addr, request } => {
+                return $self.client(&addr)?.$method(request).await.map_err(|s| forwarded_error(s, &addr));
+            }
+        }
+    }};
+}
 
 /// gRPC metadata marking a call a follower forwarded to the leader.
 pub(super) const FORWARDED: &str = "x-panoptes-forwarded";
@@ -30,15 +48,17 @@ impl ApiService {
         Ok(PanoptesClient::new(self.node.channel_to(addr)?).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    /// Route a call that only the leader can answer: creating a live
-    /// endpoint (worker heartbeats live there), membership changes (Raft
-    /// changes them there) and the whole cluster status (replication
-    /// progress). A follower sends the call on once, with the caller's
-    /// authorization and marked [`FORWARDED`], bounded by `timeout`; a
-    /// member that gets a marked call and does not lead refuses it (retry),
-    /// so two members with stale views cannot bounce it between them.
-    /// Commands are not routed here: they go through Raft's `Forward`
-    /// (`handle.rs`), which commits them. `what` names the call in the log.
+    /// Route a call that only the leader can answer: every write (submit,
+    /// cancel, prune, drain, a live endpoint: Raft commits only there),
+    /// membership changes (Raft changes them there) and the whole cluster
+    /// status (replication progress, worker heartbeats). A follower sends
+    /// the call on once, with the caller's authorization and marked
+    /// [`FORWARDED`], bounded by `timeout`; the leader's gate checks the
+    /// caller's token and role again, and the leader records the owner from
+    /// it. A member that gets a marked call and does not lead refuses it
+    /// (retry), so two members with stale views cannot bounce it between
+    /// them. This is the only way a call crosses between members: no
+    /// command does (`handle.rs` `commit`). `what` names the call in the log.
     pub(super) fn route<T>(&self, what: &str, metadata: &tonic::metadata::MetadataMap, msg: T, timeout: Duration) -> Result<Route<T>, Status> {
         if self.node.is_leader() {
             return Ok(Route::Here(msg));
@@ -49,6 +69,7 @@ impl ApiService {
         request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
         request.set_timeout(timeout);
         info!(leader = %addr, "forwarding a {what} to the leader");
+        panoptes_common::metrics::inc(crate::metrics::FORWARDED_CALLS, &[], 1);
         Ok(Route::Leader { addr, request })
     }
 

@@ -35,6 +35,7 @@ pub fn server(node: Arc<Coordinator>) -> PanoptesServer<ApiService> {
     PanoptesServer::new(ApiService { node }).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
+#[macro_use]
 mod cluster;
 mod convert;
 mod results;
@@ -90,15 +91,13 @@ type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::FrameResult, Status>> +
 #[tonic::async_trait]
 impl Panoptes for ApiService {
     async fn submit(&self, req: Req<pb::SubmitRequest>) -> Result<Resp<pb::SubmitResponse>, Status> {
-        let auth = caller_auth(req.metadata());
-        let caller = Caller::of(&req);
-        let r = req.into_inner();
+        let (caller, r) = on_leader!(self, req, submit, "submission", WRITE_TIMEOUT);
         let mut spec = validate_submit(&r, &self.node.cfg)?;
         spec.owner = caller.owner().to_string();
         check_source_policy(&spec.source, &self.node.cfg).await?;
         self.check_device(&spec.source)?;
         let (name, source) = (spec.name.clone(), spec.source.clone());
-        match self.node.write_as(Request::Submit { spec, now_ms: now_ms() }, &auth).await? {
+        match self.node.commit(Request::Submit { spec, now_ms: now_ms() }).await? {
             Response::JobCreated { job, existing } => {
                 info!(job_id = job, %name, source = %panoptes_media::policy::redact(&source), existing, "job submitted");
                 Ok(Resp::new(pb::SubmitResponse { job_id: JobId(job).to_string() }))
@@ -305,10 +304,9 @@ impl Panoptes for ApiService {
     }
 
     async fn cancel(&self, req: Req<pb::JobRef>) -> Result<Resp<pb::JobStatus>, Status> {
-        let auth = caller_auth(req.metadata());
-        let caller = Caller::of(&req);
-        let j = self.job(&req.into_inner().job_id).await?;
-        match self.node.write_as(Request::Cancel { job: j.id, now_ms: now_ms() }, &auth).await? {
+        let (caller, r) = on_leader!(self, req, cancel, "cancellation", WRITE_TIMEOUT);
+        let j = self.job(&r.job_id).await?;
+        match self.node.commit(Request::Cancel { job: j.id, now_ms: now_ms() }).await? {
             Response::Ok => {}
             Response::Rejected(r) => return Err(crate::status::rejected(r)),
             other => return Err(crate::status::unexpected(&other)),
@@ -319,13 +317,7 @@ impl Panoptes for ApiService {
 
     async fn create_live_endpoint(&self, req: Req<pb::LiveRequest>) -> Result<Resp<pb::LiveEndpoint>, Status> {
         // Worker heartbeats (who is alive) live on the leader.
-        let auth = caller_auth(req.metadata());
-        let owner = Caller::of(&req).owner().to_string();
-        let (metadata, _, r) = req.into_parts();
-        let r = match self.route("live endpoint request", &metadata, r, Duration::from_secs(30))? {
-            Route::Here(r) => r,
-            Route::Leader { addr, request } => return self.client(&addr)?.create_live_endpoint(request).await.map_err(|s| forwarded_error(s, &addr)),
-        };
+        let (caller, r) = on_leader!(self, req, create_live_endpoint, "live endpoint request", WRITE_TIMEOUT);
         // The same checks as a submission: models, frame step, name.
         let sub = pb::SubmitRequest {
             source: "rtmp://live".into(),
@@ -339,21 +331,20 @@ impl Panoptes for ApiService {
             ..Default::default()
         };
         let mut spec = validate_submit(&sub, &self.node.cfg)?;
-        spec.owner = owner;
+        spec.owner = caller.owner().to_string();
         if sub_name_empty(&sub) {
             // Named after its stream key, which the leader draws.
             spec.name.clear();
         }
-        let new = crate::leader::create_live(&*self.node, spec, &auth).await?;
+        let new = crate::leader::create_live(&*self.node, spec).await?;
         Ok(Resp::new(pb::LiveEndpoint { job_id: JobId(new.job).to_string(), rtmp_url: new.url }))
     }
 
     async fn prune(&self, req: Req<pb::PruneRequest>) -> Result<Resp<pb::PruneResponse>, Status> {
-        let auth = caller_auth(req.metadata());
-        let r = req.into_inner();
+        let (_, r) = on_leader!(self, req, prune, "prune", WRITE_TIMEOUT);
         let before = self.node.reader.disk_size();
         let cutoff = now_ms().saturating_sub(r.older_than_ms);
-        match self.node.write_as(Request::Prune { finished_before_ms: cutoff }, &auth).await? {
+        match self.node.commit(Request::Prune { finished_before_ms: cutoff }).await? {
             Response::Pruned { jobs, freed } => {
                 let after = self.node.reader.disk_size();
                 info!(jobs = jobs.len(), results = freed.results, frames = freed.frames, bytes = freed.bytes, "pruned finished jobs");
@@ -402,13 +393,12 @@ impl Panoptes for ApiService {
     }
 
     async fn drain_worker(&self, req: Req<pb::DrainWorkerRequest>) -> Result<Resp<pb::DrainWorkerResponse>, Status> {
-        let auth = caller_auth(req.metadata());
-        let r = req.into_inner();
+        let (_, r) = on_leader!(self, req, drain_worker, "drain request", WRITE_TIMEOUT);
         if r.undo && r.hand_back {
             return Err(Status::invalid_argument("undo (take shards again) and hand_back (return leases) do not go together"));
         }
         let draining = !r.undo;
-        match self.node.write_as(Request::Drain { worker: r.name.clone(), draining, hand_back: r.hand_back }, &auth).await? {
+        match self.node.commit(Request::Drain { worker: r.name.clone(), draining, hand_back: r.hand_back }).await? {
             Response::Drained { leases_returned } => {
                 info!(worker = %r.name, draining, leases_returned, "worker drain changed");
                 Ok(Resp::new(pb::DrainWorkerResponse { leases_returned, draining }))
@@ -424,18 +414,14 @@ impl Panoptes for ApiService {
     }
 
     async fn add_member(&self, req: Req<pb::AddMemberRequest>) -> Result<Resp<pb::MembershipResponse>, Status> {
-        let auth = caller_auth(req.metadata());
-        let (metadata, _, r) = req.into_parts();
-        if r.id == 0 {
+        if req.get_ref().id == 0 {
             return Err(Status::invalid_argument("coordinator ids start at 1"));
         }
-        let addr = r.addr.trim().to_string();
+        let addr = req.get_ref().addr.trim().to_string();
         parse_host_port(&addr).map_err(|e| Status::invalid_argument(format!("member address '{addr}': {e}")))?;
-        let wait = Duration::from_millis(if r.timeout_ms == 0 { DEFAULT_CATCH_UP.as_millis() as u64 } else { r.timeout_ms });
-        let r = match self.route("add-member request", &metadata, r, wait + Duration::from_secs(40))? {
-            Route::Here(r) => r,
-            Route::Leader { addr: leader, request } => return self.client(&leader)?.add_member(request).await.map_err(|s| forwarded_error(s, &leader)),
-        };
+        let wait = Duration::from_millis(if req.get_ref().timeout_ms == 0 { DEFAULT_CATCH_UP.as_millis() as u64 } else { req.get_ref().timeout_ms });
+        let auth = caller_auth(req.metadata());
+        let (_, r) = on_leader!(self, req, add_member, "add-member request", wait + Duration::from_secs(40));
         let timeout = match r.timeout_ms {
             0 => DEFAULT_CATCH_UP,
             ms => Duration::from_millis(ms.min(3_600_000)),
@@ -465,16 +451,14 @@ impl Panoptes for ApiService {
     }
 
     async fn remove_member(&self, req: Req<pb::RemoveMemberRequest>) -> Result<Resp<pb::MembershipResponse>, Status> {
-        let (metadata, _, r) = req.into_parts();
-        let r = match self.route("remove-member request", &metadata, r, Duration::from_secs(60))? {
-            Route::Here(r) => r,
-            Route::Leader { addr: leader, request } => return self.client(&leader)?.remove_member(request).await.map_err(|s| forwarded_error(s, &leader)),
-        };
+        let (_, r) = on_leader!(self, req, remove_member, "remove-member request", Duration::from_secs(60));
         let c = self.node.remove_member(r.id).await?;
         Ok(Resp::new(self.membership_pb(c)))
     }
 }
 
+/// How long a follower waits for the leader's answer to a write it sent on.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a follower waits for a job id it has not applied yet (see `job`).
 const REPLICATION_WAIT: Duration = Duration::from_secs(3);
 /// How long a follower waits for the leader's cluster status.

@@ -8,7 +8,6 @@ use tonic::Status;
 use tracing::info;
 
 use super::Member;
-use crate::auth::CallerAuth;
 use crate::state::command::{Request, Response};
 use crate::state::model::{JobSpec, LiveSpec};
 use crate::status::{rejected, unexpected};
@@ -21,9 +20,9 @@ pub struct NewLive {
 
 /// Create a live endpoint for a checked `spec` (models, frame step, what to
 /// keep): a fresh stream key, the worker and slot that ingest it, and the
-/// job, committed for the caller `auth`. A spec without a name is named
+/// job (`spec.owner` is the caller's). A spec without a name is named
 /// after its key.
-pub async fn create_live<M: Member>(node: &M, mut spec: JobSpec, auth: &CallerAuth) -> Result<NewLive, Status> {
+pub async fn create_live<M: Member>(node: &M, mut spec: JobSpec) -> Result<NewLive, Status> {
     let key = stream_key()?;
     if spec.name.trim().is_empty() {
         spec.name = format!("live-{}", &key[..8]);
@@ -39,7 +38,7 @@ pub async fn create_live<M: Member>(node: &M, mut spec: JobSpec, auth: &CallerAu
     let url = format!("rtmp://{host}:{}/live/{key}", port as u32 + slot);
     spec.source = url.clone();
     let lspec = LiveSpec { key, worker: worker.clone(), slot, url: url.clone() };
-    match node.commit_as(Request::CreateLive { spec, live: lspec, now_ms: now_ms() }, auth).await? {
+    match node.commit(Request::CreateLive { spec, live: lspec, now_ms: now_ms() }).await? {
         Response::JobCreated { job, .. } => {
             info!(job_id = job, %worker, url = %panoptes_common::source_url::redact(&url), "live endpoint created");
             Ok(NewLive { job, url })

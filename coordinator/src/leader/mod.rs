@@ -27,7 +27,6 @@ use panoptes_common::config::Config;
 use panoptes_common::now_ms;
 use tonic::Status;
 
-use crate::auth::CallerAuth;
 use crate::picture_copies::Pictures;
 use crate::probes::ProbePool;
 use crate::state::command::{Request, Response};
@@ -76,10 +75,9 @@ pub trait Member: Send + Sync + 'static {
     fn probes(&self) -> &ProbePool;
     /// Where a report's pictures are put (a majority of the coordinators).
     fn pictures(&self) -> &Pictures;
-    /// Commit a command (forwarded to the leader when this member is not it).
+    /// Commit a command (UNAVAILABLE, naming the leader, when this member
+    /// does not lead).
     fn commit(&self, req: Request) -> impl Future<Output = Result<Response, Status>> + Send;
-    /// [`Member::commit`] for a user's call, forwarded with its authorization.
-    fn commit_as(&self, req: Request, auth: &CallerAuth) -> impl Future<Output = Result<Response, Status>> + Send;
 }
 
 impl Leader {

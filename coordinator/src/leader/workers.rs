@@ -62,6 +62,7 @@ pub enum Reported {
 
 /// A worker registers (or registers again after a leader change).
 pub async fn register<M: Member>(node: &M, r: Registration) -> Result<(), Status> {
+    node.require_leader()?;
     let name = r.name.clone();
     node.commit(Request::RegisterWorker { name: r.name, addr: r.addr, capacity: r.capacity.max(1), models: r.models, now_ms: now_ms() })
         .await?;

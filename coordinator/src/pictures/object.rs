@@ -33,32 +33,32 @@ pub struct ObjectPictures {
 impl ObjectPictures {
     /// The store `cfg` names (its `url` is `s3://BUCKET[/PREFIX]`). Keys come
     /// from `credentials_file` (two lines: access key id, secret key) or, when
-    /// that is empty, from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    /// it is unset, from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
     pub fn open(cfg: &ObjectStoreSection) -> Result<ObjectPictures, String> {
         let (bucket, prefix) = cfg.bucket_and_prefix()?;
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_region(if cfg.region.is_empty() { "us-east-1" } else { cfg.region.as_str() })
+            .with_region(cfg.region.as_str())
             .with_allow_http(cfg.allow_http)
             .with_retry(RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(10), ..Default::default() })
             .with_client_options(ClientOptions::new().with_timeout(Duration::from_secs(30)).with_connect_timeout(Duration::from_secs(5)).with_allow_http(cfg.allow_http));
-        if !cfg.endpoint.is_empty() {
-            b = b.with_endpoint(&cfg.endpoint);
+        if let Some(endpoint) = &cfg.endpoint {
+            b = b.with_endpoint(endpoint);
         }
-        if !cfg.credentials_file.is_empty() {
-            let text = std::fs::read_to_string(&cfg.credentials_file)
-                .map_err(|e| format!("object_store.credentials_file {}: {e}", cfg.credentials_file))?;
+        if let Some(file) = &cfg.credentials_file {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("object_store.credentials_file {}: {e}", file.display()))?;
             let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
             let (Some(id), Some(secret)) = (lines.next(), lines.next()) else {
                 return Err(format!(
                     "object_store.credentials_file {} must hold two lines: the access key id, then the secret key",
-                    cfg.credentials_file
+                    file.display()
                 ));
             };
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
-        let store = b.build().map_err(|e| format!("the object store {} cannot be used: {e}", cfg.url))?;
-        Ok(ObjectPictures { store: Arc::new(store), prefix: Path::from(prefix), url: cfg.url.clone() })
+        let url = cfg.url.clone().unwrap_or_default();
+        let store = b.build().map_err(|e| format!("the object store {url} cannot be used: {e}"))?;
+        Ok(ObjectPictures { store: Arc::new(store), prefix: Path::from(prefix), url })
     }
 
     fn job_prefix(&self, job: u64) -> Path {

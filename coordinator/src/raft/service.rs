@@ -11,7 +11,6 @@ use tonic::{Request, Response, Status};
 
 use std::sync::Arc;
 
-use crate::auth::{Access, Gate};
 use crate::pictures::store::PictureStore;
 use crate::pictures::{GetPictures, PutPictures};
 use crate::raft::network::MAX_MESSAGE_SIZE;
@@ -22,43 +21,11 @@ use crate::raft::types::{NodeId, Raft, TypeConfig};
 pub struct RaftGrpc {
     raft: Raft,
     pictures: Arc<PictureStore>,
-    /// The access rules, to check the token a forwarded user or admin
-    /// command carries (None: no tokens or secret configured).
-    gate: Option<Arc<Gate>>,
 }
 
 impl RaftGrpc {
-    pub fn new(raft: Raft, pictures: Arc<PictureStore>, gate: Option<Arc<Gate>>) -> RaftGrpc {
-        RaftGrpc { raft, pictures, gate }
-    }
-
-    /// May another member have this node commit `req`? Workers' commands
-    /// (the gate checked the cluster secret), and users' and admins'
-    /// commands that carry their caller's token with the role they need;
-    /// never the leader's own duties, which a member that is not the leader
-    /// has no business proposing.
-    fn may_forward(&self, req: &crate::state::command::Request, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
-        use crate::state::command::Origin;
-        let need = match req.origin() {
-            Origin::Worker => return Ok(()),
-            Origin::Leader => {
-                return Err(Status::permission_denied(format!("{} is the leader's own duty: it is not taken from another member", req.kind())));
-            }
-            Origin::User => Access::User,
-            Origin::Admin => Access::Admin,
-        };
-        let Some(g) = &self.gate else { return Ok(()) };
-        let caller = g.auth.check_token(metadata, need).map_err(|s| Status::new(s.code(), format!("forwarded {}: {}", req.kind(), s.message())))?;
-        // A job records who submitted it: the token the follower forwards,
-        // not a name the forwarder chose.
-        match req.owner() {
-            Some(owner) if owner != caller.owner() => Err(Status::permission_denied(format!(
-                "forwarded {}: it names owner '{owner}', but the caller's token is '{}'",
-                req.kind(),
-                caller.owner()
-            ))),
-            _ => Ok(()),
-        }
+    pub fn new(raft: Raft, pictures: Arc<PictureStore>) -> RaftGrpc {
+        RaftGrpc { raft, pictures }
     }
 }
 
@@ -80,8 +47,8 @@ impl RaftGrpc {
 
 /// The tonic service for `raft`, with the transport's message size limits
 /// ([`MAX_MESSAGE_SIZE`] in both directions).
-pub fn server(raft: Raft, pictures: Arc<PictureStore>, gate: Option<Arc<Gate>>) -> RaftServiceServer<RaftGrpc> {
-    RaftServiceServer::new(RaftGrpc::new(raft, pictures, gate))
+pub fn server(raft: Raft, pictures: Arc<PictureStore>) -> RaftServiceServer<RaftGrpc> {
+    RaftServiceServer::new(RaftGrpc::new(raft, pictures))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
@@ -115,16 +82,6 @@ impl RaftService for RaftGrpc {
         let req: InstallSnapshotRequest<TypeConfig> = decode("install_snapshot", request)?;
         let reply = self.raft.install_snapshot(req).await;
         encode("install_snapshot", &reply)
-    }
-
-    async fn forward(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let metadata = request.metadata().clone();
-        let req: crate::state::command::Request = decode("forward", request)?;
-        self.may_forward(&req, &metadata)?;
-        // Commit here only if this node leads; never forward twice.
-        let reply: Result<crate::state::command::Response, String> =
-            self.raft.client_write(req).await.map(|r| r.data).map_err(|e| e.to_string());
-        encode("forward", &reply)
     }
 
     async fn put_pictures(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

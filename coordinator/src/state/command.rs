@@ -118,67 +118,6 @@ pub enum Request {
     AbandonLive { job: u64, worker: String, error: String, now_ms: u64 },
 }
 
-/// Whose call a command stands for, which decides what a member may ask
-/// the leader to commit for it (`RaftService/Forward`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// A user's call (a user or admin token when tokens are on).
-    User,
-    /// An admin's call (an admin token when tokens are on).
-    Admin,
-    /// A worker's call (the cluster secret).
-    Worker,
-    /// The leader's own duty (probing, lease expiry, retention, abandoning
-    /// a live push): never taken from another member.
-    Leader,
-}
-
-impl Request {
-    pub fn origin(&self) -> Origin {
-        match self {
-            Request::Submit { .. } | Request::Cancel { .. } | Request::CreateLive { .. } => Origin::User,
-            Request::Prune { .. } | Request::Drain { .. } => Origin::Admin,
-            Request::RegisterWorker { .. }
-            | Request::Grant { .. }
-            | Request::Split { .. }
-            | Request::Report(_)
-            | Request::MoveLive { .. }
-            | Request::Leave { .. } => Origin::Worker,
-            Request::Plan { .. } | Request::Fail { .. } | Request::Expire { .. } | Request::Trim { .. } | Request::AbandonLive { .. } => Origin::Leader,
-        }
-    }
-
-    /// The owner a command that creates a job records (see `JobSpec::owner`).
-    pub fn owner(&self) -> Option<&str> {
-        match self {
-            Request::Submit { spec, .. } | Request::CreateLive { spec, .. } => Some(&spec.owner),
-            _ => None,
-        }
-    }
-
-    /// The command's name, for messages.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Request::Submit { .. } => "Submit",
-            Request::Plan { .. } => "Plan",
-            Request::Fail { .. } => "Fail",
-            Request::Cancel { .. } => "Cancel",
-            Request::RegisterWorker { .. } => "RegisterWorker",
-            Request::Drain { .. } => "Drain",
-            Request::Leave { .. } => "Leave",
-            Request::Grant { .. } => "Grant",
-            Request::Expire { .. } => "Expire",
-            Request::Split { .. } => "Split",
-            Request::Report(_) => "Report",
-            Request::Prune { .. } => "Prune",
-            Request::Trim { .. } => "Trim",
-            Request::CreateLive { .. } => "CreateLive",
-            Request::MoveLive { .. } => "MoveLive",
-            Request::AbandonLive { .. } => "AbandonLive",
-        }
-    }
-}
-
 /// What a prune deleted.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Freed {

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use panoptes_common::parse_age;
 
 use crate::admin::{AddMemberArgs, CertsArgs, DrainArgs, RemoveMemberArgs, TokenArgs};
-use crate::tracks;
+use crate::{stats, tracks};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -84,6 +84,11 @@ pub(crate) enum Cmd {
     /// score and box path (an IoU tracker; the same results give the same
     /// tracks however the job was split).
     Tracks(tracks::TracksArgs),
+    /// A job's results in windows of stream time (`--window 5s`, sliding with
+    /// `--slide 1s`): frames, detections and distinct tracks per label,
+    /// faces per emotion and gender, the dominant colour; `--follow` prints
+    /// each window of a live job as it closes.
+    Stats(stats::StatsArgs),
     /// Create a live job and print where to push its RTMP stream; results are
     /// committed while it runs (`results --follow`), and it completes when the
     /// publisher stops.

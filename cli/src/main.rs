@@ -11,6 +11,7 @@ mod connect;
 mod jobs;
 mod node;
 mod render;
+mod stats;
 mod tracks;
 
 use admin::*;
@@ -44,6 +45,7 @@ async fn main() -> ExitCode {
         Cmd::Status(a) => status(a).await,
         Cmd::Results(a) => results(a).await,
         Cmd::Tracks(a) => tracks::tracks(a).await,
+        Cmd::Stats(a) => stats::stats(a).await,
         Cmd::Live(a) => live(a).await,
         Cmd::Cancel(a) => cancel(a).await,
         Cmd::Metrics(a) => metrics(a).await,

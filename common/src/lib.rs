@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod retry;
 pub mod source_url;
 pub mod tracking;
+pub mod windows;
 
 /// The built-in analyses, in their canonical order. They are always in the
 /// model registry (`Config::models`), which may add more; check submissions

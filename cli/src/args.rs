@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use panoptes_common::parse_age;
 
 use crate::admin::{AddMemberArgs, CertsArgs, DrainArgs, RemoveMemberArgs, TokenArgs};
-use crate::{stats, tracks};
+use crate::{alerts, stats, tracks};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -89,6 +89,10 @@ pub(crate) enum Cmd {
     /// faces per emotion and gender, the dominant colour; `--follow` prints
     /// each window of a live job as it closes.
     Stats(stats::StatsArgs),
+    /// The alerts that jobs' rules (`submit --rule`, `live --rule`) recorded:
+    /// each once, with a stable id, oldest first; `--follow` prints new ones
+    /// as they are recorded.
+    Alerts(alerts::AlertsArgs),
     /// Create a live job and print where to push its RTMP stream; results are
     /// committed while it runs (`results --follow`), and it completes when the
     /// publisher stops.
@@ -129,6 +133,8 @@ pub(crate) struct LiveArgs {
     pub(crate) pictures: PictureOpts,
     #[command(flatten)]
     pub(crate) keep: KeepOpts,
+    #[command(flatten)]
+    pub(crate) rules: RuleOpts,
     /// Print {"job_id","rtmp_url"}.
     #[arg(long)]
     pub(crate) json: bool,
@@ -155,6 +161,18 @@ pub(crate) struct PictureOpts {
 fn parse_pictures_every(s: &str) -> std::result::Result<String, String> {
     panoptes_common::parse_interval_ms(s)?;
     Ok(s.trim().to_string())
+}
+
+/// Alert rules.
+#[derive(Args)]
+pub(crate) struct RuleOpts {
+    /// An alert rule (repeatable): `[NAME:] CONDITION [for DURATION] [, cooldown DURATION]`,
+    /// CONDITION one of `count(LABEL) >= N` (or >, <=, <, ==), `emotion EMOTION`,
+    /// `no LABEL` or `no object` (these two with `for`). E.g. --rule "crowd:
+    /// count(person) >= 3 for 10s, cooldown 1m". The cluster records each alert
+    /// once, from committed results (`panoptes alerts`).
+    #[arg(long = "rule", value_name = "RULE")]
+    pub(crate) rules: Vec<String>,
 }
 
 /// Retention while a job runs.
@@ -278,6 +296,8 @@ pub(crate) struct SubmitArgs {
     pub(crate) pictures: PictureOpts,
     #[command(flatten)]
     pub(crate) keep: KeepOpts,
+    #[command(flatten)]
+    pub(crate) rules: RuleOpts,
     /// Wait for the job to end (progress on a terminal); exit 1 if it failed.
     #[arg(long)]
     pub(crate) wait: bool,

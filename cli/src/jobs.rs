@@ -65,6 +65,7 @@ pub(crate) async fn submit(a: SubmitArgs) -> Result<ExitCode> {
         pictures_every: a.pictures.pictures_every.clone().unwrap_or_default(),
         keep: a.keep.keep.clone().unwrap_or_default(),
         keep_what: a.keep.keep_what.clone().unwrap_or_default(),
+        rules: a.rules.rules.clone(),
     };
     // Three tries per coordinator: a submit gets through a leader change.
     let resp = client.tries(3).submit(req).await.map_err(|s| explain(s, &client))?;
@@ -206,6 +207,7 @@ pub(crate) async fn live(a: LiveArgs) -> Result<ExitCode> {
         keep_what: a.keep.keep_what.clone().unwrap_or_default(),
         no_frames: a.pictures.no_frames,
         pictures_every: a.pictures.pictures_every.clone().unwrap_or_default(),
+        rules: a.rules.rules.clone(),
     };
     let e = client.create_live(req).await.map_err(|s| explain(s, &client))?;
     if a.json {

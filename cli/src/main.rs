@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod admin;
+mod alerts;
 mod analyze;
 mod args;
 mod config;
@@ -46,6 +47,7 @@ async fn main() -> ExitCode {
         Cmd::Results(a) => results(a).await,
         Cmd::Tracks(a) => tracks::tracks(a).await,
         Cmd::Stats(a) => stats::stats(a).await,
+        Cmd::Alerts(a) => alerts::alerts(a).await,
         Cmd::Live(a) => live(a).await,
         Cmd::Cancel(a) => cancel(a).await,
         Cmd::Metrics(a) => metrics(a).await,

@@ -156,6 +156,10 @@ impl Client {
         annotated_frame => get_annotated_frame(pb::FrameRef) -> pb::AnnotatedFrame
     );
     rpc!(
+        /// The alerts a job's rules recorded (job_id empty: every job's).
+        alerts => list_alerts(pb::AlertsRequest) -> pb::AlertsResponse
+    );
+    rpc!(
         /// A job's timings and counters.
         metrics => get_metrics(pb::JobRef) -> pb::JobMetrics
     );

@@ -34,6 +34,15 @@ pub fn status_json(s: &pb::JobStatus) -> Value {
         "push_url": text(&s.push_url),
         "keep_s": s.keep_s, "retained_from_frame": s.retained_from_frame,
         "pictures": s.pictures, "pictures_every_ms": s.pictures_every_ms,
+        "rules": s.rules, "alerts": s.alerts, "alerts_evaluated_to_frame": s.alerts_evaluated_to_frame,
+    })
+}
+
+/// A line of `panoptes alerts --json`.
+pub fn alert_json(a: &pb::Alert) -> Value {
+    json!({
+        "id": a.id, "job_id": a.job_id, "seq": a.seq, "rule": a.rule, "frame": a.frame,
+        "time": a.time, "since": a.since, "detail": a.detail,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod logging;
 pub mod metrics;
 pub mod retry;
 pub mod source_url;
+pub mod rules;
 pub mod tracking;
 pub mod windows;
 

@@ -952,6 +952,7 @@ async fn workload(c: &Cluster) -> u64 {
         keep_s: 0,
         keep_what: Default::default(),
         owner: String::new(),
+        rules: Vec::new(),
     };
     let job = match c.write(&Request::Submit { spec, now_ms: NOW }).await.resp {
         Response::JobCreated { job, .. } => job,

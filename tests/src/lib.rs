@@ -758,6 +758,21 @@ pub fn push_file(url: &str, clip: &Path) -> Child {
         .expect("run ffmpeg (is the FFmpeg CLI installed?)")
 }
 
+/// The fixture `astronaut_zoom.mkv` (a person in every frame) as H.264 in
+/// FLV in `dir`, for an RTMP push (`push_file`).
+pub fn astronaut_flv(dir: &Path) -> PathBuf {
+    let clip = dir.join("astronaut.flv");
+    let made = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(fixture("astronaut_zoom.mkv"))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "12", "-pix_fmt", "yuv420p", "-f", "flv"])
+        .arg(&clip)
+        .status()
+        .expect("run ffmpeg");
+    assert!(made.success(), "ffmpeg could not make {}", clip.display());
+    clip
+}
+
 /// Wait (bounded by `limit`, then killed) for a push to end; whether it succeeded.
 pub fn finish_push(mut c: Child, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use panoptes_common::tracking::TrackerConfig;
 use panoptes_common::windows::{WindowSpec, Windower};
-use panoptes_tests::{bin, finish_push, fixture, models_dir, push_file, wait_for, Cluster};
+use panoptes_tests::{astronaut_flv, bin, finish_push, fixture, models_dir, push_file, wait_for, Cluster};
 use serde_json::Value;
 
 fn lines(out: &std::process::Output) -> Vec<Value> {
@@ -96,15 +96,7 @@ fn windows_of_a_split_job_equal_those_of_one_process_and_bad_windows_are_refused
 fn stats_follow_a_live_job_window_by_window() {
     let c = Cluster::start(&["w1"]);
     c.wait_workers(1);
-    let clip = c.dir.path().join("astronaut.flv");
-    let made = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
-        .arg(fixture("astronaut_zoom.mkv"))
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "12", "-pix_fmt", "yuv420p", "-f", "flv"])
-        .arg(&clip)
-        .status()
-        .expect("run ffmpeg");
-    assert!(made.success());
+    let clip = astronaut_flv(c.dir.path());
     let live = c.cli_json(&["live", "--models", "objects", "--json"]);
     let (job, url) = (live["job_id"].as_str().unwrap().to_string(), live["rtmp_url"].as_str().unwrap().to_string());
     let follow = c

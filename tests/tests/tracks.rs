@@ -7,7 +7,7 @@
 use panoptes_common::tracking::{detections_of, Tracker, TrackerConfig};
 use std::time::Duration;
 
-use panoptes_tests::{bin, finish_push, fixture, models_dir, push_file, wait_for, Cluster};
+use panoptes_tests::{astronaut_flv, bin, finish_push, fixture, models_dir, push_file, wait_for, Cluster};
 use serde_json::Value;
 
 #[test]
@@ -59,16 +59,7 @@ fn tracks_of_a_split_job_equal_those_of_one_process() {
 fn tracks_follow_a_live_job_to_its_end() {
     let c = Cluster::start(&["w1"]);
     c.wait_workers(1);
-    // The astronaut fixture (a person in every frame), as H.264 in FLV for an RTMP push.
-    let clip = c.dir.path().join("astronaut.flv");
-    let made = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
-        .arg(fixture("astronaut_zoom.mkv"))
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "12", "-pix_fmt", "yuv420p", "-f", "flv"])
-        .arg(&clip)
-        .status()
-        .expect("run ffmpeg");
-    assert!(made.success());
+    let clip = astronaut_flv(c.dir.path());
     let live = c.cli_json(&["live", "--models", "objects", "--json"]);
     let (job, url) = (live["job_id"].as_str().unwrap().to_string(), live["rtmp_url"].as_str().unwrap().to_string());
     let follow = c.cli_command(&["tracks", &job, "--follow", "--json"]).stdout(std::process::Stdio::piped()).spawn().expect("run panoptes tracks --follow");

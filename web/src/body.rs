@@ -36,6 +36,18 @@ pub(crate) fn models_of(m: &serde_json::Map<String, Value>) -> Result<Vec<String
     Ok(names)
 }
 
+/// `rules`: alert rules, a list of strings (absent: none).
+pub(crate) fn rules_of(m: &serde_json::Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    match m.get("rules") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::bad_request(format!("'rules' must list rules (strings), not {v}"))))
+            .collect(),
+        Some(v) => Err(ApiError::bad_request(format!("'rules' must be a list of rules (strings), such as [\"crowd: count(person) >= 3 for 10s\"], not {v}"))),
+    }
+}
+
 /// `frame_step`: an integer (the coordinator refuses negative ones; 0 or
 /// absent means every frame).
 pub(crate) fn frame_step_of(m: &serde_json::Map<String, Value>) -> Result<i64, ApiError> {

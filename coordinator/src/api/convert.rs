@@ -44,7 +44,29 @@ pub fn status_pb(j: &Job, caller: &Caller) -> pb::JobStatus {
         retained_from_frame: j.trimmed_before,
         pictures: j.spec.frames_height > 0,
         pictures_every_ms: j.spec.frames_every_ms,
+        rules: j.spec.rules.iter().map(|r| r.text.clone()).collect(),
+        alerts: j.alerts.fired.len() as u64 + j.alerts.dropped,
+        alerts_evaluated_to_frame: j.alerts.upto,
     }
+}
+
+/// A job's recorded alerts, oldest first, with their stable ids.
+pub fn alerts_pb(j: &Job) -> Vec<pb::Alert> {
+    j.alerts
+        .fired
+        .iter()
+        .enumerate()
+        .map(|(i, f)| pb::Alert {
+            id: format!("{}/{}", JobId(j.id), i + 1),
+            job_id: JobId(j.id).to_string(),
+            seq: i as u64 + 1,
+            rule: f.rule.clone(),
+            frame: f.frame,
+            time: f.time_ms as f64 / 1000.0,
+            since: f.since_ms as f64 / 1000.0,
+            detail: f.detail.clone(),
+        })
+        .collect()
 }
 
 /// A worker's ingest lobby URL (`rtmp://HOST:PORT/live/`) from its registered

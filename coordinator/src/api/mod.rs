@@ -42,7 +42,7 @@ mod results;
 use results::{open_stream, wait_for_change};
 mod validate;
 
-pub use convert::{lobby_url, state_pb, status_pb};
+pub use convert::{alerts_pb, lobby_url, state_pb, status_pb};
 pub use validate::{check_source_policy, validate_submit};
 use cluster::*;
 use convert::*;
@@ -328,6 +328,7 @@ impl Panoptes for ApiService {
             keep_what: r.keep_what,
             pictures_every: r.pictures_every,
             no_frames: r.no_frames,
+            rules: r.rules,
             ..Default::default()
         };
         let mut spec = validate_submit(&sub, &self.node.cfg)?;
@@ -360,6 +361,20 @@ impl Panoptes for ApiService {
             }
             other => Err(crate::status::unexpected(&other)),
         }
+    }
+
+    async fn list_alerts(&self, req: Req<pb::AlertsRequest>) -> Result<Resp<pb::AlertsResponse>, Status> {
+        let r = req.into_inner();
+        if r.job_id.trim().is_empty() {
+            let (alerts, dropped) = self.node.reader.read(|a| {
+                // By job, then as recorded (stream times of different jobs do not compare).
+                let all: Vec<pb::Alert> = a.state.jobs.values().flat_map(alerts_pb).collect();
+                (all, a.state.jobs.values().map(|j| j.alerts.dropped).sum())
+            });
+            return Ok(Resp::new(pb::AlertsResponse { alerts, dropped }));
+        }
+        let j = self.job(&r.job_id).await?;
+        Ok(Resp::new(pb::AlertsResponse { alerts: alerts_pb(&j), dropped: j.alerts.dropped }))
     }
 
     async fn list_models(&self, _req: Req<pb::ListModelsRequest>) -> Result<Resp<pb::ListModelsResponse>, Status> {

@@ -1,6 +1,7 @@
 //! A submission checked and turned into a job spec, or refused saying what
 //! is wrong.
 use super::*;
+use panoptes_common::rules::Rule;
 
 pub(super) const MAX_NAME: usize = 256;
 pub(super) const MAX_SOURCE: usize = 4096;
@@ -119,6 +120,7 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
             cfg.live.max_lag_ms.div_ceil(1000)
         )));
     }
+    let rules = validate_rules(&r.rules, &models, cfg)?;
     Ok(JobSpec {
         keep_s,
         keep_what,
@@ -134,8 +136,52 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
         frames_every_ms,
         // Set by the caller of `validate_submit` from who is calling.
         owner: String::new(),
+        rules,
     })
 }
+
+/// At most this many alert rules per job.
+const MAX_RULES: usize = 32;
+
+/// Parse a submission's alert rules and check that the job's models can
+/// tell them: a label one of its detectors knows, an emotion its face
+/// model gives. Names are unique.
+fn validate_rules(texts: &[String], models: &[String], cfg: &Config) -> Result<Vec<Rule>, Status> {
+    use panoptes_common::rules::Needs;
+    if texts.len() > MAX_RULES {
+        return Err(Status::invalid_argument(format!("{} alert rules; the limit is {MAX_RULES} per job", texts.len())));
+    }
+    let entries: Vec<(&String, &panoptes_common::config::ModelConfig)> = models.iter().filter_map(|m| cfg.models.get(m).map(|e| (m, e))).collect();
+    let detectors: Vec<&(&String, &panoptes_common::config::ModelConfig)> = entries.iter().filter(|(_, e)| e.family.is_detector()).collect();
+    let mut rules: Vec<Rule> = Vec::new();
+    for t in texts {
+        let rule = Rule::parse(t).map_err(|e| Status::invalid_argument(format!("rule '{}': {e}", t.trim())))?;
+        let why = match rule.needs() {
+            Needs::Label(l) if detectors.is_empty() => Some(format!("it counts '{l}', but the job runs no detector (add objects to --models)")),
+            Needs::Label(l) if !detectors.iter().any(|(_, e)| e.labels().iter().any(|x| x == l)) => {
+                let names: Vec<&str> = detectors.iter().map(|(m, _)| m.as_str()).collect();
+                Some(format!("no detector of the job ({}) has the label '{l}' (`panoptes models` lists each model's labels)", names.join(", ")))
+            }
+            Needs::Detector if detectors.is_empty() => Some("it watches for objects, but the job runs no detector (add objects to --models)".into()),
+            Needs::Emotion(_) if !entries.iter().any(|(_, e)| e.family == panoptes_common::config::ModelFamily::Mtcnn) => {
+                Some("it reads faces' emotions, but the job runs no face model (add joy to --models)".into())
+            }
+            Needs::Emotion(e) if !EMOTIONS.contains(&e) => Some(format!("'{e}' is not an emotion the face model gives ({})", EMOTIONS.join(", "))),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(Status::invalid_argument(format!("rule '{}': {why}", t.trim())));
+        }
+        if rules.iter().any(|r| r.name == rule.name) {
+            return Err(Status::invalid_argument(format!("two rules are named '{}': name them apart (NAME: CONDITION)", rule.name)));
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+/// The emotions of the face model (`joy`), as ANALYSIS_SPEC.md names them.
+const EMOTIONS: [&str; 7] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 
 /// Check a submitted (normalised) source against the `[sources]` policy of
 /// `cfg`: local files inside `file_dirs`, network hosts not on internal

@@ -37,6 +37,7 @@ pub async fn run<M: Member>(node: Arc<M>) {
         }
         was_leader = true;
         duties(&node).await;
+        super::alerts::evaluate_rules(&node).await;
     }
 }
 

@@ -14,7 +14,9 @@
 //! - `duties.rs`: every 200 ms while this member leads ([`run`]): probe
 //!   queued jobs and commit their plans, expire the leases whose clocks ran
 //!   out, and fail the live pushes nobody resumed within
-//!   `live.connect_timeout_s`.
+//!   `live.connect_timeout_s`, and evaluate alert rules (`alerts.rs`).
+//! - `alerts.rs`: alert rules over each job's newly committed frames, the
+//!   evaluation and what fired committed together.
 //!
 //! The gRPC services only convert messages and call these; the memory below
 //! is private to this module.
@@ -32,6 +34,7 @@ use crate::probes::ProbePool;
 use crate::state::command::{Request, Response};
 use crate::store::StateReader;
 
+mod alerts;
 mod duties;
 mod live;
 mod workers;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::{JobSpec, LiveSpec, Plan, StageTimes};
+use panoptes_common::rules::{Fired, RuleState};
 use super::outcome::Rejection;
 
 /// One model's results for one frame, as the analysis contract's JSON text.
@@ -116,6 +117,11 @@ pub enum Request {
     /// names `worker` and its shard is still pending (so a stream that was
     /// just resumed elsewhere is not failed by a decision made before).
     AbandonLive { job: u64, worker: String, error: String, now_ms: u64 },
+    /// The leader evaluated a job's alert rules over its committed frames
+    /// `[from, upto)`: the rules' states at `upto` and what fired. Applies
+    /// only if the job's rules stand at `from` (a repeat, or a stale
+    /// leader's evaluation, changes nothing), so each alert is recorded once.
+    Alerts { job: u64, from: u64, upto: u64, states: Vec<RuleState>, fired: Vec<Fired> },
 }
 
 /// What a prune deleted.

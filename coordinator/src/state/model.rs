@@ -1,6 +1,7 @@
 //! The replicated data: jobs, their shards and leases, workers.
 use std::collections::BTreeMap;
 
+use panoptes_common::rules::{Fired, Rule, RuleState};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -54,6 +55,25 @@ pub struct JobSpec {
     /// job's source and push URL unredacted, and only they may publish into
     /// a live job from the web page.
     pub owner: String,
+    /// Alert rules (issue 18), evaluated by the leader over the committed
+    /// results in frame order (`leader/alerts.rs`).
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// Alerts kept per job; more are counted in [`Alerts::dropped`].
+pub const MAX_ALERTS_KEPT: usize = 10_000;
+
+/// Where a job's alert rules stand: evaluated over the frames below `upto`,
+/// each rule's state there, and the alerts recorded, each once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Alerts {
+    pub upto: u64,
+    pub states: Vec<RuleState>,
+    /// Oldest first; an alert's sequence number is its place here plus
+    /// `dropped` (the ones not kept come last, so none is renumbered).
+    pub fired: Vec<Fired>,
+    pub dropped: u64,
 }
 
 /// What a job's retention deletes.
@@ -261,6 +281,8 @@ pub struct Job {
     /// deleted (frames reported later below it are not stored).
     #[serde(default)]
     pub trimmed_before: u64,
+    #[serde(default)]
+    pub alerts: Alerts,
 }
 
 impl Shard {
@@ -292,6 +314,7 @@ impl Job {
             counters: JobCounters::default(),
             live,
             trimmed_before: 0,
+            alerts: Alerts::default(),
         }
     }
 
@@ -308,6 +331,22 @@ impl Job {
             return if self.state.is_finished() { self.frames_done } else { 0 };
         }
         self.plan.as_ref().map(|p| analysed_in(0, p.frames, self.spec.frame_step)).unwrap_or(0)
+    }
+
+    /// The frames below which every analysed frame is committed: the
+    /// shards in frame order, up to the first one not finished, at its
+    /// cursor (results commit per shard, and shards side by side).
+    pub fn committed_prefix(&self) -> u64 {
+        let mut shards: Vec<&Shard> = self.shards.iter().collect();
+        shards.sort_by_key(|s| s.start);
+        let mut upto = 0;
+        for s in shards {
+            if s.start > upto || s.cursor < s.end {
+                return if s.start > upto { upto } else { s.cursor };
+            }
+            upto = s.end;
+        }
+        upto
     }
 
     pub fn shards_done(&self) -> u32 {

@@ -54,6 +54,7 @@ pub(crate) fn spec(rid: Option<&str>) -> JobSpec {
         keep_s: 0,
         keep_what: Default::default(),
         owner: String::new(),
+        rules: Vec::new(),
     }
 }
 
@@ -689,4 +690,40 @@ pub(crate) fn a_results_error_flag_counts_as_an_error_whatever_its_text() {
     }
     assert_eq!(stored(w.apply(r)), 2);
     assert_eq!(w.job().counters.errors, 1);
+}
+
+/// An alert evaluation applies only where the last one ended: a repeat
+/// (a leader retrying, a deposed leader) records nothing twice; the
+/// committed prefix follows the shards in frame order.
+#[test]
+fn alert_evaluations_apply_once_in_order() {
+    use panoptes_common::rules::{Fired, Rule, RuleState};
+    let mut w = World { st: State::default(), sink: MemSink::default() };
+    let mut s = spec(None);
+    s.rules = vec![Rule::parse("someone: count(person) >= 1").unwrap()];
+    w.apply(Request::Submit { spec: s, now_ms: 1 });
+    w.apply(Request::Plan { job: 1, plan: plan(20), shards: vec![(0, 10), (10, 20)], now_ms: 2 });
+    assert_eq!(w.job().committed_prefix(), 0);
+    w.st.jobs.get_mut(&1).unwrap().shards[1].cursor = 14;
+    assert_eq!(w.job().committed_prefix(), 0, "the second shard's frames wait for the first's");
+    w.st.jobs.get_mut(&1).unwrap().shards[0].cursor = 10;
+    assert_eq!(w.job().committed_prefix(), 14);
+
+    let fired = |frame| Fired { rule: "someone".into(), frame, time_ms: frame * 40, since_ms: frame * 40, detail: String::new() };
+    let states = vec![RuleState { run_since: Some(0), fired: true, quiet_until: 0 }];
+    let eval = Request::Alerts { job: 1, from: 0, upto: 10, states: states.clone(), fired: vec![fired(0)] };
+    assert_eq!(w.apply(eval.clone()), Response::Ok);
+    match w.apply(eval) {
+        Response::Rejected(r) => assert_eq!(r.kind, RejectionKind::Stale, "{r:?}"),
+        other => panic!("a repeated evaluation applied: {other:?}"),
+    }
+    assert_eq!(w.job().alerts.fired, vec![fired(0)], "recorded once");
+    assert_eq!(w.job().alerts.upto, 10);
+    // The wrong number of rule states can never apply.
+    match w.apply(Request::Alerts { job: 1, from: 10, upto: 14, states: Vec::new(), fired: Vec::new() }) {
+        Response::Rejected(r) => assert_eq!(r.kind, RejectionKind::Invalid, "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.apply(Request::Alerts { job: 1, from: 10, upto: 14, states, fired: vec![fired(12)] }), Response::Ok);
+    assert_eq!(w.job().alerts.fired.len(), 2);
 }

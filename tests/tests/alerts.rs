@@ -1,0 +1,150 @@
+//! Alert rules (issue 18, part 4) on real processes. A clip made of the
+//! astronaut fixture (a person) blacked out for 6 frames in every 12 gives
+//! runs of "someone" and "no one". The cluster's alerts, read with
+//! `panoptes alerts`, are exactly those the same rule code finds in
+//! `panoptes analyze` of the clip in one process: for a job split across
+//! workers, and through a `kill -9` of the Raft leader while the alerts are
+//! being recorded (each alert once: no alert lost, none repeated). Bad rules
+//! are refused at submit, saying what is wrong.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use panoptes_common::rules::{evaluate, FrameFacts, Rule, RuleState};
+use panoptes_tests::{bin, fixture, models_dir, wait_for, Cluster};
+use serde_json::Value;
+
+const RULES: [&str; 3] = ["someone: count(person) >= 1 for 100ms", "empty: no object for 100ms, cooldown 1s", "crowd: count(person) >= 5"];
+
+/// The astronaut clip looped `loops` times, black in frames n with n % 12 < 6 (lossless).
+fn blinking_clip(dir: &Path, loops: u32) -> PathBuf {
+    let out = dir.join(format!("blinking-{loops}.mkv"));
+    let st = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-stream_loop", &(loops - 1).to_string(), "-i"])
+        .arg(fixture("astronaut_zoom.mkv"))
+        .args(["-vf", "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='lt(mod(n\\,12)\\,6)'", "-c:v", "ffv1", "-g", "12"])
+        .arg(&out)
+        .status()
+        .expect("run ffmpeg");
+    assert!(st.success(), "ffmpeg could not make {}", out.display());
+    out
+}
+
+/// (rule, frame, since) of every alert the rules give on `clip` analysed in one process.
+fn expected(clip: &Path) -> Vec<(String, u64, f64)> {
+    let a = Command::new(bin()).args(["analyze", clip.to_str().unwrap(), "--models", "objects", "--json", "--models-dir"]).arg(models_dir()).output().unwrap();
+    assert!(a.status.success(), "analyze: {}", String::from_utf8_lossy(&a.stderr));
+    let rules: Vec<Rule> = RULES.iter().map(|r| Rule::parse(r).unwrap()).collect();
+    let mut states = vec![RuleState::default(); rules.len()];
+    let mut out = Vec::new();
+    for l in String::from_utf8_lossy(&a.stdout).lines() {
+        let r: Value = serde_json::from_str(l).unwrap();
+        let mut facts = FrameFacts::default();
+        facts.add(&r["results"]);
+        let t = (r["timestamp"].as_f64().unwrap() * 1000.0).round() as u64;
+        for f in evaluate(&rules, &mut states, r["frame"].as_u64().unwrap(), t, &facts) {
+            out.push((f.rule, f.frame, f.since_ms as f64 / 1000.0));
+        }
+    }
+    out
+}
+
+fn submit_with_rules(c: &Cluster, clip: &Path, wait: bool) -> Value {
+    let mut args = vec!["submit", clip.to_str().unwrap(), "--models", "objects", "--no-frames", "--json"];
+    for r in RULES {
+        args.extend(["--rule", r]);
+    }
+    if wait {
+        args.push("--wait");
+    }
+    c.cli_json(&args)
+}
+
+/// Wait until the job ended and its rules were evaluated over all of it; its alerts.
+fn recorded(c: &Cluster, job: &str) -> Vec<Value> {
+    let s = c.wait_finished(job, Duration::from_secs(180));
+    assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
+    wait_for("the rules to be evaluated over every frame", Duration::from_secs(30), || {
+        let s = c.cli_json(&["status", job, "--json"]);
+        (s["alerts_evaluated_to_frame"] == s["frames_total"]).then_some(())
+    });
+    let out = c.cli(&["alerts", job, "--json"]);
+    assert!(out.status.success(), "alerts: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn check(job: &str, got: &[Value], want: &[(String, u64, f64)]) {
+    let seen: Vec<(String, u64, f64)> = got.iter().map(|a| (a["rule"].as_str().unwrap().to_string(), a["frame"].as_u64().unwrap(), a["since"].as_f64().unwrap())).collect();
+    assert_eq!(seen, want, "the cluster's alerts differ from one process's");
+    for (i, a) in got.iter().enumerate() {
+        assert_eq!(a["id"], format!("{job}/{}", i + 1), "ids are the job and the alert's place: {a}");
+        assert_eq!(a["job_id"], job);
+    }
+}
+
+#[test]
+fn alerts_of_a_split_job_equal_those_of_one_process_and_bad_rules_are_refused() {
+    let c = Cluster::start(&["w1", "w2", "w3"]);
+    c.wait_workers(3);
+    let clip = blinking_clip(c.dir.path(), 2);
+    let want = expected(&clip);
+    // Runs of 6 frames with and without a person: "someone" and "empty" fire per run, "crowd" never.
+    assert!(want.iter().filter(|w| w.0 == "someone").count() >= 3 && want.iter().any(|w| w.0 == "empty"), "{want:?}");
+    assert!(!want.iter().any(|w| w.0 == "crowd"), "{want:?}");
+
+    let s = submit_with_rules(&c, &clip, true);
+    let job = s["job_id"].as_str().unwrap().to_string();
+    assert!(s["shards_total"].as_u64().unwrap() >= 2, "the job was not split: {s}");
+    assert_eq!(s["rules"].as_array().map(Vec::len), Some(3), "{s}");
+    let got = recorded(&c, &job);
+    check(&job, &got, &want);
+    let s = c.cli_json(&["status", &job, "--json"]);
+    assert_eq!(s["alerts"].as_u64(), Some(want.len() as u64), "{s}");
+    // Every job's alerts, and the human form.
+    let all = c.cli(&["alerts", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), want.len());
+    let text = String::from_utf8_lossy(&c.cli(&["alerts", &job]).stdout).to_string();
+    assert!(text.contains("someone") && text.contains(&format!("{job}/1")), "{text}");
+
+    // Bad rules: refused at submit, nothing created.
+    for (rule, says) in [
+        ("count(unicorn) >= 1", "has the label 'unicorn'"),
+        ("emotion angry", "add joy to --models"),
+        ("people everywhere", "is not a rule"),
+        ("count(person) >= 1 for soon", "for soon"),
+        ("no person", "needs how long"),
+    ] {
+        let out = c.cli(&["submit", clip.to_str().unwrap(), "--models", "objects", "--rule", rule]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "--rule {rule:?}: {err}");
+    }
+    let out = c.cli(&["submit", clip.to_str().unwrap(), "--models", "objects", "--rule", "x: count(person) >= 1", "--rule", "x: no object for 1s"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("two rules are named 'x'"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.cli(&["submit", clip.to_str().unwrap(), "--models", "colors", "--rule", "no object for 1s"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runs no detector"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The Raft leader `kill -9`ed once the first alerts are recorded, while
+/// the job runs: the new leader goes on from the last recorded evaluation,
+/// so every alert is recorded exactly once.
+#[test]
+fn a_leader_killed_while_alerts_are_recorded_loses_and_repeats_none() {
+    let mut c = Cluster::start_replicated(3, &["w1"]);
+    c.wait_workers(1);
+    let clip = blinking_clip(c.dir.path(), 8);
+    let want = expected(&clip);
+    assert!(want.len() >= 10, "{want:?}");
+    let s = submit_with_rules(&c, &clip, false);
+    let job = s["job_id"].as_str().unwrap().to_string();
+    wait_for("the first alerts to be recorded", Duration::from_secs(120), || {
+        let s = c.cli_json(&["status", &job, "--json"]);
+        (s["alerts"].as_u64() >= Some(2)).then_some(())
+    });
+    let s = c.cli_json(&["status", &job, "--json"]);
+    assert_ne!(s["state"], "completed", "the job ended before the leader could be killed mid-way: {s}");
+    let old = c.leader();
+    c.kill_coordinator(old);
+    let got = recorded(&c, &job);
+    assert_ne!(c.leader(), old);
+    check(&job, &got, &want);
+}

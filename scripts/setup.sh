@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
-      libavdevice-dev libavfilter-dev libswresample-dev ffmpeg protobuf-compiler python3-pip python3-venv chromium curl systemd iproute2)
+      libavdevice-dev libavfilter-dev libswresample-dev ffmpeg protobuf-compiler python3-pip python3-venv chromium curl systemd iproute2
+      mosquitto mosquitto-clients)
 # The browser test drives Chromium with playwright-core from npm: Node.js
 # and npm from Debian only when the machine has none of its own.
 command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)

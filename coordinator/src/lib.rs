@@ -15,6 +15,7 @@ pub use panoptes_common::now_ms;
 pub mod api;
 pub mod auth;
 pub mod conn_limit;
+pub mod events;
 pub mod handle;
 pub mod leader;
 pub mod metrics;

@@ -29,6 +29,9 @@ pub const WORK_STOLEN: &str = "panoptes_coordinator_work_stolen_total";
 pub const FORWARDED_CALLS: &str = "panoptes_coordinator_forwarded_calls_total";
 pub const WRITE_ERRORS: &str = "panoptes_coordinator_write_errors_total";
 pub const RESULT_STREAMS: &str = "panoptes_coordinator_result_streams";
+pub const EVENTS_DELIVERED: &str = "panoptes_coordinator_events_delivered_total";
+pub const EVENTS_DROPPED: &str = "panoptes_coordinator_events_dropped_total";
+pub const EVENT_ERRORS: &str = "panoptes_coordinator_event_errors_total";
 
 
 /// The gRPC services whose health is reported (besides "", the whole server).
@@ -51,6 +54,9 @@ pub fn describe() {
         d(FORWARDED_CALLS, "counter", "Calls this coordinator sent on to the leader (it was not the leader): writes, live endpoints, membership, cluster status.");
         d(WRITE_ERRORS, "counter", "Commands that could not be committed (no leader, leader unreachable, Raft stopped).");
         d(RESULT_STREAMS, "gauge", "StreamResults streams being served: each ends with its job or when its client goes away.");
+        d(EVENTS_DELIVERED, "counter", "Events (alerts) acknowledged by a sink, by kind of sink (mqtt, webhook), this coordinator leading.");
+        d(EVENTS_DROPPED, "counter", "Events skipped because their sink fell more than events.queue_max behind, by kind of sink.");
+        d(EVENT_ERRORS, "counter", "Failed deliveries (retried with backoff), by kind of sink.");
     });
     metrics::gauge(RESULT_STREAMS, &[]);
     for name in [REPORTS_ACCEPTED, RESULTS_STORED, LEASES_GRANTED, LEASES_EXPIRED, WORK_STOLEN, FORWARDED_CALLS, WRITE_ERRORS] {
@@ -60,6 +66,11 @@ pub fn describe() {
         counter(REPORTS_REFUSED, &[("reason", kind.label())]);
     }
     histogram(REPORT_COMMIT_SECONDS, &[]);
+    for sink in ["mqtt", "webhook"] {
+        for name in [EVENTS_DELIVERED, EVENTS_DROPPED, EVENT_ERRORS] {
+            counter(name, &[("sink", sink)]);
+        }
+    }
 }
 
 /// Healthy: Raft runs and a leader is known (so writes can commit).

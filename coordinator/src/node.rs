@@ -56,6 +56,11 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl std::future::Future<O
     } else {
         PictureHome::Local(picture_store.clone())
     };
+    // Event sinks: checked now, so that a bad one stops the start with its reason.
+    let sinks = crate::events::sinks(&cfg.events, id).map_err(anyhow::Error::msg)?;
+    for w in &cfg.events.webhooks {
+        crate::api::check_source_policy(w, &cfg).await.map_err(|s| anyhow::anyhow!("events.webhooks: {} (the [sources] network rules apply to webhooks too)", s.message()))?;
+    }
     let sm = StateMachineStore::open(&db, data_dir.join("snapshots"), home.clone()).context("failed to open the state machine")?;
     let reader = sm.reader();
 
@@ -141,6 +146,13 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl std::future::Future<O
     let leader_loop = tokio::spawn(crate::leader::run(node.clone()));
     let repair = tokio::spawn(pictures.clone().repair_loop(node.reader.clone()));
     let retention = tokio::spawn(crate::retention::retention_loop(node.clone()));
+    let deliveries: Vec<_> = sinks
+        .into_iter()
+        .map(|s| {
+            info!(sink = %s.shown(), "events go to this sink while this member leads");
+            tokio::spawn(crate::leader::deliver(node.clone(), s))
+        })
+        .collect();
     // TCP_NODELAY on every accepted connection (tonic sets it only on
     // listeners it binds itself): with Nagle on, the server's small HTTP/2
     // frames (WINDOW_UPDATE for a report over 64 KiB, a reply's trailers)
@@ -171,6 +183,9 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl std::future::Future<O
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     leader_loop.abort();
+    for d in deliveries {
+        d.abort();
+    }
     repair.abort();
     retention.abort();
     let _ = raft.shutdown().await;

@@ -773,6 +773,44 @@ pub fn astronaut_flv(dir: &Path) -> PathBuf {
     clip
 }
 
+/// The astronaut fixture looped `loops` times, blacked out in frames n with
+/// n % 12 < 6 (lossless): runs of 6 frames with a person and 6 without, for
+/// alert rules (`tests/tests/alerts.rs`, `events.rs`).
+pub fn blinking_clip(dir: &Path, loops: u32) -> PathBuf {
+    let out = dir.join(format!("blinking-{loops}.mkv"));
+    let st = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-stream_loop", &(loops - 1).to_string(), "-i"])
+        .arg(fixture("astronaut_zoom.mkv"))
+        .args(["-vf", "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='lt(mod(n\\,12)\\,6)'", "-c:v", "ffv1", "-g", "12"])
+        .arg(&out)
+        .status()
+        .expect("run ffmpeg");
+    assert!(st.success(), "ffmpeg could not make {}", out.display());
+    out
+}
+
+/// (rule, frame, since in seconds) of every alert `rules` give on `clip`
+/// analysed with `objects` in one process (`panoptes analyze`), by the
+/// cluster's own rule code.
+pub fn expected_alerts(clip: &Path, rules: &[&str]) -> Vec<(String, u64, f64)> {
+    use panoptes_common::rules::{evaluate, FrameFacts, Rule, RuleState};
+    let a = Command::new(bin()).args(["analyze", clip.to_str().unwrap(), "--models", "objects", "--json", "--models-dir"]).arg(models_dir()).output().unwrap();
+    assert!(a.status.success(), "analyze: {}", String::from_utf8_lossy(&a.stderr));
+    let rules: Vec<Rule> = rules.iter().map(|r| Rule::parse(r).unwrap()).collect();
+    let mut states = vec![RuleState::default(); rules.len()];
+    let mut out = Vec::new();
+    for l in String::from_utf8_lossy(&a.stdout).lines() {
+        let r: Value = serde_json::from_str(l).unwrap();
+        let mut facts = FrameFacts::default();
+        facts.add(&r["results"]);
+        let t = (r["timestamp"].as_f64().unwrap() * 1000.0).round() as u64;
+        for f in evaluate(&rules, &mut states, r["frame"].as_u64().unwrap(), t, &facts) {
+            out.push((f.rule, f.frame, f.since_ms as f64 / 1000.0));
+        }
+    }
+    out
+}
+
 /// Wait (bounded by `limit`, then killed) for a push to end; whether it succeeded.
 pub fn finish_push(mut c: Child, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;

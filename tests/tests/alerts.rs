@@ -6,47 +6,16 @@
 //! workers, and through a `kill -9` of the Raft leader while the alerts are
 //! being recorded (each alert once: no alert lost, none repeated). Bad rules
 //! are refused at submit, saying what is wrong.
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use panoptes_common::rules::{evaluate, FrameFacts, Rule, RuleState};
-use panoptes_tests::{bin, fixture, models_dir, wait_for, Cluster};
+use panoptes_tests::{blinking_clip, expected_alerts, wait_for, Cluster};
 use serde_json::Value;
 
 const RULES: [&str; 3] = ["someone: count(person) >= 1 for 100ms", "empty: no object for 100ms, cooldown 1s", "crowd: count(person) >= 5"];
 
-/// The astronaut clip looped `loops` times, black in frames n with n % 12 < 6 (lossless).
-fn blinking_clip(dir: &Path, loops: u32) -> PathBuf {
-    let out = dir.join(format!("blinking-{loops}.mkv"));
-    let st = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-stream_loop", &(loops - 1).to_string(), "-i"])
-        .arg(fixture("astronaut_zoom.mkv"))
-        .args(["-vf", "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='lt(mod(n\\,12)\\,6)'", "-c:v", "ffv1", "-g", "12"])
-        .arg(&out)
-        .status()
-        .expect("run ffmpeg");
-    assert!(st.success(), "ffmpeg could not make {}", out.display());
-    out
-}
-
-/// (rule, frame, since) of every alert the rules give on `clip` analysed in one process.
 fn expected(clip: &Path) -> Vec<(String, u64, f64)> {
-    let a = Command::new(bin()).args(["analyze", clip.to_str().unwrap(), "--models", "objects", "--json", "--models-dir"]).arg(models_dir()).output().unwrap();
-    assert!(a.status.success(), "analyze: {}", String::from_utf8_lossy(&a.stderr));
-    let rules: Vec<Rule> = RULES.iter().map(|r| Rule::parse(r).unwrap()).collect();
-    let mut states = vec![RuleState::default(); rules.len()];
-    let mut out = Vec::new();
-    for l in String::from_utf8_lossy(&a.stdout).lines() {
-        let r: Value = serde_json::from_str(l).unwrap();
-        let mut facts = FrameFacts::default();
-        facts.add(&r["results"]);
-        let t = (r["timestamp"].as_f64().unwrap() * 1000.0).round() as u64;
-        for f in evaluate(&rules, &mut states, r["frame"].as_u64().unwrap(), t, &facts) {
-            out.push((f.rule, f.frame, f.since_ms as f64 / 1000.0));
-        }
-    }
-    out
+    expected_alerts(clip, &RULES)
 }
 
 fn submit_with_rules(c: &Cluster, clip: &Path, wait: bool) -> Value {

@@ -18,7 +18,7 @@ use super::{Config, ConfigError};
 
 /// The sections, as `Config` names them (the model registry is not one:
 /// its tables are named by the user).
-pub(super) const SECTIONS: &[&str] = &["cluster", "coordinator", "worker", "frames", "object_store", "live", "sources", "security", "log", "retention"];
+pub(super) const SECTIONS: &[&str] = &["cluster", "coordinator", "worker", "frames", "object_store", "live", "sources", "security", "log", "retention", "events"];
 
 /// An override found in the environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +108,8 @@ fn unset_type(section: &str, key: &str) -> Option<&'static Value> {
         ("coordinator", "listen")
         | ("security", "tls_cert" | "tls_key" | "tls_ca" | "tokens_file" | "cluster_secret_file")
         | ("object_store", "url" | "endpoint" | "credentials_file")
-        | ("worker", "onnxruntime_library") => Some(&STRING),
+        | ("worker", "onnxruntime_library")
+        | ("events", "mqtt_url" | "webhook_secret_file") => Some(&STRING),
         ("sources", "file_dirs") => Some(&LIST),
         _ => None,
     }

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod env;
+mod events;
 mod models;
 mod node;
 mod sections;
 #[cfg(test)]
 mod tests;
 
+pub use events::*;
 pub use models::*;
 pub use node::*;
 pub use sections::*;
@@ -44,6 +46,7 @@ pub struct Config {
     pub security: SecuritySection,
     pub log: LogSection,
     pub retention: RetentionSection,
+    pub events: EventsSection,
     /// The model registry: every analysis a worker can load, by name. The
     /// built-ins (`objects`, `joy`, `colors`) are always present; a file's
     /// `[models.NAME]` tables override their keys or add new models.
@@ -64,6 +67,7 @@ impl Default for Config {
             security: SecuritySection::default(),
             log: LogSection::default(),
             retention: RetentionSection::default(),
+            events: EventsSection::default(),
             models: builtin_models(),
         }
     }
@@ -142,6 +146,7 @@ impl Config {
         self.security.validate().map_err(ConfigError::Invalid)?;
         self.sources.validate(&self.security).map_err(ConfigError::Invalid)?;
         self.retention.validate().map_err(ConfigError::Invalid)?;
+        self.events.validate().map_err(ConfigError::Invalid)?;
         if self.coordinator.cache_mb == 0 || self.coordinator.snapshot_timeout_s == 0 {
             return bad("coordinator.cache_mb and coordinator.snapshot_timeout_s must be at least 1".into());
         }

@@ -8,7 +8,7 @@ use super::*;
 
 /// A key that may be left out: `None` when it is absent, or empty as in
 /// configs written before it was optional (`tokens_file = ""`).
-fn unless_empty<'de, D: Deserializer<'de>, T: From<String>>(d: D) -> Result<Option<T>, D::Error> {
+pub(super) fn unless_empty<'de, D: Deserializer<'de>, T: From<String>>(d: D) -> Result<Option<T>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
     Ok(s.filter(|s| !s.trim().is_empty()).map(T::from))
 }

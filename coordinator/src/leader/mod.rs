@@ -17,6 +17,8 @@
 //!   `live.connect_timeout_s`, and evaluate alert rules (`alerts.rs`).
 //! - `alerts.rs`: alert rules over each job's newly committed frames, the
 //!   evaluation and what fired committed together.
+//! - `events.rs`: each recorded alert delivered to the `[events]` sinks,
+//!   one task per sink, the acknowledgements committed.
 //!
 //! The gRPC services only convert messages and call these; the memory below
 //! is private to this module.
@@ -36,9 +38,11 @@ use crate::store::StateReader;
 
 mod alerts;
 mod duties;
+mod events;
 mod live;
 mod workers;
 pub use duties::run;
+pub use events::deliver;
 pub use live::{create_live, resume_live, NewLive};
 pub use workers::{heartbeat, lease, leave, register, report, HeldLease, Registration, ReportIn, Reported};
 

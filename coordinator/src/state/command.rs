@@ -122,6 +122,10 @@ pub enum Request {
     /// only if the job's rules stand at `from` (a repeat, or a stale
     /// leader's evaluation, changes nothing), so each alert is recorded once.
     Alerts { job: u64, from: u64, upto: u64, states: Vec<RuleState>, fired: Vec<Fired> },
+    /// An event sink acknowledged a job's alerts up to sequence number
+    /// `upto` (`skipped` of them were skipped, the sink being too far
+    /// behind). Only moves forward: a repeat changes nothing.
+    Delivered { job: u64, sink: String, upto: u64, skipped: u64 },
 }
 
 /// What a prune deleted.

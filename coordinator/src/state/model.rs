@@ -74,6 +74,11 @@ pub struct Alerts {
     /// `dropped` (the ones not kept come last, so none is renumbered).
     pub fired: Vec<Fired>,
     pub dropped: u64,
+    /// Per event sink (`[events]`: "mqtt", or a webhook's URL): the alerts
+    /// acknowledged by it, or skipped, by sequence number (alerts `1..=n`).
+    pub delivered: BTreeMap<String, u64>,
+    /// Per sink: alerts skipped because it fell more than `events.queue_max` behind.
+    pub skipped: BTreeMap<String, u64>,
 }
 
 /// What a job's retention deletes.

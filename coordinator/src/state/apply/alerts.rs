@@ -30,4 +30,24 @@ impl State {
         ch.jobs.insert(job);
         Ok(Response::Ok)
     }
+
+    /// A sink acknowledged alerts up to `upto` (see `Request::Delivered`).
+    pub(super) fn delivered(&mut self, job: u64, sink: &str, upto: u64, skipped: u64, ch: &mut Changes) -> Applied {
+        let j = self.jobs.get_mut(&job).ok_or_else(|| Rejection::unknown(format!("no job {job}")))?;
+        let a = &mut j.alerts;
+        let recorded = a.fired.len() as u64;
+        let at = a.delivered.get(sink).copied().unwrap_or(0);
+        if upto <= at {
+            return Err(Rejection::stale(format!("{sink} has job {job}'s alerts up to {at} already")));
+        }
+        if upto > recorded {
+            return Err(Rejection::invalid(format!("{sink} cannot have alert {upto} of job {job}: {recorded} are recorded")));
+        }
+        a.delivered.insert(sink.to_string(), upto);
+        if skipped > 0 {
+            *a.skipped.entry(sink.to_string()).or_default() += skipped;
+        }
+        ch.jobs.insert(job);
+        Ok(Response::Ok)
+    }
 }

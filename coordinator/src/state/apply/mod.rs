@@ -99,6 +99,7 @@ impl State {
             Request::MoveLive { job, worker, url } => self.move_live(*job, worker, url, ch),
             Request::AbandonLive { job, worker, error, now_ms } => self.abandon_live(*job, worker, error, *now_ms, ch),
             Request::Alerts { job, from, upto, states, fired } => self.alerts(*job, *from, *upto, states, fired, ch),
+            Request::Delivered { job, sink, upto, skipped } => self.delivered(*job, sink, *upto, *skipped, ch),
         };
         applied.unwrap_or_else(Response::Rejected)
     }

@@ -1,0 +1,101 @@
+//! Events out (issue 18, part 5): each recorded alert published to the
+//! sinks of `[events]` (an MQTT broker, webhooks), at least once, in order
+//! per job, with a stable id (`job-3/7`: the job and the alert's number).
+//!
+//! The leader delivers (`crate::leader::deliver`, one task per sink): the
+//! next alert a sink has not acknowledged, read from the replicated state;
+//! once the sink acknowledges it (MQTT PUBACK, a webhook's 2xx), the leader
+//! commits `Request::Delivered`. A new leader starts from the last committed
+//! acknowledgement, so an event sent but not yet recorded as delivered is
+//! sent again, with the same id (at least once). A sink that fails is
+//! retried with backoff in its own task: it holds up neither analysis nor
+//! the other sinks. A sink more than `events.queue_max` alerts behind skips
+//! the oldest, counted (`panoptes_coordinator_events_dropped_total`) and
+//! recorded with the acknowledgement.
+use panoptes_common::config::{parse_mqtt_url, EventsSection};
+use panoptes_common::ids::JobId;
+use panoptes_common::rules::Fired;
+
+mod mqtt;
+mod webhook;
+
+/// One event: a recorded alert.
+pub struct Event {
+    pub id: String,
+    pub job: u64,
+    pub seq: u64,
+    /// The JSON body (`{"event_id","type","job_id","seq","rule","frame","time","since","detail"}`).
+    pub body: Vec<u8>,
+}
+
+impl Event {
+    pub fn alert(job: u64, seq: u64, f: &Fired) -> Event {
+        let id = format!("{}/{seq}", JobId(job));
+        let body = serde_json::json!({
+            "event_id": id,
+            "type": "alert",
+            "job_id": JobId(job).to_string(),
+            "seq": seq,
+            "rule": f.rule,
+            "frame": f.frame,
+            "time": f.time_ms as f64 / 1000.0,
+            "since": f.since_ms as f64 / 1000.0,
+            "detail": f.detail,
+        });
+        Event { id, job, seq, body: body.to_string().into_bytes() }
+    }
+}
+
+/// Where events go.
+pub enum Sink {
+    Mqtt(mqtt::MqttSink),
+    Webhook(webhook::WebhookSink),
+}
+
+impl Sink {
+    /// The sink's name in the replicated state and in metrics: "mqtt", or the webhook's URL.
+    pub fn name(&self) -> &str {
+        match self {
+            Sink::Mqtt(_) => "mqtt",
+            Sink::Webhook(w) => w.url(),
+        }
+    }
+
+    /// What the sink is, for logs (a webhook URL without its query).
+    pub fn shown(&self) -> String {
+        match self {
+            Sink::Mqtt(m) => m.shown(),
+            Sink::Webhook(w) => panoptes_common::source_url::redact(w.url()),
+        }
+    }
+
+    /// Deliver one event; `Ok` once the sink acknowledged it.
+    pub async fn send(&mut self, e: &Event) -> Result<(), String> {
+        match self {
+            Sink::Mqtt(m) => m.send(e).await,
+            Sink::Webhook(w) => w.send(e).await,
+        }
+    }
+}
+
+/// The sinks `[events]` names (none: nothing is published). `member` names
+/// this coordinator to the broker.
+pub fn sinks(cfg: &EventsSection, member: u64) -> Result<Vec<Sink>, String> {
+    let mut out = Vec::new();
+    if let Some(url) = &cfg.mqtt_url {
+        let (host, port) = parse_mqtt_url(url)?;
+        out.push(Sink::Mqtt(mqtt::MqttSink::new(host, port, cfg.mqtt_topic_prefix.trim().to_string(), format!("panoptes-coordinator-{member}"))));
+    }
+    if !cfg.webhooks.is_empty() {
+        let file = cfg.webhook_secret_file.as_ref().ok_or("events.webhooks need events.webhook_secret_file")?;
+        let secret = std::fs::read_to_string(file).map_err(|e| format!("cannot read events.webhook_secret_file {}: {e}", file.display()))?;
+        let secret = secret.trim();
+        if secret.is_empty() {
+            return Err(format!("events.webhook_secret_file {} is empty: write a long random string into it", file.display()));
+        }
+        for url in &cfg.webhooks {
+            out.push(Sink::Webhook(webhook::WebhookSink::new(url, secret.as_bytes())?));
+        }
+    }
+    Ok(out)
+}

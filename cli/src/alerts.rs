@@ -36,9 +36,13 @@ pub async fn alerts(a: AlertsArgs) -> Result<ExitCode> {
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut out = std::io::stdout().lock();
     loop {
-        // Whether the job had ended before this read: then nothing more comes.
+        // Whether the job had ended, its rules evaluated over all of it,
+        // before this read: then nothing more comes.
         let ended = match &a.job {
-            Some(j) if a.follow => views::is_finished(&client.status(pb::JobRef { job_id: j.clone() }).await.map_err(|s| explain(s, &client))?),
+            Some(j) if a.follow => {
+                let s = client.status(pb::JobRef { job_id: j.clone() }).await.map_err(|s| explain(s, &client))?;
+                views::is_finished(&s) && s.alerts_up_to_date
+            }
             _ => !a.follow,
         };
         let got = client.alerts(pb::AlertsRequest { job_id: job_id.clone() }).await.map_err(|s| explain(s, &client))?;

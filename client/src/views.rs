@@ -35,6 +35,7 @@ pub fn status_json(s: &pb::JobStatus) -> Value {
         "keep_s": s.keep_s, "retained_from_frame": s.retained_from_frame,
         "pictures": s.pictures, "pictures_every_ms": s.pictures_every_ms,
         "rules": s.rules, "alerts": s.alerts, "alerts_evaluated_to_frame": s.alerts_evaluated_to_frame,
+        "alerts_up_to_date": s.alerts_up_to_date,
     })
 }
 

@@ -35,7 +35,7 @@ fn recorded(c: &Cluster, job: &str) -> Vec<Value> {
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
     wait_for("the rules to be evaluated over every frame", Duration::from_secs(30), || {
         let s = c.cli_json(&["status", job, "--json"]);
-        (s["alerts_evaluated_to_frame"] == s["frames_total"]).then_some(())
+        (s["alerts_up_to_date"] == true).then_some(())
     });
     let out = c.cli(&["alerts", job, "--json"]);
     assert!(out.status.success(), "alerts: {}", String::from_utf8_lossy(&out.stderr));
@@ -116,4 +116,49 @@ fn a_leader_killed_while_alerts_are_recorded_loses_and_repeats_none() {
     let got = recorded(&c, &job);
     assert_ne!(c.leader(), old);
     check(&job, &got, &want);
+}
+
+/// A worker `kill -9`ed while alerts fire: its lease expires, the other
+/// worker goes on from the committed cursor, and the alerts are still
+/// exactly those of one process (the rules read committed results only).
+#[test]
+fn a_worker_killed_while_alerts_fire_changes_no_alert() {
+    let mut c = Cluster::start(&["w1", "w2"]);
+    c.wait_workers(2);
+    let clip = blinking_clip(c.dir.path(), 8);
+    let want = expected(&clip);
+    let s = submit_with_rules(&c, &clip, false);
+    let job = s["job_id"].as_str().unwrap().to_string();
+    wait_for("the first alerts to be recorded", Duration::from_secs(120), || {
+        let s = c.cli_json(&["status", &job, "--json"]);
+        (s["alerts"].as_u64() >= Some(2)).then_some(())
+    });
+    let s = c.cli_json(&["status", &job, "--json"]);
+    assert_ne!(s["state"], "completed", "the job ended before a worker could be killed mid-way: {s}");
+    c.workers[0].kill9();
+    let got = recorded(&c, &job);
+    check(&job, &got, &want);
+}
+
+/// Rules on a live push (`panoptes live --rule`): `alerts --follow`, started
+/// before the push, prints each alert as it is recorded and ends with the
+/// job, having printed exactly what a read afterwards gives.
+#[test]
+fn alerts_follow_a_live_push() {
+    let c = Cluster::start(&["w1"]);
+    c.wait_workers(1);
+    let clip = panoptes_tests::astronaut_flv(c.dir.path());
+    let live = c.cli_json(&["live", "--models", "objects", "--rule", "someone: count(person) >= 1 for 200ms", "--rule", "crowd: count(person) >= 5", "--json"]);
+    let (job, url) = (live["job_id"].as_str().unwrap().to_string(), live["rtmp_url"].as_str().unwrap().to_string());
+    let follow = c.cli_command(&["alerts", &job, "--follow", "--json"]).stdout(std::process::Stdio::piped()).spawn().expect("run panoptes alerts --follow");
+    wait_for("the worker to listen for the publisher", Duration::from_secs(30), || {
+        c.workers[0].log_text().contains("waiting for the publisher").then_some(())
+    });
+    assert!(panoptes_tests::finish_push(panoptes_tests::push_file(&url, &clip), Duration::from_secs(60)), "push to {url} failed");
+    let got = recorded(&c, &job);
+    let out = follow.wait_with_output().expect("alerts --follow ends with the job");
+    let followed: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(got.len(), 1, "a person throughout: one run, one alert: {got:?}");
+    assert_eq!(got[0]["rule"], "someone");
+    assert_eq!(followed, got, "--follow printed other alerts than a read afterwards");
 }

@@ -47,6 +47,7 @@ pub fn status_pb(j: &Job, caller: &Caller) -> pb::JobStatus {
         rules: j.spec.rules.iter().map(|r| r.text.clone()).collect(),
         alerts: j.alerts.fired.len() as u64 + j.alerts.dropped,
         alerts_evaluated_to_frame: j.alerts.upto,
+        alerts_up_to_date: j.spec.rules.is_empty() || j.alerts.upto >= j.committed_prefix(),
     }
 }
 

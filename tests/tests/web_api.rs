@@ -258,6 +258,30 @@ fn w01_every_route_against_a_real_cluster() {
     assert!(m["frames_per_s"].as_f64().unwrap() > 0.0 && m["inference_time_s"]["colors"].is_number(), "{m}");
     request(web, "GET", "/api/jobs/job-999999/metrics", None).assert_error(404, "job-999999");
 
+    // Analytics: windows of stream time (50 frames at 25 fps, every 2nd
+    // analysed: two windows of a second), tracks, alerts.
+    let st = request(web, "GET", &format!("/api/jobs/{job}/stats?window=1s"), None);
+    assert_eq!(st.status, 200, "{}", st.text());
+    let windows = st.json()["windows"].as_array().cloned().unwrap();
+    assert_eq!(windows.iter().map(|w| (w["start"].as_f64().unwrap(), w["frames"].as_u64().unwrap())).collect::<Vec<_>>(), vec![(0.0, 13), (1.0, 12)], "{windows:?}");
+    assert!(windows.iter().all(|w| w["dominant_color"]["color"].is_string()), "{windows:?}");
+    let sliding = request(web, "GET", &format!("/api/jobs/{job}/stats?window=1s&slide=500ms&model=colors"), None).json();
+    assert_eq!(sliding["windows"].as_array().map(Vec::len), Some(4), "{sliding}");
+    request(web, "GET", &format!("/api/jobs/{job}/stats?window=0"), None).assert_error(400, "a window of 0");
+    request(web, "GET", &format!("/api/jobs/{job}/stats?window=1s&slide=2s"), None).assert_error(400, "longer than the window");
+    request(web, "GET", &format!("/api/jobs/{job}/stats?bogus=1"), None).assert_error(400, "unknown query 'bogus'");
+    request(web, "GET", "/api/jobs/job-999999/stats", None).assert_error(404, "job-999999");
+    let tr = request(web, "GET", &format!("/api/jobs/{job}/tracks?model=colors"), None);
+    assert_eq!((tr.status, tr.json()["tracks"].as_array().map(Vec::len)), (200, Some(0)), "{}", tr.text());
+    request(web, "GET", &format!("/api/jobs/{job}/tracks"), None).assert_error(400, "did not run model 'objects'");
+    let al = request(web, "GET", &format!("/api/jobs/{job}/alerts"), None);
+    assert_eq!(al.status, 200);
+    assert_eq!(al.json(), json!({"alerts": [], "dropped": 0}));
+    assert_eq!(request(web, "GET", "/api/alerts", None).json()["alerts"], json!([]));
+    request(web, "GET", "/api/jobs/job-999999/alerts", None).assert_error(404, "job-999999");
+    submit(json!({"source": src, "models": ["colors"], "rules": ["crowd: count(person) >= 3"]})).assert_error(400, "runs no detector");
+    submit(json!({"source": src, "models": ["colors"], "rules": "crowd"})).assert_error(400, "'rules' must be a list");
+
     // Finished videos, newest first: ours.
     let v = request(web, "GET", "/api/videos", None);
     assert_eq!(v.status, 200);

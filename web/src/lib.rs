@@ -11,6 +11,7 @@
 //! The page (`/`) is one HTML file, one script and one stylesheet, embedded
 //! in the binary: no build step. The API is described by `/api/openapi.json`
 //! (hand-written, `assets/openapi.json`).
+mod analytics;
 mod api;
 mod body;
 mod error;

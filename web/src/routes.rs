@@ -29,6 +29,10 @@ pub fn router(web: Web) -> Router {
         .route("/api/jobs/{id}/results/stream", get(stream))
         .route("/api/jobs/{id}/frames/{n}", get(frame))
         .route("/api/jobs/{id}/metrics", get(metrics))
+        .route("/api/jobs/{id}/alerts", get(crate::analytics::job_alerts))
+        .route("/api/jobs/{id}/stats", get(crate::analytics::stats))
+        .route("/api/jobs/{id}/tracks", get(crate::analytics::tracks))
+        .route("/api/alerts", get(crate::analytics::all_alerts))
         .route("/api/videos", get(videos))
         .route("/api/models", get(models))
         .route("/api/live", post(live))
@@ -112,6 +116,10 @@ mod tests {
             "/api/jobs/{id}/frames/{n}",
             "/api/jobs/{id}/frames/{n}.png",
             "/api/jobs/{id}/metrics",
+            "/api/jobs/{id}/alerts",
+            "/api/jobs/{id}/stats",
+            "/api/jobs/{id}/tracks",
+            "/api/alerts",
             "/api/videos",
             "/api/models",
             "/api/live",

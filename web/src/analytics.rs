@@ -1,0 +1,78 @@
+//! A job's analytics over HTTP (issue 18): its alerts (`ListAlerts`), its
+//! results in windows of stream time and its tracked objects, computed here
+//! from its committed results by the same code as `panoptes stats` and
+//! `panoptes tracks` (`panoptes_common::windows`, `::tracking`).
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use panoptes_client::views::alert_json;
+use panoptes_common::tracking::{detections_of, Tracker, TrackerConfig};
+use panoptes_common::windows::{WindowSpec, Windower};
+use panoptes_proto::api as pb;
+use serde_json::{json, Value};
+
+use crate::error::{json_response, ApiError, ApiResult};
+use crate::state::{rpc, Caller, Web};
+
+/// `?a=1&b=2` as pairs; only the keys in `known` are accepted.
+fn query<'a>(raw: &'a Option<String>, known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, ApiError> {
+    let mut out = Vec::new();
+    for pair in raw.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&k) {
+            return Err(ApiError::bad_request(format!("unknown query '{}': use {}", k.chars().take(64).collect::<String>(), known.join(", "))));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn alerts_json(r: &pb::AlertsResponse) -> Value {
+    json!({ "alerts": r.alerts.iter().map(alert_json).collect::<Vec<_>>(), "dropped": r.dropped })
+}
+
+/// `GET /api/jobs/{id}/alerts`: `{alerts:[{id,job_id,seq,rule,frame,time,since,detail}], dropped}`.
+pub(crate) async fn job_alerts(State(web): State<Web>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+    let r = rpc!(web, caller, alerts, pb::AlertsRequest { job_id: id })?;
+    Ok(json_response(StatusCode::OK, &alerts_json(&r)))
+}
+
+/// `GET /api/alerts`: every job's alerts, by job, oldest first.
+pub(crate) async fn all_alerts(State(web): State<Web>, caller: Caller) -> ApiResult {
+    let r = rpc!(web, caller, alerts, pb::AlertsRequest { job_id: String::new() })?;
+    Ok(json_response(StatusCode::OK, &alerts_json(&r)))
+}
+
+/// `GET /api/jobs/{id}/stats?window=5s&slide=1s&model=M`: `{windows:[...]}`,
+/// each as `panoptes stats --json` prints it (window 5s by default).
+pub(crate) async fn stats(State(web): State<Web>, caller: Caller, Path(id): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = query(&raw, &["window", "slide", "model"])?;
+    let get = |k: &str| q.iter().find(|(x, _)| *x == k).map(|(_, v)| *v);
+    let ms = |k: &str, v: &str| panoptes_common::parse_interval_ms(v).map_err(|e| ApiError::bad_request(format!("{k}={v}: {e}")));
+    let size = ms("window", get("window").unwrap_or("5s"))?;
+    let slide = get("slide").map(|s| ms("slide", s)).transpose()?;
+    let spec = WindowSpec::new(size, slide).map_err(ApiError::bad_request)?;
+    let req = pb::ResultsRequest { job_id: id, model: get("model").unwrap_or("").to_string(), ..Default::default() };
+    let mut stream = rpc!(web, caller, stream_results, req)?;
+    let mut w = Windower::new(spec, TrackerConfig::default());
+    while let Some(r) = stream.message().await.map_err(ApiError::from)? {
+        w.add(r.frame, r.timestamp, &r.model, &serde_json::from_str(&r.results_json).unwrap_or(Value::Null));
+    }
+    let mut windows = w.take_closed();
+    windows.extend(w.finish());
+    Ok(json_response(StatusCode::OK, &json!({ "windows": windows.iter().map(|x| x.to_json()).collect::<Vec<_>>() })))
+}
+
+/// `GET /api/jobs/{id}/tracks?model=objects`: `{tracks:[...]}`, each as
+/// `panoptes tracks --json` prints it (the tracker's defaults).
+pub(crate) async fn tracks(State(web): State<Web>, caller: Caller, Path(id): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = query(&raw, &["model"])?;
+    let model = q.iter().find(|(k, _)| *k == "model").map(|(_, v)| *v).unwrap_or("objects").to_string();
+    let req = pb::ResultsRequest { job_id: id, model, ..Default::default() };
+    let mut stream = rpc!(web, caller, stream_results, req)?;
+    let mut t = Tracker::new(TrackerConfig::default());
+    while let Some(r) = stream.message().await.map_err(ApiError::from)? {
+        let results: Value = serde_json::from_str(&r.results_json).unwrap_or(Value::Null);
+        t.update(r.frame, r.timestamp, &detections_of(&results)).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "tracks": t.finish().iter().map(|x| x.to_json()).collect::<Vec<_>>() })))
+}

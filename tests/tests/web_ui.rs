@@ -173,3 +173,42 @@ fn w11_the_page_with_a_tokens_file() {
         assert!(!logs.contains(secret.as_str()), "a token is in a log");
     }
 }
+
+/// The Dashboard tab (issue 18) against a running live push with an alert
+/// rule: while the stream runs it shows the newest analysed frame, the
+/// alerts, the window chart and the tracks; once the job ends, the alerts
+/// it lists are the ones the cluster recorded.
+#[test]
+fn w12_the_dashboard_follows_a_live_push() {
+    let c = Cluster::start(&["w1"]);
+    c.wait_workers(1);
+    // Long enough to watch (~12 s in real time): runs of a person and of nothing.
+    let mkv = panoptes_tests::blinking_clip(c.dir.path(), 12);
+    let flv = c.dir.path().join("dashboard.flv");
+    let made = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(&mkv)
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "12", "-pix_fmt", "yuv420p", "-f", "flv"])
+        .arg(&flv)
+        .status()
+        .expect("run ffmpeg");
+    assert!(made.success());
+    let live = c.cli_json(&["live", "--models", "objects", "--pictures-every", "0", "--rule", "someone: count(person) >= 1 for 100ms", "--json"]);
+    let (job, url) = (live["job_id"].as_str().unwrap().to_string(), live["rtmp_url"].as_str().unwrap().to_string());
+    panoptes_tests::wait_for("the worker to listen for the publisher", Duration::from_secs(30), || {
+        c.workers[0].log_text().contains("waiting for the publisher").then_some(())
+    });
+    let push = panoptes_tests::push_file(&url, &flv);
+    let found = run_driver(&c, "dashboard.spec.mjs", &flv, &["dashboard-running", "dashboard", "dashboard-failure"], &[("JOB", job.as_str())]);
+    assert!(panoptes_tests::finish_push(push, Duration::from_secs(60)), "push to {url} failed");
+    assert_eq!(found["state_while_shown"], "running", "the dashboard showed the job only after it ended: {found}");
+    assert_eq!(found["final_state"], "completed", "{found}");
+    let recorded = String::from_utf8_lossy(&c.cli(&["alerts", &job, "--json"]).stdout).lines().count() as u64;
+    assert!(recorded >= 2, "{recorded} alerts recorded");
+    assert_eq!(found["alerts"].as_u64(), Some(recorded), "the dashboard lists other alerts than the cluster recorded: {found}");
+    assert!(found["alert_text"].as_str().unwrap_or("").starts_with("someone at"), "{found}");
+    assert!(found["bars"].as_u64().unwrap_or(0) >= 5 && found["tracks"].as_u64().unwrap_or(0) >= 2, "{found}");
+    assert!(found["frame_width"].as_u64().unwrap_or(0) > 0 && found["frame"].as_u64().is_some(), "{found}");
+    assert_eq!(found["error_shown"], false, "{found}");
+    assert!(found.get("page_errors").is_none(), "the page threw: {found}");
+}

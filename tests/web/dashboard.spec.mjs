@@ -1,0 +1,49 @@
+// Drives the Dashboard tab in headless Chromium while a live push runs
+// (JOB: the live job, with alert rules, that tests/tests/web_ui.rs pushes a
+// clip into in real time): the newest analysed frame, the alerts, the
+// window chart and the tracks appear while the job runs, and stay once it
+// has ended. Prints one JSON line of findings; exits non-zero on failure.
+import { env, launch, newPage, shot, WEB_URL } from "./driver.mjs";
+
+const JOB = env("JOB");
+const found = {};
+const browser = await launch();
+let page;
+const state = () => page.getAttribute("#dash-status", "data-state");
+try {
+  page = await newPage(browser, found);
+  await page.goto(`${WEB_URL}#dashboard`);
+  await page.fill("#dash-job", JOB);
+  await page.selectOption("#dash-window", "1s");
+  await page.click("#dash-form button[type=submit]");
+  await page.waitForSelector("#dash:not([hidden])");
+  // While the push runs: an alert, a bar of the chart, a track, a frame.
+  await page.waitForFunction(() =>
+    document.querySelectorAll("#dash-alerts li.alert").length >= 1 &&
+    document.querySelectorAll("#dash-chart rect.bar").length >= 1 &&
+    document.querySelectorAll("#dash-tracks li[data-track]").length >= 1 &&
+    Number(document.querySelector("#dash-frame").dataset.frame ?? -1) >= 0, null, { timeout: 120_000 });
+  found.state_while_shown = await state();
+  found.alerts_while_running = await page.locator("#dash-alerts li.alert").count();
+  await shot(page, "dashboard-running");
+  // The job ends with the push; the dashboard stops refreshing once its alerts are final.
+  await page.waitForFunction(() => document.querySelector("#dash-status").dataset.state === "completed", null, { timeout: 180_000 });
+  await page.waitForTimeout(2500);
+  found.final_state = await state();
+  found.alerts = await page.locator("#dash-alerts li.alert").count();
+  found.alert_text = await page.textContent("#dash-alerts li.alert");
+  found.bars = await page.locator("#dash-chart rect.bar").count();
+  found.tracks = await page.locator("#dash-tracks li[data-track]").count();
+  found.frame = Number(await page.getAttribute("#dash-frame", "data-frame"));
+  await page.waitForFunction(() => { const i = document.querySelector("#dash-frame"); return i.complete && i.naturalWidth > 0; });
+  found.frame_width = await page.evaluate(() => document.querySelector("#dash-frame").naturalWidth);
+  found.error_shown = !(await page.isHidden("#dash-error"));
+  await shot(page, "dashboard");
+  console.log(JSON.stringify(found));
+} catch (e) {
+  if (page) await shot(page, "dashboard-failure").catch(() => {});
+  console.error(`dashboard test failed: ${e.stack || e}\nfound so far: ${JSON.stringify(found)}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

@@ -37,6 +37,21 @@ pub(super) fn plan_key(job: u64) -> Vec<u8> {
     k
 }
 
+/// `a/<job>` — the prefix of a job's recorded alerts.
+pub(super) fn alerts_prefix(job: u64) -> Vec<u8> {
+    let mut k = b"a/".to_vec();
+    k.extend_from_slice(&job.to_be_bytes());
+    k
+}
+
+/// `a/<job><seq>` — one recorded alert (`seq` from 1), written once, so a
+/// job's record does not grow with its alerts.
+pub(super) fn alert_key(job: u64, seq: u64) -> Vec<u8> {
+    let mut k = alerts_prefix(job);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 pub(super) fn worker_key(name: &str) -> Vec<u8> {
     let mut k = b"w/".to_vec();
     k.extend_from_slice(name.as_bytes());

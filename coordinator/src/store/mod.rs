@@ -6,6 +6,8 @@
 //! Layout of the `sm` tree (ids big-endian so scans run in order):
 //! `m/applied`, `m/membership`, `m/counters` · `j/<job>` · `w/<name>` ·
 //! `q/<request id>` · `r/<job><frame><model index>` → (timestamp, JSON) ·
+//! `s/<job><shard>`, `p/<job>`, `a/<job><seq>` (a job's shards, plan and
+//! recorded alerts, kept out of its record so that it stays small) ·
 //! `f/<job><frame>` → the reference of the frame's stored picture ([`PictureRef`]; the
 //! picture itself is in this node's [`PictureStore`](crate::pictures::store::PictureStore), outside Raft).
 //!
@@ -61,6 +63,8 @@ pub struct Applied {
 struct Persisted {
     plan: bool,
     shards: Vec<crate::state::model::Shard>,
+    /// Recorded alerts written under their keys.
+    alerts: usize,
 }
 
 /// Names the tree that holds the state machine (key [`K_ACTIVE`]); switching
@@ -209,7 +213,19 @@ fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
             j.plan = Some(bincode::deserialize(&v).map_err(sm_read)?);
         }
     }
-    a.persisted = a.state.jobs.iter().map(|(id, j)| (*id, Persisted { plan: planned.contains(id), shards: j.shards.clone() })).collect();
+    // Alerts in key order: (job, sequence number).
+    for item in tree.scan_prefix(b"a/") {
+        let (k, v) = item.map_err(sm_read)?;
+        if let Some(j) = a.state.jobs.get_mut(&job_of(&k)?) {
+            j.alerts.fired.push(bincode::deserialize(&v).map_err(sm_read)?);
+        }
+    }
+    a.persisted = a
+        .state
+        .jobs
+        .iter()
+        .map(|(id, j)| (*id, Persisted { plan: planned.contains(id), shards: j.shards.clone(), alerts: j.alerts.fired.len() }))
+        .collect();
     for item in tree.scan_prefix(b"w/") {
         let (_, v) = item.map_err(sm_read)?;
         let w: crate::state::model::WorkerRec = bincode::deserialize(&v).map_err(sm_read)?;
@@ -258,12 +274,16 @@ impl StateMachineStore {
         }
         for id in &ch.jobs {
             if let Some(j) = a.state.jobs.get_mut(id) {
-                // The record without its plan and shards; then those that moved.
-                let (shards, plan) = (std::mem::take(&mut j.shards), j.plan.take());
+                // The record without its plan, shards and alerts; then those that moved.
+                let (shards, plan, fired) = (std::mem::take(&mut j.shards), j.plan.take(), std::mem::take(&mut j.alerts.fired));
                 let record = bincode::serialize(&*j);
-                (j.shards, j.plan) = (shards, plan);
+                (j.shards, j.plan, j.alerts.fired) = (shards, plan, fired);
                 batch.insert(job_key(*id), record.map_err(sm_write)?);
                 let persisted = a.persisted.entry(*id).or_default();
+                for (i, f) in j.alerts.fired.iter().enumerate().skip(persisted.alerts) {
+                    batch.insert(alert_key(*id, i as u64 + 1), bincode::serialize(f).map_err(sm_write)?);
+                }
+                persisted.alerts = j.alerts.fired.len();
                 if let (Some(plan), false) = (&j.plan, persisted.plan) {
                     batch.insert(plan_key(*id), bincode::serialize(plan).map_err(sm_write)?);
                     persisted.plan = true;
@@ -299,7 +319,7 @@ impl StateMachineStore {
             for s in a.persisted.remove(id).unwrap_or_default().shards {
                 batch.remove(shard_key(*id, s.index));
             }
-            for k in tree.scan_prefix(shards_prefix(*id)).keys() {
+            for k in tree.scan_prefix(shards_prefix(*id)).keys().chain(tree.scan_prefix(alerts_prefix(*id)).keys()) {
                 batch.remove(k.map_err(sm_read)?);
             }
         }

@@ -129,7 +129,7 @@ fn w01_every_route_against_a_real_cluster() {
     assert_eq!(page.status, 200);
     assert!(page.header("content-type").unwrap().starts_with("text/html"));
     assert!(page.text().contains("Panoptes") && page.text().contains("/app.js"));
-    for (path, ctype) in [("/app.js", "text/javascript"), ("/style.css", "text/css")] {
+    for (path, ctype) in [("/app.js", "text/javascript"), ("/dashboard.js", "text/javascript"), ("/style.css", "text/css")] {
         let r = request(web, "GET", path, None);
         assert_eq!(r.status, 200, "{path}");
         assert!(r.header("content-type").unwrap().starts_with(ctype), "{path}");

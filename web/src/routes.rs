@@ -13,6 +13,7 @@ use crate::state::Web;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
+const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
 const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
 
@@ -21,6 +22,7 @@ pub fn router(web: Web) -> Router {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/dashboard.js", get(|| async { asset("text/javascript; charset=utf-8", DASHBOARD_JS) }))
         .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
         .route("/api/openapi.json", get(|| async { asset("application/json", OPENAPI_JSON) }))
         .route("/api/jobs", post(submit))

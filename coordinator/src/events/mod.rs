@@ -2,7 +2,7 @@
 //! sinks of `[events]` (an MQTT broker, webhooks), at least once, in order
 //! per job, with a stable id (`job-3/7`: the job and the alert's number).
 //!
-//! The leader delivers (`crate::leader::deliver`, one task per sink): the
+//! The leader delivers (`leader/events.rs`, one task per sink): the
 //! next alert a sink has not acknowledged, read from the replicated state;
 //! once the sink acknowledges it (MQTT PUBACK, a webhook's 2xx), the leader
 //! commits `Request::Delivered`. A new leader starts from the last committed

@@ -74,9 +74,7 @@ pub async fn stats(a: StatsArgs) -> Result<ExitCode> {
         }
     }
     let untracked: Vec<String> = windows.untracked().into_iter().map(str::to_string).collect();
-    let mut rest = windows.take_closed();
-    rest.extend(windows.finish());
-    for w in &rest {
+    for w in &windows.finish() {
         print_window(&mut out, w, a.json)?;
         printed += 1;
     }

@@ -280,8 +280,8 @@ impl Windower {
         std::mem::replace(&mut self.open, still_open).into_values().collect()
     }
 
-    /// Every window not given out yet: the open ones, then the late copies,
-    /// each in start order.
+    /// Every window not given out yet: the open ones (those closed but not
+    /// taken too), then the late copies, each in start order.
     pub fn finish(mut self) -> Vec<Window> {
         let mut out: Vec<Window> = std::mem::take(&mut self.open).into_values().collect();
         out.extend(std::mem::take(&mut self.late).into_values());

@@ -9,7 +9,6 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use panoptes_common::config::Config;
 use panoptes_common::metrics;
-use panoptes_proto::credentials::ClusterSecret;
 use tonic::Status;
 use tracing::info;
 
@@ -37,9 +36,6 @@ pub struct Coordinator {
     pub leader: crate::leader::Leader,
     /// Channels to the other members (calls routed to the leader, probes).
     pub channels: Mutex<HashMap<String, tonic::transport::Channel>>,
-    /// The cluster secret this node presents to its peers (Raft RPCs);
-    /// empty when none is configured.
-    pub secret: ClusterSecret,
     /// The threads queued jobs are probed on (not tokio's blocking pool).
     pub probes: crate::probes::ProbePool,
 }

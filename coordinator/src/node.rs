@@ -98,7 +98,6 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl std::future::Future<O
         peers: peers.clone(),
         leader,
         channels: Mutex::default(),
-        secret,
         probes: crate::probes::ProbePool::new(crate::probes::PROBE_THREADS).context("cannot start the probe threads")?,
     });
 

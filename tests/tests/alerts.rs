@@ -29,6 +29,20 @@ fn submit_with_rules(c: &Cluster, clip: &Path, wait: bool) -> Value {
     c.cli_json(&args)
 }
 
+/// Submit `clip` with the rules and wait until its first two alerts are
+/// recorded while it still runs (for `who` to be killed mid-way); its id.
+fn submit_and_wait_for_alerts(c: &Cluster, clip: &Path, who: &str) -> String {
+    let s = submit_with_rules(c, clip, false);
+    let job = s["job_id"].as_str().unwrap().to_string();
+    wait_for("the first alerts to be recorded", Duration::from_secs(120), || {
+        let s = c.cli_json(&["status", &job, "--json"]);
+        (s["alerts"].as_u64() >= Some(2)).then_some(())
+    });
+    let s = c.cli_json(&["status", &job, "--json"]);
+    assert_ne!(s["state"], "completed", "the job ended before {who} could be killed mid-way: {s}");
+    job
+}
+
 /// Wait until the job ended and its rules were evaluated over all of it; its alerts.
 fn recorded(c: &Cluster, job: &str) -> Vec<Value> {
     let s = c.wait_finished(job, Duration::from_secs(180));
@@ -103,14 +117,7 @@ fn a_leader_killed_while_alerts_are_recorded_loses_and_repeats_none() {
     let clip = blinking_clip(c.dir.path(), 8);
     let want = expected(&clip);
     assert!(want.len() >= 10, "{want:?}");
-    let s = submit_with_rules(&c, &clip, false);
-    let job = s["job_id"].as_str().unwrap().to_string();
-    wait_for("the first alerts to be recorded", Duration::from_secs(120), || {
-        let s = c.cli_json(&["status", &job, "--json"]);
-        (s["alerts"].as_u64() >= Some(2)).then_some(())
-    });
-    let s = c.cli_json(&["status", &job, "--json"]);
-    assert_ne!(s["state"], "completed", "the job ended before the leader could be killed mid-way: {s}");
+    let job = submit_and_wait_for_alerts(&c, &clip, "the leader");
     let old = c.leader();
     c.kill_coordinator(old);
     let got = recorded(&c, &job);
@@ -127,14 +134,7 @@ fn a_worker_killed_while_alerts_fire_changes_no_alert() {
     c.wait_workers(2);
     let clip = blinking_clip(c.dir.path(), 8);
     let want = expected(&clip);
-    let s = submit_with_rules(&c, &clip, false);
-    let job = s["job_id"].as_str().unwrap().to_string();
-    wait_for("the first alerts to be recorded", Duration::from_secs(120), || {
-        let s = c.cli_json(&["status", &job, "--json"]);
-        (s["alerts"].as_u64() >= Some(2)).then_some(())
-    });
-    let s = c.cli_json(&["status", &job, "--json"]);
-    assert_ne!(s["state"], "completed", "the job ended before a worker could be killed mid-way: {s}");
+    let job = submit_and_wait_for_alerts(&c, &clip, "a worker");
     c.workers[0].kill9();
     let got = recorded(&c, &job);
     check(&job, &got, &want);

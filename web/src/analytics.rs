@@ -57,8 +57,7 @@ pub(crate) async fn stats(State(web): State<Web>, caller: Caller, Path(id): Path
     while let Some(r) = stream.message().await.map_err(ApiError::from)? {
         w.add(r.frame, r.timestamp, &r.model, &serde_json::from_str(&r.results_json).unwrap_or(Value::Null));
     }
-    let mut windows = w.take_closed();
-    windows.extend(w.finish());
+    let windows = w.finish();
     Ok(json_response(StatusCode::OK, &json!({ "windows": windows.iter().map(|x| x.to_json()).collect::<Vec<_>>() })))
 }
 

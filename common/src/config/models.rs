@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 /// The built-in models, always in the registry, in their canonical order.
 pub const BUILTIN_MODELS: &[&str] = &["objects", "joy", "colors"];
 
+/// The emotions and genders of the face family (`mtcnn`, what `joy` is), in
+/// its classifiers' output order (ANALYSIS_SPEC.md): what its results name,
+/// and what an alert rule may ask for.
+pub const EMOTIONS: [&str; 7] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+pub const GENDERS: [&str; 2] = ["woman", "man"];
+
 /// The 80 COCO labels in the standard order: the default `labels` of the
 /// detector families.
 pub const COCO_LABELS: [&str; 80] = [

@@ -53,21 +53,7 @@ pub fn status_pb(j: &Job, caller: &Caller) -> pb::JobStatus {
 
 /// A job's recorded alerts, oldest first, with their stable ids.
 pub fn alerts_pb(j: &Job) -> Vec<pb::Alert> {
-    j.alerts
-        .fired
-        .iter()
-        .enumerate()
-        .map(|(i, f)| pb::Alert {
-            id: format!("{}/{}", JobId(j.id), i + 1),
-            job_id: JobId(j.id).to_string(),
-            seq: i as u64 + 1,
-            rule: f.rule.clone(),
-            frame: f.frame,
-            time: f.time_ms as f64 / 1000.0,
-            since: f.since_ms as f64 / 1000.0,
-            detail: f.detail.clone(),
-        })
-        .collect()
+    j.alerts.fired.iter().enumerate().map(|(i, f)| crate::events::alert_pb(j.id, i as u64 + 1, f)).collect()
 }
 
 /// A worker's ingest lobby URL (`rtmp://HOST:PORT/live/`) from its registered

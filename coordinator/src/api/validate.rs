@@ -166,7 +166,9 @@ fn validate_rules(texts: &[String], models: &[String], cfg: &Config) -> Result<V
             Needs::Emotion(_) if !entries.iter().any(|(_, e)| e.family == panoptes_common::config::ModelFamily::Mtcnn) => {
                 Some("it reads faces' emotions, but the job runs no face model (add joy to --models)".into())
             }
-            Needs::Emotion(e) if !EMOTIONS.contains(&e) => Some(format!("'{e}' is not an emotion the face model gives ({})", EMOTIONS.join(", "))),
+            Needs::Emotion(e) if !panoptes_common::config::EMOTIONS.contains(&e) => {
+                Some(format!("'{e}' is not an emotion the face model gives ({})", panoptes_common::config::EMOTIONS.join(", ")))
+            }
             _ => None,
         };
         if let Some(why) = why {
@@ -179,9 +181,6 @@ fn validate_rules(texts: &[String], models: &[String], cfg: &Config) -> Result<V
     }
     Ok(rules)
 }
-
-/// The emotions of the face model (`joy`), as ANALYSIS_SPEC.md names them.
-const EMOTIONS: [&str; 7] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 
 /// Check a submitted (normalised) source against the `[sources]` policy of
 /// `cfg`: local files inside `file_dirs`, network hosts not on internal

@@ -15,6 +15,7 @@
 use panoptes_common::config::{parse_mqtt_url, EventsSection};
 use panoptes_common::ids::JobId;
 use panoptes_common::rules::Fired;
+use panoptes_proto::api as pb;
 
 mod mqtt;
 mod webhook;
@@ -30,19 +31,34 @@ pub struct Event {
 
 impl Event {
     pub fn alert(job: u64, seq: u64, f: &Fired) -> Event {
-        let id = format!("{}/{seq}", JobId(job));
+        let a = alert_pb(job, seq, f);
         let body = serde_json::json!({
-            "event_id": id,
+            "event_id": a.id,
             "type": "alert",
-            "job_id": JobId(job).to_string(),
-            "seq": seq,
-            "rule": f.rule,
-            "frame": f.frame,
-            "time": f.time_ms as f64 / 1000.0,
-            "since": f.since_ms as f64 / 1000.0,
-            "detail": f.detail,
+            "job_id": a.job_id,
+            "seq": a.seq,
+            "rule": a.rule,
+            "frame": a.frame,
+            "time": a.time,
+            "since": a.since,
+            "detail": a.detail,
         });
-        Event { id, job, seq, body: body.to_string().into_bytes() }
+        Event { id: a.id, job, seq, body: body.to_string().into_bytes() }
+    }
+}
+
+/// Alert number `seq` (from 1) of `job`, as `ListAlerts` gives it and the
+/// events carry it; its id, `job-3/7`, is stable.
+pub fn alert_pb(job: u64, seq: u64, f: &Fired) -> pb::Alert {
+    pb::Alert {
+        id: format!("{}/{seq}", JobId(job)),
+        job_id: JobId(job).to_string(),
+        seq,
+        rule: f.rule.clone(),
+        frame: f.frame,
+        time: f.time_ms as f64 / 1000.0,
+        since: f.since_ms as f64 / 1000.0,
+        detail: f.detail.clone(),
     }
 }
 

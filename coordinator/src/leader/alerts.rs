@@ -8,7 +8,7 @@
 //! refused as stale.
 use std::sync::Arc;
 
-use panoptes_common::rules::{evaluate, FrameFacts, RuleState};
+use panoptes_common::rules::{evaluate, FrameFacts, Rule, RuleState};
 use tracing::{info, warn};
 
 use super::Member;
@@ -20,21 +20,22 @@ const FRAMES_PER_ROUND: u64 = 2_000;
 
 /// One round: every job whose committed prefix moved past its rules.
 pub(super) async fn evaluate_rules<M: Member>(node: &Arc<M>) {
-    let due: Vec<(u64, u64, u64)> = node.reader().read(|a| {
+    // Each due job with its rules and where they stand.
+    let due: Vec<(u64, u64, u64, Vec<Rule>, Vec<RuleState>)> = node.reader().read(|a| {
         a.state
             .jobs
             .values()
             .filter(|j| !j.spec.rules.is_empty())
             .filter_map(|j| {
-                let upto = j.committed_prefix();
-                (upto > j.alerts.upto).then_some((j.id, j.alerts.upto, upto.min(j.alerts.upto.saturating_add(FRAMES_PER_ROUND))))
+                let (from, prefix) = (j.alerts.upto, j.committed_prefix());
+                let upto = prefix.min(from.saturating_add(FRAMES_PER_ROUND));
+                (prefix > from).then(|| (j.id, from, upto, j.spec.rules.clone(), j.alerts.states.clone()))
             })
             .collect()
     });
-    for (job, from, upto) in due {
+    for (job, from, upto, rules, states) in due {
         let reader = node.reader().clone();
         let evaluated = tokio::task::spawn_blocking(move || {
-            let (rules, states) = reader.read(|a| a.state.jobs.get(&job).map(|j| (j.spec.rules.clone(), j.alerts.states.clone())))?;
             let mut states = if states.len() == rules.len() { states } else { vec![RuleState::default(); rules.len()] };
             let rows = reader.results_between(job, from, upto);
             let mut fired = Vec::new();
@@ -47,10 +48,10 @@ pub(super) async fn evaluate_rules<M: Member>(node: &Arc<M>) {
                 let time_ms = (frame_rows[0].timestamp.max(0.0) * 1000.0).round() as u64;
                 fired.extend(evaluate(&rules, &mut states, frame_rows[0].frame, time_ms, &facts));
             }
-            Some((states, fired))
+            (states, fired)
         })
         .await;
-        let Ok(Some((states, fired))) = evaluated else { continue };
+        let Ok((states, fired)) = evaluated else { continue };
         let names: Vec<String> = fired.iter().map(|f| format!("{} at frame {}", f.rule, f.frame)).collect();
         match node.commit(Request::Alerts { job, from, upto, states, fired }).await {
             Ok(Response::Ok) => {

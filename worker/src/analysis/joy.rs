@@ -31,10 +31,7 @@ const GENDER_MARGIN: f64 = 10.0;
 /// P-Net plans kept per frame size; past this the cache starts over.
 const PNET_CACHE_MAX: usize = 64;
 
-pub const EMOTIONS: [&str; 7] = [
-    "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
-];
-pub const GENDERS: [&str; 2] = ["woman", "man"];
+pub use panoptes_common::config::{EMOTIONS, GENDERS};
 
 /// A plan with its regression and probability outputs located.
 struct Net {

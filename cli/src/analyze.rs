@@ -1,5 +1,6 @@
 //! `panoptes analyze`: a video analysed on this machine by the worker's own
-//! pipeline, no cluster; results printed as `results` prints them.
+//! pipeline, no cluster; results printed as `results` prints them, with the
+//! track ids (and zones) the cluster's leader would give them.
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -8,6 +9,9 @@ use serde_json::{json, Value};
 
 use crate::args::AnalyzeArgs;
 use panoptes_common::config::{WorkerConfig, WorkerFlags};
+use panoptes_common::analytics;
+use panoptes_common::tracking::JobTracker;
+use panoptes_common::zones::Zone;
 
 use crate::config::load_config;
 use crate::jobs::resolve_source;
@@ -47,14 +51,21 @@ pub(crate) async fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let json_out = a.json;
     let started = std::time::Instant::now();
     let mut frames = 0u64;
+    // Tracks, as the cluster's leader gives them: the same code over the same frames in order.
+    let zones = a.zones.iter().map(|z| Zone::parse(z).map_err(|e| anyhow::anyhow!("--zone: {e}"))).collect::<Result<Vec<Zone>>>()?;
+    panoptes_common::zones::check_names(zones.iter().map(|z| z.name.as_str())).map_err(|e| anyhow::anyhow!("--zone: {e}"))?;
+    let zone_refs: Vec<&Zone> = zones.iter().collect();
+    let mut tracker = JobTracker::default();
     panoptes_worker::local::analyze(run, |f| {
         frames += 1;
-        for o in f.outputs {
-            let results: Value = serde_json::from_str(&o.results_json)?;
+        let size = (f.width > 0 && f.height > 0).then_some((f.width, f.height));
+        let mut rows = f.outputs.iter().map(|o| Ok((o.model.as_str(), serde_json::from_str::<Value>(&o.results_json)?))).collect::<Result<Vec<(&str, Value)>>>()?;
+        analytics::frame(&mut tracker, &[], &mut [], f.frame, f.timestamp, &mut rows, &zone_refs, size).map_err(anyhow::Error::msg)?;
+        for (model, results) in rows {
             if json_out {
-                writeln!(out, "{}", json!({"frame": f.frame, "timestamp": f.timestamp, "model": o.model, "results": results}))?;
+                writeln!(out, "{}", json!({"frame": f.frame, "timestamp": f.timestamp, "model": model, "results": results}))?;
             } else {
-                writeln!(out, "{}", render::result_line(f.frame, f.timestamp, &o.model, &results))?;
+                writeln!(out, "{}", render::result_line(f.frame, f.timestamp, model, &results))?;
             }
         }
         Ok(())

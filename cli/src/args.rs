@@ -99,6 +99,9 @@ pub(crate) enum Cmd {
     Live(LiveArgs),
     /// Cancel a job and free its leases.
     Cancel(JobArgs),
+    /// Add a zone to a running job (a live stream, say): tracks entering and
+    /// leaving it are recorded from the first frame not yet tracked.
+    Zone(ZoneArgs),
     /// A job's timings: decode, resize, inference per model, throughput.
     Metrics(JobArgs),
     /// Draw one analysed frame with its results (object boxes with label and
@@ -173,6 +176,28 @@ pub(crate) struct RuleOpts {
     /// once, from committed results (`panoptes alerts`).
     #[arg(long = "rule", value_name = "RULE")]
     pub(crate) rules: Vec<String>,
+    /// A zone (repeatable): `NAME=x1,y1,x2,y2,x3,y3[,...]`, a polygon in
+    /// fractions of the frame (every number at most 1: 0,0 is the top left,
+    /// 1,1 the bottom right) or in pixels of the analysed frame. A tracked
+    /// object is in it when the middle of its box's bottom edge is; tracks
+    /// record the zones they enter, results carry `zones`, and rules can say
+    /// `car enters gate`, `person leaves door`, `count(person in door) >= 2`.
+    /// E.g. --zone door=0.6,0.2,0.9,0.2,0.9,1,0.6,1
+    #[arg(long = "zone", value_name = "ZONE")]
+    pub(crate) zones: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct ZoneArgs {
+    /// Job id, e.g. job-3.
+    pub(crate) job: String,
+    /// `NAME=x1,y1,x2,y2,x3,y3[,...]`, as `submit --zone` takes it.
+    pub(crate) zone: String,
+    /// Print the job's status as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) client: ClientOpts,
 }
 
 /// Retention while a job runs.
@@ -334,6 +359,10 @@ pub(crate) struct AnalyzeArgs {
     /// Config file (model registry, models_dir, target_height).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// A zone (repeatable), as `submit --zone` takes it: detections then
+    /// carry the `zones` they stand in.
+    #[arg(long = "zone", value_name = "ZONE")]
+    pub(crate) zones: Vec<String>,
 }
 
 #[derive(Args)]

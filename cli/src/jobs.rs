@@ -12,7 +12,7 @@ use panoptes_client::pb;
 use panoptes_client::views::{is_finished, metrics_json, state_name, status_json};
 use serde_json::{json, Value};
 
-use crate::args::{FrameArgs, JobArgs, ListArgs, LiveArgs, PruneArgs, ResultsArgs, SubmitArgs};
+use crate::args::{FrameArgs, JobArgs, ListArgs, LiveArgs, PruneArgs, ResultsArgs, SubmitArgs, ZoneArgs};
 use crate::connect::{connect, explain, status_of};
 use crate::render;
 
@@ -66,6 +66,7 @@ pub(crate) async fn submit(a: SubmitArgs) -> Result<ExitCode> {
         keep: a.keep.keep.clone().unwrap_or_default(),
         keep_what: a.keep.keep_what.clone().unwrap_or_default(),
         rules: a.rules.rules.clone(),
+        zones: a.rules.zones.clone(),
     };
     // Three tries per coordinator: a submit gets through a leader change.
     let resp = client.tries(3).submit(req).await.map_err(|s| explain(s, &client))?;
@@ -197,6 +198,18 @@ pub(crate) async fn cancel(a: JobArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) async fn zone(a: ZoneArgs) -> Result<ExitCode> {
+    let client = connect(&a.client)?;
+    let s = client.add_zone(pb::AddZoneRequest { job_id: a.job.clone(), zone: a.zone.clone() }).await.map_err(|s| explain(s, &client))?;
+    if a.json {
+        println!("{}", status_json(&s));
+    } else {
+        let z = s.zones.last().map(|z| format!("{} (from frame {})", z.zone, z.from_frame)).unwrap_or_default();
+        println!("{}: zone {z} added", s.job_id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) async fn live(a: LiveArgs) -> Result<ExitCode> {
     let client = connect(&a.client)?;
     let req = pb::LiveRequest {
@@ -208,6 +221,7 @@ pub(crate) async fn live(a: LiveArgs) -> Result<ExitCode> {
         no_frames: a.pictures.no_frames,
         pictures_every: a.pictures.pictures_every.clone().unwrap_or_default(),
         rules: a.rules.rules.clone(),
+        zones: a.rules.zones.clone(),
     };
     let e = client.create_live(req).await.map_err(|s| explain(s, &client))?;
     if a.json {

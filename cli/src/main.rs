@@ -18,7 +18,7 @@ mod tracks;
 use admin::*;
 use analyze::analyze;
 use args::{Cli, ClusterCmd, Cmd, WorkerArgs, WorkerCmd};
-use jobs::{cancel, frame, live, metrics, models, prune, results, status, submit, videos};
+use jobs::{cancel, frame, live, metrics, models, prune, results, status, submit, videos, zone};
 use node::{run_coordinator, run_worker};
 
 // What admin.rs (`use super::*`) and tracks.rs (`use super::{…}`) take from here.
@@ -50,6 +50,7 @@ async fn main() -> ExitCode {
         Cmd::Alerts(a) => alerts::alerts(a).await,
         Cmd::Live(a) => live(a).await,
         Cmd::Cancel(a) => cancel(a).await,
+        Cmd::Zone(a) => zone(a).await,
         Cmd::Metrics(a) => metrics(a).await,
         Cmd::Frame(a) => frame(a).await,
         Cmd::Prune(a) => prune(a).await,

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use panoptes_client::pb;
-use panoptes_common::tracking::TrackerConfig;
 use panoptes_common::windows::{Window, WindowSpec, Windower};
 use serde_json::Value;
 
@@ -59,7 +58,7 @@ pub async fn stats(a: StatsArgs) -> Result<ExitCode> {
     }
     let req = pb::ResultsRequest { job_id: a.job.clone(), model: a.model.clone().unwrap_or_default(), follow: a.follow, ..Default::default() };
     let mut stream = client.stream_results(req).await.map_err(|s| explain(s, &client))?;
-    let mut windows = Windower::new(spec, TrackerConfig::default());
+    let mut windows = Windower::new(spec);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printed = 0usize;
     while let Some(r) = stream.message().await.map_err(|s| explain(s, &client))? {
@@ -84,8 +83,8 @@ pub async fn stats(a: StatsArgs) -> Result<ExitCode> {
     out.flush()?;
     if !untracked.is_empty() {
         eprintln!(
-            "note: {} frames arrived out of frame order (shards committed side by side), so their windows give no track counts; \
-             run stats again without --follow once the job has ended",
+            "note: some {} detections carried no track id (not tracked yet), so their windows give no track counts; \
+             run stats again once `panoptes status` says alerts_up_to_date",
             untracked.join(", ")
         );
     }

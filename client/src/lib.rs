@@ -160,6 +160,10 @@ impl Client {
         alerts => list_alerts(pb::AlertsRequest) -> pb::AlertsResponse
     );
     rpc!(
+        /// Add a zone to a running job.
+        add_zone => add_zone(pb::AddZoneRequest) -> pb::JobStatus
+    );
+    rpc!(
         /// A job's timings and counters.
         metrics => get_metrics(pb::JobRef) -> pb::JobMetrics
     );

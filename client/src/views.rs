@@ -36,6 +36,8 @@ pub fn status_json(s: &pb::JobStatus) -> Value {
         "pictures": s.pictures, "pictures_every_ms": s.pictures_every_ms,
         "rules": s.rules, "alerts": s.alerts, "alerts_evaluated_to_frame": s.alerts_evaluated_to_frame,
         "alerts_up_to_date": s.alerts_up_to_date,
+        "zones": s.zones.iter().map(|z| json!({"zone": z.zone, "from_frame": z.from_frame})).collect::<Vec<_>>(),
+        "tracks": s.tracks, "track_events": s.track_events,
     })
 }
 

@@ -1,6 +1,7 @@
 //! What coordinators, workers and the CLI share: configuration, identifiers,
 //! error kinds, retry helpers and tracing set-up.
 pub mod addresses;
+pub mod analytics;
 pub mod config;
 pub mod http;
 pub mod ids;
@@ -11,6 +12,7 @@ pub mod source_url;
 pub mod rules;
 pub mod tracking;
 pub mod windows;
+pub mod zones;
 
 /// The built-in analyses, in their canonical order. They are always in the
 /// model registry (`Config::models`), which may add more; check submissions

@@ -6,7 +6,12 @@
 //!   `<=`, `<`, `==`) detections of LABEL (any detector's);
 //! - `emotion EMOTION [for DURATION]`: a face in the frame shows EMOTION;
 //! - `no LABEL for DURATION` (`no object for 5m`: no detection at all): the
-//!   frames hold none.
+//!   frames hold none;
+//! - `count(LABEL in ZONE) OP N [for DURATION]`: N tracked LABELs stand in
+//!   the zone (`crate::zones`) in a frame;
+//! - `LABEL enters ZONE`, `LABEL leaves ZONE` (`object` for any label): a
+//!   track does, in the frame; these fire at every such frame (outside the
+//!   cool-down), not once per run, and take no `for`.
 //!
 //! Episodes: a rule's condition holds over a run of consecutive analysed
 //! frames; the rule fires once per run, at the first frame where the run has
@@ -58,6 +63,10 @@ impl Op {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Condition {
     Count { label: String, op: Op, n: u64 },
+    /// Tracks of LABEL standing in ZONE.
+    InZone { label: String, zone: String, op: Op, n: u64 },
+    /// A track of LABEL (`None`: any) entering (`true`) or leaving ZONE.
+    Crosses { label: Option<String>, zone: String, enters: bool },
     Emotion(String),
     /// No detection of this label (`None`: of any label).
     Absent(Option<String>),
@@ -118,9 +127,22 @@ impl Rule {
             if matches!((op, n), (Op::Lt, 0)) {
                 return Err(format!("count({label}) < 0 can never hold"));
             }
-            Condition::Count { label: label.to_string(), op, n }
+            match format!(" {label}").rsplit_once(" in ") {
+                Some((l, z)) if !l.trim().is_empty() && !z.trim().is_empty() => Condition::InZone { label: l.trim().to_string(), zone: z.trim().to_string(), op, n },
+                Some(_) => return Err(format!("count({label}): write count(LABEL in ZONE), e.g. count(person in door) >= 2")),
+                None => Condition::Count { label: label.to_string(), op, n },
+            }
         } else if let ["emotion", e] = words.as_slice() {
             Condition::Emotion(e.to_string())
+        } else if let Some((label, verb, zone)) = [" enters ", " leaves "].iter().find_map(|v| cond.rsplit_once(v).map(|(l, z)| (l.trim(), v.trim(), z.trim()))) {
+            if label.is_empty() || zone.is_empty() || zone.contains(' ') {
+                return Err(format!("'{cond}': write LABEL {verb} ZONE, e.g. car {verb} gate"));
+            }
+            if for_ms > 0 {
+                return Err(format!("'{label} {verb} {zone}' fires when it happens: it takes no 'for' (a cool-down goes after a comma: , cooldown 1m)"));
+            }
+            let label = (!matches!(label, "object" | "objects")).then(|| label.to_string());
+            Condition::Crosses { label, zone: zone.to_string(), enters: verb == "enters" }
         } else if let ["no", what] = words.as_slice() {
             if for_ms == 0 {
                 return Err(format!("'no {what}' needs how long: no {what} for 5m"));
@@ -128,8 +150,8 @@ impl Rule {
             Condition::Absent(if *what == "object" || *what == "objects" { None } else { Some(what.to_string()) })
         } else {
             return Err(format!(
-                "'{cond}' is not a rule: use count(LABEL) >= N [for 10s], emotion EMOTION, or no LABEL for 5m (no object for 5m), \
-                 optionally named (crowd: ...) and with ', cooldown 1m'"
+                "'{cond}' is not a rule: use count(LABEL) >= N [for 10s], count(LABEL in ZONE) >= N, LABEL enters ZONE, LABEL leaves ZONE, \
+                 emotion EMOTION, or no LABEL for 5m (no object for 5m), optionally named (crowd: ...) and with ', cooldown 1m'"
             ));
         };
         let name = name.unwrap_or_else(|| cond.split_whitespace().collect::<Vec<_>>().join(" "));
@@ -140,6 +162,8 @@ impl Rule {
     pub fn needs(&self) -> Needs<'_> {
         match &self.condition {
             Condition::Count { label, .. } | Condition::Absent(Some(label)) => Needs::Label(label),
+            Condition::InZone { label, zone, .. } | Condition::Crosses { label: Some(label), zone, .. } => Needs::LabelInZone(label, zone),
+            Condition::Crosses { label: None, zone, .. } => Needs::Zone(zone),
             Condition::Absent(None) => Needs::Detector,
             Condition::Emotion(e) => Needs::Emotion(e),
         }
@@ -150,6 +174,10 @@ impl Rule {
 #[derive(Debug, PartialEq)]
 pub enum Needs<'a> {
     Label(&'a str),
+    /// A label and a zone of the job.
+    LabelInZone(&'a str, &'a str),
+    /// A zone of the job and a detector.
+    Zone(&'a str),
     Detector,
     Emotion(&'a str),
 }
@@ -164,6 +192,10 @@ fn duration(s: &str, what: &str) -> Result<u64, String> {
 pub struct FrameFacts {
     pub labels: std::collections::BTreeMap<String, u64>,
     pub emotions: Vec<String>,
+    /// Tracked detections standing in each zone, per (label, zone).
+    pub in_zone: std::collections::BTreeMap<(String, String), u64>,
+    /// Tracks entering (`true`) or leaving a zone in this frame: (label, zone, enters, track).
+    pub crossings: Vec<(String, String, bool, u64)>,
 }
 
 impl FrameFacts {
@@ -174,6 +206,9 @@ impl FrameFacts {
                 self.emotions.push(e.to_string());
             } else if let (Some(l), Some(_)) = (item.get("label").and_then(Value::as_str), item.get("box")) {
                 *self.labels.entry(l.to_string()).or_default() += 1;
+                for z in item.get("zones").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                    *self.in_zone.entry((l.to_string(), z.to_string())).or_default() += 1;
+                }
             }
         }
     }
@@ -206,7 +241,27 @@ pub struct Fired {
 pub fn evaluate(rules: &[Rule], states: &mut [RuleState], frame: u64, time_ms: u64, facts: &FrameFacts) -> Vec<Fired> {
     let mut out = Vec::new();
     for (rule, st) in rules.iter().zip(states.iter_mut()) {
+        if let Condition::Crosses { label, zone, enters } = &rule.condition {
+            let tracks: Vec<String> = facts
+                .crossings
+                .iter()
+                .filter(|(l, z, e, _)| z == zone && e == enters && label.as_ref().is_none_or(|want| want == l))
+                .map(|(l, _, _, t)| format!("{l} {t}"))
+                .collect();
+            if !tracks.is_empty() && time_ms >= st.quiet_until {
+                st.quiet_until = time_ms.saturating_add(rule.cooldown_ms);
+                let verb = if *enters { "entered" } else { "left" };
+                let detail = format!("track {} {verb} {zone} in frame {frame}", tracks.join(", track "));
+                out.push(Fired { rule: rule.name.clone(), frame, time_ms, since_ms: time_ms, detail });
+            }
+            continue;
+        }
         let (holds, detail) = match &rule.condition {
+            Condition::Crosses { .. } => unreachable!("handled above"),
+            Condition::InZone { label, zone, op, n } => {
+                let c = facts.in_zone.get(&(label.clone(), zone.clone())).copied().unwrap_or(0);
+                (op.holds(c, *n), format!("{c} {label} in {zone} in frame {frame}"))
+            }
             Condition::Count { label, op, n } => {
                 let c = facts.labels.get(label).copied().unwrap_or(0);
                 (op.holds(c, *n), format!("{c} {label} in frame {frame}"))
@@ -326,6 +381,30 @@ mod tests {
         halves.extend(frames[7..].iter().enumerate().flat_map(|(i, (t, f))| evaluate(&rules, &mut st, i as u64 + 7, *t, f)));
         assert_eq!(all, halves);
         assert_eq!(all.len(), 1, "one run, fired once: {all:?}");
+    }
+
+    #[test]
+    fn zone_rules_count_what_stands_in_a_zone_and_fire_at_each_crossing() {
+        let r = Rule::parse("gate: car enters gate, cooldown 1s").unwrap();
+        assert_eq!(r.condition, Condition::Crosses { label: Some("car".into()), zone: "gate".into(), enters: true });
+        assert_eq!(r.needs(), Needs::LabelInZone("car", "gate"));
+        assert_eq!(Rule::parse("object leaves door").unwrap().needs(), Needs::Zone("door"));
+        assert_eq!(Rule::parse("count(person in door) >= 2").unwrap().condition, Condition::InZone { label: "person".into(), zone: "door".into(), op: Op::Ge, n: 2 });
+        assert!(Rule::parse("car enters gate for 5s").unwrap_err().contains("no 'for'"));
+        assert!(Rule::parse("count( in door) >= 1").unwrap_err().contains("count(LABEL in ZONE)"));
+        let crossing = |label: &str, enters: bool, track: u64| {
+            let mut f = FrameFacts::default();
+            f.crossings.push((label.into(), "gate".into(), enters, track));
+            f
+        };
+        let (car_in, car_out, dog_in, nothing) = (crossing("car", true, 1), crossing("car", false, 1), crossing("dog", true, 2), FrameFacts::default());
+        let frames = [(0, &car_in), (500, &dog_in), (800, &car_in), (1200, &car_out), (1500, &car_in), (1600, &nothing)];
+        assert_eq!(run("car enters gate, cooldown 1s", &frames), vec![(0, 0), (4, 1500)], "the second car at 800 ms is within the cool-down");
+        assert_eq!(run("object enters gate", &frames), vec![(0, 0), (1, 500), (2, 800), (4, 1500)]);
+        assert_eq!(run("car leaves gate", &frames), vec![(3, 1200)]);
+        let mut two = FrameFacts::default();
+        two.add(&json!([{"label": "person", "score": 0.9, "box": [0, 0, 1, 1], "zones": ["door"]}, {"label": "person", "score": 0.9, "box": [5, 0, 1, 1], "zones": ["door"]}]));
+        assert_eq!(run("count(person in door) >= 2", &[(0, &FrameFacts::default()), (100, &two)]), vec![(1, 100)]);
     }
 
     fn round_trip(s: &[RuleState]) -> Vec<RuleState> {

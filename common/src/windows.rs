@@ -13,7 +13,7 @@
 //! - `frames`: the analysed frames in it;
 //! - per label of every detector (`objects`, a user's detector): the
 //!   detections, the most in one frame, and the distinct tracks (the
-//!   tracker of [`crate::tracking`], fed the same results in frame order);
+//!   `track_id`s the leader's tracker gave, [`crate::tracking`]);
 //! - faces (`joy`): the faces, the most in one frame, and how many showed
 //!   each emotion and each gender;
 //! - colours (`colors`): the dominant colour (the first of a frame's
@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::tracking::{detections_of, Tracker, TrackerConfig};
+use crate::tracking::detections_of;
 
 /// Window length and step, in milliseconds of stream time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,9 +195,8 @@ enum Row {
 /// Results, in, windows, out (see the module doc).
 pub struct Windower {
     spec: WindowSpec,
-    tracker_cfg: TrackerConfig,
-    /// A tracker per detector model; `None` once its frames came out of order.
-    trackers: BTreeMap<String, Option<Tracker>>,
+    /// Detector models some of whose detections carried no `track_id`.
+    untracked: BTreeSet<String>,
     open: BTreeMap<u64, Window>,
     late: BTreeMap<u64, Window>,
     /// The latest timestamp read, ms.
@@ -205,8 +204,8 @@ pub struct Windower {
 }
 
 impl Windower {
-    pub fn new(spec: WindowSpec, tracker_cfg: TrackerConfig) -> Windower {
-        Windower { spec, tracker_cfg, trackers: BTreeMap::new(), open: BTreeMap::new(), late: BTreeMap::new(), watermark: None }
+    pub fn new(spec: WindowSpec) -> Windower {
+        Windower { spec, untracked: BTreeSet::new(), open: BTreeMap::new(), late: BTreeMap::new(), watermark: None }
     }
 
     /// Window starts at or below this have closed (their end is at or below the watermark).
@@ -218,7 +217,7 @@ impl Windower {
     /// time), the model and its results.
     pub fn add(&mut self, frame: u64, time_s: f64, model: &str, results: &Value) {
         let t_ms = (time_s.max(0.0) * 1000.0).round() as u64;
-        let row = self.row(frame, time_s, model, results);
+        let row = self.row(model, results);
         for start in self.spec.starts_of(t_ms).collect::<Vec<_>>() {
             let w = if self.closed(start) {
                 self.late.entry(start).or_insert_with(|| Window::new(start, &self.spec, true))
@@ -230,18 +229,9 @@ impl Windower {
         self.watermark = Some(self.watermark.map_or(t_ms, |w| w.max(t_ms)));
     }
 
-    fn row(&mut self, frame: u64, time_s: f64, model: &str, results: &Value) -> Row {
+    fn row(&mut self, model: &str, results: &Value) -> Row {
         let Some(items) = results.as_array() else { return Row::Other };
-        let Some(first) = items.first() else {
-            // An empty result: the frame counts, nothing else. Trackers still
-            // see the frame, so that their tracks end on time.
-            if let Some(Some(t)) = self.trackers.get_mut(model) {
-                if t.update(frame, time_s, &[]).is_err() {
-                    self.trackers.insert(model.to_string(), None);
-                }
-            }
-            return Row::Other;
-        };
+        let Some(first) = items.first() else { return Row::Other };
         if first.get("emotion").is_some() {
             let text = |k: &str| items.iter().filter_map(|f| f.get(k)?.as_str().map(str::to_string)).collect::<Vec<_>>();
             return Row::Faces { faces: items.len() as u64, emotions: text("emotion"), genders: text("gender") };
@@ -257,19 +247,15 @@ impl Windower {
         for d in &dets {
             *per_label.entry(d.label.clone()).or_default() += 1;
         }
-        let cfg = self.tracker_cfg;
-        let tracker = self.trackers.entry(model.to_string()).or_insert_with(|| Some(Tracker::new(cfg)));
-        let ids = match tracker {
-            Some(t) => match t.update(frame, time_s, &dets) {
-                Ok(ids) => Some(dets.iter().map(|d| d.label.clone()).zip(ids).collect()),
-                Err(_) => {
-                    *tracker = None;
-                    None
-                }
-            },
-            None => None,
-        };
-        Row::Detections(per_label, ids)
+        let tracked: Option<Vec<(String, u64)>> = items
+            .iter()
+            .filter(|d| !detections_of(&Value::Array(vec![(*d).clone()])).is_empty())
+            .map(|d| Some((d.get("label")?.as_str()?.to_string(), d.get("track_id")?.as_u64()?)))
+            .collect();
+        if tracked.is_none() {
+            self.untracked.insert(model.to_string());
+        }
+        Row::Detections(per_label, tracked)
     }
 
     /// The windows that closed since the last call, earliest first.
@@ -288,9 +274,11 @@ impl Windower {
         out
     }
 
-    /// Whether a detector's frames came out of order (its windows then give no track counts).
+    /// The detectors some of whose detections carried no track id (not
+    /// tracked yet, or results from before tracking): their windows give no
+    /// track counts.
     pub fn untracked(&self) -> Vec<&str> {
-        self.trackers.iter().filter(|(_, t)| t.is_none()).map(|(m, _)| m.as_str()).collect()
+        self.untracked.iter().map(String::as_str).collect()
     }
 }
 
@@ -303,7 +291,7 @@ mod tests {
     }
 
     fn person(x: f64) -> Value {
-        json!([{"label": "person", "score": 0.9, "box": [x, 0.0, x + 100.0, 100.0]}])
+        json!([{"label": "person", "score": 0.9, "box": [x, 0.0, 100.0, 100.0], "track_id": 1}])
     }
 
     #[test]
@@ -327,7 +315,7 @@ mod tests {
 
     #[test]
     fn tumbling_windows_count_frames_detections_tracks_faces_and_colours() {
-        let mut w = Windower::new(spec(1000, None), TrackerConfig::default());
+        let mut w = Windower::new(spec(1000, None));
         for f in 0..20u64 {
             let t = f as f64 * 0.1;
             w.add(f, t, "objects", &person(f as f64));
@@ -358,7 +346,7 @@ mod tests {
 
     #[test]
     fn sliding_windows_share_frames_and_late_frames_land_in_their_own_copy() {
-        let mut w = Windower::new(spec(2000, Some(1000)), TrackerConfig::default());
+        let mut w = Windower::new(spec(2000, Some(1000)));
         // Frames 0..30 at 10 fps, but frames 10..20 (1-2 s) arrive last, as
         // a second shard committing behind the third would.
         let order: Vec<u64> = (0..10).chain(20..30).chain(10..20).collect();
@@ -382,10 +370,10 @@ mod tests {
     }
 
     #[test]
-    fn detections_out_of_order_are_counted_but_not_tracked() {
-        let mut w = Windower::new(spec(10_000, None), TrackerConfig::default());
+    fn detections_without_track_ids_are_counted_but_not_tracked() {
+        let mut w = Windower::new(spec(10_000, None));
         w.add(5, 0.5, "objects", &person(0.0));
-        w.add(3, 0.3, "objects", &person(0.0));
+        w.add(3, 0.3, "objects", &json!([{"label": "person", "score": 0.9, "box": [0, 0, 10, 10]}]));
         assert_eq!(w.untracked(), vec!["objects"]);
         let all = w.finish();
         assert_eq!(all[0].objects["person"].detections, 2);

@@ -52,15 +52,17 @@ async fn alerts_are_kept_under_their_own_keys_through_restart_snapshot_and_prune
         keep_what: Default::default(),
         owner: String::new(),
         rules: vec![Rule::parse("someone: count(person) >= 1").unwrap()],
+        zones: Vec::new(),
+        tracks: false,
     };
     let st = vec![RuleState::default()];
     sm.apply(vec![
         entry(1, Request::Submit { spec, now_ms: 1 }),
-        entry(2, Request::Alerts { job: 1, from: 0, upto: 10, states: st.clone(), fired: vec![fired(1), fired(7)] }),
+        entry(2, Request::Alerts { job: 1, from: 0, upto: 10, states: st.clone(), fired: vec![fired(1), fired(7)], tracked: Default::default() }),
     ])
     .await
     .unwrap();
-    sm.apply(vec![entry(3, Request::Alerts { job: 1, from: 10, upto: 20, states: st.clone(), fired: vec![fired(15)] })]).await.unwrap();
+    sm.apply(vec![entry(3, Request::Alerts { job: 1, from: 10, upto: 20, states: st.clone(), fired: vec![fired(15)], tracked: Default::default() })]).await.unwrap();
     let want = alerts(&sm);
     assert_eq!(want.fired, vec![fired(1), fired(7), fired(15)]);
     assert_eq!(want.upto, 20);

@@ -873,6 +873,7 @@ fn report(worker: &str, job: u64, shard: u32, epoch: u64, frames: &[u64], next_f
         times: StageTimes::default(),
         bytes: 100,
         now_ms: NOW,
+        frame_size: None,
     }
 }
 
@@ -953,6 +954,8 @@ async fn workload(c: &Cluster) -> u64 {
         keep_what: Default::default(),
         owner: String::new(),
         rules: Vec::new(),
+        zones: Vec::new(),
+        tracks: false,
     };
     let job = match c.write(&Request::Submit { spec, now_ms: NOW }).await.resp {
         Response::JobCreated { job, .. } => job,

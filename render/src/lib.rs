@@ -260,7 +260,9 @@ pub fn annotate(img: &mut Image, analysed: (u32, u32), results: &[(String, Value
                 let c = object_color(it.get("class_id").and_then(|c| c.as_u64()).unwrap_or(0));
                 outline(img, b, c);
                 let score = it.get("score").and_then(|s| s.as_f64()).unwrap_or(0.0);
-                tag(img, b, &format!("{label} {:.0}%", score * 100.0), px, c);
+                // A tracked object: its track id first ("#4 person 91%").
+                let id = it.get("track_id").and_then(|t| t.as_u64()).map(|t| format!("#{t} ")).unwrap_or_default();
+                tag(img, b, &format!("{id}{label} {:.0}%", score * 100.0), px, c);
             } else if let Some(emotion) = it.get("emotion").and_then(|e| e.as_str()) {
                 let joy = it.get("joy").and_then(|j| j.as_bool()).unwrap_or(false);
                 let c = face_color(joy);

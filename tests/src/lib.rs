@@ -793,22 +793,46 @@ pub fn blinking_clip(dir: &Path, loops: u32) -> PathBuf {
 /// analysed with `objects` in one process (`panoptes analyze`), by the
 /// cluster's own rule code.
 pub fn expected_alerts(clip: &Path, rules: &[&str]) -> Vec<(String, u64, f64)> {
-    use panoptes_common::rules::{evaluate, FrameFacts, Rule, RuleState};
+    expected_analytics(clip, rules, &[]).0
+}
+
+/// What the leader must record for `clip` analysed with `objects`, these
+/// rules and zones: its alerts as (rule, frame, since), and its track
+/// events as (change, track, zone, frame), computed by the same code over
+/// `panoptes analyze` in one process.
+pub fn expected_analytics(clip: &Path, rules: &[&str], zones: &[&str]) -> (Vec<(String, u64, f64)>, Vec<(String, u64, Option<String>, u64)>) {
+    use panoptes_common::rules::{Rule, RuleState};
+    use panoptes_common::zones::Zone;
     let a = Command::new(bin()).args(["analyze", clip.to_str().unwrap(), "--models", "objects", "--json", "--models-dir"]).arg(models_dir()).output().unwrap();
     assert!(a.status.success(), "analyze: {}", String::from_utf8_lossy(&a.stderr));
     let rules: Vec<Rule> = rules.iter().map(|r| Rule::parse(r).unwrap()).collect();
+    let zones: Vec<Zone> = zones.iter().map(|z| Zone::parse(z).unwrap()).collect();
+    let zones: Vec<&Zone> = zones.iter().collect();
+    let size = clip_size(clip);
     let mut states = vec![RuleState::default(); rules.len()];
-    let mut out = Vec::new();
+    let mut tracker = panoptes_common::tracking::JobTracker::default();
+    let (mut alerts, mut events) = (Vec::new(), Vec::new());
     for l in String::from_utf8_lossy(&a.stdout).lines() {
         let r: Value = serde_json::from_str(l).unwrap();
-        let mut facts = FrameFacts::default();
-        facts.add(&r["results"]);
-        let t = (r["timestamp"].as_f64().unwrap() * 1000.0).round() as u64;
-        for f in evaluate(&rules, &mut states, r["frame"].as_u64().unwrap(), t, &facts) {
-            out.push((f.rule, f.frame, f.since_ms as f64 / 1000.0));
-        }
+        let mut rows = vec![("objects", r["results"].clone())];
+        let out = panoptes_common::analytics::frame(&mut tracker, &rules, &mut states, r["frame"].as_u64().unwrap(), r["timestamp"].as_f64().unwrap(), &mut rows, &zones, Some(size)).unwrap();
+        alerts.extend(out.fired.into_iter().map(|f| (f.rule, f.frame, f.since_ms as f64 / 1000.0)));
+        events.extend(out.events);
     }
-    out
+    events.extend(tracker.close());
+    (alerts, events.into_iter().map(|e| (e.change.as_str().to_string(), e.track, e.zone, e.frame)).collect())
+}
+
+/// A clip's frame size, by ffprobe.
+pub fn clip_size(clip: &Path) -> (u32, u32) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
+        .arg(clip)
+        .output()
+        .expect("run ffprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (w, h) = text.trim().split_once(',').unwrap_or_else(|| panic!("ffprobe of {}: {text}", clip.display()));
+    (w.parse().unwrap(), h.parse().unwrap())
 }
 
 /// Wait (bounded by `limit`, then killed) for a push to end; whether it succeeded.

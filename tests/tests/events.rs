@@ -7,7 +7,9 @@
 //! least once, each copy with the same event id and body, the webhook's
 //! signed with the secret; the dead webhook holds nothing up (the job
 //! completes, the other sinks get everything, its failures are counted).
-//! Bad sinks stop a coordinator at start, saying why.
+//! Track events (a track starting, entering and leaving a zone, ending) go
+//! the same way, on their own topic, each exactly as one process computes
+//! them. Bad sinks stop a coordinator at start, saying why.
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,11 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use panoptes_tests::{bin, blinking_clip, expected_alerts, free_port, http_get, metrics_addr, sample, wait_for, Cluster};
+use panoptes_tests::{bin, blinking_clip, expected_analytics, free_port, http_get, metrics_addr, sample, wait_for, Cluster};
 use serde_json::Value;
 use sha2::Sha256;
 
-const RULES: [&str; 2] = ["someone: count(person) >= 1 for 100ms", "empty: no object for 100ms"];
+const RULES: [&str; 3] = ["someone: count(person) >= 1 for 100ms", "empty: no object for 100ms", "arrive: person enters right"];
+/// The right 61% of the frame: the astronaut's feet (the middle of the
+/// box's bottom edge) cross into it as the clip zooms, and out again when
+/// the clip loops.
+const ZONE: &str = "right=0.385,0,1,0,1,1,0.385,1";
 const SECRET: &str = "webhook-test-secret-81c4";
 
 /// One POST the receiver took: its headers (lower-case names) and body.
@@ -158,10 +164,11 @@ fn alerts_reach_mosquitto_and_a_webhook_at_least_once_through_a_leader_kill() {
     let mut c = Cluster::start_configured(3, &["w1"], &events);
     c.wait_workers(1);
     let clip = blinking_clip(c.dir.path(), 8);
-    let want = expected_alerts(&clip, &RULES);
+    let (want, want_tracks) = expected_analytics(&clip, &RULES, &[ZONE]);
     assert!(want.len() >= 10, "{want:?}");
+    assert!(want.iter().any(|a| a.0 == "arrive") && want_tracks.iter().any(|t| t.0 == "leave"), "the zone is never crossed: {want_tracks:?}");
 
-    let mut args = vec!["submit", clip.to_str().unwrap(), "--models", "objects", "--no-frames", "--json"];
+    let mut args = vec!["submit", clip.to_str().unwrap(), "--models", "objects", "--no-frames", "--json", "--zone", ZONE];
     for r in RULES {
         args.extend(["--rule", r]);
     }
@@ -174,7 +181,8 @@ fn alerts_reach_mosquitto_and_a_webhook_at_least_once_through_a_leader_kill() {
 
     let s = c.wait_finished(&job, Duration::from_secs(180));
     assert_eq!(s["state"], "completed", "{s}\n{}", c.logs());
-    let ids: BTreeSet<String> = (1..=want.len()).map(|i| format!("{job}/{i}")).collect();
+    let mut ids: BTreeSet<String> = (1..=want.len()).map(|i| format!("{job}/{i}")).collect();
+    ids.extend((1..=want_tracks.len()).map(|i| format!("{job}/t/{i}")));
     wait_for("every alert at the webhook and the broker", Duration::from_secs(90), || {
         let hooked: BTreeSet<String> = posts.lock().unwrap().iter().filter_map(|p| p.headers.get("x-panoptes-event-id").cloned()).collect();
         let published: BTreeSet<String> = mqtt_lines
@@ -201,30 +209,41 @@ fn alerts_reach_mosquitto_and_a_webhook_at_least_once_through_a_leader_kill() {
         assert_eq!(p.headers.get("x-panoptes-signature"), Some(&format!("sha256={}", signature(&p.body))), "a bad signature: {p:?}");
         let v: Value = serde_json::from_slice(&p.body).unwrap();
         assert_eq!(v["event_id"], id.as_str());
-        assert_eq!(v["type"], "alert");
+        assert_eq!(v["type"], if id.contains("/t/") { "track" } else { "alert" });
         assert_eq!(*bodies.entry(id).or_insert_with(|| p.body.clone()), p.body, "two copies of an event differ");
     }
     for (i, w) in want.iter().enumerate() {
         let v: Value = serde_json::from_slice(&bodies[&format!("{job}/{}", i + 1)]).unwrap();
         assert_eq!((v["rule"].as_str().unwrap(), v["frame"].as_u64().unwrap()), (w.0.as_str(), w.1), "{v}");
     }
+    // Track events: exactly those of one process, in order.
+    for (i, w) in want_tracks.iter().enumerate() {
+        let v: Value = serde_json::from_slice(&bodies[&format!("{job}/t/{}", i + 1)]).unwrap();
+        let got = (v["change"].as_str().unwrap().to_string(), v["track_id"].as_u64().unwrap(), v["zone"].as_str().map(str::to_string), v["frame"].as_u64().unwrap());
+        assert_eq!(&got, w, "track event {}: {v}", i + 1);
+        assert_eq!(v["label"], "person", "{v}");
+    }
+    let s = c.cli_json(&["status", &job, "--json"]);
+    assert_eq!(s["track_events"].as_u64(), Some(want_tracks.len() as u64), "{s}");
     let lines = mqtt_lines.lock().unwrap().clone();
     let topic = format!("panoptes/{job}/alerts");
+    let tracks_topic = format!("panoptes/{job}/tracks");
     for l in &lines {
         let (t, payload) = l.split_once(' ').unwrap();
         if t.starts_with("panoptes/status/panoptes-coordinator-") {
             assert!(payload == "online" || payload == "offline", "{l}");
             continue;
         }
-        assert_eq!(t, topic, "{l}");
         let v: Value = serde_json::from_str(payload).unwrap();
         let id = v["event_id"].as_str().unwrap();
+        assert_eq!(t, if id.contains("/t/") { &tracks_topic } else { &topic }, "{l}");
         assert_eq!(bodies[id], payload.as_bytes(), "the broker's copy differs from the webhook's: {l}");
     }
     assert!(lines.iter().any(|l| l.starts_with("panoptes/status/panoptes-coordinator-") && l.ends_with(" online")), "no availability message: {lines:?}");
 
-    let copies = |n: usize, of: &str| format!("{n} {of} copies of {} events", want.len());
-    println!("EVENTS: {}; {}", copies(posts.lock().unwrap().len(), "webhook"), copies(lines.iter().filter(|l| l.starts_with(&topic)).count(), "MQTT"));
+    let copies = |n: usize, of: &str| format!("{n} {of} copies of {} events", ids.len());
+    let published = lines.iter().filter(|l| l.starts_with(&topic) || l.starts_with(&tracks_topic)).count();
+    println!("EVENTS: {}; {}", copies(posts.lock().unwrap().len(), "webhook"), copies(published, "MQTT"));
 
     // The dead webhook: its failures are counted, and it held nothing up.
     let leader = c.leader();

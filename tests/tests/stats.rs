@@ -6,7 +6,6 @@
 //! afterwards gives; bad windows are refused with what to give instead.
 use std::time::Duration;
 
-use panoptes_common::tracking::TrackerConfig;
 use panoptes_common::windows::{WindowSpec, Windower};
 use panoptes_tests::{astronaut_flv, bin, finish_push, fixture, models_dir, push_file, wait_for, Cluster};
 use serde_json::Value;
@@ -37,7 +36,7 @@ fn windows_of_a_split_job_equal_those_of_one_process_and_bad_windows_are_refused
     for (window, slide) in [("500ms", None), ("1s", Some("250ms"))] {
         let size = panoptes_common::parse_interval_ms(window).unwrap();
         let step = slide.map(|s| panoptes_common::parse_interval_ms(s).unwrap());
-        let mut w = Windower::new(WindowSpec::new(size, step).unwrap(), TrackerConfig::default());
+        let mut w = Windower::new(WindowSpec::new(size, step).unwrap());
         for r in &rows {
             w.add(r["frame"].as_u64().unwrap(), r["timestamp"].as_f64().unwrap(), r["model"].as_str().unwrap(), &r["results"]);
         }

@@ -5,7 +5,7 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use panoptes_client::views::alert_json;
-use panoptes_common::tracking::{detections_of, Tracker, TrackerConfig};
+use panoptes_common::tracking::TrackBook;
 use panoptes_common::windows::{WindowSpec, Windower};
 use panoptes_proto::api as pb;
 use serde_json::{json, Value};
@@ -53,7 +53,7 @@ pub(crate) async fn stats(State(web): State<Web>, caller: Caller, Path(id): Path
     let spec = WindowSpec::new(size, slide).map_err(ApiError::bad_request)?;
     let req = pb::ResultsRequest { job_id: id, model: get("model").unwrap_or("").to_string(), ..Default::default() };
     let mut stream = rpc!(web, caller, stream_results, req)?;
-    let mut w = Windower::new(spec, TrackerConfig::default());
+    let mut w = Windower::new(spec);
     while let Some(r) = stream.message().await.map_err(ApiError::from)? {
         w.add(r.frame, r.timestamp, &r.model, &serde_json::from_str(&r.results_json).unwrap_or(Value::Null));
     }
@@ -62,16 +62,16 @@ pub(crate) async fn stats(State(web): State<Web>, caller: Caller, Path(id): Path
 }
 
 /// `GET /api/jobs/{id}/tracks?model=objects`: `{tracks:[...]}`, each as
-/// `panoptes tracks --json` prints it (the tracker's defaults).
+/// `panoptes tracks --json` prints it (gathered from the results' `track_id`s).
 pub(crate) async fn tracks(State(web): State<Web>, caller: Caller, Path(id): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = query(&raw, &["model"])?;
     let model = q.iter().find(|(k, _)| *k == "model").map(|(_, v)| *v).unwrap_or("objects").to_string();
     let req = pb::ResultsRequest { job_id: id, model, ..Default::default() };
     let mut stream = rpc!(web, caller, stream_results, req)?;
-    let mut t = Tracker::new(TrackerConfig::default());
+    let mut t = TrackBook::default();
     while let Some(r) = stream.message().await.map_err(ApiError::from)? {
         let results: Value = serde_json::from_str(&r.results_json).unwrap_or(Value::Null);
-        t.update(r.frame, r.timestamp, &detections_of(&results)).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        t.add(r.frame, r.timestamp, &results);
     }
     Ok(json_response(StatusCode::OK, &json!({ "tracks": t.finish().iter().map(|x| x.to_json()).collect::<Vec<_>>() })))
 }

@@ -14,11 +14,11 @@ use panoptes_client::views::{is_finished, metrics_json, result_json, state_name,
 use panoptes_proto::api as pb;
 use serde_json::{json, Value};
 
-use crate::body::{frame_step_of, models_of, opt_bool, opt_string, parse_object, rules_of};
+use crate::body::{frame_step_of, models_of, opt_bool, opt_string, parse_object, rules_of, zones_of};
 use crate::error::{json_response, ApiError, ApiResult};
 use crate::state::{rpc, Caller, Web};
 
-/// `POST /api/jobs` `{source, name?, models, frame_step?, no_frames?, pictures_every?, keep?, keep_what?, rules?, request_id?}` → 201 `{job_id}`.
+/// `POST /api/jobs` `{source, name?, models, frame_step?, no_frames?, pictures_every?, keep?, keep_what?, rules?, zones?, request_id?}` → 201 `{job_id}`.
 pub(crate) async fn submit(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult {
     let m = parse_object(&body)?;
     let no_frames = opt_bool(&m, "no_frames")?;
@@ -41,6 +41,7 @@ pub(crate) async fn submit(State(web): State<Web>, caller: Caller, body: Bytes) 
         keep_what: opt_string(&m, "keep_what")?,
         pictures_every: opt_string(&m, "pictures_every")?,
         rules: rules_of(&m)?,
+        zones: zones_of(&m)?,
     };
     let r = rpc!(web, caller, submit, req)?;
     Ok(json_response(StatusCode::CREATED, &json!({ "job_id": r.job_id })))

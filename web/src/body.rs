@@ -38,13 +38,22 @@ pub(crate) fn models_of(m: &serde_json::Map<String, Value>) -> Result<Vec<String
 
 /// `rules`: alert rules, a list of strings (absent: none).
 pub(crate) fn rules_of(m: &serde_json::Map<String, Value>) -> Result<Vec<String>, ApiError> {
-    match m.get("rules") {
+    strings_of(m, "rules", "rules", r#"["crowd: count(person) >= 3 for 10s"]"#)
+}
+
+/// `zones`: a list of `NAME=x1,y1,...` strings (the coordinator checks them).
+pub(crate) fn zones_of(m: &serde_json::Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    strings_of(m, "zones", "zones", r#"["door=0.6,0.2,0.9,0.2,0.9,1,0.6,1"]"#)
+}
+
+fn strings_of(m: &serde_json::Map<String, Value>, key: &str, what: &str, example: &str) -> Result<Vec<String>, ApiError> {
+    match m.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::bad_request(format!("'rules' must list rules (strings), not {v}"))))
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::bad_request(format!("'{key}' must list {what} (strings), not {v}"))))
             .collect(),
-        Some(v) => Err(ApiError::bad_request(format!("'rules' must be a list of rules (strings), such as [\"crowd: count(person) >= 3 for 10s\"], not {v}"))),
+        Some(v) => Err(ApiError::bad_request(format!("'{key}' must be a list of {what} (strings), such as {example}, not {v}"))),
     }
 }
 

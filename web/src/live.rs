@@ -7,12 +7,12 @@ use panoptes_client::views::{is_finished, state_name};
 use panoptes_proto::api as pb;
 use serde_json::json;
 
-use crate::body::{frame_step_of, models_of, opt_bool, opt_string, parse_object, rules_of};
+use crate::body::{frame_step_of, models_of, opt_bool, opt_string, parse_object, rules_of, zones_of};
 use crate::error::{json_response, ApiError, ApiResult};
 use crate::relay;
 use crate::state::{rpc, Caller, Web};
 
-/// `POST /api/live` `{models, name?, frame_step?, keep?, keep_what?, pictures_every?, no_frames?, rules?}` → 201 `{job_id, rtmp_url}`.
+/// `POST /api/live` `{models, name?, frame_step?, keep?, keep_what?, pictures_every?, no_frames?, rules?, zones?}` → 201 `{job_id, rtmp_url}`.
 pub(crate) async fn live(State(web): State<Web>, caller: Caller, body: Bytes) -> ApiResult {
     let m = parse_object(&body)?;
     let req = pb::LiveRequest {
@@ -24,6 +24,7 @@ pub(crate) async fn live(State(web): State<Web>, caller: Caller, body: Bytes) ->
         pictures_every: opt_string(&m, "pictures_every")?,
         no_frames: opt_bool(&m, "no_frames")?,
         rules: rules_of(&m)?,
+        zones: zones_of(&m)?,
     };
     let r = rpc!(web, caller, create_live, req)?;
     Ok(json_response(StatusCode::CREATED, &json!({ "job_id": r.job_id, "rtmp_url": r.rtmp_url })))

@@ -306,7 +306,7 @@ async fn stream(o: &Options, addrs: &[String], pids: &[u32], work: &Path, total:
     tokio::time::sleep(Duration::from_millis(700)).await; // a heartbeat: the worker is live
     let job = coords
         .call(20, |ch| {
-            let r = LiveRequest { pictures_every: "0".into(), no_frames: false, models: vec!["colors".into()], name: "camera".into(), frame_step: 1, keep: o.keep.clone(), keep_what: "both".into(), rules: Vec::new() };
+            let r = LiveRequest { pictures_every: "0".into(), no_frames: false, models: vec!["colors".into()], name: "camera".into(), frame_step: 1, keep: o.keep.clone(), keep_what: "both".into(), rules: Vec::new(), zones: Vec::new() };
             async move { PanoptesClient::new(ch).create_live_endpoint(r).await }
         })
         .await

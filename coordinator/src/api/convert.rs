@@ -47,7 +47,10 @@ pub fn status_pb(j: &Job, caller: &Caller) -> pb::JobStatus {
         rules: j.spec.rules.iter().map(|r| r.text.clone()).collect(),
         alerts: j.alerts.fired.len() as u64 + j.alerts.dropped,
         alerts_evaluated_to_frame: j.alerts.upto,
-        alerts_up_to_date: j.spec.rules.is_empty() || j.alerts.upto >= j.committed_prefix(),
+        alerts_up_to_date: j.analytics_up_to_date(),
+        zones: j.zones.iter().map(|z| pb::ZoneInfo { zone: z.zone.text(), from_frame: z.from_frame }).collect(),
+        tracks: j.tracking.models.values().map(|t| t.started()).sum(),
+        track_events: j.track_events.recorded,
     }
 }
 

@@ -144,6 +144,16 @@ impl Panoptes for ApiService {
         }
         tokio::spawn(async move {
             let _open = open_stream();
+            // A job that has ended is read once its analytics have caught up
+            // (its results then carry every track id), waiting a little.
+            let deadline = tokio::time::Instant::now() + ANALYTICS_WAIT;
+            while tokio::time::Instant::now() < deadline
+                && reader.read(|a| a.state.jobs.get(&job.id).is_some_and(|j| j.state.is_finished() && !j.analytics_up_to_date()))
+            {
+                if !wait_for_change(&mut reader, &tx).await {
+                    return;
+                }
+            }
             let frame = if r.has_frame { Some(r.frame) } else { None };
             let mut after: Option<Vec<u8>> = None;
             loop {
@@ -329,6 +339,7 @@ impl Panoptes for ApiService {
             pictures_every: r.pictures_every,
             no_frames: r.no_frames,
             rules: r.rules,
+            zones: r.zones,
             ..Default::default()
         };
         let mut spec = validate_submit(&sub, &self.node.cfg)?;
@@ -375,6 +386,25 @@ impl Panoptes for ApiService {
         }
         let j = self.job(&r.job_id).await?;
         Ok(Resp::new(pb::AlertsResponse { alerts: alerts_pb(&j), dropped: j.alerts.dropped }))
+    }
+
+    async fn add_zone(&self, req: Req<pb::AddZoneRequest>) -> Result<Resp<pb::JobStatus>, Status> {
+        let (caller, r) = on_leader!(self, req, add_zone, "zone addition", WRITE_TIMEOUT);
+        let j = self.job(&r.job_id).await?;
+        let zone = validate::validate_zones(std::slice::from_ref(&r.zone))?.remove(0);
+        if !j.spec.tracks {
+            return Err(Status::failed_precondition(format!("job {} runs no detector ({}): nothing is tracked into zones", JobId(j.id), j.spec.models.join(", "))));
+        }
+        if let Some(why) = j.frame_size.and_then(|(w, h)| zone.beyond(w, h)) {
+            return Err(Status::invalid_argument(why));
+        }
+        match self.node.commit(Request::AddZone { job: j.id, zone: zone.clone() }).await? {
+            Response::Ok => {}
+            Response::Rejected(r) => return Err(crate::status::rejected(r)),
+            other => return Err(crate::status::unexpected(&other)),
+        }
+        info!(job_id = j.id, zone = %zone.text(), "zone added");
+        Ok(Resp::new(status_pb(&self.job(&JobId(j.id).to_string()).await?, &caller)))
     }
 
     async fn list_models(&self, _req: Req<pb::ListModelsRequest>) -> Result<Resp<pb::ListModelsResponse>, Status> {
@@ -484,6 +514,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
 
 /// GetResults pages: the default and the largest page, in results.
+/// How long a read of an ended job's results waits for its analytics (its
+/// track ids) to catch up: the leader evaluates every 200 ms, up to 2,000
+/// frames a round.
+const ANALYTICS_WAIT: Duration = Duration::from_secs(10);
 const RESULTS_PAGE_DEFAULT: usize = 10_000;
 const RESULTS_PAGE_MAX: usize = 100_000;
 

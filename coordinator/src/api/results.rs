@@ -19,20 +19,25 @@ impl ApiService {
     /// commit in parallel, so key order is not commit order: follow each
     /// shard's committed cursor instead (a report stores its frames and moves
     /// the cursor in one apply, so every frame below a cursor is readable).
+    /// A job whose detections are tracked is followed up to where its
+    /// analytics stand, so that every row sent carries its track ids.
     pub(super) async fn follow(mut reader: StateReader, job: Job, model: String, tx: tokio::sync::mpsc::Sender<Result<pb::FrameResult, Status>>) {
         let _open = open_stream();
         // Per shard index: frames below this were sent.
         let mut sent: HashMap<u32, u64> = HashMap::new();
         loop {
-            let Some((shards, finished)) =
-                reader.read(|a| a.state.jobs.get(&job.id).map(|j| (j.shards.iter().map(|s| (s.index, s.start, s.end, s.cursor)).collect::<Vec<_>>(), j.state.is_finished())))
-            else {
+            let Some((shards, finished, tracked_to)) = reader.read(|a| {
+                a.state.jobs.get(&job.id).map(|j| {
+                    let tracked_to = if j.spec.tracks { j.alerts.upto } else { u64::MAX };
+                    (j.shards.iter().map(|s| (s.index, s.start, s.end, s.cursor)).collect::<Vec<_>>(), j.state.is_finished() && j.analytics_up_to_date(), tracked_to)
+                })
+            }) else {
                 return; // pruned
             };
             for (index, start, end, cursor) in shards {
                 let from = *sent.get(&index).unwrap_or(&start);
-                // Once the job ended, whatever is stored is final.
-                let upto = if finished { end } else { cursor.min(end) };
+                // Once the job ended (and was tracked to its end), whatever is stored is final.
+                let upto = if finished { end } else { cursor.min(end).min(tracked_to) };
                 if upto <= from {
                     continue;
                 }

@@ -2,6 +2,7 @@
 //! is wrong.
 use super::*;
 use panoptes_common::rules::Rule;
+use panoptes_common::zones::Zone;
 
 pub(super) const MAX_NAME: usize = 256;
 pub(super) const MAX_SOURCE: usize = 4096;
@@ -120,7 +121,9 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
             cfg.live.max_lag_ms.div_ceil(1000)
         )));
     }
-    let rules = validate_rules(&r.rules, &models, cfg)?;
+    let zones = validate_zones(&r.zones)?;
+    let rules = validate_rules(&r.rules, &models, &zones, cfg)?;
+    let tracks = models.iter().any(|m| cfg.models.get(m).is_some_and(|e| e.family.is_detector()));
     Ok(JobSpec {
         keep_s,
         keep_what,
@@ -137,6 +140,8 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
         // Set by the caller of `validate_submit` from who is calling.
         owner: String::new(),
         rules,
+        zones,
+        tracks,
     })
 }
 
@@ -146,7 +151,7 @@ const MAX_RULES: usize = 32;
 /// Parse a submission's alert rules and check that the job's models can
 /// tell them: a label one of its detectors knows, an emotion its face
 /// model gives. Names are unique.
-fn validate_rules(texts: &[String], models: &[String], cfg: &Config) -> Result<Vec<Rule>, Status> {
+fn validate_rules(texts: &[String], models: &[String], zones: &[Zone], cfg: &Config) -> Result<Vec<Rule>, Status> {
     use panoptes_common::rules::Needs;
     if texts.len() > MAX_RULES {
         return Err(Status::invalid_argument(format!("{} alert rules; the limit is {MAX_RULES} per job", texts.len())));
@@ -156,7 +161,24 @@ fn validate_rules(texts: &[String], models: &[String], cfg: &Config) -> Result<V
     let mut rules: Vec<Rule> = Vec::new();
     for t in texts {
         let rule = Rule::parse(t).map_err(|e| Status::invalid_argument(format!("rule '{}': {e}", t.trim())))?;
-        let why = match rule.needs() {
+        let no_zone = |z: &str| -> Option<String> {
+            (!zones.iter().any(|x| x.name == z)).then(|| match zones.len() {
+                0 => format!("it names the zone '{z}', but the job has no zones (add --zone {z}=x1,y1,x2,y2,x3,y3)"),
+                _ => format!("the job has no zone '{z}' (its zones: {})", zones.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", ")),
+            })
+        };
+        let needs = match rule.needs() {
+            Needs::LabelInZone(l, z) => match no_zone(z) {
+                Some(why) => return Err(Status::invalid_argument(format!("rule '{}': {why}", t.trim()))),
+                None => Needs::Label(l),
+            },
+            Needs::Zone(z) => match no_zone(z) {
+                Some(why) => return Err(Status::invalid_argument(format!("rule '{}': {why}", t.trim()))),
+                None => Needs::Detector,
+            },
+            n => n,
+        };
+        let why = match needs {
             Needs::Label(l) if detectors.is_empty() => Some(format!("it counts '{l}', but the job runs no detector (add objects to --models)")),
             Needs::Label(l) if !detectors.iter().any(|(_, e)| e.labels().iter().any(|x| x == l)) => {
                 let names: Vec<&str> = detectors.iter().map(|(m, _)| m.as_str()).collect();
@@ -180,6 +202,14 @@ fn validate_rules(texts: &[String], models: &[String], cfg: &Config) -> Result<V
         rules.push(rule);
     }
     Ok(rules)
+}
+
+/// Parse a submission's zones (`NAME=x1,y1,x2,y2,x3,y3,...`): names unique,
+/// at most [`panoptes_common::zones::MAX_ZONES`].
+pub fn validate_zones(texts: &[String]) -> Result<Vec<Zone>, Status> {
+    let zones = texts.iter().map(|t| Zone::parse(t).map_err(|e| Status::invalid_argument(format!("--zone: {e}")))).collect::<Result<Vec<Zone>, Status>>()?;
+    panoptes_common::zones::check_names(zones.iter().map(|z| z.name.as_str())).map_err(|e| Status::invalid_argument(format!("--zone: {e}")))?;
+    Ok(zones)
 }
 
 /// Check a submitted (normalised) source against the `[sources]` policy of

@@ -1,9 +1,12 @@
-//! Events out (issue 18, part 5): each recorded alert published to the
+//! Events out (issue 18, part 5): each recorded alert and track event
+//! (a track starting, entering or leaving a zone, ending) published to the
 //! sinks of `[events]` (an MQTT broker, webhooks), at least once, in order
-//! per job, with a stable id (`job-3/7`: the job and the alert's number).
+//! per job and stream, with a stable id (`job-3/7`: the job and the alert's
+//! number; `job-3/t/12`: its twelfth track event).
 //!
 //! The leader delivers (`leader/events.rs`, one task per sink): the
-//! next alert a sink has not acknowledged, read from the replicated state;
+//! next alert (then track event) a sink has not acknowledged, read from the
+//! replicated state;
 //! once the sink acknowledges it (MQTT PUBACK, a webhook's 2xx), the leader
 //! commits `Request::Delivered`. A new leader starts from the last committed
 //! acknowledgement, so an event sent but not yet recorded as delivered is
@@ -15,6 +18,9 @@
 use panoptes_common::config::{parse_mqtt_url, EventsSection};
 use panoptes_common::ids::JobId;
 use panoptes_common::rules::Fired;
+use panoptes_common::tracking::TrackEvent;
+
+use crate::state::command::Stream;
 use panoptes_proto::api as pb;
 
 mod mqtt;
@@ -24,6 +30,7 @@ mod webhook;
 pub struct Event {
     pub id: String,
     pub job: u64,
+    pub stream: Stream,
     pub seq: u64,
     /// The JSON body (`{"event_id","type","job_id","seq","rule","frame","time","since","detail"}`).
     pub body: Vec<u8>,
@@ -43,7 +50,28 @@ impl Event {
             "since": a.since,
             "detail": a.detail,
         });
-        Event { id: a.id, job, seq, body: body.to_string().into_bytes() }
+        Event { id: a.id, job, stream: Stream::Alerts, seq, body: body.to_string().into_bytes() }
+    }
+
+    /// Track event number `seq` (from 1) of `job`: `{"event_id","type":
+    /// "track","change":"start|enter|leave|end","job_id","seq","model",
+    /// "track_id","label","zone","frame","time"}`.
+    pub fn track(job: u64, seq: u64, e: &TrackEvent) -> Event {
+        let id = format!("{}/t/{seq}", JobId(job));
+        let body = serde_json::json!({
+            "event_id": id,
+            "type": "track",
+            "change": e.change.as_str(),
+            "job_id": JobId(job).to_string(),
+            "seq": seq,
+            "model": e.model,
+            "track_id": e.track,
+            "label": e.label,
+            "zone": e.zone,
+            "frame": e.frame,
+            "time": e.time,
+        });
+        Event { id, job, stream: Stream::Tracks, seq, body: body.to_string().into_bytes() }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The MQTT sink: QoS 1 publishes to `PREFIX/JOB/alerts`, one at a time,
+//! The MQTT sink: QoS 1 publishes to `PREFIX/JOB/alerts` (track events to
+//! `PREFIX/JOB/tracks`), one at a time,
 //! each acknowledged (PUBACK) before the next. Availability:
 //! `PREFIX/status/CLIENT` (the client is `panoptes-coordinator-ID`),
 //! retained, `online` on connecting and `offline` as the last will. One
@@ -52,7 +53,11 @@ impl MqttSink {
         if self.conn.is_none() {
             self.connect().await?;
         }
-        let topic = format!("{}/{}/alerts", self.prefix, panoptes_common::ids::JobId(e.job));
+        let kind = match e.stream {
+            crate::state::command::Stream::Alerts => "alerts",
+            crate::state::command::Stream::Tracks => "tracks",
+        };
+        let topic = format!("{}/{}/{kind}", self.prefix, panoptes_common::ids::JobId(e.job));
         let (client, _) = self.conn.as_ref().expect("connected above");
         if let Err(err) = client.publish(topic, QoS::AtLeastOnce, false, e.body.clone()).await {
             self.conn = None;

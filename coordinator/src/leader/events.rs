@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::Member;
 use crate::events::{Event, Sink};
-use crate::state::command::{Request, Response};
+use crate::state::command::{Request, Response, Stream};
 
 /// How often a sink with nothing to send looks again, and the first retry delay.
 const IDLE: Duration = Duration::from_millis(200);
@@ -16,28 +16,42 @@ const IDLE: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What a sink does next: the oldest unacknowledged alert of the lowest
-/// job that has one, or skip the alerts past the queue bound.
+/// job that has one (then its oldest track event), or skip the events past
+/// the queue bound.
 enum Next {
     Send(Event),
-    Skip { job: u64, upto: u64, skipped: u64 },
+    Skip { job: u64, stream: Stream, upto: u64, skipped: u64 },
 }
 
 fn next<M: Member>(node: &M, sink: &str, queue_max: u64) -> Option<Next> {
-    node.reader().read(|a| {
+    let found = node.reader().read(|a| {
         for j in a.state.jobs.values() {
-            let recorded = j.alerts.fired.len() as u64;
-            let at = j.alerts.delivered.get(sink).copied().unwrap_or(0);
-            if recorded <= at {
-                continue;
+            for stream in [Stream::Alerts, Stream::Tracks] {
+                let (recorded, delivered) = match stream {
+                    Stream::Alerts => (j.alerts.fired.len() as u64, &j.alerts.delivered),
+                    Stream::Tracks => (j.track_events.recorded, &j.track_events.delivered),
+                };
+                let at = delivered.get(sink).copied().unwrap_or(0);
+                if recorded <= at {
+                    continue;
+                }
+                if recorded - at > queue_max {
+                    let upto = recorded - queue_max;
+                    return Some(Err(Next::Skip { job: j.id, stream, upto, skipped: upto - at }));
+                }
+                return Some(match stream {
+                    Stream::Alerts => Err(Next::Send(Event::alert(j.id, at + 1, &j.alerts.fired[at as usize]))),
+                    // Stored under its own key: read outside the state lock.
+                    Stream::Tracks => Ok((j.id, at + 1)),
+                });
             }
-            if recorded - at > queue_max {
-                let upto = recorded - queue_max;
-                return Some(Next::Skip { job: j.id, upto, skipped: upto - at });
-            }
-            return Some(Next::Send(Event::alert(j.id, at + 1, &j.alerts.fired[at as usize])));
         }
         None
-    })
+    })?;
+    match found {
+        Err(next) => Some(next),
+        Ok((job, seq)) => node.reader().track_event(job, seq).map(|e| Next::Send(Event::track(job, seq, &e))),
+    }
 }
 
 /// Deliver to `sink` while this member leads (until aborted).
@@ -54,11 +68,11 @@ pub async fn deliver<M: Member>(node: Arc<M>, mut sink: Sink) {
             tokio::time::sleep(IDLE).await;
             continue;
         };
-        let (job, upto, skipped) = match work {
-            Next::Skip { job, upto, skipped } => {
-                warn!(sink = %shown, job_id = job, skipped, queue_max, "an event sink fell too far behind: skipping its oldest undelivered alerts");
+        let (job, stream, upto, skipped) = match work {
+            Next::Skip { job, stream, upto, skipped } => {
+                warn!(sink = %shown, job_id = job, ?stream, skipped, queue_max, "an event sink fell too far behind: skipping its oldest undelivered events");
                 metrics::inc(crate::metrics::EVENTS_DROPPED, &[("sink", kind)], skipped);
-                (job, upto, skipped)
+                (job, stream, upto, skipped)
             }
             Next::Send(e) => match sink.send(&e).await {
                 Ok(()) => {
@@ -68,7 +82,7 @@ pub async fn deliver<M: Member>(node: Arc<M>, mut sink: Sink) {
                     }
                     backoff = IDLE;
                     metrics::inc(crate::metrics::EVENTS_DELIVERED, &[("sink", kind)], 1);
-                    (e.job, e.seq, 0)
+                    (e.job, e.stream, e.seq, 0)
                 }
                 Err(err) => {
                     if !failing {
@@ -82,7 +96,7 @@ pub async fn deliver<M: Member>(node: Arc<M>, mut sink: Sink) {
                 }
             },
         };
-        match node.commit(Request::Delivered { job, sink: name.clone(), upto, skipped }).await {
+        match node.commit(Request::Delivered { job, sink: name.clone(), stream, upto, skipped }).await {
             Ok(Response::Ok) | Ok(Response::Rejected(_)) => {}
             Ok(other) => warn!(?other, "unexpected outcome of a delivery"),
             Err(e) => {

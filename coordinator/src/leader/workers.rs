@@ -48,6 +48,8 @@ pub struct ReportIn {
     pub times: StageTimes,
     /// The report's size on the wire.
     pub bytes: u64,
+    /// The size of the frames the models read, if the report says.
+    pub frame_size: Option<(u32, u32)>,
 }
 
 /// What became of a report.
@@ -178,7 +180,7 @@ pub async fn leave<M: Member>(node: &M, worker: &str) -> Result<u32, Status> {
 pub async fn report<M: Member>(node: &M, r: ReportIn) -> Result<Reported, Status> {
     let received = Instant::now();
     node.require_leader()?;
-    let ReportIn { worker, job, shard, epoch, mut frames, pictures, next_frame, done, error, times, bytes } = r;
+    let ReportIn { worker, job, shard, epoch, mut frames, pictures, next_frame, done, error, times, bytes, frame_size } = r;
     // An accepted report carries one output per model for every frame.
     let models = frames.first().map(|f| f.outputs.len()).unwrap_or(0) as u64;
     // Not for a report whose lease has already gone: it will be refused.
@@ -199,7 +201,7 @@ pub async fn report<M: Member>(node: &M, r: ReportIn) -> Result<Reported, Status
         }
     }
     let n = frames.len();
-    let report = Report { worker, job, shard, epoch, frames, next_frame, done, error, times, bytes, now_ms: now_ms() };
+    let report = Report { worker, job, shard, epoch, frames, next_frame, done, error, times, bytes, now_ms: now_ms(), frame_size };
     let outcome = node.commit(Request::Report(report)).await?;
     metrics::observe(REPORT_COMMIT_SECONDS, &[], received.elapsed().as_secs_f64());
     match outcome {

@@ -208,6 +208,8 @@ mod properties {
                 keep_what: Default::default(),
                 owner: String::new(),
                 rules: Vec::new(),
+                zones: Vec::new(),
+                tracks: false,
             };
             let plan = Plan { frames: *frames, width: 1, height: 1, time_base: (1, 25), pts0: 0, fps: 25.0, keyframes };
             let mut job = Job::new(id, spec, state_of_job, 0, shards, None);

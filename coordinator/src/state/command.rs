@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{JobSpec, LiveSpec, Plan, StageTimes};
 use panoptes_common::rules::{Fired, RuleState};
+use panoptes_common::tracking::{JobTracker, Mark, TrackEvent};
+use panoptes_common::zones::Zone;
 use super::outcome::Rejection;
 
 /// One model's results for one frame, as the analysis contract's JSON text.
@@ -65,6 +67,30 @@ pub struct Report {
     pub bytes: u64,
     /// The leader's clock when it proposed this report.
     pub now_ms: u64,
+    /// The size of the frames the models read (result boxes are in its
+    /// pixels), when the report says.
+    pub frame_size: Option<(u32, u32)>,
+}
+
+/// What the leader's tracker decided over an evaluation's frames (see
+/// `Request::Alerts`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Tracked {
+    /// The trackers' state after the last frame.
+    pub tracker: JobTracker,
+    /// Each tracked detection's track and zones, per (frame, model index),
+    /// stored beside the frame's results.
+    pub marks: Vec<(u64, u8, Vec<Mark>)>,
+    /// Tracks started, entering or leaving zones, ended: recorded in order
+    /// and published like alerts.
+    pub events: Vec<TrackEvent>,
+}
+
+/// Which of a job's recorded event streams a delivery acknowledges.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Stream {
+    Alerts,
+    Tracks,
 }
 
 /// A state change. Every change to jobs, shards, leases, workers or results
@@ -117,15 +143,19 @@ pub enum Request {
     /// names `worker` and its shard is still pending (so a stream that was
     /// just resumed elsewhere is not failed by a decision made before).
     AbandonLive { job: u64, worker: String, error: String, now_ms: u64 },
-    /// The leader evaluated a job's alert rules over its committed frames
-    /// `[from, upto)`: the rules' states at `upto` and what fired. Applies
-    /// only if the job's rules stand at `from` (a repeat, or a stale
-    /// leader's evaluation, changes nothing), so each alert is recorded once.
-    Alerts { job: u64, from: u64, upto: u64, states: Vec<RuleState>, fired: Vec<Fired> },
-    /// An event sink acknowledged a job's alerts up to sequence number
-    /// `upto` (`skipped` of them were skipped, the sink being too far
-    /// behind). Only moves forward: a repeat changes nothing.
-    Delivered { job: u64, sink: String, upto: u64, skipped: u64 },
+    /// The leader evaluated a job's analytics over its committed frames
+    /// `[from, upto)`: its tracks (`tracked`), then its alert rules, the
+    /// rules' states at `upto` and what fired. Applies only if the job's
+    /// analytics stand at `from` (a repeat, or a stale leader's evaluation,
+    /// changes nothing), so each alert and track event is recorded once.
+    Alerts { job: u64, from: u64, upto: u64, states: Vec<RuleState>, fired: Vec<Fired>, tracked: Tracked },
+    /// An event sink acknowledged a job's alerts (or track events) up to
+    /// sequence number `upto` (`skipped` of them were skipped, the sink
+    /// being too far behind). Only moves forward: a repeat changes nothing.
+    Delivered { job: u64, sink: String, stream: Stream, upto: u64, skipped: u64 },
+    /// Add a zone to a running job: in force from the first frame its
+    /// analytics have not reached when this applies.
+    AddZone { job: u64, zone: Zone },
 }
 
 /// What a prune deleted.

@@ -2,6 +2,8 @@
 use std::collections::BTreeMap;
 
 use panoptes_common::rules::{Fired, Rule, RuleState};
+use panoptes_common::tracking::JobTracker;
+use panoptes_common::zones::{JobZone, Zone};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -59,6 +61,13 @@ pub struct JobSpec {
     /// results in frame order (`leader/alerts.rs`).
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Zones given at submit (issue 18, part 2); more may be added while
+    /// the job runs ([`Job::zones`]).
+    #[serde(default)]
+    pub zones: Vec<Zone>,
+    /// The job runs a detector: the leader tracks its detections.
+    #[serde(default)]
+    pub tracks: bool,
 }
 
 /// Alerts kept per job; more are counted in [`Alerts::dropped`].
@@ -288,6 +297,28 @@ pub struct Job {
     pub trimmed_before: u64,
     #[serde(default)]
     pub alerts: Alerts,
+    /// Every zone of the job, with the frame it is in force from.
+    #[serde(default)]
+    pub zones: Vec<JobZone>,
+    /// The leader's trackers, as of `alerts.upto`.
+    #[serde(default)]
+    pub tracking: JobTracker,
+    /// Track events recorded (stored under their own keys, not here) and
+    /// their delivery to the event sinks.
+    #[serde(default)]
+    pub track_events: EventLog,
+    /// The size of the frames the models read, as last reported.
+    #[serde(default)]
+    pub frame_size: Option<(u32, u32)>,
+}
+
+/// A job's track events: how many are recorded (numbered from 1, each
+/// stored once under its key) and how far each sink has taken them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EventLog {
+    pub recorded: u64,
+    pub delivered: BTreeMap<String, u64>,
+    pub skipped: BTreeMap<String, u64>,
 }
 
 impl Shard {
@@ -307,7 +338,6 @@ impl Job {
     pub fn new(id: u64, spec: JobSpec, state: JobState, now_ms: u64, shards: Vec<Shard>, live: Option<LiveSpec>) -> Job {
         Job {
             id,
-            spec,
             state,
             error: None,
             submitted_at_ms: now_ms,
@@ -320,6 +350,11 @@ impl Job {
             live,
             trimmed_before: 0,
             alerts: Alerts::default(),
+            zones: spec.zones.iter().map(|z| JobZone { zone: z.clone(), from_frame: 0 }).collect(),
+            tracking: JobTracker::default(),
+            track_events: EventLog::default(),
+            frame_size: None,
+            spec,
         }
     }
 
@@ -352,6 +387,19 @@ impl Job {
             upto = s.end;
         }
         upto
+    }
+
+    /// The leader evaluates analytics for this job: it has alert rules, or
+    /// detections to track.
+    pub fn has_analytics(&self) -> bool {
+        !self.spec.rules.is_empty() || self.spec.tracks
+    }
+
+    /// Its analytics have caught up with every committed frame and, once
+    /// the job has ended, have ended its tracks: its results carry every
+    /// track id and every alert of what is committed is recorded.
+    pub fn analytics_up_to_date(&self) -> bool {
+        !self.has_analytics() || (self.alerts.upto >= self.committed_prefix() && (!self.state.is_finished() || !self.spec.tracks || self.tracking.closed))
     }
 
     pub fn shards_done(&self) -> u32 {

@@ -100,8 +100,40 @@ pub struct ResultRow {
     pub results_json: String,
 }
 
+/// Marks of a model's detections in a frame (their tracks and zones) sit
+/// right after the frame's results: `r/<job><frame><0x80 | model>`, so the
+/// ranges that read, trim and delete a job's results take them along.
+pub const MARKS_BIT: u8 = 0x80;
+
+pub fn marks_key(job: u64, frame: u64, model: u8) -> Vec<u8> {
+    result_key(job, frame, model | MARKS_BIT)
+}
+
+/// A key under `r/` that holds marks: (frame, model) and the marks.
+pub(super) fn decode_marks(key: &[u8], val: &[u8]) -> Option<(u64, u8, Vec<panoptes_common::tracking::Mark>)> {
+    if key.len() != 2 + 8 + 8 + 1 || key[18] & MARKS_BIT == 0 {
+        return None;
+    }
+    let frame = u64::from_be_bytes(key[10..18].try_into().ok()?);
+    Some((frame, key[18] & !MARKS_BIT, bincode::deserialize(val).ok()?))
+}
+
+/// `v/<job>` — the prefix of a job's recorded track events.
+pub fn track_events_prefix(job: u64) -> Vec<u8> {
+    let mut k = b"v/".to_vec();
+    k.extend_from_slice(&job.to_be_bytes());
+    k
+}
+
+/// `v/<job><seq>` — one recorded track event (`seq` from 1), written once.
+pub fn track_event_key(job: u64, seq: u64) -> Vec<u8> {
+    let mut k = track_events_prefix(job);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 pub(super) fn decode_result(key: &[u8], val: &[u8]) -> Option<ResultRow> {
-    if key.len() != 2 + 8 + 8 + 1 {
+    if key.len() != 2 + 8 + 8 + 1 || key[18] & MARKS_BIT != 0 {
         return None;
     }
     let frame = u64::from_be_bytes(key[10..18].try_into().ok()?);

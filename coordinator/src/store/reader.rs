@@ -53,15 +53,16 @@ impl StateReader {
             }
             None => Box::new(tree.scan_prefix(&prefix)),
         };
+        // A page ends at a frame's end, so that a frame's marks (after its
+        // rows) meet its rows.
         for item in iter {
             let Ok((k, v)) = item else { break };
-            if let Some(row) = decode_result(&k, &v) {
-                rows.push(row);
-            }
-            last = Some(k.to_vec());
-            if rows.len() >= limit {
+            let frame = k.get(10..18).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            if rows.len() >= limit && rows.last().map(|r: &ResultRow| r.frame) != frame {
                 break;
             }
+            add_row(&mut rows, &k, &v);
+            last = Some(k.to_vec());
         }
         (rows, last)
     }
@@ -71,8 +72,8 @@ impl StateReader {
     /// frame reached so far); `None` when nothing before it is older.
     pub fn retention_cut(&self, job: u64, from: u64, cutoff: f64, max_rows: usize) -> Option<u64> {
         let mut cut = from;
-        for (n, (k, v)) in self.tree().range(result_key(job, from, 0)..results_prefix(job.saturating_add(1))).flatten().enumerate() {
-            let row = decode_result(&k, &v)?;
+        let rows = self.tree().range(result_key(job, from, 0)..results_prefix(job.saturating_add(1))).flatten().filter_map(|(k, v)| decode_result(&k, &v));
+        for (n, row) in rows.enumerate() {
             if row.timestamp >= cutoff || n >= max_rows {
                 break;
             }
@@ -86,7 +87,16 @@ impl StateReader {
         if end <= start {
             return Vec::new();
         }
-        self.tree().range(result_key(job, start, 0)..result_key(job, end, 0)).flatten().filter_map(|(k, v)| decode_result(&k, &v)).collect()
+        let mut rows = Vec::new();
+        for (k, v) in self.tree().range(result_key(job, start, 0)..result_key(job, end, 0)).flatten() {
+            add_row(&mut rows, &k, &v);
+        }
+        rows
+    }
+
+    /// A job's recorded track event number `seq`.
+    pub fn track_event(&self, job: u64, seq: u64) -> Option<panoptes_common::tracking::TrackEvent> {
+        bincode::deserialize(&self.tree().get(track_event_key(job, seq)).ok()??).ok()
     }
 
     /// The reference of a frame's stored picture, if the job kept one.
@@ -143,5 +153,19 @@ impl StateReader {
     /// Resolves when something new is applied (or after the receiver closes).
     pub async fn changed(&mut self) {
         let _ = self.notify.changed().await;
+    }
+}
+
+/// Add what a key under `r/` holds: a result row, or the marks of a row
+/// read just before (the same frame), put into its results as `track_id`
+/// and `zones`.
+fn add_row(rows: &mut Vec<ResultRow>, k: &[u8], v: &[u8]) {
+    if let Some(row) = decode_result(k, v) {
+        rows.push(row);
+    } else if let Some((frame, model, marks)) = decode_marks(k, v) {
+        let row = rows.iter_mut().rev().take_while(|r| r.frame == frame).find(|r| r.model == model);
+        if let Some(r) = row {
+            r.results_json = panoptes_common::tracking::annotate_json(&r.results_json, &marks);
+        }
     }
 }

@@ -44,6 +44,22 @@ impl ResultSink for SledSink<'_> {
         self.ops += 1;
     }
 
+    fn put_marks(&mut self, job: u64, frame: u64, model: u8, marks: &[panoptes_common::tracking::Mark]) {
+        match bincode::serialize(marks) {
+            Ok(v) => self.batch.insert(marks_key(job, frame, model), v),
+            Err(e) => self.error = Some(sled::Error::Unsupported(e.to_string())),
+        }
+        self.ops += 1;
+    }
+
+    fn put_track_event(&mut self, job: u64, seq: u64, event: &panoptes_common::tracking::TrackEvent) {
+        match bincode::serialize(event) {
+            Ok(v) => self.batch.insert(track_event_key(job, seq), v),
+            Err(e) => self.error = Some(sled::Error::Unsupported(e.to_string())),
+        }
+        self.ops += 1;
+    }
+
     fn trim(&mut self, job: u64, from: u64, before: u64, results: bool, pictures: bool) -> Freed {
         let mut freed = Freed::default();
         if results {
@@ -57,8 +73,9 @@ impl ResultSink for SledSink<'_> {
 
     fn delete_job(&mut self, job: u64) -> Freed {
         let mut freed = Freed::default();
-        for (prefix, is_frame) in [(results_prefix(job), false), (frames_prefix(job), true)] {
-            // Every key of the job: the prefix, then a frame number (and a model).
+        for (prefix, is_frame) in [(results_prefix(job), false), (frames_prefix(job), true), (track_events_prefix(job), false)] {
+            // Every key of the job: the prefix, then a frame number (and a
+            // model), or a track event's number.
             let mut end = prefix.clone();
             end.extend_from_slice(&[0xff; 16]);
             self.remove_range(prefix, end, is_frame, &mut freed);
@@ -86,7 +103,7 @@ impl SledSink<'_> {
                 freed.frames += 1;
                 // The picture itself, kept outside the tree.
                 freed.bytes += bincode::deserialize::<PictureRef>(&v).map(|r| r.len as u64).unwrap_or(0);
-            } else {
+            } else if k.starts_with(b"r/") && k.get(18).is_some_and(|m| m & MARKS_BIT == 0) {
                 freed.results += 1;
             }
             if pending.remove(k.as_ref()) {

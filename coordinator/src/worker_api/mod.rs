@@ -85,6 +85,7 @@ impl WorkerApi for WorkerService {
         let mut r = req.into_inner();
         let job = parse_job(&r.job_id)?;
         let bytes = prost::Message::encoded_len(&r) as u64;
+        let frame_size = r.frames.iter().find(|f| f.width > 0 && f.height > 0).map(|f| (f.width, f.height));
         let (frames, pictures) = frames_and_pictures(std::mem::take(&mut r.frames), r.epoch);
         let report = ReportIn {
             worker: r.name,
@@ -98,6 +99,7 @@ impl WorkerApi for WorkerService {
             error: if r.error.is_empty() { None } else { Some(r.error) },
             times: r.times.map(stage_times).unwrap_or_default(),
             bytes,
+            frame_size,
         };
         Ok(Resp::new(match leader::report(&*self.node, report).await? {
             Reported::Accepted { stored, end_frame } => pb::ReportResponse { accepted: true, reason: String::new(), stored, end_frame },

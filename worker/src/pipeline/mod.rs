@@ -177,7 +177,7 @@ pub enum ModelMsg {
 pub enum ReporterMsg {
     /// A frame entered the pipeline; with `picture`, its stored JPEG follows
     /// in a [`ReporterMsg::Picture`] (encoded beside the analysis, not before it).
-    Decoded { frame: u64, timestamp: f64, decode_s: f64, resize_s: f64, picture: bool, arrived: std::time::Instant },
+    Decoded { frame: u64, timestamp: f64, size: (u32, u32), decode_s: f64, resize_s: f64, picture: bool, arrived: std::time::Instant },
     /// A frame's stored picture (JPEG and the size of the frame the models
     /// read); `None` when it could not be encoded (the frame goes without).
     Picture { frame: u64, picture: Option<Picture> },

@@ -28,6 +28,8 @@ pub struct ReporterArgs {
 
 struct Pending {
     timestamp: f64,
+    /// The size of the frame the models read.
+    size: (u32, u32),
     arrived: Instant,
     picture: Option<super::Picture>,
     /// The picture is still being encoded.
@@ -121,11 +123,11 @@ impl Actor for ReporterActor {
 fn on_message(msg: ReporterMsg, st: &mut ReporterState) -> Result<(), ActorProcessingErr> {
     let n_models = st.job.analyses.len();
     match msg {
-        ReporterMsg::Decoded { frame, timestamp, decode_s, resize_s, picture, arrived } => {
+        ReporterMsg::Decoded { frame, timestamp, size, decode_s, resize_s, picture, arrived } => {
             st.times.decode_s += decode_s;
             st.times.resize_s += resize_s;
             st.times.frames_decoded += 1;
-            st.pending.insert(frame, Pending { timestamp, arrived, picture: None, awaiting_picture: picture, outputs: vec![None; n_models] });
+            st.pending.insert(frame, Pending { timestamp, size, arrived, picture: None, awaiting_picture: picture, outputs: vec![None; n_models] });
         }
         ReporterMsg::Picture { frame, picture } => {
             if let Some(p) = st.pending.get_mut(&frame) {
@@ -185,7 +187,9 @@ fn complete(st: &mut ReporterState) {
                 pb::ModelOutput { model: m.clone(), results_json, error }
             })
             .collect();
-        let (jpeg, width, height) = p.picture.map(|x| (x.jpeg, x.width, x.height)).unwrap_or_default();
+        // The size goes with every frame (zones in fractions of the frame need it), the picture when kept.
+        let jpeg = p.picture.map(|x| x.jpeg).unwrap_or_default();
+        let (width, height) = p.size;
         st.ready.push(pb::FrameReport { frame, timestamp: p.timestamp, outputs, jpeg, width, height });
         st.arrivals.push(p.arrived);
     }

@@ -58,7 +58,7 @@ impl Actor for ResizerActor {
                     let with_picture = max_height > 0 && st.rate.keep(frame.timestamp);
                     // The reporter learns of the frame before any model result for it
                     // can reach it (those go through the supervisor after this).
-                    st.reporter.send_message(ReporterMsg::Decoded { frame: frame.index, timestamp: frame.timestamp, decode_s, resize_s, picture: with_picture, arrived })?;
+                    st.reporter.send_message(ReporterMsg::Decoded { frame: frame.index, timestamp: frame.timestamp, size: (rgb.width, rgb.height), decode_s, resize_s, picture: with_picture, arrived })?;
                     st.links.supervisor.send_message(ShardMsg::Frame { gen, frame: frame.index, rgb: rgb.clone() })?;
                     // The stored picture is encoded on the blocking pool while
                     // the models analyse the frame (encoded here first, it held

@@ -31,6 +31,11 @@ pub trait ResultSink {
     fn put(&mut self, job: u64, frame: u64, model: u8, timestamp: f64, results_json: &str);
     /// Keep a frame's picture (written with its results, once).
     fn put_frame(&mut self, _job: u64, _frame: u64, _image: &PictureRef) {}
+    /// Keep the tracks (and zones) of a frame's detections by one model,
+    /// beside its results.
+    fn put_marks(&mut self, _job: u64, _frame: u64, _model: u8, _marks: &[panoptes_common::tracking::Mark]) {}
+    /// Keep a recorded track event (`seq` from 1).
+    fn put_track_event(&mut self, _job: u64, _seq: u64, _event: &panoptes_common::tracking::TrackEvent) {}
     /// Delete a job's results and pictures; what was freed.
     fn delete_job(&mut self, _job: u64) -> Freed {
         Freed::default()
@@ -98,8 +103,9 @@ impl State {
             Request::CreateLive { spec, live, now_ms } => self.create_live(spec, live, *now_ms, ch),
             Request::MoveLive { job, worker, url } => self.move_live(*job, worker, url, ch),
             Request::AbandonLive { job, worker, error, now_ms } => self.abandon_live(*job, worker, error, *now_ms, ch),
-            Request::Alerts { job, from, upto, states, fired } => self.alerts(*job, *from, *upto, states, fired, ch),
-            Request::Delivered { job, sink, upto, skipped } => self.delivered(*job, sink, *upto, *skipped, ch),
+            Request::Alerts { job, from, upto, states, fired, tracked } => self.alerts(*job, *from, *upto, states, fired, tracked, sink, ch),
+            Request::Delivered { job, sink: name, stream, upto, skipped } => self.delivered(*job, name, *stream, *upto, *skipped, ch),
+            Request::AddZone { job, zone } => self.add_zone(*job, zone, ch),
         };
         applied.unwrap_or_else(Response::Rejected)
     }

@@ -78,6 +78,9 @@ impl State {
             stored += 1;
         }
         j.frames_done += stored as u64;
+        if stored > 0 && r.frame_size.is_some() {
+            j.frame_size = r.frame_size;
+        }
         let reported_to = r.next_frame.min(s.end);
         if live {
             // Frames a live stream dropped are never reported: its cursor

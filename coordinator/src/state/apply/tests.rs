@@ -55,6 +55,8 @@ pub(crate) fn spec(rid: Option<&str>) -> JobSpec {
         keep_what: Default::default(),
         owner: String::new(),
         rules: Vec::new(),
+        zones: Vec::new(),
+        tracks: false,
     }
 }
 
@@ -87,6 +89,7 @@ pub(crate) fn report(worker: &str, shard: u32, epoch: u64, frames: &[u64], next:
         times: StageTimes::default(),
         bytes: 10,
         now_ms: 99,
+        frame_size: None,
     })
 }
 
@@ -711,7 +714,7 @@ fn alert_evaluations_apply_once_in_order() {
 
     let fired = |frame| Fired { rule: "someone".into(), frame, time_ms: frame * 40, since_ms: frame * 40, detail: String::new() };
     let states = vec![RuleState { run_since: Some(0), fired: true, quiet_until: 0 }];
-    let eval = Request::Alerts { job: 1, from: 0, upto: 10, states: states.clone(), fired: vec![fired(0)] };
+    let eval = Request::Alerts { job: 1, from: 0, upto: 10, states: states.clone(), fired: vec![fired(0)], tracked: Default::default() };
     assert_eq!(w.apply(eval.clone()), Response::Ok);
     match w.apply(eval) {
         Response::Rejected(r) => assert_eq!(r.kind, RejectionKind::Stale, "{r:?}"),
@@ -720,10 +723,10 @@ fn alert_evaluations_apply_once_in_order() {
     assert_eq!(w.job().alerts.fired, vec![fired(0)], "recorded once");
     assert_eq!(w.job().alerts.upto, 10);
     // The wrong number of rule states can never apply.
-    match w.apply(Request::Alerts { job: 1, from: 10, upto: 14, states: Vec::new(), fired: Vec::new() }) {
+    match w.apply(Request::Alerts { job: 1, from: 10, upto: 14, states: Vec::new(), fired: Vec::new(), tracked: Default::default() }) {
         Response::Rejected(r) => assert_eq!(r.kind, RejectionKind::Invalid, "{r:?}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(w.apply(Request::Alerts { job: 1, from: 10, upto: 14, states, fired: vec![fired(12)] }), Response::Ok);
+    assert_eq!(w.apply(Request::Alerts { job: 1, from: 10, upto: 14, states, fired: vec![fired(12)], tracked: Default::default() }), Response::Ok);
     assert_eq!(w.job().alerts.fired.len(), 2);
 }

@@ -143,6 +143,7 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl std::future::Future<O
     println!("coordinator {} listening on {addr}", id);
 
     let leader_loop = tokio::spawn(crate::leader::run(node.clone()));
+    let analytics_loop = tokio::spawn(crate::leader::analytics(node.clone()));
     let repair = tokio::spawn(pictures.clone().repair_loop(node.reader.clone()));
     let retention = tokio::spawn(crate::retention::retention_loop(node.clone()));
     let deliveries: Vec<_> = sinks
@@ -182,6 +183,7 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl std::future::Future<O
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     leader_loop.abort();
+    analytics_loop.abort();
     for d in deliveries {
         d.abort();
     }

@@ -2,7 +2,8 @@
 //! written once each, not in the job's record, which is rewritten at every
 //! change of the job and would otherwise grow with them: they survive a
 //! restart from the sled file and a snapshot's install, and a pruned job
-//! takes them with it.
+//! takes them with it. So do its track events (`v/<job><seq>`) and the
+//! marks of its detections (`r/<job><frame><0x80|model>`).
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload};
 use panoptes_common::rules::{Fired, Rule, RuleState};
@@ -10,7 +11,8 @@ use panoptes_coordinator::pictures::store::PictureStore;
 use panoptes_coordinator::pictures::PictureHome;
 use panoptes_coordinator::raft::log_store::open_db;
 use panoptes_coordinator::raft::types::{Entry, LogId};
-use panoptes_coordinator::state::command::Request;
+use panoptes_common::tracking::{Mark, TrackChange, TrackEvent};
+use panoptes_coordinator::state::command::{Request, Tracked};
 use panoptes_coordinator::state::model::{Alerts, Job, JobSpec};
 use panoptes_coordinator::store::StateMachineStore;
 
@@ -62,7 +64,14 @@ async fn alerts_are_kept_under_their_own_keys_through_restart_snapshot_and_prune
     ])
     .await
     .unwrap();
-    sm.apply(vec![entry(3, Request::Alerts { job: 1, from: 10, upto: 20, states: st.clone(), fired: vec![fired(15)], tracked: Default::default() })]).await.unwrap();
+    // With tracking: a detection's mark beside its frame's results, and two track events.
+    let ev = |change, frame| TrackEvent { change, model: "objects".into(), track: 1, label: "person".into(), zone: None, frame, time: frame as f64 / 25.0 };
+    let tracked = Tracked {
+        tracker: Default::default(),
+        marks: vec![(12, 0, vec![Mark { track: 1, zones: vec!["door".into()] }])],
+        events: vec![ev(TrackChange::Start, 12), ev(TrackChange::End, 19)],
+    };
+    sm.apply(vec![entry(3, Request::Alerts { job: 1, from: 10, upto: 20, states: st.clone(), fired: vec![fired(15)], tracked })]).await.unwrap();
     let want = alerts(&sm);
     assert_eq!(want.fired, vec![fired(1), fired(7), fired(15)]);
     assert_eq!(want.upto, 20);
@@ -73,6 +82,8 @@ async fn alerts_are_kept_under_their_own_keys_through_restart_snapshot_and_prune
     let job: Job = bincode::deserialize(&record).unwrap();
     assert!(job.alerts.fired.is_empty() && job.alerts.upto == 20, "{:?}", job.alerts);
     assert_eq!(tree.scan_prefix(b"a/").count(), 3);
+    assert_eq!((tree.scan_prefix(b"v/").count(), tree.scan_prefix(b"r/").count()), (2, 1), "track events and marks under their keys");
+    assert_eq!(sm.reader().read(|a| a.state.jobs[&1].track_events.recorded), 2);
 
     // A restart reads them back.
     drop((sm, tree, db));
@@ -85,9 +96,11 @@ async fn alerts_are_kept_under_their_own_keys_through_restart_snapshot_and_prune
     let (_db2, mut sm2) = open(other.path());
     sm2.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
     assert_eq!(alerts(&sm2), want, "after a snapshot install");
+    assert_eq!(sm2.reader().track_event(1, 2).map(|e| (e.change, e.frame)), Some((TrackChange::End, 19)), "a track event after a snapshot install");
 
     // A pruned job takes them with it.
     sm.apply(vec![entry(4, Request::Cancel { job: 1, now_ms: 2 }), entry(5, Request::Prune { finished_before_ms: u64::MAX })]).await.unwrap();
     let tree = db.open_tree("sm").unwrap();
     assert_eq!(tree.scan_prefix(b"a/").count(), 0, "a pruned job's alerts were left behind");
+    assert_eq!((tree.scan_prefix(b"v/").count(), tree.scan_prefix(b"r/").count()), (0, 0), "a pruned job's track events or marks were left behind");
 }

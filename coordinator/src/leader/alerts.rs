@@ -12,6 +12,7 @@
 //! as stale. Once a job has ended and been evaluated to its end, one last
 //! evaluation ends its open tracks.
 use std::sync::Arc;
+use std::time::Duration;
 
 use panoptes_common::analytics;
 use panoptes_common::rules::{Rule, RuleState};
@@ -22,9 +23,30 @@ use tracing::{info, warn};
 use super::Member;
 use crate::state::command::{Request, Response, Tracked};
 
-/// At most this many frames are evaluated per job per round (200 ms), so
-/// that one command stays small; a job behind catches up over rounds.
+/// At most this many frames are evaluated per job per round, so that one
+/// command stays small; a job behind catches up over rounds.
 const FRAMES_PER_ROUND: u64 = 2_000;
+/// A round runs when the state changed (frames committed), at most this
+/// often, so that frames arriving together are evaluated together...
+const MIN_ROUND: Duration = Duration::from_millis(20);
+/// ...and at least this often.
+const MAX_ROUND: Duration = Duration::from_millis(200);
+
+/// Evaluate analytics while this member leads (until aborted): a round as
+/// soon as the state changes, so a live stream's track ids and alerts
+/// follow its frames closely (`results --follow` waits for a tracked job's
+/// ids).
+pub async fn analytics<M: Member>(node: Arc<M>) {
+    let mut reader = node.reader().clone();
+    loop {
+        let started = tokio::time::Instant::now();
+        if node.is_leader() {
+            evaluate_rules(&node).await;
+        }
+        tokio::time::sleep_until(started + MIN_ROUND).await;
+        let _ = tokio::time::timeout(MAX_ROUND, reader.changed()).await;
+    }
+}
 
 /// What one job's evaluation starts from.
 struct Due {
@@ -42,7 +64,7 @@ struct Due {
 }
 
 /// One round: every job whose committed prefix moved past its analytics.
-pub(super) async fn evaluate_rules<M: Member>(node: &Arc<M>) {
+async fn evaluate_rules<M: Member>(node: &Arc<M>) {
     let due: Vec<Due> = node.reader().read(|a| {
         a.state
             .jobs

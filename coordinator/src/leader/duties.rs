@@ -37,7 +37,6 @@ pub async fn run<M: Member>(node: Arc<M>) {
         }
         was_leader = true;
         duties(&node).await;
-        super::alerts::evaluate_rules(&node).await;
     }
 }
 

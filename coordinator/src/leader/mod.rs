@@ -14,9 +14,10 @@
 //! - `duties.rs`: every 200 ms while this member leads ([`run`]): probe
 //!   queued jobs and commit their plans, expire the leases whose clocks ran
 //!   out, and fail the live pushes nobody resumed within
-//!   `live.connect_timeout_s`, and evaluate alert rules (`alerts.rs`).
-//! - `alerts.rs`: alert rules over each job's newly committed frames, the
-//!   evaluation and what fired committed together.
+//!   `live.connect_timeout_s`.
+//! - `alerts.rs`: each job's analytics ([`analytics`], as soon as frames
+//!   commit): its detections tracked and its alert rules evaluated over its
+//!   newly committed frames, all they decided committed together.
 //! - `events.rs`: each recorded alert delivered to the `[events]` sinks,
 //!   one task per sink, the acknowledgements committed.
 //!
@@ -41,6 +42,7 @@ mod duties;
 mod events;
 mod live;
 mod workers;
+pub use alerts::analytics;
 pub use duties::run;
 pub use events::deliver;
 pub use live::{create_live, resume_live, NewLive};

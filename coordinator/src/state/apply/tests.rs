@@ -730,3 +730,39 @@ fn alert_evaluations_apply_once_in_order() {
     assert_eq!(w.apply(Request::Alerts { job: 1, from: 10, upto: 14, states, fired: vec![fired(12)], tracked: Default::default() }), Response::Ok);
     assert_eq!(w.job().alerts.fired.len(), 2);
 }
+
+/// A zone added to a running job is in force from where its analytics
+/// stand; names stay unique; a finished job takes none. A job's tracks end
+/// once: a repeated closing evaluation is refused.
+#[test]
+fn zones_are_added_where_analytics_stand_and_tracks_close_once() {
+    use panoptes_common::tracking::{JobTracker, TrackChange, TrackEvent};
+    use panoptes_common::zones::Zone;
+    use crate::state::command::Tracked;
+    let mut w = World { st: State::default(), sink: MemSink::default() };
+    let mut s = spec(None);
+    s.tracks = true;
+    s.zones = vec![Zone::parse("door=0,0,1,0,1,1").unwrap()];
+    w.apply(Request::Submit { spec: s, now_ms: 1 });
+    w.apply(Request::Plan { job: 1, plan: plan(20), shards: vec![(0, 20)], now_ms: 2 });
+    assert_eq!(w.job().zones[0].from_frame, 0);
+    assert_eq!(w.apply(Request::Alerts { job: 1, from: 0, upto: 7, states: Vec::new(), fired: Vec::new(), tracked: Tracked::default() }), Response::Ok);
+    assert_eq!(w.apply(Request::AddZone { job: 1, zone: Zone::parse("gate=0,0,0.5,0,0.5,1").unwrap() }), Response::Ok);
+    assert_eq!((w.job().zones[1].zone.name.as_str(), w.job().zones[1].from_frame), ("gate", 7));
+    match w.apply(Request::AddZone { job: 1, zone: Zone::parse("gate=0,0,1,0,1,1").unwrap() }) {
+        Response::Rejected(r) => assert!(r.message.contains("two zones"), "{r:?}"),
+        other => panic!("a second zone named gate: {other:?}"),
+    }
+    // The job ends; the closing evaluation ends its tracks, once.
+    w.apply(Request::Cancel { job: 1, now_ms: 3 });
+    let end = TrackEvent { change: TrackChange::End, model: "objects".into(), track: 1, label: "person".into(), zone: None, frame: 6, time: 0.2 };
+    let close = Request::Alerts { job: 1, from: 7, upto: 7, states: Vec::new(), fired: Vec::new(), tracked: Tracked { tracker: JobTracker { closed: true, ..Default::default() }, marks: Vec::new(), events: vec![end] } };
+    assert_eq!(w.apply(close.clone()), Response::Ok);
+    assert_eq!(w.job().track_events.recorded, 1);
+    assert!(matches!(w.apply(close), Response::Rejected(_)), "tracks closed twice");
+    assert_eq!(w.job().track_events.recorded, 1);
+    match w.apply(Request::AddZone { job: 1, zone: Zone::parse("late=0,0,1,0,1,1").unwrap() }) {
+        Response::Rejected(r) => assert!(r.message.contains("cancelled"), "{r:?}"),
+        other => panic!("a zone added to a cancelled job: {other:?}"),
+    }
+}

@@ -283,6 +283,54 @@ pub fn annotate(img: &mut Image, analysed: (u32, u32), results: &[(String, Value
     }
 }
 
+/// The colour zones are drawn in (a yellow seen on most scenes).
+pub const ZONE_COLOR: [u8; 3] = [255, 214, 0];
+
+/// Draw a job's zones on `img`: each polygon's outline ([`ZONE_COLOR`], 2
+/// pixels) and its name at its first corner. Corners are in the pixels of
+/// the analysed frame (`analysed`), as boxes are.
+pub fn draw_zones(img: &mut Image, analysed: (u32, u32), zones: &[(String, Vec<[f64; 2]>)]) {
+    let sx = img.width as f64 / analysed.0.max(1) as f64;
+    let sy = img.height as f64 / analysed.1.max(1) as f64;
+    let px = label_px(img.width, img.height);
+    let at = |p: [f64; 2]| ((p[0] * sx).clamp(-1e6, 1e6).round() as i64, (p[1] * sy).clamp(-1e6, 1e6).round() as i64);
+    for (name, points) in zones {
+        for (i, p) in points.iter().enumerate() {
+            let q = points[(i + 1) % points.len()];
+            line(img, at(*p), at(q), ZONE_COLOR);
+        }
+        if let Some(first) = points.first() {
+            let (x, y) = at(*first);
+            let (x, y) = (x.clamp(0, img.width as i64 - 1), y.clamp(0, img.height as i64 - 1));
+            tag(img, PxBox { x0: x, y0: y, x1: x + 1, y1: y + 1 }, name, px, ZONE_COLOR);
+        }
+    }
+}
+
+/// A 2-pixel line from `a` to `b` (Bresenham), clipped to the picture.
+fn line(img: &mut Image, a: (i64, i64), b: (i64, i64), c: [u8; 3]) {
+    let (mut x, mut y) = a;
+    let (dx, dy) = ((b.0 - a.0).abs(), -(b.1 - a.1).abs());
+    let (sx, sy) = (if a.0 < b.0 { 1 } else { -1 }, if a.1 < b.1 { 1 } else { -1 });
+    let mut err = dx + dy;
+    // At most the picture's span of steps: a corner far outside is not walked to.
+    for _ in 0..=(dx.max(-dy)).min(4 * (img.width + img.height) as i64) {
+        img.fill(x, y, x + 2, y + 2, c);
+        if (x, y) == b {
+            break;
+        }
+        let e2 = 2 * err;
+        if e2 >= dy {
+            err += dy;
+            x += sx;
+        }
+        if e2 <= dx {
+            err += dx;
+            y += sy;
+        }
+    }
+}
+
 /// The palette along the bottom edge: one swatch per colour, as wide as its
 /// fraction of the picture, with its hex code (`px` high; the band is at
 /// least as high as the text).
@@ -407,6 +455,18 @@ mod tests {
     /// The number of pixels of `img` that differ from `bg`.
     fn changed(img: &Image, bg: [u8; 3]) -> usize {
         img.rgb.chunks(3).filter(|p| *p != bg).count()
+    }
+
+    #[test]
+    fn zones_are_outlined_in_their_colour_at_the_pictures_scale() {
+        let mut img = Image::new(200, 100, vec![0; 200 * 100 * 3]).unwrap();
+        // A square in analysed pixels of a 400x200 frame: drawn at half size.
+        draw_zones(&mut img, (400, 200), &[("door".into(), vec![[200.0, 40.0], [360.0, 40.0], [360.0, 180.0], [200.0, 180.0]])]);
+        assert_eq!(img.pixel(140, 90), ZONE_COLOR, "the bottom edge's middle");
+        assert_eq!(img.pixel(180, 60), ZONE_COLOR, "the right edge's middle");
+        assert_eq!(img.pixel(140, 60), [0, 0, 0], "inside is left alone");
+        // Corners far outside the picture draw what falls inside, quickly.
+        draw_zones(&mut img, (400, 200), &[("far".into(), vec![[-1e9, -1e9], [1e9, 0.0], [0.0, 1e9]])]);
     }
 
     #[test]

@@ -30,6 +30,9 @@ function openDashboard(job) {
 }
 
 const enc = encodeURIComponent;
+// The chart and the tracks read the newest this many frames of a job, so a
+// stream of days costs a refresh no more than a short clip does.
+const RECENT_FRAMES = 3000;
 
 async function refreshDashboard() {
   const job = dashJob;
@@ -42,8 +45,11 @@ async function refreshDashboard() {
     $("#dash-title").textContent = `${s.name} (${s.job_id})`;
     const st = $("#dash-status");
     st.dataset.state = s.state;
-    st.textContent = `${s.state} · ${s.frames_done} frame(s) analysed · ${s.alerts} alert(s)` +
-      (s.rules.length ? ` · rules: ${s.rules.join("; ")}` : " · no alert rules (submit --rule)");
+    st.textContent = `${s.state} · ${s.frames_done} frame(s) analysed · ${s.tracks} track(s) · ${s.alerts} alert(s)` +
+      (s.rules.length ? ` · rules: ${s.rules.join("; ")}` : " · no alert rules (submit --rule)") +
+      (s.zones.length ? ` · zones: ${s.zones.map((z) => z.zone.split("=")[0] + (z.from_frame ? ` (from frame ${z.from_frame})` : "")).join(", ")}` : "");
+    const newest = Math.max(0, (s.frames_done - 1) * s.frame_step);
+    const from = Math.max(0, newest - RECENT_FRAMES * s.frame_step);
     if (s.pictures && s.frames_done > 0) {
       const img = $("#dash-frame");
       img.onframe = (n) => { $("#dash-frame-caption").textContent = `frame ${n}, the newest with a stored picture`; img.dataset.frame = String(n); };
@@ -53,11 +59,11 @@ async function refreshDashboard() {
     }
     const [alerts, stats] = await Promise.all([
       api("GET", `/api/jobs/${enc(job)}/alerts`),
-      api("GET", `/api/jobs/${enc(job)}/stats?window=${enc($("#dash-window").value)}`),
+      api("GET", `/api/jobs/${enc(job)}/stats?window=${enc($("#dash-window").value)}&from_frame=${from}`),
     ]);
     drawAlerts(alerts);
-    drawChart(stats.windows);
-    if (s.models.includes("objects")) drawTracks(job, (await api("GET", `/api/jobs/${enc(job)}/tracks`)).tracks);
+    drawChart(stats.windows, from);
+    if (s.models.includes("objects")) drawTracks(job, (await api("GET", `/api/jobs/${enc(job)}/tracks?from_frame=${from}`)).tracks);
     // Finished, its alerts final: nothing more comes.
     if (["completed", "failed", "cancelled"].includes(s.state) && s.alerts_up_to_date) stopDashboard();
   } catch (e) {
@@ -77,7 +83,7 @@ function drawAlerts(r) {
 }
 
 /** Bars, one per window: the detections of every label (or faces, or analysed frames). */
-function drawChart(windows) {
+function drawChart(windows, from) {
   const svg = $("#dash-chart");
   const NS = "http://www.w3.org/2000/svg";
   const W = 520, H = 160, pad = 18;
@@ -109,21 +115,22 @@ function drawChart(windows) {
   axis.textContent = shown.length ? `${shown[0].start} s … ${shown[shown.length - 1].end} s` : "no analysed frames yet";
   kids.push(axis);
   svg.replaceChildren(...kids);
-  $("#dash-chart-legend").textContent = `detections per ${$("#dash-window").value} of stream time (most ${max})`;
+  $("#dash-chart-legend").textContent = `detections per ${$("#dash-window").value} of stream time (most ${max})` + (from ? `, from frame ${from}` : "");
 }
 
 function drawTracks(job, tracks) {
   const ul = $("#dash-tracks");
   const have = new Map([...ul.children].map((li) => [li.dataset.track, li]));
   const items = tracks.map((t) => {
-    const key = `${t.track_id}:${t.last_frame}`;
+    const key = `${t.track_id}:${t.last_frame}:${t.zones.join(",")}`;
     const old = have.get(String(t.track_id));
     if (old && old.dataset.key === key) return old; // unchanged: keep its picture
     const mid = t.path[Math.floor(t.path.length / 2)][0];
     const img = el("img", { alt: `track ${t.track_id}` });
     setImage(img, frameUrl(job, mid, true));
     const li = el("li", {}, img, el("div", {}, el("b", {}, `#${t.track_id} ${t.label}`),
-      ` ${t.first_time.toFixed(1)}–${t.last_time.toFixed(1)} s, ${t.frames} frame(s), best ${t.best_score.toFixed(2)}`));
+      ` ${t.first_time.toFixed(1)}–${t.last_time.toFixed(1)} s, ${t.frames} frame(s), best ${t.best_score.toFixed(2)}` +
+      (t.zones.length ? `, entered ${t.zones.join(", ")}` : "")));
     li.dataset.track = String(t.track_id);
     li.dataset.key = key;
     return li;

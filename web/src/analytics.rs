@@ -26,6 +26,11 @@ fn query<'a>(raw: &'a Option<String>, known: &[&str]) -> Result<Vec<(&'a str, &'
     Ok(out)
 }
 
+/// `from_frame=N`: only frames from N on (the recent part of a long stream).
+fn from_frame(v: Option<&str>) -> Result<u64, ApiError> {
+    v.map(|v| v.parse::<u64>().map_err(|_| ApiError::bad_request(format!("from_frame={v}: give a frame number (0 or more)")))).transpose().map(|f| f.unwrap_or(0))
+}
+
 fn alerts_json(r: &pb::AlertsResponse) -> Value {
     json!({ "alerts": r.alerts.iter().map(alert_json).collect::<Vec<_>>(), "dropped": r.dropped })
 }
@@ -45,13 +50,14 @@ pub(crate) async fn all_alerts(State(web): State<Web>, caller: Caller) -> ApiRes
 /// `GET /api/jobs/{id}/stats?window=5s&slide=1s&model=M`: `{windows:[...]}`,
 /// each as `panoptes stats --json` prints it (window 5s by default).
 pub(crate) async fn stats(State(web): State<Web>, caller: Caller, Path(id): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
-    let q = query(&raw, &["window", "slide", "model"])?;
+    let q = query(&raw, &["window", "slide", "model", "from_frame"])?;
     let get = |k: &str| q.iter().find(|(x, _)| *x == k).map(|(_, v)| *v);
     let ms = |k: &str, v: &str| panoptes_common::parse_interval_ms(v).map_err(|e| ApiError::bad_request(format!("{k}={v}: {e}")));
     let size = ms("window", get("window").unwrap_or("5s"))?;
     let slide = get("slide").map(|s| ms("slide", s)).transpose()?;
     let spec = WindowSpec::new(size, slide).map_err(ApiError::bad_request)?;
-    let req = pb::ResultsRequest { job_id: id, model: get("model").unwrap_or("").to_string(), ..Default::default() };
+    let from_frame = from_frame(get("from_frame"))?;
+    let req = pb::ResultsRequest { job_id: id, model: get("model").unwrap_or("").to_string(), from_frame, ..Default::default() };
     let mut stream = rpc!(web, caller, stream_results, req)?;
     let mut w = Windower::new(spec);
     while let Some(r) = stream.message().await.map_err(ApiError::from)? {
@@ -64,9 +70,10 @@ pub(crate) async fn stats(State(web): State<Web>, caller: Caller, Path(id): Path
 /// `GET /api/jobs/{id}/tracks?model=objects`: `{tracks:[...]}`, each as
 /// `panoptes tracks --json` prints it (gathered from the results' `track_id`s).
 pub(crate) async fn tracks(State(web): State<Web>, caller: Caller, Path(id): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
-    let q = query(&raw, &["model"])?;
-    let model = q.iter().find(|(k, _)| *k == "model").map(|(_, v)| *v).unwrap_or("objects").to_string();
-    let req = pb::ResultsRequest { job_id: id, model, ..Default::default() };
+    let q = query(&raw, &["model", "from_frame"])?;
+    let get = |k: &str| q.iter().find(|(x, _)| *x == k).map(|(_, v)| *v);
+    let model = get("model").unwrap_or("objects").to_string();
+    let req = pb::ResultsRequest { job_id: id, model, from_frame: from_frame(get("from_frame"))?, ..Default::default() };
     let mut stream = rpc!(web, caller, stream_results, req)?;
     let mut t = TrackBook::default();
     while let Some(r) = stream.message().await.map_err(ApiError::from)? {

@@ -124,7 +124,7 @@ impl Panoptes for ApiService {
             "" => None,
             t => Some(decode_page_token(t).ok_or_else(|| Status::invalid_argument(format!("page_token '{t}' is not one this API gave: start again with an empty one")))?),
         };
-        let (rows, last) = self.node.reader.results(job.id, frame, after.as_deref(), limit);
+        let (rows, last) = self.node.reader.results_from(job.id, frame, r.from_frame, after.as_deref(), limit);
         // A full page may have more behind it; the token is the last key read.
         let next_page_token = if rows.len() >= limit { last.map(|k| encode_page_token(&k)).unwrap_or_default() } else { String::new() };
         Ok(Resp::new(pb::ResultsResponse { results: Self::rows_pb(&job, rows, &r.model), next_page_token }))
@@ -139,7 +139,7 @@ impl Panoptes for ApiService {
         let mut reader = self.node.reader.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         if r.follow && !r.has_frame {
-            tokio::spawn(Self::follow(reader, job, r.model.clone(), tx));
+            tokio::spawn(Self::follow(reader, job, r.model.clone(), r.from_frame, tx));
             return Ok(Resp::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as ResultStream));
         }
         tokio::spawn(async move {
@@ -157,7 +157,7 @@ impl Panoptes for ApiService {
             let frame = if r.has_frame { Some(r.frame) } else { None };
             let mut after: Option<Vec<u8>> = None;
             loop {
-                let (rows, last) = reader.results(job.id, frame, after.as_deref(), 512);
+                let (rows, last) = reader.results_from(job.id, frame, r.from_frame, after.as_deref(), 512);
                 let got = !rows.is_empty();
                 if let Some(l) = last {
                     after = Some(l);
@@ -174,7 +174,7 @@ impl Panoptes for ApiService {
                 if !r.follow || finished {
                     // One more pass after the job finished, so nothing committed just before is missed.
                     loop {
-                        let (rows, last) = reader.results(job.id, frame, after.as_deref(), 512);
+                        let (rows, last) = reader.results_from(job.id, frame, r.from_frame, after.as_deref(), 512);
                         if rows.is_empty() {
                             return;
                         }
@@ -244,9 +244,21 @@ impl Panoptes for ApiService {
             .into_iter()
             .map(|f| (f.model, serde_json::from_str(&f.results_json).unwrap_or(serde_json::Value::Null)))
             .collect();
+        // The job's zones in force at this frame, in the analysed frame's pixels.
+        let (aw, ah) = (image.width as f64, image.height as f64);
+        let zones: Vec<(String, Vec<[f64; 2]>)> = job
+            .zones
+            .iter()
+            .filter(|z| z.from_frame <= frame)
+            .map(|z| {
+                let (sx, sy) = if z.zone.fractions { (aw, ah) } else { (1.0, 1.0) };
+                (z.zone.name.clone(), z.zone.points.iter().map(|p| [p[0] * sx, p[1] * sy]).collect())
+            })
+            .collect();
         // Decoding and drawing take a few ms: keep them off the async threads.
         let (png, w, h) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u32, u32), panoptes_render::RenderError> {
             let mut img = panoptes_render::decode_jpeg(&image.jpeg)?;
+            panoptes_render::draw_zones(&mut img, (image.width, image.height), &zones);
             panoptes_render::annotate(&mut img, (image.width, image.height), &results);
             Ok((panoptes_render::encode_png(&img)?, img.width, img.height))
         })

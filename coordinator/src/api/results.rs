@@ -21,7 +21,7 @@ impl ApiService {
     /// the cursor in one apply, so every frame below a cursor is readable).
     /// A job whose detections are tracked is followed up to where its
     /// analytics stand, so that every row sent carries its track ids.
-    pub(super) async fn follow(mut reader: StateReader, job: Job, model: String, tx: tokio::sync::mpsc::Sender<Result<pb::FrameResult, Status>>) {
+    pub(super) async fn follow(mut reader: StateReader, job: Job, model: String, from_frame: u64, tx: tokio::sync::mpsc::Sender<Result<pb::FrameResult, Status>>) {
         let _open = open_stream();
         // Per shard index: frames below this were sent.
         let mut sent: HashMap<u32, u64> = HashMap::new();
@@ -35,7 +35,7 @@ impl ApiService {
                 return; // pruned
             };
             for (index, start, end, cursor) in shards {
-                let from = *sent.get(&index).unwrap_or(&start);
+                let from = *sent.get(&index).unwrap_or(&start.max(from_frame));
                 // Once the job ended (and was tracked to its end), whatever is stored is final.
                 let upto = if finished { end } else { cursor.min(end).min(tracked_to) };
                 if upto <= from {

@@ -31,6 +31,11 @@ impl StateReader {
     /// starting after `after` (a key from a previous call), at most `limit`
     /// rows; also the key to continue after. Reads only what it returns.
     pub fn results(&self, job: u64, frame: Option<u64>, after: Option<&[u8]>, limit: usize) -> (Vec<ResultRow>, Option<Vec<u8>>) {
+        self.results_from(job, frame, 0, after, limit)
+    }
+
+    /// [`Self::results`] of frames from `from_frame` on.
+    pub fn results_from(&self, job: u64, frame: Option<u64>, from_frame: u64, after: Option<&[u8]>, limit: usize) -> (Vec<ResultRow>, Option<Vec<u8>>) {
         let prefix = match frame {
             Some(f) => {
                 let mut p = results_prefix(job);
@@ -51,6 +56,10 @@ impl StateReader {
                     move |r| r.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true)
                 }))
             }
+            None if frame.is_none() && from_frame > 0 => Box::new(tree.range(result_key(job, from_frame, 0)..).take_while({
+                let prefix = prefix.clone();
+                move |r| r.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true)
+            })),
             None => Box::new(tree.scan_prefix(&prefix)),
         };
         // A page ends at a frame's end, so that a frame's marks (after its

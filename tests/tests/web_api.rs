@@ -281,6 +281,17 @@ fn w01_every_route_against_a_real_cluster() {
     request(web, "GET", "/api/jobs/job-999999/alerts", None).assert_error(404, "job-999999");
     submit(json!({"source": src, "models": ["colors"], "rules": ["crowd: count(person) >= 3"]})).assert_error(400, "runs no detector");
     submit(json!({"source": src, "models": ["colors"], "rules": "crowd"})).assert_error(400, "'rules' must be a list");
+    // Zones: checked at submit; a finished job (or one without a detector) takes none.
+    submit(json!({"source": src, "models": ["objects"], "zones": ["door=0,0,1,1"]})).assert_error(400, "at least 3");
+    submit(json!({"source": src, "models": ["objects"], "zones": "door"})).assert_error(400, "'zones' must be a list");
+    let zone = |body: &str| request(web, "POST", &format!("/api/jobs/{job}/zones"), Some(body));
+    zone("{}").assert_error(400, "give the zone");
+    zone(r#"{"zone": "door=0,0,2"}"#).assert_error(400, "pairs");
+    zone(r#"{"zone": "door=0,0,1,0,1,1"}"#).assert_error(409, "no detector");
+    request(web, "POST", "/api/jobs/job-999999/zones", Some(r#"{"zone": "door=0,0,1,0,1,1"}"#)).assert_error(404, "job-999999");
+    let st = request(web, "GET", &format!("/api/jobs/{job}/stats?window=1s&from_frame=26"), None);
+    assert_eq!(st.json()["windows"].as_array().map(|w| w.iter().map(|w| w["frames"].as_u64().unwrap()).sum::<u64>()), Some(12), "{}", st.text());
+    request(web, "GET", &format!("/api/jobs/{job}/stats?from_frame=soon"), None).assert_error(400, "from_frame=soon");
 
     // Finished videos, newest first: ours.
     let v = request(web, "GET", "/api/videos", None);

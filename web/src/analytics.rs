@@ -26,6 +26,17 @@ fn query<'a>(raw: &'a Option<String>, known: &[&str]) -> Result<Vec<(&'a str, &'
     Ok(out)
 }
 
+/// `POST /api/jobs/{id}/zones` `{zone}` → 200 with the job's status (`AddZone`).
+pub(crate) async fn add_zone(State(web): State<Web>, caller: Caller, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
+    let m = crate::body::parse_object(&body)?;
+    let zone = crate::body::opt_string(&m, "zone")?;
+    if zone.trim().is_empty() {
+        return Err(ApiError::bad_request("give the zone: {\"zone\": \"door=0.6,0.2,0.9,0.2,0.9,1,0.6,1\"}"));
+    }
+    let s = rpc!(web, caller, add_zone, pb::AddZoneRequest { job_id: id, zone })?;
+    Ok(json_response(StatusCode::OK, &panoptes_client::views::status_json(&s)))
+}
+
 /// `from_frame=N`: only frames from N on (the recent part of a long stream).
 fn from_frame(v: Option<&str>) -> Result<u64, ApiError> {
     v.map(|v| v.parse::<u64>().map_err(|_| ApiError::bad_request(format!("from_frame={v}: give a frame number (0 or more)")))).transpose().map(|f| f.unwrap_or(0))

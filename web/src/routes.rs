@@ -34,6 +34,7 @@ pub fn router(web: Web) -> Router {
         .route("/api/jobs/{id}/alerts", get(crate::analytics::job_alerts))
         .route("/api/jobs/{id}/stats", get(crate::analytics::stats))
         .route("/api/jobs/{id}/tracks", get(crate::analytics::tracks))
+        .route("/api/jobs/{id}/zones", post(crate::analytics::add_zone))
         .route("/api/alerts", get(crate::analytics::all_alerts))
         .route("/api/videos", get(videos))
         .route("/api/models", get(models))

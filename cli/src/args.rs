@@ -80,9 +80,10 @@ pub(crate) enum Cmd {
     /// Print a job's results, one line per (frame, model), ordered by frame then model.
     Results(ResultsArgs),
     /// A job's tracked objects: its detections (`objects`, or --model)
-    /// joined across frames into tracks with ids, first and last frame, best
-    /// score and box path (an IoU tracker; the same results give the same
-    /// tracks however the job was split).
+    /// joined across frames into tracks by the leader's IoU tracker (results
+    /// carry each detection's `track_id`): id, first and last frame, best
+    /// score, zones entered, box path; the same however the job was split or
+    /// where a live stream resumed.
     Tracks(tracks::TracksArgs),
     /// A job's results in windows of stream time (`--window 5s`, sliding with
     /// `--slide 1s`): frames, detections and distinct tracks per label,
@@ -104,8 +105,9 @@ pub(crate) enum Cmd {
     Zone(ZoneArgs),
     /// A job's timings: decode, resize, inference per model, throughput.
     Metrics(JobArgs),
-    /// Draw one analysed frame with its results (object boxes with label and
-    /// score, faces with emotion and gender, the colour palette) into a PNG.
+    /// Draw one analysed frame with its results (object boxes with track id,
+    /// label and score, faces with emotion and gender, the colour palette,
+    /// the job's zones outlined) into a PNG.
     Frame(FrameArgs),
     /// Delete the results, stored frames and metrics of jobs that finished
     /// before a given age; says what it freed.
@@ -171,7 +173,9 @@ fn parse_pictures_every(s: &str) -> std::result::Result<String, String> {
 pub(crate) struct RuleOpts {
     /// An alert rule (repeatable): `[NAME:] CONDITION [for DURATION] [, cooldown DURATION]`,
     /// CONDITION one of `count(LABEL) >= N` (or >, <=, <, ==), `emotion EMOTION`,
-    /// `no LABEL` or `no object` (these two with `for`). E.g. --rule "crowd:
+    /// `no LABEL` or `no object` (these two with `for`), and on a --zone
+    /// `count(LABEL in ZONE) >= N`, `LABEL enters ZONE`, `LABEL leaves ZONE`
+    /// (`object` for any label; these fire each time, no `for`). E.g. --rule "crowd:
     /// count(person) >= 3 for 10s, cooldown 1m". The cluster records each alert
     /// once, from committed results (`panoptes alerts`).
     #[arg(long = "rule", value_name = "RULE")]

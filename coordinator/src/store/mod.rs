@@ -5,9 +5,12 @@
 //!
 //! Layout of the `sm` tree (ids big-endian so scans run in order):
 //! `m/applied`, `m/membership`, `m/counters` · `j/<job>` · `w/<name>` ·
-//! `q/<request id>` · `r/<job><frame><model index>` → (timestamp, JSON) ·
-//! `s/<job><shard>`, `p/<job>`, `a/<job><seq>` (a job's shards, plan and
-//! recorded alerts, kept out of its record so that it stays small) ·
+//! `q/<request id>` · `r/<job><frame><model index>` → (timestamp, JSON),
+//! then `r/<job><frame><0x80 | model index>` → the marks of its detections
+//! (track ids, zones; merged into the results on read) ·
+//! `s/<job><shard>`, `p/<job>`, `a/<job><seq>`, `v/<job><seq>` (a job's
+//! shards, plan, recorded alerts and track events, kept out of its record so
+//! that it stays small) ·
 //! `f/<job><frame>` → the reference of the frame's stored picture ([`PictureRef`]; the
 //! picture itself is in this node's [`PictureStore`](crate::pictures::store::PictureStore), outside Raft).
 //!

@@ -15,6 +15,7 @@
 //!   versus the sum of its stages measured by `worker/examples/stage_costs.rs`.
 //! - Coordinator: `load.rs` (simulated workers against real coordinators).
 //! - Memory: worker RSS sampled from /proc during the end-to-end runs.
+//! - Events: a job's frame rate with a dead webhook against none (`events.rs`).
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,6 +28,7 @@ use crate::{load, root, spawn, start_coordinator, Proc};
 
 mod cluster;
 mod coordinator;
+mod events;
 mod live;
 mod procs;
 mod stages;
@@ -149,10 +151,15 @@ with the default drop policy `latest`; the baseline is the target of issue
 17, one frame's analysis (the job's inference time per analysed frame, all
 models) + 50 ms, and the ratio is that ÷ p50.
 Memory: the worker's VmHWM (peak) and median VmRSS while its job ran
-(steady), from /proc.";
+(steady), from /proc.
+Events: the sample video with `objects`, a zone and three alert rules
+that keep firing, on 1 coordinator + 1 worker, with no `[events]` sink
+(the baseline) and with a webhook where nothing listens (every delivery
+fails and backs off for the whole job); frames/s from the first lease to
+completion, the ratio dead ÷ none.";
 
 pub fn run(quick: bool, models_dir: PathBuf, only: &[String]) -> Result<()> {
-    const SECTIONS: [&str; 6] = ["decode", "inference", "python", "e2e", "coordinator", "live"];
+    const SECTIONS: [&str; 7] = ["decode", "inference", "python", "e2e", "coordinator", "live", "events"];
     if let Some(bad) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
         bail!("unknown section '{bad}': use {}", SECTIONS.join(", "));
     }
@@ -183,6 +190,9 @@ pub fn run(quick: bool, models_dir: PathBuf, only: &[String]) -> Result<()> {
     }
     if want("live") {
         rows.extend(live(&plan, &bins, &models_dir, &work));
+    }
+    if want("events") {
+        rows.extend(events::dead_sink(plan.e2e_step, &bins, &models_dir, &work));
     }
     rows.extend(memory);
 

@@ -138,6 +138,22 @@ fn a_worker_killed_while_alerts_fire_changes_no_alert() {
     c.workers[0].kill9();
     let got = recorded(&c, &job);
     check(&job, &got, &want);
+    // Its tracks too: exactly those of one process over the same clip.
+    let a = std::process::Command::new(panoptes_tests::bin())
+        .args(["analyze", clip.to_str().unwrap(), "--models", "objects", "--json", "--models-dir"])
+        .arg(panoptes_tests::models_dir())
+        .output()
+        .unwrap();
+    let mut book = panoptes_common::tracking::TrackBook::default();
+    for l in String::from_utf8_lossy(&a.stdout).lines() {
+        let r: Value = serde_json::from_str(l).unwrap();
+        book.add(r["frame"].as_u64().unwrap(), r["timestamp"].as_f64().unwrap(), &r["results"]);
+    }
+    let want_tracks: Vec<Value> = book.finish().iter().map(|t| t.to_json()).collect();
+    let out = c.cli(&["tracks", &job, "--json"]);
+    let got_tracks: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!want_tracks.is_empty());
+    assert_eq!(got_tracks, want_tracks, "a worker's kill changed the job's tracks");
 }
 
 /// Rules on a live push (`panoptes live --rule`): `alerts --follow`, started

@@ -43,6 +43,8 @@ pub struct Options {
     pub batch: u64,
     pub sample_min: u64,
     pub no_pictures: bool,
+    /// Detections (tracked, with a zone and rules) instead of colours.
+    pub objects: bool,
     pub join: bool,
     pub json: bool,
 }
@@ -277,11 +279,12 @@ fn picture(work: &Path) -> Result<Vec<u8>> {
 async fn stream(o: &Options, addrs: &[String], pids: &[u32], work: &Path, total: u64, jpeg: &[u8], say: &dyn Fn(String)) -> Result<Vec<Sample>> {
     let coords = Coordinators::new(addrs).map_err(anyhow::Error::msg)?;
     let name = "camera-worker".to_string();
+    let model = if o.objects { "objects" } else { "colors" };
     // An ingest address nothing listens on: the camera is simulated, no one pushes.
     let ingest = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
     coords
         .call(20, |ch| {
-            let r = RegisterRequest { name: name.clone(), addr: ingest.clone(), capacity: 1, models: vec!["colors".into()] };
+            let r = RegisterRequest { name: name.clone(), addr: ingest.clone(), capacity: 1, models: vec![model.to_string()] };
             async move { WorkerApiClient::new(ch).register(r).await }
         })
         .await
@@ -306,7 +309,12 @@ async fn stream(o: &Options, addrs: &[String], pids: &[u32], work: &Path, total:
     tokio::time::sleep(Duration::from_millis(700)).await; // a heartbeat: the worker is live
     let job = coords
         .call(20, |ch| {
-            let r = LiveRequest { pictures_every: "0".into(), no_frames: false, models: vec!["colors".into()], name: "camera".into(), frame_step: 1, keep: o.keep.clone(), keep_what: "both".into(), rules: Vec::new(), zones: Vec::new() };
+            let (rules, zones) = if o.objects {
+                (vec!["arrive: person enters right".to_string(), "crowd: count(person) >= 3 for 10s, cooldown 1m".to_string()], vec!["right=0.5,0,1,0,1,1,0.5,1".to_string()])
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let r = LiveRequest { pictures_every: "0".into(), no_frames: false, models: vec![model.into()], name: "camera".into(), frame_step: 1, keep: o.keep.clone(), keep_what: "both".into(), rules, zones };
             async move { PanoptesClient::new(ch).create_live_endpoint(r).await }
         })
         .await
@@ -337,8 +345,9 @@ async fn stream(o: &Options, addrs: &[String], pids: &[u32], work: &Path, total:
     let mut next_sample = every;
     while next < total {
         let upto = (next + o.batch).min(total);
-        let picture = (!jpeg.is_empty()).then_some((jpeg, 320, 180));
-        let req = sim_report(&name, &a, next..upto, false, picture);
+        // The analysed frame's size goes with every frame (zones in fractions need it).
+        let picture = if jpeg.is_empty() { o.objects.then_some((jpeg, 320, 180)) } else { Some((jpeg, 320, 180)) };
+        let req = sim_report(&name, &a, next..upto, false, picture, o.objects);
         let r = coords
             .call(5, |ch| {
                 let r = req.clone();

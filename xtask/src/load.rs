@@ -84,6 +84,19 @@ fn row_json(frame: u64) -> String {
     )
 }
 
+/// `objects` results of simulated frame `frame` of a 320×180 picture: three
+/// people walking left to right, each across in 20 s, then from the left
+/// again (a new track: the box jumps).
+fn people_json(frame: u64) -> String {
+    let people: Vec<String> = (0..3u64)
+        .map(|k| {
+            let x = ((frame + k * 167) % 500) as f64 * 0.56;
+            format!(r#"{{"label":"person","class_id":0,"score":0.8,"box":[{x:.2},{},30,90]}}"#, 40 + k * 20)
+        })
+        .collect();
+    format!("[{}]", people.join(","))
+}
+
 struct Shared {
     rows: AtomicU64,
     reports: AtomicU64,
@@ -193,7 +206,7 @@ pub(crate) const SIM_FPS: u64 = 25;
 /// A simulated worker's report of `frames` under lease `a`: [`SIM_FPS`]
 /// timestamps, one `colors`-sized row a frame and, with `picture` (a JPEG
 /// and its width and height), that picture for every frame.
-pub(crate) fn sim_report(name: &str, a: &ShardAssignment, frames: std::ops::Range<u64>, done: bool, picture: Option<(&[u8], u32, u32)>) -> ReportRequest {
+pub(crate) fn sim_report(name: &str, a: &ShardAssignment, frames: std::ops::Range<u64>, done: bool, picture: Option<(&[u8], u32, u32)>, objects: bool) -> ReportRequest {
     let next_frame = frames.end;
     let (jpeg, width, height) = picture.unwrap_or_default();
     ReportRequest {
@@ -205,7 +218,11 @@ pub(crate) fn sim_report(name: &str, a: &ShardAssignment, frames: std::ops::Rang
             .map(|f| FrameReport {
                 frame: f,
                 timestamp: f as f64 / SIM_FPS as f64,
-                outputs: vec![ModelOutput { model: "colors".into(), results_json: row_json(f), error: false }],
+                outputs: vec![if objects {
+                    ModelOutput { model: "objects".into(), results_json: people_json(f), error: false }
+                } else {
+                    ModelOutput { model: "colors".into(), results_json: row_json(f), error: false }
+                }],
                 jpeg: jpeg.to_vec(),
                 width,
                 height,
@@ -254,7 +271,7 @@ async fn sim_worker(name: String, coords: Coordinators, shared: Arc<Shared>, bat
         let mut next = a.resume_frame;
         while next < a.end_frame && !shared.stop.load(Ordering::Relaxed) {
             let upto = (next + batch).min(a.end_frame);
-            let req = sim_report(&name, &a, next..upto, upto == a.end_frame, None);
+            let req = sim_report(&name, &a, next..upto, upto == a.end_frame, None, false);
             let t = Instant::now();
             let r = coords.call(3, |ch| {
                 let r = req.clone();

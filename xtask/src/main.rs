@@ -169,6 +169,13 @@ enum Cmd {
         /// Results only, no stored pictures.
         #[arg(long)]
         no_pictures: bool,
+        /// Detections instead of colours: the live job runs `objects` with a
+        /// zone and two alert rules, each simulated frame holds three people
+        /// walking across it (a new track each time one wraps around), so
+        /// the leader tracks them, stores each detection's track and zones
+        /// and records track events and alerts: the cost of tracking.
+        #[arg(long)]
+        objects: bool,
         /// When the stream ends, start one more coordinator and add it with
         /// `cluster add-member`: how long it takes to install the snapshot,
         /// become a voter and repair every picture, and its peak RSS.
@@ -532,8 +539,8 @@ fn main() -> Result<()> {
         Cmd::LongJob { minutes, coordinators, models_dir, pictures, config, json } => {
             longjob::run(minutes, &coordinators, root().join(models_dir), &pictures, config.as_deref(), json)
         }
-        Cmd::Camera { hours, keep, coordinators, batch, sample_min, no_pictures, join, json } => {
-            camera::run(camera::Options { hours, keep, coordinators, batch: batch.max(1), sample_min: sample_min.max(1), no_pictures, join, json })
+        Cmd::Camera { hours, keep, coordinators, batch, sample_min, no_pictures, objects, join, json } => {
+            camera::run(camera::Options { hours, keep, coordinators, batch: batch.max(1), sample_min: sample_min.max(1), no_pictures, objects, join, json })
         }
     }
 }

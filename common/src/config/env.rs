@@ -18,7 +18,7 @@ use super::{Config, ConfigError};
 
 /// The sections, as `Config` names them (the model registry is not one:
 /// its tables are named by the user).
-pub(super) const SECTIONS: &[&str] = &["cluster", "coordinator", "worker", "frames", "object_store", "live", "sources", "security", "log", "retention", "events"];
+pub(super) const SECTIONS: &[&str] = &["cluster", "coordinator", "worker", "frames", "object_store", "live", "sources", "security", "log", "retention", "events", "alerts"];
 
 /// An override found in the environment.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,11 +1,36 @@
-//! `[events]`: where alerts are published as they are recorded (issue 18,
-//! part 5): an MQTT broker and webhooks. The leader delivers each event at
-//! least once, in order per job, with a stable id (`coordinator/src/events/`).
+//! `[alerts]`: alert rules every job gets; `[events]`: where alerts and
+//! track events are published as they are recorded (issue 18, parts 4 and
+//! 5): an MQTT broker and webhooks. The leader delivers each event at least
+//! once, in order per job, with a stable id (`coordinator/src/events/`).
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::sections::unless_empty;
+
+/// `[alerts]`: rules added to every job whose models and zones can tell
+/// them (a rule counting `car` goes to the jobs that run a detector with the
+/// label `car`; a rule on zone `door` to the jobs with a zone `door`), besides
+/// the rules the job was submitted with (a job's own rule of the same name
+/// wins). Each is checked at load: `[NAME:] CONDITION [for D] [, cooldown D]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    pub rules: Vec<String>,
+}
+
+impl AlertsSection {
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for r in &self.rules {
+            let rule = crate::rules::Rule::parse(r).map_err(|e| format!("alerts.rules '{r}': {e}"))?;
+            if !names.insert(rule.name.clone()) {
+                return Err(format!("alerts.rules: two rules are named '{}': name them apart (NAME: CONDITION)", rule.name));
+            }
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

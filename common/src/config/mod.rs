@@ -47,6 +47,8 @@ pub struct Config {
     pub log: LogSection,
     pub retention: RetentionSection,
     pub events: EventsSection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
     /// The model registry: every analysis a worker can load, by name. The
     /// built-ins (`objects`, `joy`, `colors`) are always present; a file's
     /// `[models.NAME]` tables override their keys or add new models.
@@ -68,6 +70,7 @@ impl Default for Config {
             log: LogSection::default(),
             retention: RetentionSection::default(),
             events: EventsSection::default(),
+            alerts: AlertsSection::default(),
             models: builtin_models(),
         }
     }
@@ -147,6 +150,7 @@ impl Config {
         self.sources.validate(&self.security).map_err(ConfigError::Invalid)?;
         self.retention.validate().map_err(ConfigError::Invalid)?;
         self.events.validate().map_err(ConfigError::Invalid)?;
+        self.alerts.validate().map_err(ConfigError::Invalid)?;
         if self.coordinator.cache_mb == 0 || self.coordinator.snapshot_timeout_s == 0 {
             return bad("coordinator.cache_mb and coordinator.snapshot_timeout_s must be at least 1".into());
         }

@@ -39,6 +39,25 @@ fn submitted_models_are_checked_against_the_registry() {
     assert!(validate_submit(&req(&["colors", "mydet"]), &cfg).is_ok());
 }
 
+#[test]
+fn config_rules_go_to_the_jobs_that_can_tell_them() {
+    let text = "[alerts]\nrules = [\"crowd: count(person) >= 5 for 10s\", \"door: person enters door\", \"sad: emotion sad\"]\n";
+    let cfg = Config::from_toml(text, Path::new("c.toml")).unwrap();
+    let names = |r: &pb::SubmitRequest| validate_submit(r, &cfg).unwrap().rules.iter().map(|x| x.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&req(&["colors"])), Vec::<String>::new(), "no detector, no face model: none applies");
+    assert_eq!(names(&req(&["objects"])), ["crowd"], "no zone 'door'");
+    let mut r = req(&["objects", "joy"]);
+    r.zones = vec!["door=0,0,1,0,1,1".into()];
+    assert_eq!(names(&r), ["crowd", "door", "sad"]);
+    // The job's own rule of a name wins.
+    r.rules = vec!["crowd: count(person) >= 2".into()];
+    let spec = validate_submit(&r, &cfg).unwrap();
+    assert_eq!(spec.rules.iter().map(|x| x.text.as_str()).collect::<Vec<_>>(), ["crowd: count(person) >= 2", "door: person enters door", "sad: emotion sad"]);
+    // Bad config rules stop the config from loading.
+    let e = Config::from_toml("[alerts]\nrules = [\"people everywhere\"]\n", Path::new("c.toml")).unwrap().validate().unwrap_err();
+    assert!(e.to_string().contains("alerts.rules 'people everywhere'"), "{e}");
+}
+
 #[tokio::test]
 async fn sources_outside_the_policy_are_refused_before_a_job_exists() {
     let cfg = Config::from_toml("[sources]\nfile_dirs = []\nallow_networks = []\n", Path::new("c.toml")).unwrap();

@@ -122,7 +122,16 @@ pub fn validate_submit(r: &pb::SubmitRequest, cfg: &Config) -> Result<JobSpec, S
         )));
     }
     let zones = validate_zones(&r.zones)?;
-    let rules = validate_rules(&r.rules, &models, &zones, cfg)?;
+    let mut rules = validate_rules(&r.rules, &models, &zones, cfg)?;
+    // `[alerts] rules`: each one the job's models and zones can tell, unless
+    // the job has a rule of its name.
+    for text in &cfg.alerts.rules {
+        if let Ok(rule) = validate_rules(std::slice::from_ref(text), &models, &zones, cfg).map(|mut v| v.remove(0)) {
+            if !rules.iter().any(|x| x.name == rule.name) {
+                rules.push(rule);
+            }
+        }
+    }
     let tracks = models.iter().any(|m| cfg.models.get(m).is_some_and(|e| e.family.is_detector()));
     Ok(JobSpec {
         keep_s,

@@ -11,6 +11,7 @@
 //! evaluation, and an evaluation a deposed leader still commits is refused
 //! as stale. Once a job has ended and been evaluated to its end, one last
 //! evaluation ends its open tracks.
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,10 @@ const FRAMES_PER_ROUND: u64 = 2_000;
 /// A round runs when the state changed (frames committed), at most this
 /// often, so that frames arriving together are evaluated together...
 const MIN_ROUND: Duration = Duration::from_millis(20);
-/// ...and at least this often.
+/// ...and at least this often. A job that is not live (nobody waits on
+/// its newest frame) is evaluated at most this often while it runs, so
+/// that a fast file job costs an evaluation commit per 200 ms, not one per
+/// report.
 const MAX_ROUND: Duration = Duration::from_millis(200);
 
 /// Evaluate analytics while this member leads (until aborted): a round as
@@ -38,10 +42,11 @@ const MAX_ROUND: Duration = Duration::from_millis(200);
 /// ids).
 pub async fn analytics<M: Member>(node: Arc<M>) {
     let mut reader = node.reader().clone();
+    let mut last: HashMap<u64, tokio::time::Instant> = HashMap::new();
     loop {
         let started = tokio::time::Instant::now();
         if node.is_leader() {
-            evaluate_rules(&node).await;
+            evaluate_rules(&node, &mut last).await;
         }
         tokio::time::sleep_until(started + MIN_ROUND).await;
         let _ = tokio::time::timeout(MAX_ROUND, reader.changed()).await;
@@ -64,12 +69,15 @@ struct Due {
 }
 
 /// One round: every job whose committed prefix moved past its analytics.
-async fn evaluate_rules<M: Member>(node: &Arc<M>) {
+async fn evaluate_rules<M: Member>(node: &Arc<M>, last: &mut HashMap<u64, tokio::time::Instant>) {
+    let now = tokio::time::Instant::now();
     let due: Vec<Due> = node.reader().read(|a| {
+        last.retain(|job, _| a.state.jobs.contains_key(job));
         a.state
             .jobs
             .values()
             .filter(|j| j.has_analytics())
+            .filter(|j| j.is_live() || j.state.is_finished() || last.get(&j.id).is_none_or(|t| now.duration_since(*t) >= MAX_ROUND))
             .filter_map(|j| {
                 let (from, prefix) = (j.alerts.upto, j.committed_prefix());
                 let upto = prefix.min(from.saturating_add(FRAMES_PER_ROUND));
@@ -91,6 +99,7 @@ async fn evaluate_rules<M: Member>(node: &Arc<M>) {
     });
     for d in due {
         let (job, from, upto) = (d.job, d.from, d.upto);
+        last.insert(job, now);
         let reader = node.reader().clone();
         let evaluated = tokio::task::spawn_blocking(move || evaluate_job(&reader, d)).await;
         let Ok(Ok((states, fired, tracked))) = evaluated else {

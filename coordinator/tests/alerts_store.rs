@@ -3,7 +3,7 @@
 //! change of the job and would otherwise grow with them: they survive a
 //! restart from the sled file and a snapshot's install, and a pruned job
 //! takes them with it. So do its track events (`v/<job><seq>`) and the
-//! marks of its detections (`r/<job><frame><0x80|model>`).
+//! marks of its detections (`k/<job><frame><model>`).
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload};
 use panoptes_common::rules::{Fired, Rule, RuleState};
@@ -82,7 +82,7 @@ async fn alerts_are_kept_under_their_own_keys_through_restart_snapshot_and_prune
     let job: Job = bincode::deserialize(&record).unwrap();
     assert!(job.alerts.fired.is_empty() && job.alerts.upto == 20, "{:?}", job.alerts);
     assert_eq!(tree.scan_prefix(b"a/").count(), 3);
-    assert_eq!((tree.scan_prefix(b"v/").count(), tree.scan_prefix(b"r/").count()), (2, 1), "track events and marks under their keys");
+    assert_eq!((tree.scan_prefix(b"v/").count(), tree.scan_prefix(b"k/").count()), (2, 1), "track events and marks under their keys");
     assert_eq!(sm.reader().read(|a| a.state.jobs[&1].track_events.recorded), 2);
 
     // A restart reads them back.
@@ -102,5 +102,5 @@ async fn alerts_are_kept_under_their_own_keys_through_restart_snapshot_and_prune
     sm.apply(vec![entry(4, Request::Cancel { job: 1, now_ms: 2 }), entry(5, Request::Prune { finished_before_ms: u64::MAX })]).await.unwrap();
     let tree = db.open_tree("sm").unwrap();
     assert_eq!(tree.scan_prefix(b"a/").count(), 0, "a pruned job's alerts were left behind");
-    assert_eq!((tree.scan_prefix(b"v/").count(), tree.scan_prefix(b"r/").count()), (0, 0), "a pruned job's track events or marks were left behind");
+    assert_eq!((tree.scan_prefix(b"v/").count(), tree.scan_prefix(b"k/").count()), (0, 0), "a pruned job's track events or marks were left behind");
 }

@@ -45,7 +45,7 @@ pub fn status_pb(j: &Job, caller: &Caller) -> pb::JobStatus {
         pictures: j.spec.frames_height > 0,
         pictures_every_ms: j.spec.frames_every_ms,
         rules: j.spec.rules.iter().map(|r| r.text.clone()).collect(),
-        alerts: j.alerts.fired.len() as u64 + j.alerts.dropped,
+        alerts: j.alerts.recorded() + j.alerts.dropped,
         alerts_evaluated_to_frame: j.alerts.upto,
         alerts_up_to_date: j.analytics_up_to_date(),
         zones: j.zones.iter().map(|z| pb::ZoneInfo { zone: z.zone.text(), from_frame: z.from_frame }).collect(),
@@ -56,7 +56,7 @@ pub fn status_pb(j: &Job, caller: &Caller) -> pb::JobStatus {
 
 /// A job's recorded alerts, oldest first, with their stable ids.
 pub fn alerts_pb(j: &Job) -> Vec<pb::Alert> {
-    j.alerts.fired.iter().enumerate().map(|(i, f)| crate::events::alert_pb(j.id, i as u64 + 1, f)).collect()
+    j.alerts.numbered().map(|(seq, f)| crate::events::alert_pb(j.id, seq, f)).collect()
 }
 
 /// A worker's ingest lobby URL (`rtmp://HOST:PORT/live/`) from its registered

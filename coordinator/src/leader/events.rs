@@ -27,20 +27,28 @@ fn next<M: Member>(node: &M, sink: &str, queue_max: u64) -> Option<Next> {
     let found = node.reader().read(|a| {
         for j in a.state.jobs.values() {
             for stream in [Stream::Alerts, Stream::Tracks] {
-                let (recorded, delivered) = match stream {
-                    Stream::Alerts => (j.alerts.fired.len() as u64, &j.alerts.delivered),
-                    Stream::Tracks => (j.track_events.recorded, &j.track_events.delivered),
+                let (recorded, delivered, kept_from) = match stream {
+                    Stream::Alerts => (j.alerts.recorded(), &j.alerts.delivered, j.alerts.kept_from),
+                    Stream::Tracks => (j.track_events.recorded, &j.track_events.delivered, j.track_events.kept_from),
                 };
                 let at = delivered.get(sink).copied().unwrap_or(0);
                 if recorded <= at {
                     continue;
+                }
+                // Retention deleted events this sink had not taken: skipped.
+                if kept_from > at + 1 {
+                    let upto = (kept_from - 1).min(recorded);
+                    return Some(Err(Next::Skip { job: j.id, stream, upto, skipped: upto - at }));
                 }
                 if recorded - at > queue_max {
                     let upto = recorded - queue_max;
                     return Some(Err(Next::Skip { job: j.id, stream, upto, skipped: upto - at }));
                 }
                 return Some(match stream {
-                    Stream::Alerts => Err(Next::Send(Event::alert(j.id, at + 1, &j.alerts.fired[at as usize]))),
+                    Stream::Alerts => Err(match j.alerts.get(at + 1) {
+                        Some(f) => Next::Send(Event::alert(j.id, at + 1, f)),
+                        None => Next::Skip { job: j.id, stream, upto: at + 1, skipped: 1 },
+                    }),
                     // Stored under its own key: read outside the state lock.
                     Stream::Tracks => Ok((j.id, at + 1)),
                 });
@@ -70,7 +78,7 @@ pub async fn deliver<M: Member>(node: Arc<M>, mut sink: Sink) {
         };
         let (job, stream, upto, skipped) = match work {
             Next::Skip { job, stream, upto, skipped } => {
-                warn!(sink = %shown, job_id = job, ?stream, skipped, queue_max, "an event sink fell too far behind: skipping its oldest undelivered events");
+                warn!(sink = %shown, job_id = job, ?stream, skipped, queue_max, "an event sink fell too far behind (or retention deleted events it had not taken): skipping its oldest undelivered events");
                 metrics::inc(crate::metrics::EVENTS_DROPPED, &[("sink", kind)], skipped);
                 (job, stream, upto, skipped)
             }

@@ -83,11 +83,50 @@ pub struct Alerts {
     /// `dropped` (the ones not kept come last, so none is renumbered).
     pub fired: Vec<Fired>,
     pub dropped: u64,
+    /// Retention deleted the alerts numbered below this (0: none) with the
+    /// frames they were of; `fired[0]` is number `first_seq()`.
+    #[serde(default)]
+    pub kept_from: u64,
     /// Per event sink (`[events]`: "mqtt", or a webhook's URL): the alerts
     /// acknowledged by it, or skipped, by sequence number (alerts `1..=n`).
     pub delivered: BTreeMap<String, u64>,
     /// Per sink: alerts skipped because it fell more than `events.queue_max` behind.
     pub skipped: BTreeMap<String, u64>,
+}
+
+impl Alerts {
+    /// The number of `fired[0]` (alerts are numbered from 1).
+    pub fn first_seq(&self) -> u64 {
+        self.kept_from.max(1)
+    }
+
+    /// The number of the last alert recorded (0: none): alerts recorded and
+    /// kept, those retention deleted included.
+    pub fn recorded(&self) -> u64 {
+        self.first_seq() - 1 + self.fired.len() as u64
+    }
+
+    /// Alert number `seq`, if kept.
+    pub fn get(&self, seq: u64) -> Option<&Fired> {
+        seq.checked_sub(self.first_seq()).and_then(|i| self.fired.get(i as usize))
+    }
+
+    /// The kept alerts with their numbers, oldest first.
+    pub fn numbered(&self) -> impl Iterator<Item = (u64, &Fired)> {
+        let first = self.first_seq();
+        self.fired.iter().enumerate().map(move |(i, f)| (first + i as u64, f))
+    }
+
+    /// Retention: forget the alerts of frames below `before_frame` (oldest
+    /// first); how many.
+    pub fn trim(&mut self, before_frame: u64) -> usize {
+        let n = self.fired.iter().take_while(|f| f.frame < before_frame).count();
+        if n > 0 {
+            self.kept_from = self.first_seq() + n as u64;
+            self.fired.drain(..n);
+        }
+        n
+    }
 }
 
 /// What a job's retention deletes.
@@ -317,6 +356,9 @@ pub struct Job {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EventLog {
     pub recorded: u64,
+    /// Retention deleted the events below this number with the frames they
+    /// are of (0: none); a sink that had not taken them skips them.
+    pub kept_from: u64,
     pub delivered: BTreeMap<String, u64>,
     pub skipped: BTreeMap<String, u64>,
 }

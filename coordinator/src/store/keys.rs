@@ -100,22 +100,34 @@ pub struct ResultRow {
     pub results_json: String,
 }
 
-/// Marks of a model's detections in a frame (their tracks and zones) sit
-/// right after the frame's results: `r/<job><frame><0x80 | model>`, so the
-/// ranges that read, trim and delete a job's results take them along.
-pub const MARKS_BIT: u8 = 0x80;
-
-pub fn marks_key(job: u64, frame: u64, model: u8) -> Vec<u8> {
-    result_key(job, frame, model | MARKS_BIT)
+/// `k/<job>` — the prefix of the marks of a job's detections (their tracks
+/// and zones), merged into its results on read. Apart from the results
+/// (`r/`), not between them: the leader writes marks after the results, and
+/// keys inserted among older ones made sled rewrite those pages and keep
+/// their old copies (a simulated camera's data directory grew 22 MiB an
+/// hour under retention); under a prefix of their own they are appended in
+/// order and trimmed in ranges, as results are.
+pub fn marks_prefix(job: u64) -> Vec<u8> {
+    let mut k = b"k/".to_vec();
+    k.extend_from_slice(&job.to_be_bytes());
+    k
 }
 
-/// A key under `r/` that holds marks: (frame, model) and the marks.
+/// `k/<job><frame><model>` — the marks of one model's detections in a frame.
+pub fn marks_key(job: u64, frame: u64, model: u8) -> Vec<u8> {
+    let mut k = marks_prefix(job);
+    k.extend_from_slice(&frame.to_be_bytes());
+    k.push(model);
+    k
+}
+
+/// A marks key and value: (frame, model) and the marks.
 pub(super) fn decode_marks(key: &[u8], val: &[u8]) -> Option<(u64, u8, Vec<panoptes_common::tracking::Mark>)> {
-    if key.len() != 2 + 8 + 8 + 1 || key[18] & MARKS_BIT == 0 {
+    if key.len() != 2 + 8 + 8 + 1 || !key.starts_with(b"k/") {
         return None;
     }
     let frame = u64::from_be_bytes(key[10..18].try_into().ok()?);
-    Some((frame, key[18] & !MARKS_BIT, bincode::deserialize(val).ok()?))
+    Some((frame, key[18], bincode::deserialize(val).ok()?))
 }
 
 /// `v/<job>` — the prefix of a job's recorded track events.
@@ -133,7 +145,7 @@ pub fn track_event_key(job: u64, seq: u64) -> Vec<u8> {
 }
 
 pub(super) fn decode_result(key: &[u8], val: &[u8]) -> Option<ResultRow> {
-    if key.len() != 2 + 8 + 8 + 1 || key[18] & MARKS_BIT != 0 {
+    if key.len() != 2 + 8 + 8 + 1 {
         return None;
     }
     let frame = u64::from_be_bytes(key[10..18].try_into().ok()?);

@@ -5,9 +5,9 @@
 //!
 //! Layout of the `sm` tree (ids big-endian so scans run in order):
 //! `m/applied`, `m/membership`, `m/counters` · `j/<job>` · `w/<name>` ·
-//! `q/<request id>` · `r/<job><frame><model index>` → (timestamp, JSON),
-//! then `r/<job><frame><0x80 | model index>` → the marks of its detections
-//! (track ids, zones; merged into the results on read) ·
+//! `q/<request id>` · `r/<job><frame><model index>` → (timestamp, JSON) ·
+//! `k/<job><frame><model index>` → the marks of its detections (track ids,
+//! zones; merged into the results on read) ·
 //! `s/<job><shard>`, `p/<job>`, `a/<job><seq>`, `v/<job><seq>` (a job's
 //! shards, plan, recorded alerts and track events, kept out of its record so
 //! that it stays small) ·
@@ -66,8 +66,10 @@ pub struct Applied {
 struct Persisted {
     plan: bool,
     shards: Vec<crate::state::model::Shard>,
-    /// Recorded alerts written under their keys.
-    alerts: usize,
+    /// The number of the last alert written under its key.
+    alerts: u64,
+    /// The first alert number kept under its key.
+    alerts_from: u64,
 }
 
 /// Names the tree that holds the state machine (key [`K_ACTIVE`]); switching
@@ -227,7 +229,7 @@ fn load(tree: &sled::Tree) -> Result<Applied, StorageError> {
         .state
         .jobs
         .iter()
-        .map(|(id, j)| (*id, Persisted { plan: planned.contains(id), shards: j.shards.clone(), alerts: j.alerts.fired.len() }))
+        .map(|(id, j)| (*id, Persisted { plan: planned.contains(id), shards: j.shards.clone(), alerts: j.alerts.recorded(), alerts_from: j.alerts.first_seq() }))
         .collect();
     for item in tree.scan_prefix(b"w/") {
         let (_, v) = item.map_err(sm_read)?;
@@ -283,10 +285,15 @@ impl StateMachineStore {
                 (j.shards, j.plan, j.alerts.fired) = (shards, plan, fired);
                 batch.insert(job_key(*id), record.map_err(sm_write)?);
                 let persisted = a.persisted.entry(*id).or_default();
-                for (i, f) in j.alerts.fired.iter().enumerate().skip(persisted.alerts) {
-                    batch.insert(alert_key(*id, i as u64 + 1), bincode::serialize(f).map_err(sm_write)?);
+                for (seq, f) in j.alerts.numbered().filter(|(seq, _)| *seq > persisted.alerts) {
+                    batch.insert(alert_key(*id, seq), bincode::serialize(f).map_err(sm_write)?);
                 }
-                persisted.alerts = j.alerts.fired.len();
+                persisted.alerts = j.alerts.recorded();
+                // Alerts retention deleted (their frames' results went).
+                for seq in persisted.alerts_from..j.alerts.first_seq() {
+                    batch.remove(alert_key(*id, seq));
+                }
+                persisted.alerts_from = j.alerts.first_seq();
                 if let (Some(plan), false) = (&j.plan, persisted.plan) {
                     batch.insert(plan_key(*id), bincode::serialize(plan).map_err(sm_write)?);
                     persisted.plan = true;

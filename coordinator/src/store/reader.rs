@@ -62,17 +62,17 @@ impl StateReader {
             })),
             None => Box::new(tree.scan_prefix(&prefix)),
         };
-        // A page ends at a frame's end, so that a frame's marks (after its
-        // rows) meet its rows.
         for item in iter {
             let Ok((k, v)) = item else { break };
-            let frame = k.get(10..18).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-            if rows.len() >= limit && rows.last().map(|r: &ResultRow| r.frame) != frame {
+            if let Some(row) = decode_result(&k, &v) {
+                rows.push(row);
+            }
+            last = Some(k.to_vec());
+            if rows.len() >= limit {
                 break;
             }
-            add_row(&mut rows, &k, &v);
-            last = Some(k.to_vec());
         }
+        self.mark(&tree, job, &mut rows);
         (rows, last)
     }
 
@@ -96,11 +96,26 @@ impl StateReader {
         if end <= start {
             return Vec::new();
         }
-        let mut rows = Vec::new();
-        for (k, v) in self.tree().range(result_key(job, start, 0)..result_key(job, end, 0)).flatten() {
-            add_row(&mut rows, &k, &v);
-        }
+        let tree = self.tree();
+        let mut rows: Vec<ResultRow> = tree.range(result_key(job, start, 0)..result_key(job, end, 0)).flatten().filter_map(|(k, v)| decode_result(&k, &v)).collect();
+        self.mark(&tree, job, &mut rows);
         rows
+    }
+
+    /// Put the marks of `rows`' detections (their track ids and zones,
+    /// `k/`) into their results. `rows` are in (frame, model) order.
+    fn mark(&self, tree: &sled::Tree, job: u64, rows: &mut [ResultRow]) {
+        let (Some(first), Some(last)) = (rows.first().map(|r| r.frame), rows.last().map(|r| r.frame)) else { return };
+        let mut at = 0;
+        for (k, v) in tree.range(marks_key(job, first, 0)..=marks_key(job, last, u8::MAX)).flatten() {
+            let Some((frame, model, marks)) = decode_marks(&k, &v) else { continue };
+            while at < rows.len() && (rows[at].frame, rows[at].model) < (frame, model) {
+                at += 1;
+            }
+            if let Some(r) = rows.get_mut(at).filter(|r| (r.frame, r.model) == (frame, model)) {
+                r.results_json = panoptes_common::tracking::annotate_json(&r.results_json, &marks);
+            }
+        }
     }
 
     /// A job's recorded track event number `seq`.
@@ -162,19 +177,5 @@ impl StateReader {
     /// Resolves when something new is applied (or after the receiver closes).
     pub async fn changed(&mut self) {
         let _ = self.notify.changed().await;
-    }
-}
-
-/// Add what a key under `r/` holds: a result row, or the marks of a row
-/// read just before (the same frame), put into its results as `track_id`
-/// and `zones`.
-fn add_row(rows: &mut Vec<ResultRow>, k: &[u8], v: &[u8]) {
-    if let Some(row) = decode_result(k, v) {
-        rows.push(row);
-    } else if let Some((frame, model, marks)) = decode_marks(k, v) {
-        let row = rows.iter_mut().rev().take_while(|r| r.frame == frame).find(|r| r.model == model);
-        if let Some(r) = row {
-            r.results_json = panoptes_common::tracking::annotate_json(&r.results_json, &marks);
-        }
     }
 }

@@ -60,10 +60,28 @@ impl ResultSink for SledSink<'_> {
         self.ops += 1;
     }
 
+    fn trim_track_events(&mut self, job: u64, from_seq: u64, before_frame: u64) -> u64 {
+        let mut next = from_seq;
+        let gone: Vec<sled::IVec> = self
+            .tree
+            .range(track_event_key(job, from_seq)..track_events_prefix(job.saturating_add(1)))
+            .flatten()
+            .take_while(|(k, v)| k.starts_with(&track_events_prefix(job)) && bincode::deserialize::<panoptes_common::tracking::TrackEvent>(v).is_ok_and(|e| e.frame < before_frame))
+            .map(|(k, _)| k)
+            .collect();
+        for k in gone {
+            next = k.get(10..18).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).map_or(next, |s| s + 1);
+            self.batch.remove(k);
+            self.ops += 1;
+        }
+        next
+    }
+
     fn trim(&mut self, job: u64, from: u64, before: u64, results: bool, pictures: bool) -> Freed {
         let mut freed = Freed::default();
         if results {
             self.remove_range(result_key(job, from, 0), result_key(job, before, 0), false, &mut freed);
+            self.remove_range(marks_key(job, from, 0), marks_key(job, before, 0), false, &mut freed);
         }
         if pictures {
             self.remove_range(frame_key(job, from), frame_key(job, before), true, &mut freed);
@@ -73,7 +91,7 @@ impl ResultSink for SledSink<'_> {
 
     fn delete_job(&mut self, job: u64) -> Freed {
         let mut freed = Freed::default();
-        for (prefix, is_frame) in [(results_prefix(job), false), (frames_prefix(job), true), (track_events_prefix(job), false)] {
+        for (prefix, is_frame) in [(results_prefix(job), false), (marks_prefix(job), false), (frames_prefix(job), true), (track_events_prefix(job), false)] {
             // Every key of the job: the prefix, then a frame number (and a
             // model), or a track event's number.
             let mut end = prefix.clone();
@@ -103,7 +121,7 @@ impl SledSink<'_> {
                 freed.frames += 1;
                 // The picture itself, kept outside the tree.
                 freed.bytes += bincode::deserialize::<PictureRef>(&v).map(|r| r.len as u64).unwrap_or(0);
-            } else if k.starts_with(b"r/") && k.get(18).is_some_and(|m| m & MARKS_BIT == 0) {
+            } else if k.starts_with(b"r/") {
                 freed.results += 1;
             }
             if pending.remove(k.as_ref()) {

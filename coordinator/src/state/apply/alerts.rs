@@ -50,7 +50,7 @@ impl State {
     pub(super) fn delivered(&mut self, job: u64, sink: &str, stream: Stream, upto: u64, skipped: u64, ch: &mut Changes) -> Applied {
         let j = self.jobs.get_mut(&job).ok_or_else(|| Rejection::unknown(format!("no job {job}")))?;
         let (recorded, delivered, skips) = match stream {
-            Stream::Alerts => (j.alerts.fired.len() as u64, &mut j.alerts.delivered, &mut j.alerts.skipped),
+            Stream::Alerts => (j.alerts.recorded(), &mut j.alerts.delivered, &mut j.alerts.skipped),
             Stream::Tracks => (j.track_events.recorded, &mut j.track_events.delivered, &mut j.track_events.skipped),
         };
         let at = delivered.get(sink).copied().unwrap_or(0);

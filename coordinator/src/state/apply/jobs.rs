@@ -65,6 +65,15 @@ impl State {
         }
         let what = j.spec.keep_what;
         let freed = sink.trim(job, j.trimmed_before, before_frame, what.results(), what.pictures());
+        if what.results() {
+            // Alerts and track events go with the results of their frames
+            // (kept for ever, they made sled keep old copies of pages: a
+            // camera's data directory grew by 16 MiB an hour under --keep).
+            if j.track_events.recorded > 0 {
+                j.track_events.kept_from = sink.trim_track_events(job, j.track_events.kept_from.max(1), before_frame);
+            }
+            j.alerts.trim(before_frame);
+        }
         j.trimmed_before = before_frame;
         ch.jobs.insert(job);
         if what.pictures() {

@@ -36,6 +36,11 @@ pub trait ResultSink {
     fn put_marks(&mut self, _job: u64, _frame: u64, _model: u8, _marks: &[panoptes_common::tracking::Mark]) {}
     /// Keep a recorded track event (`seq` from 1).
     fn put_track_event(&mut self, _job: u64, _seq: u64, _event: &panoptes_common::tracking::TrackEvent) {}
+    /// Retention: delete a job's track events from `from_seq` on, in order,
+    /// while they are of frames below `before_frame`; the first one kept.
+    fn trim_track_events(&mut self, _job: u64, from_seq: u64, _before_frame: u64) -> u64 {
+        from_seq
+    }
     /// Delete a job's results and pictures; what was freed.
     fn delete_job(&mut self, _job: u64) -> Freed {
         Freed::default()

@@ -766,3 +766,27 @@ fn zones_are_added_where_analytics_stand_and_tracks_close_once() {
         other => panic!("a zone added to a cancelled job: {other:?}"),
     }
 }
+
+/// Retention takes a job's alerts with the results of their frames; the
+/// rest keep their numbers, and new ones go on counting.
+#[test]
+fn retention_takes_alerts_with_their_frames_and_numbers_go_on() {
+    use panoptes_common::rules::{Fired, Rule, RuleState};
+    let mut w = World { st: State::default(), sink: MemSink::default() };
+    let mut s = spec(None);
+    s.rules = vec![Rule::parse("someone: count(person) >= 1").unwrap()];
+    w.apply(Request::Submit { spec: s, now_ms: 1 });
+    w.apply(Request::Plan { job: 1, plan: plan(20), shards: vec![(0, 20)], now_ms: 2 });
+    let fired = |frame| Fired { rule: "someone".into(), frame, time_ms: frame * 40, since_ms: frame * 40, detail: String::new() };
+    let states = vec![RuleState::default()];
+    let eval = |from, upto, f: Vec<Fired>| Request::Alerts { job: 1, from, upto, states: states.clone(), fired: f, tracked: Default::default() };
+    assert_eq!(w.apply(eval(0, 10, vec![fired(1), fired(5), fired(9)])), Response::Ok);
+    assert!(matches!(w.apply(Request::Trim { job: 1, before_frame: 6 }), Response::Trimmed { .. }));
+    let a = &w.job().alerts;
+    assert_eq!((a.first_seq(), a.recorded(), a.fired.len()), (3, 3, 1));
+    assert_eq!(a.get(3).map(|f| f.frame), Some(9));
+    assert!(a.get(2).is_none());
+    assert_eq!(w.apply(eval(10, 14, vec![fired(12)])), Response::Ok);
+    let a = &w.job().alerts;
+    assert_eq!(a.numbered().map(|(seq, f)| (seq, f.frame)).collect::<Vec<_>>(), [(3, 9), (4, 12)]);
+}

@@ -18,7 +18,7 @@
 use panoptes_common::config::{parse_mqtt_url, EventsSection};
 use panoptes_common::ids::JobId;
 use panoptes_common::rules::Fired;
-use panoptes_common::tracking::TrackEvent;
+use panoptes_common::tracking::{TrackChange, TrackEvent};
 
 use crate::state::command::Stream;
 use panoptes_proto::api as pb;
@@ -54,14 +54,21 @@ impl Event {
     }
 
     /// Track event number `seq` (from 1) of `job`: `{"event_id","type":
-    /// "track","change":"start|enter|leave|end","job_id","seq","model",
-    /// "track_id","label","zone","frame","time"}`.
+    /// "track","change":"start|update|end","update":"enter|leave"|null,
+    /// "job_id","seq","model","track_id","label","zone","frame","time"}`
+    /// (an update says what changed: the track entered or left `zone`).
     pub fn track(job: u64, seq: u64, e: &TrackEvent) -> Event {
         let id = format!("{}/t/{seq}", JobId(job));
+        let (change, update) = match e.change {
+            TrackChange::Start => ("start", None),
+            TrackChange::Enter | TrackChange::Leave => ("update", Some(e.change.as_str())),
+            TrackChange::End => ("end", None),
+        };
         let body = serde_json::json!({
             "event_id": id,
             "type": "track",
-            "change": e.change.as_str(),
+            "change": change,
+            "update": update,
             "job_id": JobId(job).to_string(),
             "seq": seq,
             "model": e.model,

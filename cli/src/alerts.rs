@@ -1,6 +1,6 @@
 //! `panoptes alerts [JOB] [--follow] [--json]`: the alerts jobs' rules
 //! recorded (issue 18, part 4). The leader decides and records each alert
-//! once (`coordinator/src/leader/alerts.rs`); this reads them.
+//! once (`coordinator/src/leader/analytics.rs`); this reads them.
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::ExitCode;

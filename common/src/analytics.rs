@@ -2,7 +2,7 @@
 //! tracked (and placed in zones), then its alert rules evaluated on what
 //! the frame holds and on the tracks that crossed zones in it. The leader
 //! runs this over each job's committed frames in order
-//! (`coordinator/src/leader/alerts.rs`); tests run it over `panoptes
+//! (`coordinator/src/leader/analytics.rs`); tests run it over `panoptes
 //! analyze` output to know what the cluster must record.
 use serde_json::Value;
 

@@ -2,7 +2,7 @@
 //! family, written here, fed a detector's committed results in frame order,
 //! and the zones its tracks enter and leave.
 //!
-//! The leader runs it (`coordinator/src/leader/alerts.rs`) over each job's
+//! The leader runs it (`coordinator/src/leader/analytics.rs`) over each job's
 //! committed results, one tracker per detector model, its state committed
 //! through Raft with each evaluation; each detection's track id (and the
 //! zones it is in) is stored beside its frame's results, which then carry
@@ -309,30 +309,25 @@ impl JobTracker {
     }
 }
 
-/// Whether results are a detector's: a non-empty list whose first entry has
-/// a label and a box.
+/// Whether results are a detector's: a non-empty list whose first entry is
+/// a detection.
 fn is_detector_output(results: &Value) -> bool {
-    results.as_array().and_then(|a| a.first()).is_some_and(is_detection)
+    results.as_array().and_then(|a| a.first()).and_then(detection_of).is_some()
 }
 
-fn is_detection(d: &Value) -> bool {
-    d.get("label").is_some_and(Value::is_string) && d.get("box").is_some_and(Value::is_array) && d.get("score").is_some()
+/// One entry of a detector's result (`{label, score, box: [x, y, w, h]}`,
+/// the `objects` analysis and user detectors), its box as corners; `None`
+/// for an entry that is not a detection (a face, a colour).
+pub fn detection_of(d: &Value) -> Option<Detection> {
+    let b = d.get("box")?.as_array()?;
+    let (x, y, w, h) = (b.first()?.as_f64()?, b.get(1)?.as_f64()?, b.get(2)?.as_f64()?, b.get(3)?.as_f64()?);
+    Some(Detection { label: d.get("label")?.as_str()?.to_string(), score: d.get("score")?.as_f64()?, bbox: [x, y, x + w, y + h] })
 }
 
-/// The detections in a detector's result (`[{label, score, box: [x, y, w,
-/// h]}, …]`, the `objects` analysis and user detectors), as corners;
-/// entries without them are skipped.
+/// The detections in a detector's result, in order ([`detection_of`]);
+/// entries that are not detections are skipped.
 pub fn detections_of(results: &Value) -> Vec<Detection> {
-    results
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| {
-            let b = d.get("box")?.as_array()?;
-            let (x, y, w, h) = (b.first()?.as_f64()?, b.get(1)?.as_f64()?, b.get(2)?.as_f64()?, b.get(3)?.as_f64()?);
-            Some(Detection { label: d.get("label")?.as_str()?.to_string(), score: d.get("score")?.as_f64()?, bbox: [x, y, x + w, y + h] })
-        })
-        .collect()
+    results.as_array().into_iter().flatten().filter_map(detection_of).collect()
 }
 
 /// Put each detection's mark into its results: `"track_id"`, and
@@ -341,7 +336,7 @@ pub fn detections_of(results: &Value) -> Vec<Detection> {
 pub fn annotate(results: &mut Value, marks: &[Mark]) {
     let mut marks = marks.iter();
     for d in results.as_array_mut().into_iter().flatten() {
-        if detections_of(&Value::Array(vec![d.clone()])).is_empty() {
+        if detection_of(d).is_none() {
             continue;
         }
         let Some(m) = marks.next() else { return };
@@ -416,7 +411,7 @@ impl TrackBook {
     pub fn add(&mut self, frame: u64, time: f64, results: &Value) {
         self.watermark = self.watermark.max(time);
         for d in results.as_array().into_iter().flatten() {
-            let (Some(id), Some(det)) = (d.get("track_id").and_then(Value::as_u64), detections_of(&Value::Array(vec![d.clone()])).pop()) else { continue };
+            let (Some(id), Some(det)) = (d.get("track_id").and_then(Value::as_u64), detection_of(d)) else { continue };
             let b = [det.bbox[0], det.bbox[1], det.bbox[2] - det.bbox[0], det.bbox[3] - det.bbox[1]];
             let raw: Option<[f64; 4]> = d.get("box").and_then(|v| serde_json::from_value(v.clone()).ok());
             let r = self.open.entry(id).or_insert_with(|| TrackRecord {

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::tracking::detections_of;
+use crate::tracking::{detection_of, detections_of};
 
 /// Window length and step, in milliseconds of stream time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,7 +249,7 @@ impl Windower {
         }
         let tracked: Option<Vec<(String, u64)>> = items
             .iter()
-            .filter(|d| !detections_of(&Value::Array(vec![(*d).clone()])).is_empty())
+            .filter(|d| detection_of(d).is_some())
             .map(|d| Some((d.get("label")?.as_str()?.to_string(), d.get("track_id")?.as_u64()?)))
             .collect();
         if tracked.is_none() {

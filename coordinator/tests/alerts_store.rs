@@ -60,7 +60,7 @@ async fn alerts_are_kept_under_their_own_keys_through_restart_snapshot_and_prune
     let st = vec![RuleState::default()];
     sm.apply(vec![
         entry(1, Request::Submit { spec, now_ms: 1 }),
-        entry(2, Request::Alerts { job: 1, from: 0, upto: 10, states: st.clone(), fired: vec![fired(1), fired(7)], tracked: Default::default() }),
+        entry(2, Request::Analytics { job: 1, from: 0, upto: 10, states: st.clone(), fired: vec![fired(1), fired(7)], tracked: Default::default() }),
     ])
     .await
     .unwrap();
@@ -71,7 +71,7 @@ async fn alerts_are_kept_under_their_own_keys_through_restart_snapshot_and_prune
         marks: vec![(12, 0, vec![Mark { track: 1, zones: vec!["door".into()] }])],
         events: vec![ev(TrackChange::Start, 12), ev(TrackChange::End, 19)],
     };
-    sm.apply(vec![entry(3, Request::Alerts { job: 1, from: 10, upto: 20, states: st.clone(), fired: vec![fired(15)], tracked })]).await.unwrap();
+    sm.apply(vec![entry(3, Request::Analytics { job: 1, from: 10, upto: 20, states: st.clone(), fired: vec![fired(15)], tracked })]).await.unwrap();
     let want = alerts(&sm);
     assert_eq!(want.fired, vec![fired(1), fired(7), fired(15)]);
     assert_eq!(want.upto, 20);

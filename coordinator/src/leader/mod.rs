@@ -15,7 +15,7 @@
 //!   queued jobs and commit their plans, expire the leases whose clocks ran
 //!   out, and fail the live pushes nobody resumed within
 //!   `live.connect_timeout_s`.
-//! - `alerts.rs`: each job's analytics ([`analytics`], as soon as frames
+//! - `analytics.rs`: each job's analytics ([`analytics`], as soon as frames
 //!   commit): its detections tracked and its alert rules evaluated over its
 //!   newly committed frames, all they decided committed together.
 //! - `events.rs`: each recorded alert delivered to the `[events]` sinks,
@@ -37,12 +37,12 @@ use crate::probes::ProbePool;
 use crate::state::command::{Request, Response};
 use crate::store::StateReader;
 
-mod alerts;
+mod analytics;
 mod duties;
 mod events;
 mod live;
 mod workers;
-pub use alerts::analytics;
+pub use analytics::analytics;
 pub use duties::run;
 pub use events::deliver;
 pub use live::{create_live, resume_live, NewLive};

@@ -73,7 +73,7 @@ pub struct Report {
 }
 
 /// What the leader's tracker decided over an evaluation's frames (see
-/// `Request::Alerts`).
+/// `Request::Analytics`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Tracked {
     /// The trackers' state after the last frame.
@@ -148,7 +148,7 @@ pub enum Request {
     /// rules' states at `upto` and what fired. Applies only if the job's
     /// analytics stand at `from` (a repeat, or a stale leader's evaluation,
     /// changes nothing), so each alert and track event is recorded once.
-    Alerts { job: u64, from: u64, upto: u64, states: Vec<RuleState>, fired: Vec<Fired>, tracked: Tracked },
+    Analytics { job: u64, from: u64, upto: u64, states: Vec<RuleState>, fired: Vec<Fired>, tracked: Tracked },
     /// An event sink acknowledged a job's alerts (or track events) up to
     /// sequence number `upto` (`skipped` of them were skipped, the sink
     /// being too far behind). Only moves forward: a repeat changes nothing.

@@ -58,7 +58,7 @@ pub struct JobSpec {
     /// a live job from the web page.
     pub owner: String,
     /// Alert rules (issue 18), evaluated by the leader over the committed
-    /// results in frame order (`leader/alerts.rs`).
+    /// results in frame order (`leader/analytics.rs`).
     #[serde(default)]
     pub rules: Vec<Rule>,
     /// Zones given at submit (issue 18, part 2); more may be added while

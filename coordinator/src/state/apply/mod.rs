@@ -2,7 +2,7 @@
 //! through a [`ResultSink`] so the same code runs on sled and in unit tests.
 //!
 //! One file per concern: `jobs.rs` (a job's life: submit, plan, fail,
-//! cancel, retention, prune), `alerts.rs` (alert rules' progress), `leases.rs` (workers and who holds which
+//! cancel, retention, prune), `analytics.rs` (tracks, alerts and their delivery; zones added), `leases.rs` (workers and who holds which
 //! frames: register, grant, expire, split, drain, leave), `report.rs` (a
 //! worker's results committed), `live.rs` (live streams: create, move,
 //! abandon). Each command gives a typed outcome ([`Response`]) or a typed
@@ -16,7 +16,7 @@ use super::command::{Freed, PictureRef, Request, Response};
 use super::model::{Job, JobState, ShardState, WorkerRec};
 use super::outcome::{LeaseEvent, Rejection, ReleaseReason};
 
-mod alerts;
+mod analytics;
 mod jobs;
 mod leases;
 mod live;
@@ -108,7 +108,7 @@ impl State {
             Request::CreateLive { spec, live, now_ms } => self.create_live(spec, live, *now_ms, ch),
             Request::MoveLive { job, worker, url } => self.move_live(*job, worker, url, ch),
             Request::AbandonLive { job, worker, error, now_ms } => self.abandon_live(*job, worker, error, *now_ms, ch),
-            Request::Alerts { job, from, upto, states, fired, tracked } => self.alerts(*job, *from, *upto, states, fired, tracked, sink, ch),
+            Request::Analytics { job, from, upto, states, fired, tracked } => self.alerts(*job, *from, *upto, states, fired, tracked, sink, ch),
             Request::Delivered { job, sink: name, stream, upto, skipped } => self.delivered(*job, name, *stream, *upto, *skipped, ch),
             Request::AddZone { job, zone } => self.add_zone(*job, zone, ch),
         };

@@ -714,7 +714,7 @@ fn alert_evaluations_apply_once_in_order() {
 
     let fired = |frame| Fired { rule: "someone".into(), frame, time_ms: frame * 40, since_ms: frame * 40, detail: String::new() };
     let states = vec![RuleState { run_since: Some(0), fired: true, quiet_until: 0 }];
-    let eval = Request::Alerts { job: 1, from: 0, upto: 10, states: states.clone(), fired: vec![fired(0)], tracked: Default::default() };
+    let eval = Request::Analytics { job: 1, from: 0, upto: 10, states: states.clone(), fired: vec![fired(0)], tracked: Default::default() };
     assert_eq!(w.apply(eval.clone()), Response::Ok);
     match w.apply(eval) {
         Response::Rejected(r) => assert_eq!(r.kind, RejectionKind::Stale, "{r:?}"),
@@ -723,11 +723,11 @@ fn alert_evaluations_apply_once_in_order() {
     assert_eq!(w.job().alerts.fired, vec![fired(0)], "recorded once");
     assert_eq!(w.job().alerts.upto, 10);
     // The wrong number of rule states can never apply.
-    match w.apply(Request::Alerts { job: 1, from: 10, upto: 14, states: Vec::new(), fired: Vec::new(), tracked: Default::default() }) {
+    match w.apply(Request::Analytics { job: 1, from: 10, upto: 14, states: Vec::new(), fired: Vec::new(), tracked: Default::default() }) {
         Response::Rejected(r) => assert_eq!(r.kind, RejectionKind::Invalid, "{r:?}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(w.apply(Request::Alerts { job: 1, from: 10, upto: 14, states, fired: vec![fired(12)], tracked: Default::default() }), Response::Ok);
+    assert_eq!(w.apply(Request::Analytics { job: 1, from: 10, upto: 14, states, fired: vec![fired(12)], tracked: Default::default() }), Response::Ok);
     assert_eq!(w.job().alerts.fired.len(), 2);
 }
 
@@ -746,7 +746,7 @@ fn zones_are_added_where_analytics_stand_and_tracks_close_once() {
     w.apply(Request::Submit { spec: s, now_ms: 1 });
     w.apply(Request::Plan { job: 1, plan: plan(20), shards: vec![(0, 20)], now_ms: 2 });
     assert_eq!(w.job().zones[0].from_frame, 0);
-    assert_eq!(w.apply(Request::Alerts { job: 1, from: 0, upto: 7, states: Vec::new(), fired: Vec::new(), tracked: Tracked::default() }), Response::Ok);
+    assert_eq!(w.apply(Request::Analytics { job: 1, from: 0, upto: 7, states: Vec::new(), fired: Vec::new(), tracked: Tracked::default() }), Response::Ok);
     assert_eq!(w.apply(Request::AddZone { job: 1, zone: Zone::parse("gate=0,0,0.5,0,0.5,1").unwrap() }), Response::Ok);
     assert_eq!((w.job().zones[1].zone.name.as_str(), w.job().zones[1].from_frame), ("gate", 7));
     match w.apply(Request::AddZone { job: 1, zone: Zone::parse("gate=0,0,1,0,1,1").unwrap() }) {
@@ -756,7 +756,7 @@ fn zones_are_added_where_analytics_stand_and_tracks_close_once() {
     // The job ends; the closing evaluation ends its tracks, once.
     w.apply(Request::Cancel { job: 1, now_ms: 3 });
     let end = TrackEvent { change: TrackChange::End, model: "objects".into(), track: 1, label: "person".into(), zone: None, frame: 6, time: 0.2 };
-    let close = Request::Alerts { job: 1, from: 7, upto: 7, states: Vec::new(), fired: Vec::new(), tracked: Tracked { tracker: JobTracker { closed: true, ..Default::default() }, marks: Vec::new(), events: vec![end] } };
+    let close = Request::Analytics { job: 1, from: 7, upto: 7, states: Vec::new(), fired: Vec::new(), tracked: Tracked { tracker: JobTracker { closed: true, ..Default::default() }, marks: Vec::new(), events: vec![end] } };
     assert_eq!(w.apply(close.clone()), Response::Ok);
     assert_eq!(w.job().track_events.recorded, 1);
     assert!(matches!(w.apply(close), Response::Rejected(_)), "tracks closed twice");
@@ -779,7 +779,7 @@ fn retention_takes_alerts_with_their_frames_and_numbers_go_on() {
     w.apply(Request::Plan { job: 1, plan: plan(20), shards: vec![(0, 20)], now_ms: 2 });
     let fired = |frame| Fired { rule: "someone".into(), frame, time_ms: frame * 40, since_ms: frame * 40, detail: String::new() };
     let states = vec![RuleState::default()];
-    let eval = |from, upto, f: Vec<Fired>| Request::Alerts { job: 1, from, upto, states: states.clone(), fired: f, tracked: Default::default() };
+    let eval = |from, upto, f: Vec<Fired>| Request::Analytics { job: 1, from, upto, states: states.clone(), fired: f, tracked: Default::default() };
     assert_eq!(w.apply(eval(0, 10, vec![fired(1), fired(5), fired(9)])), Response::Ok);
     assert!(matches!(w.apply(Request::Trim { job: 1, before_frame: 6 }), Response::Trimmed { .. }));
     let a = &w.job().alerts;

@@ -5,7 +5,7 @@
 //! tracks starting, entering and leaving zones, ending), then its rules
 //! (`panoptes_common::rules`, which also see the zones and crossings). The
 //! evaluation and all it decided are committed together
-//! (`Request::Alerts`), which applies only where the last one ended. So each
+//! (`Request::Analytics`), which applies only where the last one ended. So each
 //! track id, track event and alert is decided once, from committed results
 //! only, and recorded once: a new leader goes on from the last committed
 //! evaluation, and an evaluation a deposed leader still commits is refused
@@ -46,7 +46,7 @@ pub async fn analytics<M: Member>(node: Arc<M>) {
     loop {
         let started = tokio::time::Instant::now();
         if node.is_leader() {
-            evaluate_rules(&node, &mut last).await;
+            round(&node, &mut last).await;
         }
         tokio::time::sleep_until(started + MIN_ROUND).await;
         let _ = tokio::time::timeout(MAX_ROUND, reader.changed()).await;
@@ -69,7 +69,7 @@ struct Due {
 }
 
 /// One round: every job whose committed prefix moved past its analytics.
-async fn evaluate_rules<M: Member>(node: &Arc<M>, last: &mut HashMap<u64, tokio::time::Instant>) {
+async fn round<M: Member>(node: &Arc<M>, last: &mut HashMap<u64, tokio::time::Instant>) {
     let now = tokio::time::Instant::now();
     let due: Vec<Due> = node.reader().read(|a| {
         last.retain(|job, _| a.state.jobs.contains_key(job));
@@ -109,7 +109,7 @@ async fn evaluate_rules<M: Member>(node: &Arc<M>, last: &mut HashMap<u64, tokio:
             continue;
         };
         let names: Vec<String> = fired.iter().map(|f| format!("{} at frame {}", f.rule, f.frame)).collect();
-        match node.commit(Request::Alerts { job, from, upto, states, fired, tracked }).await {
+        match node.commit(Request::Analytics { job, from, upto, states, fired, tracked }).await {
             Ok(Response::Ok) => {
                 if !names.is_empty() {
                     info!(job_id = job, alerts = %names.join(", "), "alerts recorded");

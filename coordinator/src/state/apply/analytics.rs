@@ -11,7 +11,7 @@ use crate::state::outcome::Rejection;
 
 impl State {
     /// Record an evaluation of frames `[from, upto)`: only one that starts
-    /// where the last ended (see `Request::Alerts`).
+    /// where the last ended (see `Request::Analytics`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn alerts(&mut self, job: u64, from: u64, upto: u64, states: &[RuleState], fired: &[Fired], tracked: &Tracked, sink: &mut dyn ResultSink, ch: &mut Changes) -> Applied {
         let j = self.jobs.get_mut(&job).ok_or_else(|| Rejection::unknown(format!("no job {job}")))?;

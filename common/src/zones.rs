@@ -92,14 +92,20 @@ impl Zone {
         Some(format!("zone {} has corner ({}, {}) outside the {width}x{height} frame: give pixels inside it, or fractions (0-1)", self.name, p[0], p[1]))
     }
 
+    /// What turns the corners into pixels of a frame of `size`: (×x, ×y);
+    /// `None` for a zone in fractions while the size is not known.
+    pub fn scale(&self, size: Option<(u32, u32)>) -> Option<(f64, f64)> {
+        match (self.fractions, size) {
+            (false, _) => Some((1.0, 1.0)),
+            (true, Some((w, h))) if w > 0 && h > 0 => Some((w as f64, h as f64)),
+            (true, _) => None,
+        }
+    }
+
     /// Whether the point (pixels) is inside, for a frame of `size` (needed
     /// for a zone in fractions; `None`: not known yet, so nothing is inside).
     pub fn contains(&self, x: f64, y: f64, size: Option<(u32, u32)>) -> bool {
-        let (sx, sy) = match (self.fractions, size) {
-            (false, _) => (1.0, 1.0),
-            (true, Some((w, h))) if w > 0 && h > 0 => (w as f64, h as f64),
-            (true, _) => return false,
-        };
+        let Some((sx, sy)) = self.scale(size) else { return false };
         // On an edge counts as inside (a box standing on the frame's bottom
         // edge is in a zone drawn down to it); otherwise ray casting: count
         // the edges crossed by a ray to the right.

@@ -245,14 +245,13 @@ impl Panoptes for ApiService {
             .map(|f| (f.model, serde_json::from_str(&f.results_json).unwrap_or(serde_json::Value::Null)))
             .collect();
         // The job's zones in force at this frame, in the analysed frame's pixels.
-        let (aw, ah) = (image.width as f64, image.height as f64);
         let zones: Vec<(String, Vec<[f64; 2]>)> = job
             .zones
             .iter()
             .filter(|z| z.from_frame <= frame)
-            .map(|z| {
-                let (sx, sy) = if z.zone.fractions { (aw, ah) } else { (1.0, 1.0) };
-                (z.zone.name.clone(), z.zone.points.iter().map(|p| [p[0] * sx, p[1] * sy]).collect())
+            .filter_map(|z| {
+                let (sx, sy) = z.zone.scale(Some((image.width, image.height)))?;
+                Some((z.zone.name.clone(), z.zone.points.iter().map(|p| [p[0] * sx, p[1] * sy]).collect()))
             })
             .collect();
         // Decoding and drawing take a few ms: keep them off the async threads.
@@ -525,11 +524,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long add-member waits for a new member to catch up, by default.
 const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
 
-/// GetResults pages: the default and the largest page, in results.
 /// How long a read of an ended job's results waits for its analytics (its
-/// track ids) to catch up: the leader evaluates every 200 ms, up to 2,000
-/// frames a round.
+/// track ids) to catch up: the leader evaluates an ended job at once, up to
+/// 2,000 frames a round.
 const ANALYTICS_WAIT: Duration = Duration::from_secs(10);
+/// GetResults pages: the default and the largest page, in results.
 const RESULTS_PAGE_DEFAULT: usize = 10_000;
 const RESULTS_PAGE_MAX: usize = 100_000;
 

@@ -13,7 +13,7 @@ impl State {
     /// Record an evaluation of frames `[from, upto)`: only one that starts
     /// where the last ended (see `Request::Analytics`).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn alerts(&mut self, job: u64, from: u64, upto: u64, states: &[RuleState], fired: &[Fired], tracked: &Tracked, sink: &mut dyn ResultSink, ch: &mut Changes) -> Applied {
+    pub(super) fn analytics(&mut self, job: u64, from: u64, upto: u64, states: &[RuleState], fired: &[Fired], tracked: &Tracked, sink: &mut dyn ResultSink, ch: &mut Changes) -> Applied {
         let j = self.jobs.get_mut(&job).ok_or_else(|| Rejection::unknown(format!("no job {job}")))?;
         if j.alerts.upto != from || (j.tracking.closed && !tracked.events.is_empty()) {
             return Err(Rejection::stale(format!("job {job}'s analytics stand at frame {}, not {from}", j.alerts.upto)));

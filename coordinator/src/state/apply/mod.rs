@@ -108,7 +108,7 @@ impl State {
             Request::CreateLive { spec, live, now_ms } => self.create_live(spec, live, *now_ms, ch),
             Request::MoveLive { job, worker, url } => self.move_live(*job, worker, url, ch),
             Request::AbandonLive { job, worker, error, now_ms } => self.abandon_live(*job, worker, error, *now_ms, ch),
-            Request::Analytics { job, from, upto, states, fired, tracked } => self.alerts(*job, *from, *upto, states, fired, tracked, sink, ch),
+            Request::Analytics { job, from, upto, states, fired, tracked } => self.analytics(*job, *from, *upto, states, fired, tracked, sink, ch),
             Request::Delivered { job, sink: name, stream, upto, skipped } => self.delivered(*job, name, *stream, *upto, *skipped, ch),
             Request::AddZone { job, zone } => self.add_zone(*job, zone, ch),
         };

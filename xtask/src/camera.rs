@@ -309,7 +309,7 @@ async fn stream(o: &Options, addrs: &[String], pids: &[u32], work: &Path, total:
     tokio::time::sleep(Duration::from_millis(700)).await; // a heartbeat: the worker is live
     let job = coords
         .call(20, |ch| {
-            let (rules, zones) = if o.objects && std::env::var("CAMERA_BARE").is_err() {
+            let (rules, zones) = if o.objects {
                 (vec!["arrive: person enters right".to_string(), "crowd: count(person) >= 3 for 10s, cooldown 1m".to_string()], vec!["right=0.5,0,1,0,1,1,0.5,1".to_string()])
             } else {
                 (Vec::new(), Vec::new())
